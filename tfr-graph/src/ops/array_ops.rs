@@ -1,0 +1,863 @@
+//! Constants, placeholders and ops that move data without arithmetic.
+
+use super::{from_dtype_shape_attrs, no_outputs, same_as_input, shape_from_tensor};
+use crate::attr::AttrKind;
+use crate::dtype::{DType, DTypeSet};
+use crate::error::Result;
+use crate::graph::{Graph, NodeId, Output, TensorType};
+use crate::op_def::{normalize_axis, InferCtx, OpDef};
+use crate::passes::ARG_OP;
+use crate::shape::{Dim, Shape};
+use crate::value::{Element, TensorValue};
+
+pub fn op_defs() -> Vec<OpDef> {
+    let any = DTypeSet::ANY;
+    let idx = DTypeSet::INDEX;
+    vec![
+        OpDef::new("Const", infer_const).doc("a constant tensor").output("output")
+            .attr("value", AttrKind::Tensor).cheap(),
+        OpDef::new("Placeholder", from_dtype_shape_attrs)
+            .doc("a value fed when a step runs; its shape may hold unknown or symbolic dims")
+            .output("output").attr("dtype", AttrKind::DType)
+            .attr_default("shape", AttrKind::Shape, Shape::unknown()).cheap(),
+        OpDef::new(ARG_OP, from_dtype_shape_attrs)
+            .doc("internal: the value fed at position `index` of a step").output("output")
+            .attr("index", AttrKind::Int).attr("dtype", AttrKind::DType)
+            .attr("shape", AttrKind::Shape).cheap(),
+        OpDef::new("Identity", same_as_input).input("input", any).output("output").cheap(),
+        OpDef::new("StopGradient", same_as_input)
+            .doc("identity whose gradient is zero").input("input", any).output("output").cheap(),
+        OpDef::new("NoOp", no_outputs).doc("does nothing; groups control dependencies").cheap(),
+        OpDef::new("Reshape", infer_reshape).input("tensor", any).input("shape", idx)
+            .output("output").cheap(),
+        OpDef::new("Transpose", infer_transpose).input("x", any).input("perm", idx)
+            .output("y"),
+        OpDef::new("ExpandDims", infer_expand_dims).input("input", any).input("axis", idx)
+            .output("output").cheap(),
+        OpDef::new("Squeeze", infer_squeeze).input("input", any).output("output")
+            .attr_default("squeeze_dims", AttrKind::Ints, Vec::<i64>::new()).cheap(),
+        OpDef::new("Concat", infer_concat).doc("joins tensors along `axis` (ConcatV2)")
+            .list_input("values", any, 1).input("axis", idx).output("output"),
+        OpDef::new("Split", infer_split).doc("splits `value` into `num_split` equal parts along `axis`")
+            .input("axis", idx).input("value", any).attr("num_split", AttrKind::Int),
+        OpDef::new("Slice", infer_slice).input("input", any).input("begin", idx)
+            .input("size", idx).output("output"),
+        OpDef::new("StridedSlice", infer_strided_slice)
+            .doc("numpy-style slicing with begin/end/strides and masks")
+            .input("input", any).input("begin", idx).input("end", idx).input("strides", idx)
+            .output("output")
+            .attr_default("begin_mask", AttrKind::Int, 0i64)
+            .attr_default("end_mask", AttrKind::Int, 0i64)
+            .attr_default("ellipsis_mask", AttrKind::Int, 0i64)
+            .attr_default("new_axis_mask", AttrKind::Int, 0i64)
+            .attr_default("shrink_axis_mask", AttrKind::Int, 0i64),
+        OpDef::new("Pad", infer_pad).doc("pads with constant_value; paddings is [rank, 2]")
+            .input("input", any).input("paddings", idx).input("constant_value", any)
+            .output("output"),
+        OpDef::new("Tile", infer_tile).input("input", any).input("multiples", idx)
+            .output("output"),
+        OpDef::new("Pack", infer_pack).doc("stacks tensors of one shape along a new `axis`")
+            .list_input("values", any, 1).output("output")
+            .attr_default("axis", AttrKind::Int, 0i64),
+        OpDef::new("Unpack", infer_unpack).doc("splits along `axis` into `num` tensors, removing it")
+            .input("value", any).attr("num", AttrKind::Int)
+            .attr_default("axis", AttrKind::Int, 0i64),
+        OpDef::new("Gather", infer_gather)
+            .doc("gathers slices of params along axis at indices (GatherV2); out of range is an error")
+            .input("params", any).input("indices", idx).input("axis", idx).output("output")
+            .attr_default("batch_dims", AttrKind::Int, 0i64),
+        OpDef::new("OneHot", infer_one_hot).input("indices", DTypeSet::of(&[DType::I32, DType::I64, DType::U8]))
+            .input("depth", DTypeSet::of(&[DType::I32]))
+            .input("on_value", any).input("off_value", any).output("output")
+            .attr_default("axis", AttrKind::Int, -1i64),
+        OpDef::new("Fill", infer_fill).input("dims", idx).input("value", any).output("output"),
+        OpDef::new("ZerosLike", same_as_input).input("x", any).output("y").cheap(),
+        OpDef::new("OnesLike", same_as_input).input("x", any).output("y").cheap(),
+        OpDef::new("Shape", infer_shape_op).input("input", any).output("output")
+            .attr_default("out_type", AttrKind::DType, DType::I32).cheap(),
+        OpDef::new("Size", infer_scalar_out).input("input", any).output("output")
+            .attr_default("out_type", AttrKind::DType, DType::I32).cheap(),
+        OpDef::new("Rank", infer_rank).input("input", any).output("output").cheap(),
+        OpDef::new("Range", infer_range).doc("[start, limit) by delta")
+            .input("start", DTypeSet::NUMERIC).input("limit", DTypeSet::NUMERIC)
+            .input("delta", DTypeSet::NUMERIC).output("output"),
+        OpDef::new("BroadcastTo", infer_broadcast_to).input("input", any).input("shape", idx)
+            .output("output"),
+        OpDef::new("Reverse", infer_reverse).doc("reverses along the given axes (ReverseV2)")
+            .input("tensor", any).input("axis", idx).output("output"),
+    ]
+}
+
+fn one(dtype: DType, shape: Shape) -> Result<Vec<TensorType>, String> {
+    Ok(vec![TensorType { dtype, shape }])
+}
+
+fn infer_const(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let v = ctx.attrs.tensor("value")?;
+    if v.shape.iter().product::<usize>() != v.num_elements() {
+        return Err(format!(
+            "value has {} elements but shape {:?}",
+            v.num_elements(),
+            v.shape
+        ));
+    }
+    one(v.dtype(), Shape::known(&v.shape))
+}
+
+fn infer_reshape(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let target = shape_from_tensor(ctx, 1)?;
+    let Some(dims) = target.dims() else {
+        return one(ctx.dtype(0), target);
+    };
+    let unknown = dims.iter().filter(|d| **d == Dim::Unknown).count();
+    let known: usize = dims.iter().filter_map(Dim::known).product();
+    if let Some(n) = ctx.const_ints(1) {
+        if n.iter().filter(|&&d| d == -1).count() > 1 {
+            return Err(format!("at most one -1 in the target shape, got {n:?}"));
+        }
+    }
+    match ctx.input(0).shape.num_elements() {
+        Some(total) if unknown == 0 && ctx.const_ints(1).is_some() && total != known => {
+            Err(format!(
+                "cannot reshape a tensor of {total} elements ({}) to {target}",
+                ctx.input(0).shape
+            ))
+        }
+        Some(total) if unknown == 1 && ctx.const_ints(1).is_some() => {
+            if known == 0 || total % known != 0 {
+                return Err(format!(
+                    "cannot reshape a tensor of {total} elements ({}) to {target}",
+                    ctx.input(0).shape
+                ));
+            }
+            let filled = dims
+                .iter()
+                .map(|d| {
+                    if *d == Dim::Unknown {
+                        Dim::Known(total / known)
+                    } else {
+                        d.clone()
+                    }
+                })
+                .collect();
+            one(ctx.dtype(0), Shape::new(filled))
+        }
+        _ => one(ctx.dtype(0), target),
+    }
+}
+
+/// The permutation of a transpose; reversed axes when the perm input is empty.
+fn infer_transpose(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let s = &ctx.input(0).shape;
+    let Some(perm) = ctx.const_ints(1) else {
+        return one(
+            ctx.dtype(0),
+            s.rank().map_or(Shape::unknown(), Shape::unknown_dims),
+        );
+    };
+    let Some(r) = s.rank() else {
+        return one(ctx.dtype(0), Shape::unknown_dims(perm.len()));
+    };
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..r).rev().collect()
+    } else {
+        perm.iter()
+            .map(|&p| normalize_axis(p, r))
+            .collect::<Result<_, _>>()?
+    };
+    let mut sorted = perm.clone();
+    sorted.sort();
+    if perm.len() != r || sorted != (0..r).collect::<Vec<_>>() {
+        return Err(format!("perm {perm:?} is not a permutation of {r} axes"));
+    }
+    one(
+        ctx.dtype(0),
+        Shape::new(perm.iter().map(|&p| s.dim(p)).collect()),
+    )
+}
+
+fn infer_expand_dims(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let s = &ctx.input(0).shape;
+    let (Some(dims), Some(axis)) = (s.dims(), ctx.const_ints(1)) else {
+        return one(
+            ctx.dtype(0),
+            s.rank()
+                .map_or(Shape::unknown(), |r| Shape::unknown_dims(r + 1)),
+        );
+    };
+    if axis.len() != 1 {
+        return Err(format!("axis must hold one value, got {axis:?}"));
+    }
+    let a = normalize_axis(axis[0], dims.len() + 1)?;
+    let mut d = dims.to_vec();
+    d.insert(a, Dim::Known(1));
+    one(ctx.dtype(0), Shape::new(d))
+}
+
+fn infer_squeeze(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let s = &ctx.input(0).shape;
+    let Some(dims) = s.dims() else {
+        return one(ctx.dtype(0), Shape::unknown());
+    };
+    let axes = ctx.attrs.ints("squeeze_dims")?;
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, dims.len()))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (i, d) in dims.iter().enumerate() {
+        let chosen = axes.is_empty() || axes.contains(&i);
+        match d {
+            Dim::Known(1) if chosen => {}
+            Dim::Known(n) if !axes.is_empty() && chosen => {
+                return Err(format!("cannot squeeze dim {i} of size {n} in {s}"))
+            }
+            Dim::Unknown | Dim::Sym(_) if axes.is_empty() => {
+                return one(ctx.dtype(0), Shape::unknown())
+            }
+            Dim::Unknown | Dim::Sym(_) if chosen => {}
+            _ => out.push(d.clone()),
+        }
+    }
+    one(ctx.dtype(0), Shape::new(out))
+}
+
+fn infer_concat(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let n = ctx.inputs.len() - 1;
+    let dtype = ctx.same_dtype(&(0..n).collect::<Vec<_>>())?;
+    let rank = ctx.inputs[..n].iter().find_map(|t| t.shape.rank());
+    let (Some(rank), Some(axis)) = (rank, ctx.const_ints(n)) else {
+        return one(dtype, rank.map_or(Shape::unknown(), Shape::unknown_dims));
+    };
+    let axis = normalize_axis(axis.first().copied().unwrap_or(0), rank)?;
+    let mut out: Vec<Dim> = vec![Dim::Unknown; rank];
+    let mut total = Some(0usize);
+    for (k, t) in ctx.inputs[..n].iter().enumerate() {
+        let Some(d) = t.shape.dims() else {
+            total = None;
+            continue;
+        };
+        if d.len() != rank {
+            return Err(format!("values[{k}] has rank {}, expected {rank}", d.len()));
+        }
+        for (i, di) in d.iter().enumerate() {
+            if i == axis {
+                total = total.zip(di.known()).map(|(a, b)| a + b);
+            } else {
+                out[i] = out[i].merge(di).ok_or_else(|| {
+                    format!(
+                        "values[{k}] has shape {} which disagrees in dim {i}: {} != {}",
+                        t.shape, out[i], di
+                    )
+                })?;
+            }
+        }
+    }
+    out[axis] = total.map_or(Dim::Unknown, Dim::Known);
+    one(dtype, Shape::new(out))
+}
+
+fn infer_split(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let num = *ctx.attrs.int("num_split")?;
+    if num < 1 {
+        return Err(format!("num_split must be >= 1, got {num}"));
+    }
+    let s = &ctx.input(1).shape;
+    let shape = match (s.dims(), ctx.const_ints(0)) {
+        (Some(d), Some(a)) => {
+            let axis = normalize_axis(a.first().copied().unwrap_or(0), d.len())?;
+            let mut d = d.to_vec();
+            if let Dim::Known(n) = d[axis] {
+                if n % num as usize != 0 {
+                    return Err(format!(
+                        "dim {axis} of size {n} does not split into {num} equal parts"
+                    ));
+                }
+                d[axis] = Dim::Known(n / num as usize);
+            } else {
+                d[axis] = Dim::Unknown;
+            }
+            Shape::new(d)
+        }
+        (Some(d), None) => Shape::unknown_dims(d.len()),
+        _ => Shape::unknown(),
+    };
+    Ok(vec![
+        TensorType {
+            dtype: ctx.dtype(1),
+            shape
+        };
+        num as usize
+    ])
+}
+
+fn infer_slice(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let s = &ctx.input(0).shape;
+    let (Some(begin), Some(size)) = (ctx.const_ints(1), ctx.const_ints(2)) else {
+        return one(
+            ctx.dtype(0),
+            s.rank().map_or(Shape::unknown(), Shape::unknown_dims),
+        );
+    };
+    if begin.len() != size.len() || s.rank().is_some_and(|r| r != begin.len()) {
+        return Err(format!(
+            "begin {begin:?} and size {size:?} must both have one entry per dim of {s}"
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, (&b, &z)) in begin.iter().zip(&size).enumerate() {
+        let dim = s.dim(i);
+        if b < 0 {
+            return Err(format!("begin[{i}] = {b} is negative"));
+        }
+        out.push(match (z, dim.known()) {
+            (-1, Some(n)) if b as usize <= n => Dim::Known(n - b as usize),
+            (-1, None) => Dim::Unknown,
+            (z, Some(n)) if z >= 0 && (b + z) as usize <= n => Dim::Known(z as usize),
+            (z, None) if z >= 0 => Dim::Known(z as usize),
+            _ => {
+                return Err(format!(
+                    "slice begin {b} size {z} is out of range for dim {i} of {s}"
+                ))
+            }
+        });
+    }
+    one(ctx.dtype(0), Shape::new(out))
+}
+
+/// A strided slice resolved against a concrete input shape; shared by shape inference and the
+/// CPU kernel so both agree on every mask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StridedSliceSpec {
+    /// Per input dim: (start, step, count) of the elements taken.
+    pub dims: Vec<(i64, i64, usize)>,
+    /// Output shape after new axes are added and shrunk axes removed.
+    pub output_shape: Vec<usize>,
+}
+
+/// Masks of a strided slice, as in TensorFlow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StridedSliceMasks {
+    pub begin: i64,
+    pub end: i64,
+    pub ellipsis: i64,
+    pub new_axis: i64,
+    pub shrink_axis: i64,
+}
+
+impl StridedSliceSpec {
+    pub fn resolve(
+        input: &[usize],
+        begin: &[i64],
+        end: &[i64],
+        strides: &[i64],
+        m: StridedSliceMasks,
+    ) -> Result<StridedSliceSpec, String> {
+        if begin.len() != end.len() || begin.len() != strides.len() {
+            return Err(format!(
+                "begin {begin:?}, end {end:?} and strides {strides:?} must have equal lengths"
+            ));
+        }
+        let bit = |mask: i64, i: usize| mask >> i & 1 == 1;
+        // Expand the sparse spec (with ellipsis and new axes) into one entry per input dim.
+        let n_real = (0..begin.len())
+            .filter(|&i| !bit(m.new_axis, i) && !bit(m.ellipsis, i))
+            .count();
+        let mut dims = Vec::with_capacity(input.len());
+        let mut output_shape = Vec::new();
+        let mut d = 0usize;
+        let mut seen_ellipsis = false;
+        for i in 0..begin.len() {
+            if bit(m.ellipsis, i) {
+                if seen_ellipsis {
+                    return Err("only one ellipsis is allowed".into());
+                }
+                seen_ellipsis = true;
+                let covered = input
+                    .len()
+                    .checked_sub(n_real)
+                    .ok_or("too many indices for the input's rank")?;
+                for _ in 0..covered {
+                    dims.push((0, 1, input[d]));
+                    output_shape.push(input[d]);
+                    d += 1;
+                }
+                continue;
+            }
+            if bit(m.new_axis, i) {
+                output_shape.push(1);
+                continue;
+            }
+            let Some(&n) = input.get(d) else {
+                return Err(format!(
+                    "index {i} is beyond the input's rank {}",
+                    input.len()
+                ));
+            };
+            let n = n as i64;
+            let stride = strides[i];
+            if stride == 0 {
+                return Err(format!("strides[{i}] must not be 0"));
+            }
+            if bit(m.shrink_axis, i) {
+                let b = if begin[i] < 0 { begin[i] + n } else { begin[i] };
+                if b < 0 || b >= n {
+                    return Err(format!(
+                        "index {} is out of range for dim {d} of size {n}",
+                        begin[i]
+                    ));
+                }
+                dims.push((b, 1, 1));
+                d += 1;
+                continue;
+            }
+            let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+            let (lo, hi) = if stride > 0 { (0, n) } else { (-1, n - 1) };
+            let norm = |v: i64| if v < 0 { v + n } else { v };
+            let b = if bit(m.begin, i) {
+                if stride > 0 {
+                    lo
+                } else {
+                    hi
+                }
+            } else {
+                clamp(norm(begin[i]), lo, hi)
+            };
+            let e = if bit(m.end, i) {
+                if stride > 0 {
+                    hi
+                } else {
+                    lo
+                }
+            } else {
+                clamp(norm(end[i]), lo, hi)
+            };
+            let count = if stride > 0 {
+                ((e - b).max(0) + stride - 1) / stride
+            } else {
+                ((b - e).max(0) + (-stride) - 1) / (-stride)
+            };
+            dims.push((b, stride, count as usize));
+            output_shape.push(count as usize);
+            d += 1;
+        }
+        while d < input.len() {
+            dims.push((0, 1, input[d]));
+            output_shape.push(input[d]);
+            d += 1;
+        }
+        Ok(StridedSliceSpec { dims, output_shape })
+    }
+}
+
+pub fn strided_slice_masks(ctx: &crate::attr::Attrs) -> Result<StridedSliceMasks, String> {
+    Ok(StridedSliceMasks {
+        begin: *ctx.int("begin_mask")?,
+        end: *ctx.int("end_mask")?,
+        ellipsis: *ctx.int("ellipsis_mask")?,
+        new_axis: *ctx.int("new_axis_mask")?,
+        shrink_axis: *ctx.int("shrink_axis_mask")?,
+    })
+}
+
+fn infer_strided_slice(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let masks = strided_slice_masks(ctx.attrs)?;
+    let s = &ctx.input(0).shape;
+    match (
+        s.to_known(),
+        ctx.const_ints(1),
+        ctx.const_ints(2),
+        ctx.const_ints(3),
+    ) {
+        (Some(input), Some(b), Some(e), Some(st)) => {
+            let spec = StridedSliceSpec::resolve(&input, &b, &e, &st, masks)?;
+            one(ctx.dtype(0), Shape::known(&spec.output_shape))
+        }
+        _ => one(ctx.dtype(0), Shape::unknown()),
+    }
+}
+
+fn infer_pad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 2])?;
+    let s = &ctx.input(0).shape;
+    let (Some(dims), Some(p)) = (s.dims(), ctx.const_ints(1)) else {
+        return one(
+            dtype,
+            s.rank().map_or(Shape::unknown(), Shape::unknown_dims),
+        );
+    };
+    if p.len() != 2 * dims.len() || p.iter().any(|&v| v < 0) {
+        return Err(format!(
+            "paddings must be [{}, 2] of non-negative values, got {p:?}",
+            dims.len()
+        ));
+    }
+    let out = dims.iter().enumerate().map(|(i, d)| match d {
+        Dim::Known(n) => Dim::Known(n + (p[2 * i] + p[2 * i + 1]) as usize),
+        _ => Dim::Unknown,
+    });
+    one(dtype, Shape::new(out.collect()))
+}
+
+fn infer_tile(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let s = &ctx.input(0).shape;
+    let (Some(dims), Some(m)) = (s.dims(), ctx.const_ints(1)) else {
+        return one(
+            ctx.dtype(0),
+            s.rank().map_or(Shape::unknown(), Shape::unknown_dims),
+        );
+    };
+    if m.len() != dims.len() || m.iter().any(|&v| v < 0) {
+        return Err(format!(
+            "multiples must have {} non-negative entries, got {m:?}",
+            dims.len()
+        ));
+    }
+    one(
+        ctx.dtype(0),
+        Shape::new(
+            dims.iter()
+                .zip(&m)
+                .map(|(d, &k)| d.mul(&Dim::Known(k as usize)))
+                .collect(),
+        ),
+    )
+}
+
+fn infer_pack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&(0..ctx.inputs.len()).collect::<Vec<_>>())?;
+    let mut shape = Shape::unknown();
+    for (k, t) in ctx.inputs.iter().enumerate() {
+        shape = shape
+            .merge(&t.shape)
+            .map_err(|e| format!("values[{k}]: all values need one shape: {e}"))?;
+    }
+    let Some(dims) = shape.dims() else {
+        return one(dtype, Shape::unknown());
+    };
+    let axis = normalize_axis(*ctx.attrs.int("axis")?, dims.len() + 1)?;
+    let mut d = dims.to_vec();
+    d.insert(axis, Dim::Known(ctx.inputs.len()));
+    one(dtype, Shape::new(d))
+}
+
+fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let num = *ctx.attrs.int("num")?;
+    let s = &ctx.input(0).shape;
+    let shape = match s.dims() {
+        Some(d) => {
+            let axis = normalize_axis(*ctx.attrs.int("axis")?, d.len())?;
+            if let Dim::Known(n) = d[axis] {
+                if n as i64 != num {
+                    return Err(format!("num = {num} but dim {axis} of {s} is {n}"));
+                }
+            }
+            let mut d = d.to_vec();
+            d.remove(axis);
+            Shape::new(d)
+        }
+        None => Shape::unknown(),
+    };
+    Ok(vec![
+        TensorType {
+            dtype: ctx.dtype(0),
+            shape
+        };
+        num.max(0) as usize
+    ])
+}
+
+fn infer_gather(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let p = &ctx.input(0).shape;
+    let i = &ctx.input(1).shape;
+    if *ctx.attrs.int("batch_dims")? != 0 {
+        return Err("batch_dims other than 0 is not supported".into());
+    }
+    let (Some(pd), Some(id), Some(axis)) = (p.dims(), i.dims(), ctx.const_ints(2)) else {
+        return one(ctx.dtype(0), Shape::unknown());
+    };
+    let axis = normalize_axis(axis.first().copied().unwrap_or(0), pd.len())?;
+    let mut out = pd[..axis].to_vec();
+    out.extend(id.iter().cloned());
+    out.extend(pd[axis + 1..].iter().cloned());
+    one(ctx.dtype(0), Shape::new(out))
+}
+
+fn infer_one_hot(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[2, 3])?;
+    let depth = ctx.const_ints(1).and_then(|v| v.first().copied());
+    let depth_dim = match depth {
+        Some(d) if d < 0 => return Err(format!("depth must be non-negative, got {d}")),
+        Some(d) => Dim::Known(d as usize),
+        None => Dim::Unknown,
+    };
+    let Some(dims) = ctx.input(0).shape.dims() else {
+        return one(dtype, Shape::unknown());
+    };
+    let axis = *ctx.attrs.int("axis")?;
+    let a = if axis == -1 {
+        dims.len()
+    } else {
+        normalize_axis(axis, dims.len() + 1)?
+    };
+    let mut d = dims.to_vec();
+    d.insert(a, depth_dim);
+    one(dtype, Shape::new(d))
+}
+
+fn infer_fill(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    one(ctx.dtype(1), shape_from_tensor(ctx, 0)?)
+}
+
+fn infer_shape_op(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let out = *ctx.attrs.dtype("out_type")?;
+    let len = ctx.input(0).shape.rank().map_or(Dim::Unknown, Dim::Known);
+    one(out, Shape::new(vec![len]))
+}
+
+fn infer_scalar_out(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    one(*ctx.attrs.dtype("out_type")?, Shape::scalar())
+}
+
+fn infer_rank(_: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    one(DType::I32, Shape::scalar())
+}
+
+fn infer_range(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2])?;
+    let len = match (ctx.const_f64s(0), ctx.const_f64s(1), ctx.const_f64s(2)) {
+        (Some(s), Some(l), Some(d)) if s.len() == 1 && l.len() == 1 && d.len() == 1 => {
+            if d[0] == 0.0 {
+                return Err("delta must not be 0".into());
+            }
+            Dim::Known((((l[0] - s[0]) / d[0]).ceil()).max(0.0) as usize)
+        }
+        _ => Dim::Unknown,
+    };
+    one(dtype, Shape::new(vec![len]))
+}
+
+fn infer_broadcast_to(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let target = shape_from_tensor(ctx, 1)?;
+    let b = ctx.input(0).shape.broadcast(&target)?;
+    if b.rank().is_some() && target.rank().is_some() && b.rank() != target.rank() {
+        return Err(format!(
+            "cannot broadcast {} to the lower rank {target}",
+            ctx.input(0).shape
+        ));
+    }
+    one(ctx.dtype(0), target.merge(&b).unwrap_or(target.clone()))
+}
+
+fn infer_reverse(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    if let (Some(r), Some(axes)) = (ctx.input(0).shape.rank(), ctx.const_ints(1)) {
+        for a in axes {
+            normalize_axis(a, r)?;
+        }
+    }
+    same_as_input(ctx)
+}
+
+// ---- builder API ------------------------------------------------------------------------------
+
+fn index_const(g: &mut Graph, v: &[i64]) -> Result<Output> {
+    let data: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+    g.constant(TensorValue::new(&[data.len()], data).expect("length matches"))
+}
+
+impl Graph {
+    pub fn constant(&mut self, value: TensorValue) -> Result<Output> {
+        self.build("Const").attr("value", value).finish1()
+    }
+
+    /// A constant from row-major data and a shape.
+    pub fn constant_from<T: Element>(&mut self, shape: &[usize], data: Vec<T>) -> Result<Output> {
+        let n = data.len();
+        let value =
+            TensorValue::new(shape, data).ok_or_else(|| crate::error::GraphError::InvalidNode {
+                node: "Const".into(),
+                op: "Const".into(),
+                message: format!("{n} values do not fill shape {shape:?}"),
+            })?;
+        self.constant(value)
+    }
+
+    pub fn placeholder(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: impl Into<Shape>,
+    ) -> Result<Output> {
+        self.build("Placeholder")
+            .name(name)
+            .attr("dtype", dtype)
+            .attr("shape", shape.into())
+            .finish1()
+    }
+
+    pub fn identity(&mut self, x: Output) -> Result<Output> {
+        self.build("Identity").input(x).finish1()
+    }
+    pub fn stop_gradient(&mut self, x: Output) -> Result<Output> {
+        self.build("StopGradient").input(x).finish1()
+    }
+    /// A `NoOp` that runs after `deps` (a group).
+    pub fn group(&mut self, deps: &[NodeId]) -> Result<NodeId> {
+        self.build("NoOp")
+            .control_inputs(deps.iter().copied())
+            .finish()
+    }
+    pub fn reshape(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
+        let s = index_const(self, shape)?;
+        self.build("Reshape").input(x).input(s).finish1()
+    }
+    pub fn reshape_to(&mut self, x: Output, shape: Output) -> Result<Output> {
+        self.build("Reshape").input(x).input(shape).finish1()
+    }
+    pub fn transpose(&mut self, x: Output, perm: &[i64]) -> Result<Output> {
+        let p = index_const(self, perm)?;
+        self.build("Transpose").input(x).input(p).finish1()
+    }
+    pub fn expand_dims(&mut self, x: Output, axis: i64) -> Result<Output> {
+        let a = self.scalar(axis as i32)?;
+        self.build("ExpandDims").input(x).input(a).finish1()
+    }
+    pub fn squeeze(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
+        self.build("Squeeze")
+            .input(x)
+            .attr("squeeze_dims", axes.to_vec())
+            .finish1()
+    }
+    pub fn concat(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
+        let a = self.scalar(axis as i32)?;
+        self.build("Concat")
+            .inputs(xs.iter().copied())
+            .input(a)
+            .finish1()
+    }
+    pub fn split(&mut self, x: Output, num: usize, axis: i64) -> Result<Vec<Output>> {
+        let a = self.scalar(axis as i32)?;
+        let id = self
+            .build("Split")
+            .input(a)
+            .input(x)
+            .attr("num_split", num as i64)
+            .finish()?;
+        Ok((0..num).map(|i| Output::new(id, i)).collect())
+    }
+    pub fn slice(&mut self, x: Output, begin: &[i64], size: &[i64]) -> Result<Output> {
+        let b = index_const(self, begin)?;
+        let s = index_const(self, size)?;
+        self.build("Slice").input(x).input(b).input(s).finish1()
+    }
+    pub fn strided_slice(
+        &mut self,
+        x: Output,
+        begin: &[i64],
+        end: &[i64],
+        strides: &[i64],
+        masks: StridedSliceMasks,
+    ) -> Result<Output> {
+        let b = index_const(self, begin)?;
+        let e = index_const(self, end)?;
+        let s = index_const(self, strides)?;
+        self.build("StridedSlice")
+            .input(x)
+            .input(b)
+            .input(e)
+            .input(s)
+            .attr("begin_mask", masks.begin)
+            .attr("end_mask", masks.end)
+            .attr("ellipsis_mask", masks.ellipsis)
+            .attr("new_axis_mask", masks.new_axis)
+            .attr("shrink_axis_mask", masks.shrink_axis)
+            .finish1()
+    }
+    /// Pads with zeros (or `value`); `paddings` holds (before, after) per dim.
+    pub fn pad(&mut self, x: Output, paddings: &[(i64, i64)], value: f64) -> Result<Output> {
+        let flat: Vec<i32> = paddings
+            .iter()
+            .flat_map(|&(a, b)| [a as i32, b as i32])
+            .collect();
+        let p =
+            self.constant(TensorValue::new(&[paddings.len(), 2], flat).expect("length matches"))?;
+        let v = self.scalar_like(x, value)?;
+        self.build("Pad").input(x).input(p).input(v).finish1()
+    }
+    pub fn tile(&mut self, x: Output, multiples: &[i64]) -> Result<Output> {
+        let m = index_const(self, multiples)?;
+        self.build("Tile").input(x).input(m).finish1()
+    }
+    pub fn stack(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
+        self.build("Pack")
+            .inputs(xs.iter().copied())
+            .attr("axis", axis)
+            .finish1()
+    }
+    pub fn unstack(&mut self, x: Output, num: usize, axis: i64) -> Result<Vec<Output>> {
+        let id = self
+            .build("Unpack")
+            .input(x)
+            .attr("num", num as i64)
+            .attr("axis", axis)
+            .finish()?;
+        Ok((0..num).map(|i| Output::new(id, i)).collect())
+    }
+    pub fn gather(&mut self, params: Output, indices: Output, axis: i64) -> Result<Output> {
+        let a = self.scalar(axis as i32)?;
+        self.build("Gather")
+            .input(params)
+            .input(indices)
+            .input(a)
+            .finish1()
+    }
+    pub fn one_hot(
+        &mut self,
+        indices: Output,
+        depth: usize,
+        on: Output,
+        off: Output,
+    ) -> Result<Output> {
+        let d = self.scalar(depth as i32)?;
+        self.build("OneHot")
+            .input(indices)
+            .input(d)
+            .input(on)
+            .input(off)
+            .finish1()
+    }
+    pub fn fill(&mut self, dims: &[i64], value: Output) -> Result<Output> {
+        let d = index_const(self, dims)?;
+        self.build("Fill").input(d).input(value).finish1()
+    }
+    pub fn zeros_like(&mut self, x: Output) -> Result<Output> {
+        self.build("ZerosLike").input(x).finish1()
+    }
+    pub fn ones_like(&mut self, x: Output) -> Result<Output> {
+        self.build("OnesLike").input(x).finish1()
+    }
+    pub fn shape_of(&mut self, x: Output) -> Result<Output> {
+        self.build("Shape").input(x).finish1()
+    }
+    pub fn size(&mut self, x: Output) -> Result<Output> {
+        self.build("Size").input(x).finish1()
+    }
+    pub fn rank(&mut self, x: Output) -> Result<Output> {
+        self.build("Rank").input(x).finish1()
+    }
+    pub fn range(&mut self, start: Output, limit: Output, delta: Output) -> Result<Output> {
+        self.build("Range")
+            .input(start)
+            .input(limit)
+            .input(delta)
+            .finish1()
+    }
+    pub fn broadcast_to(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
+        let s = index_const(self, shape)?;
+        self.build("BroadcastTo").input(x).input(s).finish1()
+    }
+    pub fn reverse(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
+        let a = index_const(self, axes)?;
+        self.build("Reverse").input(x).input(a).finish1()
+    }
+}

@@ -1,0 +1,121 @@
+//! Op definitions, one file per family. Each family exposes `op_defs()`; builder methods on
+//! [`Graph`](crate::Graph) for its ops live in the same file. Gradient rules live in the matching
+//! `<family>_grad.rs`.
+
+pub mod array_ops;
+pub mod math_ops;
+pub mod nn_ops;
+pub mod random_ops;
+pub mod state_ops;
+
+use crate::dtype::DType;
+use crate::graph::TensorType;
+use crate::op_def::{normalize_axis, InferCtx, OpDef};
+use crate::shape::{Dim, Shape};
+
+/// Every op definition of every family.
+pub fn all_op_defs() -> Vec<OpDef> {
+    let mut defs = Vec::new();
+    defs.extend(math_ops::op_defs());
+    defs.extend(array_ops::op_defs());
+    defs.extend(nn_ops::op_defs());
+    defs.extend(random_ops::op_defs());
+    defs.extend(state_ops::op_defs());
+    defs
+}
+
+// ---- shape functions shared across families ---------------------------------------------------
+
+/// One output with the type of input 0.
+pub fn same_as_input(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    Ok(vec![ctx.input(0).clone()])
+}
+
+/// Elementwise binary op with numpy broadcasting; both inputs share the output dtype.
+pub fn broadcast_binary(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1])?;
+    let shape = ctx.input(0).shape.broadcast(&ctx.input(1).shape)?;
+    Ok(vec![TensorType { dtype, shape }])
+}
+
+/// Elementwise comparison with broadcasting: a bool output.
+pub fn broadcast_compare(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    ctx.same_dtype(&[0, 1])?;
+    let shape = ctx.input(0).shape.broadcast(&ctx.input(1).shape)?;
+    Ok(vec![TensorType {
+        dtype: DType::Bool,
+        shape,
+    }])
+}
+
+/// No outputs (NoOp, assignments without a result).
+pub fn no_outputs(_: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    Ok(Vec::new())
+}
+
+/// One output whose dtype and shape come from the `dtype` and `shape` attributes.
+pub fn from_dtype_shape_attrs(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    Ok(vec![TensorType {
+        dtype: *ctx.attrs.dtype("dtype")?,
+        shape: ctx.attrs.shape("shape")?.clone(),
+    }])
+}
+
+/// The shape described by a 1-D integer input (a shape tensor) when it is a graph constant;
+/// otherwise a shape of known rank (from the shape tensor's length) with unknown dims.
+pub fn shape_from_tensor(ctx: &InferCtx<'_>, i: usize) -> Result<Shape, String> {
+    if let Some(v) = ctx.const_ints(i) {
+        let dims = v
+            .iter()
+            .map(|&d| match d {
+                d if d >= 0 => Ok(Dim::Known(d as usize)),
+                -1 => Ok(Dim::Unknown),
+                d => Err(format!("shape has a negative dim {d}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Shape::new(dims));
+    }
+    Ok(match ctx.input(i).shape.dim(0) {
+        Dim::Known(n) => Shape::unknown_dims(n),
+        _ => Shape::unknown(),
+    })
+}
+
+/// The axes a reduction runs over: the `axis` input's constant value (all axes when it is
+/// empty and `reduce_all_on_empty`), normalized and deduplicated; `None` when not constant.
+pub fn reduction_axes(ctx: &InferCtx<'_>, axis_input: usize) -> Result<Option<Vec<usize>>, String> {
+    let Some(rank) = ctx.input(0).shape.rank() else {
+        return Ok(None);
+    };
+    let Some(axes) = ctx.const_ints(axis_input) else {
+        return Ok(None);
+    };
+    let mut out = axes
+        .iter()
+        .map(|&a| normalize_axis(a, rank))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(Some(out))
+}
+
+/// Shape of a reduction of `input` over `axes` (`None` = unknown axes) with `keep_dims`.
+pub fn reduced_shape(input: &Shape, axes: Option<&[usize]>, keep_dims: bool) -> Shape {
+    let (Some(dims), Some(axes)) = (input.dims(), axes) else {
+        return match (input.rank(), keep_dims) {
+            (Some(r), true) => Shape::unknown_dims(r),
+            _ => Shape::unknown(),
+        };
+    };
+    let mut out = Vec::new();
+    for (i, d) in dims.iter().enumerate() {
+        if axes.contains(&i) {
+            if keep_dims {
+                out.push(Dim::Known(1));
+            }
+        } else {
+            out.push(d.clone());
+        }
+    }
+    Shape::new(out)
+}

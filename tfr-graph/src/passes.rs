@@ -1,0 +1,231 @@
+//! Runtime-independent graph passes run before a step's executable is built: pruning to what a
+//! step needs (feeds cut their producers off) and common-subexpression elimination.
+//! Constant folding needs kernels and lives in `tfr-core`.
+
+use crate::attr::Attrs;
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, Node, NodeId, Output};
+use crate::op_def::registry;
+use crate::validate::topological_order;
+use std::collections::HashMap;
+
+/// The op of the nodes that stand for fed values in a pruned graph; attribute `index` is the
+/// position of the feed.
+pub const ARG_OP: &str = "_Arg";
+
+/// A graph cut down to one step's needs, with feeds replaced by `_Arg` nodes.
+#[derive(Clone, Debug)]
+pub struct StepGraph {
+    pub graph: Graph,
+    /// Per feed, its `_Arg` node in `graph` (None when nothing needed that feed).
+    pub feeds: Vec<Option<NodeId>>,
+    pub fetches: Vec<Output>,
+    pub targets: Vec<NodeId>,
+    /// Map from a node of `graph` to the node of the original graph it came from, when any.
+    pub origin: Vec<Option<NodeId>>,
+}
+
+/// Keeps only the nodes that `fetches` and `targets` need; a fed output cuts off its producer.
+pub fn prune(
+    graph: &Graph,
+    feeds: &[Output],
+    fetches: &[Output],
+    targets: &[NodeId],
+) -> Result<StepGraph> {
+    for &o in feeds.iter().chain(fetches) {
+        graph.check_output(o)?;
+    }
+    for &t in targets {
+        graph.get_node(t)?;
+    }
+    let fed: HashMap<Output, usize> = feeds.iter().enumerate().map(|(i, &o)| (o, i)).collect();
+    // Mark what is needed, walking back from fetches and targets.
+    let mut needed = vec![false; graph.len()];
+    let mut stack: Vec<NodeId> = targets.to_vec();
+    stack.extend(
+        fetches
+            .iter()
+            .filter(|o| !fed.contains_key(o))
+            .map(|o| o.node),
+    );
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut needed[id.index()], true) {
+            continue;
+        }
+        let node = graph.node(id);
+        for o in &node.inputs {
+            if !fed.contains_key(o) {
+                stack.push(o.node);
+            }
+        }
+        stack.extend(node.control_inputs.iter().copied());
+    }
+    let mut out = Graph::new();
+    out.seed = graph.seed;
+    let mut origin = Vec::new();
+    let mut arg_nodes: Vec<Option<NodeId>> = vec![None; feeds.len()];
+    let mut new_id: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut feed_arg = |out: &mut Graph, origin: &mut Vec<Option<NodeId>>, k: usize| -> NodeId {
+        if let Some(id) = arg_nodes[k] {
+            return id;
+        }
+        let ty = graph.output_type(feeds[k]).clone();
+        let mut attrs = Attrs::default();
+        attrs.set("index", k as i64);
+        attrs.set("dtype", ty.dtype);
+        attrs.set("shape", ty.shape.clone());
+        let id = out.push_node(Node {
+            name: format!("_arg_{k}_{}", graph.output_name(feeds[k]).replace(':', "_")),
+            op: ARG_OP.to_string(),
+            inputs: Vec::new(),
+            control_inputs: Vec::new(),
+            attrs,
+            device: graph.node(feeds[k].node).device.clone(),
+            outputs: vec![ty],
+        });
+        origin.push(None);
+        arg_nodes[k] = Some(id);
+        id
+    };
+    for id in topological_order(graph)? {
+        if !needed[id.index()] {
+            continue;
+        }
+        let node = graph.node(id);
+        if node.op == "Placeholder" {
+            let unfed = (0..node.outputs.len()).any(|i| !fed.contains_key(&Output::new(id, i)));
+            if unfed {
+                return Err(GraphError::InvalidNode {
+                    node: node.name.clone(),
+                    op: node.op.clone(),
+                    message: format!(
+                        "placeholder must be fed a value of {} for this step",
+                        node.outputs[0]
+                    ),
+                });
+            }
+        }
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for o in &node.inputs {
+            inputs.push(match fed.get(o) {
+                Some(&k) => Output::new(feed_arg(&mut out, &mut origin, k), 0),
+                None => Output {
+                    node: new_id[&o.node],
+                    index: o.index,
+                },
+            });
+        }
+        let control_inputs = node.control_inputs.iter().map(|c| new_id[c]).collect();
+        let nid = out.push_node(Node {
+            inputs,
+            control_inputs,
+            ..node.clone()
+        });
+        origin.push(Some(id));
+        new_id.insert(id, nid);
+    }
+    let mut map_out =
+        |o: &Output, out: &mut Graph, origin: &mut Vec<Option<NodeId>>| match fed.get(o) {
+            Some(&k) => Output::new(feed_arg(out, origin, k), 0),
+            None => Output {
+                node: new_id[&o.node],
+                index: o.index,
+            },
+        };
+    let fetches = fetches
+        .iter()
+        .map(|o| map_out(o, &mut out, &mut origin))
+        .collect();
+    let targets = targets.iter().map(|t| new_id[t]).collect();
+    Ok(StepGraph {
+        graph: out,
+        feeds: arg_nodes,
+        fetches,
+        targets,
+        origin,
+    })
+}
+
+/// Merges nodes that compute the same thing from the same inputs (stateless ops only).
+pub fn eliminate_common_subexpressions(step: &mut StepGraph) {
+    let old = std::mem::take(&mut step.graph);
+    let mut out = Graph::new();
+    out.seed = old.seed;
+    let mut remap: Vec<NodeId> = Vec::with_capacity(old.len());
+    let mut seen: HashMap<String, NodeId> = HashMap::new();
+    let mut origin = Vec::with_capacity(old.len());
+    for (i, node) in old.nodes().iter().enumerate() {
+        let inputs: Vec<Output> = node
+            .inputs
+            .iter()
+            .map(|o| Output {
+                node: remap[o.node.index()],
+                index: o.index,
+            })
+            .collect();
+        let control_inputs: Vec<NodeId> = node
+            .control_inputs
+            .iter()
+            .map(|c| remap[c.index()])
+            .collect();
+        let mergeable = node.op != ARG_OP
+            && registry().get(&node.op).is_some_and(|d| !d.stateful)
+            && node
+                .attrs
+                .tensor_opt("value")
+                .is_none_or(|v| v.num_elements() <= 64);
+        let key = mergeable.then(|| {
+            let mut ins = inputs.clone();
+            if registry().get(&node.op).is_some_and(|d| d.commutative) {
+                ins.sort();
+            }
+            format!(
+                "{}|{:?}|{:?}|{:?}|{}",
+                node.op, ins, control_inputs, node.attrs, node.device
+            )
+        });
+        if let Some(&existing) = key.as_ref().and_then(|k| seen.get(k)) {
+            remap.push(existing);
+            continue;
+        }
+        let id = out.push_node(Node {
+            inputs,
+            control_inputs,
+            ..node.clone()
+        });
+        if let Some(k) = key {
+            seen.insert(k, id);
+        }
+        origin.push(step.origin[i]);
+        remap.push(id);
+    }
+    step.feeds = step
+        .feeds
+        .iter()
+        .map(|f| f.map(|id| remap[id.index()]))
+        .collect();
+    step.fetches = step
+        .fetches
+        .iter()
+        .map(|o| Output {
+            node: remap[o.node.index()],
+            index: o.index,
+        })
+        .collect();
+    step.targets = step.targets.iter().map(|t| remap[t.index()]).collect();
+    step.origin = origin;
+    step.graph = out;
+}
+
+impl Graph {
+    /// Appends an already-typed node without re-running inference (for graph rewrites that
+    /// build nodes from checked parts, such as constant folding).
+    pub fn push_checked(&mut self, node: Node) -> NodeId {
+        self.push_node(node)
+    }
+
+    /// Mutable access to the node list for rewrites that keep ids stable.
+    pub fn nodes_for_rewrite(&mut self) -> &mut Vec<Node> {
+        self.nodes_mut()
+    }
+}

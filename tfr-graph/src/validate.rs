@@ -1,0 +1,64 @@
+//! Whole-graph validation: every edge's arity and dtype, and no cycles.
+
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, NodeId};
+
+/// Node ids in an order where every node follows its data and control inputs.
+pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
+    let n = graph.len();
+    let mut pending = vec![0usize; n];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in graph.nodes().iter().enumerate() {
+        let sources = node
+            .inputs
+            .iter()
+            .map(|o| o.node)
+            .chain(node.control_inputs.iter().copied());
+        for src in sources {
+            if src.index() >= n {
+                return Err(GraphError::UnknownNode(format!(
+                    "#{} (input of `{}`)",
+                    src.0, node.name
+                )));
+            }
+            pending[i] += 1;
+            consumers[src.index()].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).rev().collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop() {
+        order.push(NodeId(i as u32));
+        for &c in &consumers[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if order.len() != n {
+        let stuck = (0..n).find(|&i| pending[i] > 0).unwrap_or(0);
+        return Err(GraphError::Cycle(graph.nodes()[stuck].name.clone()));
+    }
+    Ok(order)
+}
+
+/// Checks every node against the registry (op known, arity, dtypes, attributes, recorded output
+/// types equal to what the shape functions infer) and that the graph is acyclic.
+pub fn validate(graph: &Graph) -> Result<()> {
+    topological_order(graph)?;
+    for node in graph.nodes() {
+        let mut attrs = node.attrs.clone();
+        let inferred = graph.infer_node(&node.name, &node.op, &node.inputs, &mut attrs)?;
+        let dtypes: Vec<_> = inferred.iter().map(|t| t.dtype).collect();
+        let recorded: Vec<_> = node.outputs.iter().map(|t| t.dtype).collect();
+        if dtypes != recorded {
+            return Err(GraphError::InvalidNode {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                message: format!("recorded output dtypes {recorded:?} but inputs give {dtypes:?}"),
+            });
+        }
+    }
+    Ok(())
+}
