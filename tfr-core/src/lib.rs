@@ -1,1 +1,21 @@
+//! `tfr-core`: the runtime. Tensors, CPU kernels, the dataflow executor, `Session`, variables.
+//!
+//! Kernels never see the graph: they are built from a node's attributes and static types and
+//! compute on [`Tensor`]s. The executor keeps immutable per-signature state ([`Executable`])
+//! apart from per-step state.
 
+pub mod error;
+pub mod executor;
+pub mod kernel;
+pub mod kernels;
+pub mod num;
+pub mod passes;
+pub mod resource;
+pub mod session;
+pub mod tensor;
+
+pub use error::{Code, Error, KernelError, Result};
+pub use executor::Executable;
+pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
+pub use session::{Callable, Session, SessionOptions};
+pub use tensor::Tensor;

@@ -1,0 +1,261 @@
+//! The kernel interface. Kernels never see the graph: a kernel is built once per node from the
+//! node's attributes and static input/output types ([`KernelInit`]), then computes on tensors.
+
+use crate::error::{KResult, KernelError};
+use crate::resource::ResourceMgr;
+use crate::tensor::Tensor;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use tfr_graph::{Attrs, DType, DTypeSet, TensorType};
+
+/// Kinds of devices kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceType {
+    Cpu,
+    Cuda,
+}
+
+/// What a kernel is built from.
+pub struct KernelInit<'a> {
+    pub node: &'a str,
+    pub op: &'a str,
+    pub attrs: &'a Attrs,
+    pub inputs: &'a [TensorType],
+    pub outputs: &'a [TensorType],
+}
+
+impl KernelInit<'_> {
+    /// The dtype kernels are selected by: input 0's, or output 0's for ops without inputs.
+    pub fn dtype(&self) -> DType {
+        self.inputs
+            .first()
+            .or(self.outputs.first())
+            .map_or(DType::F32, |t| t.dtype)
+    }
+}
+
+/// Per-call state a kernel computes with.
+pub struct KernelContext<'a> {
+    inputs: SmallVec<[Option<Tensor>; 4]>,
+    outputs: SmallVec<[Tensor; 2]>,
+    pub resources: &'a ResourceMgr,
+    pub feeds: &'a [Tensor],
+}
+
+impl<'a> KernelContext<'a> {
+    pub fn new(
+        inputs: SmallVec<[Option<Tensor>; 4]>,
+        resources: &'a ResourceMgr,
+        feeds: &'a [Tensor],
+    ) -> Self {
+        KernelContext {
+            inputs,
+            outputs: SmallVec::new(),
+            resources,
+            feeds,
+        }
+    }
+    pub fn num_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+    /// Input `i`. Panics only on a kernel bug (reading an input it already took).
+    pub fn input(&self, i: usize) -> &Tensor {
+        self.inputs[i]
+            .as_ref()
+            .expect("kernel read an input it had taken")
+    }
+    /// Takes input `i` by value, so a kernel holding the only reference can reuse its buffer.
+    pub fn take_input(&mut self, i: usize) -> Tensor {
+        self.inputs[i].take().expect("kernel took an input twice")
+    }
+    pub fn set_output(&mut self, t: Tensor) {
+        self.outputs.push(t);
+    }
+    pub fn into_outputs(self) -> SmallVec<[Tensor; 2]> {
+        self.outputs
+    }
+    /// Input `i` as a list of integers (axes, shapes, sizes).
+    pub fn input_ints(&self, i: usize) -> KResult<Vec<i64>> {
+        let t = self.input(i);
+        if !t.dtype().is_integer() {
+            return Err(KernelError::invalid(format!(
+                "input {i} must be integer, got {}",
+                t.dtype()
+            )));
+        }
+        Ok((0..t.num_elements())
+            .map(|k| t.buffer().get_i64(k))
+            .collect())
+    }
+}
+
+/// A computation for one node.
+pub trait OpKernel: Send + Sync {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult;
+}
+
+/// Any closure over a context is a kernel.
+impl<F> OpKernel for F
+where
+    F: Fn(&mut KernelContext<'_>) -> KResult + Send + Sync,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        self(ctx)
+    }
+}
+
+pub type KernelFactory = fn(&KernelInit<'_>) -> Result<Box<dyn OpKernel>, String>;
+
+struct KernelDef {
+    dtypes: DTypeSet,
+    factory: KernelFactory,
+}
+
+/// Kernels by (op, device); each registration covers a set of dtypes.
+#[derive(Default)]
+pub struct KernelRegistry {
+    kernels: HashMap<(&'static str, DeviceType), Vec<KernelDef>>,
+}
+
+impl KernelRegistry {
+    pub fn register(
+        &mut self,
+        op: &'static str,
+        device: DeviceType,
+        dtypes: DTypeSet,
+        factory: KernelFactory,
+    ) {
+        self.kernels
+            .entry((op, device))
+            .or_default()
+            .push(KernelDef { dtypes, factory });
+    }
+    /// Registers a CPU kernel.
+    pub fn cpu(&mut self, op: &'static str, dtypes: DTypeSet, factory: KernelFactory) {
+        self.register(op, DeviceType::Cpu, dtypes, factory);
+    }
+    pub fn find(&self, op: &str, device: DeviceType, dtype: DType) -> Option<KernelFactory> {
+        self.kernels
+            .get(&(op, device))?
+            .iter()
+            .find(|d| d.dtypes.contains(dtype))
+            .map(|d| d.factory)
+    }
+    pub fn has_op(&self, op: &str, device: DeviceType) -> bool {
+        self.kernels.contains_key(&(op, device))
+    }
+    /// The dtypes a kernel exists for.
+    pub fn dtypes(&self, op: &str, device: DeviceType) -> Vec<DType> {
+        let Some(defs) = self.kernels.get(&(op, device)) else {
+            return Vec::new();
+        };
+        DType::ALL
+            .into_iter()
+            .filter(|t| defs.iter().any(|d| d.dtypes.contains(*t)))
+            .collect()
+    }
+}
+
+/// The process-wide kernel registry.
+pub fn kernel_registry() -> &'static KernelRegistry {
+    static REG: OnceLock<KernelRegistry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let mut r = KernelRegistry::default();
+        crate::kernels::register_all(&mut r);
+        r
+    })
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of a numeric dtype; `$other` otherwise.
+#[macro_export]
+macro_rules! dispatch_numeric {
+    ($dtype:expr, $T:ident => $body:expr, _ => $other:expr) => {
+        match $dtype {
+            tfr_graph::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            tfr_graph::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            tfr_graph::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            tfr_graph::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            tfr_graph::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of a float dtype (f32, f64).
+#[macro_export]
+macro_rules! dispatch_float {
+    ($dtype:expr, $T:ident => $body:expr, _ => $other:expr) => {
+        match $dtype {
+            tfr_graph::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            tfr_graph::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of any value dtype.
+#[macro_export]
+macro_rules! dispatch_any {
+    ($dtype:expr, $T:ident => $body:expr, _ => $other:expr) => {
+        match $dtype {
+            tfr_graph::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            tfr_graph::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            tfr_graph::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            tfr_graph::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            tfr_graph::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            tfr_graph::DType::Bool => {
+                type $T = bool;
+                $body
+            }
+            tfr_graph::DType::F16 => {
+                type $T = tfr_graph::f16;
+                $body
+            }
+            tfr_graph::DType::BF16 => {
+                type $T = tfr_graph::bf16;
+                $body
+            }
+            tfr_graph::DType::Resource => {
+                type $T = String;
+                $body
+            }
+        }
+    };
+}

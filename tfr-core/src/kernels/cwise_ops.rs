@@ -1,0 +1,466 @@
+//! Elementwise kernels: unary maps, broadcasting binary ops, comparisons, logical ops, select,
+//! clip, cast and add_n. Kernels reuse an input's buffer when they hold its only reference.
+
+use super::broadcast::{broadcast_shape, for_each_broadcast};
+use crate::error::{KResult, KernelError};
+use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::num::{FloatElem, Numeric};
+use crate::tensor::{Dims, Tensor};
+use crate::{dispatch_any, dispatch_float, dispatch_numeric};
+use tfr_graph::{Buffer, DType, DTypeSet, Element};
+
+/// The error for a dtype a factory was registered for but does not handle.
+pub fn unsupported(init: &KernelInit<'_>) -> String {
+    format!("no CPU kernel for {} with dtype {}", init.op, init.dtype())
+}
+
+/// `y = f(x)` elementwise, in place when `x` is uniquely held.
+pub fn map_kernel<T, F>(f: F) -> Box<dyn OpKernel>
+where
+    T: Element + Copy,
+    F: Fn(T) -> T + Send + Sync + 'static,
+{
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let mut x = ctx.take_input(0);
+        if let Some(s) = x.slice_mut::<T>() {
+            s.iter_mut().for_each(|v| *v = f(*v));
+            ctx.set_output(x);
+            return Ok(());
+        }
+        let out: Vec<T> = x.as_slice::<T>()?.iter().map(|&v| f(v)).collect();
+        ctx.set_output(Tensor::from_parts(x.dims().clone(), T::into_buffer(out)));
+        Ok(())
+    })
+}
+
+/// `f(x, y)` with numpy broadcasting into a new tensor.
+pub fn binary_apply<A, B, U>(x: &Tensor, y: &Tensor, f: impl Fn(A, B) -> U) -> KResult<Tensor>
+where
+    A: Element + Copy,
+    B: Element + Copy,
+    U: Element,
+{
+    let (xs, ys) = (x.as_slice::<A>()?, y.as_slice::<B>()?);
+    let (out_shape, out): (Dims, Vec<U>) = if x.shape() == y.shape() {
+        (
+            x.dims().clone(),
+            xs.iter().zip(ys).map(|(&a, &b)| f(a, b)).collect(),
+        )
+    } else if ys.len() == 1 && broadcast_shape(&[x.shape(), y.shape()])?[..] == *x.shape() {
+        let b = ys[0];
+        (x.dims().clone(), xs.iter().map(|&a| f(a, b)).collect())
+    } else if xs.len() == 1 && broadcast_shape(&[x.shape(), y.shape()])?[..] == *y.shape() {
+        let a = xs[0];
+        (y.dims().clone(), ys.iter().map(|&b| f(a, b)).collect())
+    } else {
+        let shape = broadcast_shape(&[x.shape(), y.shape()])?;
+        let mut out = Vec::with_capacity(shape.iter().product());
+        for_each_broadcast(&shape, [x.shape(), y.shape()], |_, [i, j]| {
+            out.push(f(xs[i], ys[j]))
+        });
+        (shape, out)
+    };
+    Ok(Tensor::from_parts(out_shape, U::into_buffer(out)))
+}
+
+/// `z = f(x, y)` of one element type, written into `x` or `y` when one of them is uniquely
+/// held and already has the output's shape.
+pub fn zip_kernel<T, F>(f: F) -> Box<dyn OpKernel>
+where
+    T: Element + Copy,
+    F: Fn(T, T) -> T + Send + Sync + 'static,
+{
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let mut y = ctx.take_input(1);
+        let mut x = ctx.take_input(0);
+        if x.shape() == y.shape() || y.num_elements() == 1 && x.rank() >= y.rank() {
+            let ys_len = y.num_elements();
+            if let (Some(xs), Ok(ys)) = (x.slice_mut::<T>(), y.as_slice::<T>()) {
+                if ys_len == 1 {
+                    let b = ys[0];
+                    xs.iter_mut().for_each(|a| *a = f(*a, b));
+                } else {
+                    xs.iter_mut().zip(ys).for_each(|(a, &b)| *a = f(*a, b));
+                }
+                ctx.set_output(x);
+                return Ok(());
+            }
+        }
+        if x.shape() == y.shape() || x.num_elements() == 1 && y.rank() >= x.rank() {
+            let xs_len = x.num_elements();
+            if let (Ok(xs), Some(ys)) = (x.as_slice::<T>(), y.slice_mut::<T>()) {
+                if xs_len == 1 {
+                    let a = xs[0];
+                    ys.iter_mut().for_each(|b| *b = f(a, *b));
+                } else {
+                    ys.iter_mut().zip(xs).for_each(|(b, &a)| *b = f(a, *b));
+                }
+                ctx.set_output(y);
+                return Ok(());
+            }
+        }
+        ctx.set_output(binary_apply::<T, T, T>(&x, &y, &f)?);
+        Ok(())
+    })
+}
+
+/// `z = f(x, y)` with a different output type (comparisons).
+pub fn zip_to_kernel<T, U, F>(f: F) -> Box<dyn OpKernel>
+where
+    T: Element + Copy,
+    U: Element,
+    F: Fn(T, T) -> U + Send + Sync + 'static,
+{
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &f)?;
+        ctx.set_output(out);
+        Ok(())
+    })
+}
+
+/// Integer division ops fail on a zero divisor, as TensorFlow's do.
+fn nonzero_divisor_kernel<T, F>(f: F) -> Box<dyn OpKernel>
+where
+    T: Numeric,
+    F: Fn(T, T) -> T + Send + Sync + Copy + 'static,
+{
+    let inner = zip_kernel::<T, F>(f);
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        if !T::IS_FLOAT && ctx.input(1).as_slice::<T>()?.iter().any(|&v| v == T::ZERO) {
+            return Err(KernelError::invalid("integer division by zero"));
+        }
+        inner.compute(ctx)
+    })
+}
+
+#[inline(always)]
+fn floor_div<T: Numeric>(a: T, b: T) -> T {
+    if T::IS_FLOAT {
+        T::from_f64((a.to_f64() / b.to_f64()).floor())
+    } else {
+        let q = a.div(b);
+        if a.rem(b) != T::ZERO && ((a < T::ZERO) != (b < T::ZERO)) {
+            q.sub(T::ONE)
+        } else {
+            q
+        }
+    }
+}
+
+#[inline(always)]
+fn floor_mod<T: Numeric>(a: T, b: T) -> T {
+    let r = a.rem(b);
+    if r != T::ZERO && ((r < T::ZERO) != (b < T::ZERO)) {
+        r.add(b)
+    } else {
+        r
+    }
+}
+
+#[inline(always)]
+fn maximum<T: Numeric>(a: T, b: T) -> T {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+#[inline(always)]
+fn minimum<T: Numeric>(a: T, b: T) -> T {
+    if a < b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+fn int_pow<T: Numeric>(base: T, exp: T) -> T {
+    let mut e = exp.to_f64() as i64;
+    let (mut acc, mut b) = (T::ONE, base);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.mul(b);
+        }
+        b = b.mul(b);
+        e >>= 1;
+    }
+    acc
+}
+
+fn pow_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    Ok(dispatch_numeric!(init.dtype(), T => {
+        if <T as Numeric>::IS_FLOAT {
+            zip_kernel::<T, _>(|a: T, b: T| T::from_f64(a.to_f64().powf(b.to_f64())))
+        } else {
+            let inner = zip_kernel::<T, _>(int_pow::<T>);
+            Box::new(move |ctx: &mut KernelContext<'_>| {
+                if ctx.input(1).as_slice::<T>()?.iter().any(|&v| v < T::ZERO) {
+                    return Err(KernelError::invalid("integers to negative integer powers are not allowed"));
+                }
+                inner.compute(ctx)
+            }) as Box<dyn OpKernel>
+        }
+    }, _ => return Err(unsupported(init))))
+}
+
+fn float_pow_fast(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    Ok(
+        dispatch_float!(init.dtype(), T => zip_kernel::<T, _>(|a: T, b: T| a.powf(b)), _ => return pow_kernel(init)),
+    )
+}
+
+/// Registers a float-only unary map given as `|x| expr`.
+macro_rules! float_unary {
+    ($r:ident, $op:literal, |$x:ident| $e:expr) => {
+        $r.cpu($op, DTypeSet::FLOAT, |init| {
+            Ok(dispatch_float!(init.dtype(), T => map_kernel::<T, _>(|$x: T| $e), _ => return Err(unsupported(init))))
+        });
+    };
+}
+
+/// Registers a unary map over every numeric type given as `|x| expr`.
+macro_rules! numeric_unary {
+    ($r:ident, $op:literal, |$x:ident| $e:expr) => {
+        $r.cpu($op, DTypeSet::NUMERIC, |init| {
+            Ok(dispatch_numeric!(init.dtype(), T => map_kernel::<T, _>(|$x: T| $e), _ => return Err(unsupported(init))))
+        });
+    };
+}
+
+/// Registers a binary op over every numeric type given as `|a, b| expr`.
+macro_rules! numeric_binary {
+    ($r:ident, $op:literal, $kernel:ident, |$a:ident, $b:ident| $e:expr) => {
+        $r.cpu($op, DTypeSet::NUMERIC, |init| {
+            Ok(dispatch_numeric!(init.dtype(), T => $kernel::<T, _>(|$a: T, $b: T| $e), _ => return Err(unsupported(init))))
+        });
+    };
+}
+
+/// Registers a comparison over numeric types and bool given as `|a, b| expr`.
+macro_rules! comparison {
+    ($r:ident, $op:literal, |$a:ident, $b:ident| $e:expr) => {
+        $r.cpu($op, DTypeSet::NUMERIC_OR_BOOL, |init| {
+            Ok(match init.dtype() {
+                DType::Bool => zip_to_kernel::<bool, bool, _>(|$a: bool, $b: bool| $e),
+                d => dispatch_numeric!(d, T => zip_to_kernel::<T, bool, _>(|$a: T, $b: T| $e), _ => return Err(unsupported(init))),
+            })
+        });
+    };
+}
+
+pub fn register(r: &mut KernelRegistry) {
+    numeric_unary!(r, "Neg", |x| T::ZERO.sub(x));
+    numeric_unary!(r, "Abs", |x| if x < T::ZERO { T::ZERO.sub(x) } else { x });
+    numeric_unary!(r, "Sign", |x| if x > T::ZERO {
+        T::ONE
+    } else if x < T::ZERO {
+        T::ZERO.sub(T::ONE)
+    } else {
+        x
+    });
+    numeric_unary!(r, "Square", |x| x.mul(x));
+    float_unary!(r, "Sqrt", |x| x.sqrt());
+    float_unary!(r, "Rsqrt", |x| x.sqrt().recip());
+    float_unary!(r, "Exp", |x| x.exp());
+    float_unary!(r, "Expm1", |x| x.exp_m1());
+    float_unary!(r, "Log", |x| x.ln());
+    float_unary!(r, "Log1p", |x| x.ln_1p());
+    float_unary!(r, "Sin", |x| x.sin());
+    float_unary!(r, "Cos", |x| x.cos());
+    float_unary!(r, "Tanh", |x| x.tanh());
+    float_unary!(r, "Sigmoid", |x| sigmoid(x));
+    float_unary!(r, "Erf", |x| FloatElem::erf(x));
+    float_unary!(r, "Floor", |x| x.floor());
+    float_unary!(r, "Ceil", |x| x.ceil());
+    float_unary!(r, "Round", |x| round_half_even(x));
+    float_unary!(r, "Reciprocal", |x| x.recip());
+
+    numeric_binary!(r, "Add", zip_kernel, |a, b| a.add(b));
+    numeric_binary!(r, "Sub", zip_kernel, |a, b| a.sub(b));
+    numeric_binary!(r, "Mul", zip_kernel, |a, b| a.mul(b));
+    numeric_binary!(r, "Div", nonzero_divisor_kernel, |a, b| a.div(b));
+    numeric_binary!(r, "FloorDiv", nonzero_divisor_kernel, |a, b| floor_div(
+        a, b
+    ));
+    numeric_binary!(r, "FloorMod", nonzero_divisor_kernel, |a, b| floor_mod(
+        a, b
+    ));
+    numeric_binary!(r, "Maximum", zip_kernel, |a, b| maximum(a, b));
+    numeric_binary!(r, "Minimum", zip_kernel, |a, b| minimum(a, b));
+    r.cpu("Pow", DTypeSet::NUMERIC, float_pow_fast);
+
+    comparison!(r, "Equal", |a, b| a == b);
+    comparison!(r, "NotEqual", |a, b| a != b);
+    comparison!(r, "Less", |a, b| a < b);
+    comparison!(r, "LessEqual", |a, b| a <= b);
+    comparison!(r, "Greater", |a, b| a > b);
+    comparison!(r, "GreaterEqual", |a, b| a >= b);
+
+    r.cpu("LogicalAnd", DTypeSet::BOOL, |_| {
+        Ok(zip_kernel::<bool, _>(|a, b| a && b))
+    });
+    r.cpu("LogicalOr", DTypeSet::BOOL, |_| {
+        Ok(zip_kernel::<bool, _>(|a, b| a || b))
+    });
+    r.cpu("LogicalNot", DTypeSet::BOOL, |_| {
+        Ok(map_kernel::<bool, _>(|a| !a))
+    });
+
+    r.cpu("Select", DTypeSet::BOOL, select_kernel);
+    r.cpu("ClipByValue", DTypeSet::NUMERIC, |init| {
+        Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| minimum(maximum(x, lo), hi)), _ => return Err(unsupported(init))))
+    });
+    r.cpu("Cast", DTypeSet::ANY, cast_kernel);
+    r.cpu("AddN", DTypeSet::NUMERIC, |init| Ok(dispatch_numeric!(init.dtype(), T => add_n_kernel::<T>(), _ => return Err(unsupported(init)))));
+}
+
+#[inline(always)]
+fn sigmoid<T: FloatElem>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+#[inline(always)]
+fn round_half_even<T: FloatElem>(x: T) -> T {
+    let r = x.round();
+    if (x - x.trunc()).abs() == T::from(0.5).unwrap_or(T::zero()) {
+        let half = r / (T::one() + T::one());
+        if half.floor() != half {
+            return r - x.signum();
+        }
+    }
+    r
+}
+
+/// `f(a, b, c)` with all three operands broadcast.
+fn ternary_kernel<A, B, C, U, F>(f: F) -> Box<dyn OpKernel>
+where
+    A: Element + Copy,
+    B: Element + Copy,
+    C: Element + Copy,
+    U: Element,
+    F: Fn(A, B, C) -> U + Send + Sync + 'static,
+{
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (a, b, c) = (ctx.input(0), ctx.input(1), ctx.input(2));
+        let shape = broadcast_shape(&[a.shape(), b.shape(), c.shape()])?;
+        let (av, bv, cv) = (a.as_slice::<A>()?, b.as_slice::<B>()?, c.as_slice::<C>()?);
+        let mut out = Vec::with_capacity(shape.iter().product());
+        if a.shape() == b.shape() && b.shape() == c.shape() {
+            out.extend(av.iter().zip(bv).zip(cv).map(|((&x, &y), &z)| f(x, y, z)));
+        } else {
+            for_each_broadcast(&shape, [a.shape(), b.shape(), c.shape()], |_, [i, j, k]| {
+                out.push(f(av[i], bv[j], cv[k]))
+            });
+        }
+        ctx.set_output(Tensor::from_parts(shape, U::into_buffer(out)));
+        Ok(())
+    })
+}
+
+fn select_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let dtype = init
+        .inputs
+        .get(1)
+        .map(|t| t.dtype)
+        .ok_or("Select needs 3 inputs")?;
+    Ok(dispatch_any!(dtype, T => select_typed::<T>(), _ => return Err(unsupported(init))))
+}
+
+fn select_typed<T: Element>() -> Box<dyn OpKernel> {
+    Box::new(|ctx: &mut KernelContext<'_>| {
+        let (c, t, e) = (ctx.input(0), ctx.input(1), ctx.input(2));
+        let shape = broadcast_shape(&[c.shape(), t.shape(), e.shape()])?;
+        let (cv, tv, ev) = (
+            c.as_slice::<bool>()?,
+            t.as_slice::<T>()?,
+            e.as_slice::<T>()?,
+        );
+        let mut out = Vec::with_capacity(shape.iter().product());
+        for_each_broadcast(&shape, [c.shape(), t.shape(), e.shape()], |_, [i, j, k]| {
+            out.push(if cv[i] { tv[j].clone() } else { ev[k].clone() })
+        });
+        ctx.set_output(Tensor::from_parts(shape, T::into_buffer(out)));
+        Ok(())
+    })
+}
+
+fn add_n_kernel<T: Numeric>() -> Box<dyn OpKernel> {
+    Box::new(|ctx: &mut KernelContext<'_>| {
+        let n = ctx.num_inputs();
+        let mut acc = ctx.take_input(0);
+        for i in 1..n {
+            if ctx.input(i).shape() != acc.shape() {
+                return Err(KernelError::invalid(format!(
+                    "input {i} has shape {:?}, input 0 has {:?}",
+                    ctx.input(i).shape(),
+                    acc.shape()
+                )));
+            }
+        }
+        if acc.slice_mut::<T>().is_none() {
+            acc = Tensor::from_parts(
+                acc.dims().clone(),
+                T::into_buffer(acc.as_slice::<T>()?.to_vec()),
+            );
+        }
+        for i in 1..n {
+            let x = ctx.take_input(i);
+            let xs = x.as_slice::<T>()?;
+            let out = acc
+                .slice_mut::<T>()
+                .ok_or_else(|| KernelError::internal("accumulator is shared"))?;
+            out.iter_mut().zip(xs).for_each(|(a, &b)| *a = a.add(b));
+        }
+        ctx.set_output(acc);
+        Ok(())
+    })
+}
+
+/// Converts between any two value dtypes: float to integer truncates toward zero, nonzero to
+/// bool is true, bool to number is 0 or 1.
+pub fn cast_tensor(x: &Tensor, to: DType) -> KResult<Tensor> {
+    if x.dtype() == to {
+        return Ok(x.clone());
+    }
+    let b = x.buffer();
+    let n = b.len();
+    let from_float = x.dtype().is_float();
+    let out = match to {
+        DType::F32 => Buffer::F32((0..n).map(|i| b.get_f64(i) as f32).collect()),
+        DType::F64 => Buffer::F64((0..n).map(|i| b.get_f64(i)).collect()),
+        DType::F16 => Buffer::F16(
+            (0..n)
+                .map(|i| tfr_graph::f16::from_f64(b.get_f64(i)))
+                .collect(),
+        ),
+        DType::BF16 => Buffer::BF16(
+            (0..n)
+                .map(|i| tfr_graph::bf16::from_f64(b.get_f64(i)))
+                .collect(),
+        ),
+        DType::Bool => Buffer::Bool((0..n).map(|i| b.get_f64(i) != 0.0).collect()),
+        DType::I32 if from_float => Buffer::I32((0..n).map(|i| b.get_f64(i) as i32).collect()),
+        DType::I64 if from_float => Buffer::I64((0..n).map(|i| b.get_f64(i) as i64).collect()),
+        DType::U8 if from_float => Buffer::U8((0..n).map(|i| b.get_f64(i) as u8).collect()),
+        DType::I32 => Buffer::I32((0..n).map(|i| b.get_i64(i) as i32).collect()),
+        DType::I64 => Buffer::I64((0..n).map(|i| b.get_i64(i)).collect()),
+        DType::U8 => Buffer::U8((0..n).map(|i| b.get_i64(i) as u8).collect()),
+        DType::Resource => return Err(KernelError::invalid("cannot cast to resource")),
+    };
+    Ok(Tensor::from_parts(x.dims().clone(), out))
+}
+
+fn cast_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let to = *init.attrs.dtype("DstT")?;
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        let out = cast_tensor(ctx.input(0), to)?;
+        ctx.set_output(out);
+        Ok(())
+    }))
+}

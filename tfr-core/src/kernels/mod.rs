@@ -1,0 +1,23 @@
+//! CPU kernels, one file per family (mirroring `tfr_graph::ops`). Each file has a
+//! `register(&mut KernelRegistry)` that adds its kernels.
+
+pub mod array_ops;
+pub mod broadcast;
+pub mod cwise_ops;
+pub mod matmul_op;
+pub mod nn_ops;
+pub mod random_ops;
+pub mod reduction_ops;
+pub mod state_ops;
+
+use crate::kernel::KernelRegistry;
+
+pub fn register_all(r: &mut KernelRegistry) {
+    array_ops::register(r);
+    cwise_ops::register(r);
+    matmul_op::register(r);
+    nn_ops::register(r);
+    random_ops::register(r);
+    reduction_ops::register(r);
+    state_ops::register(r);
+}
