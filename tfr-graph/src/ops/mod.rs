@@ -13,7 +13,8 @@ use crate::graph::TensorType;
 use crate::op_def::{normalize_axis, InferCtx, OpDef};
 use crate::shape::{Dim, Shape};
 
-/// Every op definition of every family.
+/// Every op definition of every family, with the gradient rules of each family's
+/// `<family>_grad.rs` table attached.
 pub fn all_op_defs() -> Vec<OpDef> {
     let mut defs = Vec::new();
     defs.extend(math_ops::op_defs());
@@ -21,7 +22,18 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(nn_ops::op_defs());
     defs.extend(random_ops::op_defs());
     defs.extend(state_ops::op_defs());
+    for (op, gradient) in gradient_table() {
+        if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
+            def.gradient = gradient;
+        }
+    }
     defs
+}
+
+/// (op, gradient) declarations from the families' gradient files. Filled by the gradient work;
+/// an op can also declare `.no_gradient()` in its definition.
+fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
+    Vec::new()
 }
 
 // ---- shape functions shared across families ---------------------------------------------------
