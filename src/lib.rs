@@ -1,1 +1,27 @@
+//! `tfr`: TensorFlow's design rebuilt in Rust.
+//!
+//! Build a dataflow graph with [`Graph`]'s builder methods, then run the parts you need through
+//! a [`Session`]:
+//!
+//! ```
+//! use tfr::prelude::*;
+//!
+//! let mut g = Graph::new();
+//! let x = g.placeholder("x", DType::F32, Shape::known(&[2]))?;
+//! let w = g.constant_from(&[2], vec![3.0f32, 4.0])?;
+//! let y = g.mul(x, w)?;
+//! let s = Session::new(&g, SessionOptions::default())?;
+//! let out = s.run(&[(x, Tensor::new(&[2], vec![1.0f32, 2.0])?)], &[y], &[])?;
+//! assert_eq!(out[0].to_vec::<f32>()?, vec![3.0, 8.0]);
+//! # Ok::<(), tfr::Error>(())
+//! ```
 
+pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
+pub use tfr_graph::{self as graph, DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
+pub use tfr_nn as nn;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use tfr_core::{Session, SessionOptions, Tensor};
+    pub use tfr_graph::{DType, Dim, Graph, NodeId, Output, Shape};
+}
