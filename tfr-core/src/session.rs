@@ -8,7 +8,7 @@ use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use tfr_graph::passes::{eliminate_common_subexpressions, prune};
+use tfr_graph::passes::{eliminate_common_subexpressions, prune, remove_dead_nodes};
 use tfr_graph::validate::validate;
 use tfr_graph::{Graph, NodeId, Output};
 
@@ -199,6 +199,7 @@ impl Session {
         if self.inner.options.optimize {
             eliminate_common_subexpressions(&mut step);
             fold_constants(&mut step)?;
+            remove_dead_nodes(&mut step);
         }
         let names: Vec<String> = key.feeds.iter().map(|&o| g.output_name(o)).collect();
         let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;

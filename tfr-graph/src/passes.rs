@@ -217,6 +217,44 @@ pub fn eliminate_common_subexpressions(step: &mut StepGraph) {
     step.graph = out;
 }
 
+/// Drops nodes that no fetch or target needs any more (e.g. the inputs of a folded node).
+pub fn remove_dead_nodes(step: &mut StepGraph) {
+    let old = &step.graph;
+    let mut live = vec![false; old.len()];
+    let mut stack: Vec<NodeId> = step.targets.clone();
+    stack.extend(step.fetches.iter().map(|o| o.node));
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut live[id.index()], true) {
+            continue;
+        }
+        let node = old.node(id);
+        stack.extend(node.inputs.iter().map(|o| o.node));
+        stack.extend(node.control_inputs.iter().copied());
+    }
+    if live.iter().all(|&l| l) {
+        return;
+    }
+    let mut out = Graph::new();
+    out.seed = old.seed;
+    let mut remap: Vec<Option<NodeId>> = vec![None; old.len()];
+    let mut origin = Vec::new();
+    for (i, node) in old.nodes().iter().enumerate() {
+        if !live[i] {
+            continue;
+        }
+        let map = |id: NodeId| remap[id.index()].expect("live nodes only use live nodes");
+        let inputs = node.inputs.iter().map(|o| Output { node: map(o.node), index: o.index }).collect();
+        let control_inputs = node.control_inputs.iter().map(|&c| map(c)).collect();
+        remap[i] = Some(out.push_node(Node { inputs, control_inputs, ..node.clone() }));
+        origin.push(step.origin[i]);
+    }
+    step.feeds = step.feeds.iter().map(|f| f.and_then(|id| remap[id.index()])).collect();
+    step.fetches = step.fetches.iter().map(|o| Output { node: remap[o.node.index()].expect("fetched"), index: o.index }).collect();
+    step.targets = step.targets.iter().map(|t| remap[t.index()].expect("target")).collect();
+    step.origin = origin;
+    step.graph = out;
+}
+
 impl Graph {
     /// Appends an already-typed node without re-running inference (for graph rewrites that
     /// build nodes from checked parts, such as constant folding).
