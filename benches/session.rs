@@ -1,1 +1,72 @@
+//! Step-overhead and kernel benchmarks matching the workloads in ../shared/PEERS.md:
+//! null step (add two fed scalars), a chain of 100 elementwise ops on a [16] tensor, and an
+//! f32 1024^3 matmul. Run: `cargo bench --bench session`.
 
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use tfr::prelude::*;
+
+fn single_thread() -> SessionOptions {
+    SessionOptions { inter_op_threads: 1, ..SessionOptions::default() }
+}
+
+fn null_step(c: &mut Criterion) {
+    let mut g = Graph::new();
+    let a = g.placeholder("a", DType::F32, Shape::scalar()).unwrap();
+    let b = g.placeholder("b", DType::F32, Shape::scalar()).unwrap();
+    let sum = g.add(a, b).unwrap();
+    let s = Session::new(&g, single_thread()).unwrap();
+    let (ta, tb) = (Tensor::scalar(1.0f32), Tensor::scalar(2.0f32));
+    let call = s.make_callable(&[a, b], &[sum], &[]).unwrap();
+    let feeds = [ta.clone(), tb.clone()];
+    c.bench_function("null_step/callable", |bench| bench.iter(|| black_box(call.call(black_box(&feeds)).unwrap())));
+    c.bench_function("null_step/session_run", |bench| {
+        bench.iter(|| black_box(s.run(&[(a, ta.clone()), (b, tb.clone())], &[sum], &[]).unwrap()))
+    });
+}
+
+/// 50 x (x * a + b) on a [16] tensor: 100 elementwise ops, as in the peers' chain100.
+fn chain_graph() -> (Graph, Output, Output) {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::known(&[16])).unwrap();
+    let a = g.constant_from(&[16], vec![0.99f32; 16]).unwrap();
+    let b = g.constant_from(&[16], vec![0.01f32; 16]).unwrap();
+    let mut y = x;
+    for _ in 0..50 {
+        y = g.mul(y, a).unwrap();
+        y = g.add(y, b).unwrap();
+    }
+    (g, x, y)
+}
+
+fn chain100(c: &mut Criterion) {
+    let (g, x, y) = chain_graph();
+    let s = Session::new(&g, single_thread()).unwrap();
+    let call = s.make_callable(&[x], &[y], &[]).unwrap();
+    let xv = [Tensor::new(&[16], (0..16).map(|i| i as f32 * 0.1).collect()).unwrap()];
+    c.bench_function("chain100/callable", |bench| bench.iter(|| black_box(call.call(black_box(&xv)).unwrap())));
+}
+
+fn matmul1024(c: &mut Criterion) {
+    const N: usize = 1024;
+    let mut g = Graph::new();
+    let a = g.placeholder("a", DType::F32, Shape::known(&[N, N])).unwrap();
+    let b = g.placeholder("b", DType::F32, Shape::known(&[N, N])).unwrap();
+    let p = g.matmul(a, b).unwrap();
+    let data: Vec<f32> = (0..N * N).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let feeds = [Tensor::new(&[N, N], data.clone()).unwrap(), Tensor::new(&[N, N], data).unwrap()];
+    let mut group = c.benchmark_group("matmul1024");
+    group.throughput(Throughput::Elements((2 * N * N * N) as u64));
+    group.sample_size(20);
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let s = Session::new(&g, single_thread()).unwrap();
+        let call = s.make_callable(&[a, b], &[p], &[]).unwrap();
+        group.bench_function(format!("threads_{threads}"), |bench| {
+            pool.install(|| bench.iter(|| black_box(call.call(&feeds).unwrap())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, null_step, chain100, matmul1024);
+criterion_main!(benches);

@@ -55,6 +55,8 @@ pub struct Executable {
     readers: Vec<u32>,
     /// Per value slot: whether it is fetched (then never taken by a reader).
     fetched: Vec<bool>,
+    /// Per value slot: whether anything reads or fetches it (else it is dropped at once).
+    keep: Vec<bool>,
     fetch_slots: Vec<usize>,
     feeds: Vec<FeedSpec>,
     has_symbolic_feeds: bool,
@@ -194,6 +196,7 @@ impl Executable {
         Ok(Executable {
             nodes,
             num_values,
+            keep: readers.iter().zip(&fetched).map(|(&r, &f)| r > 0 || f).collect(),
             readers,
             fetched,
             fetch_slots: step.fetches.iter().map(|&f| slot(f)).collect(),
@@ -281,7 +284,7 @@ impl Executable {
         }
     }
 
-    fn finish_node(node: &ExecNode, outputs: &SmallVec<[Tensor; 2]>) -> Result<()> {
+    fn finish_node(node: &ExecNode, outputs: &[Tensor]) -> Result<()> {
         if outputs.len() != node.out_dtypes.len()
             || outputs
                 .iter()
@@ -316,45 +319,31 @@ impl Executable {
     }
 
     fn run_sequential(&self, feeds: &[Tensor], resources: &ResourceMgr) -> Result<Vec<Tensor>> {
-        let mut values: Vec<Option<Tensor>> = vec![None; self.num_values];
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.num_values);
+        values.resize_with(self.num_values, || None);
+        // One context reused for every node: no per-node allocation or large moves.
+        let mut ctx = KernelContext::new(SmallVec::new(), resources, feeds);
         for node in &self.nodes {
-            let mut inputs: SmallVec<[Option<Tensor>; 4]> =
-                SmallVec::with_capacity(node.inputs.len());
+            ctx.reset_inputs();
             for r in &node.inputs {
-                let v = if r.last {
-                    values[r.slot].take()
-                } else {
-                    values[r.slot].clone()
-                };
-                if v.is_none() {
-                    return Err(Self::kernel_error(
-                        node,
-                        KernelError::internal("an input value is missing"),
-                    ));
+                let v = if r.last { values[r.slot].take() } else { values[r.slot].clone() };
+                match v {
+                    Some(t) => ctx.push_input(t),
+                    None => return Err(Self::kernel_error(node, KernelError::internal("an input value is missing"))),
                 }
-                inputs.push(v);
             }
-            let mut ctx = KernelContext::new(inputs, resources, feeds);
-            node.kernel
-                .compute(&mut ctx)
-                .map_err(|e| Self::kernel_error(node, e))?;
-            let outputs = ctx.into_outputs();
-            Self::finish_node(node, &outputs)?;
-            for (i, t) in outputs.into_iter().enumerate() {
+            node.kernel.compute(&mut ctx).map_err(|e| Self::kernel_error(node, e))?;
+            Self::finish_node(node, ctx.outputs())?;
+            for (i, t) in ctx.drain_outputs().enumerate() {
                 let s = node.out_base + i;
-                if self.readers[s] > 0 || self.fetched[s] {
+                if self.keep[s] {
                     values[s] = Some(t);
                 }
             }
         }
         self.fetch_slots
             .iter()
-            .map(|&s| {
-                values[s].clone().ok_or_else(|| Error::InvalidArgument {
-                    arg: "fetches".into(),
-                    message: "a fetched value was not produced".into(),
-                })
-            })
+            .map(|&s| values[s].clone().ok_or_else(|| Error::InvalidArgument { arg: "fetches".into(), message: "a fetched value was not produced".into() }))
             .collect()
     }
 
@@ -432,7 +421,7 @@ impl Executable {
         Self::finish_node(node, &outputs)?;
         for (k, t) in outputs.into_iter().enumerate() {
             let s = node.out_base + k;
-            if self.readers[s] > 0 || self.fetched[s] {
+            if self.keep[s] {
                 state.values[s].lock().unwrap_or_else(|p| p.into_inner()).0 = Some(t);
             }
         }

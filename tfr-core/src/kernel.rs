@@ -75,6 +75,20 @@ impl<'a> KernelContext<'a> {
     pub fn into_outputs(self) -> SmallVec<[Tensor; 2]> {
         self.outputs
     }
+    /// Readies this context for the next node without reallocating (executor use).
+    pub(crate) fn reset_inputs(&mut self) {
+        self.inputs.clear();
+        self.outputs.clear();
+    }
+    pub(crate) fn push_input(&mut self, t: Tensor) {
+        self.inputs.push(Some(t));
+    }
+    pub(crate) fn outputs(&self) -> &[Tensor] {
+        &self.outputs
+    }
+    pub(crate) fn drain_outputs(&mut self) -> smallvec::Drain<'_, [Tensor; 2]> {
+        self.outputs.drain(..)
+    }
     /// Input `i` as a list of integers (axes, shapes, sizes).
     pub fn input_ints(&self, i: usize) -> KResult<Vec<i64>> {
         let t = self.input(i);

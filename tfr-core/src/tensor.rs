@@ -224,6 +224,12 @@ impl Tensor {
             .collect()
     }
 
+    /// True when both have the same dims (an inlined loop: ranks are tiny, memcmp is not).
+    #[inline]
+    pub fn same_shape(&self, other: &Tensor) -> bool {
+        self.shape.len() == other.shape.len() && self.shape.iter().zip(other.shape.iter()).all(|(a, b)| a == b)
+    }
+
     /// True when both share the same buffer (no copy happened).
     pub fn shares_buffer_with(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.data, &other.data)

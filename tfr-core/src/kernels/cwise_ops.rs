@@ -41,7 +41,7 @@ where
     U: Element,
 {
     let (xs, ys) = (x.as_slice::<A>()?, y.as_slice::<B>()?);
-    let (out_shape, out): (Dims, Vec<U>) = if x.shape() == y.shape() {
+    let (out_shape, out): (Dims, Vec<U>) = if x.same_shape(y) {
         (
             x.dims().clone(),
             xs.iter().zip(ys).map(|(&a, &b)| f(a, b)).collect(),
@@ -73,7 +73,7 @@ where
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let mut y = ctx.take_input(1);
         let mut x = ctx.take_input(0);
-        if x.shape() == y.shape() || y.num_elements() == 1 && x.rank() >= y.rank() {
+        if x.same_shape(&y) || y.num_elements() == 1 && x.rank() >= y.rank() {
             let ys_len = y.num_elements();
             if let (Some(xs), Ok(ys)) = (x.slice_mut::<T>(), y.as_slice::<T>()) {
                 if ys_len == 1 {
@@ -86,7 +86,7 @@ where
                 return Ok(());
             }
         }
-        if x.shape() == y.shape() || x.num_elements() == 1 && y.rank() >= x.rank() {
+        if x.same_shape(&y) || x.num_elements() == 1 && y.rank() >= x.rank() {
             let xs_len = x.num_elements();
             if let (Ok(xs), Some(ys)) = (x.as_slice::<T>(), y.slice_mut::<T>()) {
                 if xs_len == 1 {
