@@ -13,7 +13,7 @@ use crate::value::{Element, TensorValue};
 pub fn op_defs() -> Vec<OpDef> {
     let any = DTypeSet::ANY;
     let idx = DTypeSet::INDEX;
-    vec![
+    let mut defs = vec![
         OpDef::new("Const", infer_const).doc("a constant tensor").output("output")
             .attr("value", AttrKind::Tensor).cheap(),
         OpDef::new("Placeholder", from_dtype_shape_attrs)
@@ -85,7 +85,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .output("output"),
         OpDef::new("Reverse", infer_reverse).doc("reverses along the given axes (ReverseV2)")
             .input("tensor", any).input("axis", idx).output("output"),
-    ]
+    ];
+    defs.extend(gradient_op_defs());
+    defs
 }
 
 fn one(dtype: DType, shape: Shape) -> Result<Vec<TensorType>, String> {
@@ -860,4 +862,91 @@ impl Graph {
         let a = index_const(self, axes)?;
         self.build("Reverse").input(x).input(a).finish1()
     }
+}
+
+// ---- ops emitted by the gradient rules (array_grad.rs) ----------------------------------------
+
+/// Ops that gradient rules emit: shape arithmetic evaluated when a step runs (for shapes only
+/// partly known statically), and the scatter form of strided slicing.
+pub fn gradient_op_defs() -> Vec<OpDef> {
+    let idx = DTypeSet::INDEX;
+    vec![
+        OpDef::new("BroadcastGradientArgs", infer_broadcast_gradient_args)
+            .doc("the axes to sum a broadcast of shapes s0 and s1 over to get back to each")
+            .input("s0", idx)
+            .input("s1", idx)
+            .output("r0")
+            .output("r1")
+            .cheap(),
+        OpDef::new("InvertPermutation", infer_invert_permutation)
+            .doc("the inverse of a permutation vector")
+            .input("x", idx)
+            .output("y")
+            .cheap(),
+        OpDef::new("ConcatOffset", infer_concat_offset)
+            .doc("where each input of a Concat of the given shapes starts along concat_dim")
+            .input("concat_dim", idx)
+            .list_input("shape", idx, 1)
+            .output("offset")
+            .cheap(),
+        OpDef::new("StridedSliceGrad", infer_strided_slice_grad)
+            .doc("`dy` scattered into zeros of `shape` at the elements StridedSlice takes")
+            .input("shape", idx)
+            .input("begin", idx)
+            .input("end", idx)
+            .input("strides", idx)
+            .input("dy", DTypeSet::ANY)
+            .output("output")
+            .attr_default("begin_mask", AttrKind::Int, 0i64)
+            .attr_default("end_mask", AttrKind::Int, 0i64)
+            .attr_default("ellipsis_mask", AttrKind::Int, 0i64)
+            .attr_default("new_axis_mask", AttrKind::Int, 0i64)
+            .attr_default("shrink_axis_mask", AttrKind::Int, 0i64),
+    ]
+}
+
+fn vector_input(ctx: &InferCtx<'_>, i: usize, what: &str) -> Result<(), String> {
+    match ctx.input(i).shape.rank() {
+        Some(r) if r != 1 => Err(format!(
+            "{what} must be a vector, got shape {}",
+            ctx.input(i).shape
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn infer_broadcast_gradient_args(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1])?;
+    vector_input(ctx, 0, "s0")?;
+    vector_input(ctx, 1, "s1")?;
+    let t = TensorType {
+        dtype,
+        shape: Shape::new(vec![Dim::Unknown]),
+    };
+    Ok(vec![t.clone(), t])
+}
+
+fn infer_invert_permutation(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    vector_input(ctx, 0, "x")?;
+    same_as_input(ctx)
+}
+
+fn infer_concat_offset(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let n = ctx.inputs.len() - 1;
+    let idx: Vec<usize> = (1..=n).collect();
+    let dtype = ctx.same_dtype(&idx)?;
+    let mut shape = Shape::unknown();
+    for i in 1..=n {
+        vector_input(ctx, i, "shape")?;
+        shape = shape
+            .merge(&ctx.input(i).shape)
+            .map_err(|e| format!("shapes must have one rank: {e}"))?;
+    }
+    Ok(vec![TensorType { dtype, shape }; n])
+}
+
+fn infer_strided_slice_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    strided_slice_masks(ctx.attrs)?;
+    vector_input(ctx, 0, "shape")?;
+    one(ctx.dtype(4), shape_from_tensor(ctx, 0)?)
 }

@@ -206,6 +206,7 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("adj_x", AttrKind::Bool, false)
             .attr_default("adj_y", AttrKind::Bool, false),
     );
+    defs.extend(gradient_op_defs());
     defs
 }
 
@@ -508,4 +509,81 @@ impl Graph {
         };
         self.constant(value)
     }
+}
+
+// ---- ops emitted by the gradient rules (math_grad.rs) -----------------------------------------
+
+/// Ops that gradient rules emit: the scatter-add behind dense `Gather` gradients and the
+/// keep-dims shape of a reduction, computed when a step runs.
+pub fn gradient_op_defs() -> Vec<OpDef> {
+    vec![
+        OpDef::new("UnsortedSegmentSum", infer_unsorted_segment_sum)
+            .doc(
+                "sums the slices of `data` into `num_segments` rows by `segment_ids`, whose \
+                 shape is a prefix of data's; every id must lie in [0, num_segments)",
+            )
+            .input("data", DTypeSet::NUMERIC)
+            .input("segment_ids", DTypeSet::INDEX)
+            .input("num_segments", DTypeSet::INDEX)
+            .output("output"),
+        OpDef::new("ReducedShape", infer_reduced_shape)
+            .doc("`input_shape` with 1 at `axes`: the keep_dims shape of a reduction")
+            .input("input_shape", DTypeSet::INDEX)
+            .input("axes", DTypeSet::INDEX)
+            .output("output")
+            .cheap(),
+    ]
+}
+
+fn infer_unsorted_segment_sum(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.dtype(0);
+    if ctx.input(2).shape.rank().is_some_and(|r| r > 1) {
+        return Err(format!(
+            "num_segments must be a scalar, got shape {}",
+            ctx.input(2).shape
+        ));
+    }
+    let num = match ctx.const_ints(2).as_deref() {
+        Some([n]) if *n >= 0 => Dim::Known(*n as usize),
+        Some(v) => return Err(format!("num_segments must be one value >= 0, got {v:?}")),
+        None => Dim::Unknown,
+    };
+    let (Some(data), Some(ids)) = (ctx.input(0).shape.dims(), ctx.input(1).shape.dims()) else {
+        return Ok(vec![TensorType {
+            dtype,
+            shape: Shape::unknown(),
+        }]);
+    };
+    if ids.len() > data.len() {
+        return Err(format!(
+            "segment_ids {} must be a prefix of data's shape {}",
+            ctx.input(1).shape,
+            ctx.input(0).shape
+        ));
+    }
+    for (i, (a, b)) in ids.iter().zip(data).enumerate() {
+        if a.merge(b).is_none() {
+            return Err(format!(
+                "segment_ids {} must be a prefix of data's shape {}: dim {i} differs",
+                ctx.input(1).shape,
+                ctx.input(0).shape
+            ));
+        }
+    }
+    let mut dims = vec![num];
+    dims.extend(data[ids.len()..].iter().cloned());
+    Ok(vec![TensorType {
+        dtype,
+        shape: Shape::new(dims),
+    }])
+}
+
+fn infer_reduced_shape(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    if ctx.input(0).shape.rank().is_some_and(|r| r != 1) {
+        return Err(format!(
+            "input_shape must be a vector, got shape {}",
+            ctx.input(0).shape
+        ));
+    }
+    Ok(vec![ctx.input(0).clone()])
 }

@@ -2,8 +2,11 @@
 //! [`Graph`](crate::Graph) for its ops live in the same file. Gradient rules live in the matching
 //! `<family>_grad.rs`.
 
+pub mod array_grad;
 pub mod array_ops;
+pub mod math_grad;
 pub mod math_ops;
+pub mod nn_grad;
 pub mod nn_ops;
 pub mod random_ops;
 pub mod state_ops;
@@ -33,7 +36,15 @@ pub fn all_op_defs() -> Vec<OpDef> {
 /// (op, gradient) declarations from the families' gradient files. Filled by the gradient work;
 /// an op can also declare `.no_gradient()` in its definition.
 fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
-    Vec::new()
+    use crate::op_def::Gradient::NotDifferentiable;
+    let mut table = Vec::new();
+    table.extend(math_grad::gradients());
+    table.extend(array_grad::gradients());
+    table.extend(nn_grad::gradients());
+    // Random draws and state ops: not differentiable (most declare it in their definitions).
+    table.push(("RandomShuffle", NotDifferentiable));
+    table.push(("ReadVariableOp", NotDifferentiable));
+    table
 }
 
 // ---- shape functions shared across families ---------------------------------------------------

@@ -60,6 +60,7 @@ pub fn op_defs() -> Vec<OpDef> {
         .doc("per-row cross-entropy of softmax(features) against class indices, and its gradient")
         .input("features", DTypeSet::FLOAT).input("labels", DTypeSet::INDEX)
         .output("loss").output("backprop"));
+    defs.extend(gradient_op_defs());
     defs
 }
 
@@ -210,4 +211,54 @@ impl Graph {
             .input(labels)
             .finish1()
     }
+}
+
+// ---- ops emitted by the gradient rules (nn_grad.rs) -------------------------------------------
+
+/// Fused backward ops of activations and bias addition.
+pub fn gradient_op_defs() -> Vec<OpDef> {
+    vec![
+        OpDef::new("ReluGrad", infer_relu_grad)
+            .doc("`gradients` where `features` > 0, else 0 (features may be Relu's input or output)")
+            .input("gradients", DTypeSet::FLOAT)
+            .input("features", DTypeSet::FLOAT)
+            .output("backprops")
+            .cheap(),
+        OpDef::new("BiasAddGrad", infer_bias_add_grad)
+            .doc("sum of `out_backprop` over every dim but the channel dim (last for NHWC, 1 for NCHW)")
+            .input("out_backprop", DTypeSet::NUMERIC)
+            .output("output")
+            .attr_default("data_format", AttrKind::Str, "NHWC"),
+    ]
+}
+
+fn infer_relu_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1])?;
+    let shape = ctx
+        .input(0)
+        .shape
+        .merge(&ctx.input(1).shape)
+        .map_err(|e| format!("gradients and features need one shape: {e}"))?;
+    Ok(vec![TensorType { dtype, shape }])
+}
+
+fn infer_bias_add_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let format = ctx.attrs.string("data_format")?;
+    let nchw = match format.as_str() {
+        "NHWC" => false,
+        "NCHW" => true,
+        other => return Err(format!("data_format must be NHWC or NCHW, got {other}")),
+    };
+    let s = &ctx.input(0).shape;
+    let channels = match s.rank() {
+        None => Dim::Unknown,
+        Some(r) if r < if nchw { 3 } else { 2 } => {
+            return Err(format!("out_backprop has too few dims for {format}: {s}"))
+        }
+        Some(r) => s.dim(if nchw { 1 } else { r - 1 }),
+    };
+    Ok(vec![TensorType {
+        dtype: ctx.dtype(0),
+        shape: Shape::new(vec![channels]),
+    }])
 }

@@ -1,0 +1,438 @@
+//! Symbolic differentiation as a graph-to-graph rewrite (the paper's §4.1): [`gradients`] adds to
+//! the graph the backward nodes that compute `d(sum of ys)/d(xs)`, using each op's rule from the
+//! registry. It needs no runtime, so the `graph!` macro can call it while it expands.
+//!
+//! The walk follows TensorFlow's `tf.gradients`:
+//! - only the nodes between the `xs` and the `ys` are differentiated, along floating-point edges;
+//! - contributions reaching one tensor over several paths are summed with `AddN`;
+//! - `StopGradient` and ops declared not differentiable stop the flow;
+//! - an `x` that the `ys` do not depend on gets `None` (or zeros, with
+//!   [`UnconnectedGradients::Zero`]);
+//! - the `ys` need not be scalars: `grad_ys` weighs each (ones by default).
+//!
+//! Backward nodes go under a `gradients/` name scope (`gradients_1/` for a second call, ...),
+//! each rule's nodes under `<forward node>_grad/`, on the forward node's device.
+
+use crate::dtype::DType;
+use crate::error::{GraphError, Result};
+use crate::grad::GradCtx;
+use crate::graph::{Graph, NodeId, Output};
+use crate::op_def::{registry, Gradient};
+use crate::validate::topological_order;
+use crate::value::{Buffer, TensorValue};
+use half::{bf16, f16};
+use std::collections::HashMap;
+
+/// What [`gradients_with`] returns for an `x` that the `ys` do not depend on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnconnectedGradients {
+    /// `None`.
+    #[default]
+    None,
+    /// `ZerosLike(x)`.
+    Zero,
+}
+
+/// Adds the nodes computing the gradient of `sum(ys)` (each weighed by its `grad_ys` entry,
+/// ones by default) with respect to each of `xs`. `None` for an `x` the `ys` do not depend on.
+pub fn gradients(
+    graph: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+) -> Result<Vec<Option<Output>>> {
+    gradients_with(graph, ys, xs, grad_ys, UnconnectedGradients::None)
+}
+
+/// Like [`gradients`], with zeros for an `x` the `ys` do not depend on.
+pub fn gradients_or_zeros(
+    graph: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+) -> Result<Vec<Output>> {
+    let grads = gradients_with(graph, ys, xs, grad_ys, UnconnectedGradients::Zero)?;
+    grads
+        .into_iter()
+        .zip(xs)
+        .map(|(g, &x)| {
+            g.ok_or_else(|| {
+                GraphError::Gradient(format!("no gradient for `{}`", graph.output_name(x)))
+            })
+        })
+        .collect()
+}
+
+/// [`gradients`] with a choice of what unconnected `xs` get.
+pub fn gradients_with(
+    graph: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+    unconnected: UnconnectedGradients,
+) -> Result<Vec<Option<Output>>> {
+    for &o in ys.iter().chain(xs) {
+        graph.check_output(o)?;
+    }
+    for &x in xs {
+        let t = graph.dtype(x);
+        if !t.is_differentiable() {
+            return Err(GraphError::Gradient(format!(
+                "cannot differentiate with respect to `{}` of dtype {t}: only floating-point \
+                 tensors carry gradients",
+                graph.output_name(x)
+            )));
+        }
+    }
+    for &y in ys {
+        let t = graph.dtype(y);
+        if !t.is_differentiable() {
+            return Err(GraphError::Gradient(format!(
+                "cannot differentiate `{}` of dtype {t}: only floating-point tensors carry \
+                 gradients",
+                graph.output_name(y)
+            )));
+        }
+    }
+    if let Some(gy) = grad_ys {
+        if gy.len() != ys.len() {
+            return Err(GraphError::Gradient(format!(
+                "{} grad_ys given for {} ys",
+                gy.len(),
+                ys.len()
+            )));
+        }
+        for (&g, &y) in gy.iter().zip(ys) {
+            graph.check_output(g)?;
+            let (gt, yt) = (graph.output_type(g), graph.output_type(y));
+            if gt.dtype != yt.dtype || gt.shape.merge(&yt.shape).is_err() {
+                return Err(GraphError::Gradient(format!(
+                    "grad_ys entry `{}` is {gt} but `{}` is {yt}",
+                    graph.output_name(g),
+                    graph.output_name(y)
+                )));
+            }
+        }
+    }
+    graph.with_scope("gradients", |g| backprop(g, ys, xs, grad_ys, unconnected))
+}
+
+/// Whether a gradient can flow along an edge carrying `o`.
+fn carries_gradient(g: &Graph, o: Output) -> bool {
+    g.dtype(o).is_differentiable()
+}
+
+fn backprop(
+    g: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+    unconnected: UnconnectedGradients,
+) -> Result<Vec<Option<Output>>> {
+    let n = g.len();
+    let order = topological_order(g)?;
+    let mut x_index: HashMap<Output, Vec<usize>> = HashMap::new();
+    for (k, &x) in xs.iter().enumerate() {
+        x_index.entry(x).or_default().push(k);
+    }
+    // Forward from the xs: `reached[n]` when some input of n depends on an x.
+    let mut reached = vec![false; n];
+    let depends = |g: &Graph, reached: &[bool], o: Output| {
+        carries_gradient(g, o) && (x_index.contains_key(&o) || reached[o.node.index()])
+    };
+    for &id in &order {
+        let r = g.node(id).inputs.iter().any(|&o| depends(g, &reached, o));
+        reached[id.index()] = r;
+    }
+    // Backward from the ys: nodes some y depends on along gradient-carrying edges.
+    let mut to_y = vec![false; n];
+    let mut stack: Vec<NodeId> = ys.iter().map(|o| o.node).collect();
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut to_y[id.index()], true) {
+            continue;
+        }
+        for &o in &g.node(id).inputs {
+            if carries_gradient(g, o) {
+                stack.push(o.node);
+            }
+        }
+    }
+
+    let mut pending: HashMap<Output, Vec<Output>> = HashMap::new();
+    for (k, &y) in ys.iter().enumerate() {
+        if !depends(g, &reached, y) {
+            continue;
+        }
+        let gy = match grad_ys {
+            Some(gy) => gy[k],
+            None => ones_like(g, y)?,
+        };
+        pending.entry(y).or_default().push(gy);
+    }
+
+    let mut results: Vec<Option<Output>> = vec![None; xs.len()];
+    for &id in order.iter().rev() {
+        let i = id.index();
+        let num_outputs = g.node(id).outputs.len();
+        let holds_x = (0..num_outputs).any(|k| x_index.contains_key(&Output::new(id, k)));
+        if !to_y[i] || !(reached[i] || holds_x) {
+            continue;
+        }
+        let mut out_grads = Vec::with_capacity(num_outputs);
+        for k in 0..num_outputs {
+            let o = Output::new(id, k);
+            let summed = match pending.remove(&o) {
+                Some(parts) => Some(aggregate(g, o, parts)?),
+                None => None,
+            };
+            for &xk in x_index.get(&o).map(Vec::as_slice).unwrap_or(&[]) {
+                results[xk] = summed;
+            }
+            out_grads.push(summed);
+        }
+        if !reached[i] || out_grads.iter().all(Option::is_none) {
+            continue;
+        }
+        let node = g.node(id);
+        let (name, op, device) = (node.name.clone(), node.op.clone(), node.device.clone());
+        let inputs = node.inputs.clone();
+        let def = registry()
+            .get(&op)
+            .ok_or_else(|| GraphError::Gradient(format!("node `{name}` has unknown op `{op}`")))?;
+        let rule = match def.gradient {
+            Gradient::Rule(rule) => rule,
+            Gradient::NotDifferentiable => continue,
+            Gradient::Unset => {
+                return Err(GraphError::Gradient(format!(
+                    "node `{name}` ({op}) lies between the ys and the xs, but op `{op}` has no \
+                     gradient rule"
+                )))
+            }
+        };
+        let wanted: Vec<bool> = inputs.iter().map(|&o| depends(g, &reached, o)).collect();
+        let scope = format!("{}_grad", name.replace('/', "_"));
+        let in_grads = g
+            .with_scope(&scope, |g| {
+                on_device(g, &device, |g| {
+                    let mut ctx = GradCtx {
+                        graph: g,
+                        node: id,
+                        out_grads: &out_grads,
+                        wanted: &wanted,
+                    };
+                    rule(&mut ctx)
+                })
+            })
+            .map_err(|e| match e {
+                GraphError::Gradient(_) => e,
+                other => GraphError::Gradient(format!("node `{name}` ({op}): {other}")),
+            })?;
+        if in_grads.len() != inputs.len() {
+            return Err(GraphError::Gradient(format!(
+                "node `{name}` ({op}): the rule returned {} gradients for {} inputs",
+                in_grads.len(),
+                inputs.len()
+            )));
+        }
+        for (k, (&input, grad)) in inputs.iter().zip(in_grads).enumerate() {
+            let Some(grad) = grad else { continue };
+            if !wanted[k] {
+                continue;
+            }
+            let (gt, it) = (g.output_type(grad), g.output_type(input));
+            if gt.dtype != it.dtype || gt.shape.merge(&it.shape).is_err() {
+                return Err(GraphError::Gradient(format!(
+                    "node `{name}` ({op}): the gradient for input {k} is {gt} but the input is {it}"
+                )));
+            }
+            pending.entry(input).or_default().push(grad);
+        }
+    }
+    if unconnected == UnconnectedGradients::Zero {
+        for (r, &x) in results.iter_mut().zip(xs) {
+            if r.is_none() {
+                *r = Some(g.build("ZerosLike").input(x).finish1()?);
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn on_device<R>(g: &mut Graph, device: &str, f: impl FnOnce(&mut Graph) -> R) -> R {
+    if device.is_empty() {
+        f(g)
+    } else {
+        g.with_device(device, f)
+    }
+}
+
+/// The sum of the gradients reaching `o` over several paths.
+fn aggregate(g: &mut Graph, o: Output, parts: Vec<Output>) -> Result<Output> {
+    match parts.as_slice() {
+        [one] => Ok(*one),
+        _ => {
+            let sum = g.build("AddN").inputs(parts).finish1()?;
+            let shape = g.shape(o).clone();
+            g.refine_output_shape(sum, shape);
+            Ok(sum)
+        }
+    }
+}
+
+/// Largest default `grad_ys` (in elements) emitted as a constant; larger ones use `OnesLike`.
+const MAX_CONST_ONES: usize = 64;
+
+/// Ones of the type of `y`: a constant when the shape is known and small, else `OnesLike`.
+fn ones_like(g: &mut Graph, y: Output) -> Result<Output> {
+    let t = g.output_type(y).clone();
+    if let Some(dims) = t.shape.to_known() {
+        let n: usize = dims.iter().product();
+        if n <= MAX_CONST_ONES {
+            let data = match t.dtype {
+                DType::F32 => Some(Buffer::F32(vec![1.0; n])),
+                DType::F64 => Some(Buffer::F64(vec![1.0; n])),
+                DType::F16 => Some(Buffer::F16(vec![f16::ONE; n])),
+                DType::BF16 => Some(Buffer::BF16(vec![bf16::ONE; n])),
+                _ => None,
+            };
+            if let Some(data) = data {
+                return g.constant(TensorValue { shape: dims, data });
+            }
+        }
+    }
+    g.build("OnesLike").input(y).finish1()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape;
+
+    fn ops_under(g: &Graph, prefix: &str) -> Vec<String> {
+        g.nodes()
+            .iter()
+            .filter(|n| n.name.starts_with(prefix))
+            .map(|n| n.op.clone())
+            .collect()
+    }
+
+    #[test]
+    fn sums_over_paths_with_add_n_under_a_scope() {
+        let mut g = Graph::new();
+        let x = g.placeholder("x", DType::F32, Shape::known(&[3])).unwrap();
+        let sq = g.mul(x, x).unwrap();
+        let y = g.add(sq, x).unwrap();
+        let before = g.len();
+        let dx = gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+        assert_eq!(g.shape(dx), &Shape::known(&[3]));
+        assert_eq!(g.node(dx.node).op, "AddN");
+        assert_eq!(g.node(dx.node).inputs.len(), 3);
+        assert!(g.nodes()[before..]
+            .iter()
+            .all(|n| n.name.starts_with("gradients/")));
+        // A second call gets its own scope.
+        gradients(&mut g, &[y], &[x], None).unwrap();
+        assert!(!ops_under(&g, "gradients_1/").is_empty());
+    }
+
+    #[test]
+    fn unconnected_and_stopped() {
+        let mut g = Graph::new();
+        let x = g.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+        let z = g.placeholder("z", DType::F32, Shape::known(&[2])).unwrap();
+        let s = g.stop_gradient(x).unwrap();
+        let y = g.mul(s, z).unwrap();
+        let r = gradients(&mut g, &[y], &[x, z], None).unwrap();
+        assert!(r[0].is_none());
+        assert!(r[1].is_some());
+        let r = gradients_or_zeros(&mut g, &[y], &[x], None).unwrap();
+        assert_eq!(g.node(r[0].node).op, "ZerosLike");
+        // An x nothing depends on.
+        let w = g.placeholder("w", DType::F32, Shape::known(&[2])).unwrap();
+        assert_eq!(gradients(&mut g, &[y], &[w], None).unwrap(), vec![None]);
+    }
+
+    #[test]
+    fn errors_name_the_node() {
+        let mut g = Graph::new();
+        let i = g.placeholder("i", DType::I32, Shape::known(&[2])).unwrap();
+        let f = g.cast(i, DType::F32).unwrap();
+        let e = gradients(&mut g, &[f], &[i], None).unwrap_err();
+        assert!(
+            matches!(&e, GraphError::Gradient(m) if m.contains("`i:0`") && m.contains("int32")),
+            "{e}"
+        );
+        // An op without a gradient rule in the path.
+        let x = g.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+        let y = g
+            .build("RandomShuffle")
+            .name("shuffle")
+            .input(x)
+            .finish1()
+            .unwrap();
+        let r = gradients(&mut g, &[y], &[x], None).unwrap();
+        assert_eq!(
+            r,
+            vec![None],
+            "RandomShuffle is declared not differentiable"
+        );
+        // Mismatched grad_ys.
+        let gy = g.placeholder("gy", DType::F32, Shape::known(&[3])).unwrap();
+        let e = gradients(&mut g, &[f], &[x], Some(&[gy])).unwrap_err();
+        assert!(e.to_string().contains("grad_ys"), "{e}");
+    }
+
+    #[test]
+    fn x_equal_to_y_gets_grad_ys() {
+        let mut g = Graph::new();
+        let x = g.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+        let gy = g.placeholder("gy", DType::F32, Shape::known(&[2])).unwrap();
+        let r = gradients(&mut g, &[x], &[x], Some(&[gy])).unwrap();
+        assert_eq!(r, vec![Some(gy)]);
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use crate::op_def::{registry, Gradient};
+
+    /// Every op ends with a gradient rule or an explicit "not differentiable".
+    #[test]
+    fn every_registered_op_declares_its_gradient() {
+        let mut unset: Vec<&str> = registry()
+            .iter()
+            .filter(|d| matches!(d.gradient, Gradient::Unset))
+            .map(|d| d.name)
+            .collect();
+        unset.sort_unstable();
+        assert!(
+            unset.is_empty(),
+            "ops without a gradient declaration: {unset:?}"
+        );
+    }
+
+    /// The gradient tables name only registered ops (a typo would silently leave a hole).
+    #[test]
+    fn gradient_tables_name_registered_ops() {
+        let tables = [
+            crate::ops::math_grad::gradients(),
+            crate::ops::array_grad::gradients(),
+            crate::ops::nn_grad::gradients(),
+        ];
+        let mut unknown = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (op, _) in tables.iter().flatten() {
+            if registry().get(op).is_none() {
+                unknown.push(*op);
+            }
+            assert!(
+                seen.insert(*op),
+                "op `{op}` appears twice in the gradient tables"
+            );
+        }
+        assert!(
+            unknown.is_empty(),
+            "gradient tables name unknown ops: {unknown:?}"
+        );
+    }
+}
