@@ -328,8 +328,10 @@ fn reshape(ctx: &mut KernelContext<'_>) -> KResult {
             "cannot reshape a tensor of {n} elements (shape {:?}) to shape {target:?}, {}",
             x.shape(),
             match infer {
-                Some(_) =>
-                    format!("which needs a nonzero multiple of {known} elements to fill the -1 dim"),
+                Some(_) if known == 0 => {
+                    "whose -1 dim cannot be inferred next to a dim of size 0".to_string()
+                }
+                Some(_) => format!("which needs a multiple of {known} elements to fill the -1 dim"),
                 None => format!("which has {known} elements"),
             }
         )));

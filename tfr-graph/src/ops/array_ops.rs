@@ -158,7 +158,13 @@ fn infer_transpose(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         );
     };
     let Some(r) = s.rank() else {
-        return one(ctx.dtype(0), Shape::unknown_dims(perm.len()));
+        // An empty perm reverses however many axes there are.
+        let shape = if perm.is_empty() {
+            Shape::unknown()
+        } else {
+            Shape::unknown_dims(perm.len())
+        };
+        return one(ctx.dtype(0), shape);
     };
     let perm: Vec<usize> = if perm.is_empty() {
         (0..r).rev().collect()
