@@ -1,1 +1,8 @@
-//! Layers, losses, initializers, optimizers and the paper's models will live here, built from graph ops (issues 3 and 6).
+//! `tfr-nn`: training built from graph ops. Optimizers are ordinary graph ops over variables,
+//! so a new training rule needs no change to the runtime (the paper's point). Layers, losses
+//! and the paper's models come next (issue 6).
+
+pub mod optimizers;
+pub mod schedules;
+
+pub use optimizers::{clip_by_global_norm, Adagrad, Adam, AdamW, LearningRate, Momentum, Optimizer, RmsProp, Sgd};
