@@ -198,8 +198,8 @@ impl Graph {
     /// Runs `f` with every node created inside named under `scope/`.
     pub fn with_scope<R>(&mut self, scope: &str, f: impl FnOnce(&mut Graph) -> R) -> R {
         let unique = self.unique_name(&self.scoped(scope));
-        let leaf = unique.rsplit('/').next().unwrap_or(&unique).to_string();
-        self.scopes.push(leaf);
+        let prefix_len = if self.scopes.is_empty() { 0 } else { self.scoped("").len() };
+        self.scopes.push(unique[prefix_len..].to_string());
         let r = f(self);
         self.scopes.pop();
         r

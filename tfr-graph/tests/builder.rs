@@ -81,3 +81,12 @@ fn scopes_devices_and_unique_names() {
     assert_eq!(g.node(c.node).name, "layer_1/Const");
     assert_eq!(g.output_by_name("layer/Const_1:0").unwrap(), b);
 }
+
+#[test]
+fn scopes_with_slashes_nest_whole() {
+    let mut g = Graph::new();
+    let c = g.with_scope("opt", |g| g.with_scope("layer/kernel/m", |g| g.scalar(1.0f32).unwrap()));
+    assert_eq!(g.node(c.node).name, "opt/layer/kernel/m/Const");
+    let d = g.with_scope("opt", |g| g.with_scope("layer/bias/m", |g| g.scalar(1.0f32).unwrap()));
+    assert_eq!(g.node(d.node).name, "opt_1/layer/bias/m/Const");
+}

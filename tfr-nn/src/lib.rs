@@ -2,6 +2,9 @@
 //! so a new training rule needs no change to the runtime (the paper's point). Layers, losses
 //! and the paper's models come next (issue 6).
 
+pub mod initializers;
+pub mod layers;
+pub mod losses;
 pub mod optimizers;
 pub mod schedules;
 
