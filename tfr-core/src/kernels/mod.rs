@@ -4,6 +4,7 @@
 pub mod array_ops;
 pub mod broadcast;
 pub mod cwise_ops;
+pub mod grad_ops;
 pub mod matmul_op;
 pub mod nn_ops;
 pub mod random_ops;
@@ -15,6 +16,7 @@ use crate::kernel::KernelRegistry;
 pub fn register_all(r: &mut KernelRegistry) {
     array_ops::register(r);
     cwise_ops::register(r);
+    grad_ops::register(r);
     matmul_op::register(r);
     nn_ops::register(r);
     random_ops::register(r);

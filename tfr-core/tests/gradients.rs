@@ -1,0 +1,1389 @@
+//! Symbolic gradients checked against the runtime.
+//!
+//! - A numeric gradient checker (central differences in f64) runs over a table of cases, one or
+//!   more per differentiable op of the registry; a test fails for any op with a gradient rule
+//!   and no case, so a new op gets checked without anyone remembering to. Each case is checked
+//!   with static shapes in f64 and f32 (per-dtype error bounds) and with shapes left unknown
+//!   until the step runs (the runtime shape path of the rules).
+//! - Second derivatives: d²/dx² tanh and a Hessian-vector product of a small MLP loss.
+//! - The contract of `gradients`: several paths, stop_gradient, unconnected xs, non-scalar ys.
+
+use approx::relative_eq;
+use std::collections::BTreeSet;
+use tfr_core::{Session, SessionOptions, Tensor};
+use tfr_graph::ops::array_ops::StridedSliceMasks;
+use tfr_graph::{
+    gradients, gradients_or_zeros, registry, DType, Gradient, Graph, GraphError, Output, Shape,
+};
+
+type GResult<T> = Result<T, GraphError>;
+
+// ---- deterministic random numbers -------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    /// A random dim in 1..=3.
+    fn dim(&mut self) -> usize {
+        1 + self.below(3)
+    }
+}
+
+// ---- the case table ---------------------------------------------------------------------------
+
+/// How the values of an input are drawn.
+#[derive(Clone, Copy, Debug)]
+enum Dist {
+    Uniform(f64, f64),
+    /// |v| in [lo, hi] with a random sign: away from a kink at 0.
+    AwayFromZero(f64, f64),
+    /// `offset + 0.5 k` for k in lo..=hi: grids with offsets 0.25 apart never tie.
+    Grid(f64, i32, i32),
+    /// Distinct values 0.3 apart, shuffled: no ties in max/min reductions.
+    Distinct,
+    /// Rows along the last axis are non-negative and sum to 1 (label distributions).
+    Simplex,
+    /// Away from zero, with some exact zeros (products).
+    WithZeros,
+}
+
+impl Dist {
+    fn draw(self, rng: &mut Rng, shape: &[usize]) -> Vec<f64> {
+        let n: usize = shape.iter().product();
+        match self {
+            Dist::Uniform(lo, hi) => (0..n).map(|_| rng.uniform(lo, hi)).collect(),
+            Dist::AwayFromZero(lo, hi) => (0..n)
+                .map(|_| {
+                    let v = rng.uniform(lo, hi);
+                    if rng.below(2) == 0 {
+                        v
+                    } else {
+                        -v
+                    }
+                })
+                .collect(),
+            Dist::Grid(offset, lo, hi) => (0..n)
+                .map(|_| offset + 0.5 * (lo + rng.below((hi - lo + 1) as usize) as i32) as f64)
+                .collect(),
+            Dist::Distinct => {
+                let mut v: Vec<f64> = (0..n).map(|k| 0.3 * k as f64 - 0.15 * n as f64).collect();
+                for i in (1..n).rev() {
+                    v.swap(i, rng.below(i + 1));
+                }
+                v
+            }
+            Dist::Simplex => {
+                let row = shape.last().copied().unwrap_or(1).max(1);
+                let mut v: Vec<f64> = (0..n).map(|_| rng.uniform(0.1, 1.0)).collect();
+                for r in v.chunks_mut(row) {
+                    let s: f64 = r.iter().sum();
+                    r.iter_mut().for_each(|x| *x /= s);
+                }
+                v
+            }
+            Dist::WithZeros => (0..n)
+                .map(|_| match rng.below(4) {
+                    0 => 0.0,
+                    _ => rng.uniform(0.5, 1.5) * if rng.below(2) == 0 { 1.0 } else { -1.0 },
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct In {
+    shape: Vec<usize>,
+    dist: Dist,
+}
+
+fn inp(shape: &[usize], dist: Dist) -> In {
+    In {
+        shape: shape.to_vec(),
+        dist,
+    }
+}
+
+const U: Dist = Dist::Uniform(-2.0, 2.0);
+
+type BuildFn = Box<dyn Fn(&mut Graph, &[Output]) -> GResult<Vec<Output>>>;
+
+/// One forward computation to check: its float inputs are fed through placeholders, `build`
+/// makes the outputs (integer operands are constants inside it).
+struct Case {
+    op: &'static str,
+    label: String,
+    inputs: Vec<In>,
+    build: BuildFn,
+    /// Finite-difference step and tolerance factor (for ops that lose precision, like a cast
+    /// through f32).
+    eps: f64,
+    tol: f64,
+}
+
+fn case(
+    op: &'static str,
+    label: impl Into<String>,
+    inputs: Vec<In>,
+    build: impl Fn(&mut Graph, &[Output]) -> GResult<Vec<Output>> + 'static,
+) -> Case {
+    Case {
+        op,
+        label: label.into(),
+        inputs,
+        build: Box::new(build),
+        eps: 1e-5,
+        tol: 1.0,
+    }
+}
+
+fn ints(g: &mut Graph, v: &[i64]) -> GResult<Output> {
+    g.constant_from(&[v.len()], v.iter().map(|&x| x as i32).collect::<Vec<_>>())
+}
+
+fn one<F>(f: F) -> impl Fn(&mut Graph, &[Output]) -> GResult<Vec<Output>>
+where
+    F: Fn(&mut Graph, &[Output]) -> GResult<Output>,
+{
+    move |g, x| Ok(vec![f(g, x)?])
+}
+
+/// Shapes for unary elementwise ops: scalar, vector, matrix, a size-1 dim, an empty dim.
+fn unary_shapes(rng: &mut Rng) -> Vec<Vec<usize>> {
+    let (a, b) = (rng.dim(), rng.dim() + 1);
+    vec![vec![], vec![b], vec![a, b], vec![b, 1, a], vec![0, b]]
+}
+
+/// Operand shape pairs for broadcasting binary ops.
+fn binary_shapes(rng: &mut Rng) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let (a, b) = (rng.dim() + 1, rng.dim() + 1);
+    vec![
+        (vec![a, b], vec![a, b]),
+        (vec![a, b], vec![b]),
+        (vec![a, 1], vec![1, b]),
+        (vec![], vec![a, b]),
+        (vec![b, 1, a], vec![b, a]),
+        (vec![0, b], vec![b]),
+    ]
+}
+
+fn math_cases(rng: &mut Rng) -> Vec<Case> {
+    let mut cs = Vec::new();
+    let unary: &[(&'static str, Dist)] = &[
+        ("Neg", U),
+        ("Abs", Dist::AwayFromZero(0.2, 2.0)),
+        ("Sign", Dist::AwayFromZero(0.2, 2.0)),
+        ("Square", U),
+        ("Sqrt", Dist::Uniform(0.5, 2.0)),
+        ("Rsqrt", Dist::Uniform(0.5, 2.0)),
+        ("Exp", U),
+        ("Expm1", U),
+        ("Log", Dist::Uniform(0.5, 2.0)),
+        ("Log1p", Dist::Uniform(-0.5, 2.0)),
+        ("Sin", U),
+        ("Cos", U),
+        ("Tanh", U),
+        ("Sigmoid", U),
+        ("Erf", U),
+        ("Floor", Dist::Grid(0.25, -4, 4)),
+        ("Ceil", Dist::Grid(0.25, -4, 4)),
+        ("Round", Dist::Grid(0.2, -4, 4)),
+        ("Reciprocal", Dist::AwayFromZero(0.5, 2.0)),
+    ];
+    for &(op, dist) in unary {
+        for shape in unary_shapes(rng) {
+            cs.push(case(
+                op,
+                format!("{shape:?}"),
+                vec![inp(&shape, dist)],
+                one(move |g, x| g.build(op).input(x[0]).finish1()),
+            ));
+        }
+    }
+    let binary: &[(&'static str, Dist, Dist)] = &[
+        ("Add", U, U),
+        ("Sub", U, U),
+        ("Mul", U, U),
+        ("Div", U, Dist::AwayFromZero(0.5, 2.0)),
+        ("Pow", Dist::Uniform(0.5, 2.0), U),
+        ("Maximum", Dist::Grid(0.1, -4, 4), Dist::Grid(0.35, -4, 4)),
+        ("Minimum", Dist::Grid(0.1, -4, 4), Dist::Grid(0.35, -4, 4)),
+    ];
+    for &(op, da, db) in binary {
+        for (sa, sb) in binary_shapes(rng) {
+            cs.push(case(
+                op,
+                format!("{sa:?} {sb:?}"),
+                vec![inp(&sa, da), inp(&sb, db)],
+                one(move |g, x| g.build(op).input(x[0]).input(x[1]).finish1()),
+            ));
+        }
+    }
+    let (a, b) = (rng.dim() + 1, rng.dim() + 1);
+    // Select: a constant condition broadcast against both branches.
+    for (sc, st, se) in [
+        (vec![a, b], vec![a, b], vec![a, b]),
+        (vec![b], vec![a, 1], vec![a, b]),
+        (vec![a, 1], vec![], vec![b]),
+    ] {
+        let n: usize = sc.iter().product();
+        let cond: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
+        let sc2 = sc.clone();
+        cs.push(case(
+            "Select",
+            format!("{sc:?} {st:?} {se:?}"),
+            vec![inp(&st, U), inp(&se, U)],
+            one(move |g, x| {
+                let c = g.constant_from(&sc2, cond.clone())?;
+                g.select(c, x[0], x[1])
+            }),
+        ));
+    }
+    for (st, sl, sh) in [
+        (vec![a, b], vec![], vec![]),
+        (vec![a, b], vec![b], vec![a, 1]),
+        (vec![b], vec![a, b], vec![]),
+    ] {
+        cs.push(case(
+            "ClipByValue",
+            format!("{st:?} {sl:?} {sh:?}"),
+            vec![
+                inp(&st, Dist::Grid(0.1, -5, 5)),
+                inp(&sl, Dist::Grid(-0.15, -3, -1)),
+                inp(&sh, Dist::Grid(0.35, 0, 2)),
+            ],
+            one(|g, x| g.clip_by_value(x[0], x[1], x[2])),
+        ));
+    }
+    let mut cast = case(
+        "Cast",
+        "through the other float type",
+        vec![inp(&[a, b], U)],
+        one(|g, x| {
+            let t = g.dtype(x[0]);
+            let other = if t == DType::F64 {
+                DType::F32
+            } else {
+                DType::F64
+            };
+            let c = g.cast(x[0], other)?;
+            let sq = g.square(c)?;
+            g.cast(sq, t)
+        }),
+    );
+    cast.eps = 0.05;
+    cast.tol = 1e3;
+    cs.push(cast);
+    cs.push(case(
+        "AddN",
+        "3 inputs",
+        vec![inp(&[a, b], U), inp(&[a, b], U), inp(&[a, b], U)],
+        one(|g, x| g.add_n(x)),
+    ));
+    cs.push(case(
+        "AddN",
+        "the same input twice",
+        vec![inp(&[b], U)],
+        one(|g, x| g.add_n(&[x[0], x[0]])),
+    ));
+    // Reductions over several axes choices, with and without keep_dims.
+    let (p, q, r) = (rng.dim() + 1, rng.dim(), rng.dim() + 1);
+    let axes_choices: Vec<Option<Vec<i64>>> = vec![
+        None,
+        Some(vec![0]),
+        Some(vec![1]),
+        Some(vec![-1]),
+        Some(vec![0, 2]),
+        Some(vec![]),
+    ];
+    let reductions: &[(&'static str, Dist)] = &[
+        ("Sum", U),
+        ("Mean", U),
+        ("Max", Dist::Distinct),
+        ("Min", Dist::Distinct),
+        ("Prod", Dist::AwayFromZero(0.5, 1.5)),
+        ("LogSumExp", U),
+    ];
+    for &(op, dist) in reductions {
+        for axes in &axes_choices {
+            for keep in [false, true] {
+                let axes = axes.clone();
+                cs.push(case(
+                    op,
+                    format!("[{p}, {q}, {r}] axes {axes:?} keep_dims {keep}"),
+                    vec![inp(&[p, q, r], dist)],
+                    one(move |g, x| {
+                        let a = g.axes_const(x[0], axes.as_deref())?;
+                        g.build(op)
+                            .input(x[0])
+                            .input(a)
+                            .attr("keep_dims", keep)
+                            .finish1()
+                    }),
+                ));
+            }
+        }
+    }
+    for op in ["Sum", "Mean", "Prod"] {
+        cs.push(case(
+            op,
+            "empty dim [0, 3] over axis 0",
+            vec![inp(&[0, 3], U)],
+            one(move |g, x| {
+                let a = g.axes_const(x[0], Some(&[0]))?;
+                g.build(op).input(x[0]).input(a).finish1()
+            }),
+        ));
+    }
+    for (label, dist) in [("zeros in groups", Dist::WithZeros), ("scalar", U)] {
+        let shape = if label == "scalar" {
+            vec![]
+        } else {
+            vec![4, 3]
+        };
+        for axes in [None, Some(vec![0i64])] {
+            if label == "scalar" && axes.is_some() {
+                continue;
+            }
+            cs.push(case(
+                "Prod",
+                format!("{label} {shape:?} axes {axes:?}"),
+                vec![inp(&shape, dist)],
+                one(move |g, x| g.reduce_prod(x[0], axes.as_deref(), false)),
+            ));
+        }
+    }
+    // Max ties: the gradient is split equally (checked exactly in `reduce_max_splits_ties`);
+    // here a tie-free max of a rank-1 tensor.
+    cs.push(case(
+        "Max",
+        "vector",
+        vec![inp(&[5], Dist::Distinct)],
+        one(|g, x| g.reduce_max(x[0], None, false)),
+    ));
+    let (m, k, n) = (rng.dim() + 1, rng.dim() + 1, rng.dim() + 1);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let sa = if ta { [k, m] } else { [m, k] };
+        let sb = if tb { [n, k] } else { [k, n] };
+        cs.push(case(
+            "MatMul",
+            format!("{sa:?} {sb:?} transpose_a {ta} transpose_b {tb}"),
+            vec![inp(&sa, U), inp(&sb, U)],
+            one(move |g, x| g.matmul_t(x[0], x[1], ta, tb)),
+        ));
+    }
+    cs.push(case(
+        "MatMul",
+        "inner dim 0",
+        vec![inp(&[m, 0], U), inp(&[0, n], U)],
+        one(|g, x| g.matmul(x[0], x[1])),
+    ));
+    for (sx, sy, ax, ay) in [
+        (vec![2, m, k], vec![2, k, n], false, false),
+        (vec![2, k, m], vec![2, n, k], true, true),
+        (vec![2, 1, m, k], vec![3, k, n], false, false),
+        (vec![m, k], vec![2, n, k], false, true),
+        (vec![2, k, m], vec![k, n], true, false),
+    ] {
+        cs.push(case(
+            "BatchMatMul",
+            format!("{sx:?} {sy:?} adj_x {ax} adj_y {ay}"),
+            vec![inp(&sx, U), inp(&sy, U)],
+            one(move |g, x| g.batch_matmul(x[0], x[1], ax, ay)),
+        ));
+    }
+    cs.push(case(
+        "UnsortedSegmentSum",
+        "[5, 2] into 3 segments",
+        vec![inp(&[5, 2], U)],
+        one(|g, x| {
+            let ids = ints(g, &[0, 2, 0, 1, 2])?;
+            let n = g.scalar(3i32)?;
+            g.build("UnsortedSegmentSum")
+                .input(x[0])
+                .input(ids)
+                .input(n)
+                .finish1()
+        }),
+    ));
+    cs
+}
+
+fn array_cases(rng: &mut Rng) -> Vec<Case> {
+    let mut cs = Vec::new();
+    let (a, b, c) = (rng.dim() + 1, rng.dim() + 1, rng.dim() + 1);
+    cs.push(case(
+        "Identity",
+        "matrix",
+        vec![inp(&[a, b], U)],
+        one(|g, x| g.identity(x[0])),
+    ));
+    for (shape, target) in [
+        (vec![a, b], vec![b as i64, a as i64]),
+        (vec![a, b, c], vec![-1, c as i64]),
+        (vec![a * b], vec![a as i64, 1, b as i64]),
+        (vec![0, b], vec![b as i64, 0]),
+    ] {
+        cs.push(case(
+            "Reshape",
+            format!("{shape:?} to {target:?}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| g.reshape(x[0], &target)),
+        ));
+    }
+    for axis in [0, 1, -1] {
+        cs.push(case(
+            "ExpandDims",
+            format!("[{a}, {b}] axis {axis}"),
+            vec![inp(&[a, b], U)],
+            one(move |g, x| g.expand_dims(x[0], axis)),
+        ));
+    }
+    for (shape, axes) in [(vec![a, 1, b], vec![]), (vec![1, a, 1], vec![-1i64])] {
+        cs.push(case(
+            "Squeeze",
+            format!("{shape:?} axes {axes:?}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| g.squeeze(x[0], &axes)),
+        ));
+    }
+    for perm in [vec![2i64, 0, 1], vec![1, 2, 0], vec![], vec![0, -1, 1]] {
+        cs.push(case(
+            "Transpose",
+            format!("[{a}, {b}, {c}] perm {perm:?}"),
+            vec![inp(&[a, b, c], U)],
+            one(move |g, x| g.transpose(x[0], &perm)),
+        ));
+    }
+    for (shapes, axis) in [
+        (vec![vec![a, b], vec![c, b]], 0i64),
+        (vec![vec![a, b], vec![a, c], vec![a, 1]], 1),
+        (vec![vec![a, b], vec![a, c]], -1),
+        (vec![vec![0, b], vec![a, b]], 0),
+        (vec![vec![a, b]], 0),
+    ] {
+        cs.push(case(
+            "Concat",
+            format!("{shapes:?} axis {axis}"),
+            shapes.iter().map(|s| inp(s, U)).collect(),
+            one(move |g, x| g.concat(x, axis)),
+        ));
+    }
+    for (shape, num, axis, used) in [
+        (vec![4, b], 2usize, 0i64, None),
+        (vec![a, 6], 3, 1, None),
+        (vec![a, 6], 3, -1, Some(1usize)),
+    ] {
+        cs.push(case(
+            "Split",
+            format!("{shape:?} into {num} along {axis}, outputs used {used:?}"),
+            vec![inp(&shape, U)],
+            move |g, x| {
+                let parts = g.split(x[0], num, axis)?;
+                Ok(match used {
+                    Some(i) => vec![parts[i]],
+                    None => parts,
+                })
+            },
+        ));
+    }
+    for (shape, begin, size) in [
+        (vec![3, 4], vec![1i64, 0], vec![2i64, -1]),
+        (vec![3, 4, 2], vec![0, 1, 1], vec![3, 2, 1]),
+        (vec![3, 4], vec![1, 1], vec![0, 2]),
+    ] {
+        cs.push(case(
+            "Slice",
+            format!("{shape:?} begin {begin:?} size {size:?}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| g.slice(x[0], &begin, &size)),
+        ));
+    }
+    let masks =
+        |begin: i64, end: i64, ellipsis: i64, new_axis: i64, shrink: i64| StridedSliceMasks {
+            begin,
+            end,
+            ellipsis,
+            new_axis,
+            shrink_axis: shrink,
+        };
+    // (label, begin, end, strides, masks)
+    type Spec = (
+        &'static str,
+        Vec<i64>,
+        Vec<i64>,
+        Vec<i64>,
+        StridedSliceMasks,
+    );
+    let ss: Vec<Spec> = vec![
+        (
+            "x[1:3, ::2]",
+            vec![1, 0],
+            vec![3, 0],
+            vec![1, 2],
+            masks(2, 2, 0, 0, 0),
+        ),
+        ("x[::-1]", vec![0], vec![0], vec![-1], masks(1, 1, 0, 0, 0)),
+        ("x[1]", vec![1], vec![2], vec![1], masks(0, 0, 0, 0, 1)),
+        (
+            "x[:, newaxis, -2:]",
+            vec![0, 0, -2],
+            vec![0, 0, 0],
+            vec![1, 1, 1],
+            masks(1, 5, 0, 2, 0),
+        ),
+        (
+            "x[..., 1]",
+            vec![0, 1],
+            vec![0, 2],
+            vec![1, 1],
+            masks(0, 0, 1, 0, 2),
+        ),
+        (
+            "x[3:0:-2, 1:]",
+            vec![3, 1],
+            vec![0, 0],
+            vec![-2, 1],
+            masks(0, 2, 0, 0, 0),
+        ),
+    ];
+    for (label, begin, end, strides, m) in ss {
+        cs.push(case(
+            "StridedSlice",
+            format!("[4, 5] {label}"),
+            vec![inp(&[4, 5], U)],
+            one(move |g, x| g.strided_slice(x[0], &begin, &end, &strides, m)),
+        ));
+    }
+    cs.push(case(
+        "StridedSliceGrad",
+        "scatter of x[1:3, ::2] into [4, 5]",
+        vec![inp(&[2, 3], U)],
+        one(|g, x| {
+            let shape = ints(g, &[4, 5])?;
+            let (b, e, s) = (ints(g, &[1, 0])?, ints(g, &[3, 0])?, ints(g, &[1, 2])?);
+            g.build("StridedSliceGrad")
+                .input(shape)
+                .input(b)
+                .input(e)
+                .input(s)
+                .input(x[0])
+                .attr("end_mask", 2i64)
+                .finish1()
+        }),
+    ));
+    for (shape, pads) in [
+        (vec![a, b], vec![(1i64, 0i64), (2, 1)]),
+        (vec![b], vec![(0, 2)]),
+        (vec![0, b], vec![(1, 1), (0, 0)]),
+    ] {
+        cs.push(case(
+            "Pad",
+            format!("{shape:?} paddings {pads:?}, padding value as an input"),
+            vec![inp(&shape, U), inp(&[], U)],
+            one(move |g, x| {
+                let flat: Vec<i32> = pads
+                    .iter()
+                    .flat_map(|&(p, q)| [p as i32, q as i32])
+                    .collect();
+                let p = g.constant_from(&[pads.len(), 2], flat)?;
+                g.build("Pad").input(x[0]).input(p).input(x[1]).finish1()
+            }),
+        ));
+    }
+    for (shape, mult) in [
+        (vec![a, b], vec![2i64, 1]),
+        (vec![a, b], vec![1, 3]),
+        (vec![1, b], vec![3, 2]),
+        (vec![a, b], vec![0, 2]),
+    ] {
+        cs.push(case(
+            "Tile",
+            format!("{shape:?} multiples {mult:?}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| g.tile(x[0], &mult)),
+        ));
+    }
+    for axis in [0i64, 1, -1] {
+        cs.push(case(
+            "Pack",
+            format!("3 x [{a}, {b}] axis {axis}"),
+            vec![inp(&[a, b], U), inp(&[a, b], U), inp(&[a, b], U)],
+            one(move |g, x| g.stack(x, axis)),
+        ));
+    }
+    for (shape, axis, used) in [
+        (vec![3, b], 0i64, None),
+        (vec![a, 3], 1, None),
+        (vec![a, 3], -1, Some(2usize)),
+    ] {
+        cs.push(case(
+            "Unpack",
+            format!("{shape:?} axis {axis}, outputs used {used:?}"),
+            vec![inp(&shape, U)],
+            move |g, x| {
+                let parts = g.unstack(x[0], 3, axis)?;
+                Ok(match used {
+                    Some(i) => vec![parts[i]],
+                    None => parts,
+                })
+            },
+        ));
+    }
+    for (shape, ishape, idx, axis) in [
+        (vec![5, 3], vec![4usize], vec![2i64, 0, 2, 4], 0i64),
+        (vec![5, 3], vec![2, 2], vec![1, 1, 3, 0], 0),
+        (vec![3, 5], vec![4], vec![4, 0, 4, 1], 1),
+        (vec![2, 5, 3], vec![2, 2], vec![0, 4, 4, 2], 1),
+        (vec![2, 3, 4], vec![3], vec![3, 3, 0], -1),
+        (vec![4], vec![], vec![2], 0),
+    ] {
+        cs.push(case(
+            "Gather",
+            format!("{shape:?} indices {ishape:?} axis {axis}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| {
+                let i = g.constant_from(&ishape, idx.iter().map(|&v| v as i32).collect())?;
+                g.gather(x[0], i, axis)
+            }),
+        ));
+    }
+    cs.push(case(
+        "OneHot",
+        "on and off values as inputs",
+        vec![inp(&[], U), inp(&[], U)],
+        one(|g, x| {
+            let i = g.constant_from(&[4], vec![3i32, 0, 1, 3])?;
+            g.one_hot(i, 5, x[0], x[1])
+        }),
+    ));
+    cs.push(case(
+        "Fill",
+        "[2, 3] of a scalar input",
+        vec![inp(&[], U)],
+        one(|g, x| g.fill(&[2, 3], x[0])),
+    ));
+    for op in ["ZerosLike", "OnesLike"] {
+        cs.push(case(
+            op,
+            "a matrix",
+            vec![inp(&[a, b], U)],
+            one(move |g, x| g.build(op).input(x[0]).finish1()),
+        ));
+    }
+    for (shape, target) in [
+        (vec![b], vec![a as i64, b as i64]),
+        (vec![a, 1], vec![a as i64, b as i64]),
+        (vec![], vec![2, 2]),
+        (vec![1, b], vec![c as i64, a as i64, b as i64]),
+    ] {
+        cs.push(case(
+            "BroadcastTo",
+            format!("{shape:?} to {target:?}"),
+            vec![inp(&shape, U)],
+            one(move |g, x| g.broadcast_to(x[0], &target)),
+        ));
+    }
+    for axes in [vec![0i64], vec![1], vec![0, -1]] {
+        cs.push(case(
+            "Reverse",
+            format!("[{a}, {b}] axes {axes:?}"),
+            vec![inp(&[a, b], U)],
+            one(move |g, x| g.reverse(x[0], &axes)),
+        ));
+    }
+    cs
+}
+
+fn nn_cases(rng: &mut Rng) -> Vec<Case> {
+    let mut cs = Vec::new();
+    let activations: &[(&'static str, Dist)] = &[
+        ("Relu", Dist::AwayFromZero(0.1, 2.0)),
+        ("Relu6", Dist::Grid(0.15, -3, 14)),
+        ("Elu", Dist::AwayFromZero(0.1, 2.0)),
+        ("Selu", Dist::AwayFromZero(0.1, 2.0)),
+        ("Softplus", U),
+    ];
+    for &(op, dist) in activations {
+        for shape in unary_shapes(rng) {
+            cs.push(case(
+                op,
+                format!("{shape:?}"),
+                vec![inp(&shape, dist)],
+                one(move |g, x| g.build(op).input(x[0]).finish1()),
+            ));
+        }
+    }
+    let (a, b) = (rng.dim() + 1, rng.dim() + 1);
+    for op in ["Softmax", "LogSoftmax"] {
+        for shape in [vec![b], vec![a, b], vec![2, 1, b], vec![a, 1]] {
+            cs.push(case(
+                op,
+                format!("{shape:?}"),
+                vec![inp(&shape, U)],
+                one(move |g, x| g.build(op).input(x[0]).finish1()),
+            ));
+        }
+    }
+    for (sv, format) in [
+        (vec![a, b], "NHWC"),
+        (vec![2, a, 2, b], "NHWC"),
+        (vec![2, b, 3], "NCHW"),
+    ] {
+        let c = if format == "NCHW" {
+            sv[1]
+        } else {
+            sv[sv.len() - 1]
+        };
+        cs.push(case(
+            "BiasAdd",
+            format!("{sv:?} {format}"),
+            vec![inp(&sv, U), inp(&[c], U)],
+            one(move |g, x| {
+                g.build("BiasAdd")
+                    .input(x[0])
+                    .input(x[1])
+                    .attr("data_format", format)
+                    .finish1()
+            }),
+        ));
+        cs.push(case(
+            "BiasAddGrad",
+            format!("{sv:?} {format}"),
+            vec![inp(&sv, U)],
+            one(move |g, x| {
+                g.build("BiasAddGrad")
+                    .input(x[0])
+                    .attr("data_format", format)
+                    .finish1()
+            }),
+        ));
+    }
+    cs.push(case(
+        "ReluGrad",
+        "gradients and features",
+        vec![inp(&[a, b], U), inp(&[a, b], Dist::AwayFromZero(0.1, 2.0))],
+        one(|g, x| g.build("ReluGrad").input(x[0]).input(x[1]).finish1()),
+    ));
+    for (used, label) in [(vec![0usize], "loss"), (vec![0, 1], "loss and backprop")] {
+        let used2 = used.clone();
+        cs.push(case(
+            "SoftmaxCrossEntropyWithLogits",
+            format!("[{a}, {b}], {label}"),
+            vec![inp(&[a, b], U), inp(&[a, b], Dist::Simplex)],
+            move |g, x| {
+                let id = g
+                    .build("SoftmaxCrossEntropyWithLogits")
+                    .input(x[0])
+                    .input(x[1])
+                    .finish()?;
+                Ok(used2.iter().map(|&i| Output::new(id, i)).collect())
+            },
+        ));
+        cs.push(case(
+            "SparseSoftmaxCrossEntropyWithLogits",
+            format!("[3, {b}], {label}"),
+            vec![inp(&[3, b], U)],
+            move |g, x| {
+                let labels: Vec<i32> = (0..3).map(|i| (i % b) as i32).collect();
+                let l = g.constant_from(&[3], labels)?;
+                let id = g
+                    .build("SparseSoftmaxCrossEntropyWithLogits")
+                    .input(x[0])
+                    .input(l)
+                    .finish()?;
+                Ok(used.iter().map(|&i| Output::new(id, i)).collect())
+            },
+        ));
+    }
+    cs
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut rng = Rng(0x5eed);
+    let mut cs = math_cases(&mut rng);
+    cs.extend(array_cases(&mut rng));
+    cs.extend(nn_cases(&mut rng));
+    cs
+}
+
+// ---- the checker ------------------------------------------------------------------------------
+
+fn opts() -> SessionOptions {
+    SessionOptions {
+        inter_op_threads: 1,
+        ..SessionOptions::default()
+    }
+}
+
+fn tensor(dtype: DType, shape: &[usize], v: &[f64]) -> Tensor {
+    match dtype {
+        DType::F32 => Tensor::new(shape, v.iter().map(|&x| x as f32).collect()),
+        _ => Tensor::new(shape, v.to_vec()),
+    }
+    .expect("values fill the shape")
+}
+
+struct Built {
+    graph: Graph,
+    xs: Vec<Output>,
+    ys: Vec<Output>,
+}
+
+/// The case's graph with its inputs as placeholders of `dtype`, of static shapes or (when
+/// `dynamic`) shapes of known rank whose dims are left to the step.
+fn build(case: &Case, dtype: DType, dynamic: bool) -> Result<Built, String> {
+    let mut g = Graph::new();
+    let mut xs = Vec::new();
+    for (i, input) in case.inputs.iter().enumerate() {
+        let shape = if dynamic {
+            Shape::unknown_dims(input.shape.len())
+        } else {
+            Shape::known(&input.shape)
+        };
+        xs.push(
+            g.placeholder(&format!("x{i}"), dtype, shape)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let ys = (case.build)(&mut g, &xs).map_err(|e| format!("forward graph: {e}"))?;
+    Ok(Built { graph: g, xs, ys })
+}
+
+fn feeds(xs: &[Output], case: &Case, values: &[Vec<f64>], dtype: DType) -> Vec<(Output, Tensor)> {
+    xs.iter()
+        .zip(&case.inputs)
+        .zip(values)
+        .map(|((&x, input), v)| (x, tensor(dtype, &input.shape, v)))
+        .collect()
+}
+
+/// The case's outputs at `values`, in f64.
+fn forward(
+    built: &Built,
+    s: &Session,
+    case: &Case,
+    values: &[Vec<f64>],
+) -> Result<Vec<Tensor>, String> {
+    s.run(&feeds(&built.xs, case, values, DType::F64), &built.ys, &[])
+        .map_err(|e| format!("forward: {e}"))
+}
+
+/// d(sum_k w_k . y_k)/dx by central differences, in f64.
+fn numeric_grads(
+    case: &Case,
+    values: &[Vec<f64>],
+    ws: &[Vec<f64>],
+) -> Result<Vec<Vec<f64>>, String> {
+    let built = build(case, DType::F64, false)?;
+    let s = Session::new(&built.graph, opts()).map_err(|e| e.to_string())?;
+    let loss = |vals: &[Vec<f64>]| -> Result<f64, String> {
+        let ys = forward(&built, &s, case, vals)?;
+        Ok(ys
+            .iter()
+            .zip(ws)
+            .map(|(y, w)| {
+                y.to_f64_vec()
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+            })
+            .sum())
+    };
+    let mut out = Vec::new();
+    for i in 0..values.len() {
+        let mut gi = Vec::with_capacity(values[i].len());
+        for j in 0..values[i].len() {
+            let mut v = values.to_vec();
+            v[i][j] += case.eps;
+            let up = loss(&v)?;
+            v[i][j] -= 2.0 * case.eps;
+            let down = loss(&v)?;
+            gi.push((up - down) / (2.0 * case.eps));
+        }
+        out.push(gi);
+    }
+    Ok(out)
+}
+
+/// The symbolic gradients, with `ws` as grad_ys; `None` gradients read as zeros.
+fn symbolic_grads(
+    case: &Case,
+    dtype: DType,
+    dynamic: bool,
+    values: &[Vec<f64>],
+    ws: &[Vec<f64>],
+    y_shapes: &[Vec<usize>],
+) -> Result<Vec<Vec<f64>>, String> {
+    let mut built = build(case, dtype, dynamic)?;
+    let g = &mut built.graph;
+    let mut w_nodes = Vec::new();
+    for (k, s) in y_shapes.iter().enumerate() {
+        let shape = if dynamic {
+            Shape::unknown_dims(s.len())
+        } else {
+            Shape::known(s)
+        };
+        w_nodes.push(
+            g.placeholder(&format!("w{k}"), dtype, shape)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let grads = gradients(g, &built.ys, &built.xs, Some(&w_nodes))
+        .map_err(|e| format!("gradients: {e}"))?;
+    let fetch: Vec<Output> = grads.iter().flatten().copied().collect();
+    let s = Session::new(&built.graph, opts()).map_err(|e| e.to_string())?;
+    let mut fs = feeds(&built.xs, case, values, dtype);
+    for ((&w, v), shape) in w_nodes.iter().zip(ws).zip(y_shapes) {
+        fs.push((w, tensor(dtype, shape, v)));
+    }
+    let out = s
+        .run(&fs, &fetch, &[])
+        .map_err(|e| format!("backward: {e}"))?;
+    let mut out = out.into_iter();
+    let mut result = Vec::new();
+    for (gr, input) in grads.iter().zip(&case.inputs) {
+        match gr {
+            Some(_) => {
+                let t = out.next().ok_or("missing fetch")?;
+                if t.shape() != input.shape.as_slice() {
+                    return Err(format!(
+                        "gradient has shape {:?}, the input {:?}",
+                        t.shape(),
+                        input.shape
+                    ));
+                }
+                result.push(t.to_f64_vec());
+            }
+            None => result.push(vec![0.0; input.shape.iter().product()]),
+        }
+    }
+    Ok(result)
+}
+
+/// Checks one case in every mode; returns the failures.
+fn check_case(case: &Case, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let values: Vec<Vec<f64>> = case
+        .inputs
+        .iter()
+        .map(|i| i.dist.draw(&mut rng, &i.shape))
+        .collect();
+    let name = format!("{} ({})", case.op, case.label);
+    let prepared = (|| -> Result<_, String> {
+        let built = build(case, DType::F64, false)?;
+        let s = Session::new(&built.graph, opts()).map_err(|e| e.to_string())?;
+        let ys = forward(&built, &s, case, &values)?;
+        let y_shapes: Vec<Vec<usize>> = ys.iter().map(|y| y.shape().to_vec()).collect();
+        let ws: Vec<Vec<f64>> = y_shapes
+            .iter()
+            .map(|s| Dist::Uniform(-1.0, 1.0).draw(&mut rng, s))
+            .collect();
+        let numeric = numeric_grads(case, &values, &ws)?;
+        Ok((y_shapes, ws, numeric))
+    })();
+    let (y_shapes, ws, numeric) = match prepared {
+        Ok(p) => p,
+        Err(e) => return vec![format!("{name}: {e}")],
+    };
+    let mut failures = Vec::new();
+    for (dtype, dynamic, rtol, atol) in [
+        (DType::F64, false, 1e-5, 1e-6),
+        (DType::F64, true, 1e-5, 1e-6),
+        (DType::F32, false, 2e-3, 2e-4),
+    ] {
+        let mode = format!("{dtype}{}", if dynamic { ", dynamic shapes" } else { "" });
+        match symbolic_grads(case, dtype, dynamic, &values, &ws, &y_shapes) {
+            Err(e) => failures.push(format!("{name} [{mode}]: {e}")),
+            Ok(sym) => {
+                for (i, (s, n)) in sym.iter().zip(&numeric).enumerate() {
+                    let bad = s.iter().zip(n).position(|(a, b)| {
+                        !relative_eq!(
+                            *a,
+                            *b,
+                            epsilon = atol * case.tol,
+                            max_relative = rtol * case.tol
+                        )
+                    });
+                    if let Some(j) = bad {
+                        failures.push(format!(
+                            "{name} [{mode}]: d/dx{i}[{j}] symbolic {} numeric {} (input {:?}, \
+                             symbolic {:?}, numeric {:?})",
+                            s[j], n[j], values[i], s, n
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+fn check_family(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for (k, c) in cases.iter().enumerate() {
+        failures.extend(check_case(c, 1000 + k as u64));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} gradient checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn numeric_check_math_ops() {
+    check_family(math_cases(&mut Rng(1)));
+}
+
+#[test]
+fn numeric_check_array_ops() {
+    check_family(array_cases(&mut Rng(2)));
+}
+
+#[test]
+fn numeric_check_nn_ops() {
+    check_family(nn_cases(&mut Rng(3)));
+}
+
+/// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.
+#[test]
+fn every_differentiable_op_is_checked() {
+    let unset: BTreeSet<&str> = registry()
+        .iter()
+        .filter(|d| matches!(d.gradient, Gradient::Unset))
+        .map(|d| d.name)
+        .collect();
+    assert!(unset.is_empty(), "ops whose gradient is Unset: {unset:?}");
+    let covered: BTreeSet<&str> = all_cases().iter().map(|c| c.op).collect();
+    let missing: BTreeSet<&str> = registry()
+        .iter()
+        .filter(|d| matches!(d.gradient, Gradient::Rule(_)))
+        .map(|d| d.name)
+        .filter(|n| !covered.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "differentiable ops without a numeric gradient case in tests/gradients.rs: {missing:?}"
+    );
+}
+
+// ---- second derivatives -----------------------------------------------------------------------
+
+fn run1(g: &Graph, feeds: &[(Output, Tensor)], fetch: &[Output]) -> Vec<Vec<f64>> {
+    let s = Session::new(g, opts()).unwrap();
+    s.run(feeds, fetch, &[])
+        .unwrap()
+        .iter()
+        .map(Tensor::to_f64_vec)
+        .collect()
+}
+
+#[test]
+fn second_derivative_of_tanh() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[5])).unwrap();
+    let y = g.tanh(x).unwrap();
+    let d1 = gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+    let d2 = gradients(&mut g, &[d1], &[x], None).unwrap()[0].unwrap();
+    let xs = [-2.0f64, -0.5, 0.0, 0.3, 1.7];
+    let out = run1(
+        &g,
+        &[(x, Tensor::new(&[5], xs.to_vec()).unwrap())],
+        &[d1, d2],
+    );
+    for (i, &v) in xs.iter().enumerate() {
+        let t: f64 = v.tanh();
+        assert!(relative_eq!(out[0][i], 1.0 - t * t, epsilon = 1e-12));
+        assert!(
+            relative_eq!(out[1][i], -2.0 * t * (1.0 - t * t), epsilon = 1e-12),
+            "d2 tanh at {v}: {} vs {}",
+            out[1][i],
+            -2.0 * t * (1.0 - t * t)
+        );
+    }
+}
+
+/// A small MLP loss: mean sparse softmax cross-entropy of tanh(x W1 + b1) W2 + b2.
+struct Mlp {
+    graph: Graph,
+    params: Vec<Output>,
+    shapes: Vec<Vec<usize>>,
+    loss: Output,
+}
+
+fn mlp() -> Mlp {
+    let mut g = Graph::new();
+    let mut rng = Rng(7);
+    let x = g
+        .constant_from(&[4, 3], Dist::Uniform(-1.0, 1.0).draw(&mut rng, &[4, 3]))
+        .unwrap();
+    let shapes = vec![vec![3, 5], vec![5], vec![5, 3], vec![3]];
+    let params: Vec<Output> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            g.placeholder(&format!("p{i}"), DType::F64, Shape::known(s))
+                .unwrap()
+        })
+        .collect();
+    let h = g.matmul(x, params[0]).unwrap();
+    let h = g.bias_add(h, params[1]).unwrap();
+    let h = g.tanh(h).unwrap();
+    let logits = g.matmul(h, params[2]).unwrap();
+    let logits = g.bias_add(logits, params[3]).unwrap();
+    let labels = g.constant_from(&[4], vec![0i32, 2, 1, 2]).unwrap();
+    let xent = g
+        .sparse_softmax_cross_entropy_with_logits(logits, labels)
+        .unwrap();
+    let loss = g.reduce_mean(xent, None, false).unwrap();
+    Mlp {
+        graph: g,
+        params,
+        shapes,
+        loss,
+    }
+}
+
+#[test]
+fn hessian_vector_product_of_an_mlp_loss() {
+    let Mlp {
+        mut graph,
+        params,
+        shapes,
+        loss,
+    } = mlp();
+    let g = &mut graph;
+    let grads: Vec<Output> = gradients(g, &[loss], &params, None)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    // Hv = d(sum_i g_i . v_i)/dparams
+    let vs: Vec<Output> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            g.placeholder(&format!("v{i}"), DType::F64, Shape::known(s))
+                .unwrap()
+        })
+        .collect();
+    let dots: Vec<Output> = grads
+        .iter()
+        .zip(&vs)
+        .map(|(&gr, &v)| {
+            let p = g.mul(gr, v).unwrap();
+            g.reduce_sum(p, None, false).unwrap()
+        })
+        .collect();
+    let total = g.add_n(&dots).unwrap();
+    let hv = gradients_or_zeros(g, &[total], &params, None).unwrap();
+
+    let mut rng = Rng(11);
+    let p_vals: Vec<Vec<f64>> = shapes.iter().map(|s| U.draw(&mut rng, s)).collect();
+    let v_vals: Vec<Vec<f64>> = shapes.iter().map(|s| U.draw(&mut rng, s)).collect();
+    let s = Session::new(&graph, opts()).unwrap();
+    let feed = |p: &[Vec<f64>], with_v: bool| {
+        let mut f: Vec<(Output, Tensor)> = params
+            .iter()
+            .zip(p)
+            .zip(&shapes)
+            .map(|((&o, v), sh)| (o, Tensor::new(sh, v.clone()).unwrap()))
+            .collect();
+        if with_v {
+            f.extend(
+                vs.iter()
+                    .zip(&v_vals)
+                    .zip(&shapes)
+                    .map(|((&o, v), sh)| (o, Tensor::new(sh, v.clone()).unwrap())),
+            );
+        }
+        f
+    };
+    let sym: Vec<Vec<f64>> = s
+        .run(&feed(&p_vals, true), &hv, &[])
+        .unwrap()
+        .iter()
+        .map(Tensor::to_f64_vec)
+        .collect();
+    // Numeric: (grad(p + eps v) - grad(p - eps v)) / 2 eps
+    let eps = 1e-5;
+    let shifted = |sign: f64| -> Vec<Vec<f64>> {
+        let p: Vec<Vec<f64>> = p_vals
+            .iter()
+            .zip(&v_vals)
+            .map(|(p, v)| p.iter().zip(v).map(|(a, b)| a + sign * eps * b).collect())
+            .collect();
+        s.run(&feed(&p, false), &grads, &[])
+            .unwrap()
+            .iter()
+            .map(Tensor::to_f64_vec)
+            .collect()
+    };
+    let (up, down) = (shifted(1.0), shifted(-1.0));
+    for i in 0..params.len() {
+        for j in 0..sym[i].len() {
+            let num = (up[i][j] - down[i][j]) / (2.0 * eps);
+            assert!(
+                relative_eq!(sym[i][j], num, epsilon = 1e-7, max_relative = 1e-5),
+                "Hv[{i}][{j}]: symbolic {} numeric {num}",
+                sym[i][j]
+            );
+        }
+    }
+    // The product is not trivially zero.
+    assert!(sym.iter().flatten().any(|v| v.abs() > 1e-3));
+}
+
+// ---- the contract of `gradients` --------------------------------------------------------------
+
+#[test]
+fn several_paths_are_summed() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3])).unwrap();
+    let sq = g.mul(x, x).unwrap();
+    let y = g.add(sq, x).unwrap();
+    let dx = gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+    let out = run1(
+        &g,
+        &[(x, Tensor::new(&[3], vec![1.0, -2.0, 0.5]).unwrap())],
+        &[dx],
+    );
+    assert_eq!(out[0], vec![3.0, -3.0, 2.0]);
+}
+
+#[test]
+fn stop_gradient_cuts_a_path() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[2])).unwrap();
+    let s = g.stop_gradient(x).unwrap();
+    let y = g.mul(x, s).unwrap();
+    let dx = gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+    let out = run1(
+        &g,
+        &[(x, Tensor::new(&[2], vec![3.0, -1.0]).unwrap())],
+        &[dx],
+    );
+    assert_eq!(out[0], vec![3.0, -1.0], "only the unstopped path counts");
+}
+
+#[test]
+fn unrelated_xs_get_none_or_zeros() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[2])).unwrap();
+    let z = g
+        .placeholder("z", DType::F64, Shape::known(&[2, 2]))
+        .unwrap();
+    let y = g.square(x).unwrap();
+    let r = gradients(&mut g, &[y], &[x, z], None).unwrap();
+    assert!(r[0].is_some());
+    assert!(r[1].is_none());
+    let r = gradients_or_zeros(&mut g, &[y], &[z], None).unwrap();
+    let out = run1(
+        &g,
+        &[(z, Tensor::new(&[2, 2], vec![1.0; 4]).unwrap())],
+        &[r[0]],
+    );
+    assert_eq!(out[0], vec![0.0; 4]);
+}
+
+#[test]
+fn non_scalar_ys_with_grad_ys() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3])).unwrap();
+    let two = g.scalar(2.0f64).unwrap();
+    let y1 = g.mul(x, two).unwrap();
+    let y2 = g.square(x).unwrap();
+    let w1 = g.constant_from(&[3], vec![1.0f64, 0.0, -1.0]).unwrap();
+    let w2 = g.constant_from(&[3], vec![0.5f64, 1.0, 2.0]).unwrap();
+    let dx = gradients(&mut g, &[y1, y2], &[x], Some(&[w1, w2])).unwrap()[0].unwrap();
+    let out = run1(
+        &g,
+        &[(x, Tensor::new(&[3], vec![1.0, 2.0, 3.0]).unwrap())],
+        &[dx],
+    );
+    // 2 w1 + 2 x w2
+    assert_eq!(out[0], vec![2.0 + 1.0, 4.0, -2.0 + 12.0]);
+    // Default grad_ys are ones.
+    let dx = gradients(&mut g, &[y2], &[x], None).unwrap()[0].unwrap();
+    let out = run1(
+        &g,
+        &[(x, Tensor::new(&[3], vec![1.0, 2.0, 3.0]).unwrap())],
+        &[dx],
+    );
+    assert_eq!(out[0], vec![2.0, 4.0, 6.0]);
+}
+
+#[test]
+fn maximum_and_minimum_ties_go_to_x() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3])).unwrap();
+    let y = g.placeholder("y", DType::F64, Shape::known(&[3])).unwrap();
+    let mx = g.maximum(x, y).unwrap();
+    let mn = g.minimum(x, y).unwrap();
+    let a = gradients(&mut g, &[mx], &[x, y], None).unwrap();
+    let b = gradients(&mut g, &[mn], &[x, y], None).unwrap();
+    let fetch: Vec<Output> = a.iter().chain(&b).map(|o| o.unwrap()).collect();
+    let out = run1(
+        &g,
+        &[
+            (x, Tensor::new(&[3], vec![1.0, 2.0, 3.0]).unwrap()),
+            (y, Tensor::new(&[3], vec![1.0, 0.0, 5.0]).unwrap()),
+        ],
+        &fetch,
+    );
+    assert_eq!(out[0], vec![1.0, 1.0, 0.0]);
+    assert_eq!(out[1], vec![0.0, 0.0, 1.0]);
+    assert_eq!(out[2], vec![1.0, 0.0, 1.0]);
+    assert_eq!(out[3], vec![0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn reduce_max_splits_ties() {
+    let mut g = Graph::new();
+    let x = g
+        .placeholder("x", DType::F64, Shape::known(&[2, 3]))
+        .unwrap();
+    let m = g.reduce_max(x, Some(&[1]), false).unwrap();
+    let dx = gradients(&mut g, &[m], &[x], None).unwrap()[0].unwrap();
+    let out = run1(
+        &g,
+        &[(
+            x,
+            Tensor::new(&[2, 3], vec![1.0, 4.0, 4.0, 2.0, 2.0, 2.0]).unwrap(),
+        )],
+        &[dx],
+    );
+    let third = 1.0 / 3.0;
+    assert_eq!(out[0], vec![0.0, 0.5, 0.5, third, third, third]);
+}
+
+#[test]
+fn integer_xs_are_an_error_naming_the_tensor() {
+    let mut g = Graph::new();
+    let i = g
+        .placeholder("idx", DType::I32, Shape::known(&[2]))
+        .unwrap();
+    let f = g.cast(i, DType::F64).unwrap();
+    let e = gradients(&mut g, &[f], &[i], None).unwrap_err();
+    assert!(
+        matches!(&e, GraphError::Gradient(m) if m.contains("idx:0")),
+        "{e}"
+    );
+}
