@@ -1,5 +1,339 @@
-//! (being written)
+//! Matrix products: MatMul and BatchMatMul (batch dims broadcast). f32 and f64 go through the
+//! `gemm` crate, with transposes expressed as strides (no copies); integer types use a plain
+//! loop with wrapping arithmetic.
 
-use crate::kernel::KernelRegistry;
+use super::broadcast::{broadcast_shape, for_each_broadcast};
+use super::cwise_ops::unsupported;
+use crate::dispatch_numeric;
+use crate::error::{KResult, KernelError};
+use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::num::Numeric;
+use crate::tensor::{Dims, Tensor};
+use rayon::prelude::*;
+use tfr_graph::DTypeSet;
 
-pub fn register(_r: &mut KernelRegistry) {}
+/// Products with at least this many multiply-adds (m * n * k) run on several threads.
+const PAR_WORK: usize = 64 * 64 * 64;
+
+/// A strided matrix operand: element (i, j) is at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Element types with a matrix product kernel.
+pub trait MatMulElem: Numeric {
+    /// `dst = a @ b` for an `m x k` matrix `a` and a `k x n` matrix `b`; `dst` is a row-major
+    /// `m x n` block. `parallel` allows several threads. An internal error when the operands
+    /// do not cover those shapes.
+    fn matmul(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: MatRef<'_, Self>,
+        b: MatRef<'_, Self>,
+        dst: &mut [Self],
+        parallel: bool,
+    ) -> KResult;
+}
+
+/// Whether every element (i, j), i < rows, j < cols, of a strided operand lies in its slice.
+fn in_bounds<T>(x: &MatRef<'_, T>, rows: usize, cols: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * x.rs + (cols - 1) * x.cs < x.data.len()
+}
+
+/// Checks that `a` (m x k), `b` (k x n) and `dst` (m x n) cover their shapes.
+fn check_operands<T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    dst: &[T],
+) -> KResult {
+    if in_bounds(a, m, k) && in_bounds(b, k, n) && dst.len() >= m * n {
+        Ok(())
+    } else {
+        Err(KernelError::internal(format!(
+            "matmul operands do not cover [{m}, {k}] x [{k}, {n}]"
+        )))
+    }
+}
+
+fn gemm_parallelism(parallel: bool) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+macro_rules! gemm_elem {
+    ($($t:ty),*) => {$(
+        impl MatMulElem for $t {
+            fn matmul(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: MatRef<'_, $t>,
+                b: MatRef<'_, $t>,
+                dst: &mut [$t],
+                parallel: bool,
+            ) -> KResult {
+                check_operands(m, n, k, &a, &b, dst)?;
+                if m == 0 || n == 0 {
+                    return Ok(());
+                }
+                if k == 0 {
+                    dst[..m * n].fill(0.0);
+                    return Ok(());
+                }
+                // SAFETY: `dst` holds at least m * n elements and is written row-major (row
+                // stride n, column stride 1); `a` and `b` cover every element their strides
+                // address for (i < m, p < k) and (p < k, j < n): `check_operands` checked the
+                // largest offsets against the slice lengths. The slices come from distinct
+                // borrows (`dst` is `&mut`), so the output overlaps neither input. `gemm`
+                // supports f32 and f64, only reads `lhs`/`rhs`, and with `read_dst == false`
+                // never reads `dst` (alpha is ignored; beta = 1 scales the product).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.data.as_ptr(),
+                        a.cs as isize,
+                        a.rs as isize,
+                        b.data.as_ptr(),
+                        b.cs as isize,
+                        b.rs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm_parallelism(parallel),
+                    );
+                }
+                Ok(())
+            }
+        }
+    )*};
+}
+gemm_elem!(f32, f64);
+
+macro_rules! loop_elem {
+    ($($t:ty),*) => {$(
+        impl MatMulElem for $t {
+            fn matmul(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: MatRef<'_, $t>,
+                b: MatRef<'_, $t>,
+                dst: &mut [$t],
+                _parallel: bool,
+            ) -> KResult {
+                check_operands(m, n, k, &a, &b, dst)?;
+                naive_matmul(m, n, k, a, b, dst);
+                Ok(())
+            }
+        }
+    )*};
+}
+loop_elem!(i32, i64, u8);
+
+/// `dst = a @ b` by the i-p-j loop (rows of `b` stream through), wrapping on overflow.
+pub fn naive_matmul<T: Numeric>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    dst: &mut [T],
+) {
+    for (i, row) in dst.chunks_exact_mut(n.max(1)).take(m).enumerate() {
+        row.fill(T::ZERO);
+        for p in 0..k {
+            let av = a.data[i * a.rs + p * a.cs];
+            let brow = p * b.rs;
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = d.add(av.mul(b.data[brow + j * b.cs]));
+            }
+        }
+    }
+}
+
+/// The element count of an output shape, or an error when it does not fit in memory.
+fn out_len(dims: &[usize]) -> KResult<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| KernelError::invalid(format!("output shape {dims:?} is too large")))
+}
+
+/// Strides of a row-major `rows x cols` matrix, read transposed when `transpose`.
+fn strides(cols: usize, transpose: bool) -> (usize, usize) {
+    if transpose {
+        (1, cols)
+    } else {
+        (cols, 1)
+    }
+}
+
+fn describe(shape: &[usize], attr: &str, t: bool) -> String {
+    format!("{shape:?} ({attr}={t})")
+}
+
+fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (a, b) = (ctx.input(0), ctx.input(1));
+        let (sa, sb) = (a.shape(), b.shape());
+        if sa.len() != 2 || sb.len() != 2 {
+            return Err(KernelError::invalid(format!(
+                "MatMul expects two matrices, got shapes {sa:?} and {sb:?}"
+            )));
+        }
+        let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+        let (k2, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+        if k != k2 {
+            return Err(KernelError::invalid(format!(
+                "inner dimensions differ: a is {}, b is {}; {k} != {k2}",
+                describe(sa, "transpose_a", ta),
+                describe(sb, "transpose_b", tb)
+            )));
+        }
+        let (ars, acs) = strides(sa[1], ta);
+        let (brs, bcs) = strides(sb[1], tb);
+        let a = MatRef {
+            data: a.as_slice::<T>()?,
+            rs: ars,
+            cs: acs,
+        };
+        let b = MatRef {
+            data: b.as_slice::<T>()?,
+            rs: brs,
+            cs: bcs,
+        };
+        let mut out = vec![T::ZERO; out_len(&[m, n])?];
+        let work = m.saturating_mul(n).saturating_mul(k);
+        T::matmul(m, n, k, a, b, &mut out, work >= PAR_WORK)?;
+        ctx.set_output(Tensor::from_parts(
+            Dims::from_slice(&[m, n]),
+            T::into_buffer(out),
+        ));
+        Ok(())
+    })
+}
+
+fn batch_matmul_kernel<T: MatMulElem>(adj_x: bool, adj_y: bool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, y) = (ctx.input(0), ctx.input(1));
+        let (sx, sy) = (x.shape(), y.shape());
+        if sx.len() < 2 || sy.len() < 2 {
+            return Err(KernelError::invalid(format!(
+                "BatchMatMul expects inputs of rank >= 2, got shapes {sx:?} and {sy:?}"
+            )));
+        }
+        let (rx, ry) = (sx.len() - 2, sy.len() - 2);
+        let (m, k) = if adj_x {
+            (sx[rx + 1], sx[rx])
+        } else {
+            (sx[rx], sx[rx + 1])
+        };
+        let (k2, n) = if adj_y {
+            (sy[ry + 1], sy[ry])
+        } else {
+            (sy[ry], sy[ry + 1])
+        };
+        if k != k2 {
+            return Err(KernelError::invalid(format!(
+                "inner dimensions differ: x is {}, y is {}; {k} != {k2}",
+                describe(sx, "adj_x", adj_x),
+                describe(sy, "adj_y", adj_y)
+            )));
+        }
+        let (bx, by) = (&sx[..rx], &sy[..ry]);
+        let batch = broadcast_shape(&[bx, by]).map_err(|_| {
+            KernelError::invalid(format!(
+                "batch dimensions {bx:?} and {by:?} do not broadcast (x is {sx:?}, y is {sy:?})"
+            ))
+        })?;
+        let mut out_dims: Dims = batch.clone();
+        out_dims.extend([m, n]);
+        let mn = out_len(&[m, n])?;
+        let mut out = vec![T::ZERO; out_len(&out_dims)?];
+        if out.is_empty() {
+            ctx.set_output(Tensor::from_parts(out_dims, T::into_buffer(out)));
+            return Ok(());
+        }
+        // Per output batch: the batch index into x and into y.
+        let mut offsets = Vec::with_capacity(out.len() / mn);
+        for_each_broadcast(&batch, [bx, by], |_, [i, j]| offsets.push((i, j)));
+        let (xs, ys) = (x.as_slice::<T>()?, y.as_slice::<T>()?);
+        let (x_size, y_size) = (sx[rx] * sx[rx + 1], sy[ry] * sy[ry + 1]);
+        let (xrs, xcs) = strides(sx[rx + 1], adj_x);
+        let (yrs, ycs) = strides(sy[ry + 1], adj_y);
+        let operands = |i: usize, j: usize| {
+            (
+                MatRef {
+                    data: &xs[i * x_size..(i + 1) * x_size],
+                    rs: xrs,
+                    cs: xcs,
+                },
+                MatRef {
+                    data: &ys[j * y_size..(j + 1) * y_size],
+                    rs: yrs,
+                    cs: ycs,
+                },
+            )
+        };
+        let work = mn.saturating_mul(k);
+        let total = work.saturating_mul(offsets.len());
+        if work >= PAR_WORK || total < PAR_WORK {
+            // Large products (each on several threads) or little work in all.
+            for (dst, &(i, j)) in out.chunks_exact_mut(mn).zip(&offsets) {
+                let (a, b) = operands(i, j);
+                T::matmul(m, n, k, a, b, dst, work >= PAR_WORK)?;
+            }
+        } else {
+            // Many small products: groups of batches on different threads.
+            let per = PAR_WORK.div_ceil(work.max(1));
+            out.par_chunks_mut(mn)
+                .zip(offsets.par_iter())
+                .with_min_len(per)
+                .try_for_each(|(dst, &(i, j))| {
+                    let (a, b) = operands(i, j);
+                    T::matmul(m, n, k, a, b, dst, false)
+                })?;
+        }
+        ctx.set_output(Tensor::from_parts(out_dims, T::into_buffer(out)));
+        Ok(())
+    })
+}
+
+fn matmul_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let ta = *init.attrs.boolean("transpose_a")?;
+    let tb = *init.attrs.boolean("transpose_b")?;
+    Ok(
+        dispatch_numeric!(init.dtype(), T => matmul_kernel::<T>(ta, tb), _ => return Err(unsupported(init))),
+    )
+}
+
+fn batch_matmul_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let ax = *init.attrs.boolean("adj_x")?;
+    let ay = *init.attrs.boolean("adj_y")?;
+    Ok(
+        dispatch_numeric!(init.dtype(), T => batch_matmul_kernel::<T>(ax, ay), _ => return Err(unsupported(init))),
+    )
+}
+
+pub fn register(r: &mut KernelRegistry) {
+    r.cpu("MatMul", DTypeSet::NUMERIC, matmul_factory);
+    r.cpu("BatchMatMul", DTypeSet::NUMERIC, batch_matmul_factory);
+}
