@@ -785,25 +785,20 @@ fn strided_slice_matches_numpy() {
     check(&y, &[2, 3, 4], x.as_slice::<i32>().unwrap());
 
     let v = iota(&[10]);
-    let cases: Vec<(&[i64], &[i64], &[i64], StridedSliceMasks, Vec<i32>)> = vec![
-        (&[8], &[2], &[-2], masks(0, 0, 0, 0, 0), vec![8, 6, 4]), // v[8:2:-2]
-        (&[-1], &[-4], &[-1], masks(0, 0, 0, 0, 0), vec![9, 8, 7]), // v[-1:-4:-1]
-        (&[0], &[0], &[-3], masks(1, 1, 0, 0, 0), vec![9, 6, 3, 0]), // v[::-3]
-        (&[2], &[100], &[1], masks(0, 0, 0, 0, 0), (2..10).collect()), // v[2:100]
-        (&[5], &[2], &[1], masks(0, 0, 0, 0, 0), vec![]),         // v[5:2]
-        (&[-100], &[3], &[1], masks(0, 0, 0, 0, 0), vec![0, 1, 2]), // v[-100:3]
-        (&[100], &[-100], &[-4], masks(0, 0, 0, 0, 0), vec![9, 5, 1]), // v[100:-100:-4]
-        (&[3], &[0], &[1], masks(0, 1, 0, 0, 0), (3..10).collect()), // v[3:]
-        (
-            &[0],
-            &[3],
-            &[-1],
-            masks(1, 0, 0, 0, 0),
-            vec![9, 8, 7, 6, 5, 4],
-        ), // v[:3:-1]
+    // (begin, end, stride, masks, numpy's result)
+    let cases: Vec<(i64, i64, i64, StridedSliceMasks, Vec<i32>)> = vec![
+        (8, 2, -2, masks(0, 0, 0, 0, 0), vec![8, 6, 4]), // v[8:2:-2]
+        (-1, -4, -1, masks(0, 0, 0, 0, 0), vec![9, 8, 7]), // v[-1:-4:-1]
+        (0, 0, -3, masks(1, 1, 0, 0, 0), vec![9, 6, 3, 0]), // v[::-3]
+        (2, 100, 1, masks(0, 0, 0, 0, 0), (2..10).collect()), // v[2:100]
+        (5, 2, 1, masks(0, 0, 0, 0, 0), vec![]),         // v[5:2]
+        (-100, 3, 1, masks(0, 0, 0, 0, 0), vec![0, 1, 2]), // v[-100:3]
+        (100, -100, -4, masks(0, 0, 0, 0, 0), vec![9, 5, 1]), // v[100:-100:-4]
+        (3, 0, 1, masks(0, 1, 0, 0, 0), (3..10).collect()), // v[3:]
+        (0, 3, -1, masks(1, 0, 0, 0, 0), vec![9, 8, 7, 6, 5, 4]), // v[:3:-1]
     ];
     for (b, e, s, m, want) in cases {
-        let y = strided(&v, b, e, s, m);
+        let y = strided(&v, &[b], &[e], &[s], m);
         check(&y, &[want.len()], &want);
     }
     // v[-1] and v[0] shrink to scalars.
@@ -875,6 +870,15 @@ fn strided_slice_errors() {
         &[(x, iota(&[3, 2]))],
         lengths,
         &["must have equal lengths"],
+    );
+    let shrink_back = g
+        .strided_slice(x, &[1], &[0], &[-1], masks(0, 0, 0, 0, 1))
+        .unwrap();
+    expect_error(
+        &g,
+        &[(x, iota(&[3]))],
+        shrink_back,
+        &["strides[0] = -1", "only stride 1"],
     );
     let two_ellipses = g
         .strided_slice(x, &[0, 0], &[0, 0], &[1, 1], masks(0, 0, 0b11, 0, 0))
@@ -1426,6 +1430,7 @@ fn range_values() {
     let l = g.scalar(big + 3).unwrap();
     let d = g.scalar(1i64).unwrap();
     let ri = g.range(s, l, d).unwrap();
+    assert_eq!(g.shape(ri), &Shape::known(&[3]), "inexact inferred length");
     check(&eval1(&g, &[], ri), &[3], &[big, big + 1, big + 2]);
     let s = g.scalar(0u8).unwrap();
     let l = g.scalar(10u8).unwrap();
@@ -1472,4 +1477,64 @@ fn kernels_run_on_the_parallel_executor() {
             &[0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 0, 1],
         );
     }
+}
+
+#[test]
+fn strided_slice_with_huge_fed_strides() {
+    // Strides far beyond the dim take one element; nothing overflows.
+    let mut g = Graph::new();
+    let x = ph(&mut g, "x", DType::I32);
+    let b = ph(&mut g, "b", DType::I64);
+    let e = ph(&mut g, "e", DType::I64);
+    let s = ph(&mut g, "s", DType::I64);
+    let y = g
+        .build("StridedSlice")
+        .input(x)
+        .input(b)
+        .input(e)
+        .input(s)
+        .finish1()
+        .unwrap();
+    let run = |begin: i64, end: i64, stride: i64| {
+        eval1(
+            &g,
+            &[
+                (x, iota(&[2, 5])),
+                (b, t(&[2], vec![0, begin])),
+                (e, t(&[2], vec![2, end])),
+                (s, t(&[2], vec![1, stride])),
+            ],
+            y,
+        )
+    };
+    check(&run(1, i64::MAX, i64::MAX), &[2, 1], &[1, 6]);
+    check(&run(i64::MAX, i64::MIN, i64::MIN), &[2, 1], &[4, 9]);
+    check(&run(i64::MIN, i64::MAX, 2), &[2, 3], &[0, 2, 4, 5, 7, 9]);
+}
+
+#[test]
+fn one_hot_axis_rules_match_tensorflow_in_the_graph() {
+    let mut g = Graph::new();
+    let i = g.placeholder("i", DType::I32, Shape::known(&[2])).unwrap();
+    let on = g.scalar(1.0f32).unwrap();
+    let off = g.scalar(0.0f32).unwrap();
+    let d = g.scalar(3i32).unwrap();
+    let build = |g: &mut Graph, axis: i64| {
+        g.build("OneHot")
+            .input(i)
+            .input(d)
+            .input(on)
+            .input(off)
+            .attr("axis", axis)
+            .finish1()
+    };
+    let e = build(&mut g, -2).unwrap_err().to_string();
+    assert!(e.contains("axis must be -1 or in [0, 1], got -2"), "{e}");
+    assert!(build(&mut g, 2).is_err());
+    let y = build(&mut g, 1).unwrap();
+    assert_eq!(g.shape(y), &Shape::known(&[2, 3]));
+    let y = build(&mut g, 0).unwrap();
+    assert_eq!(g.shape(y), &Shape::known(&[3, 2]));
+    let out = eval1(&g, &[(i, t(&[2], vec![2, 0]))], y);
+    check(&out, &[3, 2], &[0f32, 1., 0., 0., 1., 0.]);
 }

@@ -112,6 +112,14 @@ fn norm_axis(axis: i64, rank: usize, what: &str) -> KResult<usize> {
     Ok(if axis < 0 { axis + r } else { axis } as usize)
 }
 
+/// The first element of a tensor (callers check that it has one).
+fn first<T: Element>(t: &Tensor) -> KResult<T> {
+    t.as_slice::<T>()?
+        .first()
+        .cloned()
+        .ok_or_else(|| invalid("expected a value, got an empty tensor".into()))
+}
+
 /// Integer indices as i64, read through a typed slice (no per-element dtype match).
 fn index_values(t: &Tensor, name: &str) -> KResult<Vec<i64>> {
     match t.dtype() {
@@ -316,7 +324,7 @@ fn reshape(ctx: &mut KernelContext<'_>) -> KResult {
     }
     let mut dims: Dims = target.iter().map(|&d| d.max(0) as usize).collect();
     let fits = match infer {
-        Some(i) if known != 0 && n % known == 0 => {
+        Some(i) if known != 0 && n.is_multiple_of(known) => {
             dims[i] = n / known;
             true
         }
@@ -514,7 +522,14 @@ fn strided_slice(ctx: &mut KernelContext<'_>, masks: StridedSliceMasks) -> KResu
         .dims
         .iter()
         .zip(&in_strides)
-        .map(|(d, &s)| d.1 as isize * s as isize)
+        // A dim taking one element never steps (its stride may be huge).
+        .map(|(d, &s)| {
+            if d.2 <= 1 {
+                0
+            } else {
+                d.1 as isize * s as isize
+            }
+        })
         .collect();
     let y = strided_copy(&x, offset, &counts, &steps, &spec.output_shape)?;
     ctx.set_output(y);
@@ -708,7 +723,7 @@ fn pad(ctx: &mut KernelContext<'_>) -> KResult {
     let total = num_elements(&out)?;
     let block = strides_of(&out);
     let y = typed!(x.dtype(), T => {
-        let v = c.as_slice::<T>()?[0].clone();
+        let v = first::<T>(c)?;
         let mut data = alloc::<T>(total)?;
         if x.num_elements() == 0 {
             data.resize(total, v);
@@ -839,7 +854,7 @@ fn split_kernel(init: &KernelInit<'_>) -> Factory {
         let shape = x.shape();
         let a = norm_axis(axis, shape.len(), "axis")
             .map_err(|e| invalid(format!("{} (value has shape {shape:?})", e.message)))?;
-        if shape[a] % num != 0 {
+        if !shape[a].is_multiple_of(num) {
             return Err(invalid(format!(
                 "cannot split dim {a} of size {} (value shape {shape:?}) into {num} equal \
                  parts: expected a size divisible by {num}",
@@ -974,6 +989,30 @@ fn gather(ctx: &mut KernelContext<'_>) -> KResult {
     Ok(())
 }
 
+/// One-hot rows: `out[p, d, s] = on` where `idx[p, s] == d`, else `off`; indices outside
+/// `[0, depth)` leave their row all `off`.
+fn one_hot_values<T: Element>(
+    idx: &[i64],
+    prefix: usize,
+    depth: usize,
+    suffix: usize,
+    on: T,
+    off: T,
+) -> KResult<Vec<T>> {
+    let total = prefix * depth * suffix;
+    let mut v = alloc::<T>(total)?;
+    v.resize(total, off);
+    for p in 0..prefix {
+        for s in 0..suffix {
+            let i = idx[p * suffix + s];
+            if i >= 0 && (i as u64) < depth as u64 {
+                v[(p * depth + i as usize) * suffix + s] = on.clone();
+            }
+        }
+    }
+    Ok(v)
+}
+
 fn one_hot_kernel(init: &KernelInit<'_>) -> Factory {
     let axis = *init.attrs.int("axis")?;
     Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
@@ -1007,23 +1046,12 @@ fn one_hot_kernel(init: &KernelInit<'_>) -> Factory {
         }
         let mut out: Dims = indices.dims().clone();
         out.insert(a, depth);
-        let total = num_elements(&out)?;
+        num_elements(&out)?; // rules out an overflowing depth
         let prefix: usize = indices.shape()[..a].iter().product();
         let suffix: usize = indices.shape()[a..].iter().product();
         let idx = index_values(indices, "indices")?;
         let y = typed!(on.dtype(), T => {
-            let on_v = on.as_slice::<T>()?[0].clone();
-            let off_v = off.as_slice::<T>()?[0].clone();
-            let mut v = alloc::<T>(total)?;
-            v.resize(total, off_v);
-            for p in 0..prefix {
-                for s in 0..suffix {
-                    let i = idx[p * suffix + s];
-                    if i >= 0 && (i as u64) < depth as u64 {
-                        v[(p * depth + i as usize) * suffix + s] = on_v.clone();
-                    }
-                }
-            }
+            let v = one_hot_values(&idx, prefix, depth, suffix, first::<T>(on)?, first::<T>(off)?)?;
             from_vec(&out, v)
         });
         ctx.set_output(y);
@@ -1037,7 +1065,7 @@ fn one_hot_kernel(init: &KernelInit<'_>) -> Factory {
 fn filled(v: &Tensor, shape: &[usize]) -> KResult<Tensor> {
     let total = num_elements(shape)?;
     typed!(v.dtype(), T => {
-        let x = v.as_slice::<T>()?[0].clone();
+        let x = first::<T>(v)?;
         let mut data = alloc::<T>(total)?;
         data.resize(total, x);
         Ok(from_vec(shape, data))

@@ -321,7 +321,9 @@ fn infer_slice(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         out.push(match (z, dim.known()) {
             (-1, Some(n)) if b as usize <= n => Dim::Known(n - b as usize),
             (-1, None) => Dim::Unknown,
-            (z, Some(n)) if z >= 0 && (b + z) as usize <= n => Dim::Known(z as usize),
+            (z, Some(n)) if z >= 0 && b.checked_add(z).is_some_and(|e| e as usize <= n) => {
+                Dim::Known(z as usize)
+            }
             (z, None) if z >= 0 => Dim::Known(z as usize),
             _ => {
                 return Err(format!(
@@ -408,6 +410,12 @@ impl StridedSliceSpec {
                 return Err(format!("strides[{i}] must not be 0"));
             }
             if bit(m.shrink_axis, i) {
+                if stride < 0 {
+                    return Err(format!(
+                        "strides[{i}] = {stride}: only stride 1 is allowed on an index that \
+                         shrinks an axis"
+                    ));
+                }
                 let b = if begin[i] < 0 { begin[i] + n } else { begin[i] };
                 if b < 0 || b >= n {
                     return Err(format!(
@@ -440,11 +448,9 @@ impl StridedSliceSpec {
             } else {
                 clamp(norm(end[i]), lo, hi)
             };
-            let count = if stride > 0 {
-                ((e - b).max(0) + stride - 1) / stride
-            } else {
-                ((b - e).max(0) + (-stride) - 1) / (-stride)
-            };
+            // b and e lie in [-1, n]; a stride of any size (even i64::MIN) cannot overflow.
+            let len = (if stride > 0 { e - b } else { b - e }).max(0) as u64;
+            let count = len.div_ceil(stride.unsigned_abs());
             dims.push((b, stride, count as usize));
             output_shape.push(count as usize);
             d += 1;
@@ -603,10 +609,16 @@ fn infer_one_hot(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         return one(dtype, Shape::unknown());
     };
     let axis = *ctx.attrs.int("axis")?;
-    let a = if axis == -1 {
-        dims.len()
-    } else {
-        normalize_axis(axis, dims.len() + 1)?
+    // As in TensorFlow: -1 (the last axis) or an axis in [0, rank]; no other negatives.
+    let a = match axis {
+        -1 => dims.len(),
+        a if (0..=dims.len() as i64).contains(&a) => a as usize,
+        a => {
+            return Err(format!(
+                "axis must be -1 or in [0, {}], got {a}",
+                dims.len()
+            ))
+        }
     };
     let mut d = dims.to_vec();
     d.insert(a, depth_dim);
@@ -638,7 +650,26 @@ fn infer_range(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             if d[0] == 0.0 {
                 return Err("delta must not be 0".into());
             }
-            Dim::Known((((l[0] - s[0]) / d[0]).ceil()).max(0.0) as usize)
+            if dtype.is_integer() {
+                // Exact for integers beyond 2^53, as the kernel counts.
+                let v = |k| ctx.const_ints(k).and_then(|v| v.first().copied());
+                let (s, l, d) = (v(0).unwrap_or(0), v(1).unwrap_or(0), v(2).unwrap_or(1));
+                let (diff, d) = (i128::from(l) - i128::from(s), i128::from(d));
+                if diff == 0 || (diff > 0) != (d > 0) {
+                    Dim::Known(0)
+                } else {
+                    Dim::Known(((diff.abs() + d.abs() - 1) / d.abs()) as usize)
+                }
+            } else {
+                let c = ((l[0] - s[0]) / d[0]).ceil();
+                if !c.is_finite() {
+                    return Err(format!(
+                        "range from {} to {} by {} does not have a finite size",
+                        s[0], l[0], d[0]
+                    ));
+                }
+                Dim::Known(c.max(0.0) as usize)
+            }
         }
         _ => Dim::Unknown,
     };

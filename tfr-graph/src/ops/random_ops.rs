@@ -64,6 +64,8 @@ impl Graph {
         match (self.seed, op_seed) {
             (None, None) => (0, 0),
             (Some(g), None) => (g as i64, self.len() as i64 + 1),
+            // (0, 0) would read as "no seed" in the kernel: TensorFlow maps it away.
+            (Some(0), Some(0)) => (0, i32::MAX as i64),
             (g, Some(o)) => (g.unwrap_or(87654321) as i64, o as i64),
         }
     }
