@@ -210,7 +210,7 @@ fn backprop(
             }
         };
         let wanted: Vec<bool> = inputs.iter().map(|&o| depends(g, &reached, o)).collect();
-        let scope = format!("{}_grad", name.replace('/', "_"));
+        let scope = format!("{name}_grad");
         let in_grads = g
             .with_scope(&scope, |g| {
                 on_device(g, &device, |g| {
@@ -330,6 +330,12 @@ mod tests {
         assert!(g.nodes()[before..]
             .iter()
             .all(|n| n.name.starts_with("gradients/")));
+        // Each rule's nodes sit under the forward node's path, as in TensorFlow.
+        let mut h = Graph::new();
+        let a = h.placeholder("a", DType::F32, Shape::known(&[2])).unwrap();
+        let b = h.with_scope("layer", |h| h.square(a)).unwrap();
+        gradients(&mut h, &[b], &[a], None).unwrap();
+        assert!(!ops_under(&h, "gradients/layer/Square_grad/").is_empty());
         // A second call gets its own scope.
         gradients(&mut g, &[y], &[x], None).unwrap();
         assert!(!ops_under(&g, "gradients_1/").is_empty());
