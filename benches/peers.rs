@@ -3,7 +3,7 @@
 //! Prints one JSON line per workload (fw = "tfr"), like the peers' scripts, so
 //! `benches/peers/compare.py` can put them side by side.
 //!
-//! Run: `cargo bench --bench peers -- [--threads N] [--bench null,chain100,matmul1024]`.
+//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256]`.
 
 use std::time::Instant;
 use tfr::prelude::*;
@@ -19,12 +19,12 @@ fn parse_args() -> Args {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--threads" => args.threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(2),
-            "--bench" => args.benches = it.next().unwrap_or_default().split(',').map(str::to_string).collect(),
+            "--workloads" => args.benches = it.next().unwrap_or_default().split(',').map(str::to_string).collect(),
             _ => {}
         }
     }
     if args.benches.is_empty() {
-        args.benches = ["null", "chain100", "matmul1024"].map(String::from).to_vec();
+        args.benches = ["null", "chain100", "matmul1024", "mlp64", "mlp256"].map(String::from).to_vec();
     }
     args
 }
@@ -127,6 +127,40 @@ fn matmul1024(threads: usize) -> tfr::Result<()> {
     Ok(())
 }
 
+/// One SGD training step of the MLP 784-512-512-10 (ReLU, mean sparse softmax cross-entropy).
+fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
+    use tfr::nn::layers::{dense, Activation};
+    use tfr::nn::optimizers::{Optimizer, Sgd};
+    let mut g = Graph::new();
+    g.seed = Some(0);
+    let x = g.placeholder("x", DType::F32, Shape::known(&[batch, 784]))?;
+    let y = g.placeholder("y", DType::I32, Shape::known(&[batch]))?;
+    let mut h = x;
+    let mut vars = Vec::new();
+    for (i, units) in [512, 512].into_iter().enumerate() {
+        let l = dense(&mut g, &format!("fc{i}"), h, units, Activation::Relu, None)?;
+        vars.extend([l.kernel, l.bias]);
+        h = l.output;
+    }
+    let out = dense(&mut g, "logits", h, 10, Activation::Linear, None)?;
+    vars.extend([out.kernel, out.bias]);
+    let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, out.output, y)?;
+    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
+    let init = g.global_variables_initializer()?;
+    let s = Session::new(&g, options(threads))?;
+    s.run(&[], &[], &[init])?;
+    let step = s.make_callable(&[x, y], &[loss], &[train])?;
+    let xs: Vec<f32> = (0..batch * 784).map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0).collect();
+    let ys: Vec<i32> = (0..batch).map(|i| (i * 7 % 10) as i32).collect();
+    let feeds = [Tensor::new(&[batch, 784], xs)?, Tensor::new(&[batch], ys)?];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    let r = pool.install(|| measure(|| {
+        step.call(&feeds).expect("step");
+    }));
+    report(&format!("mlp{batch}"), "callable", threads, r);
+    Ok(())
+}
+
 fn main() -> tfr::Result<()> {
     let args = parse_args();
     for b in &args.benches {
@@ -134,6 +168,8 @@ fn main() -> tfr::Result<()> {
             "null" => null(args.threads)?,
             "chain100" => chain100(args.threads)?,
             "matmul1024" => matmul1024(args.threads)?,
+            "mlp64" => mlp(args.threads, 64)?,
+            "mlp256" => mlp(args.threads, 256)?,
             other => eprintln!("# tfr    {other}: not implemented yet"),
         }
     }

@@ -2,13 +2,13 @@
 # Runs the same workloads in tfr and in TensorFlow, JAX and PyTorch (CPU) in one go and prints
 # medians and ratios side by side.
 #
-#   benches/peers/run.sh [null,chain100,matmul1024]
+#   benches/peers/run.sh [null,chain100,matmul1024,mlp64,mlp256]
 #
 # The peers' venv is made by ../shared/peers/setup.sh (PEERS, default /tmp/peers; ~7.5 GB, from
 # PyPI); their scripts are those of ../shared/peers. THREADS (default 2) applies to every side.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BENCHES=${1:-null,chain100,matmul1024}
+BENCHES=${1:-null,chain100,matmul1024,mlp64,mlp256}
 THREADS=${THREADS:-2}
 PEERS=${PEERS:-/tmp/peers}
 SHARED=${SHARED:-../shared/peers}
@@ -21,7 +21,7 @@ fi
 mkdir -p "$PEERS/bench"
 cp "$SHARED"/*.py "$PEERS/bench/"
 
-cargo bench --bench peers -- --threads "$THREADS" --bench "$BENCHES" >> "$OUT"
+cargo bench --bench peers -- --threads "$THREADS" --workloads "$BENCHES" >> "$OUT"
 for fw in tf jax torch; do
   "$PEERS/venv/bin/python" "$PEERS/bench/bench_$fw.py" --threads "$THREADS" --bench "$BENCHES" >> "$OUT" || echo "# $fw failed" >&2
 done
