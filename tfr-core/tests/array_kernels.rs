@@ -1538,3 +1538,40 @@ fn one_hot_axis_rules_match_tensorflow_in_the_graph() {
     let out = eval1(&g, &[(i, t(&[2], vec![2, 0]))], y);
     check(&out, &[3, 2], &[0f32, 1., 0., 0., 1., 0.]);
 }
+
+#[test]
+fn shape_out_type_must_be_an_index_type() {
+    let mut g = Graph::new();
+    let x = ph(&mut g, "x", DType::F32);
+    for op in ["Shape", "Size"] {
+        let e = g
+            .build(op)
+            .input(x)
+            .attr("out_type", DType::F32)
+            .finish1()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out_type must be int32 or int64, got float32"),
+            "{e}"
+        );
+    }
+    // A graph that skipped the check still fails when its kernel is built.
+    let mut attrs = tfr_graph::Attrs::default();
+    attrs.set("out_type", DType::F64);
+    let init = tfr_core::KernelInit {
+        node: "s",
+        op: "Shape",
+        attrs: &attrs,
+        inputs: &[tfr_graph::TensorType::new(DType::F32, Shape::unknown())],
+        outputs: &[],
+    };
+    let factory = tfr_core::kernel_registry()
+        .find("Shape", tfr_core::DeviceType::Cpu, DType::F32)
+        .unwrap();
+    let e = factory(&init).err().unwrap();
+    assert!(
+        e.contains("out_type must be int32 or int64, got float64"),
+        "{e}"
+    );
+}

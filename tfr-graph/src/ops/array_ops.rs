@@ -629,14 +629,22 @@ fn infer_fill(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     one(ctx.dtype(1), shape_from_tensor(ctx, 0)?)
 }
 
+/// The `out_type` of Shape and Size: int32 or int64.
+fn index_out_type(ctx: &InferCtx<'_>) -> Result<DType, String> {
+    match *ctx.attrs.dtype("out_type")? {
+        t @ (DType::I32 | DType::I64) => Ok(t),
+        t => Err(format!("out_type must be int32 or int64, got {t}")),
+    }
+}
+
 fn infer_shape_op(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
-    let out = *ctx.attrs.dtype("out_type")?;
+    let out = index_out_type(ctx)?;
     let len = ctx.input(0).shape.rank().map_or(Dim::Unknown, Dim::Known);
     one(out, Shape::new(vec![len]))
 }
 
 fn infer_scalar_out(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
-    one(*ctx.attrs.dtype("out_type")?, Shape::scalar())
+    one(index_out_type(ctx)?, Shape::scalar())
 }
 
 fn infer_rank(_: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
