@@ -86,7 +86,9 @@ fn ref_reduce(
 
 type Builder = fn(&mut Graph, Output, Option<&[i64]>, bool) -> tfr_graph::Result<Output>;
 
-fn float_reductions() -> Vec<(&'static str, Builder, fn(&[f64]) -> f64)> {
+type Reference = fn(&[f64]) -> f64;
+
+fn float_reductions() -> Vec<(&'static str, Builder, Reference)> {
     vec![
         ("Sum", Graph::reduce_sum, |g| g.iter().sum()),
         ("Mean", Graph::reduce_mean, |g| {

@@ -666,7 +666,7 @@ fn arg_kernel<T: Numeric, const MAX: bool>(out_type: DType) -> Box<dyn OpKernel>
         let mid = dims[axis];
         if mid == 0 {
             return Err(KernelError::invalid(format!(
-                "reduction axis {axis} is empty in shape {dims:?}"
+                "reduction axis {axis} is empty in shape {dims:?} (expected at least one element along it)"
             )));
         }
         if out_type == DType::I32 && mid > i32::MAX as usize {
