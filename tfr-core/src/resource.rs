@@ -2,6 +2,7 @@
 
 use crate::error::{KResult, KernelError};
 use crate::tensor::Tensor;
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tfr_graph::{DType, Shape};
@@ -55,6 +56,9 @@ impl Var {
 #[derive(Default)]
 pub struct ResourceMgr {
     vars: RwLock<HashMap<String, Arc<Var>>>,
+    /// Per-session kernel state shared by every compiled step (e.g. a random op's stream
+    /// position), by key.
+    state: RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl ResourceMgr {
@@ -95,6 +99,20 @@ impl ResourceMgr {
                 code: crate::error::Code::NotFound,
                 message: format!("no variable named `{name}` exists in this session"),
             })
+    }
+
+    /// The session-wide state object under `key`, made by `make` on first use. Kernels of the
+    /// same node in different compiled steps share it, as TensorFlow's do within a session.
+    pub fn state<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> KResult<Arc<T>> {
+        let found = self.state.read().map_err(|_| KernelError::internal("poisoned"))?.get(key).cloned();
+        let any = match found {
+            Some(a) => a,
+            None => {
+                let mut map = self.state.write().map_err(|_| KernelError::internal("poisoned"))?;
+                map.entry(key.to_string()).or_insert_with(|| Arc::new(make()) as Arc<dyn Any + Send + Sync>).clone()
+            }
+        };
+        any.downcast::<T>().map_err(|_| KernelError::internal(format!("state `{key}` has another type")))
     }
 
     /// Names of all variables.

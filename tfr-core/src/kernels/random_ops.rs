@@ -293,14 +293,21 @@ fn draw<T: RandomFloat>(stream: &PhiloxStream, dist: Dist, n: usize) -> KResult<
     Ok(out)
 }
 
+/// The session-state key of a node's random stream: one stream per node and session, shared by
+/// every compiled step that runs the node.
+fn stream_key(init: &KernelInit<'_>) -> String {
+    format!("random_stream:{}", init.node)
+}
+
 fn shaped_kernel(init: &KernelInit<'_>, dist: Dist) -> Result<Box<dyn OpKernel>, String> {
     let dtype = *init.attrs.dtype("dtype")?;
     let seed = *init.attrs.int("seed")?;
     let seed2 = *init.attrs.int("seed2")?;
-    let stream = PhiloxStream::new(seed, seed2);
+    let key = stream_key(init);
     dispatch_float!(dtype, T => {
         Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
             let (shape, n) = output_shape(ctx)?;
+            let stream = ctx.resources.state(&key, || PhiloxStream::new(seed, seed2))?;
             let v = draw::<T>(&stream, dist, n)?;
             ctx.set_output(Tensor::from_parts(shape.as_slice().into(), T::into_buffer(v)));
             Ok(())
@@ -329,8 +336,9 @@ fn shuffle_typed<T: Element>(x: &Tensor, stream: &PhiloxStream) -> KResult<Tenso
 fn shuffle_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     let seed = *init.attrs.int("seed")?;
     let seed2 = *init.attrs.int("seed2")?;
-    let stream = PhiloxStream::new(seed, seed2);
+    let key = stream_key(init);
     Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        let stream = ctx.resources.state(&key, || PhiloxStream::new(seed, seed2))?;
         let x = ctx.take_input(0);
         if x.rank() == 0 || x.shape()[0] <= 1 {
             ctx.set_output(x);
