@@ -133,6 +133,9 @@ struct Case {
     /// through f32).
     eps: f64,
     tol: f64,
+    /// Whether the second-order check applies (Prod at exact zeros has a correct first
+    /// derivative whose own derivative is not modelled, as in TensorFlow).
+    second_order: bool,
 }
 
 fn case(
@@ -148,6 +151,7 @@ fn case(
         build: Box::new(build),
         eps: 1e-5,
         tol: 1.0,
+        second_order: true,
     }
 }
 
@@ -359,12 +363,14 @@ fn math_cases(rng: &mut Rng) -> Vec<Case> {
             if label == "scalar" && axes.is_some() {
                 continue;
             }
-            cs.push(case(
+            let mut c = case(
                 "Prod",
                 format!("{label} {shape:?} axes {axes:?}"),
                 vec![inp(&shape, dist)],
                 one(move |g, x| g.reduce_prod(x[0], axes.as_deref(), false)),
-            ));
+            );
+            c.second_order = label == "scalar";
+            cs.push(c);
         }
     }
     // Max ties: the gradient is split equally (checked exactly in `reduce_max_splits_ties`);
@@ -976,6 +982,104 @@ fn symbolic_grads(
     Ok(result)
 }
 
+/// Second order: the gradient of `S = sum_i grad_i . v_i` (grad_i the symbolic gradient of
+/// `L = sum_k w_k . y_k`, v_i random), i.e. the Hessian-vector product when the first gradient
+/// is a true gradient, against central differences of `S` itself. Differentiating `S` rather
+/// than comparing with the directional derivative of `grad` assumes no Hessian symmetry, which
+/// fused rules like TensorFlow's `softmax - labels` only have on the label simplex.
+fn check_second_order(
+    case: &Case,
+    dynamic: bool,
+    values: &[Vec<f64>],
+    ws: &[Vec<f64>],
+    y_shapes: &[Vec<usize>],
+    rng: &mut Rng,
+) -> Result<(), String> {
+    let mut built = build(case, DType::F64, dynamic)?;
+    let g = &mut built.graph;
+    let static_or_not = |s: &[usize]| {
+        if dynamic {
+            Shape::unknown_dims(s.len())
+        } else {
+            Shape::known(s)
+        }
+    };
+    let mut w_nodes = Vec::new();
+    for (k, s) in y_shapes.iter().enumerate() {
+        let w = g.placeholder(&format!("w{k}"), DType::F64, static_or_not(s));
+        w_nodes.push(w.map_err(|e| e.to_string())?);
+    }
+    let grads = gradients(g, &built.ys, &built.xs, Some(&w_nodes))
+        .map_err(|e| format!("gradients: {e}"))?;
+    let (mut v_nodes, mut dots) = (Vec::new(), Vec::new());
+    for (i, (gr, input)) in grads.iter().zip(&case.inputs).enumerate() {
+        let Some(gr) = gr else { continue };
+        let v = g
+            .placeholder(&format!("v{i}"), DType::F64, static_or_not(&input.shape))
+            .map_err(|e| e.to_string())?;
+        let prod = g.mul(*gr, v).map_err(|e| e.to_string())?;
+        dots.push(g.reduce_sum(prod, None, false).map_err(|e| e.to_string())?);
+        v_nodes.push((i, v));
+    }
+    if dots.is_empty() {
+        return Ok(());
+    }
+    let total = g.add_n(&dots).map_err(|e| e.to_string())?;
+    let hv = gradients_or_zeros(g, &[total], &built.xs, None)
+        .map_err(|e| format!("second gradients: {e}"))?;
+    let s = Session::new(&built.graph, opts()).map_err(|e| e.to_string())?;
+    let v_vals: Vec<Vec<f64>> = case
+        .inputs
+        .iter()
+        .map(|i| Dist::Uniform(-1.0, 1.0).draw(rng, &i.shape))
+        .collect();
+    let with = |xv: &[Vec<f64>], with_v: bool| {
+        let mut f = feeds(&built.xs, case, xv, DType::F64);
+        for ((&w, v), shape) in w_nodes.iter().zip(ws).zip(y_shapes) {
+            f.push((w, tensor(DType::F64, shape, v)));
+        }
+        if with_v {
+            for &(i, v) in &v_nodes {
+                f.push((v, tensor(DType::F64, &case.inputs[i].shape, &v_vals[i])));
+            }
+        }
+        f
+    };
+    let sym = s
+        .run(&with(values, true), &hv, &[])
+        .map_err(|e| format!("second-order backward: {e}"))?;
+    let total_at = |xv: &[Vec<f64>]| -> Result<f64, String> {
+        let out = s
+            .run(&with(xv, true), &[total], &[])
+            .map_err(|e| format!("first-order backward: {e}"))?;
+        out[0].scalar_value::<f64>().map_err(|e| e.to_string())
+    };
+    for (i, x) in values.iter().enumerate() {
+        let sym_i = sym[i].to_f64_vec();
+        for j in 0..x.len() {
+            let mut xv = values.to_vec();
+            xv[i][j] += case.eps;
+            let up = total_at(&xv)?;
+            xv[i][j] -= 2.0 * case.eps;
+            let down = total_at(&xv)?;
+            let num = (up - down) / (2.0 * case.eps);
+            if !relative_eq!(
+                sym_i[j],
+                num,
+                epsilon = 1e-6 * case.tol,
+                max_relative = 1e-5 * case.tol
+            ) {
+                return Err(format!(
+                    "d/dx{i}[{j}] of sum(grad . v): symbolic {} numeric {num} (input {:?}, \
+                     symbolic {sym_i:?})",
+                    sym_i[j], values[i]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks one case in every mode; returns the failures.
 fn check_case(case: &Case, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
@@ -1002,6 +1106,14 @@ fn check_case(case: &Case, seed: u64) -> Vec<String> {
         Err(e) => return vec![format!("{name}: {e}")],
     };
     let mut failures = Vec::new();
+    if case.second_order {
+        for dynamic in [false, true] {
+            if let Err(e) = check_second_order(case, dynamic, &values, &ws, &y_shapes, &mut rng) {
+                let mode = if dynamic { " dynamic shapes" } else { "" };
+                failures.push(format!("{name} [second order{mode}]: {e}"));
+            }
+        }
+    }
     for (dtype, dynamic, rtol, atol) in [
         (DType::F64, false, 1e-5, 1e-6),
         (DType::F64, true, 1e-5, 1e-6),
