@@ -424,6 +424,9 @@ fn min_max_grad(ctx: &mut GradCtx<'_>) -> Grads {
 
 /// Prod without dividing by zero: with no zero in a group each element gets `prod / x`; with
 /// exactly one zero only that element gets the product of the others; with more, nothing.
+/// The first derivative is exact everywhere; differentiating it again is exact away from exact
+/// zeros (at a zero, the mixed terms through the zero count are not modelled, as in
+/// TensorFlow).
 fn prod_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let (x, axis, keep, dy) = reduction(ctx)?;
     let g = &mut *ctx.graph;
