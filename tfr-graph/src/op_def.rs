@@ -196,7 +196,7 @@ impl OpDef {
     /// Fills defaults and checks that every declared attribute is present with its kind.
     pub fn complete_attrs(&self, attrs: &mut Attrs) -> Result<(), String> {
         for def in &self.attrs {
-            match attrs.get(&def.name.to_string()) {
+            match attrs.get(def.name) {
                 Some(v) if v.kind() == def.kind => {}
                 Some(v) => {
                     return Err(format!(

@@ -24,7 +24,7 @@ impl Dim {
     pub fn merge(&self, other: &Dim) -> Option<Dim> {
         match (self, other) {
             (Dim::Unknown, d) | (d, Dim::Unknown) => Some(d.clone()),
-            (Dim::Known(a), Dim::Known(b)) => (a == b).then(|| Dim::Known(*a)),
+            (Dim::Known(a), Dim::Known(b)) => (a == b).then_some(Dim::Known(*a)),
             (Dim::Sym(a), Dim::Sym(b)) if a == b => Some(Dim::Sym(a.clone())),
             (Dim::Sym(_), Dim::Sym(_)) => Some(Dim::Unknown),
             (Dim::Sym(_), Dim::Known(n)) | (Dim::Known(n), Dim::Sym(_)) => Some(Dim::Known(*n)),
@@ -35,7 +35,7 @@ impl Dim {
     pub fn broadcast(&self, other: &Dim) -> Option<Dim> {
         match (self, other) {
             (Dim::Known(1), d) | (d, Dim::Known(1)) => Some(d.clone()),
-            (Dim::Known(a), Dim::Known(b)) => (a == b).then(|| Dim::Known(*a)),
+            (Dim::Known(a), Dim::Known(b)) => (a == b).then_some(Dim::Known(*a)),
             (Dim::Known(n), _) | (_, Dim::Known(n)) => Some(Dim::Known(*n)),
             (Dim::Sym(a), Dim::Sym(b)) if a == b => Some(Dim::Sym(a.clone())),
             _ => Some(Dim::Unknown),

@@ -17,7 +17,7 @@ fn trajectory(mut opt: impl Optimizer, steps: usize) -> Vec<Vec<f32>> {
     let s = g.reduce_sum(sq, None, false).unwrap();
     let half = g.scalar(0.5f32).unwrap();
     let loss = g.mul(half, s).unwrap();
-    let train = opt.minimize(&mut g, loss, &[w.clone()], None).unwrap();
+    let train = opt.minimize(&mut g, loss, std::slice::from_ref(&w), None).unwrap();
     let init_all = g.global_variables_initializer().unwrap();
     let sess = Session::new(&g, SessionOptions::default()).unwrap();
     sess.run(&[], &[], &[init_all]).unwrap();
@@ -59,7 +59,7 @@ fn sgd_steps() {
 #[test]
 fn momentum_steps() {
     for nesterov in [false, true] {
-        let mut acc = vec![0.0; 3];
+        let mut acc = [0.0; 3];
         let want = reference(4, |w, g, _| {
             for i in 0..3 {
                 acc[i] = 0.9 * acc[i] + g[i];
@@ -109,7 +109,7 @@ fn rmsprop_steps() {
 
 #[test]
 fn adagrad_steps() {
-    let mut acc = vec![0.1; 3];
+    let mut acc = [0.1; 3];
     let want = reference(4, |w, g, _| {
         for i in 0..3 {
             acc[i] += g[i] * g[i];

@@ -64,7 +64,7 @@ fn logistic_regression_separates_two_blobs() {
     let mut rng = Lcg(7);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for i in 0..200 {
-        let c = (i % 2) as i32;
+        let c = i % 2;
         let center = if c == 0 { -1.0 } else { 1.0 };
         x.push(center + rng.next() - 0.5);
         x.push(-center + rng.next() - 0.5);

@@ -126,11 +126,17 @@ where
 {
     let inner = zip_kernel::<T, F>(f);
     Box::new(move |ctx: &mut KernelContext<'_>| {
-        if !T::IS_FLOAT && ctx.input(1).as_slice::<T>()?.iter().any(|&v| v == T::ZERO) {
+        if !T::IS_FLOAT && ctx.input(1).as_slice::<T>()?.contains(&T::ZERO) {
             return Err(KernelError::invalid("integer division by zero"));
         }
         inner.compute(ctx)
     })
+}
+
+/// `v < 0`, written once generically (for u8 it is always false).
+#[inline(always)]
+fn is_negative<T: Numeric>(v: T) -> bool {
+    v < T::ZERO
 }
 
 #[inline(always)]
@@ -195,7 +201,7 @@ fn pow_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
         } else {
             let inner = zip_kernel::<T, _>(int_pow::<T>);
             Box::new(move |ctx: &mut KernelContext<'_>| {
-                if ctx.input(1).as_slice::<T>()?.iter().any(|&v| v < T::ZERO) {
+                if ctx.input(1).as_slice::<T>()?.iter().any(|&v| is_negative(v)) {
                     return Err(KernelError::invalid("integers to negative integer powers are not allowed"));
                 }
                 inner.compute(ctx)
@@ -237,7 +243,16 @@ macro_rules! numeric_binary {
     };
 }
 
-/// Registers a comparison over numeric types and bool given as `|a, b| expr`.
+/// Registers an ordering comparison over numeric types given as `|a, b| expr`.
+macro_rules! ordering {
+    ($r:ident, $op:literal, |$a:ident, $b:ident| $e:expr) => {
+        $r.cpu($op, DTypeSet::NUMERIC, |init| {
+            Ok(dispatch_numeric!(init.dtype(), T => zip_to_kernel::<T, bool, _>(|$a: T, $b: T| $e), _ => return Err(unsupported(init))))
+        });
+    };
+}
+
+/// Registers an equality comparison over numeric types and bool given as `|a, b| expr`.
 macro_rules! comparison {
     ($r:ident, $op:literal, |$a:ident, $b:ident| $e:expr) => {
         $r.cpu($op, DTypeSet::NUMERIC_OR_BOOL, |init| {
@@ -251,10 +266,10 @@ macro_rules! comparison {
 
 pub fn register(r: &mut KernelRegistry) {
     numeric_unary!(r, "Neg", |x| T::ZERO.sub(x));
-    numeric_unary!(r, "Abs", |x| if x < T::ZERO { T::ZERO.sub(x) } else { x });
+    numeric_unary!(r, "Abs", |x| if is_negative(x) { T::ZERO.sub(x) } else { x });
     numeric_unary!(r, "Sign", |x| if x > T::ZERO {
         T::ONE
-    } else if x < T::ZERO {
+    } else if is_negative(x) {
         T::ZERO.sub(T::ONE)
     } else {
         x
@@ -292,10 +307,10 @@ pub fn register(r: &mut KernelRegistry) {
 
     comparison!(r, "Equal", |a, b| a == b);
     comparison!(r, "NotEqual", |a, b| a != b);
-    comparison!(r, "Less", |a, b| a < b);
-    comparison!(r, "LessEqual", |a, b| a <= b);
-    comparison!(r, "Greater", |a, b| a > b);
-    comparison!(r, "GreaterEqual", |a, b| a >= b);
+    ordering!(r, "Less", |a, b| a < b);
+    ordering!(r, "LessEqual", |a, b| a <= b);
+    ordering!(r, "Greater", |a, b| a > b);
+    ordering!(r, "GreaterEqual", |a, b| a >= b);
 
     r.cpu("LogicalAnd", DTypeSet::BOOL, |_| {
         Ok(zip_kernel::<bool, _>(|a, b| a && b))
