@@ -54,6 +54,7 @@ fn assert_close(ours: &[Vec<f32>], want: &[Vec<f64>]) {
 fn sgd_steps() {
     let want = reference(3, |w, g, _| w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.1 * g));
     assert_close(&trajectory(Sgd::new(0.1), 3), &want);
+    assert_close(&trajectory(Sgd { fused: false, ..Sgd::new(0.1) }, 3), &want);
 }
 
 #[test]
@@ -67,6 +68,8 @@ fn momentum_steps() {
             }
         });
         assert_close(&trajectory(Momentum::new(0.1, 0.9, nesterov), 4), &want);
+        let composed = Momentum { fused: false, ..Momentum::new(0.1, 0.9, nesterov) };
+        assert_close(&trajectory(composed, 4), &want);
     }
 }
 
@@ -86,11 +89,15 @@ fn adam_reference(steps: usize, wd: f64) -> Vec<Vec<f64>> {
 #[test]
 fn adam_steps() {
     assert_close(&trajectory(Adam::new(0.05), 5), &adam_reference(5, 0.0));
+    let composed = Adam::new(0.05).composed();
+    assert_close(&trajectory(composed, 5), &adam_reference(5, 0.0));
 }
 
 #[test]
 fn adamw_steps() {
     assert_close(&trajectory(AdamW::new(0.05, 0.01), 5), &adam_reference(5, 0.01));
+    let composed = AdamW::new(0.05, 0.01).composed();
+    assert_close(&trajectory(composed, 5), &adam_reference(5, 0.01));
 }
 
 #[test]
@@ -117,6 +124,13 @@ fn adagrad_steps() {
         }
     });
     assert_close(&trajectory(Adagrad::new(0.1), 4), &want);
+}
+
+#[test]
+fn fused_and_composed_updates_agree_bit_for_bit_on_sgd() {
+    let fused = trajectory(Sgd::new(0.25), 6);
+    let composed = trajectory(Sgd { fused: false, ..Sgd::new(0.25) }, 6);
+    assert_eq!(fused, composed);
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod nn_ops;
 pub mod random_ops;
 pub mod reduction_ops;
 pub mod state_ops;
+pub mod training_ops;
 
 use crate::kernel::KernelRegistry;
 
@@ -22,4 +23,5 @@ pub fn register_all(r: &mut KernelRegistry) {
     random_ops::register(r);
     reduction_ops::register(r);
     state_ops::register(r);
+    training_ops::register(r);
 }

@@ -10,6 +10,7 @@ pub mod nn_grad;
 pub mod nn_ops;
 pub mod random_ops;
 pub mod state_ops;
+pub mod training_ops;
 
 use crate::dtype::DType;
 use crate::graph::TensorType;
@@ -25,6 +26,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(nn_ops::op_defs());
     defs.extend(random_ops::op_defs());
     defs.extend(state_ops::op_defs());
+    defs.extend(training_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;

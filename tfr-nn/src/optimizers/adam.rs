@@ -12,17 +12,24 @@ pub struct Adam {
     pub epsilon: f32,
     /// Decoupled weight decay (AdamW); 0 for Adam.
     pub weight_decay: f32,
+    /// Apply with one fused kernel (`ResourceApplyAdam`) instead of primitive ops.
+    pub fused: bool,
     name: &'static str,
     iterations: Option<Variable>,
 }
 
 impl Adam {
     pub fn new(lr: impl Into<LearningRate>) -> Adam {
-        Adam { lr: lr.into(), beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0, name: "Adam", iterations: None }
+        Adam { lr: lr.into(), beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0, fused: true, name: "Adam", iterations: None }
     }
     pub fn with_betas(mut self, beta1: f32, beta2: f32) -> Adam {
         self.beta1 = beta1;
         self.beta2 = beta2;
+        self
+    }
+    /// Uses primitive ops instead of the fused `ResourceApplyAdam` kernel.
+    pub fn composed(mut self) -> Adam {
+        self.fused = false;
         self
     }
     pub fn with_epsilon(mut self, epsilon: f32) -> Adam {
@@ -76,6 +83,15 @@ impl Optimizer for Adam {
         let v = slot(g, var, "v", 0.0)?;
         let b1 = g.scalar_like(grad, self.beta1 as f64)?;
         let b2 = g.scalar_like(grad, self.beta2 as f64)?;
+        if self.fused {
+            let lr = self.lr.output_like(g, grad)?;
+            let correction = if g.dtype(grad) == DType::F32 { step.values[0] } else { let t = g.dtype(grad); g.cast(step.values[0], t)? };
+            let lr_t = g.mul(lr, correction)?;
+            let eps = g.scalar_like(grad, self.epsilon as f64)?;
+            let wd = g.scalar_like(grad, self.weight_decay as f64)?;
+            let lr_wd = g.mul(lr, wd)?;
+            return g.resource_apply_adam(var.handle, m.handle, v.handle, lr_t, b1, b2, eps, lr_wd, grad);
+        }
         let one_b1 = g.scalar_like(grad, 1.0 - self.beta1 as f64)?;
         let one_b2 = g.scalar_like(grad, 1.0 - self.beta2 as f64)?;
         let m_old = g.mul(b1, m.value)?;

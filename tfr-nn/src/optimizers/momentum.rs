@@ -8,11 +8,13 @@ pub struct Momentum {
     pub lr: LearningRate,
     pub momentum: f32,
     pub nesterov: bool,
+    /// Apply with one fused kernel (`ResourceApplyMomentum`) instead of primitive ops.
+    pub fused: bool,
 }
 
 impl Momentum {
     pub fn new(lr: impl Into<LearningRate>, momentum: f32, nesterov: bool) -> Momentum {
-        Momentum { lr: lr.into(), momentum, nesterov }
+        Momentum { lr: lr.into(), momentum, nesterov, fused: true }
     }
 }
 
@@ -23,6 +25,10 @@ impl Optimizer for Momentum {
     fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
         let accum = slot(g, var, "momentum", 0.0)?;
         let m = g.scalar_like(grad, self.momentum as f64)?;
+        if self.fused {
+            let lr = self.lr.output_like(g, grad)?;
+            return g.resource_apply_momentum(var.handle, accum.handle, lr, grad, m, self.nesterov);
+        }
         let decayed = g.mul(m, accum.value)?;
         let new_accum = g.add(decayed, grad)?;
         let stored = g.assign(&accum, new_accum)?;

@@ -5,11 +5,13 @@ use tfr_graph::{Graph, Output, Result};
 /// Plain gradient descent: `var -= lr * grad`.
 pub struct Sgd {
     pub lr: LearningRate,
+    /// Apply with one fused kernel (`ResourceApplyGradientDescent`) instead of primitive ops.
+    pub fused: bool,
 }
 
 impl Sgd {
     pub fn new(lr: impl Into<LearningRate>) -> Sgd {
-        Sgd { lr: lr.into() }
+        Sgd { lr: lr.into(), fused: true }
     }
 }
 
@@ -19,6 +21,9 @@ impl Optimizer for Sgd {
     }
     fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
         let lr = self.lr.output_like(g, grad)?;
+        if self.fused {
+            return g.resource_apply_gradient_descent(var.handle, lr, grad);
+        }
         let delta = g.mul(lr, grad)?;
         g.assign_sub(var, delta)
     }
