@@ -19,6 +19,7 @@
 pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
 pub use tfr_graph::{self as graph, DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
 pub use tfr_nn as nn;
+pub use tfr_macros::graph;
 
 /// The names most programs need.
 pub mod prelude {

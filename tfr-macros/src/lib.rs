@@ -1,1 +1,240 @@
-//! The `graph!` macro will live here: Rust-syntax model definitions expanded into static graphs, with shapes checked and gradients derived at compile time (issue 5).
+//! `tfr-macros`: the [`graph!`] macro. Models written in Rust syntax become static `tfr` graphs
+//! while the crate compiles: shapes and dtypes are inferred and checked by the op registry's
+//! shape functions, gradients and optimizer updates are derived by `tfr_graph::gradients`, and
+//! a mistake is a compiler error on the line that made it.
+//!
+//! Use it through the facade: `use tfr::graph;`.
+//!
+//! The crate is split like the stages of an expansion: [`parse`](crate) reads the input into a
+//! model of the definition (`model.rs`), `check.rs` and `lower.rs` build the real
+//! `tfr_graph::Graph` with the builder API (collecting errors, spanned on the user's tokens),
+//! and `expand.rs` emits the graph (serialized) with typed handles.
+
+mod check;
+mod expand;
+mod lower;
+mod model;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Defines models whose graphs are built, checked and differentiated at compile time.
+///
+/// ```
+/// use ndarray::{array, Array1, Array2};
+/// use tfr::graph;
+///
+/// graph! {
+///     /// A two-layer perceptron for 2-D points in two classes.
+///     pub model Mlp<B> {
+///         seed = 1;
+///         input x: f32[B, 2];
+///         input labels: i32[B];
+///         var w1: f32[2, 16] = glorot_uniform();
+///         var b1: f32[16] = zeros();
+///         var w2: f32[16, 2] = glorot_uniform();
+///         var b2: f32[2] = zeros();
+///         let h = tanh(x.matmul(w1) + b1);
+///         output logits = h.matmul(w2) + b2;
+///         output loss = sparse_softmax_cross_entropy(logits, labels);
+///         let train = minimize(loss, Adam(0.05));
+///     }
+/// }
+///
+/// let m = Mlp::new();
+/// let s = m.session()?; // variables initialized
+/// let x: Array2<f32> = array![[0., 0.], [0., 1.], [1., 0.], [1., 1.]];
+/// let y: Array1<i32> = array![0, 1, 1, 0];
+/// let feeds = [m.x.feed(&x)?, m.labels.feed(&y)?];
+/// let first = s.run(&feeds, &m.loss, &[m.train])?.into_scalar();
+/// for _ in 0..200 {
+///     s.run(&feeds, (), &[m.train])?;
+/// }
+/// let (loss, logits) = s.run(&feeds, (&m.loss, &m.logits), &[])?;
+/// assert!(loss.into_scalar() < first);
+/// assert_eq!(logits.shape(), &[4, 2]); // an ndarray::Array2<f32>
+/// # Ok::<(), tfr::Error>(())
+/// ```
+///
+/// # The language
+///
+/// A `graph!` invocation holds one or more models:
+/// `[doc comments] [pub] model Name<D1, D2, ..> { statements }`. The generics are **symbolic
+/// dimensions** (a batch `B`, a length `T`): names for sizes known only when a step runs.
+///
+/// ## Statements
+///
+/// | statement | meaning |
+/// |---|---|
+/// | `seed = 42;` | graph-level random seed (first statement): initial values are reproducible |
+/// | `input x: f32[B, 784];` | a placeholder; dims are integers or the model's symbolic dims; `f32[]` is a scalar |
+/// | `var w: f32[784, 10] = glorot_uniform();` | a variable; the type is optional (`var w = glorot_uniform([784, 10]);`); a number literal fills the declared shape (`var b: f32[10] = 0.0;`) |
+/// | `let h = relu(x.matmul(w) + b);` | names a value; `let (a, b) = split(x, 2, axis = 1);` destructures a tuple |
+/// | `output logits;` / `output p = softmax(logits);` / `output a, b;` | exposes tensors as typed fetch handles |
+/// | `let train = minimize(loss, Adam(0.01));` | a train op: a `let` bound to an op without outputs is exposed as a target |
+/// | `scope "layer1" { .. }` | a name scope: nodes inside are named `layer1/...` |
+/// | `#[device("/device:GPU:0")] { .. }` | a device for the nodes inside (kept on each node for placement) |
+///
+/// `#[scope("name")]` and `#[device("..")]` also go on a single statement. Names are
+/// single-assignment and visible after their statement, blocks included (a scope names nodes;
+/// it does not hide bindings). Doc comments on `input`, `var`, `output` and `let` statements
+/// become the docs of the generated fields.
+///
+/// ## Types
+///
+/// `f32`, `f64`, `i32`, `i64`, `u8`, `bool` (and `f16`, `bf16` as storage types). A shape lists
+/// dims: `f32[B, 28, 28]`. A variable's shape must be fully known (numbers only).
+///
+/// ## Expressions
+///
+/// | syntax | lowers to |
+/// |---|---|
+/// | `a + b`, `a - b`, `a * b`, `a / b`, `a % b` | `Add`, `Sub`, `Mul`, `Div`, `FloorMod` (numpy broadcasting) |
+/// | `a < b`, `<=`, `>`, `>=`, `==`, `!=` | `Less`, ... `NotEqual` (bool tensors) |
+/// | `a && b`, `a \|\| b`, `!a` | `LogicalAnd`, `LogicalOr`, `LogicalNot` |
+/// | `-a` | `Neg` (of a literal: a negative literal) |
+/// | `2.0`, `3`, `true`, `1.5f64`, `[[1.0, 0.0], [0.0, 1.0]]` | a `Const`: untyped literals take the dtype of the tensor they meet (`x * 2.0` is f64 when `x` is), else f32 / i32 / bool; a suffix fixes the dtype |
+/// | `(a, b)`, `t.0` | tuples and their fields |
+/// | `f(x, y, key = value)` | a function of the table below (keyword arguments after positional ones) |
+/// | `x.f(y, key = value)` | the same as `f(x, y, key = value)` |
+/// | `MatMul(a, b, transpose_b = true)` | any registry op by its own name: tensors positional, attributes as keywords; several outputs give a tuple |
+///
+/// Functions (each lowers to the `Graph` builder method of the same name, or the named op):
+///
+/// - elementwise: `neg abs sign square sqrt rsqrt exp expm1 log log1p sin cos tanh sigmoid erf
+///   floor ceil round reciprocal logical_not`, activations `relu relu6 elu selu softplus`,
+///   `softmax log_softmax`, `identity stop_gradient zeros_like ones_like`, `shape size rank`;
+/// - binary: `add sub mul div floor_div floor_mod pow maximum minimum equal not_equal less
+///   less_equal greater greater_equal logical_and logical_or bias_add`;
+/// - reductions `sum mean max min prod all any logsumexp` (also `reduce_*`):
+///   `sum(x, axis = 1, keep_dims = true)`, `mean(x)` over every axis, `axis = [0, 1]`;
+/// - `matmul(a, b, transpose_a = .., transpose_b = ..)`, `batch_matmul(x, y, adj_x = .., adj_y = ..)`,
+///   `argmax(x, axis)`, `argmin(x, axis)`, `cast(x, f64)`, `select(cond, t, e)`,
+///   `clip(x, lo, hi)`, `add_n([a, b, c])`;
+/// - shapes: `reshape(x, [B, 784])` (a symbolic dim or `-1` is inferred), `transpose(x)` /
+///   `transpose(x, [1, 0])`, `expand_dims(x, axis)`, `squeeze(x, axis = [1])`,
+///   `concat([a, b], axis)`, `split(x, num, axis = ..)` and `unstack(x, num, axis = ..)` (tuples),
+///   `stack([a, b], axis = ..)`, `gather(params, indices, axis = ..)`,
+///   `one_hot(labels, depth, on_value = .., off_value = .., dtype = ..)`, `slice(x, begin, size)`,
+///   `pad(x, [[1, 1], [0, 0]], value = ..)`, `tile(x, multiples)`, `broadcast_to(x, shape)`,
+///   `reverse(x, axes)`, `range(start, limit, delta)`;
+/// - constants and random values: `zeros(shape)`, `ones(shape)`, `fill(shape, value)`,
+///   `random_uniform(shape, seed = ..)`, `random_normal`, `truncated_normal` (`dtype = ..`);
+///   initializers `glorot_uniform(shape)`, `he_normal(shape)`, `uniform(shape, limit)`. In a
+///   `var` with a declared type, the shape may be left out: `var w: f32[3, 4] = he_normal();`;
+/// - losses (scalar means over the batch): `sparse_softmax_cross_entropy(logits, labels)`,
+///   `softmax_cross_entropy(logits, label_distributions)`, `mean_squared_error(pred, target)`,
+///   and the per-example `sparse_softmax_cross_entropy_with_logits`,
+///   `softmax_cross_entropy_with_logits`;
+/// - state: `assign(v, value)`, `assign_add(v, delta)`, `assign_sub(v, delta)`;
+/// - `group([a, b])`: a target that runs its arguments.
+///
+/// ## Gradients and training
+///
+/// `grad(y, wrt = [a, b])` adds the backward graph of `sum(y)` with respect to each tensor and
+/// gives their gradients as a tuple (`grad(y, wrt = a)` gives one tensor). It runs
+/// `tfr_graph::gradients` while the macro expands, so the emitted graph contains the backward
+/// nodes:
+///
+/// ```
+/// use ndarray::array;
+/// use tfr::graph;
+///
+/// graph! {
+///     model Square {
+///         input x: f64[3];
+///         let y = sum(x * x);
+///         let dx = grad(y, wrt = x);
+///         output y, dx;
+///     }
+/// }
+///
+/// let m = Square::new();
+/// let s = m.session()?;
+/// let (y, dx) = s.run(&[m.x.feed(&array![1.0, 2.0, 3.0])?], (&m.y, &m.dx), &[])?;
+/// assert_eq!(y.into_scalar(), 14.0);
+/// assert_eq!(dx, array![2.0, 4.0, 6.0]);
+/// # Ok::<(), tfr::Error>(())
+/// ```
+///
+/// `minimize(loss, OPTIMIZER, wrt = [w1, b1])` differentiates the loss and adds the optimizer's
+/// updates (and its slot variables); `wrt` defaults to every float variable declared before it.
+/// Optimizers (from `tfr-nn`): `Sgd(lr)`, `Momentum(lr, momentum, nesterov = ..)`,
+/// `Adam(lr, beta1 = .., beta2 = .., epsilon = ..)`, `AdamW(lr, weight_decay)`,
+/// `RmsProp(lr, rho = .., momentum = .., epsilon = ..)`, `Adagrad(lr)`. The learning rate may be
+/// a tensor expression (a schedule).
+///
+/// ## What the macro generates
+///
+/// For `model Mlp`, a struct `Mlp` with:
+///
+/// - `Mlp::new()`: loads the graph built at compile time (embedded as postcard bytes,
+///   `Mlp::GRAPH_BYTES`; the node ids are those of the expansion);
+/// - `graph()` / `into_graph()`: the `tfr::Graph`, to run with a plain `tfr::Session` or to
+///   extend with the builder API;
+/// - `session()`: a session with every variable initialized, whose `run(feeds, fetches, targets)`
+///   takes typed feeds and returns typed arrays (a fetch is a handle or a tuple of handles);
+/// - one public field per name: inputs are `Input<T, D>` (`m.x.feed(&array)` checks the rank by
+///   the type and the static dims when fed: "feed for `x`: expected f32[B, 2], got [4, 3]: dim 1
+///   is 3, expected 2"; a symbolic dim must agree across the inputs of one step), outputs are
+///   `Fetch<T, D>` (fetched as `ndarray::Array<T, D>`), variables `Var<T, D>` (fetchable too;
+///   `.name` is the resource name), targets `Target`; `initializer()` is the init target.
+///
+/// ## Errors
+///
+/// Every mistake is reported while compiling, on the tokens that made it, and all of them are
+/// reported (a statement that depends on a failed one is skipped silently):
+///
+/// ```compile_fail
+/// use tfr::graph;
+/// graph! {
+///     model Bad<B> {
+///         input x: f32[B, 784];
+///         var w1: f32[512, 10] = zeros();
+///         let h = x.matmul(w1); // error: matmul: inner dimensions differ: x is [B, 784], w1 is [512, 10]; 784 != 512
+///     }
+/// }
+/// # fn main() {}
+/// ```
+///
+/// Others: dtype mismatches (with the fix: `cast(n, f32)`), broadcasting conflicts with both
+/// shapes, unknown functions, methods, ops, dtypes, dimensions and keyword arguments (with the
+/// nearest name), wrong numbers of arguments (with the usage), undefined or reused names, a
+/// gradient asked of an integer tensor, a loss that does not depend on a variable, a variable
+/// without a fixed shape.
+///
+/// ## Lowering, and equality with the builder API
+///
+/// Statements are lowered in order to the `Graph` builder calls named above, and operands are
+/// evaluated left to right before their op; a literal becomes a `Const` right before the op that
+/// uses it (`x * 2.0` is `let c = g.scalar_like(x, 2.0)?; g.mul(x, c)?`); an input is
+/// `g.placeholder(name, dtype, shape)`; a `var` evaluates its initializer then calls
+/// `g.variable(name, initial)`; `zeros(shape)` is `g.fill(shape, scalar 0)`; `minimize` is the
+/// `tfr_nn` optimizer's `minimize`; the variables' initializer is made last. The same calls made
+/// at run time give the same graph, node for node.
+///
+/// ## Not yet
+///
+/// Control flow (`while_loop`, `cond`) needs the Switch/Merge family of ops in the graph IR,
+/// which does not exist yet; using it is a compile error that says so.
+#[proc_macro]
+pub fn graph(input: TokenStream) -> TokenStream {
+    expand_tokens(input.into()).into()
+}
+
+/// The whole expansion, on `proc_macro2` tokens (so it runs in unit tests and benchmarks).
+fn expand_tokens(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let parsed: parse::Input = match syn::parse2(input) {
+        Ok(p) => p,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut out = proc_macro2::TokenStream::new();
+    for e in &parsed.errors {
+        out.extend(e.to_compile_error());
+    }
+    for model in &parsed.models {
+        let built = check::build(model);
+        out.extend(expand::expand(model, &built));
+    }
+    out
+}

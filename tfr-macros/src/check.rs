@@ -1,0 +1,996 @@
+//! Checking a model by building it: every statement is lowered to `tfr_graph::Graph` builder
+//! calls, so shapes and dtypes are checked by the registry's shape functions (the one source
+//! of truth) while the macro expands, and gradients come from `tfr_graph::gradients`.
+//!
+//! Errors are collected, each spanned on the user's tokens. A statement that fails poisons the
+//! names it binds; statements using a poisoned name fail silently, so one mistake gives one
+//! error instead of a cascade.
+
+use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
+use crate::parse::{error_between, nearest};
+use proc_macro2::Span;
+use std::collections::HashMap;
+use syn::spanned::Spanned;
+use syn::{Expr, Ident};
+use tfr_graph::ops::state_ops::Variable;
+use tfr_graph::{DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
+
+/// A failure already recorded in the error list.
+#[derive(Debug)]
+pub struct Failed;
+
+pub type R<T> = Result<T, Failed>;
+
+/// A literal not yet given a dtype: it takes the dtype of the tensor it meets.
+#[derive(Clone, Debug)]
+pub struct Lit {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+    pub kind: LitKind,
+    /// Set by a suffix (`2.0f64`, `3i64`).
+    pub fixed: Option<DType>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LitKind {
+    Int,
+    Float,
+    Bool,
+}
+
+impl Lit {
+    pub fn default_dtype(&self) -> DType {
+        self.fixed.unwrap_or(match self.kind {
+            LitKind::Int => DType::I32,
+            LitKind::Float => DType::F32,
+            LitKind::Bool => DType::Bool,
+        })
+    }
+}
+
+/// The value of an expression.
+#[derive(Clone, Debug)]
+pub enum Val {
+    Tensor(Output),
+    Lit(Lit),
+    Tuple(Vec<Val>),
+    /// An op without outputs (a train step, a group).
+    Target(NodeId),
+}
+
+/// What a name is bound to.
+#[derive(Clone)]
+struct Binding {
+    /// `None` when the statement that binds it failed.
+    val: Option<Val>,
+    span: Span,
+    /// The variable, for names declared with `var`.
+    var: Option<Variable>,
+}
+
+/// A typed input handle to emit.
+pub struct InputOut {
+    pub name: Ident,
+    pub docs: Vec<syn::Attribute>,
+    pub dtype: DType,
+    pub dims: Vec<Dim>,
+    pub output: Output,
+}
+
+/// A fetchable tensor handle to emit (outputs and variables).
+pub struct TensorOut {
+    pub name: Ident,
+    pub docs: Vec<syn::Attribute>,
+    pub dtype: DType,
+    pub shape: Shape,
+    pub output: Output,
+    /// Set for variables.
+    pub var: Option<Variable>,
+}
+
+/// A target (an op run for its effect) to emit.
+pub struct TargetOut {
+    pub name: Ident,
+    pub docs: Vec<syn::Attribute>,
+    pub node: NodeId,
+}
+
+/// What a failed statement's name still gets in the emitted struct (so that code using it does
+/// not add errors to the one reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stub {
+    Input,
+    Var,
+    Tensor,
+    Target,
+}
+
+pub struct StubOut {
+    pub name: Ident,
+    pub docs: Vec<syn::Attribute>,
+    pub kind: Stub,
+}
+
+/// The built model.
+pub struct Built {
+    pub graph: Graph,
+    pub inputs: Vec<InputOut>,
+    pub vars: Vec<TensorOut>,
+    pub outputs: Vec<TensorOut>,
+    pub targets: Vec<TargetOut>,
+    pub init: Option<NodeId>,
+    pub stubs: Vec<StubOut>,
+    pub errors: Vec<syn::Error>,
+}
+
+pub struct Builder {
+    pub g: Graph,
+    env: HashMap<String, Binding>,
+    pub(crate) dims: Vec<Ident>,
+    pub errors: Vec<syn::Error>,
+    inputs: Vec<InputOut>,
+    vars: Vec<TensorOut>,
+    outputs: Vec<TensorOut>,
+    targets: Vec<TargetOut>,
+    stubs: Vec<StubOut>,
+    /// Every float variable, in declaration order (the default `wrt` of `minimize`).
+    pub trainable: Vec<Variable>,
+    /// The declared type of the variable whose initializer is being evaluated.
+    pub var_type: Option<(DType, Vec<usize>)>,
+    statements: usize,
+}
+
+/// Builds `model`'s graph, collecting errors.
+pub fn build(model: &Model) -> Built {
+    let mut b = Builder {
+        g: Graph::new(),
+        env: HashMap::new(),
+        dims: Vec::new(),
+        errors: Vec::new(),
+        inputs: Vec::new(),
+        vars: Vec::new(),
+        outputs: Vec::new(),
+        targets: Vec::new(),
+        stubs: Vec::new(),
+        trainable: Vec::new(),
+        var_type: None,
+        statements: 0,
+    };
+    for (i, d) in model.dims.iter().enumerate() {
+        if model.dims[..i].iter().any(|e| e == d) {
+            b.err(d.span(), format!("dimension `{d}` is declared twice"));
+        } else {
+            b.dims.push(d.clone());
+        }
+    }
+    b.items(&model.items);
+    let init = if b.errors.is_empty() {
+        match b.g.global_variables_initializer() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                let m = format!("could not make the variables' initializer: {e}");
+                b.err(model.name.span(), m);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Built {
+        graph: b.g,
+        inputs: b.inputs,
+        vars: b.vars,
+        outputs: b.outputs,
+        targets: b.targets,
+        init,
+        stubs: b.stubs,
+        errors: b.errors,
+    }
+}
+
+/// Whether a name is a control-flow construct (not available until Switch/Merge exist).
+pub fn is_control_flow(name: &str) -> bool {
+    matches!(
+        name,
+        "while_loop" | "cond" | "if" | "while" | "for" | "loop"
+    )
+}
+
+pub fn control_flow_message(name: &str) -> String {
+    format!(
+        "`{name}`: control flow is not available in graph! yet: it lowers to the \
+         Switch/Merge/Enter/Exit/NextIteration primitives, which the graph IR does not have yet"
+    )
+}
+
+/// The Rust name of a dtype, as the user writes it.
+pub fn dtype_name(t: DType) -> &'static str {
+    match t {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        DType::U8 => "u8",
+        DType::Bool => "bool",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::Resource => "resource",
+    }
+}
+
+pub const DTYPE_NAMES: &[&str] = &["f32", "f64", "i32", "i64", "u8", "bool", "f16", "bf16"];
+
+pub fn parse_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        "i32" => DType::I32,
+        "i64" => DType::I64,
+        "u8" => DType::U8,
+        "bool" => DType::Bool,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => return None,
+    })
+}
+
+/// `f32[B, 784]`.
+pub fn type_string(dtype: DType, shape: &Shape) -> String {
+    format!("{}{}", dtype_name(dtype), shape)
+}
+
+/// Replaces the registry's dtype names (`float32`) with the Rust names the user writes.
+pub fn rust_dtype_names(message: &str) -> String {
+    let mut out = message.to_string();
+    for (from, to) in [
+        ("bfloat16", "bf16"),
+        ("float16", "f16"),
+        ("float32", "f32"),
+        ("float64", "f64"),
+        ("uint8", "u8"),
+        ("int32", "i32"),
+        ("int64", "i64"),
+    ] {
+        out = replace_word(&out, from, to);
+    }
+    out
+}
+
+/// Replaces `from` where it stands as a whole word.
+pub fn replace_word(s: &str, from: &str, to: &str) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(from) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + from.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[i + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Short source text of an expression, for messages.
+pub fn expr_text(e: &impl quote::ToTokens) -> String {
+    let tokens = e.to_token_stream();
+    let text = tokens
+        .span()
+        .source_text()
+        .unwrap_or_else(|| tokens.to_string());
+    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > 32 {
+        let short: String = text.chars().take(28).collect();
+        format!("{short}...")
+    } else {
+        text
+    }
+}
+
+/// Whether `text` is a plain identifier (written bare in messages, others in backticks).
+fn is_plain(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// How an operand is named in a message.
+pub fn operand_name(text: &str) -> String {
+    if is_plain(text) {
+        text.to_string()
+    } else {
+        format!("`{text}`")
+    }
+}
+
+impl Builder {
+    pub fn err(&mut self, span: Span, message: impl std::fmt::Display) -> Failed {
+        self.errors.push(syn::Error::new(span, message));
+        Failed
+    }
+
+    pub fn err_at(
+        &mut self,
+        tokens: &impl quote::ToTokens,
+        message: impl std::fmt::Display,
+    ) -> Failed {
+        self.errors.push(syn::Error::new_spanned(tokens, message));
+        Failed
+    }
+
+    /// Reports a builder error for the call `what` at `at`, naming the operands instead of the
+    /// op's argument names (`a is [B, 784]` becomes `x is [B, 784]`).
+    pub fn graph_err(
+        &mut self,
+        at: &impl quote::ToTokens,
+        what: &str,
+        operands: &[String],
+        e: GraphError,
+    ) -> Failed {
+        let message = match e {
+            GraphError::InvalidNode { op, message, .. } => {
+                let mut m = message;
+                if let Some(def) = tfr_graph::registry().get(&op) {
+                    for (arg, text) in def.inputs.iter().zip(operands) {
+                        let name = operand_name(text);
+                        m = m.replace(&format!("`{}`", arg.name), &format!("`{text}`"));
+                        for verb in ["is", "must", "has", "and"] {
+                            m = replace_phrase(
+                                &m,
+                                &format!("{} {verb} ", arg.name),
+                                &format!("{name} {verb} "),
+                            );
+                        }
+                    }
+                }
+                m
+            }
+            GraphError::Gradient(m) => m,
+            other => other.to_string(),
+        };
+        let message = rust_dtype_names(&message);
+        self.err_at(at, format!("{what}: {message}"))
+    }
+
+    // ---- statements ----------------------------------------------------------------------
+
+    fn items(&mut self, items: &[Item]) {
+        for item in items {
+            self.item(item);
+            self.statements += 1;
+        }
+    }
+
+    fn item(&mut self, item: &Item) {
+        match item {
+            Item::Seed(v) => {
+                if self.statements > 0 || !self.g.is_empty() {
+                    self.err(
+                        v.span(),
+                        "`seed = ..;` must be the first statement, before any random op",
+                    );
+                    return;
+                }
+                match v.base10_parse::<u64>() {
+                    Ok(s) => self.g.seed = Some(s),
+                    Err(_) => {
+                        self.err(v.span(), "a seed is a non-negative integer");
+                    }
+                }
+            }
+            Item::Input { name, ty, docs } => {
+                if !self.declare(name) {
+                    return;
+                }
+                let r = self.input(name, ty);
+                match r {
+                    Ok((dtype, dims, output)) => {
+                        self.bind(name, Some(Val::Tensor(output)), None);
+                        self.inputs.push(InputOut {
+                            name: name.clone(),
+                            docs: docs.clone(),
+                            dtype,
+                            dims,
+                            output,
+                        });
+                    }
+                    Err(Failed) => {
+                        self.stub(name, docs, Stub::Input);
+                        self.bind(name, None, None)
+                    }
+                }
+            }
+            Item::Var {
+                name,
+                ty,
+                init,
+                docs,
+            } => {
+                if !self.declare(name) {
+                    return;
+                }
+                match self.var(name, ty.as_ref(), init) {
+                    Ok(v) => {
+                        self.bind(name, Some(Val::Tensor(v.value)), Some(v.clone()));
+                        if v.dtype.is_differentiable() {
+                            self.trainable.push(v.clone());
+                        }
+                        self.vars.push(TensorOut {
+                            name: name.clone(),
+                            docs: docs.clone(),
+                            dtype: v.dtype,
+                            shape: v.shape.clone(),
+                            output: v.value,
+                            var: Some(v),
+                        });
+                    }
+                    Err(Failed) => {
+                        self.stub(name, docs, Stub::Var);
+                        self.bind(name, None, None)
+                    }
+                }
+            }
+            Item::Let { binder, expr, docs } => {
+                let names = binder.names();
+                let mut ok = true;
+                for n in &names {
+                    ok &= self.declare(n);
+                }
+                if !ok {
+                    return;
+                }
+                let val = self.eval(expr).ok();
+                if let (None, Binder::Name(n)) = (&val, binder) {
+                    if is_target_call(expr) {
+                        self.stub(n, docs, Stub::Target);
+                    }
+                }
+                self.bind_pattern(binder, val, expr, docs);
+            }
+            Item::Output { name, expr, docs } => self.output(name, expr.as_ref(), docs),
+            Item::Block {
+                scope,
+                device,
+                items,
+            } => self.block(scope.as_ref(), device.as_ref(), items),
+        }
+    }
+
+    fn block(&mut self, scope: Option<&syn::LitStr>, device: Option<&syn::LitStr>, items: &[Item]) {
+        // `with_scope`/`with_device` keep their stacks in the graph: run the statements on the
+        // graph they hand us, swapped into `self` for the duration.
+        let mut g = std::mem::take(&mut self.g);
+        match (scope, device) {
+            (Some(s), d) => {
+                let name = s.value();
+                if name.is_empty() || name.contains(['/', ':']) {
+                    self.err(
+                        s.span(),
+                        "a scope name is a non-empty string without `/` or `:`",
+                    );
+                    self.g = g;
+                    return;
+                }
+                g.with_scope(&name, |g| match d {
+                    Some(d) => g.with_device(&d.value(), |g| self.with_graph(g, items)),
+                    None => self.with_graph(g, items),
+                });
+            }
+            (None, Some(d)) => {
+                g.with_device(&d.value(), |g| self.with_graph(g, items));
+            }
+            (None, None) => self.with_graph(&mut g, items),
+        }
+        self.g = g;
+    }
+
+    fn with_graph(&mut self, g: &mut Graph, items: &[Item]) {
+        std::mem::swap(&mut self.g, g);
+        self.items(items);
+        std::mem::swap(&mut self.g, g);
+    }
+
+    fn stub(&mut self, name: &Ident, docs: &[syn::Attribute], kind: Stub) {
+        self.stubs.push(StubOut {
+            name: name.clone(),
+            docs: docs.to_vec(),
+            kind,
+        });
+    }
+
+    /// Reserves a name; reports a reuse (pointing at the first definition).
+    fn declare(&mut self, name: &Ident) -> bool {
+        let key = name.to_string();
+        if let Some(prev) = self.env.get(&key) {
+            let first = prev.span;
+            let mut e = syn::Error::new(
+                name.span(),
+                format!(
+                    "`{key}` is already defined: graph! names are single-assignment \
+                     (tensors are immutable); pick another name"
+                ),
+            );
+            e.combine(syn::Error::new(
+                first,
+                format!("`{key}` is first defined here"),
+            ));
+            self.errors.push(e);
+            return false;
+        }
+        if self.dims.iter().any(|d| *d == key) {
+            self.err(
+                name.span(),
+                format!("`{key}` is a symbolic dimension of the model; pick another name"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn bind(&mut self, name: &Ident, val: Option<Val>, var: Option<Variable>) {
+        self.env.insert(
+            name.to_string(),
+            Binding {
+                val,
+                span: name.span(),
+                var,
+            },
+        );
+    }
+
+    fn bind_pattern(
+        &mut self,
+        binder: &Binder,
+        val: Option<Val>,
+        expr: &Expr,
+        docs: &[syn::Attribute],
+    ) {
+        match binder {
+            Binder::Ignore => {}
+            Binder::Name(n) => {
+                if let Some(Val::Target(node)) = &val {
+                    self.targets.push(TargetOut {
+                        name: n.clone(),
+                        docs: docs.to_vec(),
+                        node: *node,
+                    });
+                }
+                self.bind(n, val, None);
+            }
+            Binder::Tuple(parts, span) => {
+                let vals = match val {
+                    Some(Val::Tuple(v)) if v.len() == parts.len() => {
+                        v.into_iter().map(Some).collect()
+                    }
+                    Some(Val::Tuple(v)) => {
+                        self.err(
+                            *span,
+                            format!(
+                                "`{}` gives {} values but the pattern has {} names",
+                                expr_text(expr),
+                                v.len(),
+                                parts.len()
+                            ),
+                        );
+                        vec![None; parts.len()]
+                    }
+                    Some(_) => {
+                        self.err(
+                            *span,
+                            format!("`{}` is one value, not a tuple", expr_text(expr)),
+                        );
+                        vec![None; parts.len()]
+                    }
+                    None => vec![None; parts.len()],
+                };
+                for (p, v) in parts.iter().zip(vals) {
+                    self.bind_pattern(p, v, expr, docs);
+                }
+            }
+        }
+    }
+
+    fn parse_type(&mut self, ty: &TypeSpec) -> R<(DType, Vec<Dim>)> {
+        let dname = ty.dtype.to_string();
+        let dtype = match parse_dtype(&dname) {
+            Some(t) => t,
+            None => {
+                let hint = nearest(&dname, DTYPE_NAMES.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!(" (dtypes: {})", DTYPE_NAMES.join(", ")));
+                return Err(self.err(ty.dtype.span(), format!("unknown dtype `{dname}`{hint}")));
+            }
+        };
+        let mut dims = Vec::new();
+        for d in &ty.dims {
+            match d {
+                DimSpec::Known(n) => dims.push(Dim::Known(*n)),
+                DimSpec::Sym(s) => {
+                    if self.dims.iter().any(|d| d == s) {
+                        dims.push(Dim::Sym(s.to_string()));
+                    } else {
+                        let declared: Vec<String> =
+                            self.dims.iter().map(|d| d.to_string()).collect();
+                        let hint =
+                            match nearest(&s.to_string(), declared.iter().map(String::as_str)) {
+                                Some(n) => format!("; did you mean `{n}`?"),
+                                None => format!(
+                                    "; declare it as a generic of the model: `model M<{s}>`"
+                                ),
+                            };
+                        return Err(self.err(s.span(), format!("unknown dimension `{s}`{hint}")));
+                    }
+                }
+            }
+        }
+        Ok((dtype, dims))
+    }
+
+    fn input(&mut self, name: &Ident, ty: &TypeSpec) -> R<(DType, Vec<Dim>, Output)> {
+        let (dtype, dims) = self.parse_type(ty)?;
+        if dtype == DType::Resource {
+            return Err(self.err(ty.dtype.span(), "an input cannot be a resource"));
+        }
+        match self
+            .g
+            .placeholder(&name.to_string(), dtype, Shape::new(dims.clone()))
+        {
+            Ok(o) => Ok((dtype, dims, o)),
+            Err(e) => Err(self.graph_err(name, "input", &[], e)),
+        }
+    }
+
+    fn var(&mut self, name: &Ident, ty: Option<&TypeSpec>, init: &Expr) -> R<Variable> {
+        let declared = match ty {
+            Some(t) => {
+                let (dtype, dims) = self.parse_type(t)?;
+                let known: Option<Vec<usize>> = dims.iter().map(Dim::known).collect();
+                match known {
+                    Some(k) => Some((dtype, k, t)),
+                    None => {
+                        return Err(error_between_push(
+                            self,
+                            t.span,
+                            format!(
+                                "variable `{name}` needs a fully known shape, got {}: a variable \
+                                 keeps its shape across steps (symbolic dims are for inputs)",
+                                type_string(dtype, &Shape::new(dims))
+                            ),
+                        ))
+                    }
+                }
+            }
+            None => None,
+        };
+        self.var_type = declared.as_ref().map(|(d, k, _)| (*d, k.clone()));
+        let val = self.eval(init);
+        self.var_type = None;
+        let val = val?;
+        let initial = match (val, &declared) {
+            (Val::Tensor(o), _) => o,
+            (Val::Lit(l), Some((dtype, dims, _))) => {
+                let scalar = self.materialize(&l, *dtype, init)?;
+                if l.shape.is_empty() && !dims.is_empty() {
+                    let d: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+                    self.g
+                        .fill(&d, scalar)
+                        .map_err(|e| self.graph_err(init, "fill", &[], e))?
+                } else {
+                    scalar
+                }
+            }
+            (Val::Lit(l), None) => {
+                let t = l.default_dtype();
+                self.materialize(&l, t, init)?
+            }
+            (other, _) => {
+                return Err(self.err_at(
+                    init,
+                    format!(
+                        "a variable's initial value must be a tensor, got {}",
+                        describe(&other)
+                    ),
+                ))
+            }
+        };
+        if let Some((dtype, dims, t)) = &declared {
+            let ty = self.g.output_type(initial).clone();
+            let want = Shape::known(dims);
+            if ty.dtype != *dtype || ty.shape.merge(&want).is_err() {
+                let mut e = syn::Error::new_spanned(
+                    init,
+                    format!(
+                        "variable `{name}` is declared {} but its initial value is {}",
+                        type_string(*dtype, &want),
+                        type_string(ty.dtype, &ty.shape)
+                    ),
+                );
+                e.combine(error_between(t.span.0, t.span.1, "declared here"));
+                self.errors.push(e);
+                return Err(Failed);
+            }
+        }
+        let shape = self.g.shape(initial).clone();
+        if !shape.is_fully_known() {
+            return Err(self.err_at(
+                init,
+                format!(
+                    "variable `{name}` needs a fully known shape, but its initial value is {}: \
+                     give the initializer a shape of numbers (symbolic dims are for inputs)",
+                    type_string(self.g.dtype(initial), &shape)
+                ),
+            ));
+        }
+        self.g
+            .variable(&name.to_string(), initial)
+            .map_err(|e| self.graph_err(name, "var", &[], e))
+    }
+
+    fn output(&mut self, name: &Ident, expr: Option<&Expr>, docs: &[syn::Attribute]) {
+        let val = match expr {
+            Some(e) => {
+                if !self.declare(name) {
+                    return;
+                }
+                let v = self.eval(e).ok();
+                self.bind(name, v.clone(), None);
+                v
+            }
+            None => {
+                if self.outputs.iter().any(|o| o.name == *name) {
+                    self.err(name.span(), format!("`{name}` is already an output"));
+                    return;
+                }
+                self.lookup(name).ok()
+            }
+        };
+        let Some(val) = val else {
+            self.stub(name, docs, Stub::Tensor);
+            return;
+        };
+        let at: &dyn quote::ToTokens = match expr {
+            Some(e) => e,
+            None => name,
+        };
+        let output = match val {
+            Val::Tensor(o) => o,
+            Val::Lit(l) => {
+                let t = l.default_dtype();
+                match self.materialize(&l, t, &at.to_token_stream()) {
+                    Ok(o) => o,
+                    Err(Failed) => return,
+                }
+            }
+            Val::Target(_) => {
+                self.err_at(
+                    &at.to_token_stream(),
+                    format!(
+                        "`{name}` is a target (an op run for its effect), not a tensor: bind it \
+                         with `let {name} = ...;` and it is exposed as a target"
+                    ),
+                );
+                return;
+            }
+            Val::Tuple(v) => {
+                self.err_at(
+                    &at.to_token_stream(),
+                    format!(
+                        "`{name}` is a tuple of {} values: an output is one tensor; destructure \
+                         it with `let (a, b) = ...;` and output the parts",
+                        v.len()
+                    ),
+                );
+                return;
+            }
+        };
+        let ty = self.g.output_type(output).clone();
+        self.outputs.push(TensorOut {
+            name: name.clone(),
+            docs: docs.to_vec(),
+            dtype: ty.dtype,
+            shape: ty.shape,
+            output,
+            var: None,
+        });
+    }
+
+    // ---- names and values ----------------------------------------------------------------
+
+    /// The value of a name; an undefined name is reported with the nearest defined one.
+    pub fn lookup(&mut self, name: &Ident) -> R<Val> {
+        let key = name.to_string();
+        match self.env.get(&key) {
+            Some(b) => b.val.clone().ok_or(Failed),
+            None => {
+                if self.dims.iter().any(|d| *d == key) {
+                    return Err(self.err(
+                        name.span(),
+                        format!(
+                            "`{key}` is a symbolic dimension, not a tensor: its value is known \
+                             only when a step runs (use `shape(x)` to read it)"
+                        ),
+                    ));
+                }
+                let hint = nearest(&key, self.env.keys().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                Err(self.err(
+                    name.span(),
+                    format!("undefined name `{key}`{hint} (names are defined by `input`, `var`, `let` and `output = `, before their use)"),
+                ))
+            }
+        }
+    }
+
+    /// The variable a name refers to, for `assign` and `minimize(.., wrt = [..])`.
+    pub fn lookup_var(&mut self, e: &Expr) -> R<Variable> {
+        let Some(name) = path_ident(e) else {
+            return Err(self.err_at(e, "expected the name of a variable declared with `var`"));
+        };
+        self.lookup(name)?;
+        match self.env.get(&name.to_string()).and_then(|b| b.var.clone()) {
+            Some(v) => Ok(v),
+            None => Err(self.err_at(
+                e,
+                format!("`{name}` is not a variable: only names declared with `var` hold state"),
+            )),
+        }
+    }
+
+    /// A constant from a literal with the given dtype; reports literals that do not fit it.
+    pub fn materialize(&mut self, l: &Lit, dtype: DType, at: &impl quote::ToTokens) -> R<Output> {
+        let fits = match l.kind {
+            LitKind::Bool => dtype == DType::Bool,
+            LitKind::Int => dtype.is_numeric() || dtype.is_float(),
+            LitKind::Float => dtype.is_float(),
+        };
+        if let Some(f) = l.fixed {
+            if f != dtype {
+                return Err(self.err_at(
+                    at,
+                    format!(
+                        "literal `{}` is {} but is used with a {} tensor",
+                        expr_text(at),
+                        dtype_name(f),
+                        dtype_name(dtype)
+                    ),
+                ));
+            }
+        }
+        if !fits {
+            let what = match l.kind {
+                LitKind::Bool => "a bool literal",
+                LitKind::Int => "an integer literal",
+                LitKind::Float => "a float literal",
+            };
+            return Err(self.err_at(
+                at,
+                format!(
+                    "dtype mismatch: `{}` is {what} but is used with a {} tensor{}",
+                    expr_text(at),
+                    dtype_name(dtype),
+                    if l.kind == LitKind::Float && dtype.is_integer() {
+                        "; write an integer, or cast the tensor with `cast(x, f32)`"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let value = lit_value(l, dtype);
+        self.g
+            .constant(value)
+            .map_err(|e| self.graph_err(at, "constant", &[], e))
+    }
+
+    /// Turns values into tensors: literals take the dtype of the first tensor among them (or
+    /// their default dtype when there is none). Constants are made after every operand is.
+    pub fn tensors(&mut self, vals: Vec<(Val, &Expr)>) -> R<Vec<Output>> {
+        let like = vals.iter().find_map(|(v, _)| match v {
+            Val::Tensor(o) => Some(self.g.dtype(*o)),
+            _ => None,
+        });
+        let mut out = Vec::with_capacity(vals.len());
+        for (v, e) in vals {
+            out.push(match v {
+                Val::Tensor(o) => o,
+                Val::Lit(l) => {
+                    let t = like.unwrap_or_else(|| l.default_dtype());
+                    self.materialize(&l, t, e)?
+                }
+                other => {
+                    return Err(
+                        self.err_at(e, format!("expected a tensor, got {}", describe(&other)))
+                    )
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evaluates an expression that must be one tensor.
+    pub fn tensor(&mut self, e: &Expr) -> R<Output> {
+        let v = self.eval(e)?;
+        Ok(self.tensors(vec![(v, e)])?[0])
+    }
+}
+
+fn error_between_push(b: &mut Builder, span: (Span, Span), m: String) -> Failed {
+    b.errors.push(error_between(span.0, span.1, m));
+    Failed
+}
+
+/// Whether an expression is a call whose value is a target (`minimize`, `group`).
+fn is_target_call(e: &Expr) -> bool {
+    let name = match e {
+        Expr::Call(c) => path_ident(&c.func).map(|i| i.to_string()),
+        Expr::MethodCall(m) => Some(m.method.to_string()),
+        _ => None,
+    };
+    matches!(name.as_deref(), Some("minimize" | "group"))
+}
+
+/// The identifier of a one-segment path expression.
+pub fn path_ident(e: &Expr) -> Option<&Ident> {
+    match e {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => p.path.get_ident(),
+        Expr::Paren(p) => path_ident(&p.expr),
+        Expr::Group(g) => path_ident(&g.expr),
+        _ => None,
+    }
+}
+
+/// What kind of value this is, for messages.
+pub fn describe(v: &Val) -> String {
+    match v {
+        Val::Tensor(_) => "a tensor".into(),
+        Val::Lit(_) => "a literal".into(),
+        Val::Tuple(t) => format!("a tuple of {} values", t.len()),
+        Val::Target(_) => "a target (an op without outputs)".into(),
+    }
+}
+
+/// The constant holding a literal's data as `dtype`.
+pub fn lit_value(l: &Lit, dtype: DType) -> TensorValue {
+    let shape = &l.shape;
+    let d = &l.data;
+    let v = match dtype {
+        DType::F32 => TensorValue::new(shape, d.iter().map(|&x| x as f32).collect()),
+        DType::F64 => TensorValue::new(shape, d.clone()),
+        DType::I32 => TensorValue::new(shape, d.iter().map(|&x| x as i32).collect()),
+        DType::I64 => TensorValue::new(shape, d.iter().map(|&x| x as i64).collect()),
+        DType::U8 => TensorValue::new(shape, d.iter().map(|&x| x as u8).collect()),
+        DType::Bool => TensorValue::new(shape, d.iter().map(|&x| x != 0.0).collect()),
+        DType::F16 => TensorValue::new(
+            shape,
+            d.iter().map(|&x| tfr_graph::f16::from_f64(x)).collect(),
+        ),
+        DType::BF16 => TensorValue::new(
+            shape,
+            d.iter().map(|&x| tfr_graph::bf16::from_f64(x)).collect(),
+        ),
+        DType::Resource => None,
+    };
+    v.expect("a literal's data fills its shape")
+}
+
+/// Replaces `from` where it starts a word.
+fn replace_phrase(s: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(from) {
+        let before = rest[..i].chars().next_back();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '`') {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[i + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,408 @@
+//! Parsing `graph! { ... }` input into [`Model`]s. A malformed statement is reported and
+//! skipped up to its `;` so that the statements after it are still parsed and checked.
+
+use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
+use proc_macro2::{Span, TokenTree};
+use syn::parse::{Parse, ParseStream};
+use syn::{braced, bracketed, Attribute, Expr, Ident, LitInt, LitStr, Token, Visibility};
+
+mod kw {
+    syn::custom_keyword!(model);
+    syn::custom_keyword!(input);
+    syn::custom_keyword!(var);
+    syn::custom_keyword!(output);
+    syn::custom_keyword!(scope);
+    syn::custom_keyword!(seed);
+}
+
+/// The words a model statement may start with.
+const STATEMENT_WORDS: &[&str] = &["input", "var", "let", "output", "scope", "seed"];
+
+/// Everything in one macro invocation: the models, and the parse errors found on the way.
+pub struct Input {
+    pub models: Vec<Model>,
+    pub errors: Vec<syn::Error>,
+}
+
+impl Parse for Input {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut models = Vec::new();
+        let mut errors = Vec::new();
+        while !input.is_empty() {
+            let (model, errs) = parse_model(input)?;
+            models.push(model);
+            errors.extend(errs);
+        }
+        if models.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "graph! expects a model: `graph! { pub model Name<B> { input x: f32[B, 3]; ... } }`",
+            ));
+        }
+        Ok(Input { models, errors })
+    }
+}
+
+fn parse_model(input: ParseStream) -> syn::Result<(Model, Vec<syn::Error>)> {
+    let attrs = input.call(Attribute::parse_outer)?;
+    for a in &attrs {
+        if !a.path().is_ident("doc") {
+            return Err(syn::Error::new_spanned(
+                a,
+                "only doc comments are allowed on a graph! model (the generated type derives \
+                 what it needs)",
+            ));
+        }
+    }
+    let vis: Visibility = input.parse()?;
+    if input.peek(Token![struct]) {
+        let t: Token![struct] = input.parse()?;
+        return Err(syn::Error::new(
+            t.span,
+            "a graph! definition starts with `model`, not `struct`: `model Name<B> { ... }`",
+        ));
+    }
+    input.parse::<kw::model>().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected `model Name { ... }` (optionally `pub`, with symbolic dims as generics: \
+             `model Mlp<B> { ... }`)",
+        )
+    })?;
+    let name: Ident = input.parse()?;
+    let mut dims = Vec::new();
+    if input.peek(Token![<]) {
+        input.parse::<Token![<]>()?;
+        while !input.peek(Token![>]) {
+            let d: Ident = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "a model's generics are symbolic dimension names, like `<B, T>`",
+                )
+            })?;
+            dims.push(d);
+            if !input.peek(Token![>]) {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        input.parse::<Token![>]>()?;
+    }
+    let body;
+    braced!(body in input);
+    let mut errors = Vec::new();
+    let items = parse_items(&body, &mut errors);
+    Ok((
+        Model {
+            attrs,
+            vis,
+            name,
+            dims,
+            items,
+        },
+        errors,
+    ))
+}
+
+/// Parses statements until the stream ends, skipping (and reporting) malformed ones.
+fn parse_items(input: ParseStream, errors: &mut Vec<syn::Error>) -> Vec<Item> {
+    let mut items = Vec::new();
+    while !input.is_empty() {
+        match parse_item(input, errors) {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => {}
+            Err(e) => {
+                errors.push(e);
+                skip_statement(input);
+            }
+        }
+    }
+    items
+}
+
+/// Skips tokens up to and including the next `;` (or a brace group ending a block statement).
+fn skip_statement(input: ParseStream) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            rest = next;
+            match tt {
+                TokenTree::Punct(p) if p.as_char() == ';' => break,
+                TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Brace => {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        Ok(((), rest))
+    });
+}
+
+fn parse_item(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<Option<Item>> {
+    let attrs = input.call(Attribute::parse_outer)?;
+    let mut docs = Vec::new();
+    let mut scope = None;
+    let mut device = None;
+    for a in attrs {
+        if a.path().is_ident("doc") {
+            docs.push(a);
+        } else if a.path().is_ident("device") {
+            device = Some(string_attr(&a, "device", "/device:GPU:0")?);
+        } else if a.path().is_ident("scope") {
+            scope = Some(string_attr(&a, "scope", "layer1")?);
+        } else {
+            return Err(syn::Error::new_spanned(
+                a.path(),
+                "unknown attribute in graph!: the statement attributes are \
+                 `#[device(\"/device:GPU:0\")]` and `#[scope(\"name\")]`",
+            ));
+        }
+    }
+    let item = parse_bare_item(input, docs, errors)?;
+    Ok(match (scope, device) {
+        (None, None) => item,
+        (scope, device) => match item {
+            Some(Item::Block {
+                scope: inner_scope,
+                device: inner_device,
+                items,
+            }) if scope.is_none() || inner_scope.is_none() => Some(Item::Block {
+                scope: scope.or(inner_scope),
+                device: device.or(inner_device),
+                items,
+            }),
+            Some(item) => Some(Item::Block {
+                scope,
+                device,
+                items: vec![item],
+            }),
+            None => None,
+        },
+    })
+}
+
+fn string_attr(a: &Attribute, what: &str, example: &str) -> syn::Result<LitStr> {
+    a.parse_args::<LitStr>().map_err(|_| {
+        syn::Error::new_spanned(
+            a,
+            format!("`#[{what}]` takes one string: `#[{what}(\"{example}\")]`"),
+        )
+    })
+}
+
+fn parse_bare_item(
+    input: ParseStream,
+    docs: Vec<syn::Attribute>,
+    errors: &mut Vec<syn::Error>,
+) -> syn::Result<Option<Item>> {
+    let look = input.lookahead1();
+    if look.peek(kw::seed) {
+        input.parse::<kw::seed>()?;
+        input.parse::<Token![=]>()?;
+        let v: LitInt = input.parse()?;
+        input.parse::<Token![;]>()?;
+        return Ok(Some(Item::Seed(v)));
+    }
+    if look.peek(kw::input) {
+        input.parse::<kw::input>()?;
+        let name: Ident = input.parse()?;
+        input.parse::<Token![:]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("an input needs a type: `input {name}: f32[B, 784];`"),
+            )
+        })?;
+        let ty = parse_type(input)?;
+        input.parse::<Token![;]>()?;
+        return Ok(Some(Item::Input { name, ty, docs }));
+    }
+    if look.peek(kw::var) {
+        input.parse::<kw::var>()?;
+        let name: Ident = input.parse()?;
+        let ty = if input.peek(Token![:]) {
+            input.parse::<Token![:]>()?;
+            Some(parse_type(input)?)
+        } else {
+            None
+        };
+        input.parse::<Token![=]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("a variable needs an initial value: `var {name} = zeros([10]);`"),
+            )
+        })?;
+        let init: Expr = input.parse()?;
+        input.parse::<Token![;]>()?;
+        return Ok(Some(Item::Var {
+            name,
+            ty,
+            init,
+            docs,
+        }));
+    }
+    if look.peek(Token![let]) {
+        input.parse::<Token![let]>()?;
+        let pat = syn::Pat::parse_single(input)?;
+        let binder = Binder::from_pat(&pat)?;
+        if input.peek(Token![:]) {
+            let c: Token![:] = input.parse()?;
+            return Err(syn::Error::new(
+                c.span,
+                "`let` takes no type in graph!: shapes are inferred (declare types on inputs \
+                 and variables)",
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let expr: Expr = input.parse()?;
+        input.parse::<Token![;]>()?;
+        return Ok(Some(Item::Let { binder, expr, docs }));
+    }
+    if look.peek(kw::output) {
+        input.parse::<kw::output>()?;
+        let mut outs = Vec::new();
+        loop {
+            let name: Ident = input.parse()?;
+            let expr = if input.peek(Token![=]) {
+                input.parse::<Token![=]>()?;
+                Some(input.parse::<Expr>()?)
+            } else {
+                None
+            };
+            outs.push(Item::Output {
+                name,
+                expr,
+                docs: docs.clone(),
+            });
+            if input.peek(Token![;]) {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        input.parse::<Token![;]>()?;
+        return Ok(Some(if outs.len() == 1 {
+            outs.pop().expect("one output")
+        } else {
+            Item::Block {
+                scope: None,
+                device: None,
+                items: outs,
+            }
+        }));
+    }
+    if look.peek(kw::scope) {
+        input.parse::<kw::scope>()?;
+        let name: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "a scope is named by a string: `scope \"layer1\" { ... }`",
+            )
+        })?;
+        let body;
+        braced!(body in input);
+        let items = parse_items(&body, errors);
+        return Ok(Some(Item::Block {
+            scope: Some(name),
+            device: None,
+            items,
+        }));
+    }
+    if look.peek(syn::token::Brace) {
+        let body;
+        braced!(body in input);
+        let items = parse_items(&body, errors);
+        return Ok(Some(Item::Block {
+            scope: None,
+            device: None,
+            items,
+        }));
+    }
+    // Not a statement: explain what is, with the nearest statement word when it is a typo.
+    let fork = input.fork();
+    if let Ok(word) = fork.call(<Ident as syn::ext::IdentExt>::parse_any) {
+        let w = word.to_string();
+        if crate::check::is_control_flow(&w) {
+            return Err(syn::Error::new(
+                word.span(),
+                crate::check::control_flow_message(&w),
+            ));
+        }
+        if let Some(s) = nearest(&w, STATEMENT_WORDS.iter().copied()) {
+            return Err(syn::Error::new(
+                word.span(),
+                format!("unknown statement `{w}`; did you mean `{s}`?"),
+            ));
+        }
+    }
+    Err(look.error())
+}
+
+fn parse_type(input: ParseStream) -> syn::Result<TypeSpec> {
+    let dtype: Ident = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a tensor type like `f32[B, 784]` (dtypes: f32, f64, i32, i64, u8, bool)",
+        )
+    })?;
+    let mut dims = Vec::new();
+    let mut last = dtype.span();
+    if input.peek(syn::token::Bracket) {
+        let inner;
+        let b = bracketed!(inner in input);
+        last = b.span.close();
+        while !inner.is_empty() {
+            if inner.peek(LitInt) {
+                let l: LitInt = inner.parse()?;
+                let n = l.base10_parse::<usize>().map_err(|_| {
+                    syn::Error::new(l.span(), "a dimension is a non-negative integer")
+                })?;
+                dims.push(DimSpec::Known(n));
+            } else if inner.peek(Ident) {
+                dims.push(DimSpec::Sym(inner.parse()?));
+            } else {
+                let tt: TokenTree = inner.parse()?;
+                return Err(syn::Error::new(
+                    tt.span(),
+                    "a dimension is an integer or a symbolic name declared as a generic of \
+                     the model (`model M<B> { input x: f32[B, 3]; }`)",
+                ));
+            }
+            if !inner.is_empty() {
+                inner.parse::<Token![,]>()?;
+            }
+        }
+    }
+    Ok(TypeSpec {
+        span: (dtype.span(), last),
+        dtype,
+        dims,
+    })
+}
+
+/// The candidate closest to `word` by edit distance, when it is close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| {
+            (
+                tfr_graph::op_def::edit_distance(&lower, &c.to_lowercase()),
+                c,
+            )
+        })
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len().max(word.len()))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// An error covering the source from `first` to `last` (the start of one token to the end of
+/// another), as `syn::Error::new_spanned` does for a token stream.
+pub fn error_between(first: Span, last: Span, message: impl std::fmt::Display) -> syn::Error {
+    let mut a = proc_macro2::Punct::new('#', proc_macro2::Spacing::Alone);
+    a.set_span(first);
+    let mut b = proc_macro2::Punct::new('#', proc_macro2::Spacing::Alone);
+    b.set_span(last);
+    let tokens: proc_macro2::TokenStream = [TokenTree::Punct(a), TokenTree::Punct(b)]
+        .into_iter()
+        .collect();
+    syn::Error::new_spanned(tokens, message)
+}
