@@ -203,7 +203,7 @@ impl Executable {
             feeds,
             has_symbolic_feeds,
             roots,
-            parallel: inter_op_threads > 1 && expensive >= 2,
+            parallel: inter_op_threads > 1 && expensive >= 2 && !runs_on_caller(g),
         })
     }
 
@@ -465,6 +465,13 @@ struct StepState<'a> {
     failed: AtomicBool,
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
+}
+
+/// Steps holding an op that may wait for another step (a queue's enqueue or dequeue) run on the
+/// caller's thread: a waiting kernel then never holds a worker of the pool that the step it
+/// waits for may need.
+fn runs_on_caller(g: &Graph) -> bool {
+    crate::kernels::data_flow_ops::step_may_block(g)
 }
 
 /// True when a node stands for a feed.

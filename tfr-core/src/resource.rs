@@ -115,6 +115,36 @@ impl ResourceMgr {
         any.downcast::<T>().map_err(|_| KernelError::internal(format!("state `{key}` has another type")))
     }
 
+    /// The session-wide state object under `key` when one exists: `Ok(None)` when nothing was
+    /// made under `key`, an error when what is there has another type. The lookup half of
+    /// [`ResourceMgr::state`], for kernels that use a resource another node created (a queue).
+    pub fn find_state<T: Any + Send + Sync>(&self, key: &str) -> KResult<Option<Arc<T>>> {
+        let found = self
+            .state
+            .read()
+            .map_err(|_| KernelError::internal("poisoned"))?
+            .get(key)
+            .cloned();
+        match found {
+            None => Ok(None),
+            Some(any) => any
+                .downcast::<T>()
+                .map(Some)
+                .map_err(|_| KernelError::internal(format!("state `{key}` has another type"))),
+        }
+    }
+
+    /// Keys of the session-wide state objects whose key starts with `prefix`, sorted.
+    pub fn state_keys(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .state
+            .read()
+            .map(|m| m.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// Names of all variables.
     pub fn variable_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -7,5 +7,11 @@ pub mod layers;
 pub mod losses;
 pub mod optimizers;
 pub mod schedules;
+#[cfg(feature = "runtime")]
+pub mod datasets;
+#[cfg(feature = "runtime")]
+pub mod pipeline;
+#[cfg(feature = "runtime")]
+pub mod saver;
 
 pub use optimizers::{clip_by_global_norm, Adagrad, Adam, AdamW, LearningRate, Momentum, Optimizer, RmsProp, Sgd};

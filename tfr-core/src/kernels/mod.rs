@@ -4,7 +4,9 @@
 pub mod array_ops;
 pub mod broadcast;
 pub mod cwise_ops;
+pub mod data_flow_ops;
 pub mod grad_ops;
+pub mod io_ops;
 pub mod matmul_op;
 pub mod nn_ops;
 pub mod random_ops;
@@ -17,7 +19,9 @@ use crate::kernel::KernelRegistry;
 pub fn register_all(r: &mut KernelRegistry) {
     array_ops::register(r);
     cwise_ops::register(r);
+    data_flow_ops::register(r);
     grad_ops::register(r);
+    io_ops::register(r);
     matmul_op::register(r);
     nn_ops::register(r);
     random_ops::register(r);
