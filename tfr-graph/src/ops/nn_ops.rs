@@ -1,8 +1,9 @@
-//! Activations, softmax, bias addition and the fused cross-entropy losses.
+//! Activations, softmax, bias addition, the fused cross-entropy losses, and the image ops:
+//! convolution, pooling, batch normalization and local response normalization.
 
-use super::same_as_input;
-use crate::attr::AttrKind;
-use crate::dtype::DTypeSet;
+use super::{same_as_input, shape_from_tensor};
+use crate::attr::{AttrKind, Attrs};
+use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
 use crate::graph::{Graph, Output, TensorType};
 use crate::op_def::{InferCtx, OpDef};
@@ -61,6 +62,7 @@ pub fn op_defs() -> Vec<OpDef> {
         .input("features", DTypeSet::FLOAT).input("labels", DTypeSet::INDEX)
         .output("loss").output("backprop"));
     defs.extend(gradient_op_defs());
+    defs.extend(image_op_defs());
     defs
 }
 
@@ -261,4 +263,831 @@ fn infer_bias_add_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         dtype: ctx.dtype(0),
         shape: Shape::new(vec![channels]),
     }])
+}
+
+// ---- convolution, pooling and normalization ---------------------------------------------------
+
+/// How a windowed op (convolution, pooling) pads its input: TensorFlow's `padding` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Output size `ceil(input / stride)`; the padding needed to reach it is split with the odd
+    /// element after (TensorFlow's arithmetic).
+    Same,
+    /// Only windows that lie wholly inside the input.
+    Valid,
+}
+
+impl Padding {
+    pub fn parse(s: &str) -> std::result::Result<Padding, String> {
+        match s {
+            "SAME" => Ok(Padding::Same),
+            "VALID" => Ok(Padding::Valid),
+            other => Err(format!("padding must be SAME or VALID, got {other:?}")),
+        }
+    }
+}
+
+/// The layout of a 4-D image tensor: TensorFlow's `data_format` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    Nhwc,
+    Nchw,
+}
+
+impl DataFormat {
+    pub fn parse(s: &str) -> std::result::Result<DataFormat, String> {
+        match s {
+            "NHWC" => Ok(DataFormat::Nhwc),
+            "NCHW" => Ok(DataFormat::Nchw),
+            other => Err(format!("data_format must be NHWC or NCHW, got {other:?}")),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DataFormat::Nhwc => "NHWC",
+            DataFormat::Nchw => "NCHW",
+        }
+    }
+    /// The axes of (batch, height, width, channels) in this layout.
+    pub fn axes(self) -> [usize; 4] {
+        match self {
+            DataFormat::Nhwc => [0, 1, 2, 3],
+            DataFormat::Nchw => [0, 2, 3, 1],
+        }
+    }
+    /// (batch, height, width, channels) of a 4-D shape in this layout.
+    pub fn nhwc<T: Clone>(self, dims: &[T]) -> [T; 4] {
+        self.axes().map(|a| dims[a].clone())
+    }
+    /// The 4-D shape in this layout of (batch, height, width, channels).
+    pub fn from_nhwc<T: Clone>(self, [n, h, w, c]: [T; 4]) -> [T; 4] {
+        match self {
+            DataFormat::Nhwc => [n, h, w, c],
+            DataFormat::Nchw => [n, c, h, w],
+        }
+    }
+}
+
+/// TensorFlow's window arithmetic along one spatial dim: (output size, padding before, padding
+/// after). The effective window is `(window - 1) * dilation + 1`. VALID needs the effective
+/// window to fit in the input; SAME gives `ceil(input / stride)` outputs and pads
+/// `max((out - 1) * stride + effective - input, 0)`, half before (rounded down).
+pub fn window_geometry(
+    input: usize,
+    window: usize,
+    stride: usize,
+    dilation: usize,
+    padding: Padding,
+) -> std::result::Result<(usize, usize, usize), String> {
+    if window == 0 {
+        return Err("the window (filter or ksize) must be at least 1 in each spatial dim".into());
+    }
+    if stride == 0 || dilation == 0 {
+        return Err(format!(
+            "stride and dilation must be positive, got {stride} and {dilation}"
+        ));
+    }
+    let effective = (window - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| format!("window {window} with dilation {dilation} is too large"))?;
+    match padding {
+        Padding::Valid => {
+            if input < effective {
+                return Err(format!(
+                    "the window ({effective} elements with dilation) is larger than the input \
+                     ({input}) with VALID padding"
+                ));
+            }
+            Ok(((input - effective) / stride + 1, 0, 0))
+        }
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let needed = (out.saturating_sub(1) * stride + effective).saturating_sub(input);
+            Ok((out, needed / 2, needed - needed / 2))
+        }
+    }
+}
+
+/// The (height, width) entries of a 4-entry `strides`/`ksize`/`dilations` attribute given in
+/// `format` order; its batch and channel entries must be 1.
+pub fn spatial_attr(
+    attrs: &Attrs,
+    name: &str,
+    format: DataFormat,
+) -> std::result::Result<[usize; 2], String> {
+    let v = attrs.ints(name)?;
+    if v.len() != 4 {
+        return Err(format!(
+            "{name} must have 4 entries (one per dim of {}), got {v:?}",
+            format.name()
+        ));
+    }
+    if v.iter().any(|&x| x < 1) {
+        return Err(format!("{name} must be positive, got {v:?}"));
+    }
+    let [n, h, w, c] = format.axes();
+    if v[n] != 1 || v[c] != 1 {
+        return Err(format!(
+            "{name} must be 1 in the batch and channel dims, got {v:?} ({})",
+            format.name()
+        ));
+    }
+    Ok([v[h] as usize, v[w] as usize])
+}
+
+/// The parsed attributes of Conv2D and its backprop ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    pub format: DataFormat,
+    pub padding: Padding,
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+}
+
+impl ConvParams {
+    pub fn from_attrs(attrs: &Attrs) -> std::result::Result<ConvParams, String> {
+        let format = DataFormat::parse(attrs.string("data_format")?)?;
+        Ok(ConvParams {
+            format,
+            padding: Padding::parse(attrs.string("padding")?)?,
+            strides: spatial_attr(attrs, "strides", format)?,
+            dilations: spatial_attr(attrs, "dilations", format)?,
+        })
+    }
+    /// (out, pad_before) along height and width for an input of `[h, w]` and a filter of
+    /// `[fh, fw]`.
+    pub fn geometry(
+        &self,
+        input: [usize; 2],
+        filter: [usize; 2],
+    ) -> std::result::Result<[(usize, usize); 2], String> {
+        let mut out = [(0, 0); 2];
+        for i in 0..2 {
+            let (o, before, _) = window_geometry(
+                input[i],
+                filter[i],
+                self.strides[i],
+                self.dilations[i],
+                self.padding,
+            )?;
+            out[i] = (o, before);
+        }
+        Ok(out)
+    }
+}
+
+/// The parsed attributes of the pooling ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolParams {
+    pub format: DataFormat,
+    pub padding: Padding,
+    pub ksize: [usize; 2],
+    pub strides: [usize; 2],
+}
+
+impl PoolParams {
+    pub fn from_attrs(attrs: &Attrs) -> std::result::Result<PoolParams, String> {
+        let format = DataFormat::parse(attrs.string("data_format")?)?;
+        Ok(PoolParams {
+            format,
+            padding: Padding::parse(attrs.string("padding")?)?,
+            ksize: spatial_attr(attrs, "ksize", format)?,
+            strides: spatial_attr(attrs, "strides", format)?,
+        })
+    }
+    /// (out, pad_before) along height and width for an input of `[h, w]`.
+    pub fn geometry(&self, input: [usize; 2]) -> std::result::Result<[(usize, usize); 2], String> {
+        let mut out = [(0, 0); 2];
+        for i in 0..2 {
+            let (o, before, _) =
+                window_geometry(input[i], self.ksize[i], self.strides[i], 1, self.padding)?;
+            out[i] = (o, before);
+        }
+        Ok(out)
+    }
+}
+
+/// The parsed attributes of FusedBatchNorm and its gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormParams {
+    pub format: DataFormat,
+    pub epsilon: f64,
+    pub is_training: bool,
+}
+
+impl BatchNormParams {
+    pub fn from_attrs(attrs: &Attrs) -> std::result::Result<BatchNormParams, String> {
+        let epsilon = *attrs.float("epsilon")?;
+        if epsilon.is_nan() || epsilon < 0.0 {
+            return Err(format!("epsilon must be >= 0, got {epsilon}"));
+        }
+        Ok(BatchNormParams {
+            format: DataFormat::parse(attrs.string("data_format")?)?,
+            epsilon,
+            is_training: *attrs.boolean("is_training")?,
+        })
+    }
+}
+
+/// The parsed attributes of LRN and its gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrnParams {
+    pub depth_radius: usize,
+    pub bias: f64,
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl LrnParams {
+    pub fn from_attrs(attrs: &Attrs) -> std::result::Result<LrnParams, String> {
+        let r = *attrs.int("depth_radius")?;
+        if !(0..=(1 << 20)).contains(&r) {
+            return Err(format!("depth_radius must be in [0, 2^20], got {r}"));
+        }
+        Ok(LrnParams {
+            depth_radius: r as usize,
+            bias: *attrs.float("bias")?,
+            alpha: *attrs.float("alpha")?,
+            beta: *attrs.float("beta")?,
+        })
+    }
+}
+
+/// The default `strides`/`dilations` (all ones).
+const ONES4: [i64; 4] = [1, 1, 1, 1];
+
+fn conv_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+    OpDef::new(name, infer)
+        .attr("strides", AttrKind::Ints)
+        .attr("padding", AttrKind::Str)
+        .attr_default("data_format", AttrKind::Str, "NHWC")
+        .attr_default("dilations", AttrKind::Ints, ONES4.to_vec())
+}
+
+fn pool_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+    OpDef::new(name, infer)
+        .attr("ksize", AttrKind::Ints)
+        .attr("strides", AttrKind::Ints)
+        .attr("padding", AttrKind::Str)
+        .attr_default("data_format", AttrKind::Str, "NHWC")
+}
+
+fn batch_norm_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+    OpDef::new(name, infer)
+        .attr_default("epsilon", AttrKind::Float, 1e-4)
+        .attr_default("data_format", AttrKind::Str, "NHWC")
+        .attr_default("is_training", AttrKind::Bool, true)
+}
+
+fn lrn_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+    OpDef::new(name, infer)
+        .attr_default("depth_radius", AttrKind::Int, 5i64)
+        .attr_default("bias", AttrKind::Float, 1.0)
+        .attr_default("alpha", AttrKind::Float, 1.0)
+        .attr_default("beta", AttrKind::Float, 0.5)
+}
+
+/// Convolution, pooling, batch normalization and LRN, with their backprop ops.
+pub fn image_op_defs() -> Vec<OpDef> {
+    vec![
+        conv_op("Conv2D", infer_conv2d)
+            .doc("2-D convolution (cross-correlation) of a 4-D input with a [h, w, in, out] filter")
+            .input("input", DTypeSet::FLOAT)
+            .input("filter", DTypeSet::FLOAT)
+            .output("output"),
+        conv_op("Conv2DBackpropInput", infer_conv2d_backprop_input)
+            .doc("gradient of Conv2D with respect to its input, of shape `input_sizes`")
+            .input("input_sizes", DTypeSet::INDEX)
+            .input("filter", DTypeSet::FLOAT)
+            .input("out_backprop", DTypeSet::FLOAT)
+            .output("output"),
+        conv_op("Conv2DBackpropFilter", infer_conv2d_backprop_filter)
+            .doc("gradient of Conv2D with respect to its filter, of shape `filter_sizes`")
+            .input("input", DTypeSet::FLOAT)
+            .input("filter_sizes", DTypeSet::INDEX)
+            .input("out_backprop", DTypeSet::FLOAT)
+            .output("output"),
+        pool_op("MaxPool", infer_pool)
+            .doc("max over each window; padding never wins")
+            .input("input", DTypeSet::FLOAT)
+            .output("output"),
+        pool_op("MaxPoolGrad", infer_max_pool_grad)
+            .doc("routes each window's gradient to the first maximum of the window")
+            .input("orig_input", DTypeSet::FLOAT)
+            .input("orig_output", DTypeSet::FLOAT)
+            .input("grad", DTypeSet::FLOAT)
+            .output("output"),
+        pool_op("MaxPoolGradGrad", infer_max_pool_grad_grad)
+            .doc(
+                "gathers, per window, `grad` at the window's first maximum (MaxPoolGrad's adjoint)",
+            )
+            .input("orig_input", DTypeSet::FLOAT)
+            .input("orig_output", DTypeSet::FLOAT)
+            .input("grad", DTypeSet::FLOAT)
+            .output("output"),
+        pool_op("AvgPool", infer_pool)
+            .doc("mean over each window; with SAME, over the window's elements inside the input")
+            .input("value", DTypeSet::FLOAT)
+            .output("output"),
+        pool_op("AvgPoolGrad", infer_avg_pool_grad)
+            .doc("spreads each window's gradient evenly over the window's elements in the input")
+            .input("orig_input_shape", DTypeSet::INDEX)
+            .input("grad", DTypeSet::FLOAT)
+            .output("output"),
+        batch_norm_op("FusedBatchNorm", infer_fused_batch_norm)
+            .doc(
+                "batch normalization over all dims but channels; training mode uses the batch's \
+                  statistics (batch_variance with Bessel's correction, reserve_space_2 without)",
+            )
+            .input("x", DTypeSet::FLOAT)
+            .input("scale", DTypeSet::FLOAT)
+            .input("offset", DTypeSet::FLOAT)
+            .input("mean", DTypeSet::FLOAT)
+            .input("variance", DTypeSet::FLOAT)
+            .output("y")
+            .output("batch_mean")
+            .output("batch_variance")
+            .output("reserve_space_1")
+            .output("reserve_space_2"),
+        batch_norm_op("FusedBatchNormGrad", infer_fused_batch_norm_grad)
+            .doc(
+                "gradients of FusedBatchNorm's y for x, scale and offset, from the saved mean and \
+                  (biased) variance",
+            )
+            .input("y_backprop", DTypeSet::FLOAT)
+            .input("x", DTypeSet::FLOAT)
+            .input("scale", DTypeSet::FLOAT)
+            .input("reserve_space_1", DTypeSet::FLOAT)
+            .input("reserve_space_2", DTypeSet::FLOAT)
+            .output("x_backprop")
+            .output("scale_backprop")
+            .output("offset_backprop"),
+        lrn_op("LRN", infer_lrn)
+            .doc(
+                "local response normalization across channels (NHWC): \
+                  x / (bias + alpha * sum of squares within depth_radius) ^ beta",
+            )
+            .input("input", DTypeSet::FLOAT)
+            .output("output"),
+        lrn_op("LRNGrad", infer_lrn_grad)
+            .doc("gradient of LRN from the incoming gradient, LRN's input and its output")
+            .input("input_grads", DTypeSet::FLOAT)
+            .input("input_image", DTypeSet::FLOAT)
+            .input("output_image", DTypeSet::FLOAT)
+            .output("output"),
+    ]
+}
+
+/// The dims of a 4-D image shape as (batch, height, width, channels); all unknown when the rank
+/// is unknown.
+fn image_dims(s: &Shape, what: &str, format: DataFormat) -> std::result::Result<[Dim; 4], String> {
+    match s.dims() {
+        None => Ok([Dim::Unknown, Dim::Unknown, Dim::Unknown, Dim::Unknown]),
+        Some(d) if d.len() == 4 => Ok(format.nhwc(d)),
+        Some(_) => Err(format!(
+            "{what} must be 4-D ({}), got shape {s}",
+            format.name()
+        )),
+    }
+}
+
+/// The dims [h, w, in, out] of a filter shape.
+fn filter_dims(s: &Shape, what: &str) -> std::result::Result<[Dim; 4], String> {
+    match s.dims() {
+        None => Ok([Dim::Unknown, Dim::Unknown, Dim::Unknown, Dim::Unknown]),
+        Some(d) if d.len() == 4 => {
+            if d[..2].contains(&Dim::Known(0)) {
+                return Err(format!(
+                    "{what} must be at least 1x1 in its spatial dims, got shape {s}"
+                ));
+            }
+            Ok([d[0].clone(), d[1].clone(), d[2].clone(), d[3].clone()])
+        }
+        Some(_) => Err(format!(
+            "{what} must be 4-D [height, width, in_channels, out_channels], got shape {s}"
+        )),
+    }
+}
+
+/// The static size of a windowed op's output along one dim.
+fn window_dim(
+    input: &Dim,
+    window: &Dim,
+    stride: usize,
+    dilation: usize,
+    padding: Padding,
+) -> std::result::Result<Dim, String> {
+    Ok(match (input, window.known()) {
+        (Dim::Known(i), Some(w)) => {
+            Dim::Known(window_geometry(*i, w, stride, dilation, padding)?.0)
+        }
+        (Dim::Known(i), None) if padding == Padding::Same => Dim::Known(i.div_ceil(stride)),
+        (d, _) if padding == Padding::Same && stride == 1 => d.clone(),
+        _ => Dim::Unknown,
+    })
+}
+
+fn image_shape(format: DataFormat, nhwc: [Dim; 4]) -> Shape {
+    Shape::new(format.from_nhwc(nhwc).to_vec())
+}
+
+/// Merges two dims or explains the conflict.
+fn merge_dim(a: &Dim, b: &Dim, what: impl Fn() -> String) -> std::result::Result<Dim, String> {
+    a.merge(b).ok_or_else(|| format!("{}: {a} vs {b}", what()))
+}
+
+/// Conv2D's output shape, (batch, height, width, channels).
+fn conv_output_dims(
+    x: &[Dim; 4],
+    f: &[Dim; 4],
+    p: &ConvParams,
+) -> std::result::Result<[Dim; 4], String> {
+    merge_dim(&x[3], &f[2], || {
+        "the input's channels differ from the filter's in_channels (filter dim 2)".to_string()
+    })?;
+    let oh = window_dim(&x[1], &f[0], p.strides[0], p.dilations[0], p.padding)?;
+    let ow = window_dim(&x[2], &f[1], p.strides[1], p.dilations[1], p.padding)?;
+    Ok([x[0].clone(), oh, ow, f[3].clone()])
+}
+
+fn infer_conv2d(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1])?;
+    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
+    let f = filter_dims(&ctx.input(1).shape, "filter")?;
+    let out = conv_output_dims(&x, &f, &p)?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: image_shape(p.format, out),
+    }])
+}
+
+/// A 4-D shape read from a sizes input (a constant, else known rank with unknown dims).
+fn sizes_shape(ctx: &InferCtx<'_>, i: usize, what: &str) -> std::result::Result<Shape, String> {
+    let s = ctx.input(i).shape.clone();
+    if s.rank().is_some_and(|r| r != 1) || s.dim(0).known().is_some_and(|n| n != 4) {
+        return Err(format!("{what} must be a vector of 4 sizes, got shape {s}"));
+    }
+    Ok(match shape_from_tensor(ctx, i)? {
+        sh if sh.rank().is_some() => sh,
+        _ => Shape::unknown_dims(4),
+    })
+}
+
+/// Checks that `out_backprop` has the shape Conv2D gives for `x` and `f`.
+fn check_out_backprop(
+    x: &[Dim; 4],
+    f: &[Dim; 4],
+    dy: &Shape,
+    p: &ConvParams,
+) -> std::result::Result<(), String> {
+    let want = conv_output_dims(x, f, p)?;
+    let got = image_dims(dy, "out_backprop", p.format)?;
+    for (a, b) in want.iter().zip(&got) {
+        if a.merge(b).is_none() {
+            return Err(format!(
+                "out_backprop has shape {dy}, but the convolution gives {}",
+                image_shape(p.format, want.clone())
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn infer_conv2d_backprop_input(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[1, 2])?;
+    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let sizes = sizes_shape(ctx, 0, "input_sizes")?;
+    let x = image_dims(&sizes, "input_sizes", p.format)?;
+    let f = filter_dims(&ctx.input(1).shape, "filter")?;
+    check_out_backprop(&x, &f, &ctx.input(2).shape, &p)?;
+    let c = merge_dim(&x[3], &f[2], || {
+        "input_sizes' channels differ from the filter's in_channels".to_string()
+    })?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: image_shape(p.format, [x[0].clone(), x[1].clone(), x[2].clone(), c]),
+    }])
+}
+
+fn infer_conv2d_backprop_filter(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 2])?;
+    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
+    let sizes = sizes_shape(ctx, 1, "filter_sizes")?;
+    let f = filter_dims(&sizes, "filter_sizes")?;
+    check_out_backprop(&x, &f, &ctx.input(2).shape, &p)?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: Shape::new(f.to_vec()),
+    }])
+}
+
+/// A pooling op's output dims (batch, height, width, channels).
+fn pool_output_dims(x: &[Dim; 4], p: &PoolParams) -> std::result::Result<[Dim; 4], String> {
+    let oh = window_dim(&x[1], &Dim::Known(p.ksize[0]), p.strides[0], 1, p.padding)?;
+    let ow = window_dim(&x[2], &Dim::Known(p.ksize[1]), p.strides[1], 1, p.padding)?;
+    Ok([x[0].clone(), oh, ow, x[3].clone()])
+}
+
+fn infer_pool(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let p = PoolParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
+    Ok(vec![TensorType {
+        dtype: ctx.dtype(0),
+        shape: image_shape(p.format, pool_output_dims(&x, &p)?),
+    }])
+}
+
+/// Checks a pooling gradient's inputs: `pooled` (orig_output, and the incoming gradient when
+/// `grad_is_pooled`) must have the pooled shape of `orig_input`.
+fn check_pool_grad(
+    ctx: &InferCtx<'_>,
+    grad_is_pooled: bool,
+) -> Result<(DType, Shape, Shape), String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2])?;
+    let p = PoolParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "orig_input", p.format)?;
+    let pooled = image_shape(p.format, pool_output_dims(&x, &p)?);
+    let input = ctx.input(0).shape.clone();
+    let orig_out = pooled
+        .merge(&ctx.input(1).shape)
+        .map_err(|e| format!("orig_output does not have the pooled shape of orig_input: {e}"))?;
+    let (grad_like, what) = if grad_is_pooled {
+        (&orig_out, "orig_output")
+    } else {
+        (&input, "orig_input")
+    };
+    grad_like
+        .merge(&ctx.input(2).shape)
+        .map_err(|e| format!("grad must have the shape of {what}: {e}"))?;
+    let input = if input.rank().is_some() {
+        input
+    } else {
+        Shape::unknown_dims(4)
+    };
+    Ok((dtype, input, orig_out))
+}
+
+fn infer_max_pool_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let (dtype, input, _) = check_pool_grad(ctx, true)?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: input,
+    }])
+}
+
+fn infer_max_pool_grad_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let (dtype, _, pooled) = check_pool_grad(ctx, false)?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: pooled,
+    }])
+}
+
+fn infer_avg_pool_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let p = PoolParams::from_attrs(ctx.attrs)?;
+    let sizes = sizes_shape(ctx, 0, "orig_input_shape")?;
+    let x = image_dims(&sizes, "orig_input_shape", p.format)?;
+    let pooled = image_shape(p.format, pool_output_dims(&x, &p)?);
+    pooled
+        .merge(&ctx.input(1).shape)
+        .map_err(|e| format!("grad does not have the pooled shape of orig_input_shape: {e}"))?;
+    Ok(vec![TensorType {
+        dtype: ctx.dtype(1),
+        shape: sizes,
+    }])
+}
+
+/// Checks a per-channel vector input of batch norm against the channel dim `c`.
+fn channel_vector(
+    ctx: &InferCtx<'_>,
+    i: usize,
+    what: &str,
+    c: &Dim,
+    may_be_empty: bool,
+) -> std::result::Result<Dim, String> {
+    let s = &ctx.input(i).shape;
+    if s.rank().is_some_and(|r| r != 1) {
+        return Err(format!("{what} must be a vector, got shape {s}"));
+    }
+    let d = s.dim(0);
+    if may_be_empty && d == Dim::Known(0) {
+        return Ok(c.clone());
+    }
+    merge_dim(c, &d, || {
+        format!("{what} must have one entry per channel of x")
+    })
+}
+
+fn infer_fused_batch_norm(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2, 3, 4])?;
+    let p = BatchNormParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "x", p.format)?;
+    let mut c = x[3].clone();
+    for (i, what) in [(1, "scale"), (2, "offset")] {
+        c = channel_vector(ctx, i, what, &c, false)?;
+    }
+    for (i, what) in [(3, "mean"), (4, "variance")] {
+        c = channel_vector(ctx, i, what, &c, p.is_training)?;
+    }
+    let y = image_shape(
+        p.format,
+        [x[0].clone(), x[1].clone(), x[2].clone(), c.clone()],
+    );
+    let v = TensorType {
+        dtype,
+        shape: Shape::new(vec![c]),
+    };
+    Ok(vec![
+        TensorType { dtype, shape: y },
+        v.clone(),
+        v.clone(),
+        v.clone(),
+        v,
+    ])
+}
+
+fn infer_fused_batch_norm_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2, 3, 4])?;
+    let p = BatchNormParams::from_attrs(ctx.attrs)?;
+    let xs = ctx
+        .input(0)
+        .shape
+        .merge(&ctx.input(1).shape)
+        .map_err(|e| format!("y_backprop and x must have one shape: {e}"))?;
+    let x = image_dims(&xs, "x", p.format)?;
+    let mut c = x[3].clone();
+    for (i, what) in [(2, "scale"), (3, "reserve_space_1"), (4, "reserve_space_2")] {
+        c = channel_vector(ctx, i, what, &c, false)?;
+    }
+    let v = TensorType {
+        dtype,
+        shape: Shape::new(vec![c.clone()]),
+    };
+    Ok(vec![
+        TensorType {
+            dtype,
+            shape: image_shape(p.format, [x[0].clone(), x[1].clone(), x[2].clone(), c]),
+        },
+        v.clone(),
+        v,
+    ])
+}
+
+fn infer_lrn(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    LrnParams::from_attrs(ctx.attrs)?;
+    image_dims(&ctx.input(0).shape, "input", DataFormat::Nhwc)?;
+    let s = &ctx.input(0).shape;
+    Ok(vec![TensorType {
+        dtype: ctx.dtype(0),
+        shape: if s.rank().is_some() {
+            s.clone()
+        } else {
+            Shape::unknown_dims(4)
+        },
+    }])
+}
+
+fn infer_lrn_grad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2])?;
+    LrnParams::from_attrs(ctx.attrs)?;
+    let mut s = ctx.input(0).shape.clone();
+    for i in [1, 2] {
+        s = s.merge(&ctx.input(i).shape).map_err(|e| {
+            format!("input_grads, input_image and output_image need one shape: {e}")
+        })?;
+    }
+    image_dims(&s, "input_image", DataFormat::Nhwc)?;
+    if s.rank().is_none() {
+        s = Shape::unknown_dims(4);
+    }
+    Ok(vec![TensorType { dtype, shape: s }])
+}
+
+/// The outputs of [`Graph::fused_batch_norm`].
+#[derive(Clone, Copy, Debug)]
+pub struct FusedBatchNorm {
+    pub y: Output,
+    /// The batch mean (training) or the given mean (inference).
+    pub batch_mean: Output,
+    /// The batch variance with Bessel's correction (training) or the given variance.
+    pub batch_variance: Output,
+}
+
+impl Graph {
+    /// `Conv2D` in NHWC with 4-entry `strides` and `padding` "SAME" or "VALID".
+    pub fn conv2d(
+        &mut self,
+        input: Output,
+        filter: Output,
+        strides: &[i64],
+        padding: &str,
+    ) -> Result<Output> {
+        self.conv2d_full(input, filter, strides, padding, "NHWC", &ONES4)
+    }
+    /// `Conv2D` with every attribute: `strides` and `dilations` have 4 entries in
+    /// `data_format` order ("NHWC" or "NCHW").
+    pub fn conv2d_full(
+        &mut self,
+        input: Output,
+        filter: Output,
+        strides: &[i64],
+        padding: &str,
+        data_format: &str,
+        dilations: &[i64],
+    ) -> Result<Output> {
+        self.build("Conv2D")
+            .input(input)
+            .input(filter)
+            .attr("strides", strides.to_vec())
+            .attr("padding", padding)
+            .attr("data_format", data_format)
+            .attr("dilations", dilations.to_vec())
+            .finish1()
+    }
+    /// `MaxPool` with 4-entry `ksize` and `strides` in `data_format` order.
+    pub fn max_pool(
+        &mut self,
+        input: Output,
+        ksize: &[i64],
+        strides: &[i64],
+        padding: &str,
+        data_format: &str,
+    ) -> Result<Output> {
+        self.pool("MaxPool", input, ksize, strides, padding, data_format)
+    }
+    /// `AvgPool` with 4-entry `ksize` and `strides` in `data_format` order.
+    pub fn avg_pool(
+        &mut self,
+        input: Output,
+        ksize: &[i64],
+        strides: &[i64],
+        padding: &str,
+        data_format: &str,
+    ) -> Result<Output> {
+        self.pool("AvgPool", input, ksize, strides, padding, data_format)
+    }
+    fn pool(
+        &mut self,
+        op: &str,
+        input: Output,
+        ksize: &[i64],
+        strides: &[i64],
+        padding: &str,
+        data_format: &str,
+    ) -> Result<Output> {
+        self.build(op)
+            .input(input)
+            .attr("ksize", ksize.to_vec())
+            .attr("strides", strides.to_vec())
+            .attr("padding", padding)
+            .attr("data_format", data_format)
+            .finish1()
+    }
+    /// `FusedBatchNorm`. In training mode `mean` and `variance` may be empty vectors; the
+    /// outputs are then the batch's statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fused_batch_norm(
+        &mut self,
+        x: Output,
+        scale: Output,
+        offset: Output,
+        mean: Output,
+        variance: Output,
+        epsilon: f64,
+        data_format: &str,
+        is_training: bool,
+    ) -> Result<FusedBatchNorm> {
+        let id = self
+            .build("FusedBatchNorm")
+            .inputs([x, scale, offset, mean, variance])
+            .attr("epsilon", epsilon)
+            .attr("data_format", data_format)
+            .attr("is_training", is_training)
+            .finish()?;
+        Ok(FusedBatchNorm {
+            y: Output::new(id, 0),
+            batch_mean: Output::new(id, 1),
+            batch_variance: Output::new(id, 2),
+        })
+    }
+    /// Local response normalization over the channels of an NHWC tensor.
+    pub fn lrn(
+        &mut self,
+        input: Output,
+        depth_radius: i64,
+        bias: f64,
+        alpha: f64,
+        beta: f64,
+    ) -> Result<Output> {
+        self.build("LRN")
+            .input(input)
+            .attr("depth_radius", depth_radius)
+            .attr("bias", bias)
+            .attr("alpha", alpha)
+            .attr("beta", beta)
+            .finish1()
+    }
 }

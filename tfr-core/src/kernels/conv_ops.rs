@@ -1,0 +1,1282 @@
+//! Image kernels: Conv2D and its two backprops, max and average pooling with their gradients,
+//! fused batch normalization and local response normalization.
+//!
+//! Everything computes in NHWC; NCHW tensors are transposed in and out (TensorFlow's CPU
+//! kernels support only NHWC for most of these). The window arithmetic (output sizes, SAME
+//! padding) is `tfr_graph::ops::nn_ops::window_geometry`, shared with the shape functions.
+//!
+//! Convolution is im2col + gemm. The output pixels ("rows", `batch * out_h * out_w` of them)
+//! are cut into chunks whose patch matrix (`rows x kh*kw*in`) stays in cache; each chunk is
+//! copied and multiplied by the filter on one thread, chunks run in parallel on rayon:
+//! - forward: `out[rows, o] = patches[rows, k] @ filter[k, o]`;
+//! - filter backprop: `dfilter[k, o] = sum over chunks of patches^T @ dy[rows, o]`, each thread
+//!   summing its own contiguous run of chunks, the partial sums added in a fixed order (so a
+//!   result depends only on the thread count, never on scheduling);
+//! - input backprop: per image (images write disjoint parts of dx),
+//!   `dpatches[rows, k] = dy @ filter^T`, scattered back (col2im).
+//!
+//! A pointwise convolution (1x1 filter, stride 1) needs no patches: the input is the patch
+//! matrix. Pooling, batch norm and LRN run over images or rows in parallel.
+
+use super::cwise_ops::unsupported;
+use crate::dispatch_float;
+use crate::error::{KResult, KernelError};
+use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::num::{FloatElem, Numeric};
+use crate::tensor::{Dims, Tensor};
+use rayon::prelude::*;
+use std::ops::Range;
+use tfr_graph::ops::nn_ops::{BatchNormParams, ConvParams, DataFormat, LrnParams, PoolParams};
+use tfr_graph::{DType, DTypeSet};
+
+/// Products with fewer multiply-adds than this run on the calling thread.
+const PAR_WORK: usize = 1 << 18;
+/// Bytes of patch matrix per chunk of output rows (about half of a core's L2).
+const PATCH_BYTES: usize = 384 << 10;
+
+// ---- gemm ----------------------------------------------------------------------------------
+
+/// Float types with a gemm (f32, f64).
+pub trait ConvElem: FloatElem + Send + Sync + 'static {}
+impl ConvElem for f32 {}
+impl ConvElem for f64 {}
+
+/// A strided matrix operand: element (i, j) is at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+impl<T> Mat<'_, T> {
+    /// Whether every element (i < rows, j < cols) lies in the slice.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+fn parallelism(parallel: bool) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `dst = a @ b` (or `dst += a @ b` when `accumulate`) for an `m x k` matrix `a` and a `k x n`
+/// matrix `b`; `dst` is `m x n` with row stride `dst_rs` and column stride 1.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: ConvElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> KResult {
+    let dst_ok = m == 0 || n == 0 || (dst_rs >= n && (m - 1) * dst_rs + n <= dst.len());
+    if !(a.covers(m, k) && b.covers(k, n) && dst_ok) {
+        return Err(KernelError::internal(format!(
+            "gemm operands do not cover [{m}, {k}] x [{k}, {n}]"
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(T::zero());
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: `dst` is written at (i, j) -> i * dst_rs + j for i < m, j < n; dst_rs >= n makes
+    // those offsets distinct and the check above keeps the largest, (m - 1) * dst_rs + n - 1,
+    // inside `dst`. `a` and `b` are read only at offsets `covers` checked against their slices.
+    // `dst` is a `&mut` borrow, so it overlaps neither input. `T` is f32 or f64 (the only
+    // `ConvElem`s), which `gemm` supports; with `read_dst == false` it never reads `dst`
+    // (alpha is ignored), with `read_dst == true` it computes alpha * dst + beta * a @ b with
+    // alpha = beta = 1 over the initialized `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism(parallel),
+        );
+    }
+    Ok(())
+}
+
+// ---- shapes and layouts ----------------------------------------------------------------------
+
+/// The product of `dims`, or an error when it overflows.
+fn checked_len(dims: &[usize]) -> KResult<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| KernelError::invalid(format!("shape {dims:?} is too large")))
+}
+
+/// The dims of a 4-D tensor, or an error naming it.
+fn dims4(t: &Tensor, what: &str, expect: &str) -> KResult<[usize; 4]> {
+    match *t.shape() {
+        [a, b, c, d] => Ok([a, b, c, d]),
+        ref s => Err(KernelError::invalid(format!(
+            "{what} must be 4-D {expect}, got shape {s:?}"
+        ))),
+    }
+}
+
+/// A 4-entry sizes input (`input_sizes`, `filter_sizes`, `orig_input_shape`).
+fn sizes4(ctx: &KernelContext<'_>, i: usize, what: &str) -> KResult<[usize; 4]> {
+    let v = ctx.input_ints(i)?;
+    match *v.as_slice() {
+        [a, b, c, d] if v.iter().all(|&x| x >= 0) => {
+            Ok([a as usize, b as usize, c as usize, d as usize])
+        }
+        _ => Err(KernelError::invalid(format!(
+            "{what} must be 4 non-negative sizes, got {v:?}"
+        ))),
+    }
+}
+
+/// Transposes NCHW data to NHWC; `dims` are (n, c, h, w).
+fn nchw_to_nhwc<T: Copy + Send + Sync>(x: &[T], [n, c, h, w]: [usize; 4]) -> Vec<T> {
+    let hw = h * w;
+    let mut out = Vec::with_capacity(x.len());
+    for img in 0..n {
+        let src = &x[img * c * hw..(img + 1) * c * hw];
+        for p in 0..hw {
+            out.extend((0..c).map(|ch| src[ch * hw + p]));
+        }
+    }
+    out
+}
+
+/// Transposes NHWC data to NCHW; `dims` are (n, h, w, c).
+fn nhwc_to_nchw<T: Copy + Send + Sync>(x: &[T], [n, h, w, c]: [usize; 4]) -> Vec<T> {
+    let hw = h * w;
+    let mut out = Vec::with_capacity(x.len());
+    for img in 0..n {
+        let src = &x[img * c * hw..(img + 1) * c * hw];
+        for ch in 0..c {
+            out.extend((0..hw).map(|p| src[p * c + ch]));
+        }
+    }
+    out
+}
+
+/// An input image tensor as NHWC data and its (n, h, w, c) dims.
+fn image_in<'a, T: ConvElem>(
+    t: &'a Tensor,
+    what: &str,
+    format: DataFormat,
+) -> KResult<(std::borrow::Cow<'a, [T]>, [usize; 4])> {
+    let expect = match format {
+        DataFormat::Nhwc => "[batch, height, width, channels] (NHWC)",
+        DataFormat::Nchw => "[batch, channels, height, width] (NCHW)",
+    };
+    let d = dims4(t, what, expect)?;
+    let data = t.as_slice::<T>()?;
+    Ok(match format {
+        DataFormat::Nhwc => (data.into(), d),
+        DataFormat::Nchw => (nchw_to_nhwc(data, d).into(), format.nhwc(&d)),
+    })
+}
+
+/// An NHWC result as a tensor in `format`.
+fn image_out<T: ConvElem>(data: Vec<T>, nhwc: [usize; 4], format: DataFormat) -> Tensor {
+    let (data, dims) = match format {
+        DataFormat::Nhwc => (data, nhwc),
+        DataFormat::Nchw => (nhwc_to_nchw(&data, nhwc), format.from_nhwc(nhwc)),
+    };
+    Tensor::from_parts(Dims::from_slice(&dims), T::into_buffer(data))
+}
+
+/// Converts a sizes vector given in `format` order to (n, h, w, c).
+fn sizes_nhwc(sizes: [usize; 4], format: DataFormat) -> [usize; 4] {
+    format.nhwc(&sizes)
+}
+
+/// The clipped range `[start, start + window)` of input indices, `start` possibly negative.
+#[inline]
+fn clip(start: isize, window: usize, limit: usize) -> Range<usize> {
+    let lo = start.max(0) as usize;
+    let hi = (start + window as isize).clamp(0, limit as isize) as usize;
+    lo..hi.max(lo)
+}
+
+// ---- convolution -----------------------------------------------------------------------------
+
+/// The sizes of one convolution, in NHWC.
+#[derive(Clone, Copy, Debug)]
+struct ConvGeom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    fh: usize,
+    fw: usize,
+    o: usize,
+    oh: usize,
+    ow: usize,
+    pad_t: usize,
+    pad_l: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+}
+
+impl ConvGeom {
+    /// Checks an input (n, h, w, c) against a filter (fh, fw, in, out).
+    fn new(x: [usize; 4], f: [usize; 4], p: &ConvParams) -> KResult<ConvGeom> {
+        let [n, h, w, c] = x;
+        let [fh, fw, fc, o] = f;
+        if fc != c {
+            return Err(KernelError::invalid(format!(
+                "the input has {c} channels but the filter expects {fc} (filter shape {f:?}, \
+                 [height, width, in_channels, out_channels])"
+            )));
+        }
+        if fh == 0 || fw == 0 {
+            return Err(KernelError::invalid(format!(
+                "the filter must be at least 1x1, got shape {f:?}"
+            )));
+        }
+        let [(oh, pad_t), (ow, pad_l)] = p
+            .geometry([h, w], [fh, fw])
+            .map_err(|e| KernelError::invalid(format!("input {h}x{w}, filter {fh}x{fw}: {e}")))?;
+        let g = ConvGeom {
+            n,
+            h,
+            w,
+            c,
+            fh,
+            fw,
+            o,
+            oh,
+            ow,
+            pad_t,
+            pad_l,
+            sh: p.strides[0],
+            sw: p.strides[1],
+            dh: p.dilations[0],
+            dw: p.dilations[1],
+        };
+        checked_len(&[n, h, w, c])?;
+        checked_len(&[n, oh, ow, o])?;
+        checked_len(&[n, oh, ow, fh, fw, c])?;
+        Ok(g)
+    }
+    fn k(&self) -> usize {
+        self.fh * self.fw * self.c
+    }
+    fn rows(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+    fn out_dims(&self) -> [usize; 4] {
+        [self.n, self.oh, self.ow, self.o]
+    }
+    /// 1x1 filter, stride 1 (hence no padding): the input is its own patch matrix.
+    fn pointwise(&self) -> bool {
+        self.fh == 1 && self.fw == 1 && self.sh == 1 && self.sw == 1
+    }
+    /// Rows per chunk: a patch matrix of about `PATCH_BYTES`, at least 8 rows.
+    fn chunk<T>(&self) -> usize {
+        (PATCH_BYTES / (self.k() * std::mem::size_of::<T>()).max(1)).max(8)
+    }
+    fn work(&self) -> usize {
+        self.rows().saturating_mul(self.k()).saturating_mul(self.o)
+    }
+
+    /// Copies the patches of output rows `rows` (global row = (n * oh + y) * ow + x) into
+    /// `col`, one `k`-long row each, zeros where the window hangs over the padding.
+    fn im2col<T: Copy + num_traits::Zero>(&self, x: &[T], rows: Range<usize>, col: &mut [T]) {
+        let (k, c) = (self.k(), self.c);
+        let span = self.fw * c;
+        let per_image = self.oh * self.ow;
+        for (r, dst) in rows.zip(col.chunks_exact_mut(k)) {
+            let (img, rem) = (r / per_image, r % per_image);
+            let (oy, ox) = (rem / self.ow, rem % self.ow);
+            let y0 = (oy * self.sh) as isize - self.pad_t as isize;
+            let x0 = (ox * self.sw) as isize - self.pad_l as isize;
+            for (kh, block) in dst.chunks_exact_mut(span).enumerate() {
+                let iy = y0 + (kh * self.dh) as isize;
+                if iy < 0 || iy >= self.h as isize {
+                    block.fill(T::zero());
+                    continue;
+                }
+                let base = (img * self.h + iy as usize) * self.w;
+                if self.dw == 1 {
+                    let xs = clip(x0, self.fw, self.w);
+                    let before = (xs.start as isize - x0) as usize * c;
+                    let len = xs.len() * c;
+                    block[..before].fill(T::zero());
+                    block[before..before + len]
+                        .copy_from_slice(&x[(base + xs.start) * c..(base + xs.end) * c]);
+                    block[before + len..].fill(T::zero());
+                } else {
+                    for (kw, cell) in block.chunks_exact_mut(c).enumerate() {
+                        let ix = x0 + (kw * self.dw) as isize;
+                        if ix < 0 || ix >= self.w as isize {
+                            cell.fill(T::zero());
+                        } else {
+                            let at = (base + ix as usize) * c;
+                            cell.copy_from_slice(&x[at..at + c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the patch gradients of the rows `rows` of one image (rows counted within the
+    /// image) back onto that image's input gradient `dx` (h * w * c).
+    fn col2im<T: Copy + std::ops::Add<Output = T>>(
+        &self,
+        col: &[T],
+        rows: Range<usize>,
+        dx: &mut [T],
+    ) {
+        let (k, c) = (self.k(), self.c);
+        for (r, src) in rows.zip(col.chunks_exact(k)) {
+            let (oy, ox) = (r / self.ow, r % self.ow);
+            let y0 = (oy * self.sh) as isize - self.pad_t as isize;
+            let x0 = (ox * self.sw) as isize - self.pad_l as isize;
+            for (kh, block) in src.chunks_exact(self.fw * c).enumerate() {
+                let iy = y0 + (kh * self.dh) as isize;
+                if iy < 0 || iy >= self.h as isize {
+                    continue;
+                }
+                let base = iy as usize * self.w;
+                for (kw, cell) in block.chunks_exact(c).enumerate() {
+                    let ix = x0 + (kw * self.dw) as isize;
+                    if ix < 0 || ix >= self.w as isize {
+                        continue;
+                    }
+                    let at = (base + ix as usize) * c;
+                    dx[at..at + c]
+                        .iter_mut()
+                        .zip(cell)
+                        .for_each(|(d, &v)| *d = *d + v);
+                }
+            }
+        }
+    }
+}
+
+/// The filter as a `k x o` matrix.
+fn filter_mat<'a, T>(f: &'a [T], g: &ConvGeom) -> Mat<'a, T> {
+    Mat {
+        data: f,
+        rs: g.o,
+        cs: 1,
+    }
+}
+
+/// Conv2D in NHWC: `x` is (n, h, w, c), `f` is (fh, fw, c, o).
+fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> {
+    let (rows, k, o) = (g.rows(), g.k(), g.o);
+    let mut out = vec![T::zero(); rows * o];
+    if out.is_empty() || k == 0 {
+        return Ok(out);
+    }
+    let fm = filter_mat(f, g);
+    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
+    if g.pointwise() {
+        let xm = Mat {
+            data: x,
+            rs: k,
+            cs: 1,
+        };
+        gemm_into(rows, o, k, xm, fm, &mut out, o, false, parallel)?;
+        return Ok(out);
+    }
+    let chunk = g.chunk::<T>();
+    let run = |buf: &mut Vec<T>, (i, dst): (usize, &mut [T])| -> KResult {
+        let r0 = i * chunk;
+        let nr = dst.len() / o;
+        let patches = &mut buf[..nr * k];
+        g.im2col(x, r0..r0 + nr, patches);
+        let pm = Mat {
+            data: &*patches,
+            rs: k,
+            cs: 1,
+        };
+        gemm_into(nr, o, k, pm, fm, dst, o, false, false)
+    };
+    let scratch = || vec![T::zero(); chunk.min(rows) * k];
+    if parallel {
+        out.par_chunks_mut(chunk * o)
+            .enumerate()
+            .try_for_each_init(scratch, run)?;
+    } else {
+        let mut buf = scratch();
+        for item in out.chunks_mut(chunk * o).enumerate() {
+            run(&mut buf, item)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The gradient of Conv2D for its filter: (fh, fw, c, o) from `x` and `dy` (n, oh, ow, o).
+fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult<Vec<T>> {
+    let (rows, k, o) = (g.rows(), g.k(), g.o);
+    let mut df = vec![T::zero(); k * o];
+    if df.is_empty() || rows == 0 {
+        return Ok(df);
+    }
+    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
+    let dym = |r: Range<usize>| Mat {
+        data: &dy[r.start * o..r.end * o],
+        rs: o,
+        cs: 1,
+    };
+    if g.pointwise() {
+        let xt = Mat {
+            data: x,
+            rs: 1,
+            cs: k,
+        };
+        gemm_into(k, o, rows, xt, dym(0..rows), &mut df, o, false, parallel)?;
+        return Ok(df);
+    }
+    let chunk = g.chunk::<T>();
+    let chunks = rows.div_ceil(chunk);
+    let parts = if parallel {
+        rayon::current_num_threads().min(chunks)
+    } else {
+        1
+    };
+    let per = chunks.div_ceil(parts);
+    // Part `p` sums the chunks p * per .. (p + 1) * per into `acc`.
+    let part = |p: usize, acc: &mut [T]| -> KResult {
+        let mut buf = vec![T::zero(); chunk.min(rows) * k];
+        let mut first = true;
+        for ci in p * per..((p + 1) * per).min(chunks) {
+            let r = ci * chunk..((ci + 1) * chunk).min(rows);
+            let patches = &mut buf[..r.len() * k];
+            g.im2col(x, r.clone(), patches);
+            let pt = Mat {
+                data: &*patches,
+                rs: 1,
+                cs: k,
+            };
+            gemm_into(k, o, r.len(), pt, dym(r), acc, o, !first, false)?;
+            first = false;
+        }
+        Ok(())
+    };
+    if parts == 1 {
+        part(0, &mut df)?;
+        return Ok(df);
+    }
+    let partials = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![T::zero(); k * o];
+            part(p, &mut acc).map(|_| acc)
+        })
+        .collect::<KResult<Vec<_>>>()?;
+    for acc in &partials {
+        df.iter_mut().zip(acc).for_each(|(d, &v)| *d = *d + v);
+    }
+    Ok(df)
+}
+
+/// The gradient of Conv2D for its input: (n, h, w, c) from the filter and `dy`.
+fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<Vec<T>> {
+    let (k, o) = (g.k(), g.o);
+    let img = g.h * g.w * g.c;
+    let mut dx = vec![T::zero(); g.n * img];
+    if dx.is_empty() || g.rows() == 0 || o == 0 {
+        return Ok(dx);
+    }
+    // filter^T as an o x k matrix.
+    let ft = Mat {
+        data: f,
+        rs: 1,
+        cs: o,
+    };
+    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
+    if g.pointwise() {
+        let rows = g.rows();
+        let dym = Mat {
+            data: dy,
+            rs: o,
+            cs: 1,
+        };
+        gemm_into(rows, k, o, dym, ft, &mut dx, k, false, parallel)?;
+        return Ok(dx);
+    }
+    let per_image = g.oh * g.ow;
+    let chunk = g.chunk::<T>().min(per_image);
+    // Few images: let gemm split each product instead.
+    let inner_parallel = parallel && g.n < rayon::current_num_threads();
+    let run = |buf: &mut Vec<T>, (i, dxi): (usize, &mut [T])| -> KResult {
+        let dyi = &dy[i * per_image * o..(i + 1) * per_image * o];
+        for r0 in (0..per_image).step_by(chunk) {
+            let r = r0..(r0 + chunk).min(per_image);
+            let patches = &mut buf[..r.len() * k];
+            let dym = Mat {
+                data: &dyi[r.start * o..r.end * o],
+                rs: o,
+                cs: 1,
+            };
+            gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
+            g.col2im(patches, r, dxi);
+        }
+        Ok(())
+    };
+    let scratch = || vec![T::zero(); chunk * k];
+    if parallel && !inner_parallel {
+        dx.par_chunks_mut(img)
+            .enumerate()
+            .try_for_each_init(scratch, run)?;
+    } else {
+        let mut buf = scratch();
+        for item in dx.chunks_mut(img).enumerate() {
+            run(&mut buf, item)?;
+        }
+    }
+    Ok(dx)
+}
+
+/// The filter's dims (fh, fw, in, out).
+fn filter_dims(t: &Tensor) -> KResult<[usize; 4]> {
+    dims4(t, "filter", "[height, width, in_channels, out_channels]")
+}
+
+/// Checks that `dy` has the shape the convolution gives.
+fn check_dy(g: &ConvGeom, dy: &Tensor, format: DataFormat) -> KResult {
+    let want = format.from_nhwc(g.out_dims());
+    if dy.shape() != want {
+        return Err(KernelError::invalid(format!(
+            "out_backprop has shape {:?}, but the convolution's output has shape {want:?} ({})",
+            dy.shape(),
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
+fn conv2d_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
+        let g = ConvGeom::new(xd, filter_dims(ctx.input(1))?, &p)?;
+        let out = conv_forward(&g, &x, ctx.input(1).as_slice::<T>()?)?;
+        ctx.set_output(image_out(out, g.out_dims(), p.format));
+        Ok(())
+    })
+}
+
+fn conv2d_backprop_input_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let xd = sizes_nhwc(sizes4(ctx, 0, "input_sizes")?, p.format);
+        let g = ConvGeom::new(xd, filter_dims(ctx.input(1))?, &p)?;
+        check_dy(&g, ctx.input(2), p.format)?;
+        let (dy, _) = image_in::<T>(ctx.input(2), "out_backprop", p.format)?;
+        let dx = conv_backprop_input(&g, ctx.input(1).as_slice::<T>()?, &dy)?;
+        ctx.set_output(image_out(dx, xd, p.format));
+        Ok(())
+    })
+}
+
+fn conv2d_backprop_filter_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let fd = sizes4(ctx, 1, "filter_sizes")?;
+        let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
+        let g = ConvGeom::new(xd, fd, &p)?;
+        check_dy(&g, ctx.input(2), p.format)?;
+        let (dy, _) = image_in::<T>(ctx.input(2), "out_backprop", p.format)?;
+        let df = conv_backprop_filter(&g, &x, &dy)?;
+        ctx.set_output(Tensor::from_parts(
+            Dims::from_slice(&fd),
+            T::into_buffer(df),
+        ));
+        Ok(())
+    })
+}
+
+// ---- pooling ---------------------------------------------------------------------------------
+
+/// The sizes of one pooling, in NHWC.
+#[derive(Clone, Copy, Debug)]
+struct PoolGeom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    pad_t: usize,
+    pad_l: usize,
+}
+
+impl PoolGeom {
+    fn new(x: [usize; 4], p: &PoolParams) -> KResult<PoolGeom> {
+        let [n, h, w, c] = x;
+        let [(oh, pad_t), (ow, pad_l)] = p.geometry([h, w]).map_err(|e| {
+            KernelError::invalid(format!(
+                "input {h}x{w}, window {}x{}: {e}",
+                p.ksize[0], p.ksize[1]
+            ))
+        })?;
+        checked_len(&[n, h, w, c])?;
+        Ok(PoolGeom {
+            n,
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            kh: p.ksize[0],
+            kw: p.ksize[1],
+            sh: p.strides[0],
+            sw: p.strides[1],
+            pad_t,
+            pad_l,
+        })
+    }
+    fn out_dims(&self) -> [usize; 4] {
+        [self.n, self.oh, self.ow, self.c]
+    }
+    fn in_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+    fn out_len(&self) -> usize {
+        self.n * self.oh * self.ow * self.c
+    }
+    /// The input rows and columns of output (oy, ox)'s window, clipped to the input.
+    fn window(&self, oy: usize, ox: usize) -> (Range<usize>, Range<usize>) {
+        let y0 = (oy * self.sh) as isize - self.pad_t as isize;
+        let x0 = (ox * self.sw) as isize - self.pad_l as isize;
+        (clip(y0, self.kh, self.h), clip(x0, self.kw, self.w))
+    }
+    /// Whether a parallel loop pays off.
+    fn parallel(&self) -> bool {
+        self.out_len().saturating_mul(self.kh * self.kw) >= PAR_WORK
+            && rayon::current_num_threads() > 1
+    }
+}
+
+/// Runs `f(row, out_row)` over `rows`-many `len`-long rows of `out`, in parallel when asked.
+fn for_rows<T: Send>(
+    out: &mut [T],
+    len: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [T]) + Send + Sync,
+) {
+    if len == 0 {
+        return;
+    }
+    if parallel {
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        out.chunks_mut(len).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// The offsets within one image of the first maximum of each channel in output (oy, ox)'s
+/// window; ties go to the first position in row-major order, as in TensorFlow. `best` and
+/// `at` have `c` entries. False when the window holds no input element (then `at` is stale).
+fn window_argmax<T: ConvElem>(
+    g: &PoolGeom,
+    x_img: &[T],
+    oy: usize,
+    ox: usize,
+    best: &mut [T],
+    at: &mut [usize],
+) -> bool {
+    let (ys, xs) = g.window(oy, ox);
+    let c = g.c;
+    let mut first = true;
+    for iy in ys {
+        for ix in xs.clone() {
+            let base = (iy * g.w + ix) * c;
+            let px = &x_img[base..base + c];
+            if first {
+                best.copy_from_slice(px);
+                at.iter_mut().enumerate().for_each(|(j, a)| *a = base + j);
+                first = false;
+                continue;
+            }
+            for (j, ((b, a), &v)) in best.iter_mut().zip(at.iter_mut()).zip(px).enumerate() {
+                if v > *b {
+                    *b = v;
+                    *a = base + j;
+                }
+            }
+        }
+    }
+    !first
+}
+
+fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
+    let mut out = vec![T::zero(); g.out_len()];
+    let img = g.h * g.w * g.c;
+    for_rows(&mut out, g.ow * g.c, g.parallel(), |row, dst| {
+        let (n, oy) = (row / g.oh, row % g.oh);
+        let x_img = &x[n * img..(n + 1) * img];
+        for (ox, px) in dst.chunks_exact_mut(g.c).enumerate() {
+            let (ys, xs) = g.window(oy, ox);
+            px.fill(T::neg_infinity());
+            for iy in ys {
+                for ix in xs.clone() {
+                    let base = (iy * g.w + ix) * g.c;
+                    for (o, &v) in px.iter_mut().zip(&x_img[base..base + g.c]) {
+                        if v > *o {
+                            *o = v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// MaxPoolGrad: each output's gradient goes to its window's first maximum.
+fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.in_len()];
+    let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
+        let (x_img, dy_img) = (&x[n * img..(n + 1) * img], &dy[n * oimg..(n + 1) * oimg]);
+        let mut best = vec![T::zero(); g.c];
+        let mut at = vec![0usize; g.c];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                if !window_argmax(g, x_img, oy, ox, &mut best, &mut at) {
+                    continue;
+                }
+                let d = &dy_img[(oy * g.ow + ox) * g.c..][..g.c];
+                for (&a, &v) in at.iter().zip(d) {
+                    dxi[a] = dxi[a] + v;
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// MaxPoolGradGrad: each output takes `grad` (shaped like the input) at its window's first
+/// maximum.
+fn max_pool_grad_grad<T: ConvElem>(g: &PoolGeom, x: &[T], grad: &[T]) -> Vec<T> {
+    let mut out = vec![T::zero(); g.out_len()];
+    let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    for_rows(&mut out, oimg, g.parallel(), |n, oi| {
+        let (x_img, g_img) = (&x[n * img..(n + 1) * img], &grad[n * img..(n + 1) * img]);
+        let mut best = vec![T::zero(); g.c];
+        let mut at = vec![0usize; g.c];
+        for (p, px) in oi.chunks_exact_mut(g.c).enumerate() {
+            if !window_argmax(g, x_img, p / g.ow, p % g.ow, &mut best, &mut at) {
+                continue;
+            }
+            for (o, &a) in px.iter_mut().zip(at.iter()) {
+                *o = g_img[a];
+            }
+        }
+    });
+    out
+}
+
+/// AvgPool: the mean over the window's elements inside the input (SAME padding does not
+/// count the padding, as in TensorFlow).
+fn avg_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
+    let mut out = vec![T::zero(); g.out_len()];
+    let img = g.h * g.w * g.c;
+    for_rows(&mut out, g.ow * g.c, g.parallel(), |row, dst| {
+        let (n, oy) = (row / g.oh, row % g.oh);
+        let x_img = &x[n * img..(n + 1) * img];
+        for (ox, px) in dst.chunks_exact_mut(g.c).enumerate() {
+            let (ys, xs) = g.window(oy, ox);
+            let count = ys.len() * xs.len();
+            for iy in ys {
+                for ix in xs.clone() {
+                    let base = (iy * g.w + ix) * g.c;
+                    for (o, &v) in px.iter_mut().zip(&x_img[base..base + g.c]) {
+                        *o = *o + v;
+                    }
+                }
+            }
+            let inv = T::one() / cast::<T>(count.max(1) as f64);
+            px.iter_mut().for_each(|v| *v = *v * inv);
+        }
+    });
+    out
+}
+
+/// AvgPoolGrad: each output's gradient spread evenly over its window's elements.
+fn avg_pool_grad<T: ConvElem>(g: &PoolGeom, dy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.in_len()];
+    let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
+        let dy_img = &dy[n * oimg..(n + 1) * oimg];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                let count = ys.len() * xs.len();
+                let inv = T::one() / cast::<T>(count.max(1) as f64);
+                let d = &dy_img[(oy * g.ow + ox) * g.c..][..g.c];
+                for iy in ys {
+                    for ix in xs.clone() {
+                        let base = (iy * g.w + ix) * g.c;
+                        for (o, &v) in dxi[base..base + g.c].iter_mut().zip(d) {
+                            *o = *o + v * inv;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// Checks that a pooled tensor (orig_output, or a gradient of it) has the pooled shape.
+fn check_pooled(g: &PoolGeom, t: &Tensor, what: &str, format: DataFormat) -> KResult {
+    let want = format.from_nhwc(g.out_dims());
+    if t.shape() != want {
+        return Err(KernelError::invalid(format!(
+            "{what} has shape {:?}, but pooling the input gives {want:?} ({})",
+            t.shape(),
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `t` has the input's shape.
+fn check_same(t: &Tensor, like: &Tensor, what: &str, like_what: &str) -> KResult {
+    if t.shape() != like.shape() {
+        return Err(KernelError::invalid(format!(
+            "{what} has shape {:?}, but {like_what} has shape {:?}",
+            t.shape(),
+            like.shape()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Max,
+    Avg,
+}
+
+fn pool_kernel<T: ConvElem>(p: PoolParams, kind: Pool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
+        let g = PoolGeom::new(xd, &p)?;
+        let out = match kind {
+            Pool::Max => max_pool(&g, &x),
+            Pool::Avg => avg_pool(&g, &x),
+        };
+        ctx.set_output(image_out(out, g.out_dims(), p.format));
+        Ok(())
+    })
+}
+
+/// MaxPoolGrad (`grad_grad == false`) and MaxPoolGradGrad.
+fn max_pool_grad_kernel<T: ConvElem>(p: PoolParams, grad_grad: bool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, xd) = image_in::<T>(ctx.input(0), "orig_input", p.format)?;
+        let g = PoolGeom::new(xd, &p)?;
+        check_pooled(&g, ctx.input(1), "orig_output", p.format)?;
+        if grad_grad {
+            check_same(ctx.input(2), ctx.input(0), "grad", "orig_input")?;
+            let (d, _) = image_in::<T>(ctx.input(2), "grad", p.format)?;
+            let out = max_pool_grad_grad(&g, &x, &d);
+            ctx.set_output(image_out(out, g.out_dims(), p.format));
+        } else {
+            check_pooled(&g, ctx.input(2), "grad", p.format)?;
+            let (d, _) = image_in::<T>(ctx.input(2), "grad", p.format)?;
+            let dx = max_pool_grad(&g, &x, &d);
+            ctx.set_output(image_out(dx, xd, p.format));
+        }
+        Ok(())
+    })
+}
+
+fn avg_pool_grad_kernel<T: ConvElem>(p: PoolParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let xd = sizes_nhwc(sizes4(ctx, 0, "orig_input_shape")?, p.format);
+        let g = PoolGeom::new(xd, &p)?;
+        check_pooled(&g, ctx.input(1), "grad", p.format)?;
+        let (d, _) = image_in::<T>(ctx.input(1), "grad", p.format)?;
+        let dx = avg_pool_grad(&g, &d);
+        ctx.set_output(image_out(dx, xd, p.format));
+        Ok(())
+    })
+}
+
+// ---- batch normalization ---------------------------------------------------------------------
+
+/// Sums over the rows of an `r x c` matrix into `acc_len` f64 accumulators, by
+/// `f(row_index, row, acc)`; rows are split in a fixed number of parts, added in order, so
+/// results do not depend on scheduling.
+fn channel_sums<T: ConvElem>(
+    data: &[T],
+    c: usize,
+    acc_len: usize,
+    f: impl Fn(usize, &[T], &mut [f64]) + Send + Sync,
+) -> Vec<f64> {
+    let rows = data.len().checked_div(c).unwrap_or(0);
+    let parts = if data.len() >= PAR_WORK && rayon::current_num_threads() > 1 {
+        8.min(rows)
+    } else {
+        1
+    };
+    if parts <= 1 {
+        let mut acc = vec![0.0; acc_len];
+        for (i, row) in data.chunks_exact(c.max(1)).enumerate() {
+            f(i, row, &mut acc);
+        }
+        return acc;
+    }
+    let per = rows.div_ceil(parts);
+    let partials: Vec<Vec<f64>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0.0; acc_len];
+            let r = p * per..((p + 1) * per).min(rows);
+            for (i, row) in data[r.start * c..r.end * c].chunks_exact(c).enumerate() {
+                f(r.start + i, row, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut acc = vec![0.0; acc_len];
+    for part in partials {
+        acc.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+    }
+    acc
+}
+
+/// Checks a per-channel vector input.
+fn channel_input<'a, T: ConvElem>(
+    ctx: &'a KernelContext<'_>,
+    i: usize,
+    what: &str,
+    c: usize,
+) -> KResult<&'a [T]> {
+    let t = ctx.input(i);
+    if t.shape() != [c] {
+        return Err(KernelError::invalid(format!(
+            "{what} must be a vector of {c} entries (one per channel of x), got shape {:?}",
+            t.shape()
+        )));
+    }
+    Ok(t.as_slice::<T>()?)
+}
+
+fn cast<T: ConvElem>(v: f64) -> T {
+    <T as Numeric>::from_f64(v)
+}
+
+fn vector<T: ConvElem>(v: Vec<T>) -> Tensor {
+    Tensor::from_parts(Dims::from_slice(&[v.len()]), T::into_buffer(v))
+}
+
+fn fused_batch_norm_kernel<T: ConvElem>(p: BatchNormParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, xd) = image_in::<T>(ctx.input(0), "x", p.format)?;
+        let c = xd[3];
+        let rows = xd[0] * xd[1] * xd[2];
+        let scale = channel_input::<T>(ctx, 1, "scale", c)?;
+        let offset = channel_input::<T>(ctx, 2, "offset", c)?;
+        let (mean, var): (Vec<f64>, Vec<f64>) = if p.is_training {
+            for (i, what) in [(3, "mean"), (4, "variance")] {
+                let s = ctx.input(i).shape();
+                if s != [0] && s != [c] {
+                    return Err(KernelError::invalid(format!(
+                        "{what} must be empty or a vector of {c} entries in training mode, \
+                         got shape {s:?}"
+                    )));
+                }
+            }
+            let n = rows as f64;
+            let sums = channel_sums(&x, c, c, |_, row, acc| {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.to_f64());
+            });
+            let mean: Vec<f64> = sums.iter().map(|s| s / n).collect();
+            let sq = channel_sums(&x, c, c, |_, row, acc| {
+                for ((a, &v), m) in acc.iter_mut().zip(row).zip(&mean) {
+                    let d = v.to_f64() - m;
+                    *a += d * d;
+                }
+            });
+            (mean, sq.iter().map(|s| s / n).collect())
+        } else {
+            let m = channel_input::<T>(ctx, 3, "mean", c)?;
+            let v = channel_input::<T>(ctx, 4, "variance", c)?;
+            let f = |s: &[T]| s.iter().map(|&v| Numeric::to_f64(v)).collect();
+            (f(m), f(v))
+        };
+        // y = x * a + b per channel.
+        let (mut a, mut b) = (Vec::with_capacity(c), Vec::with_capacity(c));
+        for j in 0..c {
+            let inv = 1.0 / (var[j] + p.epsilon).sqrt();
+            let s = scale[j].to_f64() * inv;
+            a.push(cast::<T>(s));
+            b.push(cast::<T>(offset[j].to_f64() - mean[j] * s));
+        }
+        let mut y = x.into_owned();
+        let parallel = y.len() >= PAR_WORK && rayon::current_num_threads() > 1;
+        for_rows(&mut y, c * 64, parallel, |_, chunk| {
+            for row in chunk.chunks_exact_mut(c) {
+                for ((v, &a), &b) in row.iter_mut().zip(&a).zip(&b) {
+                    *v = *v * a + b;
+                }
+            }
+        });
+        ctx.set_output(image_out(y, xd, p.format));
+        let to_t = |v: &[f64]| v.iter().map(|&x| cast::<T>(x)).collect::<Vec<T>>();
+        if p.is_training {
+            let bessel = if rows > 1 {
+                rows as f64 / (rows - 1) as f64
+            } else {
+                1.0
+            };
+            let corrected: Vec<f64> = var.iter().map(|v| v * bessel).collect();
+            ctx.set_output(vector(to_t(&mean)));
+            ctx.set_output(vector(to_t(&corrected)));
+        } else {
+            ctx.set_output(vector(to_t(&mean)));
+            ctx.set_output(vector(to_t(&var)));
+        }
+        ctx.set_output(vector(to_t(&mean)));
+        ctx.set_output(vector(to_t(&var)));
+        Ok(())
+    })
+}
+
+fn fused_batch_norm_grad_kernel<T: ConvElem>(p: BatchNormParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        check_same(ctx.input(0), ctx.input(1), "y_backprop", "x")?;
+        let (x, xd) = image_in::<T>(ctx.input(1), "x", p.format)?;
+        let (dy, _) = image_in::<T>(ctx.input(0), "y_backprop", p.format)?;
+        let c = xd[3];
+        let rows = xd[0] * xd[1] * xd[2];
+        let f64s = |s: &[T]| -> Vec<f64> { s.iter().map(|&v| Numeric::to_f64(v)).collect() };
+        let scale = f64s(channel_input::<T>(ctx, 2, "scale", c)?);
+        let mean = f64s(channel_input::<T>(ctx, 3, "reserve_space_1", c)?);
+        let var = f64s(channel_input::<T>(ctx, 4, "reserve_space_2", c)?);
+        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + p.epsilon).sqrt()).collect();
+        // both[j] = sum(dy), both[c + j] = sum(dy * (x - mean)) for channel j.
+        let both = channel_sums(&dy, c, 2 * c, |i, row, acc| {
+            let xr = &x[i * c..(i + 1) * c];
+            let (s1, s2) = acc.split_at_mut(c);
+            for j in 0..c {
+                let d = row[j].to_f64();
+                s1[j] += d;
+                s2[j] += d * (xr[j].to_f64() - mean[j]);
+            }
+        });
+        let (sum_dy, sum_dyc) = both.split_at(c);
+        let dscale: Vec<f64> = (0..c).map(|j| sum_dyc[j] * inv[j]).collect();
+        let doffset = sum_dy.to_vec();
+        // dx = k1 * dy + k2 * x + k3 per channel.
+        let n = rows.max(1) as f64;
+        let (mut k1, mut k2, mut k3) = (Vec::new(), Vec::new(), Vec::new());
+        for j in 0..c {
+            let si = scale[j] * inv[j];
+            if p.is_training {
+                // scale * inv * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - m) * inv
+                let q = dscale[j] / n * inv[j];
+                k1.push(cast::<T>(si));
+                k2.push(cast::<T>(-si * q));
+                k3.push(cast::<T>(si * (q * mean[j] - sum_dy[j] / n)));
+            } else {
+                k1.push(cast::<T>(si));
+                k2.push(T::zero());
+                k3.push(T::zero());
+            }
+        }
+        let mut dx = dy.into_owned();
+        let parallel = dx.len() >= PAR_WORK && rayon::current_num_threads() > 1;
+        for_rows(&mut dx, c * 64, parallel, |blk, chunk| {
+            let x0 = blk * c * 64;
+            for (r, row) in chunk.chunks_exact_mut(c).enumerate() {
+                let xr = &x[x0 + r * c..x0 + (r + 1) * c];
+                for j in 0..c {
+                    row[j] = row[j] * k1[j] + xr[j] * k2[j] + k3[j];
+                }
+            }
+        });
+        ctx.set_output(image_out(dx, xd, p.format));
+        let to_t = |v: &[f64]| v.iter().map(|&x| cast::<T>(x)).collect::<Vec<T>>();
+        ctx.set_output(vector(to_t(&dscale)));
+        ctx.set_output(vector(to_t(&doffset)));
+        Ok(())
+    })
+}
+
+// ---- local response normalization -----------------------------------------------------------
+
+/// `bias + alpha * sum of squares of row[j - r ..= j + r]` for each channel j, in f64.
+fn lrn_norms<T: ConvElem>(row: &[T], p: &LrnParams, norms: &mut [f64]) {
+    let c = row.len();
+    for (j, n) in norms.iter_mut().enumerate() {
+        let lo = j.saturating_sub(p.depth_radius);
+        let hi = (j + p.depth_radius + 1).min(c);
+        let s: f64 = row[lo..hi]
+            .iter()
+            .map(|v| {
+                let v = Numeric::to_f64(*v);
+                v * v
+            })
+            .sum();
+        *n = p.bias + p.alpha * s;
+    }
+}
+
+fn lrn_kernel<T: ConvElem>(p: LrnParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let [_, _, _, c] = dims4(ctx.input(0), "input", "[batch, height, width, channels]")?;
+        let x = ctx.input(0).as_slice::<T>()?;
+        let mut y = vec![T::zero(); x.len()];
+        let parallel = x.len() >= PAR_WORK / 4 && rayon::current_num_threads() > 1;
+        for_rows(&mut y, c, parallel, |i, out| {
+            let row = &x[i * c..(i + 1) * c];
+            let mut norms = vec![0.0; c];
+            lrn_norms(row, &p, &mut norms);
+            for ((o, &v), &n) in out.iter_mut().zip(row).zip(&norms) {
+                *o = cast::<T>(v.to_f64() * n.powf(-p.beta));
+            }
+        });
+        let dims = Dims::from_slice(ctx.input(0).shape());
+        ctx.set_output(Tensor::from_parts(dims, T::into_buffer(y)));
+        Ok(())
+    })
+}
+
+/// LRNGrad: dx_k = g_k N_k^-beta - 2 alpha beta x_k sum_{j: |j - k| <= r} g_j y_j / N_j.
+fn lrn_grad_kernel<T: ConvElem>(p: LrnParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let [_, _, _, c] = dims4(
+            ctx.input(1),
+            "input_image",
+            "[batch, height, width, channels]",
+        )?;
+        check_same(ctx.input(0), ctx.input(1), "input_grads", "input_image")?;
+        check_same(ctx.input(2), ctx.input(1), "output_image", "input_image")?;
+        let g = ctx.input(0).as_slice::<T>()?;
+        let x = ctx.input(1).as_slice::<T>()?;
+        let y = ctx.input(2).as_slice::<T>()?;
+        let mut dx = vec![T::zero(); x.len()];
+        let parallel = x.len() >= PAR_WORK / 4 && rayon::current_num_threads() > 1;
+        for_rows(&mut dx, c, parallel, |i, out| {
+            let r = i * c..(i + 1) * c;
+            let (gr, xr, yr) = (&g[r.clone()], &x[r.clone()], &y[r]);
+            let mut norms = vec![0.0; c];
+            lrn_norms(xr, &p, &mut norms);
+            let f = |v: T| v.to_f64();
+            let t: Vec<f64> = (0..c).map(|j| f(gr[j]) * f(yr[j]) / norms[j]).collect();
+            for (k, o) in out.iter_mut().enumerate() {
+                let lo = k.saturating_sub(p.depth_radius);
+                let hi = (k + p.depth_radius + 1).min(c);
+                let s: f64 = t[lo..hi].iter().sum();
+                let v = f(gr[k]) * norms[k].powf(-p.beta) - 2.0 * p.alpha * p.beta * f(xr[k]) * s;
+                *o = cast::<T>(v);
+            }
+        });
+        let dims = Dims::from_slice(ctx.input(1).shape());
+        ctx.set_output(Tensor::from_parts(dims, T::into_buffer(dx)));
+        Ok(())
+    })
+}
+
+// ---- registration ----------------------------------------------------------------------------
+
+/// The float dtype of input `i` (for ops whose input 0 is a sizes vector).
+fn float_input(init: &KernelInit<'_>, i: usize) -> DType {
+    init.inputs.get(i).map_or(DType::F32, |t| t.dtype)
+}
+
+fn conv_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let p = ConvParams::from_attrs(init.attrs)?;
+    let dtype = if init.op == "Conv2DBackpropInput" {
+        float_input(init, 1)
+    } else {
+        init.dtype()
+    };
+    Ok(dispatch_float!(dtype, T => match init.op {
+        "Conv2D" => conv2d_kernel::<T>(p),
+        "Conv2DBackpropInput" => conv2d_backprop_input_kernel::<T>(p),
+        _ => conv2d_backprop_filter_kernel::<T>(p),
+    }, _ => return Err(unsupported(init))))
+}
+
+fn pool_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let p = PoolParams::from_attrs(init.attrs)?;
+    let dtype = if init.op == "AvgPoolGrad" {
+        float_input(init, 1)
+    } else {
+        init.dtype()
+    };
+    Ok(dispatch_float!(dtype, T => match init.op {
+        "MaxPool" => pool_kernel::<T>(p, Pool::Max),
+        "AvgPool" => pool_kernel::<T>(p, Pool::Avg),
+        "MaxPoolGrad" => max_pool_grad_kernel::<T>(p, false),
+        "MaxPoolGradGrad" => max_pool_grad_kernel::<T>(p, true),
+        _ => avg_pool_grad_kernel::<T>(p),
+    }, _ => return Err(unsupported(init))))
+}
+
+fn batch_norm_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let p = BatchNormParams::from_attrs(init.attrs)?;
+    Ok(dispatch_float!(init.dtype(), T => match init.op {
+        "FusedBatchNorm" => fused_batch_norm_kernel::<T>(p),
+        _ => fused_batch_norm_grad_kernel::<T>(p),
+    }, _ => return Err(unsupported(init))))
+}
+
+fn lrn_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let p = LrnParams::from_attrs(init.attrs)?;
+    Ok(dispatch_float!(init.dtype(), T => match init.op {
+        "LRN" => lrn_kernel::<T>(p),
+        _ => lrn_grad_kernel::<T>(p),
+    }, _ => return Err(unsupported(init))))
+}
+
+pub fn register(r: &mut KernelRegistry) {
+    r.cpu("Conv2D", DTypeSet::FLOAT, conv_factory);
+    r.cpu("Conv2DBackpropInput", DTypeSet::INDEX, conv_factory);
+    r.cpu("Conv2DBackpropFilter", DTypeSet::FLOAT, conv_factory);
+    for op in ["MaxPool", "AvgPool", "MaxPoolGrad", "MaxPoolGradGrad"] {
+        r.cpu(op, DTypeSet::FLOAT, pool_factory);
+    }
+    r.cpu("AvgPoolGrad", DTypeSet::INDEX, pool_factory);
+    r.cpu("FusedBatchNorm", DTypeSet::FLOAT, batch_norm_factory);
+    r.cpu("FusedBatchNormGrad", DTypeSet::FLOAT, batch_norm_factory);
+    r.cpu("LRN", DTypeSet::FLOAT, lrn_factory);
+    r.cpu("LRNGrad", DTypeSet::FLOAT, lrn_factory);
+}
