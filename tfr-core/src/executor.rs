@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use tfr_graph::passes::{StepGraph, ARG_OP};
-use tfr_graph::{registry, Dim, Graph, Node, TensorType};
+use tfr_graph::{registry, Dim, Graph, Node, NodeId, TensorType};
 
 #[derive(Clone, Copy, Debug)]
 struct InputRef {
@@ -62,6 +62,8 @@ pub struct Executable {
     has_symbolic_feeds: bool,
     roots: Vec<usize>,
     parallel: bool,
+    /// For graphs with control flow or TensorArrays: the frame-aware program that runs them.
+    cf: Option<CfProgram>,
 }
 
 /// Builds a kernel for one node on the CPU.
@@ -193,17 +195,33 @@ impl Executable {
                 .dims()
                 .is_some_and(|d| d.iter().any(|x| matches!(x, Dim::Sym(_))))
         });
+        let has_cf = g.nodes().iter().any(|n| {
+            tfr_graph::ops::control_flow_ops::is_control_flow_op(&n.op)
+                || tfr_graph::ops::control_flow_ops::is_tensor_array_op(&n.op)
+        });
+        let cf = if has_cf {
+            Some(CfProgram::build(g, &step.fetches)?)
+        } else {
+            None
+        };
         Ok(Executable {
             nodes,
             num_values,
-            keep: readers.iter().zip(&fetched).map(|(&r, &f)| r > 0 || f).collect(),
+            keep: readers
+                .iter()
+                .zip(&fetched)
+                .map(|(&r, &f)| r > 0 || f)
+                .collect(),
             readers,
             fetched,
             fetch_slots: step.fetches.iter().map(|&f| slot(f)).collect(),
             feeds,
             has_symbolic_feeds,
             roots,
-            parallel: inter_op_threads > 1 && expensive >= 2 && !runs_on_caller(g),
+            // With loops, one expensive node may run in several iterations at once.
+            parallel: inter_op_threads > 1
+                && (expensive >= 2 || has_cf && expensive >= 1),
+            cf,
         })
     }
 
@@ -312,6 +330,12 @@ impl Executable {
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<Vec<Tensor>> {
         self.check_feeds(feeds)?;
+        if let Some(prog) = &self.cf {
+            return match pool {
+                Some(pool) if self.parallel => self.run_cf_parallel(prog, feeds, resources, pool),
+                _ => self.run_cf_sequential(prog, feeds, resources),
+            };
+        }
         match pool {
             Some(pool) if self.parallel => self.run_parallel(feeds, resources, pool),
             _ => self.run_sequential(feeds, resources),
@@ -326,13 +350,24 @@ impl Executable {
         for node in &self.nodes {
             ctx.reset_inputs();
             for r in &node.inputs {
-                let v = if r.last { values[r.slot].take() } else { values[r.slot].clone() };
+                let v = if r.last {
+                    values[r.slot].take()
+                } else {
+                    values[r.slot].clone()
+                };
                 match v {
                     Some(t) => ctx.push_input(t),
-                    None => return Err(Self::kernel_error(node, KernelError::internal("an input value is missing"))),
+                    None => {
+                        return Err(Self::kernel_error(
+                            node,
+                            KernelError::internal("an input value is missing"),
+                        ))
+                    }
                 }
             }
-            node.kernel.compute(&mut ctx).map_err(|e| Self::kernel_error(node, e))?;
+            node.kernel
+                .compute(&mut ctx)
+                .map_err(|e| Self::kernel_error(node, e))?;
             Self::finish_node(node, ctx.outputs())?;
             for (i, t) in ctx.drain_outputs().enumerate() {
                 let s = node.out_base + i;
@@ -343,7 +378,12 @@ impl Executable {
         }
         self.fetch_slots
             .iter()
-            .map(|&s| values[s].clone().ok_or_else(|| Error::InvalidArgument { arg: "fetches".into(), message: "a fetched value was not produced".into() }))
+            .map(|&s| {
+                values[s].clone().ok_or_else(|| Error::InvalidArgument {
+                    arg: "fetches".into(),
+                    message: "a fetched value was not produced".into(),
+                })
+            })
             .collect()
     }
 
@@ -467,14 +507,985 @@ struct StepState<'a> {
     resources: &'a ResourceMgr,
 }
 
-/// Steps holding an op that may wait for another step (a queue's enqueue or dequeue) run on the
-/// caller's thread: a waiting kernel then never holds a worker of the pool that the step it
-/// waits for may need.
-fn runs_on_caller(g: &Graph) -> bool {
-    crate::kernels::data_flow_ops::step_may_block(g)
-}
-
 /// True when a node stands for a feed.
 pub fn is_arg(node: &Node) -> bool {
     node.op == ARG_OP
+}
+
+// ---- control flow: frames, iterations and dead values ----------------------------------------
+//
+// A graph with control-flow or TensorArray ops runs on a dataflow machine keyed by tags: every
+// value lives in (frame instance, iteration). Static analysis (`CfProgram::build`) gives each
+// node the frame *template* it runs in (an Enter runs in its input's frame and sends its output
+// into the child frame; an Exit runs in the loop frame and sends its output to the parent),
+// its index in that template's per-iteration state, and its input slots. Per step, each frame
+// instance (created by the first Enter that fires in a parent iteration) keeps a window of live
+// iterations, each with a pending count, a dead-input count and an input slot per node:
+// - a value produced in (f, i) goes to its consumers' slots in (f, i); an Enter's to (child, 0)
+//   (a constant Enter's to every iteration of the child: a loop invariant); an Exit's to the
+//   parent's (frame, iteration); a NextIteration's to (f, i + 1), which starts that iteration
+//   unless `parallel_iterations` are already live (then it waits for the oldest to finish);
+// - a node whose pending count reaches 0 runs, unless an input is dead: then it produces dead
+//   outputs without running. A Switch sends its input to one output and a dead value to the
+//   other; a Merge runs on its first live input and is dead only when all are; a dead value
+//   reaching a NextIteration or an Exit is dropped (a frame's Exits that never saw a live
+//   value send dead values to the parent when the frame finishes);
+// - an iteration is done when nothing in it is ready or running, no child frame is open, the
+//   iteration before it is done and (iteration 0) every Enter of the frame has fired; a frame
+//   is done when all its iterations are.
+
+/// How the control-flow machine treats a node.
+#[derive(Clone, Debug)]
+enum CfKind {
+    Kernel,
+    Switch,
+    Merge {
+        forward: u32,
+        back: u32,
+    },
+    Enter {
+        constant: bool,
+        child: u32,
+    },
+    Exit {
+        ordinal: u32,
+    },
+    NextIteration,
+    LoopCond,
+    /// Identity-like forwarding done without a kernel call.
+    Forward,
+    TensorArray(Box<crate::kernels::control_flow_ops::TaNode>),
+}
+
+const FETCH: u32 = u32::MAX;
+/// Slot of a control edge (no value is written).
+const CONTROL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Edge {
+    /// Consumer node, or `FETCH` (then `slot` is the fetch position).
+    node: u32,
+    /// Input slot in the consumer's frame template, or `CONTROL`.
+    slot: u32,
+}
+
+struct CfNode {
+    kind: CfKind,
+    /// Frame template the node runs in.
+    frame: u32,
+    /// Index in its template's per-iteration node state.
+    local: u32,
+    slot_base: u32,
+    num_inputs: u32,
+    /// Per output: where its values go. Control edges are delivered with output 0's deadness
+    /// (or, for a Switch, dead only when both outputs are).
+    out_edges: SmallVec<[Vec<Edge>; 2]>,
+    control_edges: Vec<Edge>,
+}
+
+struct FrameTemplate {
+    name: String,
+    num_nodes: usize,
+    num_slots: usize,
+    init_pending: Vec<u32>,
+    parallel_iterations: usize,
+    maximum_iterations: Option<u64>,
+    /// Exit nodes whose input runs in this frame.
+    exits: Vec<u32>,
+    /// Number of Enter nodes that feed this frame.
+    num_enters: u32,
+}
+
+/// The static control-flow program of an executable.
+struct CfProgram {
+    nodes: Vec<CfNode>,
+    frames: Vec<FrameTemplate>,
+    roots: Vec<u32>,
+    num_fetches: usize,
+    fetch_names: Vec<String>,
+    /// The value every TensorArray flow carries.
+    flow: Tensor,
+}
+
+/// A value in an input slot.
+#[derive(Clone, Debug, Default)]
+enum Entry {
+    #[default]
+    Empty,
+    Dead,
+    Live(Tensor),
+}
+
+/// The per-node state of one iteration: pending inputs and dead inputs.
+const LIVE_BIT: u32 = 1 << 31;
+
+struct IterState {
+    pending: Vec<u32>,
+    /// Non-Merge nodes: how many dead inputs arrived. Merge: dead data inputs, plus `LIVE_BIT`
+    /// once a live input arrived.
+    dead: Vec<u32>,
+    slots: Vec<Entry>,
+    /// Nodes of this iteration that are ready or running.
+    outstanding: u32,
+    /// Child frames opened from this iteration and not finished.
+    outstanding_frames: u32,
+}
+
+struct FrameInst {
+    template: u32,
+    parent: u32,
+    parent_iter: u64,
+    iters: std::collections::VecDeque<IterState>,
+    /// Iteration number of `iters[0]`.
+    first_iter: u64,
+    /// Number of the newest iteration.
+    last_iter: u64,
+    pending_enters: u32,
+    /// NextIteration values waiting for room under `parallel_iterations`.
+    deferred: Vec<(u32, Tensor)>,
+    /// Constant Enter values, given to every iteration.
+    invariants: Vec<(u32, Entry)>,
+    exits_delivered: Vec<bool>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Task {
+    node: u32,
+    frame: u32,
+    iter: u64,
+}
+
+/// One step's state of the control-flow machine.
+struct Machine<'p> {
+    prog: &'p CfProgram,
+    frames: Vec<Option<FrameInst>>,
+    free_frames: Vec<u32>,
+    children: HashMap<(u32, u64, u32), u32>,
+    /// Recycled iteration states, per template.
+    pool: Vec<Vec<IterState>>,
+    fetched: Vec<Entry>,
+}
+
+impl CfProgram {
+    fn build(g: &Graph, fetches: &[tfr_graph::Output]) -> Result<CfProgram> {
+        use tfr_graph::ops::control_flow_ops::{is_back_edge, FrameMap};
+        let order: Vec<NodeId> = g.node_ids().collect();
+        let fm = FrameMap::analyze(g, &order)?;
+        let n = g.len();
+        // The frame a node runs in (its inputs' frame).
+        let exec_frame = |id: NodeId| -> u32 {
+            let node = g.node(id);
+            match node.op.as_str() {
+                "Enter" => fm.parent(fm.frame(id)),
+                "Exit" => node.inputs.first().map_or(0, |o| fm.frame(o.node)),
+                _ => fm.frame(id),
+            }
+        };
+        let mut frames: Vec<FrameTemplate> = fm
+            .frames
+            .iter()
+            .map(|f| FrameTemplate {
+                name: f.name.clone(),
+                num_nodes: 0,
+                num_slots: 0,
+                init_pending: Vec::new(),
+                parallel_iterations: usize::MAX,
+                maximum_iterations: None,
+                exits: Vec::new(),
+                num_enters: 0,
+            })
+            .collect();
+        let mut nodes = Vec::with_capacity(n);
+        for id in g.node_ids() {
+            let node = g.node(id);
+            let f = exec_frame(id);
+            let t = &mut frames[f as usize];
+            let local = t.num_nodes as u32;
+            let slot_base = t.num_slots as u32;
+            t.num_nodes += 1;
+            t.num_slots += node.inputs.len();
+            let controls = node.control_inputs.len() as u32;
+            let (kind, pending) = match node.op.as_str() {
+                "Switch" => (CfKind::Switch, node.inputs.len() as u32 + controls),
+                "Merge" => {
+                    let back = (0..node.inputs.len())
+                        .filter(|&k| is_back_edge(g, node, k))
+                        .count() as u32;
+                    let forward = node.inputs.len() as u32 - back;
+                    (CfKind::Merge { forward, back }, controls + 1)
+                }
+                "Enter" => {
+                    let child = fm.frame(id);
+                    let constant = node.attrs.bool_opt("is_constant") == Some(&true);
+                    let ct = &mut frames[child as usize];
+                    ct.num_enters += 1;
+                    let pi = node
+                        .attrs
+                        .int_opt("parallel_iterations")
+                        .copied()
+                        .unwrap_or(10);
+                    ct.parallel_iterations = ct.parallel_iterations.min(pi.max(1) as usize);
+                    if let Some(&m) = node.attrs.int_opt("maximum_iterations") {
+                        if m >= 0 {
+                            let m = m as u64;
+                            ct.maximum_iterations =
+                                Some(ct.maximum_iterations.map_or(m, |x| x.min(m)));
+                        }
+                    }
+                    (CfKind::Enter { constant, child }, 1 + controls)
+                }
+                "Exit" => {
+                    let ordinal = frames[f as usize].exits.len() as u32;
+                    frames[f as usize].exits.push(id.0);
+                    (CfKind::Exit { ordinal }, 1 + controls)
+                }
+                "NextIteration" => (CfKind::NextIteration, 1 + controls),
+                "LoopCond" => (CfKind::LoopCond, 1 + controls),
+                "Identity" => (CfKind::Forward, 1 + controls),
+                op => match crate::kernels::control_flow_ops::TaNode::parse(op, &node.attrs) {
+                    Some(ta) => {
+                        let ta = ta.map_err(|message| Error::Kernel {
+                            node: node.name.clone(),
+                            op: node.op.clone(),
+                            code: crate::error::Code::InvalidArgument,
+                            message,
+                        })?;
+                        (
+                            CfKind::TensorArray(Box::new(ta)),
+                            node.inputs.len() as u32 + controls,
+                        )
+                    }
+                    None => (CfKind::Kernel, node.inputs.len() as u32 + controls),
+                },
+            };
+            frames[f as usize].init_pending.push(pending);
+            nodes.push(CfNode {
+                kind,
+                frame: f,
+                local,
+                slot_base,
+                num_inputs: node.inputs.len() as u32,
+                out_edges: (0..node.outputs.len()).map(|_| Vec::new()).collect(),
+                control_edges: Vec::new(),
+            });
+        }
+        for (i, node) in g.nodes().iter().enumerate() {
+            for (k, o) in node.inputs.iter().enumerate() {
+                let slot = nodes[i].slot_base + k as u32;
+                nodes[o.node.index()].out_edges[o.index as usize].push(Edge {
+                    node: i as u32,
+                    slot,
+                });
+            }
+            for c in &node.control_inputs {
+                nodes[c.index()].control_edges.push(Edge {
+                    node: i as u32,
+                    slot: CONTROL,
+                });
+            }
+        }
+        for (k, f) in fetches.iter().enumerate() {
+            if fm.frame(f.node) != 0 {
+                return Err(Error::InvalidArgument {
+                    arg: "fetches".into(),
+                    message: format!(
+                        "cannot fetch `{}`: it runs inside {}, fetch the loop's results (its \
+                         Exit outputs) instead",
+                        g.output_name(*f),
+                        fm.describe(fm.frame(f.node))
+                    ),
+                });
+            }
+            nodes[f.node.index()].out_edges[f.index as usize].push(Edge {
+                node: FETCH,
+                slot: k as u32,
+            });
+        }
+        for t in &mut frames {
+            if t.parallel_iterations == usize::MAX {
+                t.parallel_iterations = 1;
+            }
+        }
+        let roots = (0..n as u32)
+            .filter(|&i| {
+                let nd = &nodes[i as usize];
+                nd.frame == 0 && frames[0].init_pending[nd.local as usize] == 0
+            })
+            .collect();
+        Ok(CfProgram {
+            nodes,
+            frames,
+            roots,
+            num_fetches: fetches.len(),
+            fetch_names: fetches.iter().map(|&f| g.output_name(f)).collect(),
+            flow: Tensor::scalar(0.0f32),
+        })
+    }
+}
+
+impl<'p> Machine<'p> {
+    fn new(prog: &'p CfProgram) -> Machine<'p> {
+        Machine {
+            prog,
+            frames: Vec::new(),
+            free_frames: Vec::new(),
+            children: HashMap::new(),
+            pool: (0..prog.frames.len()).map(|_| Vec::new()).collect(),
+            fetched: vec![Entry::Empty; prog.num_fetches],
+        }
+    }
+
+    fn new_iter(&mut self, template: u32) -> IterState {
+        let t = &self.prog.frames[template as usize];
+        match self.pool[template as usize].pop() {
+            Some(mut it) => {
+                it.pending.copy_from_slice(&t.init_pending);
+                it.dead.iter_mut().for_each(|d| *d = 0);
+                it.outstanding = 0;
+                it.outstanding_frames = 0;
+                it
+            }
+            None => IterState {
+                pending: t.init_pending.clone(),
+                dead: vec![0; t.num_nodes],
+                slots: vec![Entry::Empty; t.num_slots],
+                outstanding: 0,
+                outstanding_frames: 0,
+            },
+        }
+    }
+
+    fn recycle(&mut self, template: u32, mut it: IterState) {
+        for s in &mut it.slots {
+            if !matches!(s, Entry::Empty) {
+                *s = Entry::Empty;
+            }
+        }
+        self.pool[template as usize].push(it);
+    }
+
+    fn new_frame(&mut self, template: u32, parent: u32, parent_iter: u64) -> u32 {
+        let first = self.new_iter(template);
+        let t = &self.prog.frames[template as usize];
+        let inst = FrameInst {
+            template,
+            parent,
+            parent_iter,
+            iters: std::collections::VecDeque::from([first]),
+            first_iter: 0,
+            last_iter: 0,
+            pending_enters: t.num_enters,
+            deferred: Vec::new(),
+            invariants: Vec::new(),
+            exits_delivered: vec![false; t.exits.len()],
+        };
+        match self.free_frames.pop() {
+            Some(id) => {
+                self.frames[id as usize] = Some(inst);
+                id
+            }
+            None => {
+                self.frames.push(Some(inst));
+                (self.frames.len() - 1) as u32
+            }
+        }
+    }
+
+    #[inline]
+    fn inst(&mut self, f: u32) -> &mut FrameInst {
+        self.frames[f as usize]
+            .as_mut()
+            .expect("tasks only name live frames")
+    }
+
+    #[inline]
+    fn iter_mut(&mut self, f: u32, k: u64) -> &mut IterState {
+        let inst = self.inst(f);
+        let idx = (k - inst.first_iter) as usize;
+        &mut inst.iters[idx]
+    }
+
+    /// Starts the root frame; its ready nodes go to `ready`.
+    fn start(&mut self, ready: &mut Vec<Task>) {
+        let root = self.new_frame(0, 0, 0);
+        for &r in &self.prog.roots {
+            ready.push(Task {
+                node: r,
+                frame: root,
+                iter: 0,
+            });
+        }
+        self.iter_mut(root, 0).outstanding = self.prog.roots.len() as u32;
+    }
+
+    /// Moves node `t`'s inputs out of its slots into `inputs` (`None` for dead ones). Returns
+    /// whether the node is dead (it then produces dead outputs without running).
+    fn take_inputs(&mut self, t: Task, inputs: &mut SmallVec<[Option<Tensor>; 4]>) -> bool {
+        let prog = self.prog;
+        let node = &prog.nodes[t.node as usize];
+        let it = self.iter_mut(t.frame, t.iter);
+        let local = node.local as usize;
+        let base = node.slot_base as usize;
+        inputs.clear();
+        match node.kind {
+            CfKind::Merge { .. } => {
+                let live = it.dead[local] & LIVE_BIT != 0;
+                for s in &mut it.slots[base..base + node.num_inputs as usize] {
+                    match std::mem::take(s) {
+                        Entry::Live(v) => inputs.push(Some(v)),
+                        _ => inputs.push(None),
+                    }
+                }
+                !live
+            }
+            _ => {
+                let dead = it.dead[local] != 0;
+                for s in &mut it.slots[base..base + node.num_inputs as usize] {
+                    match std::mem::take(s) {
+                        Entry::Live(v) => inputs.push(Some(v)),
+                        _ => inputs.push(None),
+                    }
+                }
+                dead
+            }
+        }
+    }
+
+    /// Writes `value` into the consumers `edges` in iteration `k` of frame `f`, making ready
+    /// the ones whose inputs are all there.
+    fn deliver(&mut self, f: u32, k: u64, edges: &[Edge], value: Entry, ready: &mut Vec<Task>) {
+        let prog = self.prog;
+        let Some((last, rest)) = edges.split_last() else {
+            return;
+        };
+        for e in rest {
+            self.deliver_one(prog, f, k, *e, value.clone(), ready);
+        }
+        self.deliver_one(prog, f, k, *last, value, ready);
+    }
+
+    #[inline]
+    fn deliver_one(
+        &mut self,
+        prog: &'p CfProgram,
+        f: u32,
+        k: u64,
+        e: Edge,
+        value: Entry,
+        ready: &mut Vec<Task>,
+    ) {
+        if e.node == FETCH {
+            self.fetched[e.slot as usize] = value;
+            return;
+        }
+        let dst = &prog.nodes[e.node as usize];
+        let dead = matches!(value, Entry::Dead);
+        if dead && matches!(dst.kind, CfKind::Exit { .. } | CfKind::NextIteration) {
+            // Dropped: a dead Exit is settled when its frame finishes, a dead NextIteration
+            // ends nothing.
+            return;
+        }
+        let it = self.iter_mut(f, k);
+        let l = dst.local as usize;
+        let fire = match dst.kind {
+            CfKind::Merge { forward, back } if e.slot != CONTROL => {
+                if dead {
+                    it.dead[l] += 1;
+                    let expected = if back == 0 || k == 0 { forward } else { back };
+                    if it.dead[l] & !LIVE_BIT == expected && it.dead[l] & LIVE_BIT == 0 {
+                        it.pending[l] -= 1;
+                        it.pending[l] == 0
+                    } else {
+                        false
+                    }
+                } else if it.dead[l] & LIVE_BIT == 0 {
+                    it.dead[l] |= LIVE_BIT;
+                    it.slots[e.slot as usize] = value;
+                    it.pending[l] -= 1;
+                    it.pending[l] == 0
+                } else {
+                    false
+                }
+            }
+            CfKind::Merge { .. } => {
+                it.pending[l] -= 1;
+                it.pending[l] == 0
+            }
+            _ => {
+                if dead {
+                    it.dead[l] += 1;
+                }
+                if e.slot != CONTROL {
+                    it.slots[e.slot as usize] = value;
+                }
+                it.pending[l] -= 1;
+                it.pending[l] == 0
+            }
+        };
+        if fire {
+            it.outstanding += 1;
+            ready.push(Task {
+                node: e.node,
+                frame: f,
+                iter: k,
+            });
+        }
+    }
+
+    /// Sends node `t`'s outputs (`None` = dead) on, by the node's kind.
+    fn propagate(
+        &mut self,
+        t: Task,
+        dead: bool,
+        outs: &mut SmallVec<[Option<Tensor>; 2]>,
+        ready: &mut Vec<Task>,
+    ) {
+        let prog = self.prog;
+        let node = &prog.nodes[t.node as usize];
+        let entry = |o: Option<Tensor>| o.map_or(Entry::Dead, Entry::Live);
+        match node.kind {
+            CfKind::Enter { constant, child } => {
+                let v = entry(outs.pop().flatten());
+                let cf = self.child_frame(t.frame, t.iter, child);
+                self.inst(cf).pending_enters -= 1;
+                if constant {
+                    let (first, last) = {
+                        let inst = self.inst(cf);
+                        inst.invariants.push((t.node, v.clone()));
+                        (inst.first_iter, inst.last_iter)
+                    };
+                    for k in first..=last {
+                        self.deliver(cf, k, &node.out_edges[0], v.clone(), ready);
+                        self.deliver(cf, k, &node.control_edges, v.clone(), ready);
+                    }
+                } else {
+                    self.deliver(cf, 0, &node.control_edges, v.clone(), ready);
+                    self.deliver(cf, 0, &node.out_edges[0], v, ready);
+                }
+                if self.inst(cf).pending_enters == 0 {
+                    self.cleanup(cf, ready);
+                }
+            }
+            CfKind::Exit { ordinal } => {
+                if let Some(v) = outs.pop().flatten() {
+                    let inst = self.inst(t.frame);
+                    inst.exits_delivered[ordinal as usize] = true;
+                    let (p, pk) = (inst.parent, inst.parent_iter);
+                    self.deliver(p, pk, &node.control_edges, Entry::Live(v.clone()), ready);
+                    self.deliver(p, pk, &node.out_edges[0], Entry::Live(v), ready);
+                }
+            }
+            CfKind::NextIteration => {
+                if let Some(v) = outs.pop().flatten() {
+                    let next = t.iter + 1;
+                    let template = self.inst(t.frame).template;
+                    let limit = prog.frames[template as usize].parallel_iterations;
+                    let inst = self.inst(t.frame);
+                    if next <= inst.last_iter {
+                        self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
+                    } else if inst.iters.len() >= limit {
+                        inst.deferred.push((t.node, v));
+                    } else {
+                        self.start_iteration(t.frame, ready);
+                        self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
+                    }
+                }
+            }
+            _ => {
+                // A control edge is dead when the node is (a Switch: when both outputs are).
+                let control_dead = dead || (!outs.is_empty() && outs.iter().all(Option::is_none));
+                for (i, o) in outs.drain(..).enumerate() {
+                    if let Some(edges) = node.out_edges.get(i) {
+                        if !edges.is_empty() {
+                            self.deliver(t.frame, t.iter, edges, entry(o), ready);
+                        }
+                    }
+                }
+                if !node.control_edges.is_empty() {
+                    let v = if control_dead {
+                        Entry::Dead
+                    } else {
+                        Entry::Live(prog.flow.clone())
+                    };
+                    self.deliver(t.frame, t.iter, &node.control_edges, v, ready);
+                }
+            }
+        }
+    }
+
+    /// Starts the next iteration of frame `f`, giving it the loop invariants.
+    fn start_iteration(&mut self, f: u32, ready: &mut Vec<Task>) {
+        let template = self.inst(f).template;
+        let it = self.new_iter(template);
+        let prog = self.prog;
+        let inst = self.inst(f);
+        inst.iters.push_back(it);
+        inst.last_iter += 1;
+        let k = inst.last_iter;
+        let invariants = std::mem::take(&mut inst.invariants);
+        for (n, v) in &invariants {
+            let node = &prog.nodes[*n as usize];
+            self.deliver(f, k, &node.out_edges[0], v.clone(), ready);
+            self.deliver(f, k, &node.control_edges, v.clone(), ready);
+        }
+        self.inst(f).invariants = invariants;
+    }
+
+    fn child_frame(&mut self, f: u32, k: u64, template: u32) -> u32 {
+        if let Some(&c) = self.children.get(&(f, k, template)) {
+            return c;
+        }
+        let c = self.new_frame(template, f, k);
+        self.children.insert((f, k, template), c);
+        self.iter_mut(f, k).outstanding_frames += 1;
+        c
+    }
+
+    /// Node `t` is done: its iteration may be, and with it its frame.
+    fn finish(&mut self, t: Task, ready: &mut Vec<Task>) {
+        let it = self.iter_mut(t.frame, t.iter);
+        it.outstanding -= 1;
+        if it.outstanding == 0 && it.outstanding_frames == 0 {
+            self.cleanup(t.frame, ready);
+        }
+    }
+
+    fn iteration_done(&self, f: u32) -> bool {
+        let Some(inst) = self.frames[f as usize].as_ref() else {
+            return false;
+        };
+        match inst.iters.front() {
+            Some(it) => {
+                it.outstanding == 0
+                    && it.outstanding_frames == 0
+                    && (inst.first_iter > 0 || inst.pending_enters == 0)
+                    && f != 0
+            }
+            None => false,
+        }
+    }
+
+    /// Retires the finished iterations at the front of frame `f` (starting deferred ones) and
+    /// the frame itself when it is finished.
+    fn cleanup(&mut self, f: u32, ready: &mut Vec<Task>) {
+        while self.iteration_done(f) {
+            let inst = self.inst(f);
+            let template = inst.template;
+            let Some(it) = inst.iters.pop_front() else {
+                break;
+            };
+            inst.first_iter += 1;
+            self.recycle(template, it);
+            let inst = self.inst(f);
+            if !inst.deferred.is_empty() {
+                let deferred = std::mem::take(&mut inst.deferred);
+                self.start_iteration(f, ready);
+                let k = self.inst(f).last_iter;
+                for (n, v) in deferred {
+                    let node = &self.prog.nodes[n as usize];
+                    self.deliver(f, k, &node.out_edges[0], Entry::Live(v), ready);
+                }
+            }
+        }
+        let finished = {
+            let inst = self.frames[f as usize].as_ref();
+            inst.is_some_and(|i| {
+                f != 0 && i.iters.is_empty() && i.deferred.is_empty() && i.pending_enters == 0
+            })
+        };
+        if finished {
+            self.delete_frame(f, ready);
+        }
+    }
+
+    fn delete_frame(&mut self, f: u32, ready: &mut Vec<Task>) {
+        let Some(inst) = self.frames[f as usize].take() else {
+            return;
+        };
+        self.free_frames.push(f);
+        self.children
+            .remove(&(inst.parent, inst.parent_iter, inst.template));
+        let prog = self.prog;
+        let t = &prog.frames[inst.template as usize];
+        let (p, pk) = (inst.parent, inst.parent_iter);
+        for (ordinal, &x) in t.exits.iter().enumerate() {
+            if !inst.exits_delivered[ordinal] {
+                let node = &prog.nodes[x as usize];
+                self.deliver(p, pk, &node.control_edges, Entry::Dead, ready);
+                self.deliver(p, pk, &node.out_edges[0], Entry::Dead, ready);
+            }
+        }
+        let it = self.iter_mut(p, pk);
+        it.outstanding_frames -= 1;
+        if it.outstanding == 0 && it.outstanding_frames == 0 {
+            self.cleanup(p, ready);
+        }
+    }
+}
+
+/// A node made ready, with its inputs taken (parallel machine).
+struct Job {
+    t: Task,
+    dead: bool,
+    inputs: SmallVec<[Option<Tensor>; 4]>,
+}
+
+struct CfShared<'a, 'p> {
+    machine: Mutex<Machine<'p>>,
+    arrays: TensorArrays,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    feeds: &'a [Tensor],
+    resources: &'a ResourceMgr,
+}
+
+use crate::kernels::control_flow_ops::{TaOp, TensorArrays};
+
+impl Executable {
+    /// Computes node `t` of a control-flow program on `inputs` (`None` = dead) into `outs`
+    /// (`None` = dead). A dead node produces dead outputs without running.
+    #[allow(clippy::too_many_arguments)]
+    fn cf_compute(
+        &self,
+        prog: &CfProgram,
+        t: Task,
+        dead: bool,
+        inputs: &mut SmallVec<[Option<Tensor>; 4]>,
+        ctx: &mut KernelContext<'_>,
+        outs: &mut SmallVec<[Option<Tensor>; 2]>,
+        arrays: &TensorArrays,
+    ) -> Result<()> {
+        outs.clear();
+        let node = &prog.nodes[t.node as usize];
+        let en = &self.nodes[t.node as usize];
+        let n_out = en.out_dtypes.len();
+        let internal = |m: &str| Self::kernel_error(en, KernelError::internal(m));
+        // A write that keeps dead values runs when only its value is dead.
+        let dead_write = matches!(&node.kind, CfKind::TensorArray(ta)
+            if ta.op == TaOp::Write && ta.keep_dead
+                && [0usize, 1, 3].iter().all(|&i| inputs.get(i).is_some_and(Option::is_some)));
+        if dead && !dead_write {
+            outs.extend((0..n_out).map(|_| None));
+            return Ok(());
+        }
+        match &node.kind {
+            CfKind::Merge { .. } => {
+                let (i, v) = inputs
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, v)| v.take().map(|v| (i, v)))
+                    .ok_or_else(|| internal("a live Merge has no live input"))?;
+                outs.push(Some(v));
+                let wanted = node.out_edges.get(1).is_some_and(|e| !e.is_empty());
+                outs.push(wanted.then(|| Tensor::scalar(i as i32)));
+            }
+            CfKind::Switch => {
+                let data = inputs.first_mut().and_then(Option::take);
+                let pred = inputs
+                    .get(1)
+                    .and_then(Option::as_ref)
+                    .and_then(|p| p.as_slice::<bool>().ok())
+                    .and_then(|p| p.first().copied())
+                    .ok_or_else(|| {
+                        Self::kernel_error(en, KernelError::invalid("pred must be a bool scalar"))
+                    })?;
+                if pred {
+                    outs.push(None);
+                    outs.push(data);
+                } else {
+                    outs.push(data);
+                    outs.push(None);
+                }
+            }
+            CfKind::LoopCond => {
+                let v = inputs.first_mut().and_then(Option::take);
+                let holds = v
+                    .as_ref()
+                    .and_then(|p| p.as_slice::<bool>().ok())
+                    .and_then(|p| p.first().copied())
+                    .ok_or_else(|| {
+                        Self::kernel_error(
+                            en,
+                            KernelError::invalid("the loop predicate must be a bool scalar"),
+                        )
+                    })?;
+                let frame = &prog.frames[node.frame as usize];
+                if let Some(max) = frame.maximum_iterations {
+                    if holds && t.iter >= max {
+                        return Err(Self::kernel_error(
+                            en,
+                            KernelError::out_of_range(format!(
+                                "while loop `{}` exceeded maximum_iterations = {max}: its \
+                                 predicate still holds after {max} iterations",
+                                frame.name
+                            )),
+                        ));
+                    }
+                }
+                outs.push(v);
+            }
+            CfKind::Enter { .. }
+            | CfKind::Exit { .. }
+            | CfKind::NextIteration
+            | CfKind::Forward => {
+                outs.push(inputs.first_mut().and_then(Option::take));
+            }
+            CfKind::TensorArray(ta) => {
+                let r = arrays
+                    .run(ta, inputs, &prog.flow)
+                    .map_err(|e| Self::kernel_error(en, e))?;
+                outs.extend(r);
+            }
+            CfKind::Kernel => {
+                ctx.reset_inputs();
+                for v in inputs.drain(..) {
+                    match v {
+                        Some(v) => ctx.push_input(v),
+                        None => return Err(internal("an input value is missing")),
+                    }
+                }
+                en.kernel
+                    .compute(ctx)
+                    .map_err(|e| Self::kernel_error(en, e))?;
+                Self::finish_node(en, ctx.outputs())?;
+                outs.extend(ctx.drain_outputs().map(Some));
+            }
+        }
+        Ok(())
+    }
+
+    fn cf_fetch(prog: &CfProgram, fetched: Vec<Entry>) -> Result<Vec<Tensor>> {
+        fetched
+            .into_iter()
+            .enumerate()
+            .map(|(k, e)| {
+                let name = prog.fetch_names.get(k).map_or("?", String::as_str);
+                match e {
+                    Entry::Live(t) => Ok(t),
+                    Entry::Dead => Err(Error::InvalidArgument {
+                        arg: "fetches".into(),
+                        message: format!(
+                            "`{name}` is dead in this step: it lies on a branch that did not run"
+                        ),
+                    }),
+                    Entry::Empty => Err(Error::InvalidArgument {
+                        arg: "fetches".into(),
+                        message: format!("`{name}` was not produced"),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    fn run_cf_sequential(
+        &self,
+        prog: &CfProgram,
+        feeds: &[Tensor],
+        resources: &ResourceMgr,
+    ) -> Result<Vec<Tensor>> {
+        let mut m = Machine::new(prog);
+        let arrays = TensorArrays::default();
+        let mut ready: Vec<Task> = Vec::with_capacity(64);
+        m.start(&mut ready);
+        let mut ctx = KernelContext::new(SmallVec::new(), resources, feeds);
+        let mut inputs: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
+        let mut outs: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
+        while let Some(t) = ready.pop() {
+            let dead = m.take_inputs(t, &mut inputs);
+            self.cf_compute(prog, t, dead, &mut inputs, &mut ctx, &mut outs, &arrays)?;
+            m.propagate(t, dead, &mut outs, &mut ready);
+            m.finish(t, &mut ready);
+        }
+        Self::cf_fetch(prog, m.fetched)
+    }
+
+    fn run_cf_parallel(
+        &self,
+        prog: &CfProgram,
+        feeds: &[Tensor],
+        resources: &ResourceMgr,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Vec<Tensor>> {
+        let mut m = Machine::new(prog);
+        let mut ready = Vec::new();
+        m.start(&mut ready);
+        let jobs: Vec<Job> = ready
+            .drain(..)
+            .map(|t| {
+                let mut inputs = SmallVec::new();
+                let dead = m.take_inputs(t, &mut inputs);
+                Job { t, dead, inputs }
+            })
+            .collect();
+        let sh = CfShared {
+            machine: Mutex::new(m),
+            arrays: TensorArrays::default(),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            feeds,
+            resources,
+        };
+        pool.scope(|s| {
+            let sh = &sh;
+            for j in jobs {
+                s.spawn(move |s| self.cf_worker(prog, s, sh, j));
+            }
+        });
+        if let Some(e) = sh.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let m = sh.machine.into_inner().unwrap_or_else(|p| p.into_inner());
+        Self::cf_fetch(prog, m.fetched)
+    }
+
+    /// Runs `job` and the nodes it makes ready: cheap ones and one expensive one on this
+    /// thread, other expensive ones on the pool.
+    fn cf_worker<'s, 'a: 's, 'p: 's>(
+        &'s self,
+        prog: &'s CfProgram,
+        scope: &rayon::Scope<'s>,
+        sh: &'s CfShared<'a, 'p>,
+        job: Job,
+    ) {
+        let mut local = vec![job];
+        let mut ctx = KernelContext::new(SmallVec::new(), sh.resources, sh.feeds);
+        let mut outs: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
+        let mut ready: Vec<Task> = Vec::new();
+        while let Some(mut j) = local.pop() {
+            if sh.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            let r = self.cf_compute(
+                prog,
+                j.t,
+                j.dead,
+                &mut j.inputs,
+                &mut ctx,
+                &mut outs,
+                &sh.arrays,
+            );
+            if let Err(e) = r {
+                sh.failed.store(true, Ordering::Relaxed);
+                let mut slot = sh.error.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(e);
+                return;
+            }
+            let mut m = sh.machine.lock().unwrap_or_else(|p| p.into_inner());
+            m.propagate(j.t, j.dead, &mut outs, &mut ready);
+            m.finish(j.t, &mut ready);
+            let mut kept_expensive = false;
+            for t in ready.drain(..) {
+                let mut inputs = SmallVec::new();
+                let dead = m.take_inputs(t, &mut inputs);
+                let next = Job { t, dead, inputs };
+                let cheap = dead || self.nodes[t.node as usize].cheap;
+                if cheap || !kept_expensive {
+                    kept_expensive |= !cheap;
+                    local.push(next);
+                } else {
+                    scope.spawn(move |s| self.cf_worker(prog, s, sh, next));
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
-//! Graph passes that need kernels: constant folding.
+//! Graph passes that need kernels: constant folding (never of control-flow ops: their dead
+//! values and frames exist only when a step runs).
 
 use crate::error::Result;
 use crate::executor::build_kernel;
 use crate::kernel::KernelContext;
 use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
+use tfr_graph::ops::control_flow_ops::is_control_flow_op;
 use tfr_graph::passes::{StepGraph, ARG_OP};
 use tfr_graph::{registry, Attrs, Graph, Node, NodeId, Output, Shape, TensorType};
 
@@ -20,20 +22,37 @@ pub fn fold_constants(step: &mut StepGraph) -> Result<()> {
     let mut remap: Vec<Vec<Output>> = Vec::with_capacity(old.len());
     let mut origin = Vec::new();
     let resources = ResourceMgr::default();
+    // Inputs from nodes not rebuilt yet: loops' back edges, fixed once every node is.
+    let mut patches: Vec<(NodeId, usize, Output)> = Vec::new();
     for (i, node) in old.nodes().iter().enumerate() {
+        let mut later = Vec::new();
         let inputs: Vec<Output> = node
             .inputs
             .iter()
-            .map(|o| remap[o.node.index()][o.index as usize])
+            .enumerate()
+            .map(|(k, o)| match remap.get(o.node.index()) {
+                Some(outs) => outs[o.index as usize],
+                None => {
+                    later.push((k, *o));
+                    *o
+                }
+            })
             .collect();
         let control_inputs: Vec<NodeId> = node
             .control_inputs
             .iter()
-            .map(|c| remap[c.index()].first().map_or(*c, |o| o.node))
+            .map(|c| {
+                remap
+                    .get(c.index())
+                    .and_then(|r| r.first())
+                    .map_or(*c, |o| o.node)
+            })
             .collect();
         let foldable = !inputs.is_empty()
+            && later.is_empty()
             && control_inputs.is_empty()
             && node.op != ARG_OP
+            && !is_control_flow_op(&node.op)
             && !node.outputs.is_empty()
             && registry().get(&node.op).is_some_and(|d| !d.stateful)
             && inputs.iter().all(|&o| out.const_value(o).is_some());
@@ -75,9 +94,15 @@ pub fn fold_constants(step: &mut StepGraph) -> Result<()> {
             None => {
                 let n = node.outputs.len().max(1);
                 let id = out.push_checked(rewritten);
+                patches.extend(later.into_iter().map(|(k, o)| (id, k, o)));
                 origin.push(step.origin[i]);
                 remap.push((0..n).map(|k| Output::new(id, k)).collect());
             }
+        }
+    }
+    for (id, k, o) in patches {
+        if let Some(outs) = remap.get(o.node.index()) {
+            out.nodes_for_rewrite()[id.index()].inputs[k] = outs[o.index as usize];
         }
     }
     // Ops with no outputs (NoOp) still map to their node for control edges and targets.

@@ -95,6 +95,9 @@ pub struct Graph {
     control_scope: Vec<Vec<NodeId>>,
     #[serde(default)]
     pub(crate) variables: Vec<crate::ops::state_ops::Variable>,
+    /// Open control-flow contexts (inside `cond`/`while_loop` builders) and a frame cache.
+    #[serde(skip)]
+    pub(crate) cf: crate::ops::control_flow_ops::CfState,
 }
 
 impl Graph {
@@ -223,6 +226,14 @@ impl Graph {
         let r = f(self);
         self.control_scope.pop();
         r
+    }
+
+    /// Takes the open control-dependency scopes (control-flow scaffolding is built outside them).
+    pub(crate) fn take_control_scopes(&mut self) -> Vec<Vec<NodeId>> {
+        std::mem::take(&mut self.control_scope)
+    }
+    pub(crate) fn restore_control_scopes(&mut self, scopes: Vec<Vec<NodeId>>) {
+        self.control_scope = scopes;
     }
 
     /// `name` under the current name scope.
@@ -378,15 +389,15 @@ impl NodeBuilder<'_> {
             mut attrs,
             device,
         } = self;
-        let name = match name {
+        let explicit = match name {
             Some(n) => {
                 let full = graph.scoped(&n);
                 if graph.by_name.contains_key(&full) {
                     return Err(GraphError::DuplicateName(full));
                 }
-                full
+                Some(full)
             }
-            None => graph.unique_name(&graph.scoped(&op)),
+            None => None,
         };
         for &c in &control_inputs {
             graph.get_node(c)?;
@@ -396,6 +407,10 @@ impl NodeBuilder<'_> {
         }
         control_inputs.sort();
         control_inputs.dedup();
+        // Inside a cond/while_loop builder, outside values enter through Switch/Enter nodes.
+        let (inputs, control_inputs) =
+            crate::ops::control_flow_ops::capture_inputs(graph, inputs, control_inputs)?;
+        let name = explicit.unwrap_or_else(|| graph.unique_name(&graph.scoped(&op)));
         let outputs = graph.infer_node(&name, &op, &inputs, &mut attrs)?;
         let device = device
             .or_else(|| graph.devices.last().cloned())

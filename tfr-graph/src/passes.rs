@@ -6,6 +6,7 @@ use crate::attr::Attrs;
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, Node, NodeId, Output};
 use crate::op_def::registry;
+use crate::ops::control_flow_ops::is_control_flow_op;
 use crate::validate::topological_order;
 use std::collections::HashMap;
 
@@ -87,6 +88,7 @@ pub fn prune(
         arg_nodes[k] = Some(id);
         id
     };
+    let mut patches: Vec<(NodeId, usize, Output)> = Vec::new();
     for id in topological_order(graph)? {
         if !needed[id.index()] {
             continue;
@@ -106,23 +108,46 @@ pub fn prune(
             }
         }
         let mut inputs = Vec::with_capacity(node.inputs.len());
-        for o in &node.inputs {
+        let mut later = Vec::new();
+        for (k, o) in node.inputs.iter().enumerate() {
             inputs.push(match fed.get(o) {
-                Some(&k) => Output::new(feed_arg(&mut out, &mut origin, k), 0),
-                None => Output {
-                    node: new_id[&o.node],
-                    index: o.index,
+                Some(&f) => Output::new(feed_arg(&mut out, &mut origin, f), 0),
+                None => match new_id.get(&o.node) {
+                    Some(&n) => Output {
+                        node: n,
+                        index: o.index,
+                    },
+                    // A loop's back edge: its producer comes later in the order.
+                    None => {
+                        later.push((k, *o));
+                        *o
+                    }
                 },
             });
         }
-        let control_inputs = node.control_inputs.iter().map(|c| new_id[c]).collect();
+        let control_inputs = node
+            .control_inputs
+            .iter()
+            .map(|c| new_id.get(c).copied().ok_or_else(|| missing(graph, *c)))
+            .collect::<Result<Vec<_>>>()?;
         let nid = out.push_node(Node {
             inputs,
             control_inputs,
             ..node.clone()
         });
+        patches.extend(later.into_iter().map(|(k, o)| (nid, k, o)));
         origin.push(Some(id));
         new_id.insert(id, nid);
+    }
+    for (nid, k, o) in patches {
+        let n = new_id
+            .get(&o.node)
+            .copied()
+            .ok_or_else(|| missing(graph, o.node))?;
+        out.nodes_mut()[nid.index()].inputs[k] = Output {
+            node: n,
+            index: o.index,
+        };
     }
     let mut map_out =
         |o: &Output, out: &mut Graph, origin: &mut Vec<Option<NodeId>>| match fed.get(o) {
@@ -154,21 +179,32 @@ pub fn eliminate_common_subexpressions(step: &mut StepGraph) {
     let mut remap: Vec<NodeId> = Vec::with_capacity(old.len());
     let mut seen: HashMap<String, NodeId> = HashMap::new();
     let mut origin = Vec::with_capacity(old.len());
+    let mut patches: Vec<(NodeId, usize, Output)> = Vec::new();
     for (i, node) in old.nodes().iter().enumerate() {
+        let mut later = Vec::new();
         let inputs: Vec<Output> = node
             .inputs
             .iter()
-            .map(|o| Output {
-                node: remap[o.node.index()],
-                index: o.index,
+            .enumerate()
+            .map(|(k, o)| match remap.get(o.node.index()) {
+                Some(&n) => Output {
+                    node: n,
+                    index: o.index,
+                },
+                None => {
+                    later.push((k, *o));
+                    *o
+                }
             })
             .collect();
         let control_inputs: Vec<NodeId> = node
             .control_inputs
             .iter()
-            .map(|c| remap[c.index()])
+            .map(|c| remap.get(c.index()).copied().unwrap_or(*c))
             .collect();
-        let mergeable = node.op != ARG_OP
+        let mergeable = later.is_empty()
+            && node.op != ARG_OP
+            && !is_control_flow_op(&node.op)
             && registry().get(&node.op).is_some_and(|d| !d.stateful)
             && node
                 .attrs
@@ -196,8 +232,17 @@ pub fn eliminate_common_subexpressions(step: &mut StepGraph) {
         if let Some(k) = key {
             seen.insert(k, id);
         }
+        patches.extend(later.into_iter().map(|(k, o)| (id, k, o)));
         origin.push(step.origin[i]);
         remap.push(id);
+    }
+    for (id, k, o) in patches {
+        if let Some(&n) = remap.get(o.node.index()) {
+            out.nodes_mut()[id.index()].inputs[k] = Output {
+                node: n,
+                index: o.index,
+            };
+        }
     }
     step.feeds = step
         .feeds
@@ -238,19 +283,68 @@ pub fn remove_dead_nodes(step: &mut StepGraph) {
     out.seed = old.seed;
     let mut remap: Vec<Option<NodeId>> = vec![None; old.len()];
     let mut origin = Vec::new();
+    let mut patches: Vec<(NodeId, usize, Output)> = Vec::new();
     for (i, node) in old.nodes().iter().enumerate() {
         if !live[i] {
             continue;
         }
-        let map = |id: NodeId| remap[id.index()].expect("live nodes only use live nodes");
-        let inputs = node.inputs.iter().map(|o| Output { node: map(o.node), index: o.index }).collect();
-        let control_inputs = node.control_inputs.iter().map(|&c| map(c)).collect();
-        remap[i] = Some(out.push_node(Node { inputs, control_inputs, ..node.clone() }));
+        // Live nodes only use live nodes; a producer not copied yet is a loop's back edge.
+        let mut later = Vec::new();
+        let inputs = node
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, o)| match remap[o.node.index()] {
+                Some(n) => Output {
+                    node: n,
+                    index: o.index,
+                },
+                None => {
+                    later.push((k, *o));
+                    *o
+                }
+            })
+            .collect();
+        let control_inputs = node
+            .control_inputs
+            .iter()
+            .map(|&c| remap[c.index()].unwrap_or(c))
+            .collect();
+        let id = out.push_node(Node {
+            inputs,
+            control_inputs,
+            ..node.clone()
+        });
+        patches.extend(later.into_iter().map(|(k, o)| (id, k, o)));
+        remap[i] = Some(id);
         origin.push(step.origin[i]);
     }
-    step.feeds = step.feeds.iter().map(|f| f.and_then(|id| remap[id.index()])).collect();
-    step.fetches = step.fetches.iter().map(|o| Output { node: remap[o.node.index()].expect("fetched"), index: o.index }).collect();
-    step.targets = step.targets.iter().map(|t| remap[t.index()].expect("target")).collect();
+    for (id, k, o) in patches {
+        if let Some(n) = remap[o.node.index()] {
+            out.nodes_mut()[id.index()].inputs[k] = Output {
+                node: n,
+                index: o.index,
+            };
+        }
+    }
+    step.feeds = step
+        .feeds
+        .iter()
+        .map(|f| f.and_then(|id| remap[id.index()]))
+        .collect();
+    step.fetches = step
+        .fetches
+        .iter()
+        .map(|o| Output {
+            node: remap[o.node.index()].expect("fetched"),
+            index: o.index,
+        })
+        .collect();
+    step.targets = step
+        .targets
+        .iter()
+        .map(|t| remap[t.index()].expect("target"))
+        .collect();
     step.origin = origin;
     step.graph = out;
 }
@@ -266,4 +360,14 @@ impl Graph {
     pub fn nodes_for_rewrite(&mut self) -> &mut Vec<Node> {
         self.nodes_mut()
     }
+}
+
+fn missing(graph: &Graph, id: NodeId) -> GraphError {
+    GraphError::UnknownNode(format!(
+        "`{}` (needed by the step but not reached in topological order)",
+        graph
+            .nodes()
+            .get(id.index())
+            .map_or("?", |n| n.name.as_str())
+    ))
 }

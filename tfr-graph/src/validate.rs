@@ -1,9 +1,12 @@
-//! Whole-graph validation: every edge's arity and dtype, and no cycles.
+//! Whole-graph validation: every edge's arity and dtype, no cycles except through a loop's
+//! back edge (NextIteration -> Merge), and every node's inputs in one frame.
 
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId};
+use crate::ops::control_flow_ops::{is_back_edge, FrameMap};
 
-/// Node ids in an order where every node follows its data and control inputs.
+/// Node ids in an order where every node follows its data and control inputs, back edges of
+/// loops (a `NextIteration` feeding a `Merge`) aside: a cycle is legal only through one.
 pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
     let n = graph.len();
     let mut pending = vec![0usize; n];
@@ -12,7 +15,9 @@ pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
         let sources = node
             .inputs
             .iter()
-            .map(|o| o.node)
+            .enumerate()
+            .filter(|&(k, _)| !is_back_edge(graph, node, k))
+            .map(|(_, o)| o.node)
             .chain(node.control_inputs.iter().copied());
         for src in sources {
             if src.index() >= n {
@@ -44,9 +49,11 @@ pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
 }
 
 /// Checks every node against the registry (op known, arity, dtypes, attributes, recorded output
-/// types equal to what the shape functions infer) and that the graph is acyclic.
+/// types equal to what the shape functions infer), that the graph is acyclic but for loops'
+/// back edges, and that each node's inputs run in one frame.
 pub fn validate(graph: &Graph) -> Result<()> {
-    topological_order(graph)?;
+    let order = topological_order(graph)?;
+    FrameMap::analyze(graph, &order)?;
     for node in graph.nodes() {
         let mut attrs = node.attrs.clone();
         let inferred = graph.infer_node(&node.name, &node.op, &node.inputs, &mut attrs)?;

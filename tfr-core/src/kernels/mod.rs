@@ -3,6 +3,7 @@
 
 pub mod array_ops;
 pub mod broadcast;
+pub mod control_flow_ops;
 pub mod conv_ops;
 pub mod cwise_ops;
 pub mod data_flow_ops;
@@ -20,6 +21,7 @@ use crate::kernel::KernelRegistry;
 pub fn register_all(r: &mut KernelRegistry) {
     array_ops::register(r);
     conv_ops::register(r);
+    control_flow_ops::register(r);
     cwise_ops::register(r);
     data_flow_ops::register(r);
     grad_ops::register(r);

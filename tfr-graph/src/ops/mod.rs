@@ -4,6 +4,8 @@
 
 pub mod array_grad;
 pub mod array_ops;
+pub mod control_flow_grad;
+pub mod control_flow_ops;
 pub mod data_flow_ops;
 pub mod io_ops;
 pub mod math_grad;
@@ -28,6 +30,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(nn_ops::op_defs());
     defs.extend(random_ops::op_defs());
     defs.extend(state_ops::op_defs());
+    defs.extend(control_flow_ops::op_defs());
     defs.extend(data_flow_ops::op_defs());
     defs.extend(io_ops::op_defs());
     defs.extend(training_ops::op_defs());

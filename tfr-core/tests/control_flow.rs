@@ -1,0 +1,776 @@
+//! Dynamic control flow: cond and while_loop in the graph (dead values, frames, iterations),
+//! the builders on top of them, and their gradients — checked against plain-Rust references
+//! on random inputs and against central differences.
+
+use tfr_core::{Code, Session, SessionOptions, Tensor};
+use tfr_graph::ops::control_flow_ops::WhileOptions;
+use tfr_graph::{gradients, DType, Dim, Graph, GraphError, Output, Shape};
+
+type GResult<T> = Result<T, GraphError>;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+fn seq() -> SessionOptions {
+    SessionOptions {
+        inter_op_threads: 1,
+        ..SessionOptions::default()
+    }
+}
+
+fn par() -> SessionOptions {
+    SessionOptions {
+        inter_op_threads: 4,
+        ..SessionOptions::default()
+    }
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())))
+}
+
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert!(close(got, want, tol), "{what}: got {got:?}, want {want:?}");
+}
+
+/// Runs `fetches` with `feeds` on a sequential and a parallel session; both must agree.
+fn run_both(g: &Graph, feeds: &[(Output, Tensor)], fetches: &[Output]) -> Vec<Vec<f64>> {
+    let a = Session::new(g, seq())
+        .unwrap()
+        .run(feeds, fetches, &[])
+        .unwrap();
+    let b = Session::new(g, par())
+        .unwrap()
+        .run(feeds, fetches, &[])
+        .unwrap();
+    assert_eq!(a, b, "sequential and parallel executors disagree");
+    a.iter().map(Tensor::to_f64_vec).collect()
+}
+
+// ---- cond -------------------------------------------------------------------------------------
+
+#[test]
+fn cond_takes_one_branch_on_random_inputs() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[4]))?;
+    let t = g.placeholder("t", DType::F64, Shape::scalar())?;
+    let s = g.reduce_sum(x, None, false)?;
+    let p = g.greater(s, t)?;
+    let r = g.cond(
+        p,
+        |g| {
+            let a = g.square(x)?;
+            let two = g.scalar(2.0f64)?;
+            Ok(vec![g.mul(a, two)?])
+        },
+        |g| Ok(vec![g.neg(x)?]),
+    )?;
+    assert_eq!(g.shape(r[0]), &Shape::known(&[4]));
+    let mut rng = Rng(1);
+    for _ in 0..20 {
+        let xv = rng.vec(4, -1.0, 1.0);
+        let tv = rng.uniform(-1.0, 1.0);
+        let got = run_both(
+            &g,
+            &[
+                (x, Tensor::new(&[4], xv.clone()).unwrap()),
+                (t, Tensor::scalar(tv)),
+            ],
+            &[r[0]],
+        );
+        let want: Vec<f64> = if xv.iter().sum::<f64>() > tv {
+            xv.iter().map(|v| 2.0 * v * v).collect()
+        } else {
+            xv.iter().map(|v| -v).collect()
+        };
+        assert_close(&got[0], &want, 1e-12, "cond");
+    }
+    Ok(())
+}
+
+#[test]
+fn cond_branches_of_different_shapes_relax_the_result() -> GResult<()> {
+    let mut g = Graph::new();
+    let p = g.placeholder("p", DType::Bool, Shape::scalar())?;
+    let r = g.cond(
+        p,
+        |g| Ok(vec![g.constant_from(&[2], vec![1.0f32, 2.0])?]),
+        |g| Ok(vec![g.constant_from(&[3], vec![3.0f32, 4.0, 5.0])?]),
+    )?;
+    assert_eq!(g.shape(r[0]), &Shape::new(vec![Dim::Unknown]));
+    let s = Session::new(&g, seq()).unwrap();
+    let a = s.run(&[(p, Tensor::scalar(true))], &[r[0]], &[]).unwrap();
+    assert_eq!(a[0].to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    let b = s.run(&[(p, Tensor::scalar(false))], &[r[0]], &[]).unwrap();
+    assert_eq!(b[0].to_vec::<f32>().unwrap(), vec![3.0, 4.0, 5.0]);
+    // Mismatched branches are errors naming the problem.
+    let e = g
+        .cond(
+            p,
+            |g| Ok(vec![g.scalar(1.0f32)?]),
+            |g| Ok(vec![g.scalar(1i32)?]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("int32"), "{e}");
+    let e = g
+        .cond(p, |g| Ok(vec![g.scalar(1.0f32)?]), |_| Ok(vec![]))
+        .unwrap_err();
+    assert!(e.to_string().contains("outputs"), "{e}");
+    let e = g.cond(r[0], |_| Ok(vec![]), |_| Ok(vec![])).unwrap_err();
+    assert!(e.to_string().contains("bool scalar"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn nested_conds() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let zero = g.scalar(0.0f64)?;
+    let one = g.scalar(1.0f64)?;
+    let pos = g.greater(x, zero)?;
+    let big = g.greater(x, one)?;
+    let r = g.cond(
+        pos,
+        |g| g.cond(big, |g| Ok(vec![g.log(x)?]), |g| Ok(vec![g.square(x)?])),
+        |g| Ok(vec![g.neg(x)?]),
+    )?;
+    for xv in [-2.0, 0.5, 3.0] {
+        let got = run_both(&g, &[(x, Tensor::scalar(xv))], &[r[0]]);
+        let want = if xv > 1.0 {
+            f64::ln(xv)
+        } else if xv > 0.0 {
+            xv * xv
+        } else {
+            -xv
+        };
+        assert_close(&got[0], &[want], 1e-12, "nested cond");
+    }
+    Ok(())
+}
+
+/// A Switch's untaken output is dead; the chain after it is dead without running its kernels
+/// (the integer division by zero on the dead side never happens); a Merge forwards the live
+/// input; fetching a dead value is an error.
+#[test]
+fn dead_values_propagate_through_a_chain_after_a_switch() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::I32, Shape::scalar())?;
+    let p = g.placeholder("p", DType::Bool, Shape::scalar())?;
+    let sw = g.build("Switch").input(x).input(p).finish()?;
+    let f = Output::new(sw, 0);
+    let t = Output::new(sw, 1);
+    let zero = g.scalar(0i32)?;
+    // False side: x / 0 — an error if it ever ran.
+    let mut a = g.floor_div(f, zero)?;
+    for _ in 0..5 {
+        a = g.neg(a)?;
+    }
+    // True side: ((x + 1) * 2).
+    let one = g.scalar(1i32)?;
+    let two = g.scalar(2i32)?;
+    let b = g.add(t, one)?;
+    let b = g.mul(b, two)?;
+    let m = g.build("Merge").input(a).input(b).finish()?;
+    let s = Session::new(&g, seq()).unwrap();
+    let out = s
+        .run(
+            &[(x, Tensor::scalar(5i32)), (p, Tensor::scalar(true))],
+            &[Output::new(m, 0), Output::new(m, 1)],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(out[0].scalar_value::<i32>().unwrap(), 12);
+    assert_eq!(out[1].scalar_value::<i32>().unwrap(), 1, "value_index");
+    // The false side runs, and fails, when taken.
+    let e = s
+        .run(
+            &[(x, Tensor::scalar(5i32)), (p, Tensor::scalar(false))],
+            &[Output::new(m, 0)],
+            &[],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("division by zero"), "{e}");
+    // Fetching the dead side is an error naming it.
+    let e = s
+        .run(
+            &[(x, Tensor::scalar(5i32)), (p, Tensor::scalar(false))],
+            &[b],
+            &[],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("dead"), "{e}");
+    // A Merge of two dead inputs is dead too.
+    let m2 = g.build("Merge").input(t).input(b).finish()?;
+    let s = Session::new(&g, seq()).unwrap();
+    let e = s
+        .run(
+            &[(x, Tensor::scalar(5i32)), (p, Tensor::scalar(false))],
+            &[Output::new(m2, 0)],
+            &[],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("dead"), "{e}");
+    Ok(())
+}
+
+// ---- while_loop -------------------------------------------------------------------------------
+
+/// x = x * 0.999 + 1, n times.
+fn affine_loop(g: &mut Graph, x: Output, n: Output) -> GResult<Output> {
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| g.less(v[0], n),
+        |g, v| {
+            let one = g.scalar(1i32)?;
+            let i = g.add(v[0], one)?;
+            let c = g.scalar(0.999f64)?;
+            let b = g.scalar(1.0f64)?;
+            let y = g.mul(v[1], c)?;
+            Ok(vec![i, g.add(y, b)?])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    Ok(r[1])
+}
+
+#[test]
+fn while_loop_matches_a_rust_loop() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let y = affine_loop(&mut g, x, n)?;
+    let mut rng = Rng(7);
+    for _ in 0..10 {
+        let xv = rng.uniform(-5.0, 5.0);
+        let nv = rng.below(50) as i32;
+        let mut want = xv;
+        for _ in 0..nv {
+            want = want * 0.999 + 1.0;
+        }
+        let got = run_both(
+            &g,
+            &[(x, Tensor::scalar(xv)), (n, Tensor::scalar(nv))],
+            &[y],
+        );
+        assert_close(&got[0], &[want], 1e-12, "affine loop");
+    }
+    Ok(())
+}
+
+/// The trip count depends on the data: Collatz steps of a fed integer.
+#[test]
+fn data_dependent_trip_count() -> GResult<()> {
+    let mut g = Graph::new();
+    let n = g.placeholder("n", DType::I64, Shape::scalar())?;
+    let steps0 = g.scalar(0i64)?;
+    let r = g.while_loop(
+        |g, v| {
+            let one = g.scalar(1i64)?;
+            g.greater(v[0], one)
+        },
+        |g, v| {
+            let two = g.scalar(2i64)?;
+            let one = g.scalar(1i64)?;
+            let three = g.scalar(3i64)?;
+            let m = g.floor_mod(v[0], two)?;
+            let zero = g.scalar(0i64)?;
+            let even = g.equal(m, zero)?;
+            let half = g.floor_div(v[0], two)?;
+            let t = g.mul(v[0], three)?;
+            let odd = g.add(t, one)?;
+            let next = g.select(even, half, odd)?;
+            Ok(vec![next, g.add(v[1], one)?])
+        },
+        &[n, steps0],
+        &WhileOptions::default(),
+    )?;
+    let mut rng = Rng(11);
+    for _ in 0..10 {
+        let nv = 1 + rng.below(1000) as i64;
+        let (mut c, mut k) = (nv, 0i64);
+        while c > 1 {
+            c = if c % 2 == 0 { c / 2 } else { 3 * c + 1 };
+            k += 1;
+        }
+        let got = run_both(&g, &[(n, Tensor::scalar(nv))], &[r[0], r[1]]);
+        assert_eq!(got[0], vec![1.0]);
+        assert_eq!(got[1], vec![k as f64], "collatz({nv})");
+    }
+    Ok(())
+}
+
+#[test]
+fn loop_variables_of_different_dtypes_and_shapes() -> GResult<()> {
+    let mut g = Graph::new();
+    let v = g.placeholder("v", DType::F32, Shape::known(&[3]))?;
+    let i0 = g.scalar(0i64)?;
+    let flag = g.scalar(false)?;
+    let r = g.while_loop(
+        |g, l| {
+            let five = g.scalar(5i64)?;
+            g.less(l[0], five)
+        },
+        |g, l| {
+            let one = g.scalar(1i64)?;
+            let i = g.add(l[0], one)?;
+            let w = g.constant_from(&[3], vec![1.0f32, 2.0, 3.0])?;
+            let v = g.add(l[1], w)?;
+            let f = g.logical_not(l[2])?;
+            Ok(vec![i, v, f])
+        },
+        &[i0, v, flag],
+        &WhileOptions::default(),
+    )?;
+    let got = run_both(
+        &g,
+        &[(v, Tensor::new(&[3], vec![0.5f32, 0.0, -1.0]).unwrap())],
+        &r,
+    );
+    assert_eq!(got[0], vec![5.0]);
+    assert_eq!(got[1], vec![5.5, 10.0, 14.0]);
+    assert_eq!(got[2], vec![1.0], "five flips of false");
+    Ok(())
+}
+
+#[test]
+fn nested_loops() -> GResult<()> {
+    // sum_{i < n} sum_{j < i} (i * j) computed in f64 by two loops.
+    let mut g = Graph::new();
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let acc0 = g.scalar(0.0f64)?;
+    let r = g.while_loop(
+        |g, v| g.less(v[0], n),
+        |g, v| {
+            let i = v[0];
+            let j0 = g.scalar(0i32)?;
+            let inner = g.while_loop(
+                |g, w| g.less(w[0], i),
+                |g, w| {
+                    let ij = g.mul(i, w[0])?;
+                    let f = g.cast(ij, DType::F64)?;
+                    let one = g.scalar(1i32)?;
+                    Ok(vec![g.add(w[0], one)?, g.add(w[1], f)?])
+                },
+                &[j0, v[1]],
+                &WhileOptions::default(),
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(i, one)?, inner[1]])
+        },
+        &[zero, acc0],
+        &WhileOptions::default(),
+    )?;
+    for nv in [0i32, 1, 2, 7, 20] {
+        let want: f64 = (0..nv)
+            .flat_map(|i| (0..i).map(move |j| (i * j) as f64))
+            .sum();
+        let got = run_both(&g, &[(n, Tensor::scalar(nv))], &[r[1]]);
+        assert_eq!(got[0], vec![want], "n = {nv}");
+    }
+    Ok(())
+}
+
+#[test]
+fn cond_inside_a_loop_and_a_loop_inside_a_cond() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    // for i < n: x = (i even) ? x + i : x * 0.5
+    let r = g.while_loop(
+        |g, v| g.less(v[0], n),
+        |g, v| {
+            let two = g.scalar(2i32)?;
+            let m = g.floor_mod(v[0], two)?;
+            let z = g.scalar(0i32)?;
+            let even = g.equal(m, z)?;
+            let i = v[0];
+            let xv = v[1];
+            let y = g.cond(
+                even,
+                |g| {
+                    let fi = g.cast(i, DType::F64)?;
+                    Ok(vec![g.add(xv, fi)?])
+                },
+                |g| {
+                    let h = g.scalar(0.5f64)?;
+                    Ok(vec![g.mul(xv, h)?])
+                },
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(i, one)?, y[0]])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    // A loop in the taken or untaken branch of a cond.
+    let big = g.scalar(10.0f64)?;
+    let p = g.greater(x, big)?;
+    let c = g.cond(
+        p,
+        |g| Ok(vec![affine_loop(g, x, n)?]),
+        |g| Ok(vec![g.neg(x)?]),
+    )?;
+    let mut rng = Rng(5);
+    for _ in 0..10 {
+        let xv = rng.uniform(0.0, 20.0);
+        let nv = rng.below(12) as i32;
+        let mut want = xv;
+        for i in 0..nv {
+            want = if i % 2 == 0 {
+                want + i as f64
+            } else {
+                want * 0.5
+            };
+        }
+        let mut want_c = xv;
+        if xv > 10.0 {
+            for _ in 0..nv {
+                want_c = want_c * 0.999 + 1.0;
+            }
+        } else {
+            want_c = -xv;
+        }
+        let got = run_both(
+            &g,
+            &[(x, Tensor::scalar(xv)), (n, Tensor::scalar(nv))],
+            &[r[1], c[0]],
+        );
+        assert_close(&got[0], &[want], 1e-12, "cond in loop");
+        assert_close(&got[1], &[want_c], 1e-12, "loop in cond");
+    }
+    Ok(())
+}
+
+#[test]
+fn maximum_iterations_stops_a_runaway_loop() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar())?;
+    let r = g.while_loop(
+        |g, _| g.scalar(true),
+        |g, v| {
+            let one = g.scalar(1.0f32)?;
+            Ok(vec![g.add(v[0], one)?])
+        },
+        &[x],
+        &WhileOptions::default()
+            .maximum_iterations(100)
+            .name("runaway"),
+    )?;
+    for opts in [seq(), par()] {
+        let s = Session::new(&g, opts).unwrap();
+        let e = s
+            .run(&[(x, Tensor::scalar(0.0f32))], &[r[0]], &[])
+            .unwrap_err();
+        assert_eq!(e.code(), Code::OutOfRange, "{e}");
+        assert!(
+            e.to_string().contains("runaway") && e.to_string().contains("maximum_iterations = 100"),
+            "{e}"
+        );
+    }
+    // Within the bound, the loop finishes normally.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar())?;
+    let r = g.while_loop(
+        |g, v| {
+            let ten = g.scalar(10.0f32)?;
+            g.less(v[0], ten)
+        },
+        |g, v| {
+            let one = g.scalar(1.0f32)?;
+            Ok(vec![g.add(v[0], one)?])
+        },
+        &[x],
+        &WhileOptions::default().maximum_iterations(10),
+    )?;
+    let s = Session::new(&g, seq()).unwrap();
+    let out = s.run(&[(x, Tensor::scalar(0.0f32))], &[r[0]], &[]).unwrap();
+    assert_eq!(out[0].scalar_value::<f32>().unwrap(), 10.0);
+    Ok(())
+}
+
+#[test]
+fn shape_invariants_are_checked() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::known(&[2]))?;
+    let grow = |g: &mut Graph, v: &[Output]| -> GResult<Vec<Output>> {
+        let c = g.concat(&[v[0], v[0]], 0)?;
+        Ok(vec![c])
+    };
+    let small = |g: &mut Graph, v: &[Output]| -> GResult<Output> {
+        let s = g.size(v[0])?;
+        let lim = g.scalar(16i32)?;
+        g.less(s, lim)
+    };
+    let e = g
+        .while_loop(small, grow, &[x], &WhileOptions::default())
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("loop variable 0") && msg.contains("`x:0`") && msg.contains("shape"),
+        "{msg}"
+    );
+    // With an unknown dim in the invariant the shape may change.
+    let r = g.while_loop(
+        small,
+        grow,
+        &[x],
+        &WhileOptions::default().shape_invariants(vec![Some(Shape::new(vec![Dim::Unknown]))]),
+    )?;
+    assert_eq!(g.shape(r[0]), &Shape::new(vec![Dim::Unknown]));
+    let got = run_both(
+        &g,
+        &[(x, Tensor::new(&[2], vec![1.0f32, 2.0]).unwrap())],
+        &[r[0]],
+    );
+    assert_eq!(got[0].len(), 16);
+    // An invariant the initial value does not fit is an error too.
+    let e = g
+        .while_loop(
+            small,
+            grow,
+            &[x],
+            &WhileOptions::default().shape_invariants(vec![Some(Shape::known(&[3]))]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("does not allow"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn concurrent_steps_of_a_graph_with_loops() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let y = affine_loop(&mut g, x, n)?;
+    for opts in [seq(), par()] {
+        let s = Session::new(&g, opts).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let s = &s;
+                scope.spawn(move || {
+                    for k in 0..25 {
+                        let nv = (t * 25 + k) % 40;
+                        let xv = k as f64;
+                        let mut want = xv;
+                        for _ in 0..nv {
+                            want = want * 0.999 + 1.0;
+                        }
+                        let out = s
+                            .run(
+                                &[(x, Tensor::scalar(xv)), (n, Tensor::scalar(nv))],
+                                &[y],
+                                &[],
+                            )
+                            .unwrap();
+                        let got = out[0].scalar_value::<f64>().unwrap();
+                        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+                    }
+                });
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Independent iterations overlap: a body of two expensive matmuls on the pool gives the same
+/// results with parallel_iterations 1 and 10.
+#[test]
+fn parallel_iterations_give_the_same_results() -> GResult<()> {
+    let mut results = Vec::new();
+    for pi in [1usize, 10] {
+        let mut g = Graph::new();
+        let a = g.placeholder("a", DType::F64, Shape::known(&[8, 8]))?;
+        let elems = g.placeholder("e", DType::F64, Shape::known(&[6, 8, 8]))?;
+        let n = g.scalar(6i32)?;
+        let zero = g.scalar(0i32)?;
+        let acc = g.scalar(0.0f64)?;
+        let ta = g.tensor_array(DType::F64, n, Shape::known(&[8, 8]), false)?;
+        let ta = ta.unstack(&mut g, elems)?;
+        let r = g.while_loop(
+            |g, v| g.less(v[0], n),
+            |g, v| {
+                let m = ta.read(g, v[0])?;
+                let p = g.matmul(m, a)?;
+                let q = g.matmul(a, p)?;
+                let s = g.reduce_sum(q, None, false)?;
+                let one = g.scalar(1i32)?;
+                Ok(vec![g.add(v[0], one)?, g.add(v[1], s)?])
+            },
+            &[zero, acc],
+            &WhileOptions::default().parallel_iterations(pi),
+        )?;
+        let mut rng = Rng(3);
+        let av = Tensor::new(&[8, 8], rng.vec(64, -1.0, 1.0)).unwrap();
+        let ev = Tensor::new(&[6, 8, 8], rng.vec(384, -1.0, 1.0)).unwrap();
+        let got = run_both(&g, &[(a, av), (elems, ev)], &[r[1]]);
+        results.push(got[0][0]);
+    }
+    assert!((results[0] - results[1]).abs() < 1e-9, "{results:?}");
+    Ok(())
+}
+
+// ---- map_fn, scan, folds ----------------------------------------------------------------------
+
+#[test]
+fn map_fn_scan_and_folds_match_iterators() -> GResult<()> {
+    let mut g = Graph::new();
+    let e = g.placeholder(
+        "e",
+        DType::F64,
+        Shape::new(vec![Dim::Unknown, Dim::Known(3)]),
+    )?;
+    let m = g.map_fn(
+        |g, x| {
+            let s = g.reduce_sum(x[0], None, false)?;
+            let sq = g.square(x[0])?;
+            Ok(vec![s, sq])
+        },
+        &[e],
+        Some(&[DType::F64, DType::F64]),
+    )?;
+    assert_eq!(g.shape(m[0]), &Shape::new(vec![Dim::Unknown]));
+    assert_eq!(
+        g.shape(m[1]),
+        &Shape::new(vec![Dim::Unknown, Dim::Known(3)])
+    );
+    let init = g.constant_from(&[3], vec![0.0f64; 3])?;
+    let sc = g.scan(|g, a, x| Ok(vec![g.add(a[0], x[0])?]), &[e], &[init], false)?;
+    let scr = g.scan(|g, a, x| Ok(vec![g.add(a[0], x[0])?]), &[e], &[init], true)?;
+    let one = g.scalar(1.0f64)?;
+    let fl = g.foldl(
+        |g, a, x| {
+            let s = g.reduce_sum(x[0], None, false)?;
+            let t = g.mul(a[0], s)?;
+            Ok(vec![g.add(t, one)?])
+        },
+        &[e],
+        &[one],
+    )?;
+    let fr = g.foldr(
+        |g, a, x| {
+            let s = g.reduce_sum(x[0], None, false)?;
+            let t = g.mul(a[0], s)?;
+            Ok(vec![g.add(t, one)?])
+        },
+        &[e],
+        &[one],
+    )?;
+    let mut rng = Rng(9);
+    for rows in [1usize, 4, 9] {
+        let ev = rng.vec(rows * 3, -1.0, 1.0);
+        let got = run_both(
+            &g,
+            &[(e, Tensor::new(&[rows, 3], ev.clone()).unwrap())],
+            &[m[0], m[1], sc[0], scr[0], fl[0], fr[0]],
+        );
+        let row = |i: usize| &ev[i * 3..i * 3 + 3];
+        let sums: Vec<f64> = (0..rows).map(|i| row(i).iter().sum()).collect();
+        assert_close(&got[0], &sums, 1e-12, "map_fn sums");
+        let sq: Vec<f64> = ev.iter().map(|v| v * v).collect();
+        assert_close(&got[1], &sq, 1e-12, "map_fn squares");
+        let mut acc = [0.0; 3];
+        let mut want = Vec::new();
+        for i in 0..rows {
+            for k in 0..3 {
+                acc[k] += row(i)[k];
+            }
+            want.extend_from_slice(&acc);
+        }
+        assert_close(&got[2], &want, 1e-12, "scan");
+        let mut acc = [0.0; 3];
+        let mut want = vec![0.0; rows * 3];
+        for i in (0..rows).rev() {
+            for k in 0..3 {
+                acc[k] += row(i)[k];
+                want[i * 3 + k] = acc[k];
+            }
+        }
+        assert_close(&got[3], &want, 1e-12, "reverse scan");
+        let l = sums.iter().fold(1.0, |a, s| a * s + 1.0);
+        let r = sums.iter().rev().fold(1.0, |a, s| a * s + 1.0);
+        assert_close(&got[4], &[l], 1e-12, "foldl");
+        assert_close(&got[5], &[r], 1e-12, "foldr");
+    }
+    Ok(())
+}
+
+#[test]
+fn graphs_with_loops_serialize_and_validate() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let y = affine_loop(&mut g, x, n)?;
+    let g2 = Graph::from_json(&g.to_json())?;
+    let s = Session::new(&g2, seq()).unwrap();
+    let out = s
+        .run(
+            &[(x, Tensor::scalar(0.0f64)), (n, Tensor::scalar(3i32))],
+            &[y],
+            &[],
+        )
+        .unwrap();
+    let want = ((0.0f64 * 0.999 + 1.0) * 0.999 + 1.0) * 0.999 + 1.0;
+    assert!((out[0].scalar_value::<f64>().unwrap() - want).abs() < 1e-12);
+    // Fetching a value inside the loop is an error that says where it runs.
+    let inside = g
+        .nodes()
+        .iter()
+        .position(|nd| nd.op == "Mul")
+        .map(|i| Output::new(tfr_graph::NodeId(i as u32), 0))
+        .unwrap();
+    let s = Session::new(&g, seq()).unwrap();
+    let e = s
+        .run(
+            &[(x, Tensor::scalar(0.0f64)), (n, Tensor::scalar(3i32))],
+            &[inside],
+            &[],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("inside loop frame"), "{e}");
+    // Back edges only from NextIteration: any other input set later is refused.
+    let merge = g
+        .nodes()
+        .iter()
+        .position(|nd| nd.op == "Merge")
+        .map(|i| tfr_graph::NodeId(i as u32))
+        .unwrap();
+    let e = g.set_input(merge, 1, y).unwrap_err();
+    assert!(
+        e.to_string().contains("cycle") || e.to_string().contains("dtype"),
+        "{e}"
+    );
+    let e = g.set_input(x.node, 0, y).unwrap_err();
+    assert!(e.to_string().contains("only a Merge"), "{e}");
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn unused(_: &mut Graph) -> GResult<Option<Output>> {
+    Ok(gradients(&mut Graph::new(), &[], &[], None)?
+        .pop()
+        .flatten())
+}
