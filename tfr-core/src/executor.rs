@@ -220,7 +220,8 @@ impl Executable {
             roots,
             // With loops, one expensive node may run in several iterations at once.
             parallel: inter_op_threads > 1
-                && (expensive >= 2 || has_cf && expensive >= 1),
+                && (expensive >= 2 || has_cf && expensive >= 1)
+                && !runs_on_caller(g),
             cf,
         })
     }
@@ -505,6 +506,13 @@ struct StepState<'a> {
     failed: AtomicBool,
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
+}
+
+/// Steps holding an op that may wait for another step (a queue's enqueue or dequeue) run on the
+/// caller's thread: a waiting kernel then never holds a worker of the pool that the step it
+/// waits for may need.
+fn runs_on_caller(g: &Graph) -> bool {
+    crate::kernels::data_flow_ops::step_may_block(g)
 }
 
 /// True when a node stands for a feed.
