@@ -344,6 +344,8 @@ impl Builder {
                                 &format!("{name} {verb} "),
                             );
                         }
+                        m = replace_phrase(&m, &format!("{}'s ", arg.name), &format!("{name}'s "));
+                        m = m.replace(&format!("({} ", arg.name), &format!("({name} "));
                     }
                 }
                 m
@@ -842,18 +844,34 @@ impl Builder {
 
     /// A constant from a literal with the given dtype; reports literals that do not fit it.
     pub fn materialize(&mut self, l: &Lit, dtype: DType, at: &impl quote::ToTokens) -> R<Output> {
+        self.materialize_with(l, dtype, at, None)
+    }
+
+    /// Like [`Builder::materialize`]; `partner` is the source text of the tensor the literal
+    /// meets (for messages).
+    pub fn materialize_with(
+        &mut self,
+        l: &Lit,
+        dtype: DType,
+        at: &impl quote::ToTokens,
+        partner: Option<&str>,
+    ) -> R<Output> {
         let fits = match l.kind {
             LitKind::Bool => dtype == DType::Bool,
             LitKind::Int => dtype.is_numeric() || dtype.is_float(),
             LitKind::Float => dtype.is_float(),
+        };
+        let lit = expr_text(at);
+        let other = match partner {
+            Some(p) => format!("{} is {}", operand_name(p), dtype_name(dtype)),
+            None => format!("the value must be {}", dtype_name(dtype)),
         };
         if let Some(f) = l.fixed {
             if f != dtype {
                 return Err(self.err_at(
                     at,
                     format!(
-                        "literal `{}` is {} but is used with a {} tensor",
-                        expr_text(at),
+                        "dtype mismatch: `{lit}` is {} but {other}; drop the suffix or use `{}`",
                         dtype_name(f),
                         dtype_name(dtype)
                     ),
@@ -866,18 +884,18 @@ impl Builder {
                 LitKind::Int => "an integer literal",
                 LitKind::Float => "a float literal",
             };
+            let fix = match (l.kind, partner) {
+                (LitKind::Float, Some(p)) if dtype.is_integer() => {
+                    format!("; write an integer literal, or convert with `cast({p}, f32)`")
+                }
+                (LitKind::Float, None) if dtype.is_integer() => {
+                    "; write an integer literal".to_string()
+                }
+                _ => String::new(),
+            };
             return Err(self.err_at(
                 at,
-                format!(
-                    "dtype mismatch: `{}` is {what} but is used with a {} tensor{}",
-                    expr_text(at),
-                    dtype_name(dtype),
-                    if l.kind == LitKind::Float && dtype.is_integer() {
-                        "; write an integer, or cast the tensor with `cast(x, f32)`"
-                    } else {
-                        ""
-                    }
-                ),
+                format!("dtype mismatch: `{lit}` is {what} but {other}{fix}"),
             ));
         }
         let value = lit_value(l, dtype);
@@ -889,18 +907,21 @@ impl Builder {
     /// Turns values into tensors: literals take the dtype of the first tensor among them (or
     /// their default dtype when there is none). Constants are made after every operand is.
     pub fn tensors(&mut self, vals: Vec<(Val, &Expr)>) -> R<Vec<Output>> {
-        let like = vals.iter().find_map(|(v, _)| match v {
-            Val::Tensor(o) => Some(self.g.dtype(*o)),
+        let like = vals.iter().find_map(|(v, e)| match v {
+            Val::Tensor(o) => Some((self.g.dtype(*o), expr_text(*e))),
             _ => None,
         });
         let mut out = Vec::with_capacity(vals.len());
         for (v, e) in vals {
             out.push(match v {
                 Val::Tensor(o) => o,
-                Val::Lit(l) => {
-                    let t = like.unwrap_or_else(|| l.default_dtype());
-                    self.materialize(&l, t, e)?
-                }
+                Val::Lit(l) => match &like {
+                    Some((t, text)) => self.materialize_with(&l, *t, e, Some(text))?,
+                    None => {
+                        let t = l.default_dtype();
+                        self.materialize(&l, t, e)?
+                    }
+                },
                 other => {
                     return Err(
                         self.err_at(e, format!("expected a tensor, got {}", describe(&other)))

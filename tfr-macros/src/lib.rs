@@ -238,3 +238,232 @@ fn expand_tokens(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn build_source(src: &str) -> (check::Built, Vec<syn::Error>) {
+        let parsed: parse::Input = syn::parse_str(src).expect("parses");
+        assert_eq!(parsed.models.len(), 1);
+        let built = check::build(&parsed.models[0]);
+        (built, parsed.errors)
+    }
+
+    fn messages(errors: &[syn::Error]) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// One valid call of every function of the language: the table and the lowering agree,
+    /// and each builds without error.
+    #[test]
+    fn every_function_lowers() {
+        let samples: Vec<(&str, String)> = lower::UNARY
+            .iter()
+            .map(|(n, _)| {
+                let arg = if *n == "logical_not" { "c" } else { "x" };
+                (*n, format!("{n}({arg})"))
+            })
+            .chain(lower::BINARY.iter().map(|(n, _)| {
+                let call = match *n {
+                    "logical_and" | "logical_or" => format!("{n}(c, c)"),
+                    "bias_add" => format!("{n}(x, bvec)"),
+                    "sparse_softmax_cross_entropy_with_logits" | "sparse_softmax_cross_entropy" => {
+                        format!("{n}(x, i)")
+                    }
+                    _ => format!("{n}(x, x)"),
+                };
+                (*n, call)
+            }))
+            .chain(lower::REDUCTIONS.iter().map(|(n, _)| {
+                let arg = if n.ends_with("all") || n.ends_with("any") {
+                    "c"
+                } else {
+                    "x"
+                };
+                (*n, format!("{n}({arg}, axis = 1, keep_dims = true)"))
+            }))
+            .collect();
+        let others: &[(&str, &str)] = &[
+            ("matmul", "matmul(x, m2, transpose_a = false)"),
+            (
+                "batch_matmul",
+                "batch_matmul(expand_dims(x, 0), expand_dims(m2, 0))",
+            ),
+            ("argmax", "argmax(x, 1)"),
+            ("argmin", "argmin(x, 1)"),
+            ("cast", "cast(x, f64)"),
+            ("select", "select(c, x, 0.0)"),
+            ("clip", "clip(x, 0.0, 1.0)"),
+            ("clip_by_value", "clip_by_value(x, 0.0, 1.0)"),
+            ("add_n", "add_n([x, x])"),
+            ("reshape", "reshape(x, [3, 2])"),
+            ("transpose", "transpose(x)"),
+            ("expand_dims", "expand_dims(x, 0)"),
+            ("squeeze", "squeeze(expand_dims(x, 0), axis = [0])"),
+            ("concat", "concat([x, x], axis = 0)"),
+            ("split", "split(x, 3, axis = 1)"),
+            ("stack", "stack([x, x])"),
+            ("unstack", "unstack(x, 2)"),
+            ("gather", "gather(x, i)"),
+            ("one_hot", "one_hot(i, 4)"),
+            ("fill", "fill([2, 2], 1.0)"),
+            ("zeros", "zeros([2], dtype = i64)"),
+            ("ones", "ones([2])"),
+            ("slice", "slice(x, [0, 0], [1, 2])"),
+            ("pad", "pad(x, [[1, 1], [0, 0]])"),
+            ("tile", "tile(x, [2, 1])"),
+            ("broadcast_to", "broadcast_to(bvec, [2, 3])"),
+            ("reverse", "reverse(x, [1])"),
+            ("range", "range(0, 5)"),
+            ("random_uniform", "random_uniform([2], seed = 1)"),
+            ("random_normal", "random_normal([2])"),
+            ("truncated_normal", "truncated_normal([2], dtype = f64)"),
+            ("glorot_uniform", "glorot_uniform([2, 2])"),
+            ("he_normal", "he_normal([2, 2])"),
+            ("uniform", "uniform([2], 0.5)"),
+            ("assign", "assign(v, x)"),
+            ("assign_add", "assign_add(v, x)"),
+            ("assign_sub", "assign_sub(v, x * 2.0)"),
+            ("grad", "grad(sum(x * v), wrt = v)"),
+            ("minimize", "minimize(sum(v * v), Sgd(0.1), wrt = [v])"),
+            ("group", "group([x, v])"),
+        ];
+        let samples: Vec<(&str, String)> = samples
+            .into_iter()
+            .chain(others.iter().map(|(n, c)| (*n, c.to_string())))
+            .collect();
+        for name in lower::function_names() {
+            assert!(
+                samples.iter().any(|(n, _)| *n == name),
+                "no sample for `{name}`"
+            );
+        }
+        let mut src = String::from(
+            "model All { input x: f32[2, 3]; input m2: f32[3, 2]; input i: i32[2]; \
+             input c: bool[2, 3]; input bvec: f32[3]; var v: f32[2, 3] = zeros();",
+        );
+        for (k, (_, call)) in samples.iter().enumerate() {
+            src.push_str(&format!("let s{k} = {call};"));
+        }
+        src.push('}');
+        let (built, parse_errors) = build_source(&src);
+        assert!(parse_errors.is_empty(), "{:?}", messages(&parse_errors));
+        assert!(built.errors.is_empty(), "{:#?}", messages(&built.errors));
+        assert!(built.init.is_some());
+    }
+
+    #[test]
+    fn word_replacements() {
+        assert_eq!(
+            check::rust_dtype_names("got float32 and int32, not float32x"),
+            "got f32 and i32, not float32x"
+        );
+        assert_eq!(
+            parse::nearest("matmull", lower::function_names()),
+            Some("matmul")
+        );
+        assert_eq!(parse::nearest("zzzz", lower::function_names()), None);
+    }
+
+    /// The messages name the user's operands and both shapes.
+    #[test]
+    fn errors_name_operands() {
+        let (built, _) = build_source(
+            "model M<B> { input x: f32[B, 784]; var w1: f32[512, 10] = zeros(); \
+             let h = x.matmul(w1); let y = relu(h); output y; }",
+        );
+        let m = messages(&built.errors);
+        assert_eq!(
+            m,
+            vec!["matmul: inner dimensions differ: x is [B, 784], w1 is [512, 10]; 784 != 512"]
+        );
+    }
+
+    /// A chain of `layers` dense layers, four ops each (matmul, +, relu, * literal), with a
+    /// loss and, if `train`, an Adam step.
+    pub(crate) fn chain_model(layers: usize, width: usize, train: bool) -> String {
+        let mut s = format!("model Chain<B> {{ input x: f32[B, {width}]; let h0 = x;");
+        for i in 0..layers {
+            s.push_str(&format!(
+                "var w{i}: f32[{width}, {width}] = glorot_uniform(); var b{i}: f32[{width}] = zeros();\
+                 let h{} = relu(h{i}.matmul(w{i}) + b{i}) * 0.5;",
+                i + 1
+            ));
+        }
+        s.push_str(&format!("output loss = mean(square(h{layers}));"));
+        if train {
+            s.push_str("let train = minimize(loss, Adam(0.001));");
+        }
+        s.push('}');
+        s
+    }
+
+    /// VGG-16's sixteen weight layers as dense layers (13 of VGG's conv widths, then
+    /// 4096, 4096, 1000) with a softmax loss and an Adam step: conv2d is not in the registry.
+    pub(crate) fn vgg16_dense_model() -> String {
+        let widths = [
+            64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 4096, 4096, 1000,
+        ];
+        let mut s = String::from(
+            "model Vgg16<B> { seed = 1; input x: f32[B, 25088]; input labels: i32[B]; let h0 = x;",
+        );
+        let mut fan_in = 25088;
+        for (i, w) in widths.iter().enumerate() {
+            let act = if i + 1 == widths.len() { "" } else { "relu" };
+            s.push_str(&format!(
+                "scope \"layer{i}\" {{ var w{i}: f32[{fan_in}, {w}] = he_normal(); \
+                 var b{i}: f32[{w}] = zeros(); let h{} = {act}(h{i}.matmul(w{i}) + b{i}); }}",
+                i + 1
+            ));
+            fan_in = *w;
+        }
+        s.push_str(
+            "output logits = h16; output loss = sparse_softmax_cross_entropy(logits, labels);\
+             let train = minimize(loss, Adam(0.001)); }",
+        );
+        s
+    }
+
+    fn time_expansion(src: &str) -> (f64, usize, usize) {
+        let tokens: proc_macro2::TokenStream = src.parse().expect("tokens");
+        let (built, _) = build_source(src);
+        assert!(built.errors.is_empty(), "{:?}", messages(&built.errors));
+        let nodes = built.graph.len();
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let out = expand_tokens(tokens.clone());
+                let s = t.elapsed().as_secs_f64();
+                assert!(!out.to_string().contains("compile_error"));
+                s
+            })
+            .fold(f64::INFINITY, f64::min);
+        (best, nodes, built.graph.to_bytes().len())
+    }
+
+    /// The expansion (parse, build, check, gradients, optimizer, emit) of a 200-op model and of
+    /// a VGG-16-sized model. Prints the times (run with `--release -- --nocapture` for the
+    /// figures in benches/RESULTS.md); asserts generous bounds so a regression shows.
+    #[test]
+    fn expansion_time() {
+        let forward = chain_model(50, 64, false);
+        let (t, n, _) = time_expansion(&forward);
+        println!("200-op forward model: {:.2} ms, {n} nodes", t * 1e3);
+        assert!(t < 2.0, "200-op model took {t} s");
+        let trained = chain_model(50, 64, true);
+        let (t, n, b) = time_expansion(&trained);
+        println!(
+            "200-op model + gradients + Adam: {:.2} ms, {n} nodes, {b} bytes",
+            t * 1e3
+        );
+        let vgg = vgg16_dense_model();
+        let (t, n, b) = time_expansion(&vgg);
+        println!(
+            "VGG-16-sized dense model + gradients + Adam: {:.2} ms, {n} nodes, {b} bytes",
+            t * 1e3
+        );
+        assert!(t < 10.0, "VGG-16-sized model took {t} s");
+    }
+}

@@ -785,7 +785,13 @@ impl Builder {
 
     fn unknown_function(&mut self, name: &Ident, method: bool) -> Failed {
         let func = name.to_string();
-        let what = if method { "method" } else { "function" };
+        let what = if method {
+            "method"
+        } else if func.starts_with(|c: char| c.is_ascii_uppercase()) {
+            "op"
+        } else {
+            "function"
+        };
         let hint = if func.starts_with(|c: char| c.is_ascii_uppercase()) {
             registry()
                 .suggest(&func)
@@ -1515,11 +1521,10 @@ impl Builder {
                 self.err_at(
                     *e,
                     format!(
-                        "grad: `{}` is {}: only floating-point tensors carry gradients; \
-                         cast it with `cast({}, f32)` first if that is what you mean",
+                        "grad: `{}` is {}: only floating-point tensors carry gradients \
+                         (an integer tensor has none; leave it out)",
                         expr_text(*e),
                         type_string(t.dtype, &t.shape),
-                        expr_text(*e)
                     ),
                 );
                 ok = false;
@@ -1611,9 +1616,8 @@ impl Builder {
         };
         // Every variable must reach the loss: say which does not, at its name.
         let xs: Vec<Output> = vars.iter().map(|v| v.0.value).collect();
-        let mut probe = self.g.clone();
-        let grads = tfr_graph::gradients(&mut probe, &[loss], &xs, None)
-            .map_err(|e| self.graph_err(whole, "minimize", &[], e))?;
+        let reach = reaches(&self.g, loss);
+        let grads: Vec<Option<()>> = xs.iter().map(|x| reach.contains(x).then_some(())).collect();
         let mut ok = true;
         for (g, (v, e)) in grads.iter().zip(&vars) {
             if g.is_none() {
@@ -1859,6 +1863,28 @@ impl Builder {
             },
         })
     }
+}
+
+/// The outputs a gradient can flow back to from `y`: along floating-point edges, not through
+/// `StopGradient` or ops declared not differentiable (as `tfr_graph::gradients` walks).
+fn reaches(g: &Graph, y: Output) -> std::collections::HashSet<Output> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![y];
+    while let Some(o) = stack.pop() {
+        if !g.dtype(o).is_differentiable() || !seen.insert(o) {
+            continue;
+        }
+        let node = g.node(o.node);
+        let stops = node.op == "StopGradient"
+            || matches!(
+                registry().get(&node.op).map(|d| d.gradient),
+                Some(tfr_graph::Gradient::NotDifferentiable) | None
+            );
+        if !stops {
+            stack.extend(node.inputs.iter().copied());
+        }
+    }
+    seen
 }
 
 /// Nodes of the values in `v` (for `group`).

@@ -1,0 +1,10 @@
+use tfr::graph;
+
+graph! {
+    model M<B> {
+        input x: f32[B, 3];
+        output y = x * B;
+    }
+}
+
+fn main() {}

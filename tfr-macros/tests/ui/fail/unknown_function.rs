@@ -1,0 +1,10 @@
+use tfr::graph;
+
+graph! {
+    model M {
+        input x: f32[3];
+        output y = reluu(x);
+    }
+}
+
+fn main() {}
