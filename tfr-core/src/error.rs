@@ -41,6 +41,9 @@ pub enum Error {
         op: String,
         dtype: String,
     },
+    /// A node cannot be placed on any device.
+    #[error("cannot place node `{node}` ({op}): {message}")]
+    Placement { node: String, op: String, message: String },
     #[error("invalid argument `{arg}`: {message}")]
     InvalidArgument { arg: String, message: String },
 }

@@ -4,12 +4,15 @@
 //! compute on [`Tensor`]s. The executor keeps immutable per-signature state ([`Executable`])
 //! apart from per-step state.
 
+pub mod device;
 pub mod error;
 pub mod executor;
 pub mod kernel;
 pub mod kernels;
 pub mod num;
 pub mod passes;
+pub mod placement;
+pub mod rendezvous;
 pub mod resource;
 pub mod session;
 pub mod tensor;
@@ -17,5 +20,5 @@ pub mod tensor;
 pub use error::{Code, Error, KernelError, Result};
 pub use executor::Executable;
 pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
-pub use session::{Callable, Session, SessionOptions};
+pub use session::{Callable, Program, Session, SessionOptions};
 pub use tensor::Tensor;

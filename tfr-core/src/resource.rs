@@ -145,6 +145,19 @@ impl ResourceMgr {
         v
     }
 
+    /// Registers `value` under `key`, replacing any previous one.
+    pub fn insert_state<T: Any + Send + Sync>(&self, key: &str, value: Arc<T>) -> KResult {
+        self.state.write().map_err(|_| KernelError::internal("poisoned"))?.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    /// Drops the state under `key`.
+    pub fn remove_state(&self, key: &str) {
+        if let Ok(mut m) = self.state.write() {
+            m.remove(key);
+        }
+    }
+
     /// Names of all variables.
     pub fn variable_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self

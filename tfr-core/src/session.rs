@@ -1,16 +1,22 @@
 //! `Session`: runs parts of a graph. Each (feeds, fetches, targets) signature is pruned,
-//! optimized and compiled once into an [`Executable`], cached, and reused by every later step.
+//! optimized, placed and compiled once into a [`Program`], cached, and reused by every later
+//! step. A program is one [`Executable`] when every node is on one device, or one executable
+//! per device joined by `_Send`/`_Recv` through a per-step rendezvous.
 
-use crate::error::{Error, Result};
+use crate::device::Device;
+use crate::error::{Code, Error, KernelError, Result};
 use crate::executor::Executable;
 use crate::passes::fold_constants;
+use crate::placement::{partition, place, to_dot};
+use crate::rendezvous::{LocalRendezvous, Rendezvous};
 use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use tfr_graph::passes::{eliminate_common_subexpressions, prune, remove_dead_nodes};
+use tfr_graph::passes::{eliminate_common_subexpressions, prune, remove_dead_nodes, StepGraph};
 use tfr_graph::validate::validate;
-use tfr_graph::{Graph, NodeId, Output};
+use tfr_graph::{DType, Graph, NodeId, Output, Shape, TensorType};
 
 /// How a session runs.
 #[derive(Clone, Debug)]
@@ -19,14 +25,16 @@ pub struct SessionOptions {
     pub inter_op_threads: usize,
     /// Run common-subexpression elimination and constant folding on each step's graph.
     pub optimize: bool,
+    /// Number of CPU devices (`/device:CPU:0` ...). A step placed on several runs one thread
+    /// per device.
+    pub cpu_devices: usize,
+    /// Drop a device request that no device can satisfy instead of failing (TF2's default).
+    pub soft_placement: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions {
-            inter_op_threads: 0,
-            optimize: true,
-        }
+        SessionOptions { inter_op_threads: 0, optimize: true, cpu_devices: 1, soft_placement: true }
     }
 }
 
@@ -37,18 +45,38 @@ struct StepKey {
     targets: Vec<NodeId>,
 }
 
+/// The compiled form of one step signature.
+pub enum Program {
+    Single(Executable),
+    Partitioned(Vec<PartitionProgram>),
+}
+
+/// One device's share of a partitioned step.
+pub struct PartitionProgram {
+    pub device: usize,
+    pub exec: Executable,
+    /// (position among the step's fetches, position among this partition's fetches)
+    fetch_map: Vec<(usize, usize)>,
+}
+
 struct Inner {
     graph: Graph,
     resources: ResourceMgr,
     pool: Option<rayon::ThreadPool>,
+    devices: Vec<Device>,
     options: SessionOptions,
-    cache: RwLock<HashMap<StepKey, Arc<Executable>>>,
+    cache: RwLock<HashMap<StepKey, Arc<Program>>>,
+    step_ids: AtomicU64,
 }
 
 /// Runs steps of one graph. `Send + Sync`: many threads may run steps at once.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
+}
+
+fn option_error(arg: &str, message: impl Into<String>) -> Error {
+    Error::InvalidArgument { arg: arg.into(), message: message.into() }
 }
 
 impl Session {
@@ -59,32 +87,18 @@ impl Session {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        if options.cpu_devices == 0 {
+            return Err(option_error("cpu_devices", "a session needs at least one device"));
+        }
         let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("tfr-inter-op-{i}"))
-                    .build()
-                    .map_err(|e| Error::InvalidArgument {
-                        arg: "inter_op_threads".into(),
-                        message: e.to_string(),
-                    })?,
-            )
+            Some(rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("tfr-inter-op-{i}")).build().map_err(|e| option_error("inter_op_threads", e.to_string()))?)
         } else {
             None
         };
-        let options = SessionOptions {
-            inter_op_threads: threads,
-            ..options
-        };
+        let devices: Vec<Device> = (0..options.cpu_devices).map(|i| Device::cpu(i as u32)).collect();
+        let options = SessionOptions { inter_op_threads: threads, ..options };
         Ok(Session {
-            inner: Arc::new(Inner {
-                graph: graph.clone(),
-                resources: ResourceMgr::default(),
-                pool,
-                options,
-                cache: RwLock::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { graph: graph.clone(), resources: ResourceMgr::default(), pool, devices, options, cache: RwLock::new(HashMap::new()), step_ids: AtomicU64::new(0) }),
         })
     }
 
@@ -96,63 +110,33 @@ impl Session {
         &self.inner.resources
     }
 
+    /// Full names of the session's devices.
+    pub fn devices(&self) -> Vec<String> {
+        self.inner.devices.iter().map(Device::name).collect()
+    }
+
     /// Runs the nodes that `fetches` and `targets` need, with `feeds` replacing the values of
     /// the outputs they name, and returns the fetched values in order.
-    pub fn run(
-        &self,
-        feeds: &[(Output, Tensor)],
-        fetches: &[Output],
-        targets: &[NodeId],
-    ) -> Result<Vec<Tensor>> {
-        let key = StepKey {
-            feeds: feeds.iter().map(|f| f.0).collect(),
-            fetches: fetches.to_vec(),
-            targets: targets.to_vec(),
-        };
-        let exec = self.executable(key)?;
+    pub fn run(&self, feeds: &[(Output, Tensor)], fetches: &[Output], targets: &[NodeId]) -> Result<Vec<Tensor>> {
+        let key = StepKey { feeds: feeds.iter().map(|f| f.0).collect(), fetches: fetches.to_vec(), targets: targets.to_vec() };
+        let program = self.program(key)?;
         let values: Vec<Tensor> = feeds.iter().map(|f| f.1.clone()).collect();
-        exec.run(&values, &self.inner.resources, self.inner.pool.as_ref())
+        self.execute(&program, &values)
     }
 
     /// Like [`Session::run`], naming outputs as `"node"` or `"node:i"` and targets by node name.
-    pub fn run_named(
-        &self,
-        feeds: &[(&str, Tensor)],
-        fetches: &[&str],
-        targets: &[&str],
-    ) -> Result<Vec<Tensor>> {
+    pub fn run_named(&self, feeds: &[(&str, Tensor)], fetches: &[&str], targets: &[&str]) -> Result<Vec<Tensor>> {
         let g = &self.inner.graph;
-        let feeds = feeds
-            .iter()
-            .map(|(n, t)| Ok((g.output_by_name(n)?, t.clone())))
-            .collect::<Result<Vec<_>>>()?;
-        let fetches = fetches
-            .iter()
-            .map(|n| Ok(g.output_by_name(n)?))
-            .collect::<Result<Vec<_>>>()?;
-        let targets = targets
-            .iter()
-            .map(|n| Ok(g.node_by_name(n)?))
-            .collect::<Result<Vec<_>>>()?;
+        let feeds = feeds.iter().map(|(n, t)| Ok((g.output_by_name(n)?, t.clone()))).collect::<Result<Vec<_>>>()?;
+        let fetches = fetches.iter().map(|n| Ok(g.output_by_name(n)?)).collect::<Result<Vec<_>>>()?;
+        let targets = targets.iter().map(|n| Ok(g.node_by_name(n)?)).collect::<Result<Vec<_>>>()?;
         self.run(&feeds, &fetches, &targets)
     }
 
     /// A prepared step for one signature: the fastest way to run the same step repeatedly.
-    pub fn make_callable(
-        &self,
-        feeds: &[Output],
-        fetches: &[Output],
-        targets: &[NodeId],
-    ) -> Result<Callable> {
-        let exec = self.executable(StepKey {
-            feeds: feeds.to_vec(),
-            fetches: fetches.to_vec(),
-            targets: targets.to_vec(),
-        })?;
-        Ok(Callable {
-            exec,
-            session: self.clone(),
-        })
+    pub fn make_callable(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<Callable> {
+        let program = self.program(StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
+        Ok(Callable { program, session: self.clone() })
     }
 
     /// Number of compiled step signatures in the cache.
@@ -160,76 +144,144 @@ impl Session {
         self.inner.cache.read().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn executable(&self, key: StepKey) -> Result<Arc<Executable>> {
-        if let Some(e) = self
-            .inner
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return Ok(e);
-        }
-        let exec = Arc::new(self.compile(&key)?);
-        let mut cache = self
-            .inner
-            .cache
-            .write()
-            .map_err(|_| Error::InvalidArgument {
-                arg: "session".into(),
-                message: "cache lock poisoned".into(),
-            })?;
-        Ok(cache.entry(key).or_insert(exec).clone())
+    /// The device each node of a step runs on, as (node name, device name), in graph order
+    /// (after pruning and optimization).
+    pub fn placement(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<Vec<(String, String)>> {
+        let step = self.optimized(&StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
+        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
+        Ok(step.graph.nodes().iter().zip(assignment).map(|(n, d)| (n.name.clone(), self.inner.devices[d].name())).collect())
     }
 
-    fn compile(&self, key: &StepKey) -> Result<Executable> {
+    /// A step's placed graph in Graphviz DOT, devices as clusters.
+    pub fn placement_dot(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<String> {
+        let step = self.optimized(&StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
+        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
+        Ok(to_dot(&step.graph, &assignment, &self.inner.devices))
+    }
+
+    fn program(&self, key: StepKey) -> Result<Arc<Program>> {
+        if let Some(e) = self.inner.cache.read().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(e);
+        }
+        let program = Arc::new(self.compile(&key)?);
+        let mut cache = self.inner.cache.write().map_err(|_| option_error("session", "cache lock poisoned"))?;
+        Ok(cache.entry(key).or_insert(program).clone())
+    }
+
+    /// Prunes and optimizes the graph for one signature.
+    fn optimized(&self, key: &StepKey) -> Result<StepGraph> {
         let g = &self.inner.graph;
-        if let Some(dup) = key
-            .feeds
-            .iter()
-            .enumerate()
-            .find(|(i, f)| key.feeds[..*i].contains(f))
-        {
-            return Err(Error::InvalidArgument {
-                arg: "feeds".into(),
-                message: format!("`{}` is fed twice", g.output_name(*dup.1)),
-            });
+        if let Some(dup) = key.feeds.iter().enumerate().find(|(i, f)| key.feeds[..*i].contains(f)) {
+            return Err(option_error("feeds", format!("`{}` is fed twice", g.output_name(*dup.1))));
         }
         let mut step = prune(g, &key.feeds, &key.fetches, &key.targets)?;
+        // Check every device request before optimization can fold a node away.
+        place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
         if self.inner.options.optimize {
             eliminate_common_subexpressions(&mut step);
             fold_constants(&mut step)?;
             remove_dead_nodes(&mut step);
         }
+        Ok(step)
+    }
+
+    fn compile(&self, key: &StepKey) -> Result<Program> {
+        let g = &self.inner.graph;
+        let step = self.optimized(key)?;
         let names: Vec<String> = key.feeds.iter().map(|&o| g.output_name(o)).collect();
-        let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;
-        for (k, arg) in step.feeds.iter().enumerate() {
-            if arg.is_none() {
-                exec.set_feed_type(k, g.output_type(key.feeds[k]).clone());
+        let feed_types: Vec<TensorType> = key.feeds.iter().map(|&o| g.output_type(o).clone()).collect();
+        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
+        if assignment.iter().all(|&d| d == assignment.first().copied().unwrap_or(0)) {
+            let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;
+            for (k, arg) in step.feeds.iter().enumerate() {
+                if arg.is_none() {
+                    exec.set_feed_type(k, feed_types[k].clone());
+                }
+            }
+            return Ok(Program::Single(exec));
+        }
+        let mut names = names;
+        names.push("rendezvous".into());
+        let mut programs = Vec::new();
+        for part in partition(&step, &assignment, &self.inner.devices)? {
+            // Partitions run their nodes in order (see `placement`): one thread each.
+            let mut exec = Executable::build(&part.step, &names, 1)?;
+            for (k, arg) in part.step.feeds.iter().enumerate() {
+                if arg.is_none() {
+                    let ty = feed_types.get(k).cloned().unwrap_or_else(|| TensorType::new(DType::Resource, Shape::scalar()));
+                    exec.set_feed_type(k, ty);
+                }
+            }
+            programs.push(PartitionProgram { device: part.device, exec, fetch_map: part.fetch_map });
+        }
+        Ok(Program::Partitioned(programs))
+    }
+
+    fn execute(&self, program: &Program, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
+        let inner = &self.inner;
+        let parts = match program {
+            Program::Single(exec) => return exec.run(feeds, &inner.resources, inner.pool.as_ref()),
+            Program::Partitioned(parts) => parts,
+        };
+        let key = format!("_rendezvous/{}", inner.step_ids.fetch_add(1, Ordering::Relaxed));
+        let rendezvous = Arc::new(LocalRendezvous::default());
+        inner.resources.insert_state(&key, rendezvous.clone()).map_err(|e| option_error("session", e.message))?;
+        let mut values = feeds.to_vec();
+        values.push(Tensor::scalar(key.clone()));
+        // Each partition runs on its own thread, not inside a device pool: a blocked `_Recv`
+        // must never hold a pool thread that another step's `_Send` is queued behind.
+        let run_part = |p: &PartitionProgram| {
+            let r = p.exec.run(&values, &inner.resources, None);
+            if let Err(e) = &r {
+                rendezvous.abort(KernelError { code: e.code(), message: e.to_string() });
+            }
+            r
+        };
+        let results: Vec<Result<Vec<Tensor>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts[1..].iter().map(|p| s.spawn(|| run_part(p))).collect();
+            let mut results = vec![run_part(&parts[0])];
+            results.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(option_error("session", "a partition thread panicked")))));
+            results
+        });
+        inner.resources.remove_state(&key);
+        // The first real error, not the cancellations it caused.
+        if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).min_by_key(|e| e.code() == Code::Cancelled) {
+            return Err(e.clone());
+        }
+        let total: usize = parts.iter().map(|p| p.fetch_map.len()).sum();
+        let mut out: Vec<Option<Tensor>> = vec![None; total];
+        for (p, r) in parts.iter().zip(results) {
+            let mut fetched = r?;
+            for &(global, local) in &p.fetch_map {
+                out[global] = Some(std::mem::replace(&mut fetched[local], Tensor::scalar(false)));
             }
         }
-        Ok(exec)
+        out.into_iter().map(|t| t.ok_or_else(|| option_error("fetches", "a fetched value was not produced"))).collect()
     }
 }
 
 /// A compiled step bound to its session (see [`Session::make_callable`]).
 pub struct Callable {
-    exec: Arc<Executable>,
+    program: Arc<Program>,
     session: Session,
 }
 
 impl Callable {
     /// Runs the step with feed values in the order the callable was made with.
     pub fn call(&self, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.exec.run(
-            feeds,
-            &self.session.inner.resources,
-            self.session.inner.pool.as_ref(),
-        )
+        self.session.execute(&self.program, feeds)
     }
 
-    /// The compiled program (after pruning and optimization).
+    /// The compiled program (after pruning, optimization and placement).
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The single-device executable, when the step runs on one device.
     pub fn executable(&self) -> &Executable {
-        &self.exec
+        match &*self.program {
+            Program::Single(e) => e,
+            Program::Partitioned(parts) => &parts[0].exec,
+        }
     }
 }

@@ -14,6 +14,7 @@ fn session(g: &Graph, optimize: bool) -> Session {
         SessionOptions {
             inter_op_threads: 1,
             optimize,
+            ..SessionOptions::default()
         },
     )
     .unwrap()
@@ -1466,6 +1467,7 @@ fn kernels_run_on_the_parallel_executor() {
         SessionOptions {
             inter_op_threads: 4,
             optimize: true,
+            ..SessionOptions::default()
         },
     )
     .unwrap();

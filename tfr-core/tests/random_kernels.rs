@@ -12,6 +12,7 @@ fn session(g: &Graph) -> Session {
         SessionOptions {
             inter_op_threads: 1,
             optimize: true,
+            ..SessionOptions::default()
         },
     )
     .unwrap()
@@ -264,6 +265,7 @@ fn concurrent_steps_never_reuse_numbers() {
         SessionOptions {
             inter_op_threads: 4,
             optimize: true,
+            ..SessionOptions::default()
         },
     )
     .unwrap();

@@ -6,6 +6,7 @@
 //! through [`Graph::build`], which runs those checks, so the two can never disagree.
 
 pub mod attr;
+pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod grad;

@@ -13,6 +13,7 @@ pub mod matmul_op;
 pub mod nn_ops;
 pub mod random_ops;
 pub mod reduction_ops;
+pub mod sendrecv_ops;
 pub mod state_ops;
 pub mod training_ops;
 
@@ -30,6 +31,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     nn_ops::register(r);
     random_ops::register(r);
     reduction_ops::register(r);
+    sendrecv_ops::register(r);
     state_ops::register(r);
     training_ops::register(r);
 }

@@ -13,6 +13,7 @@ pub mod math_ops;
 pub mod nn_grad;
 pub mod nn_ops;
 pub mod random_ops;
+pub mod sendrecv_ops;
 pub mod state_ops;
 pub mod training_ops;
 
@@ -31,6 +32,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(random_ops::op_defs());
     defs.extend(state_ops::op_defs());
     defs.extend(control_flow_ops::op_defs());
+    defs.extend(sendrecv_ops::op_defs());
     defs.extend(data_flow_ops::op_defs());
     defs.extend(io_ops::op_defs());
     defs.extend(training_ops::op_defs());
