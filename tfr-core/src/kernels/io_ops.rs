@@ -186,8 +186,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> KResult {
         .ok_or_else(|| KernelError::invalid(format!("`{}` names no file", path.display())))?
         .to_string_lossy()
         .into_owned();
+    // Unique to this process and call; the time guards against a dead process's leftover
+    // under a reused pid.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
+        ".{file_name}.tmp-{}-{nanos}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
