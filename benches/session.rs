@@ -68,5 +68,21 @@ fn matmul1024(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, null_step, chain100, matmul1024);
+/// The cost of one Send/Recv pair: a step whose scalar crosses from CPU:0 to CPU:1 and back,
+/// against the same step on one device.
+fn transfer(c: &mut Criterion) {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
+    let a = g.with_device("/device:CPU:0", |g| g.neg(x).unwrap());
+    let b = g.with_device("/device:CPU:1", |g| g.neg(a).unwrap());
+    let y = g.with_device("/device:CPU:0", |g| g.neg(b).unwrap());
+    let feeds = [Tensor::scalar(1.0f32)];
+    for devices in [1usize, 2] {
+        let s = Session::new(&g, SessionOptions { cpu_devices: devices, soft_placement: true, ..single_thread() }).unwrap();
+        let call = s.make_callable(&[x], &[y], &[]).unwrap();
+        c.bench_function(&format!("transfer/{devices}_devices"), |bench| bench.iter(|| black_box(call.call(&feeds).unwrap())));
+    }
+}
+
+criterion_group!(benches, null_step, chain100, matmul1024, transfer);
 criterion_main!(benches);
