@@ -198,8 +198,8 @@ pub fn is_control_flow(name: &str) -> bool {
 
 pub fn control_flow_message(name: &str) -> String {
     format!(
-        "`{name}`: control flow is not available in graph! yet: it lowers to the \
-         Switch/Merge/Enter/Exit/NextIteration primitives, which the graph IR does not have yet"
+        "`{name}`: control flow is not supported in graph! yet; build loops and conditionals \
+         with the builder API (`Graph::while_loop`, `Graph::cond`) on `Model::new().into_graph()`"
     )
 }
 

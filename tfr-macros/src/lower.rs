@@ -30,6 +30,8 @@ pub enum Kind {
     Bool,
     /// A dtype name (`f32`).
     DType,
+    /// A string literal.
+    Str,
     /// A shape: `[784, 10]` (symbolic names of the model allowed where noted).
     Dims,
     /// `[[1, 1], [2, 2]]`: (before, after) pairs.
@@ -60,6 +62,12 @@ const RANDOM: &[Param] = &[
     ("seed", Int, false),
 ];
 const FILLED: &[Param] = &[("shape", Dims, false), ("dtype", DType, false)];
+const POOL: &[Param] = &[
+    ("x", Tensor, true),
+    ("ksize", Ints, true),
+    ("strides", Ints, false),
+    ("padding", Str, false),
+];
 const INIT: &[Param] = &[("shape", Dims, false), ("seed", Int, false)];
 
 /// Unary elementwise functions and the builder method each lowers to.
@@ -296,6 +304,17 @@ pub const OTHERS: &[(&str, &[Param])] = &[
             ("seed", Int, false),
         ],
     ),
+    (
+        "conv2d",
+        &[
+            ("x", Tensor, true),
+            ("filter", Tensor, true),
+            ("strides", Ints, false),
+            ("padding", Str, false),
+        ],
+    ),
+    ("max_pool", POOL),
+    ("avg_pool", POOL),
     ("assign", &[("var", Vars, true), ("value", Tensor, true)]),
     (
         "assign_add",
@@ -1195,7 +1214,22 @@ impl Builder {
             "reshape" => {
                 let x = self.tensor_args(&a, &["x"])?;
                 let s = self.dims_arg(a.req("shape"), true)?;
-                self.g.reshape(x[0], &s)
+                let r = self.g.reshape(x[0], &s);
+                // A symbolic dim stands for the inferred one: keep its name on the result.
+                if let (Ok(o), Expr::Array(arr)) = (&r, a.req("shape")) {
+                    let named: Vec<Dim> = arr
+                        .elems
+                        .iter()
+                        .map(|e| match path_ident(e) {
+                            Some(id) if self.is_dim(id) => Dim::Sym(id.to_string()),
+                            _ => Dim::Unknown,
+                        })
+                        .collect();
+                    if named.iter().any(|d| *d != Dim::Unknown) {
+                        self.g.refine_output_shape(*o, Shape::new(named));
+                    }
+                }
+                r
             }
             "transpose" => {
                 let x = self.tensor_args(&a, &["x"])?;
@@ -1390,6 +1424,27 @@ impl Builder {
                     }
                 }
             }
+            "conv2d" => {
+                let x = self.tensor_args(&a, &["x", "filter"])?;
+                let strides = self.window_arg(a.get("strides"), 1)?;
+                let padding = self.padding_arg(a.get("padding"), "SAME")?;
+                let r = self.g.conv2d(x[0], x[1], &strides, &padding);
+                return self.result(r, whole, f, &texts(&["x", "filter"]));
+            }
+            "max_pool" | "avg_pool" => {
+                let x = self.tensor_args(&a, &["x"])?;
+                let ksize = self.window_arg(a.get("ksize"), 1)?;
+                let strides = match a.get("strides") {
+                    Some(e) => self.window_arg(Some(e), 1)?,
+                    None => ksize.clone(),
+                };
+                let padding = self.padding_arg(a.get("padding"), "VALID")?;
+                if f == "max_pool" {
+                    self.g.max_pool(x[0], &ksize, &strides, &padding, "NHWC")
+                } else {
+                    self.g.avg_pool(x[0], &ksize, &strides, &padding, "NHWC")
+                }
+            }
             "assign" | "assign_add" | "assign_sub" => {
                 let var = self.lookup_var(a.req("var"))?;
                 let v = self.eval(a.req("value"))?;
@@ -1449,6 +1504,40 @@ impl Builder {
                 Ok(Some(s as u64))
             }
             None => Ok(None),
+        }
+    }
+
+    /// An NHWC window (strides, pool sizes): `2` or `[2, 2]` (height, width) or all four.
+    fn window_arg(&mut self, e: Option<&Expr>, default: i64) -> R<Vec<i64>> {
+        let Some(e) = e else {
+            return Ok(vec![1, default, default, 1]);
+        };
+        let v = self.ints_arg(e)?;
+        match v.as_slice() {
+            [s] => Ok(vec![1, *s, *s, 1]),
+            [h, w] => Ok(vec![1, *h, *w, 1]),
+            [_, _, _, _] => Ok(v),
+            _ => Err(self.err_at(
+                e,
+                "a window is one size (`2`), [height, width] or four NHWC sizes",
+            )),
+        }
+    }
+
+    /// `"SAME"` or `"VALID"`.
+    fn padding_arg(&mut self, e: Option<&Expr>, default: &str) -> R<String> {
+        let Some(e) = e else {
+            return Ok(default.to_string());
+        };
+        match e {
+            Expr::Lit(ExprLit {
+                lit: SynLit::Str(s),
+                ..
+            }) if matches!(s.value().as_str(), "SAME" | "VALID") => Ok(s.value()),
+            _ => Err(self.err_at(
+                e,
+                format!("padding is \"SAME\" or \"VALID\", got `{}`", expr_text(e)),
+            )),
         }
     }
 
