@@ -120,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let model = LeNet::new();
     let mut g = model.graph().clone();
-    let options = PipelineOptions { batch_size: args.batch, epochs: Some(1), seed: Some(1), ..PipelineOptions::default() };
+    let options = PipelineOptions { batch_size: args.batch, epochs: None, seed: Some(1), ..PipelineOptions::default() };
     let pipeline = InputPipeline::new(&mut g, "input", &[(DType::F32, vec![28, 28, 1]), (DType::I32, vec![])], options)?;
     let saver = Saver::for_all_variables(&mut g)?.with_max_to_keep(Some(3));
     let session = Session::new(&g, SessionOptions::default())?;
@@ -140,14 +140,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let step = session.make_callable(&[model.images.output, model.labels.output], &[model.loss.output], &[model.train.node])?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
     let steps_per_epoch = (examples / args.batch) as u64;
+    // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
+    let runner = pipeline.start(&session, train.to_vec())?;
     for epoch in first_epoch..first_epoch + args.epochs {
-        let runner = pipeline.start(&session, train.to_vec())?;
         let bar = ProgressBar::new(steps_per_epoch);
         bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg}")?);
         bar.set_prefix(epoch.to_string());
         let start = Instant::now();
         let mut seen = 0usize;
-        while let Some(batch) = pipeline.next_batch(&session)? {
+        for _ in 0..steps_per_epoch {
+            let batch = pipeline.next_batch(&session)?.ok_or("the input pipeline stopped early")?;
             let loss = step.call(&batch)?[0].scalar_value::<f32>()?;
             losses.push(loss);
             seen += args.batch;
@@ -161,7 +163,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bar.set_message(msg);
             }
         }
-        runner.join()?;
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
         let acc = accuracy(&session, &model, &test_x, &test_y)?;
@@ -175,6 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             path.display()
         );
     }
+    runner.stop()?;
     let png = args.out.join("mnist.png");
     plot(&png, &losses, &accuracies)?;
     println!("curves: {} (left: training loss per step, right: test accuracy per epoch)", png.display());
