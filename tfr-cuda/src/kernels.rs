@@ -52,12 +52,13 @@ pub const UNARY_F32: &[(&str, &str)] = &[
 ];
 
 /// Binary float ops with broadcasting: (op name, CUDA C expression over `a` and `b`).
+/// `FloorDiv` divides in double, as the CPU kernel does, so both floor the same quotient.
 pub const BINARY_F32: &[(&str, &str)] = &[
     ("Add", "a + b"),
     ("Sub", "a - b"),
     ("Mul", "a * b"),
     ("Div", "a / b"),
-    ("FloorDiv", "floorf(a / b)"),
+    ("FloorDiv", "(float)floor((double)a / (double)b)"),
     ("FloorMod", "tfr_floor_mod(a, b)"),
     ("Pow", "powf(a, b)"),
     ("Maximum", "(a > b || a != a) ? a : b"),
