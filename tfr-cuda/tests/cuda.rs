@@ -537,4 +537,10 @@ fn kernels_compile_with_nvrtc() {
             "{name} missing from the PTX"
         );
     }
+    // The compiler's size of `struct TfrBcast` (the 5th parameter) is Rust's `Bcast`.
+    let param = format!(
+        ".param .align 8 .b8 bcast_Add_f32_param_4[{}]",
+        std::mem::size_of::<kernels::Bcast>()
+    );
+    assert!(ptx.contains(&param), "{param} not in the PTX");
 }
