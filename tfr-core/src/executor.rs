@@ -554,6 +554,8 @@ enum CfKind {
     Enter {
         constant: bool,
         child: u32,
+        /// Position among the Enters of the child frame.
+        ordinal: u32,
     },
     Exit {
         ordinal: u32,
@@ -589,6 +591,9 @@ struct CfNode {
     /// (or, for a Switch, dead only when both outputs are).
     out_edges: SmallVec<[Vec<Edge>; 2]>,
     control_edges: Vec<Edge>,
+    /// Forwarding ops (Merge, Switch, Identity, LoopCond, NextIteration, Exit) run inline, when
+    /// their last input arrives, instead of as tasks.
+    inline: bool,
 }
 
 struct FrameTemplate {
@@ -602,6 +607,8 @@ struct FrameTemplate {
     exits: Vec<u32>,
     /// Number of Enter nodes that feed this frame.
     num_enters: u32,
+    /// For a simple loop: how the sequential machine runs it as one imperative loop.
+    plan: Option<LoopPlan>,
 }
 
 /// The static control-flow program of an executable.
@@ -611,6 +618,8 @@ struct CfProgram {
     roots: Vec<u32>,
     num_fetches: usize,
     fetch_names: Vec<String>,
+    /// Per node: (name, op), for errors of the nodes the machine runs itself.
+    names: Vec<(String, String)>,
     /// The value every TensorArray flow carries.
     flow: Tensor,
 }
@@ -654,6 +663,8 @@ struct FrameInst {
     /// Constant Enter values, given to every iteration.
     invariants: Vec<(u32, Entry)>,
     exits_delivered: Vec<bool>,
+    /// For a loop run by its plan: the values of its Enters, by ordinal.
+    enter_values: Vec<Entry>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -672,6 +683,18 @@ struct Machine<'p> {
     /// Recycled iteration states, per template.
     pool: Vec<Vec<IterState>>,
     fetched: Vec<Entry>,
+    /// The first error of a node run inline.
+    error: Option<Error>,
+    /// Set in the sequential machine: runs simple loops by their plans.
+    fast: Option<FastCtx<'p>>,
+}
+
+/// What the sequential machine needs to run kernels itself (simple loops' plans).
+struct FastCtx<'p> {
+    exec: &'p Executable,
+    arrays: &'p TensorArrays,
+    resources: &'p ResourceMgr,
+    feeds: &'p [Tensor],
 }
 
 impl CfProgram {
@@ -701,6 +724,7 @@ impl CfProgram {
                 maximum_iterations: None,
                 exits: Vec::new(),
                 num_enters: 0,
+                plan: None,
             })
             .collect();
         let mut nodes = Vec::with_capacity(n);
@@ -726,6 +750,7 @@ impl CfProgram {
                     let child = fm.frame(id);
                     let constant = node.attrs.bool_opt("is_constant") == Some(&true);
                     let ct = &mut frames[child as usize];
+                    let ordinal = ct.num_enters;
                     ct.num_enters += 1;
                     let pi = node
                         .attrs
@@ -740,7 +765,14 @@ impl CfProgram {
                                 Some(ct.maximum_iterations.map_or(m, |x| x.min(m)));
                         }
                     }
-                    (CfKind::Enter { constant, child }, 1 + controls)
+                    (
+                        CfKind::Enter {
+                            constant,
+                            child,
+                            ordinal,
+                        },
+                        1 + controls,
+                    )
                 }
                 "Exit" => {
                     let ordinal = frames[f as usize].exits.len() as u32;
@@ -767,7 +799,17 @@ impl CfProgram {
                 },
             };
             frames[f as usize].init_pending.push(pending);
+            let inline = matches!(
+                kind,
+                CfKind::Merge { .. }
+                    | CfKind::Switch
+                    | CfKind::Forward
+                    | CfKind::LoopCond
+                    | CfKind::NextIteration
+                    | CfKind::Exit { .. }
+            );
             nodes.push(CfNode {
+                inline,
                 kind,
                 frame: f,
                 local,
@@ -814,6 +856,9 @@ impl CfProgram {
                 t.parallel_iterations = 1;
             }
         }
+        for f in 1..frames.len() {
+            frames[f].plan = LoopPlan::build(g, &nodes, f as u32);
+        }
         let roots = (0..n as u32)
             .filter(|&i| {
                 let nd = &nodes[i as usize];
@@ -826,6 +871,11 @@ impl CfProgram {
             roots,
             num_fetches: fetches.len(),
             fetch_names: fetches.iter().map(|&f| g.output_name(f)).collect(),
+            names: g
+                .nodes()
+                .iter()
+                .map(|n| (n.name.clone(), n.op.clone()))
+                .collect(),
             flow: Tensor::scalar(0.0f32),
         })
     }
@@ -840,6 +890,8 @@ impl<'p> Machine<'p> {
             children: HashMap::new(),
             pool: (0..prog.frames.len()).map(|_| Vec::new()).collect(),
             fetched: vec![Entry::Empty; prog.num_fetches],
+            error: None,
+            fast: None,
         }
     }
 
@@ -886,6 +938,7 @@ impl<'p> Machine<'p> {
             deferred: Vec::new(),
             invariants: Vec::new(),
             exits_delivered: vec![false; t.exits.len()],
+            enter_values: Vec::new(),
         };
         match self.free_frames.pop() {
             Some(id) => {
@@ -1031,12 +1084,37 @@ impl<'p> Machine<'p> {
             }
         };
         if fire {
-            it.outstanding += 1;
-            ready.push(Task {
-                node: e.node,
-                frame: f,
-                iter: k,
-            });
+            if dst.inline {
+                self.run_inline(e.node, f, k, ready);
+            } else {
+                it.outstanding += 1;
+                ready.push(Task {
+                    node: e.node,
+                    frame: f,
+                    iter: k,
+                });
+            }
+        }
+    }
+
+    /// Runs a forwarding node whose inputs are all there, and sends its outputs on.
+    fn run_inline(&mut self, node: u32, f: u32, k: u64, ready: &mut Vec<Task>) {
+        if self.error.is_some() {
+            return;
+        }
+        let t = Task {
+            node,
+            frame: f,
+            iter: k,
+        };
+        let mut inputs: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
+        let mut outs: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
+        let dead = self.take_inputs(t, &mut inputs);
+        match forward_compute(self.prog, t, dead, &mut inputs, &mut outs) {
+            Ok(()) => self.propagate(t, dead, &mut outs, ready),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
@@ -1052,10 +1130,27 @@ impl<'p> Machine<'p> {
         let node = &prog.nodes[t.node as usize];
         let entry = |o: Option<Tensor>| o.map_or(Entry::Dead, Entry::Live);
         match node.kind {
-            CfKind::Enter { constant, child } => {
+            CfKind::Enter {
+                constant,
+                child,
+                ordinal,
+            } => {
                 let v = entry(outs.pop().flatten());
                 let cf = self.child_frame(t.frame, t.iter, child);
                 self.inst(cf).pending_enters -= 1;
+                if self.fast.is_some() && prog.frames[child as usize].plan.is_some() {
+                    // A simple loop runs as one imperative loop once all its inputs are here.
+                    let inst = self.inst(cf);
+                    if inst.enter_values.is_empty() {
+                        inst.enter_values =
+                            vec![Entry::Empty; prog.frames[child as usize].num_enters as usize];
+                    }
+                    inst.enter_values[ordinal as usize] = v;
+                    if inst.pending_enters == 0 {
+                        self.run_plan(cf, ready);
+                    }
+                    return;
+                }
                 if constant {
                     let (first, last) = {
                         let inst = self.inst(cf);
@@ -1277,66 +1372,14 @@ impl Executable {
             return Ok(());
         }
         match &node.kind {
-            CfKind::Merge { .. } => {
-                let (i, v) = inputs
-                    .iter_mut()
-                    .enumerate()
-                    .find_map(|(i, v)| v.take().map(|v| (i, v)))
-                    .ok_or_else(|| internal("a live Merge has no live input"))?;
-                outs.push(Some(v));
-                let wanted = node.out_edges.get(1).is_some_and(|e| !e.is_empty());
-                outs.push(wanted.then(|| Tensor::scalar(i as i32)));
-            }
-            CfKind::Switch => {
-                let data = inputs.first_mut().and_then(Option::take);
-                let pred = inputs
-                    .get(1)
-                    .and_then(Option::as_ref)
-                    .and_then(|p| p.as_slice::<bool>().ok())
-                    .and_then(|p| p.first().copied())
-                    .ok_or_else(|| {
-                        Self::kernel_error(en, KernelError::invalid("pred must be a bool scalar"))
-                    })?;
-                if pred {
-                    outs.push(None);
-                    outs.push(data);
-                } else {
-                    outs.push(data);
-                    outs.push(None);
-                }
-            }
-            CfKind::LoopCond => {
-                let v = inputs.first_mut().and_then(Option::take);
-                let holds = v
-                    .as_ref()
-                    .and_then(|p| p.as_slice::<bool>().ok())
-                    .and_then(|p| p.first().copied())
-                    .ok_or_else(|| {
-                        Self::kernel_error(
-                            en,
-                            KernelError::invalid("the loop predicate must be a bool scalar"),
-                        )
-                    })?;
-                let frame = &prog.frames[node.frame as usize];
-                if let Some(max) = frame.maximum_iterations {
-                    if holds && t.iter >= max {
-                        return Err(Self::kernel_error(
-                            en,
-                            KernelError::out_of_range(format!(
-                                "while loop `{}` exceeded maximum_iterations = {max}: its \
-                                 predicate still holds after {max} iterations",
-                                frame.name
-                            )),
-                        ));
-                    }
-                }
-                outs.push(v);
-            }
-            CfKind::Enter { .. }
+            CfKind::Merge { .. }
+            | CfKind::Switch
+            | CfKind::LoopCond
+            | CfKind::Enter { .. }
             | CfKind::Exit { .. }
             | CfKind::NextIteration
             | CfKind::Forward => {
-                outs.push(inputs.first_mut().and_then(Option::take));
+                return forward_compute(prog, t, false, inputs, outs);
             }
             CfKind::TensorArray(ta) => {
                 let r = arrays
@@ -1391,8 +1434,14 @@ impl Executable {
         feeds: &[Tensor],
         resources: &ResourceMgr,
     ) -> Result<Vec<Tensor>> {
-        let mut m = Machine::new(prog);
         let arrays = TensorArrays::default();
+        let mut m = Machine::new(prog);
+        m.fast = Some(FastCtx {
+            exec: self,
+            arrays: &arrays,
+            resources,
+            feeds,
+        });
         let mut ready: Vec<Task> = Vec::with_capacity(64);
         m.start(&mut ready);
         let mut ctx = KernelContext::new(SmallVec::new(), resources, feeds);
@@ -1403,6 +1452,9 @@ impl Executable {
             self.cf_compute(prog, t, dead, &mut inputs, &mut ctx, &mut outs, &arrays)?;
             m.propagate(t, dead, &mut outs, &mut ready);
             m.finish(t, &mut ready);
+            if let Some(e) = m.error.take() {
+                return Err(e);
+            }
         }
         Self::cf_fetch(prog, m.fetched)
     }
@@ -1481,6 +1533,12 @@ impl Executable {
             let mut m = sh.machine.lock().unwrap_or_else(|p| p.into_inner());
             m.propagate(j.t, j.dead, &mut outs, &mut ready);
             m.finish(j.t, &mut ready);
+            if let Some(e) = m.error.take() {
+                sh.failed.store(true, Ordering::Relaxed);
+                let mut slot = sh.error.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(e);
+                return;
+            }
             let mut kept_expensive = false;
             for t in ready.drain(..) {
                 let mut inputs = SmallVec::new();
@@ -1496,4 +1554,563 @@ impl Executable {
             }
         }
     }
+}
+
+/// The error of node `n` of a control-flow program, run by the machine itself.
+fn cf_node_error(prog: &CfProgram, n: u32, e: KernelError) -> Error {
+    let (node, op) = prog.names.get(n as usize).cloned().unwrap_or_default();
+    Error::Kernel {
+        node,
+        op,
+        code: e.code,
+        message: e.message,
+    }
+}
+
+/// Computes a forwarding node (Merge, Switch, LoopCond, Enter, Exit, NextIteration, Identity):
+/// moves its input to the right output. A dead node has dead outputs.
+fn forward_compute(
+    prog: &CfProgram,
+    t: Task,
+    dead: bool,
+    inputs: &mut SmallVec<[Option<Tensor>; 4]>,
+    outs: &mut SmallVec<[Option<Tensor>; 2]>,
+) -> Result<()> {
+    outs.clear();
+    let node = &prog.nodes[t.node as usize];
+    if dead {
+        outs.extend((0..node.out_edges.len()).map(|_| None));
+        return Ok(());
+    }
+    let bool_of = |v: Option<&Tensor>, what: &str| {
+        v.and_then(|p| p.as_slice::<bool>().ok())
+            .and_then(|p| p.first().copied())
+            .ok_or_else(|| {
+                cf_node_error(
+                    prog,
+                    t.node,
+                    KernelError::invalid(format!("{what} must be a bool scalar")),
+                )
+            })
+    };
+    match &node.kind {
+        CfKind::Merge { .. } => {
+            let (i, v) = inputs
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, v)| v.take().map(|v| (i, v)))
+                .ok_or_else(|| {
+                    cf_node_error(
+                        prog,
+                        t.node,
+                        KernelError::internal("a live Merge has no live input"),
+                    )
+                })?;
+            outs.push(Some(v));
+            let wanted = node.out_edges.get(1).is_some_and(|e| !e.is_empty());
+            outs.push(wanted.then(|| Tensor::scalar(i as i32)));
+        }
+        CfKind::Switch => {
+            let pred = bool_of(inputs.get(1).and_then(Option::as_ref), "pred")?;
+            let data = inputs.first_mut().and_then(Option::take);
+            if pred {
+                outs.push(None);
+                outs.push(data);
+            } else {
+                outs.push(data);
+                outs.push(None);
+            }
+        }
+        CfKind::LoopCond => {
+            let v = inputs.first_mut().and_then(Option::take);
+            let holds = bool_of(v.as_ref(), "the loop predicate")?;
+            let frame = &prog.frames[node.frame as usize];
+            if let Some(max) = frame.maximum_iterations {
+                if holds && t.iter >= max {
+                    return Err(cf_node_error(
+                        prog,
+                        t.node,
+                        KernelError::out_of_range(format!(
+                            "while loop `{}` exceeded maximum_iterations = {max}: its \
+                             predicate still holds after {max} iterations",
+                            frame.name
+                        )),
+                    ));
+                }
+            }
+            outs.push(v);
+        }
+        _ => outs.push(inputs.first_mut().and_then(Option::take)),
+    }
+    Ok(())
+}
+
+// ---- simple loops as imperative loops ------------------------------------------------------------
+//
+// A loop frame with no nested frames and no conds (what `while_loop`, `map_fn`, `scan` and
+// their gradients build when their functions hold plain ops) has a fixed shape: per loop
+// variable Enter -> Merge -> Switch(LoopCond) -> Identity / Exit, and NextIteration back. The
+// sequential machine runs such a frame, once all its Enters have fired, as an imperative loop:
+// its forwarding nodes become aliases of a variable's value, its kernels run in order, the
+// kernels before the predicate ("pre") every iteration and the others ("body") while it holds.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ValRef {
+    /// Loop variable j.
+    Var(u32),
+    /// Loop invariant k (a constant Enter's value).
+    Inv(u32),
+    /// Output value i of a kernel of the loop.
+    Val(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Pre,
+    Body,
+    ExitSide,
+}
+
+struct PlanStep {
+    node: u32,
+    /// Inputs, each with whether this read may take the value (its last use).
+    inputs: SmallVec<[(ValRef, bool); 4]>,
+    out_base: u32,
+    n_out: u32,
+}
+
+struct LoopPlan {
+    /// Per loop variable: the ordinal of its Enter.
+    var_enters: Vec<u32>,
+    /// Per Enter ordinal: the invariant it gives, if it is a constant Enter.
+    inv_of_enter: Vec<Option<u32>>,
+    num_invs: usize,
+    pre: Vec<PlanStep>,
+    pred: ValRef,
+    body: Vec<PlanStep>,
+    /// Per loop variable: its next value, and whether reading it may take it.
+    next: Vec<(ValRef, bool)>,
+    /// (loop variable, Exit node).
+    exits: Vec<(u32, u32)>,
+    num_vals: usize,
+    /// The LoopCond node (for errors).
+    loop_cond: u32,
+}
+
+impl LoopPlan {
+    /// The plan of frame template `t`, when it is a simple loop.
+    fn build(g: &Graph, nodes: &[CfNode], t: u32) -> Option<LoopPlan> {
+        use std::collections::HashMap as Map;
+        use tfr_graph::Output;
+        let mut alias: Map<Output, (ValRef, Side)> = Map::new();
+        let mut enter_ordinal: Map<u32, (u32, bool)> = Map::new();
+        let mut inv_of_enter = Vec::new();
+        let mut num_invs = 0u32;
+        for (i, n) in nodes.iter().enumerate() {
+            if let CfKind::Enter {
+                constant,
+                child,
+                ordinal,
+            } = n.kind
+            {
+                if child != t {
+                    continue;
+                }
+                if inv_of_enter.len() <= ordinal as usize {
+                    inv_of_enter.resize(ordinal as usize + 1, None);
+                }
+                enter_ordinal.insert(i as u32, (ordinal, constant));
+                if constant {
+                    inv_of_enter[ordinal as usize] = Some(num_invs);
+                    alias.insert(
+                        Output::new(NodeId(i as u32), 0),
+                        (ValRef::Inv(num_invs), Side::Pre),
+                    );
+                    num_invs += 1;
+                }
+            }
+        }
+        let mut merges: Map<u32, u32> = Map::new();
+        let mut var_enters = Vec::new();
+        let mut next: Vec<Option<(ValRef, bool)>> = Vec::new();
+        let mut pred = None;
+        let mut loop_cond = None;
+        let mut pre = Vec::new();
+        let mut body = Vec::new();
+        let mut exits = Vec::new();
+        let mut num_vals = 0u32;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.frame != t {
+                continue;
+            }
+            let id = NodeId(i as u32);
+            let node = g.node(id);
+            let refs: Option<Vec<(ValRef, Side)>> =
+                node.inputs.iter().map(|o| alias.get(o).copied()).collect();
+            let controls_ok = node.control_inputs.iter().all(|c| {
+                (0..g.node(*c).outputs.len().max(1))
+                    .any(|k| alias.contains_key(&Output::new(*c, k)))
+            });
+            match &n.kind {
+                CfKind::Merge {
+                    forward: 1,
+                    back: 1,
+                } => {
+                    let (ordinal, constant) = *enter_ordinal.get(&node.inputs[0].node.0)?;
+                    if constant || !node.control_inputs.is_empty() || !n.out_edges[1].is_empty() {
+                        return None;
+                    }
+                    let j = var_enters.len() as u32;
+                    var_enters.push(ordinal);
+                    next.push(None);
+                    merges.insert(i as u32, j);
+                    alias.insert(Output::new(id, 0), (ValRef::Var(j), Side::Pre));
+                }
+                CfKind::LoopCond => {
+                    let r = refs?;
+                    if r.len() != 1 || r[0].1 != Side::Pre || loop_cond.is_some() {
+                        return None;
+                    }
+                    pred = Some(r[0].0);
+                    loop_cond = Some(i as u32);
+                }
+                CfKind::Switch => {
+                    let lc = loop_cond?;
+                    if node.inputs[1] != Output::new(NodeId(lc), 0)
+                        || !node.control_inputs.is_empty()
+                    {
+                        return None;
+                    }
+                    let (r, side) = alias.get(&node.inputs[0]).copied()?;
+                    if !matches!(r, ValRef::Var(_)) || side != Side::Pre {
+                        return None;
+                    }
+                    alias.insert(Output::new(id, 0), (r, Side::ExitSide));
+                    alias.insert(Output::new(id, 1), (r, Side::Body));
+                }
+                CfKind::Forward => {
+                    let r = refs?;
+                    if r.len() != 1 || r[0].1 == Side::ExitSide || !node.control_inputs.is_empty() {
+                        return None;
+                    }
+                    alias.insert(Output::new(id, 0), r[0]);
+                }
+                CfKind::NextIteration => {
+                    let r = refs?;
+                    if r.len() != 1 || r[0].1 == Side::ExitSide {
+                        return None;
+                    }
+                    let [e] = n.out_edges[0].as_slice() else {
+                        return None;
+                    };
+                    let j = *merges.get(&e.node)?;
+                    next[j as usize] = Some((r[0].0, false));
+                }
+                CfKind::Exit { .. } => match alias.get(&node.inputs[0]).copied()? {
+                    (ValRef::Var(j), Side::ExitSide) => exits.push((j, i as u32)),
+                    _ => return None,
+                },
+                CfKind::Kernel | CfKind::TensorArray(_) => {
+                    let r = refs?;
+                    if !controls_ok || r.iter().any(|x| x.1 == Side::ExitSide) {
+                        return None;
+                    }
+                    let body_side = r.iter().any(|x| x.1 == Side::Body)
+                        || node.control_inputs.iter().any(|c| {
+                            (0..g.node(*c).outputs.len().max(1)).any(|k| {
+                                alias
+                                    .get(&Output::new(*c, k))
+                                    .is_some_and(|a| a.1 == Side::Body)
+                            })
+                        });
+                    let side = if body_side { Side::Body } else { Side::Pre };
+                    let n_out = n.out_edges.len() as u32;
+                    for k in 0..n_out {
+                        alias.insert(
+                            Output::new(id, k as usize),
+                            (ValRef::Val(num_vals + k), side),
+                        );
+                    }
+                    let step = PlanStep {
+                        node: i as u32,
+                        inputs: r.iter().map(|x| (x.0, false)).collect(),
+                        out_base: num_vals,
+                        n_out,
+                    };
+                    num_vals += n_out;
+                    if body_side {
+                        body.push(step);
+                    } else {
+                        pre.push(step);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        let next: Vec<(ValRef, bool)> = next.into_iter().collect::<Option<_>>()?;
+        if var_enters.is_empty() {
+            return None;
+        }
+        let mut plan = LoopPlan {
+            var_enters,
+            inv_of_enter,
+            num_invs: num_invs as usize,
+            pre,
+            pred: pred?,
+            body,
+            next,
+            exits,
+            num_vals: num_vals as usize,
+            loop_cond: loop_cond?,
+        };
+        plan.mark_last_uses();
+        Some(plan)
+    }
+
+    /// Marks the reads that may take their value: the last use, in the body or the next
+    /// values, of a loop variable or a kernel output (never of an invariant, and never a loop
+    /// variable before the predicate: the Exits may still need it).
+    fn mark_last_uses(&mut self) {
+        use std::collections::HashMap as Map;
+        let mut last: Map<ValRef, (usize, usize)> = Map::new();
+        let np = self.pre.len();
+        for (s, step) in self.pre.iter().chain(&self.body).enumerate() {
+            for (k, (r, _)) in step.inputs.iter().enumerate() {
+                last.insert(*r, (s, k));
+            }
+        }
+        let nb = np + self.body.len();
+        for (j, (r, _)) in self.next.iter().enumerate() {
+            last.insert(*r, (nb, j));
+        }
+        let takeable = |r: &ValRef, s: usize| match r {
+            ValRef::Inv(_) => false,
+            ValRef::Var(_) => s >= np,
+            ValRef::Val(_) => true,
+        };
+        for (s, step) in self.pre.iter_mut().chain(self.body.iter_mut()).enumerate() {
+            for (k, (r, take)) in step.inputs.iter_mut().enumerate() {
+                *take = takeable(r, s) && last.get(r) == Some(&(s, k));
+            }
+        }
+        for (j, (r, take)) in self.next.iter_mut().enumerate() {
+            *take = takeable(r, nb) && last.get(r) == Some(&(nb, j));
+        }
+        // The predicate is read by reference, after the pre kernels: none of them may take it.
+        let pred = self.pred;
+        for step in &mut self.pre {
+            for (r, take) in step.inputs.iter_mut() {
+                if *r == pred {
+                    *take = false;
+                }
+            }
+        }
+    }
+}
+
+impl Machine<'_> {
+    /// Runs loop frame `f` by its plan (all its Enters have fired), delivers its Exits to the
+    /// parent frame and retires it.
+    fn run_plan(&mut self, f: u32, ready: &mut Vec<Task>) {
+        let prog = self.prog;
+        let (template, enter_values) = {
+            let inst = self.inst(f);
+            (inst.template, std::mem::take(&mut inst.enter_values))
+        };
+        let t = &prog.frames[template as usize];
+        let Some(plan) = t.plan.as_ref() else {
+            return;
+        };
+        let results = match self.plan_loop(plan, t, enter_values) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return;
+            }
+        };
+        let inst = self.inst(f);
+        let (p, pk) = (inst.parent, inst.parent_iter);
+        inst.exits_delivered.iter_mut().for_each(|d| *d = true);
+        for &(j, x) in &plan.exits {
+            let v = match &results {
+                Some(vars) => vars[j as usize].clone().map_or(Entry::Dead, Entry::Live),
+                None => Entry::Dead,
+            };
+            let node = &prog.nodes[x as usize];
+            self.deliver(p, pk, &node.control_edges, v.clone(), ready);
+            self.deliver(p, pk, &node.out_edges[0], v, ready);
+        }
+        let inst = self.inst(f);
+        let template = inst.template;
+        let its: Vec<IterState> = inst.iters.drain(..).collect();
+        for it in its {
+            self.recycle(template, it);
+        }
+        self.delete_frame(f, ready);
+    }
+
+    /// The loop itself: the final values of the loop variables, `None` when the loop is dead
+    /// (a dead input, or a dead next value).
+    fn plan_loop(
+        &mut self,
+        plan: &LoopPlan,
+        t: &FrameTemplate,
+        enter_values: Vec<Entry>,
+    ) -> Result<Option<Vec<Option<Tensor>>>> {
+        let Some(fast) = self.fast.as_ref() else {
+            return Ok(None);
+        };
+        let prog = self.prog;
+        let value = |e: &Entry| match e {
+            Entry::Live(t) => Some(t.clone()),
+            _ => None,
+        };
+        let mut vars: Vec<Option<Tensor>> = Vec::with_capacity(plan.var_enters.len());
+        for &o in &plan.var_enters {
+            match enter_values.get(o as usize).and_then(value) {
+                Some(v) => vars.push(Some(v)),
+                None => return Ok(None),
+            }
+        }
+        let mut invs: Vec<Option<Tensor>> = vec![None; plan.num_invs];
+        for (o, inv) in plan.inv_of_enter.iter().enumerate() {
+            if let Some(k) = inv {
+                invs[*k as usize] = enter_values.get(o).and_then(value);
+            }
+        }
+        let mut vals: Vec<Option<Tensor>> = vec![None; plan.num_vals];
+        let mut ctx = KernelContext::new(SmallVec::new(), fast.resources, fast.feeds);
+        let mut next: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
+        let mut iter: u64 = 0;
+        loop {
+            for step in &plan.pre {
+                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+            }
+            let pred = match plan.pred {
+                ValRef::Var(j) => vars[j as usize].as_ref(),
+                ValRef::Inv(k) => invs[k as usize].as_ref(),
+                ValRef::Val(i) => vals[i as usize].as_ref(),
+            };
+            let Some(pred) = pred else {
+                return Ok(None);
+            };
+            let holds = match pred.as_slice::<bool>() {
+                Ok([b]) => *b,
+                _ => {
+                    return Err(cf_node_error(
+                        prog,
+                        plan.loop_cond,
+                        KernelError::invalid("the loop predicate must be a bool scalar"),
+                    ))
+                }
+            };
+            if !holds {
+                return Ok(Some(vars));
+            }
+            if let Some(max) = t.maximum_iterations {
+                if iter >= max {
+                    return Err(cf_node_error(
+                        prog,
+                        plan.loop_cond,
+                        KernelError::out_of_range(format!(
+                            "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
+                             still holds after {max} iterations",
+                            t.name
+                        )),
+                    ));
+                }
+            }
+            for step in &plan.body {
+                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+            }
+            next.clear();
+            for &(r, take) in &plan.next {
+                next.push(read(r, take, &mut vars, &invs, &mut vals));
+            }
+            if next.iter().any(Option::is_none) {
+                return Ok(None);
+            }
+            for (v, n) in vars.iter_mut().zip(next.drain(..)) {
+                *v = n;
+            }
+            iter += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn read(
+    r: ValRef,
+    take: bool,
+    vars: &mut [Option<Tensor>],
+    invs: &[Option<Tensor>],
+    vals: &mut [Option<Tensor>],
+) -> Option<Tensor> {
+    match (r, take) {
+        (ValRef::Var(j), true) => vars[j as usize].take(),
+        (ValRef::Var(j), false) => vars[j as usize].clone(),
+        (ValRef::Inv(k), _) => invs[k as usize].clone(),
+        (ValRef::Val(i), true) => vals[i as usize].take(),
+        (ValRef::Val(i), false) => vals[i as usize].clone(),
+    }
+}
+
+/// Runs one kernel (or TensorArray op) of a plan; a dead input makes its outputs dead.
+#[inline]
+fn run_step(
+    fast: &FastCtx<'_>,
+    prog: &CfProgram,
+    step: &PlanStep,
+    vars: &mut [Option<Tensor>],
+    invs: &[Option<Tensor>],
+    vals: &mut [Option<Tensor>],
+    ctx: &mut KernelContext<'_>,
+) -> Result<()> {
+    let en = &fast.exec.nodes[step.node as usize];
+    let out = step.out_base as usize..(step.out_base + step.n_out) as usize;
+    match &prog.nodes[step.node as usize].kind {
+        CfKind::TensorArray(ta) => {
+            let mut inputs: SmallVec<[Option<Tensor>; 4]> = step
+                .inputs
+                .iter()
+                .map(|&(r, take)| read(r, take, vars, invs, vals))
+                .collect();
+            let dead_write = ta.op == TaOp::Write
+                && ta.keep_dead
+                && [0usize, 1, 3]
+                    .iter()
+                    .all(|&i| inputs.get(i).is_some_and(Option::is_some));
+            if inputs.iter().any(Option::is_none) && !dead_write {
+                vals[out].iter_mut().for_each(|v| *v = None);
+                return Ok(());
+            }
+            let r = fast
+                .arrays
+                .run(ta, &mut inputs, &prog.flow)
+                .map_err(|e| Executable::kernel_error(en, e))?;
+            for (slot, v) in vals[out].iter_mut().zip(r) {
+                *slot = v;
+            }
+        }
+        _ => {
+            ctx.reset_inputs();
+            for &(r, take) in &step.inputs {
+                match read(r, take, vars, invs, vals) {
+                    Some(v) => ctx.push_input(v),
+                    None => {
+                        vals[out].iter_mut().for_each(|v| *v = None);
+                        return Ok(());
+                    }
+                }
+            }
+            en.kernel
+                .compute(ctx)
+                .map_err(|e| Executable::kernel_error(en, e))?;
+            Executable::finish_node(en, ctx.outputs())?;
+            for (slot, v) in vals[out].iter_mut().zip(ctx.drain_outputs()) {
+                *slot = Some(v);
+            }
+        }
+    }
+    Ok(())
 }

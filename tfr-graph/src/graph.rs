@@ -325,8 +325,10 @@ impl Graph {
         }
         def.check_inputs(&types).map_err(invalid)?;
         def.complete_attrs(attrs).map_err(invalid)?;
-        let consts: Vec<Option<&TensorValue>> =
-            inputs.iter().map(|&o| self.const_value(o)).collect();
+        let consts: Vec<Option<&TensorValue>> = inputs
+            .iter()
+            .map(|&o| crate::ops::control_flow_ops::const_for_inference(self, o))
+            .collect();
         let ctx = InferCtx {
             op,
             inputs: &types,
@@ -389,6 +391,7 @@ impl NodeBuilder<'_> {
             mut attrs,
             device,
         } = self;
+        let requested = name.clone();
         let explicit = match name {
             Some(n) => {
                 let full = graph.scoped(&n);
@@ -407,6 +410,23 @@ impl NodeBuilder<'_> {
         }
         control_inputs.sort();
         control_inputs.dedup();
+        if inputs.is_empty() && control_inputs.is_empty() {
+            if let Some(depth) = crate::ops::control_flow_ops::hoist_depth(graph, &op) {
+                // A constant made inside a loop is made outside it and enters as an invariant.
+                return graph.at_depth(depth, |graph| {
+                    let b = NodeBuilder {
+                        graph,
+                        op,
+                        name: requested,
+                        inputs,
+                        control_inputs,
+                        attrs,
+                        device,
+                    };
+                    b.finish()
+                });
+            }
+        }
         // Inside a cond/while_loop builder, outside values enter through Switch/Enter nodes.
         let (inputs, control_inputs) =
             crate::ops::control_flow_ops::capture_inputs(graph, inputs, control_inputs)?;

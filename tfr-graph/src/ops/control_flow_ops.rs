@@ -649,6 +649,37 @@ pub(crate) fn capture_inputs(
     Ok((new_inputs, controls))
 }
 
+/// For a node of `op` without inputs made inside loops: the context depth to make it at
+/// instead (outside the innermost loops, so it runs once and enters as a loop invariant).
+/// `None` when it stays: outside loops, inside a cond branch (it needs the branch's pivot), or
+/// for stateful ops (which must run per iteration).
+pub(crate) fn hoist_depth(g: &Graph, op: &str) -> Option<usize> {
+    let stack = &g.cf.stack;
+    let mut d = stack.len();
+    while d > 0 && matches!(stack[d - 1].kind, CtxKind::Loop { .. }) {
+        d -= 1;
+    }
+    let stateless = crate::op_def::registry()
+        .get(op)
+        .is_some_and(|def| !def.stateful)
+        && !is_control_flow_op(op)
+        && !is_tensor_array_op(op);
+    (d < stack.len() && stateless).then_some(d)
+}
+
+/// The constant value of `o` for shape inference: a `Const`, or a constant that entered a loop
+/// as an invariant (so a shape or axis built inside a loop body stays known statically).
+pub(crate) fn const_for_inference(g: &Graph, mut o: Output) -> Option<&crate::value::TensorValue> {
+    loop {
+        let n = g.nodes().get(o.node.index())?;
+        if n.op == "Enter" && n.attrs.bool_opt("is_constant") == Some(&true) {
+            o = *n.inputs.first()?;
+        } else {
+            return g.const_value(o);
+        }
+    }
+}
+
 /// Whether output `o` can be used as is inside context `d`.
 fn is_inside(g: &mut Graph, o: NodeId, d: usize) -> bool {
     g.frame_map();
