@@ -1,7 +1,8 @@
 //! The main job: a LeNet-5-style CNN, defined with `graph!` (shapes checked and gradients
 //! derived while this file compiles), trained on MNIST with Adam. Examples come through the
 //! paper's input pipeline (producer threads filling a shuffling queue on the same session);
-//! each epoch shows a progress bar with loss and throughput, then the test accuracy; at the end
+//! Adam's learning rate halves every epoch; each epoch shows a progress bar with loss and
+//! throughput, then the test accuracy; at the end
 //! a PNG of the curves and a checkpoint. `--resume` continues from the latest checkpoint.
 //!
 //! ```sh
@@ -28,6 +29,8 @@ graph! {
         input images: f32[B, 28, 28, 1];
         /// Classes 0..10.
         input labels: i32[B];
+        /// Adam's learning rate, fed each step (halved every epoch).
+        input lr: f32[];
         scope "conv1" {
             var k1: f32[5, 5, 1, 32] = glorot_uniform();
             var c1: f32[32] = zeros();
@@ -51,7 +54,7 @@ graph! {
         output loss = sparse_softmax_cross_entropy(logits, labels);
         /// How many predictions in the batch are right.
         output correct = sum(cast(argmax(logits, 1) == cast(labels, i64), f32));
-        let train = minimize(loss, Adam(0.001));
+        let train = minimize(loss, Adam(lr));
     }
 }
 
@@ -137,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => println!("no checkpoint in {}; starting afresh", ckpt_dir.display()),
         }
     }
-    let step = session.make_callable(&[model.images.output, model.labels.output], &[model.loss.output], &[model.train.node])?;
+    let step = session.make_callable(&[model.images.output, model.labels.output, model.lr.output], &[model.loss.output], &[model.train.node])?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
     let steps_per_epoch = (examples / args.batch) as u64;
     // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
@@ -148,9 +151,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bar.set_prefix(epoch.to_string());
         let start = Instant::now();
         let mut seen = 0usize;
+        let lr = Tensor::scalar(1e-3f32 * 0.5f32.powi(epoch as i32 - 1));
         for _ in 0..steps_per_epoch {
-            let batch = pipeline.next_batch(&session)?.ok_or("the input pipeline stopped early")?;
-            let loss = step.call(&batch)?[0].scalar_value::<f32>()?;
+            let mut feeds = pipeline.next_batch(&session)?.ok_or("the input pipeline stopped early")?;
+            feeds.push(lr.clone());
+            let loss = step.call(&feeds)?[0].scalar_value::<f32>()?;
             losses.push(loss);
             seen += args.batch;
             bar.inc(1);
