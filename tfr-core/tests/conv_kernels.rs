@@ -227,7 +227,11 @@ fn conv_cases() -> Vec<ConvCase> {
         c([2, 5, 4, 1], [5, 5, 1, 3], [1, 1], [1, 1], "SAME"),
         c([1, 4, 4, 2], [4, 4, 2, 2], [1, 1], [1, 1], "VALID"),
         c([2, 6, 7, 3], [4, 4, 3, 2], [3, 2], [1, 1], "SAME"),
+        // Few input channels (direct loops) with full 16-channel blocks and a remainder.
+        c([3, 9, 7, 1], [5, 5, 1, 37], [1, 1], [1, 1], "SAME"),
+        c([2, 11, 9, 2], [3, 3, 2, 20], [2, 1], [2, 1], "VALID"),
         // LeNet-sized, large enough to take the parallel chunked paths.
+        c([8, 28, 28, 1], [5, 5, 1, 32], [1, 1], [1, 1], "SAME"),
         c([4, 14, 14, 16], [5, 5, 16, 24], [1, 1], [1, 1], "SAME"),
     ]
 }

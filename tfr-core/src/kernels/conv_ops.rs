@@ -33,6 +33,11 @@ use tfr_graph::{DType, DTypeSet};
 const PAR_WORK: usize = 1 << 18;
 /// Bytes of patch matrix per chunk of output rows (about half of a core's L2).
 const PATCH_BYTES: usize = 384 << 10;
+/// Convolutions with fewer products per output (`kh * kw * in_channels`) than this run as
+/// direct loops: the patch matrix would be too thin for gemm to pay off.
+const DIRECT_K: usize = 64;
+/// Output rows per task of the direct convolution.
+const DIRECT_ROWS: usize = 64;
 
 // ---- gemm ----------------------------------------------------------------------------------
 
@@ -127,6 +132,55 @@ fn gemm_into<T: ConvElem>(
         );
     }
     Ok(())
+}
+
+// ---- vectorized loops -------------------------------------------------------------------------
+
+/// Whether the CPU runs the AVX-512 builds of the loops below.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("fma")
+}
+
+/// Defines `fn $name<T: ConvElem>(args)` whose body is compiled twice: for the baseline target
+/// and for AVX-512 with FMA (chosen at run time), so the compiler vectorizes the loops 16 lanes
+/// wide. In the body, the const `$F` says whether fused multiply-add is available (use
+/// [`madd`]). Hot loops must not live in closures (they may not inherit the features).
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident<$T:ident, $F:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name<$T: ConvElem>($($arg: $ty),*) {
+            #[inline(always)]
+            fn body<$T: ConvElem, const $F: bool>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+            unsafe fn wide<$T: ConvElem>($($arg: $ty),*) {
+                body::<$T, true>($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512() {
+                // SAFETY: `wide` only differs from `body` by the target features it is
+                // compiled for, and the CPU has every one of them (checked just above).
+                return unsafe { wide::<$T>($($arg),*) };
+            }
+            body::<$T, false>($($arg),*)
+        }
+    };
+}
+
+/// `a * b + c`, as one fused instruction where the caller is compiled with FMA (`FMA`);
+/// elsewhere a multiply and an add (a fused multiply-add would be a library call).
+#[inline(always)]
+fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 // ---- shapes and layouts ----------------------------------------------------------------------
@@ -300,6 +354,9 @@ impl ConvGeom {
         [self.n, self.oh, self.ow, self.o]
     }
     /// 1x1 filter, stride 1 (hence no padding): the input is its own patch matrix.
+    fn direct(&self) -> bool {
+        self.k() < DIRECT_K
+    }
     fn pointwise(&self) -> bool {
         self.fh == 1 && self.fw == 1 && self.sh == 1 && self.sw == 1
     }
@@ -387,6 +444,188 @@ impl ConvGeom {
     }
 }
 
+/// Lanes of one accumulator block of the direct convolution (a 512-bit register of f32).
+const LANES: usize = 16;
+/// Output pixels per block of the direct forward convolution.
+const PIXELS: usize = 8;
+/// Filter rows (taps times input channels) per block of the direct filter backprop.
+const TAPS: usize = 8;
+
+/// The input of a direct convolution, zero-padded so every tap of every output pixel lies
+/// inside, with the offset of each filter row (tap and input channel) from a pixel's base.
+struct Padded<T> {
+    data: Vec<T>,
+    hp: usize,
+    wp: usize,
+    offsets: Vec<usize>,
+}
+
+impl ConvGeom {
+    fn padded<T: ConvElem>(&self, x: &[T]) -> Padded<T> {
+        let c = self.c;
+        let hp =
+            ((self.oh.max(1) - 1) * self.sh + (self.fh - 1) * self.dh + 1).max(self.h + self.pad_t);
+        let wp =
+            ((self.ow.max(1) - 1) * self.sw + (self.fw - 1) * self.dw + 1).max(self.w + self.pad_l);
+        let mut data = vec![T::zero(); self.n * hp * wp * c];
+        for img in 0..self.n {
+            for y in 0..self.h {
+                let src =
+                    &x[((img * self.h + y) * self.w) * c..((img * self.h + y + 1) * self.w) * c];
+                let at = ((img * hp + y + self.pad_t) * wp + self.pad_l) * c;
+                data[at..at + self.w * c].copy_from_slice(src);
+            }
+        }
+        let mut offsets = Vec::with_capacity(self.k());
+        for kh in 0..self.fh {
+            for kw in 0..self.fw {
+                for ci in 0..c {
+                    offsets.push((kh * self.dh * wp + kw * self.dw) * c + ci);
+                }
+            }
+        }
+        Padded {
+            data,
+            hp,
+            wp,
+            offsets,
+        }
+    }
+    /// The offset in the padded input of output row `r`'s window corner.
+    #[inline(always)]
+    fn base(&self, p: &Padded<impl Copy>, r: usize) -> usize {
+        let per_image = self.oh * self.ow;
+        let (img, rem) = (r / per_image, r % per_image);
+        let (oy, ox) = (rem / self.ow, rem % self.ow);
+        ((img * p.hp + oy * self.sh) * p.wp + ox * self.sw) * self.c
+    }
+}
+
+simd_fn! {
+    /// Direct convolution of the output rows starting at global row `r0` (`out` holds whole
+    /// rows of `o`): blocks of `PIXELS` pixels by `LANES` output channels accumulate in
+    /// registers over every filter row.
+    fn direct_forward_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, f: &[T], r0: usize, out: &mut [T]) {
+        let o = g.o;
+        let k = xp.offsets.len();
+        let rows = out.len() / o;
+        let blocks = o / LANES;
+        let mut r = 0;
+        while r < rows {
+            let np = PIXELS.min(rows - r);
+            let mut bases = [0usize; PIXELS];
+            for (p, b) in bases.iter_mut().enumerate().take(np) {
+                *b = g.base(xp, r0 + r + p);
+            }
+            for cb in 0..blocks {
+                let mut acc = [[T::zero(); LANES]; PIXELS];
+                for t in 0..k {
+                    let w: &[T; LANES] = match f[t * o + cb * LANES..].first_chunk() {
+                        Some(w) => w,
+                        None => return,
+                    };
+                    let off = xp.offsets[t];
+                    if np == PIXELS {
+                        for p in 0..PIXELS {
+                            let xv = xp.data[bases[p] + off];
+                            for j in 0..LANES {
+                                acc[p][j] = madd::<T, FMA>(xv, w[j], acc[p][j]);
+                            }
+                        }
+                    } else {
+                        for p in 0..np {
+                            let xv = xp.data[bases[p] + off];
+                            for j in 0..LANES {
+                                acc[p][j] = madd::<T, FMA>(xv, w[j], acc[p][j]);
+                            }
+                        }
+                    }
+                }
+                for p in 0..np {
+                    let at = (r + p) * o + cb * LANES;
+                    out[at..at + LANES].copy_from_slice(&acc[p]);
+                }
+            }
+            // Channels past the last full block.
+            for p in (0..np).filter(|_| blocks * LANES < o) {
+                let dst = &mut out[(r + p) * o + blocks * LANES..(r + p + 1) * o];
+                dst.fill(T::zero());
+                for t in 0..k {
+                    let xv = xp.data[bases[p] + xp.offsets[t]];
+                    let wr = &f[t * o + blocks * LANES..(t + 1) * o];
+                    for (d, &wv) in dst.iter_mut().zip(wr) {
+                        *d = *d + xv * wv;
+                    }
+                }
+            }
+            r += np;
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds the filter gradient of the output rows starting at `r0` (their gradients `dy`,
+    /// whole rows of `o`) into `acc` (k x o): blocks of `TAPS` filter rows by `LANES` channels
+    /// accumulate in registers over the rows.
+    fn direct_filter_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, dy: &[T], r0: usize, acc: &mut [T]) {
+        let o = g.o;
+        let k = xp.offsets.len();
+        let rows = dy.len() / o;
+        let mut bases = Vec::with_capacity(rows);
+        for r in 0..rows {
+            bases.push(g.base(xp, r0 + r));
+        }
+        let blocks = o / LANES;
+        let mut t0 = 0;
+        while t0 < k {
+            let nt = TAPS.min(k - t0);
+            let mut offs = [0usize; TAPS];
+            offs[..nt].copy_from_slice(&xp.offsets[t0..t0 + nt]);
+            for cb in 0..blocks {
+                let mut sum = [[T::zero(); LANES]; TAPS];
+                for (r, &b) in bases.iter().enumerate() {
+                    let d: &[T; LANES] = match dy[r * o + cb * LANES..].first_chunk() {
+                        Some(d) => d,
+                        None => return,
+                    };
+                    if nt == TAPS {
+                        for q in 0..TAPS {
+                            let xv = xp.data[b + offs[q]];
+                            for j in 0..LANES {
+                                sum[q][j] = madd::<T, FMA>(xv, d[j], sum[q][j]);
+                            }
+                        }
+                    } else {
+                        for q in 0..nt {
+                            let xv = xp.data[b + offs[q]];
+                            for j in 0..LANES {
+                                sum[q][j] = madd::<T, FMA>(xv, d[j], sum[q][j]);
+                            }
+                        }
+                    }
+                }
+                for q in 0..nt {
+                    let at = (t0 + q) * o + cb * LANES;
+                    for (a, &v) in acc[at..at + LANES].iter_mut().zip(&sum[q]) {
+                        *a = *a + v;
+                    }
+                }
+            }
+            for q in (0..nt).filter(|_| blocks * LANES < o) {
+                let ar = &mut acc[(t0 + q) * o + blocks * LANES..(t0 + q + 1) * o];
+                for (r, &b) in bases.iter().enumerate() {
+                    let xv = xp.data[b + offs[q]];
+                    let d = &dy[r * o + blocks * LANES..(r + 1) * o];
+                    for (a, &dv) in ar.iter_mut().zip(d) {
+                        *a = *a + xv * dv;
+                    }
+                }
+            }
+            t0 += nt;
+        }
+    }
+}
+
 /// The filter as a `k x o` matrix.
 fn filter_mat<'a, T>(f: &'a [T], g: &ConvGeom) -> Mat<'a, T> {
     Mat {
@@ -405,6 +644,19 @@ fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> 
     }
     let fm = filter_mat(f, g);
     let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
+    if g.direct() {
+        let xp = g.padded(x);
+        let run =
+            |(i, dst): (usize, &mut [T])| direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
+        if parallel {
+            out.par_chunks_mut(DIRECT_ROWS * o)
+                .enumerate()
+                .for_each(run);
+        } else {
+            out.chunks_mut(DIRECT_ROWS * o).enumerate().for_each(run);
+        }
+        return Ok(out);
+    }
     if g.pointwise() {
         let xm = Mat {
             data: x,
@@ -463,7 +715,11 @@ fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult
         gemm_into(k, o, rows, xt, dym(0..rows), &mut df, o, false, parallel)?;
         return Ok(df);
     }
-    let chunk = g.chunk::<T>();
+    let chunk = if g.direct() {
+        DIRECT_ROWS
+    } else {
+        g.chunk::<T>()
+    };
     let chunks = rows.div_ceil(chunk);
     let parts = if parallel {
         rayon::current_num_threads().min(chunks)
@@ -472,7 +728,18 @@ fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult
     };
     let per = chunks.div_ceil(parts);
     // Part `p` sums the chunks p * per .. (p + 1) * per into `acc`.
+    let xp = match g.direct() {
+        true => Some(g.padded(x)),
+        false => None,
+    };
     let part = |p: usize, acc: &mut [T]| -> KResult {
+        if let Some(xp) = &xp {
+            for ci in p * per..((p + 1) * per).min(chunks) {
+                let r = ci * chunk..((ci + 1) * chunk).min(rows);
+                direct_filter_rows(g, xp, &dy[r.start * o..r.end * o], r.start, acc);
+            }
+            return Ok(());
+        }
         let mut buf = vec![T::zero(); chunk.min(rows) * k];
         let mut first = true;
         for ci in p * per..((p + 1) * per).min(chunks) {
@@ -514,11 +781,17 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
     if dx.is_empty() || g.rows() == 0 || o == 0 {
         return Ok(dx);
     }
-    // filter^T as an o x k matrix.
+    // filter^T as a row-major o x k matrix (gemm packs it fast in this layout).
+    let mut ftd = vec![T::zero(); o * k];
+    for (kk, row) in f.chunks_exact(o).enumerate() {
+        for (oc, &v) in row.iter().enumerate() {
+            ftd[oc * k + kk] = v;
+        }
+    }
     let ft = Mat {
-        data: f,
-        rs: 1,
-        cs: o,
+        data: &ftd[..],
+        rs: k,
+        cs: 1,
     };
     let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
     if g.pointwise() {
@@ -708,6 +981,7 @@ fn for_rows<T: Send>(
 /// The offsets within one image of the first maximum of each channel in output (oy, ox)'s
 /// window; ties go to the first position in row-major order, as in TensorFlow. `best` and
 /// `at` have `c` entries. False when the window holds no input element (then `at` is stale).
+#[inline(always)]
 fn window_argmax<T: ConvElem>(
     g: &PoolGeom,
     x_img: &[T],
@@ -740,41 +1014,49 @@ fn window_argmax<T: ConvElem>(
     !first
 }
 
+simd_fn! {
+    /// One row (`oy`) of max-pooled outputs of one image.
+    fn max_pool_row<T, FMA>(g: &PoolGeom, x_img: &[T], oy: usize, dst: &mut [T]) {
+        let c = g.c;
+        for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+            let (ys, xs) = g.window(oy, ox);
+            px.fill(T::neg_infinity());
+            for iy in ys {
+                let row = &x_img[(iy * g.w + xs.start) * c..(iy * g.w + xs.end) * c];
+                for v in row.chunks_exact(c) {
+                    for (o, &v) in px.iter_mut().zip(v) {
+                        *o = if v > *o { v } else { *o };
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.out_len()];
     let img = g.h * g.w * g.c;
     for_rows(&mut out, g.ow * g.c, g.parallel(), |row, dst| {
         let (n, oy) = (row / g.oh, row % g.oh);
-        let x_img = &x[n * img..(n + 1) * img];
-        for (ox, px) in dst.chunks_exact_mut(g.c).enumerate() {
-            let (ys, xs) = g.window(oy, ox);
-            px.fill(T::neg_infinity());
-            for iy in ys {
-                for ix in xs.clone() {
-                    let base = (iy * g.w + ix) * g.c;
-                    for (o, &v) in px.iter_mut().zip(&x_img[base..base + g.c]) {
-                        if v > *o {
-                            *o = v;
-                        }
-                    }
-                }
-            }
-        }
+        max_pool_row(g, &x[n * img..(n + 1) * img], oy, dst);
     });
     out
 }
 
-/// MaxPoolGrad: each output's gradient goes to its window's first maximum.
-fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.in_len()];
-    let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
-        let (x_img, dy_img) = (&x[n * img..(n + 1) * img], &dy[n * oimg..(n + 1) * oimg]);
-        let mut best = vec![T::zero(); g.c];
-        let mut at = vec![0usize; g.c];
+simd_fn! {
+    /// MaxPoolGrad of one image: each output's gradient goes to its window's first maximum.
+    /// `best` and `at` are scratch rows of `c`.
+    fn max_pool_grad_image<T, FMA>(
+        g: &PoolGeom,
+        x_img: &[T],
+        dy_img: &[T],
+        dxi: &mut [T],
+        best: &mut [T],
+        at: &mut [usize],
+    ) {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
-                if !window_argmax(g, x_img, oy, ox, &mut best, &mut at) {
+                if !window_argmax(g, x_img, oy, ox, best, at) {
                     continue;
                 }
                 let d = &dy_img[(oy * g.ow + ox) * g.c..][..g.c];
@@ -783,6 +1065,17 @@ fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
                 }
             }
         }
+    }
+}
+
+/// MaxPoolGrad: each output's gradient goes to its window's first maximum.
+fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.in_len()];
+    let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
+        let (x_img, dy_img) = (&x[n * img..(n + 1) * img], &dy[n * oimg..(n + 1) * oimg]);
+        let (mut best, mut at) = (vec![T::zero(); g.c], vec![0usize; g.c]);
+        max_pool_grad_image(g, x_img, dy_img, dxi, &mut best, &mut at);
     });
     dx
 }
