@@ -93,6 +93,10 @@ pub struct Graph {
     devices: Vec<String>,
     #[serde(skip)]
     control_scope: Vec<Vec<NodeId>>,
+    #[serde(skip)]
+    name_counters: HashMap<String, usize>,
+    #[serde(skip)]
+    scope_prefixes: std::collections::HashSet<String>,
     #[serde(default)]
     pub(crate) variables: Vec<crate::ops::state_ops::Variable>,
     /// Open control-flow contexts (inside `cond`/`while_loop` builders) and a frame cache.
@@ -200,7 +204,8 @@ impl Graph {
 
     /// Runs `f` with every node created inside named under `scope/`.
     pub fn with_scope<R>(&mut self, scope: &str, f: impl FnOnce(&mut Graph) -> R) -> R {
-        let unique = self.unique_name(&self.scoped(scope));
+        let scoped = self.scoped(scope);
+        let unique = self.unique_name(&scoped);
         let prefix_len = if self.scopes.is_empty() { 0 } else { self.scoped("").len() };
         self.scopes.push(unique[prefix_len..].to_string());
         let r = f(self);
@@ -258,25 +263,42 @@ impl Graph {
         }
     }
 
-    fn unique_name(&self, base: &str) -> String {
+    /// `base`, or `base_N` with the smallest free N at or above the last one handed out for
+    /// `base` (a counter per base keeps naming linear in the number of nodes).
+    fn unique_name(&mut self, base: &str) -> String {
         if !self.by_name.contains_key(base) && !self.scope_taken(base) {
             return base.to_string();
         }
-        (1..)
-            .map(|i| format!("{base}_{i}"))
-            .find(|n| !self.by_name.contains_key(n) && !self.scope_taken(n))
-            .unwrap_or_default()
+        let mut i = self.name_counters.get(base).copied().unwrap_or(1);
+        loop {
+            let candidate = format!("{base}_{i}");
+            i += 1;
+            if !self.by_name.contains_key(&candidate) && !self.scope_taken(&candidate) {
+                self.name_counters.insert(base.to_string(), i);
+                return candidate;
+            }
+        }
     }
 
+    /// True when some node is named under `name/`.
     fn scope_taken(&self, name: &str) -> bool {
-        let prefix = format!("{name}/");
-        self.by_name.keys().any(|k| k.starts_with(&prefix))
+        self.scope_prefixes.contains(name)
+    }
+
+    /// Records every scope prefix of a node name (`a` and `a/b` for `a/b/c`).
+    fn note_scopes(&mut self, name: &str) {
+        for (i, c) in name.char_indices() {
+            if c == '/' {
+                self.scope_prefixes.insert(name[..i].to_string());
+            }
+        }
     }
 
     /// Appends a node that has already been checked. Used by the builder and by graph rewrites.
     pub(crate) fn push_node(&mut self, node: Node) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
         self.by_name.insert(node.name.clone(), id);
+        self.note_scopes(&node.name);
         self.nodes.push(node);
         id
     }
@@ -284,6 +306,12 @@ impl Graph {
     /// Rebuilds the name index (after deserialization).
     pub(crate) fn reindex(&mut self) -> Result<()> {
         self.by_name.clear();
+        self.scope_prefixes.clear();
+        self.name_counters.clear();
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in &names {
+            self.note_scopes(n);
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             if self
                 .by_name
@@ -430,7 +458,13 @@ impl NodeBuilder<'_> {
         // Inside a cond/while_loop builder, outside values enter through Switch/Enter nodes.
         let (inputs, control_inputs) =
             crate::ops::control_flow_ops::capture_inputs(graph, inputs, control_inputs)?;
-        let name = explicit.unwrap_or_else(|| graph.unique_name(&graph.scoped(&op)));
+        let name = match explicit {
+            Some(n) => n,
+            None => {
+                let scoped = graph.scoped(&op);
+                graph.unique_name(&scoped)
+            }
+        };
         let outputs = graph.infer_node(&name, &op, &inputs, &mut attrs)?;
         let device = device
             .or_else(|| graph.devices.last().cloned())
