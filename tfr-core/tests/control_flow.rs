@@ -768,9 +768,483 @@ fn graphs_with_loops_serialize_and_validate() -> GResult<()> {
     Ok(())
 }
 
-#[allow(dead_code)]
-fn unused(_: &mut Graph) -> GResult<Option<Output>> {
-    Ok(gradients(&mut Graph::new(), &[], &[], None)?
-        .pop()
-        .flatten())
+// ---- gradients --------------------------------------------------------------------------------
+
+/// Checks d(sum y)/d(x_k) of a graph against central differences for each fed f64 input.
+/// `feeds` are (placeholder, shape, values).
+fn check_gradients(
+    g: &mut Graph,
+    y: Output,
+    feeds: &[(Output, Vec<usize>, Vec<f64>)],
+    tol: f64,
+    what: &str,
+) {
+    let xs: Vec<Output> = feeds.iter().map(|f| f.0).collect();
+    let grads = gradients(g, &[y], &xs, None).unwrap();
+    let fetch: Vec<Output> = grads
+        .iter()
+        .map(|d| d.unwrap_or_else(|| panic!("{what}: no gradient")))
+        .collect();
+    let tensors = |vals: &[Vec<f64>]| -> Vec<(Output, Tensor)> {
+        feeds
+            .iter()
+            .zip(vals)
+            .map(|(f, v)| (f.0, Tensor::new(&f.1, v.clone()).unwrap()))
+            .collect()
+    };
+    let base: Vec<Vec<f64>> = feeds.iter().map(|f| f.2.clone()).collect();
+    let symbolic = run_both(g, &tensors(&base), &fetch);
+    let s = Session::new(g, seq()).unwrap();
+    let f = |vals: &[Vec<f64>]| -> f64 {
+        s.run(&tensors(vals), &[y], &[]).unwrap()[0]
+            .to_f64_vec()
+            .iter()
+            .sum()
+    };
+    let h = 1e-6;
+    for (k, feed) in feeds.iter().enumerate() {
+        let mut numeric = Vec::new();
+        for e in 0..feed.2.len() {
+            let mut plus = base.clone();
+            plus[k][e] += h;
+            let mut minus = base.clone();
+            minus[k][e] -= h;
+            numeric.push((f(&plus) - f(&minus)) / (2.0 * h));
+        }
+        assert_close(
+            &symbolic[k],
+            &numeric,
+            tol,
+            &format!("{what}: d/d input {k}"),
+        );
+    }
+}
+
+#[test]
+fn gradient_of_cond_follows_the_taken_branch() -> GResult<()> {
+    let mut rng = Rng(21);
+    for _ in 0..6 {
+        let mut g = Graph::new();
+        let x = g.placeholder("x", DType::F64, Shape::known(&[3]))?;
+        let w = g.placeholder("w", DType::F64, Shape::scalar())?;
+        let s = g.reduce_sum(x, None, false)?;
+        let zero = g.scalar(0.0f64)?;
+        let p = g.greater(s, zero)?;
+        let r = g.cond(
+            p,
+            |g| {
+                let a = g.square(x)?;
+                Ok(vec![g.mul(a, w)?])
+            },
+            |g| {
+                let a = g.sin(x)?;
+                Ok(vec![g.add(a, w)?])
+            },
+        )?;
+        let y = g.reduce_sum(r[0], None, false)?;
+        let xv = rng.vec(3, -1.0, 1.0);
+        let wv = rng.uniform(0.5, 2.0);
+        check_gradients(
+            &mut g,
+            y,
+            &[(x, vec![3], xv), (w, vec![], vec![wv])],
+            1e-6,
+            "cond",
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn gradient_of_a_branch_that_ignores_the_input_is_zero() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let p = g.placeholder("p", DType::Bool, Shape::scalar())?;
+    let r = g.cond(
+        p,
+        |g| Ok(vec![g.square(x)?]),
+        |g| Ok(vec![g.scalar(3.0f64)?]),
+    )?;
+    let d = gradients(&mut g, &[r[0]], &[x], None)?[0].unwrap();
+    let s = Session::new(&g, seq()).unwrap();
+    for (pv, want) in [(true, 4.0), (false, 0.0)] {
+        let out = s
+            .run(
+                &[(x, Tensor::scalar(2.0f64)), (p, Tensor::scalar(pv))],
+                &[d],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(out[0].scalar_value::<f64>().unwrap(), want);
+    }
+    Ok(())
+}
+
+#[test]
+fn gradient_of_a_while_loop_with_a_data_dependent_trip_count() -> GResult<()> {
+    // x <- x * c + 1, n times (n fed); and x <- 1.5 x while x < 10 (trip count from x).
+    let mut rng = Rng(31);
+    for _ in 0..5 {
+        let mut g = Graph::new();
+        let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+        let c = g.placeholder("c", DType::F64, Shape::scalar())?;
+        let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+        let zero = g.scalar(0i32)?;
+        let r = g.while_loop(
+            |g, v| g.less(v[0], n),
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let b = g.scalar(1.0f64)?;
+                let y = g.mul(v[1], c)?;
+                Ok(vec![g.add(v[0], one)?, g.add(y, b)?])
+            },
+            &[zero, x],
+            &WhileOptions::default(),
+        )?;
+        let nv = 1 + rng.below(8) as i32;
+        let xv = rng.uniform(-1.0, 1.0);
+        let cv = rng.uniform(0.5, 1.2);
+        let xs = [x, c];
+        let grads = gradients(&mut g, &[r[1]], &xs, None)?;
+        let s = Session::new(&g, seq()).unwrap();
+        let feeds = |xv: f64, cv: f64| {
+            vec![
+                (x, Tensor::scalar(xv)),
+                (c, Tensor::scalar(cv)),
+                (n, Tensor::scalar(nv)),
+            ]
+        };
+        let out = s
+            .run(&feeds(xv, cv), &[grads[0].unwrap(), grads[1].unwrap()], &[])
+            .unwrap();
+        let f = |xv: f64, cv: f64| {
+            s.run(&feeds(xv, cv), &[r[1]], &[]).unwrap()[0]
+                .scalar_value::<f64>()
+                .unwrap()
+        };
+        let h = 1e-6;
+        let dx = (f(xv + h, cv) - f(xv - h, cv)) / (2.0 * h);
+        let dc = (f(xv, cv + h) - f(xv, cv - h)) / (2.0 * h);
+        assert_close(
+            &[out[0].scalar_value::<f64>().unwrap()],
+            &[dx],
+            1e-6,
+            "d/dx",
+        );
+        assert_close(
+            &[out[1].scalar_value::<f64>().unwrap()],
+            &[dc],
+            1e-6,
+            "d/dc",
+        );
+        assert_close(
+            &[out[0].scalar_value::<f64>().unwrap()],
+            &[cv.powi(nv)],
+            1e-9,
+            "c^n",
+        );
+    }
+    // The trip count depends on x itself.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let r = g.while_loop(
+        |g, v| {
+            let ten = g.scalar(10.0f64)?;
+            g.less(v[0], ten)
+        },
+        |g, v| {
+            let k = g.scalar(1.5f64)?;
+            let sq = g.mul(v[0], k)?;
+            Ok(vec![sq])
+        },
+        &[x],
+        &WhileOptions::default(),
+    )?;
+    for xv in [0.3, 1.0, 2.7, 9.0, 12.0] {
+        let d = gradients(&mut g, &[r[0]], &[x], None)?[0].unwrap();
+        let mut trips = 0;
+        let mut v = xv;
+        while v < 10.0 {
+            v *= 1.5;
+            trips += 1;
+        }
+        let got = run_both(&g, &[(x, Tensor::scalar(xv))], &[d]);
+        assert_close(&got[0], &[1.5f64.powi(trips)], 1e-12, "1.5^trips");
+    }
+    Ok(())
+}
+
+#[test]
+fn gradient_of_a_loop_with_several_variables() -> GResult<()> {
+    // (a, b, v) <- (a * b, a + sin(b), v * a) for n steps; v is a vector.
+    let mut rng = Rng(41);
+    let mut g = Graph::new();
+    let a = g.placeholder("a", DType::F64, Shape::scalar())?;
+    let b = g.placeholder("b", DType::F64, Shape::scalar())?;
+    let v = g.placeholder("v", DType::F64, Shape::known(&[2]))?;
+    let zero = g.scalar(0i64)?;
+    let r = g.while_loop(
+        |g, l| {
+            let n = g.scalar(4i64)?;
+            g.less(l[0], n)
+        },
+        |g, l| {
+            let one = g.scalar(1i64)?;
+            let ab = g.mul(l[1], l[2])?;
+            let sb = g.sin(l[2])?;
+            let apsb = g.add(l[1], sb)?;
+            let va = g.mul(l[3], l[1])?;
+            Ok(vec![g.add(l[0], one)?, ab, apsb, va])
+        },
+        &[zero, a, b, v],
+        &WhileOptions::default(),
+    )?;
+    let sv = g.reduce_sum(r[3], None, false)?;
+    let t = g.add(r[1], r[2])?;
+    let y = g.add(t, sv)?;
+    check_gradients(
+        &mut g,
+        y,
+        &[
+            (a, vec![], vec![rng.uniform(0.5, 1.0)]),
+            (b, vec![], vec![rng.uniform(0.5, 1.0)]),
+            (v, vec![2], rng.vec(2, -1.0, 1.0)),
+        ],
+        1e-6,
+        "several loop variables",
+    );
+    Ok(())
+}
+
+#[test]
+fn gradient_of_nested_loops() -> GResult<()> {
+    // for i < 3: for j < i + 1: x = sin(x) * w + x
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[2]))?;
+    let w = g.placeholder("w", DType::F64, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| {
+            let three = g.scalar(3i32)?;
+            g.less(v[0], three)
+        },
+        |g, v| {
+            let i = v[0];
+            let j0 = g.scalar(0i32)?;
+            let inner = g.while_loop(
+                |g, u| g.less_equal(u[0], i),
+                |g, u| {
+                    let s = g.sin(u[1])?;
+                    let sw = g.mul(s, w)?;
+                    let one = g.scalar(1i32)?;
+                    Ok(vec![g.add(u[0], one)?, g.add(sw, u[1])?])
+                },
+                &[j0, v[1]],
+                &WhileOptions::default(),
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(i, one)?, inner[1]])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    let y = g.reduce_sum(r[1], None, false)?;
+    let mut rng = Rng(51);
+    check_gradients(
+        &mut g,
+        y,
+        &[
+            (x, vec![2], rng.vec(2, -1.0, 1.0)),
+            (w, vec![], vec![rng.uniform(0.2, 0.8)]),
+        ],
+        1e-6,
+        "nested loops",
+    );
+    Ok(())
+}
+
+#[test]
+fn gradient_of_a_cond_inside_a_loop() -> GResult<()> {
+    // for i < n: x = (sum x > 0) ? x * w : x - w * w
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3]))?;
+    let w = g.placeholder("w", DType::F64, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| {
+            let n = g.scalar(5i32)?;
+            g.less(v[0], n)
+        },
+        |g, v| {
+            let s = g.reduce_sum(v[1], None, false)?;
+            let z = g.scalar(0.0f64)?;
+            let p = g.greater(s, z)?;
+            let xv = v[1];
+            let c = g.cond(
+                p,
+                |g| Ok(vec![g.mul(xv, w)?]),
+                |g| {
+                    let ww = g.mul(w, w)?;
+                    Ok(vec![g.sub(xv, ww)?])
+                },
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(v[0], one)?, c[0]])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    let y = g.reduce_sum(r[1], None, false)?;
+    let mut rng = Rng(61);
+    for _ in 0..4 {
+        let mut g2 = g.clone();
+        check_gradients(
+            &mut g2,
+            y,
+            &[
+                (x, vec![3], rng.vec(3, -1.0, 1.0)),
+                (w, vec![], vec![rng.uniform(0.5, 1.5)]),
+            ],
+            1e-6,
+            "cond in loop",
+        );
+    }
+    Ok(())
+}
+
+/// An RNN over a sequence written with `scan`: its loss and gradients equal those of the same
+/// RNN unrolled into the graph step by step.
+#[test]
+fn rnn_with_scan_has_the_gradient_of_the_unrolled_graph() -> GResult<()> {
+    const T: usize = 5;
+    const B: usize = 2;
+    const D: usize = 3;
+    const H: usize = 4;
+    let mut rng = Rng(71);
+    let xs_v = rng.vec(T * B * D, -1.0, 1.0);
+    let w_v = rng.vec(D * H, -0.5, 0.5);
+    let u_v = rng.vec(H * H, -0.5, 0.5);
+    let b_v = rng.vec(H, -0.1, 0.1);
+    let h0_v = rng.vec(B * H, -0.5, 0.5);
+    let mut results = Vec::new();
+    for unrolled in [false, true] {
+        let mut g = Graph::new();
+        let xs = g.placeholder("xs", DType::F64, Shape::known(&[T, B, D]))?;
+        let w = g.placeholder("w", DType::F64, Shape::known(&[D, H]))?;
+        let u = g.placeholder("u", DType::F64, Shape::known(&[H, H]))?;
+        let b = g.placeholder("b", DType::F64, Shape::known(&[H]))?;
+        let h0 = g.placeholder("h0", DType::F64, Shape::known(&[B, H]))?;
+        let cell = |g: &mut Graph, h: Output, x: Output| -> GResult<Output> {
+            let xw = g.matmul(x, w)?;
+            let hu = g.matmul(h, u)?;
+            let s = g.add(xw, hu)?;
+            let s = g.add(s, b)?;
+            g.tanh(s)
+        };
+        let hs = if unrolled {
+            let steps = g.unstack(xs, T, 0)?;
+            let mut h = h0;
+            let mut all = Vec::new();
+            for x in steps {
+                h = cell(&mut g, h, x)?;
+                all.push(h);
+            }
+            g.stack(&all, 0)?
+        } else {
+            g.scan(
+                |g, a, x| Ok(vec![cell(g, a[0], x[0])?]),
+                &[xs],
+                &[h0],
+                false,
+            )?[0]
+        };
+        assert_eq!(g.shape(hs), &Shape::known(&[T, B, H]));
+        let sq = g.square(hs)?;
+        let loss = g.reduce_sum(sq, None, false)?;
+        let params = [xs, w, u, b, h0];
+        let grads = gradients(&mut g, &[loss], &params, None)?;
+        let mut fetch = vec![loss];
+        fetch.extend(
+            grads
+                .iter()
+                .map(|d| d.expect("a gradient for every parameter")),
+        );
+        let feeds = vec![
+            (xs, Tensor::new(&[T, B, D], xs_v.clone()).unwrap()),
+            (w, Tensor::new(&[D, H], w_v.clone()).unwrap()),
+            (u, Tensor::new(&[H, H], u_v.clone()).unwrap()),
+            (b, Tensor::new(&[H], b_v.clone()).unwrap()),
+            (h0, Tensor::new(&[B, H], h0_v.clone()).unwrap()),
+        ];
+        results.push(run_both(&g, &feeds, &fetch));
+    }
+    let names = ["loss", "d xs", "d w", "d u", "d b", "d h0"];
+    for (k, name) in names.iter().enumerate() {
+        assert_close(&results[0][k], &results[1][k], 1e-10, name);
+    }
+    Ok(())
+}
+
+#[test]
+fn gradient_of_map_fn_and_foldl() -> GResult<()> {
+    let mut g = Graph::new();
+    let e = g.placeholder("e", DType::F64, Shape::known(&[4, 2]))?;
+    let w = g.placeholder("w", DType::F64, Shape::known(&[2]))?;
+    let m = g.map_fn(
+        |g, x| {
+            let p = g.mul(x[0], w)?;
+            Ok(vec![g.sin(p)?])
+        },
+        &[e],
+        None,
+    )?;
+    let one = g.scalar(1.0f64)?;
+    let f = g.foldl(
+        |g, a, x| {
+            let s = g.reduce_sum(x[0], None, false)?;
+            let t = g.mul(a[0], s)?;
+            Ok(vec![g.add(t, one)?])
+        },
+        &[m[0]],
+        &[one],
+    )?;
+    let mut rng = Rng(81);
+    check_gradients(
+        &mut g,
+        f[0],
+        &[
+            (e, vec![4, 2], rng.vec(8, -1.0, 1.0)),
+            (w, vec![2], rng.vec(2, 0.5, 1.5)),
+        ],
+        1e-6,
+        "map_fn + foldl",
+    );
+    Ok(())
+}
+
+#[test]
+fn gradient_errors_are_clear() -> GResult<()> {
+    // Differentiating a value inside a loop (not its result) is refused with a message.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let inside = std::cell::Cell::new(None);
+    let r = g.while_loop(
+        |g, v| {
+            let ten = g.scalar(10.0f64)?;
+            g.less(v[0], ten)
+        },
+        |g, v| {
+            let two = g.scalar(2.0f64)?;
+            let y = g.mul(v[0], two)?;
+            inside.set(Some(y));
+            Ok(vec![y])
+        },
+        &[x],
+        &WhileOptions::default(),
+    )?;
+    let e = gradients(&mut g, &[inside.get().unwrap()], &[x], None).unwrap_err();
+    assert!(e.to_string().contains("inside loop frame"), "{e}");
+    // The loop's result is fine.
+    assert!(gradients(&mut g, &[r[0]], &[x], None)?[0].is_some());
+    Ok(())
 }

@@ -18,6 +18,7 @@ use crate::error::{GraphError, Result};
 use crate::grad::GradCtx;
 use crate::graph::{Graph, NodeId, Output};
 use crate::op_def::{registry, Gradient};
+use crate::ops::control_flow_grad::LoopGrads;
 use crate::validate::topological_order;
 use crate::value::{Buffer, TensorValue};
 use half::{bf16, f16};
@@ -140,9 +141,21 @@ fn backprop(
     let depends = |g: &Graph, reached: &[bool], o: Output| {
         carries_gradient(g, o) && (x_index.contains_key(&o) || reached[o.node.index()])
     };
-    for &id in &order {
-        let r = g.node(id).inputs.iter().any(|&o| depends(g, &reached, o));
-        reached[id.index()] = r;
+    // Control flow: loops are differentiated whole (see `ops/control_flow_grad.rs`); a value
+    // reaches a loop's Merge again along its back edge, so the forward pass repeats until stable.
+    let mut cf = LoopGrads::new(g, &order, ys, xs)?;
+    loop {
+        let mut changed = false;
+        for &id in &order {
+            let node = g.node(id);
+            let r = (0..node.inputs.len())
+                .any(|k| cf.follows(g, id, k) && depends(g, &reached, node.inputs[k]));
+            changed |= r != reached[id.index()];
+            reached[id.index()] = r;
+        }
+        if !changed || !cf.has_loops() {
+            break;
+        }
     }
     // Backward from the ys: nodes some y depends on along gradient-carrying edges.
     let mut to_y = vec![false; n];
@@ -173,9 +186,12 @@ fn backprop(
     let mut results: Vec<Option<Output>> = vec![None; xs.len()];
     for &id in order.iter().rev() {
         let i = id.index();
+        if cf.skips(id) {
+            continue;
+        }
         let num_outputs = g.node(id).outputs.len();
         let holds_x = (0..num_outputs).any(|k| x_index.contains_key(&Output::new(id, k)));
-        if !to_y[i] || !(reached[i] || holds_x) {
+        if !cf.is_loop_exit(g, id) && (!to_y[i] || !(reached[i] || holds_x)) {
             continue;
         }
         let mut out_grads = Vec::with_capacity(num_outputs);
@@ -189,6 +205,12 @@ fn backprop(
                 results[xk] = summed;
             }
             out_grads.push(summed);
+        }
+        if let Some(flows) = cf.gradient(g, id, &out_grads, &reached)? {
+            for (input, grad) in flows {
+                pending.entry(input).or_default().push(grad);
+            }
+            continue;
         }
         if !reached[i] || out_grads.iter().all(Option::is_none) {
             continue;
@@ -401,6 +423,7 @@ mod tests {
 #[cfg(test)]
 mod registry_tests {
     use crate::op_def::{registry, Gradient};
+use crate::ops::control_flow_grad::LoopGrads;
 
     /// Every op ends with a gradient rule or an explicit "not differentiable".
     #[test]

@@ -139,6 +139,9 @@ fn add_forward_var(
         fl.maximum_iterations,
     );
     let lc = fl.loop_cond;
+    // The initial value as the loop's parent frame sees it (a constant may live outside).
+    let parent_stack = forward_stack(g, fl.parent)?;
+    let (init, _) = g.with_stack(parent_stack, |g| g.capture_here(init))?;
     let (merge, body) = g.build_raw(|g| {
         let e = g
             .build("Enter")
@@ -250,4 +253,582 @@ pub(crate) fn saved_value(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> 
             .attr("element_shape", shape)
             .finish1()
     })
+}
+
+// ---- the gradient walk's view of control flow ---------------------------------------------------
+
+/// One loop var of a forward loop, found from the graph.
+#[derive(Clone, Debug)]
+struct LoopVar {
+    enter: NodeId,
+    merge: NodeId,
+    /// The body's view of the variable (the Identity after the Switch, or the Switch's output).
+    body_input: Output,
+    /// The body's next value (the NextIteration's input).
+    body_output: Output,
+    exit: Option<NodeId>,
+}
+
+/// A forward loop's structure: loop variables and invariants.
+#[derive(Clone, Debug)]
+struct LoopShape {
+    name: String,
+    vars: Vec<LoopVar>,
+    /// Constant Enters: (enter node, the outer value it enters).
+    invariants: Vec<(NodeId, Output)>,
+    parallel_iterations: i64,
+}
+
+/// What [`gradients`](crate::gradients::gradients) asks about control flow while it walks the
+/// graph backwards from the ys: which nodes belong to loops (and are skipped: a loop is
+/// differentiated as a whole, when the walk reaches its Exits), which back edges carry values
+/// (those of loops inside the frame being differentiated), and the gradients of cond and loop
+/// nodes.
+pub struct LoopGrads {
+    frames: FrameMap,
+    /// The frame whose nodes the walk differentiates: the root, or the forward loop whose body
+    /// a backward loop is being built for.
+    base: FrameId,
+    xs: HashSet<Output>,
+    consumers: HashMap<NodeId, Vec<(NodeId, usize)>>,
+    /// Per loop directly inside `base`: its Exits, and the one the walk reaches last.
+    exits: HashMap<FrameId, (Vec<NodeId>, NodeId)>,
+    /// Exit gradients gathered so far, per loop.
+    stash: HashMap<FrameId, Vec<(NodeId, Option<Output>)>>,
+    any_loop: bool,
+}
+
+impl LoopGrads {
+    /// Prepares the walk over `order` (the topological order of `g`) from `ys` to `xs`.
+    pub fn new(g: &mut Graph, order: &[NodeId], ys: &[Output], xs: &[Output]) -> Result<LoopGrads> {
+        let frames = g.frame_map().clone();
+        let base =
+            g.cf.stack
+                .iter()
+                .rev()
+                .find_map(|c| match &c.kind {
+                    CtxKind::Loop { grad: Some(gl), .. } => Some(gl.forward_frame),
+                    _ => None,
+                })
+                .unwrap_or(ROOT_FRAME);
+        for &o in ys.iter().chain(xs) {
+            let f = frames.frame(o.node);
+            if f != base {
+                return Err(cf_error(format!(
+                    "`{}` runs inside {}: differentiate a loop's results (its Exit outputs) \
+                     instead of values inside it",
+                    g.output_name(o),
+                    frames.describe(f)
+                )));
+            }
+        }
+        let any_loop = frames.num_frames() > 1;
+        let mut consumers: HashMap<NodeId, Vec<(NodeId, usize)>> = HashMap::new();
+        let mut exits: HashMap<FrameId, (Vec<NodeId>, NodeId)> = HashMap::new();
+        if any_loop {
+            for id in g.node_ids() {
+                for (k, o) in g.node(id).inputs.iter().enumerate() {
+                    consumers.entry(o.node).or_default().push((id, k));
+                }
+            }
+            // `order` is topological: the first Exit of a loop in it is the last one the
+            // backward walk reaches.
+            for &id in order {
+                let n = g.node(id);
+                if n.op != "Exit" || frames.frame(id) != base {
+                    continue;
+                }
+                let Some(src) = n.inputs.first() else {
+                    continue;
+                };
+                let lf = frames.frame(src.node);
+                exits
+                    .entry(lf)
+                    .and_modify(|e| e.0.push(id))
+                    .or_insert_with(|| (vec![id], id));
+            }
+        }
+        Ok(LoopGrads {
+            frames,
+            base,
+            xs: xs.iter().copied().collect(),
+            consumers,
+            exits,
+            stash: HashMap::new(),
+            any_loop,
+        })
+    }
+
+    /// Whether the graph has loops (the forward reach must then follow back edges).
+    pub fn has_loops(&self) -> bool {
+        self.any_loop
+    }
+
+    /// Whether a value reaching input `k` of `node` counts: every edge but the back edges of
+    /// the loop being differentiated (its iterations are the backward loop's business).
+    pub fn follows(&self, g: &Graph, node: NodeId, k: usize) -> bool {
+        !(self.any_loop
+            && is_back_edge(g, g.node(node), k)
+            && !self.strictly_inside(self.frames.frame(node)))
+    }
+
+    fn strictly_inside(&self, f: FrameId) -> bool {
+        f != self.base && self.frames.is_within(f, self.base)
+    }
+
+    /// Nodes of loops inside the differentiated frame (not their Exits, which run in it): they
+    /// are differentiated with their loop.
+    pub fn skips(&self, node: NodeId) -> bool {
+        self.any_loop && self.frames.frame(node) != self.base
+    }
+
+    /// Whether `node` is an Exit of a loop inside the differentiated frame.
+    pub fn is_loop_exit(&self, g: &Graph, node: NodeId) -> bool {
+        self.any_loop && g.node(node).op == "Exit" && self.frames.frame(node) == self.base
+    }
+
+    fn depends(&self, g: &Graph, reached: &[bool], o: Output) -> bool {
+        g.dtype(o).is_differentiable()
+            && (self.xs.contains(&o) || reached.get(o.node.index()).copied().unwrap_or(false))
+    }
+
+    /// The gradients a control-flow node sends to its inputs, as (input, gradient) pairs, given
+    /// the gradients of its outputs; `None` for other nodes (they use their op's rule). An Exit
+    /// sends nothing until the last Exit of its loop: then the loop's backward loop is built and
+    /// the gradients of the loop's initial values and invariants come out.
+    pub fn gradient(
+        &mut self,
+        g: &mut Graph,
+        node: NodeId,
+        out_grads: &[Option<Output>],
+        reached: &[bool],
+    ) -> Result<Option<Vec<(Output, Output)>>> {
+        let n = g.node(node).clone();
+        match n.op.as_str() {
+            "Exit" if self.is_loop_exit(g, node) => {
+                let Some(src) = n.inputs.first() else {
+                    return Ok(Some(Vec::new()));
+                };
+                let lf = self.frames.frame(src.node);
+                let entry = self.stash.entry(lf).or_default();
+                entry.push((node, out_grads.first().copied().flatten()));
+                let trigger = self.exits.get(&lf).map(|e| e.1);
+                if trigger != Some(node) {
+                    return Ok(Some(Vec::new()));
+                }
+                let stash = self.stash.remove(&lf).unwrap_or_default();
+                let scope = format!("{}_grad", self.frames.frames[lf as usize].name);
+                let scope = scope.rsplit('/').next().unwrap_or("while_grad").to_string();
+                g.with_scope(&scope, |g| self.loop_gradient(g, lf, &stash, reached))
+                    .map(Some)
+            }
+            "Merge" if n.attrs.string_opt(COND_PRED_ATTR).is_some() => {
+                let Some(dy) = out_grads.first().copied().flatten() else {
+                    return Ok(Some(Vec::new()));
+                };
+                if n.inputs.len() != 2 {
+                    return Err(cf_error(format!(
+                        "cond merge `{}` has {} inputs; only two-branch conds are differentiable",
+                        n.name,
+                        n.inputs.len()
+                    )));
+                }
+                let pred_name = n
+                    .attrs
+                    .string_opt(COND_PRED_ATTR)
+                    .cloned()
+                    .unwrap_or_default();
+                let pred = g.output_by_name(&pred_name)?;
+                let wanted: Vec<bool> = n
+                    .inputs
+                    .iter()
+                    .map(|&o| self.depends(g, reached, o))
+                    .collect();
+                let sw = g.with_scope(&format!("{}_grad", base_name(&n.name)), |g| {
+                    g.build("Switch").input(dy).input(pred).finish()
+                })?;
+                Ok(Some(
+                    n.inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| wanted[*k])
+                        .map(|(k, &o)| (o, Output::new(sw, k)))
+                        .collect(),
+                ))
+            }
+            "Switch" => {
+                let data = n.inputs[0];
+                if !self.depends(g, reached, data) {
+                    return Ok(Some(Vec::new()));
+                }
+                let (gf, gt) = (
+                    out_grads.first().copied().flatten(),
+                    out_grads.get(1).copied().flatten(),
+                );
+                if gf.is_none() && gt.is_none() {
+                    return Ok(Some(Vec::new()));
+                }
+                let m = g.with_scope(&format!("{}_grad", base_name(&n.name)), |g| {
+                    // A branch that passed no gradient gets zeros, live only when it ran.
+                    let zf = match gf {
+                        Some(x) => x,
+                        None => g.build("ZerosLike").input(Output::new(node, 0)).finish1()?,
+                    };
+                    let zt = match gt {
+                        Some(x) => x,
+                        None => g.build("ZerosLike").input(Output::new(node, 1)).finish1()?,
+                    };
+                    g.build("Merge").input(zf).input(zt).finish1()
+                })?;
+                let shape = g.shape(data).clone();
+                g.refine_output_shape(m, shape);
+                Ok(Some(vec![(data, m)]))
+            }
+            op if op.starts_with("TensorArray") => {
+                let wanted: Vec<bool> = n
+                    .inputs
+                    .iter()
+                    .map(|&o| self.depends(g, reached, o))
+                    .collect();
+                let scope = format!("{}_grad", base_name(&n.name));
+                g.with_scope(&scope, |g| {
+                    tensor_array_gradient(g, node, out_grads, &wanted)
+                })
+                .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The structure of loop frame `lf`.
+    fn loop_shape(&self, g: &Graph, lf: FrameId) -> Result<LoopShape> {
+        let name = self.frames.frames[lf as usize].name.clone();
+        let mut vars = Vec::new();
+        let mut invariants = Vec::new();
+        let mut parallel_iterations = 10;
+        let none = Vec::new();
+        let uses = |id: NodeId| self.consumers.get(&id).unwrap_or(&none);
+        for id in g.node_ids() {
+            let n = g.node(id);
+            if n.op != "Enter" || self.frames.frame(id) != lf {
+                continue;
+            }
+            parallel_iterations = n
+                .attrs
+                .int_opt("parallel_iterations")
+                .copied()
+                .unwrap_or(10);
+            if n.attrs.bool_opt("is_constant") == Some(&true) {
+                invariants.push((id, n.inputs[0]));
+                continue;
+            }
+            let bad = || {
+                cf_error(format!("loop `{name}`: Enter `{}` does not start a loop variable as while_loop builds them", n.name))
+            };
+            let merge = uses(id)
+                .iter()
+                .find(|(c, k)| *k == 0 && g.node(*c).op == "Merge")
+                .map(|c| c.0)
+                .ok_or_else(bad)?;
+            let next = g.node(merge).inputs.get(1).copied().ok_or_else(bad)?;
+            if g.node(next.node).op != "NextIteration" {
+                return Err(bad());
+            }
+            let body_output = g.node(next.node).inputs[0];
+            let switch = uses(merge)
+                .iter()
+                .find(|(c, k)| *k == 0 && g.node(*c).op == "Switch")
+                .map(|c| c.0)
+                .ok_or_else(bad)?;
+            let body_input = uses(switch)
+                .iter()
+                .find(|(c, _)| {
+                    g.node(*c).op == "Identity" && g.node(*c).inputs[0] == Output::new(switch, 1)
+                })
+                .map(|c| Output::new(c.0, 0))
+                .unwrap_or(Output::new(switch, 1));
+            let exit = uses(switch)
+                .iter()
+                .find(|(c, _)| g.node(*c).op == "Exit")
+                .map(|c| c.0);
+            vars.push(LoopVar {
+                enter: id,
+                merge,
+                body_input,
+                body_output,
+                exit,
+            });
+        }
+        Ok(LoopShape {
+            name,
+            vars,
+            invariants,
+            parallel_iterations,
+        })
+    }
+
+    /// Builds the backward loop of forward loop `lf` from the gradients of its Exits; returns
+    /// the gradients of its initial values and of the outer values of its invariants.
+    fn loop_gradient(
+        &mut self,
+        g: &mut Graph,
+        lf: FrameId,
+        exit_grads: &[(NodeId, Option<Output>)],
+        reached: &[bool],
+    ) -> Result<Vec<(Output, Output)>> {
+        if exit_grads.iter().all(|e| e.1.is_none()) {
+            return Ok(Vec::new());
+        }
+        let shape = self.loop_shape(g, lf)?;
+        let float_vars: Vec<usize> = (0..shape.vars.len())
+            .filter(|&j| {
+                g.dtype(Output::new(shape.vars[j].merge, 0))
+                    .is_differentiable()
+            })
+            .collect();
+        let invs: Vec<usize> = (0..shape.invariants.len())
+            .filter(|&m| self.depends(g, reached, shape.invariants[m].1))
+            .collect();
+        let wants_var = float_vars
+            .iter()
+            .any(|&j| self.depends(g, reached, g.node(shape.vars[j].enter).inputs[0]));
+        if float_vars.is_empty() || (invs.is_empty() && !wants_var) {
+            return Ok(Vec::new());
+        }
+        let counter = ensure_counter(g, &shape.name)?;
+        // Initial values: the trip count, the Exits' gradients (zeros where none), zeros for
+        // the invariants' sums.
+        let mut inits = vec![counter.count];
+        let mut invariants_shapes = vec![Some(Shape::scalar())];
+        for &j in &float_vars {
+            let v = &shape.vars[j];
+            let grad = v
+                .exit
+                .and_then(|x| exit_grads.iter().find(|e| e.0 == x))
+                .and_then(|e| e.1);
+            let merge_out = Output::new(v.merge, 0);
+            let init = match grad {
+                Some(d) => d,
+                None => zeros_for(g, v.exit.map_or(merge_out, |x| Output::new(x, 0)))?,
+            };
+            inits.push(init);
+            invariants_shapes.push(Some(g.shape(merge_out).clone()));
+        }
+        for &m in &invs {
+            let outer = shape.invariants[m].1;
+            inits.push(zeros_for(g, outer)?);
+            invariants_shapes.push(Some(g.shape(outer).clone()));
+        }
+        let forward_frame = lf;
+        let forward_name = shape.name.clone();
+        let nv = float_vars.len();
+        let options = WhileOptions::default()
+            .name("while")
+            .parallel_iterations(shape.parallel_iterations.max(1) as usize)
+            .shape_invariants(invariants_shapes);
+        let exits = g.while_loop(
+            |g, v| {
+                let zero = g.scalar(0i32)?;
+                g.greater(v[0], zero)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let index = g.sub(v[0], one)?;
+                if let Some(ctx) = g.cf.stack.last_mut() {
+                    if let CtxKind::Loop { grad, .. } = &mut ctx.kind {
+                        *grad = Some(Box::new(GradLoop {
+                            forward_frame,
+                            forward_name: forward_name.clone(),
+                            index,
+                        }));
+                    }
+                }
+                let ys: Vec<Output> = float_vars
+                    .iter()
+                    .map(|&j| shape.vars[j].body_output)
+                    .collect();
+                let mut xs: Vec<Output> = float_vars
+                    .iter()
+                    .map(|&j| shape.vars[j].body_input)
+                    .collect();
+                xs.extend(invs.iter().map(|&m| Output::new(shape.invariants[m].0, 0)));
+                let grad_ys: Vec<Output> = v[1..1 + nv].to_vec();
+                let grads = crate::gradients::gradients_with(
+                    g,
+                    &ys,
+                    &xs,
+                    Some(&grad_ys),
+                    crate::gradients::UnconnectedGradients::None,
+                )?;
+                let mut next = vec![index];
+                for (k, gv) in grads.iter().take(nv).enumerate() {
+                    next.push(match gv {
+                        Some(d) => *d,
+                        None => g.zeros_like(v[1 + k])?,
+                    });
+                }
+                for (k, gv) in grads.iter().skip(nv).enumerate() {
+                    let acc = v[1 + nv + k];
+                    next.push(match gv {
+                        Some(d) => g.add(acc, *d)?,
+                        None => acc,
+                    });
+                }
+                Ok(next)
+            },
+            &inits,
+            &options,
+        )?;
+        let mut out = Vec::new();
+        for (k, &j) in float_vars.iter().enumerate() {
+            let init = g.node(shape.vars[j].enter).inputs[0];
+            if self.depends(g, reached, init) {
+                out.push((init, exits[1 + k]));
+            }
+        }
+        for (k, &m) in invs.iter().enumerate() {
+            out.push((shape.invariants[m].1, exits[1 + nv + k]));
+        }
+        Ok(out)
+    }
+}
+
+/// The last path component of a node name.
+fn base_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// Zeros of the type of `o`: a constant when its shape is fully known.
+fn zeros_for(g: &mut Graph, o: Output) -> Result<Output> {
+    let t = g.output_type(o).clone();
+    if let Some(dims) = t.shape.to_known() {
+        let n: usize = dims.iter().product();
+        if n <= 1024 {
+            let data = match t.dtype {
+                DType::F32 => Some(crate::value::Buffer::F32(vec![0.0; n])),
+                DType::F64 => Some(crate::value::Buffer::F64(vec![0.0; n])),
+                _ => None,
+            };
+            if let Some(data) = data {
+                return g.constant(crate::value::TensorValue { shape: dims, data });
+            }
+        }
+    }
+    g.zeros_like(o)
+}
+
+/// The gradient source of the current gradient computation: its top `gradients*` scope.
+fn grad_source(g: &Graph) -> String {
+    let scope = g.scoped_name("");
+    scope
+        .split('/')
+        .find(|c| c.starts_with("gradients"))
+        .unwrap_or("gradients")
+        .to_string()
+}
+
+/// Gradients of the TensorArray ops (TensorFlow's `tensor_array_grad.py`): a gradient array per
+/// array and gradient computation; reads and writes swap, stack and unstack swap.
+fn tensor_array_gradient(
+    g: &mut Graph,
+    node: NodeId,
+    out_grads: &[Option<Output>],
+    wanted: &[bool],
+) -> Result<Vec<(Output, Output)>> {
+    let n = g.node(node).clone();
+    let source = grad_source(g);
+    let dy = out_grads.first().copied().flatten();
+    let grad_array = |g: &mut Graph, handle: Output, flow: Output| -> Result<(Output, Output)> {
+        let ga = g
+            .build("TensorArrayGradV3")
+            .input(handle)
+            .input(flow)
+            .attr("source", source.clone())
+            .finish()?;
+        Ok((Output::new(ga, 0), Output::new(ga, 1)))
+    };
+    let mut out = Vec::new();
+    let Some(dy) = dy else {
+        return Ok(out);
+    };
+    match n.op.as_str() {
+        "TensorArrayReadV3" => {
+            // value = read(h, i, flow): write dvalue at i into the gradient array.
+            if wanted.get(2).copied().unwrap_or(false) {
+                let (h, i, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
+                let (gh, gf) = grad_array(g, h, flow)?;
+                let w = g
+                    .build("TensorArrayWriteV3")
+                    .input(gh)
+                    .input(i)
+                    .input(dy)
+                    .input(gf)
+                    .finish1()?;
+                out.push((flow, w));
+            }
+        }
+        "TensorArrayWriteV3" => {
+            // flow' = write(h, i, v, flow): dv is the gradient array's element i.
+            let (h, i, v, flow) = (n.inputs[0], n.inputs[1], n.inputs[2], n.inputs[3]);
+            if wanted.get(2).copied().unwrap_or(false) {
+                let (gh, gf) = grad_array(g, h, dy)?;
+                let (dt, shape) = (g.dtype(v), g.shape(v).clone());
+                let dv = g
+                    .build("TensorArrayReadV3")
+                    .input(gh)
+                    .input(i)
+                    .input(gf)
+                    .attr("dtype", dt)
+                    .attr("element_shape", shape)
+                    .finish1()?;
+                out.push((v, dv));
+            }
+            if wanted.get(3).copied().unwrap_or(false) {
+                out.push((flow, dy));
+            }
+        }
+        "TensorArrayStackV3" => {
+            let (h, flow) = (n.inputs[0], n.inputs[1]);
+            if wanted.get(1).copied().unwrap_or(false) {
+                let (gh, gf) = grad_array(g, h, flow)?;
+                let f = g
+                    .build("TensorArrayUnstackV3")
+                    .input(gh)
+                    .input(dy)
+                    .input(gf)
+                    .finish1()?;
+                out.push((flow, f));
+            }
+        }
+        "TensorArrayUnstackV3" => {
+            let (h, v, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
+            if wanted.get(1).copied().unwrap_or(false) {
+                let (gh, gf) = grad_array(g, h, dy)?;
+                let vt = g.output_type(v).clone();
+                let element = match vt.shape.dims() {
+                    Some(d) if !d.is_empty() => Shape::new(d[1..].to_vec()),
+                    _ => Shape::unknown(),
+                };
+                let num = vt
+                    .shape
+                    .dims()
+                    .and_then(|d| d.first())
+                    .and_then(|d| d.known());
+                let dv = g
+                    .build("TensorArrayStackV3")
+                    .input(gh)
+                    .input(gf)
+                    .attr("dtype", vt.dtype)
+                    .attr("element_shape", element)
+                    .attr("num_elements", num.map_or(-1, |n| n as i64))
+                    .finish1()?;
+                out.push((v, dv));
+            }
+            if wanted.get(2).copied().unwrap_or(false) {
+                out.push((flow, dy));
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
 }
