@@ -1,10 +1,13 @@
 //! `tfr-nn`: training built from graph ops. Optimizers are ordinary graph ops over variables,
-//! so a new training rule needs no change to the runtime (the paper's point). Layers, losses
-//! and the paper's models come next (issue 6).
+//! so a new training rule needs no change to the runtime (the paper's point). Layers (dense,
+//! convolution, pooling, batch norm, dropout, LRN, embeddings), initializers, losses, metrics
+//! and the paper's convolutional models are functions that add nodes to a graph.
 
 pub mod initializers;
 pub mod layers;
 pub mod losses;
+pub mod metrics;
+pub mod models;
 pub mod optimizers;
 pub mod schedules;
 #[cfg(feature = "runtime")]

@@ -541,9 +541,9 @@ simd_fn! {
                         }
                     }
                 }
-                for p in 0..np {
+                for (p, a) in acc.iter().enumerate().take(np) {
                     let at = (r + p) * o + cb * LANES;
-                    out[at..at + LANES].copy_from_slice(&acc[p]);
+                    out[at..at + LANES].copy_from_slice(a);
                 }
             }
             // Channels past the last full block.
@@ -604,9 +604,9 @@ simd_fn! {
                         }
                     }
                 }
-                for q in 0..nt {
+                for (q, sq) in sum.iter().enumerate().take(nt) {
                     let at = (t0 + q) * o + cb * LANES;
-                    for (a, &v) in acc[at..at + LANES].iter_mut().zip(&sum[q]) {
+                    for (a, &v) in acc[at..at + LANES].iter_mut().zip(sq) {
                         *a = *a + v;
                     }
                 }
