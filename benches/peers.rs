@@ -3,7 +3,7 @@
 //! Prints one JSON line per workload (fw = "tfr"), like the peers' scripts, so
 //! `benches/peers/compare.py` can put them side by side.
 //!
-//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256]`.
+//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64]`.
 
 use std::time::Instant;
 use tfr::prelude::*;
@@ -24,7 +24,7 @@ fn parse_args() -> Args {
         }
     }
     if args.benches.is_empty() {
-        args.benches = ["null", "chain100", "matmul1024", "mlp64", "mlp256"].map(String::from).to_vec();
+        args.benches = ["null", "chain100", "matmul1024", "mlp64", "mlp256", "cnn64"].map(String::from).to_vec();
     }
     args
 }
@@ -161,6 +161,74 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
     Ok(())
 }
 
+/// One SGD training step (lr 0.01) of the peers' LeNet-like CNN on 64 28x28x1 NHWC images:
+/// conv 5x5x32 SAME + bias, relu, max pool 2x2/2 SAME, conv 5x5x64 SAME + bias, relu, max pool,
+/// flatten, fc 1024 relu, fc 10; mean sparse softmax cross-entropy. He-normal weights, zero
+/// biases, standard-normal inputs (as ../shared/peers/common.py).
+fn cnn(threads: usize) -> tfr::Result<()> {
+    use tfr::nn::initializers::he_normal;
+    use tfr::nn::optimizers::{Optimizer, Sgd};
+    const B: usize = 64;
+    let mut g = Graph::new();
+    g.seed = Some(0);
+    let x = g.placeholder("x", DType::F32, Shape::known(&[B, 28, 28, 1]))?;
+    let y = g.placeholder("y", DType::I32, Shape::known(&[B]))?;
+    let mut vars = Vec::new();
+    let mut param = |g: &mut Graph, name: &str, shape: &[usize]| -> tfr::Result<Output> {
+        let init = if shape.len() == 1 {
+            g.constant_from(shape, vec![0.0f32; shape[0]])?
+        } else {
+            he_normal(g, shape, None)?
+        };
+        let v = g.variable(name, init)?;
+        vars.push(v.clone());
+        Ok(v.value)
+    };
+    let (w1, b1) = (param(&mut g, "w1", &[5, 5, 1, 32])?, param(&mut g, "b1", &[32])?);
+    let (w2, b2) = (param(&mut g, "w2", &[5, 5, 32, 64])?, param(&mut g, "b2", &[64])?);
+    let (w3, b3) = (param(&mut g, "w3", &[7 * 7 * 64, 1024])?, param(&mut g, "b3", &[1024])?);
+    let (w4, b4) = (param(&mut g, "w4", &[1024, 10])?, param(&mut g, "b4", &[10])?);
+    let ones = [1i64, 1, 1, 1];
+    let pool = [1i64, 2, 2, 1];
+    let mut h = x;
+    for (w, b) in [(w1, b1), (w2, b2)] {
+        h = g.conv2d(h, w, &ones, "SAME")?;
+        h = g.bias_add(h, b)?;
+        h = g.relu(h)?;
+        h = g.max_pool(h, &pool, &pool, "SAME", "NHWC")?;
+    }
+    h = g.reshape(h, &[B as i64, 7 * 7 * 64])?;
+    h = g.matmul(h, w3)?;
+    h = g.bias_add(h, b3)?;
+    h = g.relu(h)?;
+    h = g.matmul(h, w4)?;
+    let logits = g.bias_add(h, b4)?;
+    let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, logits, y)?;
+    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
+    let init = g.global_variables_initializer()?;
+    // Standard-normal inputs by Box-Muller over a fixed integer sequence.
+    let uniform = |i: usize| ((i.wrapping_mul(2654435761) % 1_000_003) as f32 + 0.5) / 1_000_003.0;
+    let xs: Vec<f32> = (0..B * 28 * 28)
+        .map(|i| (-2.0 * uniform(2 * i).ln()).sqrt() * (std::f32::consts::TAU * uniform(2 * i + 1)).cos())
+        .collect();
+    let ys: Vec<i32> = (0..B).map(|i| (i * 7 % 10) as i32).collect();
+    let feeds = [Tensor::new(&[B, 28, 28, 1], xs)?, Tensor::new(&[B], ys)?];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    for (variant, inter_op) in [("callable", threads), ("callable_intra_op", 1)] {
+        let s = Session::new(&g, options(inter_op))?;
+        s.run(&[], &[], &[init])?;
+        let step = s.make_callable(&[x, y], &[loss], &[train])?;
+        let r = pool.install(|| measure(|| {
+            step.call(&feeds).expect("step");
+        }));
+        report("cnn64", variant, threads, r);
+    }
+    Ok(())
+}
+
+/// 1000 iterations of `x = x * 0.999 + 1` on a scalar inside one step, as a `while_loop`
+/// (`i < 1000`); with `grad`, also d(x_1000)/d(x_0) through the backward loop. Reports the step
+/// (`median_s`, with `iters`) and prints the time per iteration.
 fn main() -> tfr::Result<()> {
     let args = parse_args();
     for b in &args.benches {
@@ -170,6 +238,7 @@ fn main() -> tfr::Result<()> {
             "matmul1024" => matmul1024(args.threads)?,
             "mlp64" => mlp(args.threads, 64)?,
             "mlp256" => mlp(args.threads, 256)?,
+            "cnn64" => cnn(args.threads)?,
             other => eprintln!("# tfr    {other}: not implemented yet"),
         }
     }
