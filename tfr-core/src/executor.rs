@@ -856,8 +856,8 @@ impl CfProgram {
                 t.parallel_iterations = 1;
             }
         }
-        for f in 1..frames.len() {
-            frames[f].plan = LoopPlan::build(g, &nodes, f as u32);
+        for (f, t) in frames.iter_mut().enumerate().skip(1) {
+            t.plan = LoopPlan::build(g, &nodes, f as u32);
         }
         let roots = (0..n as u32)
             .filter(|&i| {
@@ -1668,7 +1668,7 @@ enum ValRef {
 enum Side {
     Pre,
     Body,
-    ExitSide,
+    ToExit,
 }
 
 struct PlanStep {
@@ -1785,19 +1785,19 @@ impl LoopPlan {
                     if !matches!(r, ValRef::Var(_)) || side != Side::Pre {
                         return None;
                     }
-                    alias.insert(Output::new(id, 0), (r, Side::ExitSide));
+                    alias.insert(Output::new(id, 0), (r, Side::ToExit));
                     alias.insert(Output::new(id, 1), (r, Side::Body));
                 }
                 CfKind::Forward => {
                     let r = refs?;
-                    if r.len() != 1 || r[0].1 == Side::ExitSide || !node.control_inputs.is_empty() {
+                    if r.len() != 1 || r[0].1 == Side::ToExit || !node.control_inputs.is_empty() {
                         return None;
                     }
                     alias.insert(Output::new(id, 0), r[0]);
                 }
                 CfKind::NextIteration => {
                     let r = refs?;
-                    if r.len() != 1 || r[0].1 == Side::ExitSide {
+                    if r.len() != 1 || r[0].1 == Side::ToExit {
                         return None;
                     }
                     let [e] = n.out_edges[0].as_slice() else {
@@ -1807,12 +1807,12 @@ impl LoopPlan {
                     next[j as usize] = Some((r[0].0, false));
                 }
                 CfKind::Exit { .. } => match alias.get(&node.inputs[0]).copied()? {
-                    (ValRef::Var(j), Side::ExitSide) => exits.push((j, i as u32)),
+                    (ValRef::Var(j), Side::ToExit) => exits.push((j, i as u32)),
                     _ => return None,
                 },
                 CfKind::Kernel | CfKind::TensorArray(_) => {
                     let r = refs?;
-                    if !controls_ok || r.iter().any(|x| x.1 == Side::ExitSide) {
+                    if !controls_ok || r.iter().any(|x| x.1 == Side::ToExit) {
                         return None;
                     }
                     let body_side = r.iter().any(|x| x.1 == Side::Body)

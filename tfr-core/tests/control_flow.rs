@@ -695,8 +695,8 @@ fn map_fn_scan_and_folds_match_iterators() -> GResult<()> {
         let mut acc = [0.0; 3];
         let mut want = Vec::new();
         for i in 0..rows {
-            for k in 0..3 {
-                acc[k] += row(i)[k];
+            for (a, v) in acc.iter_mut().zip(row(i)) {
+                *a += v;
             }
             want.extend_from_slice(&acc);
         }
@@ -704,9 +704,9 @@ fn map_fn_scan_and_folds_match_iterators() -> GResult<()> {
         let mut acc = [0.0; 3];
         let mut want = vec![0.0; rows * 3];
         for i in (0..rows).rev() {
-            for k in 0..3 {
-                acc[k] += row(i)[k];
-                want[i * 3 + k] = acc[k];
+            for (k, (a, v)) in acc.iter_mut().zip(row(i)).enumerate() {
+                *a += v;
+                want[i * 3 + k] = *a;
             }
         }
         assert_close(&got[3], &want, 1e-12, "reverse scan");

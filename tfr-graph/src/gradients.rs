@@ -423,7 +423,6 @@ mod tests {
 #[cfg(test)]
 mod registry_tests {
     use crate::op_def::{registry, Gradient};
-use crate::ops::control_flow_grad::LoopGrads;
 
     /// Every op ends with a gradient rule or an explicit "not differentiable".
     #[test]

@@ -25,7 +25,6 @@ use crate::dtype::DType;
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId, Output};
 use crate::shape::Shape;
-use crate::validate::topological_order;
 use std::collections::{HashMap, HashSet};
 
 /// The backward side of a loop's gradient, for capturing forward values inside its body.
@@ -752,20 +751,18 @@ fn tensor_array_gradient(
         return Ok(out);
     };
     match n.op.as_str() {
-        "TensorArrayReadV3" => {
-            // value = read(h, i, flow): write dvalue at i into the gradient array.
-            if wanted.get(2).copied().unwrap_or(false) {
-                let (h, i, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
-                let (gh, gf) = grad_array(g, h, flow)?;
-                let w = g
-                    .build("TensorArrayWriteV3")
-                    .input(gh)
-                    .input(i)
-                    .input(dy)
-                    .input(gf)
-                    .finish1()?;
-                out.push((flow, w));
-            }
+        // value = read(h, i, flow): write dvalue at i into the gradient array.
+        "TensorArrayReadV3" if wanted.get(2).copied().unwrap_or(false) => {
+            let (h, i, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
+            let (gh, gf) = grad_array(g, h, flow)?;
+            let w = g
+                .build("TensorArrayWriteV3")
+                .input(gh)
+                .input(i)
+                .input(dy)
+                .input(gf)
+                .finish1()?;
+            out.push((flow, w));
         }
         "TensorArrayWriteV3" => {
             // flow' = write(h, i, v, flow): dv is the gradient array's element i.
