@@ -3,7 +3,7 @@
 //! Prints one JSON line per workload (fw = "tfr"), like the peers' scripts, so
 //! `benches/peers/compare.py` can put them side by side.
 //!
-//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64]`.
+//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64,while1000,while1000_grad]`.
 
 use std::time::Instant;
 use tfr::prelude::*;
@@ -229,6 +229,62 @@ fn cnn(threads: usize) -> tfr::Result<()> {
 /// 1000 iterations of `x = x * 0.999 + 1` on a scalar inside one step, as a `while_loop`
 /// (`i < 1000`); with `grad`, also d(x_1000)/d(x_0) through the backward loop. Reports the step
 /// (`median_s`, with `iters`) and prints the time per iteration.
+fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
+    use tfr::graph::ops::control_flow_ops::WhileOptions;
+    const N: i32 = 1000;
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| {
+            let n = g.scalar(N)?;
+            g.less(v[0], n)
+        },
+        |g, v| {
+            let one = g.scalar(1i32)?;
+            let c = g.scalar(0.999f32)?;
+            let b = g.scalar(1.0f32)?;
+            let y = g.mul(v[1], c)?;
+            Ok(vec![g.add(v[0], one)?, g.add(y, b)?])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    let mut fetches = vec![r[1]];
+    if grad {
+        let dx = tfr::graph::gradients(&mut g, &[r[1]], &[x], None)?[0]
+            .ok_or_else(|| tfr::GraphError::Gradient("no gradient for x".into()))?;
+        fetches.push(dx);
+    }
+    let s = Session::new(&g, options(threads))?;
+    let call = s.make_callable(&[x], &fetches, &[])?;
+    let feeds = [Tensor::scalar(1.0f32)];
+    let out = call.call(&feeds)?;
+    let want_y = 1000.0 + (1.0 - 1000.0) * 0.999f64.powi(N);
+    let want_g = 0.999f64.powi(N);
+    let got_y = out[0].scalar_value::<f32>()? as f64;
+    assert!((got_y - want_y).abs() < 1e-1, "while1000: {got_y} != {want_y}");
+    if grad {
+        let got_g = out[1].scalar_value::<f32>()? as f64;
+        assert!((got_g - want_g).abs() < 1e-3, "while1000_grad: {got_g} != {want_g}");
+    }
+    let bench = if grad { "while1000_grad" } else { "while1000" };
+    let (median, first, samples) = measure(|| {
+        call.call(&feeds).expect("step");
+    });
+    println!(
+        "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"callable\", \"threads\": {threads}, \"iters\": {N}, \"median_s\": {median:e}, \"first_s\": {first:e}, \"samples\": {samples}}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    eprintln!(
+        "# tfr    {bench:15} {:22} median {:12.2} us/step, {:.4} us/iteration",
+        "callable",
+        median * 1e6,
+        median * 1e6 / N as f64
+    );
+    Ok(())
+}
+
 fn main() -> tfr::Result<()> {
     let args = parse_args();
     for b in &args.benches {
@@ -239,6 +295,8 @@ fn main() -> tfr::Result<()> {
             "mlp64" => mlp(args.threads, 64)?,
             "mlp256" => mlp(args.threads, 256)?,
             "cnn64" => cnn(args.threads)?,
+            "while1000" => while1000(args.threads, false)?,
+            "while1000_grad" => while1000(args.threads, true)?,
             other => eprintln!("# tfr    {other}: not implemented yet"),
         }
     }
