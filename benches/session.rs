@@ -6,7 +6,10 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use tfr::prelude::*;
 
 fn single_thread() -> SessionOptions {
-    SessionOptions { inter_op_threads: 1, ..SessionOptions::default() }
+    SessionOptions {
+        inter_op_threads: 1,
+        ..SessionOptions::default()
+    }
 }
 
 fn null_step(c: &mut Criterion) {
@@ -18,9 +21,16 @@ fn null_step(c: &mut Criterion) {
     let (ta, tb) = (Tensor::scalar(1.0f32), Tensor::scalar(2.0f32));
     let call = s.make_callable(&[a, b], &[sum], &[]).unwrap();
     let feeds = [ta.clone(), tb.clone()];
-    c.bench_function("null_step/callable", |bench| bench.iter(|| black_box(call.call(black_box(&feeds)).unwrap())));
+    c.bench_function("null_step/callable", |bench| {
+        bench.iter(|| black_box(call.call(black_box(&feeds)).unwrap()))
+    });
     c.bench_function("null_step/session_run", |bench| {
-        bench.iter(|| black_box(s.run(&[(a, ta.clone()), (b, tb.clone())], &[sum], &[]).unwrap()))
+        bench.iter(|| {
+            black_box(
+                s.run(&[(a, ta.clone()), (b, tb.clone())], &[sum], &[])
+                    .unwrap(),
+            )
+        })
     });
 }
 
@@ -43,22 +53,36 @@ fn chain100(c: &mut Criterion) {
     let s = Session::new(&g, single_thread()).unwrap();
     let call = s.make_callable(&[x], &[y], &[]).unwrap();
     let xv = [Tensor::new(&[16], (0..16).map(|i| i as f32 * 0.1).collect()).unwrap()];
-    c.bench_function("chain100/callable", |bench| bench.iter(|| black_box(call.call(black_box(&xv)).unwrap())));
+    c.bench_function("chain100/callable", |bench| {
+        bench.iter(|| black_box(call.call(black_box(&xv)).unwrap()))
+    });
 }
 
 fn matmul1024(c: &mut Criterion) {
     const N: usize = 1024;
     let mut g = Graph::new();
-    let a = g.placeholder("a", DType::F32, Shape::known(&[N, N])).unwrap();
-    let b = g.placeholder("b", DType::F32, Shape::known(&[N, N])).unwrap();
+    let a = g
+        .placeholder("a", DType::F32, Shape::known(&[N, N]))
+        .unwrap();
+    let b = g
+        .placeholder("b", DType::F32, Shape::known(&[N, N]))
+        .unwrap();
     let p = g.matmul(a, b).unwrap();
-    let data: Vec<f32> = (0..N * N).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let feeds = [Tensor::new(&[N, N], data.clone()).unwrap(), Tensor::new(&[N, N], data).unwrap()];
+    let data: Vec<f32> = (0..N * N)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let feeds = [
+        Tensor::new(&[N, N], data.clone()).unwrap(),
+        Tensor::new(&[N, N], data).unwrap(),
+    ];
     let mut group = c.benchmark_group("matmul1024");
     group.throughput(Throughput::Elements((2 * N * N * N) as u64));
     group.sample_size(20);
     for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let s = Session::new(&g, single_thread()).unwrap();
         let call = s.make_callable(&[a, b], &[p], &[]).unwrap();
         group.bench_function(format!("threads_{threads}"), |bench| {
@@ -78,9 +102,19 @@ fn transfer(c: &mut Criterion) {
     let y = g.with_device("/device:CPU:0", |g| g.neg(b).unwrap());
     let feeds = [Tensor::scalar(1.0f32)];
     for devices in [1usize, 2] {
-        let s = Session::new(&g, SessionOptions { cpu_devices: devices, soft_placement: true, ..single_thread() }).unwrap();
+        let s = Session::new(
+            &g,
+            SessionOptions {
+                cpu_devices: devices,
+                soft_placement: true,
+                ..single_thread()
+            },
+        )
+        .unwrap();
         let call = s.make_callable(&[x], &[y], &[]).unwrap();
-        c.bench_function(&format!("transfer/{devices}_devices"), |bench| bench.iter(|| black_box(call.call(&feeds).unwrap())));
+        c.bench_function(&format!("transfer/{devices}_devices"), |bench| {
+            bench.iter(|| black_box(call.call(&feeds).unwrap()))
+        });
     }
 }
 

@@ -44,6 +44,10 @@ fn main() -> tfr::Result<()> {
         }
     }
     let out = session.run(&[], &[w.value, b.value], &[])?;
-    println!("w = {:.4}, b = {:.4}", out[0].scalar_value::<f32>()?, out[1].scalar_value::<f32>()?);
+    println!(
+        "w = {:.4}, b = {:.4}",
+        out[0].scalar_value::<f32>()?,
+        out[1].scalar_value::<f32>()?
+    );
     Ok(())
 }

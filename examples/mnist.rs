@@ -66,16 +66,31 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { epochs: 3, batch: 64, resume: false, out: mnist::default_data_dir().join("mnist-run") };
+    let mut a = Args {
+        epochs: 3,
+        batch: 64,
+        resume: false,
+        out: mnist::default_data_dir().join("mnist-run"),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
-            "--epochs" => a.epochs = value("--epochs")?.parse().map_err(|e| format!("--epochs: {e}"))?,
-            "--batch" => a.batch = value("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--epochs" => {
+                a.epochs = value("--epochs")?
+                    .parse()
+                    .map_err(|e| format!("--epochs: {e}"))?
+            }
+            "--batch" => {
+                a.batch = value("--batch")?
+                    .parse()
+                    .map_err(|e| format!("--batch: {e}"))?
+            }
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--resume" => a.resume = true,
-            "--help" | "-h" => return Err("usage: mnist [--epochs N] [--batch N] [--resume] [--out DIR]".into()),
+            "--help" | "-h" => {
+                return Err("usage: mnist [--epochs N] [--batch N] [--resume] [--out DIR]".into())
+            }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
@@ -89,7 +104,11 @@ fn accuracy(s: &Session, m: &LeNet, images: &Tensor, labels: &Tensor) -> tfr::Re
     for start in (0..n).step_by(1000) {
         let idx: Vec<usize> = (start..(start + 1000).min(n)).collect();
         let (x, y) = (gather_rows(images, &idx)?, gather_rows(labels, &idx)?);
-        let out = s.run(&[(m.images.output, x), (m.labels.output, y)], &[m.correct.output], &[])?;
+        let out = s.run(
+            &[(m.images.output, x), (m.labels.output, y)],
+            &[m.correct.output],
+            &[],
+        )?;
         right += f64::from(out[0].scalar_value::<f32>()?);
     }
     Ok(right / n as f64)
@@ -101,14 +120,32 @@ fn plot(path: &Path, losses: &[f32], accuracies: &[f64]) -> Result<(), Box<dyn s
     let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(480);
-    let smooth: Vec<f32> = losses.windows(50.min(losses.len()).max(1)).map(|w| w.iter().sum::<f32>() / w.len() as f32).collect();
+    let smooth: Vec<f32> = losses
+        .windows(50.min(losses.len()).max(1))
+        .map(|w| w.iter().sum::<f32>() / w.len() as f32)
+        .collect();
     let top = smooth.iter().cloned().fold(0.0f32, f32::max).max(1e-3);
-    let mut c = ChartBuilder::on(&left).margin(20).build_cartesian_2d(0..smooth.len().max(1), 0f32..top)?;
-    c.draw_series(LineSeries::new(smooth.iter().enumerate().map(|(i, &l)| (i, l)), &BLUE))?;
+    let mut c = ChartBuilder::on(&left)
+        .margin(20)
+        .build_cartesian_2d(0..smooth.len().max(1), 0f32..top)?;
+    c.draw_series(LineSeries::new(
+        smooth.iter().enumerate().map(|(i, &l)| (i, l)),
+        &BLUE,
+    ))?;
     let lo = accuracies.iter().cloned().fold(1.0f64, f64::min).min(0.98);
-    let mut c = ChartBuilder::on(&right).margin(20).build_cartesian_2d(0..accuracies.len().max(1), lo..1.0f64)?;
-    c.draw_series(LineSeries::new(accuracies.iter().enumerate().map(|(i, &a)| (i + 1, a)), &RED))?;
-    c.draw_series(accuracies.iter().enumerate().map(|(i, &a)| Circle::new((i + 1, a), 4, RED.filled())))?;
+    let mut c = ChartBuilder::on(&right)
+        .margin(20)
+        .build_cartesian_2d(0..accuracies.len().max(1), lo..1.0f64)?;
+    c.draw_series(LineSeries::new(
+        accuracies.iter().enumerate().map(|(i, &a)| (i + 1, a)),
+        &RED,
+    ))?;
+    c.draw_series(
+        accuracies
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| Circle::new((i + 1, a), 4, RED.filled())),
+    )?;
     root.present()?;
     Ok(())
 }
@@ -116,15 +153,34 @@ fn plot(path: &Path, losses: &[f32], accuracies: &[f64]) -> Result<(), Box<dyn s
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let data: Mnist = mnist::load_default()?;
-    let train = [Mnist::images_f32(&data.train_images)?, Mnist::labels_i32(&data.train_labels)?];
-    let (test_x, test_y) = (Mnist::images_f32(&data.test_images)?, Mnist::labels_i32(&data.test_labels)?);
+    let train = [
+        Mnist::images_f32(&data.train_images)?,
+        Mnist::labels_i32(&data.train_labels)?,
+    ];
+    let (test_x, test_y) = (
+        Mnist::images_f32(&data.test_images)?,
+        Mnist::labels_i32(&data.test_labels)?,
+    );
     let examples = train[1].shape()[0];
-    println!("MNIST: {examples} training and {} test images", test_y.shape()[0]);
+    println!(
+        "MNIST: {examples} training and {} test images",
+        test_y.shape()[0]
+    );
 
     let model = LeNet::new();
     let mut g = model.graph().clone();
-    let options = PipelineOptions { batch_size: args.batch, epochs: None, seed: Some(1), ..PipelineOptions::default() };
-    let pipeline = InputPipeline::new(&mut g, "input", &[(DType::F32, vec![28, 28, 1]), (DType::I32, vec![])], options)?;
+    let options = PipelineOptions {
+        batch_size: args.batch,
+        epochs: None,
+        seed: Some(1),
+        ..PipelineOptions::default()
+    };
+    let pipeline = InputPipeline::new(
+        &mut g,
+        "input",
+        &[(DType::F32, vec![28, 28, 1]), (DType::I32, vec![])],
+        options,
+    )?;
     let saver = Saver::for_all_variables(&mut g)?.with_max_to_keep(Some(3));
     let session = Session::new(&g, SessionOptions::default())?;
     session.run(&[], &[], &[model.initializer().node])?;
@@ -140,30 +196,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => println!("no checkpoint in {}; starting afresh", ckpt_dir.display()),
         }
     }
-    let step = session.make_callable(&[model.images.output, model.labels.output, model.lr.output], &[model.loss.output], &[model.train.node])?;
+    let step = session.make_callable(
+        &[model.images.output, model.labels.output, model.lr.output],
+        &[model.loss.output],
+        &[model.train.node],
+    )?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
     let steps_per_epoch = (examples / args.batch) as u64;
     // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
     let runner = pipeline.start(&session, train.to_vec())?;
     for epoch in first_epoch..first_epoch + args.epochs {
         let bar = ProgressBar::new(steps_per_epoch);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg}")?);
+        bar.set_style(ProgressStyle::with_template(
+            "epoch {prefix} {bar:30} {pos}/{len} {msg}",
+        )?);
         bar.set_prefix(epoch.to_string());
         let start = Instant::now();
         let mut seen = 0usize;
         let lr = Tensor::scalar(1e-3f32 * 0.5f32.powi(epoch as i32 - 1));
         for _ in 0..steps_per_epoch {
-            let mut feeds = pipeline.next_batch(&session)?.ok_or("the input pipeline stopped early")?;
+            let mut feeds = pipeline
+                .next_batch(&session)?
+                .ok_or("the input pipeline stopped early")?;
             feeds.push(lr.clone());
             let loss = step.call(&feeds)?[0].scalar_value::<f32>()?;
             losses.push(loss);
             seen += args.batch;
             bar.inc(1);
             if bar.position() % 20 == 0 {
-                let msg = format!("loss {loss:.4}, {:.0} images/s", seen as f64 / start.elapsed().as_secs_f64());
+                let msg = format!(
+                    "loss {loss:.4}, {:.0} images/s",
+                    seen as f64 / start.elapsed().as_secs_f64()
+                );
                 // Without a terminal the bar is hidden: log a line now and then instead.
                 if bar.is_hidden() && bar.position() % 200 == 0 {
-                    println!("epoch {epoch} step {}/{steps_per_epoch}: {msg}", bar.position());
+                    println!(
+                        "epoch {epoch} step {}/{steps_per_epoch}: {msg}",
+                        bar.position()
+                    );
                 }
                 bar.set_message(msg);
             }
@@ -184,7 +254,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runner.stop()?;
     let png = args.out.join("mnist.png");
     plot(&png, &losses, &accuracies)?;
-    println!("curves: {} (left: training loss per step, right: test accuracy per epoch)", png.display());
+    println!(
+        "curves: {} (left: training loss per step, right: test accuracy per epoch)",
+        png.display()
+    );
     Ok(())
 }
 

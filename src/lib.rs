@@ -17,9 +17,11 @@
 //! ```
 
 pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
-pub use tfr_graph::{self as graph, DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
-pub use tfr_nn as nn;
+pub use tfr_graph::{
+    self as graph, DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue,
+};
 pub use tfr_macros::graph;
+pub use tfr_nn as nn;
 
 /// The names most programs need.
 pub mod prelude {

@@ -11,7 +11,10 @@ pub struct Device {
 impl Device {
     /// CPU device `index`.
     pub fn cpu(index: u32) -> Device {
-        Device { spec: DeviceSpec::local("CPU", index), device_type: DeviceType::Cpu }
+        Device {
+            spec: DeviceSpec::local("CPU", index),
+            device_type: DeviceType::Cpu,
+        }
     }
 
     pub fn name(&self) -> String {

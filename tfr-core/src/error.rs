@@ -43,7 +43,11 @@ pub enum Error {
     },
     /// A node cannot be placed on any device.
     #[error("cannot place node `{node}` ({op}): {message}")]
-    Placement { node: String, op: String, message: String },
+    Placement {
+        node: String,
+        op: String,
+        message: String,
+    },
     #[error("invalid argument `{arg}`: {message}")]
     InvalidArgument { arg: String, message: String },
 }

@@ -23,7 +23,11 @@ use tfr_graph::passes::{StepGraph, ARG_OP};
 use tfr_graph::{Attrs, DType, Graph, Node, NodeId, Output, Shape, TensorType};
 
 fn placement_error(node: &Node, message: String) -> Error {
-    Error::Placement { node: node.name.clone(), op: node.op.clone(), message }
+    Error::Placement {
+        node: node.name.clone(),
+        op: node.op.clone(),
+        message,
+    }
 }
 
 fn find(parent: &mut [usize], mut i: usize) -> usize {
@@ -42,9 +46,21 @@ fn union(parent: &mut [usize], a: usize, b: usize) {
 }
 
 fn has_kernel(graph: &Graph, node: &Node, device_type: DeviceType) -> bool {
-    let inputs: Vec<TensorType> = node.inputs.iter().map(|&o| graph.output_type(o).clone()).collect();
-    let init = KernelInit { node: &node.name, op: &node.op, attrs: &node.attrs, inputs: &inputs, outputs: &node.outputs };
-    kernel_registry().find(&node.op, device_type, init.dtype()).is_some()
+    let inputs: Vec<TensorType> = node
+        .inputs
+        .iter()
+        .map(|&o| graph.output_type(o).clone())
+        .collect();
+    let init = KernelInit {
+        node: &node.name,
+        op: &node.op,
+        attrs: &node.attrs,
+        inputs: &inputs,
+        outputs: &node.outputs,
+    };
+    kernel_registry()
+        .find(&node.op, device_type, init.dtype())
+        .is_some()
 }
 
 /// The device index of every node of `graph`.
@@ -57,7 +73,11 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
                 union(&mut parent, i, o.node.index());
             }
         }
-        if let Some(target) = node.attrs.string_opt("_class").and_then(|c| c.strip_prefix("loc:@")) {
+        if let Some(target) = node
+            .attrs
+            .string_opt("_class")
+            .and_then(|c| c.strip_prefix("loc:@"))
+        {
             if let Some(t) = graph.find(target) {
                 union(&mut parent, i, t.index());
             }
@@ -92,10 +112,18 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
             spec = merged;
             spec_owner.get_or_insert(m);
         }
-        let capable = |d: &Device| members.iter().all(|&m| graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d.device_type));
-        let mut feasible: Vec<usize> = (0..devices.len()).filter(|&d| spec.matches(&devices[d].spec) && capable(&devices[d])).collect();
+        let capable = |d: &Device| {
+            members.iter().all(|&m| {
+                graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d.device_type)
+            })
+        };
+        let mut feasible: Vec<usize> = (0..devices.len())
+            .filter(|&d| spec.matches(&devices[d].spec) && capable(&devices[d]))
+            .collect();
         if feasible.is_empty() && soft {
-            feasible = (0..devices.len()).filter(|&d| capable(&devices[d])).collect();
+            feasible = (0..devices.len())
+                .filter(|&d| capable(&devices[d]))
+                .collect();
         }
         let first = &graph.nodes()[spec_owner.unwrap_or(members[0])];
         if feasible.is_empty() {
@@ -160,7 +188,11 @@ pub struct Partition {
 
 /// Cuts `step` into one graph per device that has nodes. `num_feeds` is the step's feed count;
 /// feed `num_feeds` of every partition is the rendezvous handle.
-pub fn partition(step: &StepGraph, assignment: &[usize], devices: &[Device]) -> Result<Vec<Partition>> {
+pub fn partition(
+    step: &StepGraph,
+    assignment: &[usize],
+    devices: &[Device],
+) -> Result<Vec<Partition>> {
     let g = &step.graph;
     let num_feeds = step.feeds.len();
     let used: Vec<usize> = {
@@ -171,33 +203,46 @@ pub fn partition(step: &StepGraph, assignment: &[usize], devices: &[Device]) -> 
     };
     let slot_of = |d: usize| used.iter().position(|&x| x == d).unwrap_or(0);
     let mut parts: Vec<Graph> = used.iter().map(|_| Graph::new()).collect();
-    let mut feeds: Vec<Vec<Option<NodeId>>> = used.iter().map(|_| vec![None; num_feeds + 1]).collect();
+    let mut feeds: Vec<Vec<Option<NodeId>>> =
+        used.iter().map(|_| vec![None; num_feeds + 1]).collect();
     let mut handles: Vec<Option<Output>> = vec![None; used.len()];
     let mut remap: Vec<NodeId> = Vec::with_capacity(g.len());
     // (source output, destination partition) -> the received output there
     let mut received: HashMap<(Output, usize), Output> = HashMap::new();
     let mut control_received: HashMap<(NodeId, usize), NodeId> = HashMap::new();
     let handle_type = TensorType::new(DType::Resource, Shape::scalar());
-    let mut handle = |p: usize, parts: &mut Vec<Graph>, feeds: &mut Vec<Vec<Option<NodeId>>>| -> Output {
-        if let Some(h) = handles[p] {
-            return h;
-        }
-        let mut attrs = Attrs::default();
-        attrs.set("index", num_feeds as i64);
-        attrs.set("dtype", DType::Resource);
-        attrs.set("shape", Shape::scalar());
-        let id = parts[p].push_checked(Node { name: "_rendezvous".into(), op: ARG_OP.into(), inputs: vec![], control_inputs: vec![], attrs, device: String::new(), outputs: vec![handle_type.clone()] });
-        feeds[p][num_feeds] = Some(id);
-        handles[p] = Some(Output::new(id, 0));
-        handles[p].unwrap_or(Output::new(id, 0))
-    };
+    let mut handle =
+        |p: usize, parts: &mut Vec<Graph>, feeds: &mut Vec<Vec<Option<NodeId>>>| -> Output {
+            if let Some(h) = handles[p] {
+                return h;
+            }
+            let mut attrs = Attrs::default();
+            attrs.set("index", num_feeds as i64);
+            attrs.set("dtype", DType::Resource);
+            attrs.set("shape", Shape::scalar());
+            let id = parts[p].push_checked(Node {
+                name: "_rendezvous".into(),
+                op: ARG_OP.into(),
+                inputs: vec![],
+                control_inputs: vec![],
+                attrs,
+                device: String::new(),
+                outputs: vec![handle_type.clone()],
+            });
+            feeds[p][num_feeds] = Some(id);
+            handles[p] = Some(Output::new(id, 0));
+            handles[p].unwrap_or(Output::new(id, 0))
+        };
     let device_name = |p: usize| devices[used[p]].name();
     for (i, node) in g.nodes().iter().enumerate() {
         let p = slot_of(assignment[i]);
         let mut inputs = Vec::with_capacity(node.inputs.len());
         for &o in &node.inputs {
             let src_p = slot_of(assignment[o.node.index()]);
-            let local = Output { node: remap[o.node.index()], index: o.index };
+            let local = Output {
+                node: remap[o.node.index()],
+                index: o.index,
+            };
             if src_p == p {
                 inputs.push(local);
                 continue;
@@ -212,12 +257,28 @@ pub fn partition(step: &StepGraph, assignment: &[usize], devices: &[Device]) -> 
             sa.set("tensor_name", key.as_str());
             sa.set("send_device", device_name(src_p));
             sa.set("recv_device", device_name(p));
-            parts[src_p].push_checked(Node { name: format!("_send/{key}"), op: "_Send".into(), inputs: vec![local, hs], control_inputs: vec![], attrs: sa.clone(), device: device_name(src_p), outputs: vec![] });
+            parts[src_p].push_checked(Node {
+                name: format!("_send/{key}"),
+                op: "_Send".into(),
+                inputs: vec![local, hs],
+                control_inputs: vec![],
+                attrs: sa.clone(),
+                device: device_name(src_p),
+                outputs: vec![],
+            });
             let hr = handle(p, &mut parts, &mut feeds);
             let ty = g.output_type(o).clone();
             sa.set("dtype", ty.dtype);
             sa.set("shape", ty.shape.clone());
-            let rid = parts[p].push_checked(Node { name: format!("_recv/{key}"), op: "_Recv".into(), inputs: vec![hr], control_inputs: vec![], attrs: sa, device: device_name(p), outputs: vec![ty] });
+            let rid = parts[p].push_checked(Node {
+                name: format!("_recv/{key}"),
+                op: "_Recv".into(),
+                inputs: vec![hr],
+                control_inputs: vec![],
+                attrs: sa,
+                device: device_name(p),
+                outputs: vec![ty],
+            });
             received.insert((o, p), Output::new(rid, 0));
             inputs.push(Output::new(rid, 0));
         }
@@ -235,21 +296,50 @@ pub fn partition(step: &StepGraph, assignment: &[usize], devices: &[Device]) -> 
             let key = format!("^{}->{}", g.node(c).name, device_name(p));
             let mut ca = Attrs::default();
             ca.set("value", tfr_graph::TensorValue::scalar(true));
-            let dummy = parts[src_p].push_checked(Node { name: format!("_ctrl/{key}"), op: "Const".into(), inputs: vec![], control_inputs: vec![remap[c.index()]], attrs: ca, device: device_name(src_p), outputs: vec![TensorType::new(DType::Bool, Shape::scalar())] });
+            let dummy = parts[src_p].push_checked(Node {
+                name: format!("_ctrl/{key}"),
+                op: "Const".into(),
+                inputs: vec![],
+                control_inputs: vec![remap[c.index()]],
+                attrs: ca,
+                device: device_name(src_p),
+                outputs: vec![TensorType::new(DType::Bool, Shape::scalar())],
+            });
             let hs = handle(src_p, &mut parts, &mut feeds);
             let mut sa = Attrs::default();
             sa.set("tensor_name", key.as_str());
             sa.set("send_device", device_name(src_p));
             sa.set("recv_device", device_name(p));
-            parts[src_p].push_checked(Node { name: format!("_send/{key}"), op: "_Send".into(), inputs: vec![Output::new(dummy, 0), hs], control_inputs: vec![], attrs: sa.clone(), device: device_name(src_p), outputs: vec![] });
+            parts[src_p].push_checked(Node {
+                name: format!("_send/{key}"),
+                op: "_Send".into(),
+                inputs: vec![Output::new(dummy, 0), hs],
+                control_inputs: vec![],
+                attrs: sa.clone(),
+                device: device_name(src_p),
+                outputs: vec![],
+            });
             let hr = handle(p, &mut parts, &mut feeds);
             sa.set("dtype", DType::Bool);
             sa.set("shape", Shape::scalar());
-            let rid = parts[p].push_checked(Node { name: format!("_recv/{key}"), op: "_Recv".into(), inputs: vec![hr], control_inputs: vec![], attrs: sa, device: device_name(p), outputs: vec![TensorType::new(DType::Bool, Shape::scalar())] });
+            let rid = parts[p].push_checked(Node {
+                name: format!("_recv/{key}"),
+                op: "_Recv".into(),
+                inputs: vec![hr],
+                control_inputs: vec![],
+                attrs: sa,
+                device: device_name(p),
+                outputs: vec![TensorType::new(DType::Bool, Shape::scalar())],
+            });
             control_received.insert((c, p), rid);
             control_inputs.push(rid);
         }
-        let id = parts[p].push_checked(Node { inputs, control_inputs, device: device_name(p), ..node.clone() });
+        let id = parts[p].push_checked(Node {
+            inputs,
+            control_inputs,
+            device: device_name(p),
+            ..node.clone()
+        });
         if node.op == ARG_OP {
             if let Some(k) = node.attrs.int_opt("index") {
                 feeds[p][*k as usize] = Some(id);
@@ -264,12 +354,30 @@ pub fn partition(step: &StepGraph, assignment: &[usize], devices: &[Device]) -> 
         for (k, f) in step.fetches.iter().enumerate() {
             if slot_of(assignment[f.node.index()]) == p {
                 fetch_map.push((k, fetches.len()));
-                fetches.push(Output { node: remap[f.node.index()], index: f.index });
+                fetches.push(Output {
+                    node: remap[f.node.index()],
+                    index: f.index,
+                });
             }
         }
-        let targets = step.targets.iter().filter(|t| slot_of(assignment[t.index()]) == p).map(|t| remap[t.index()]).collect();
+        let targets = step
+            .targets
+            .iter()
+            .filter(|t| slot_of(assignment[t.index()]) == p)
+            .map(|t| remap[t.index()])
+            .collect();
         let origin = vec![None; graph.len()];
-        out.push(Partition { device: used[p], step: StepGraph { graph, feeds: feeds[p].clone(), fetches, targets, origin }, fetch_map });
+        out.push(Partition {
+            device: used[p],
+            step: StepGraph {
+                graph,
+                feeds: feeds[p].clone(),
+                fetches,
+                targets,
+                origin,
+            },
+            fetch_map,
+        });
     }
     Ok(out)
 }
@@ -285,7 +393,11 @@ pub fn to_dot(graph: &Graph, assignment: &[usize], devices: &[Device]) -> String
         s += &format!("  subgraph cluster_{d} {{\n    label=\"{}\";\n", dev.name());
         for i in members {
             let n = &graph.nodes()[i];
-            s += &format!("    n{i} [label=\"{}\\n{}\"];\n", n.name.replace('"', "'"), n.op);
+            s += &format!(
+                "    n{i} [label=\"{}\\n{}\"];\n",
+                n.name.replace('"', "'"),
+                n.op
+            );
         }
         s += "  }\n";
     }

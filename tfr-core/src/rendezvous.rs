@@ -33,7 +33,9 @@ pub struct LocalRendezvous {
 
 impl LocalRendezvous {
     fn lock(&self) -> KResult<std::sync::MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| KernelError::internal("rendezvous lock poisoned"))
+        self.state
+            .lock()
+            .map_err(|_| KernelError::internal("rendezvous lock poisoned"))
     }
 }
 
@@ -41,7 +43,9 @@ impl Rendezvous for LocalRendezvous {
     fn send(&self, key: &str, tensor: Tensor) -> KResult {
         let mut s = self.lock()?;
         if s.ready.insert(key.to_string(), tensor).is_some() {
-            return Err(KernelError::internal(format!("`{key}` was sent twice in one step")));
+            return Err(KernelError::internal(format!(
+                "`{key}` was sent twice in one step"
+            )));
         }
         drop(s);
         self.arrived.notify_all();
@@ -52,13 +56,20 @@ impl Rendezvous for LocalRendezvous {
         let mut s = self.lock()?;
         loop {
             if let Some(e) = &s.aborted {
-                return Err(KernelError { code: Code::Cancelled, message: format!("step aborted while receiving `{key}`: {}", e.message) });
+                return Err(KernelError {
+                    code: Code::Cancelled,
+                    message: format!("step aborted while receiving `{key}`: {}", e.message),
+                });
             }
             if let Some(t) = s.ready.remove(key) {
                 return Ok(t);
             }
             // The timeout only re-checks the state; a send or an abort wakes us at once.
-            s = self.arrived.wait_timeout(s, Duration::from_millis(100)).map_err(|_| KernelError::internal("rendezvous lock poisoned"))?.0;
+            s = self
+                .arrived
+                .wait_timeout(s, Duration::from_millis(100))
+                .map_err(|_| KernelError::internal("rendezvous lock poisoned"))?
+                .0;
         }
     }
 

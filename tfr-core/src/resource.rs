@@ -103,16 +103,31 @@ impl ResourceMgr {
 
     /// The session-wide state object under `key`, made by `make` on first use. Kernels of the
     /// same node in different compiled steps share it, as TensorFlow's do within a session.
-    pub fn state<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> KResult<Arc<T>> {
-        let found = self.state.read().map_err(|_| KernelError::internal("poisoned"))?.get(key).cloned();
+    pub fn state<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> T,
+    ) -> KResult<Arc<T>> {
+        let found = self
+            .state
+            .read()
+            .map_err(|_| KernelError::internal("poisoned"))?
+            .get(key)
+            .cloned();
         let any = match found {
             Some(a) => a,
             None => {
-                let mut map = self.state.write().map_err(|_| KernelError::internal("poisoned"))?;
-                map.entry(key.to_string()).or_insert_with(|| Arc::new(make()) as Arc<dyn Any + Send + Sync>).clone()
+                let mut map = self
+                    .state
+                    .write()
+                    .map_err(|_| KernelError::internal("poisoned"))?;
+                map.entry(key.to_string())
+                    .or_insert_with(|| Arc::new(make()) as Arc<dyn Any + Send + Sync>)
+                    .clone()
             }
         };
-        any.downcast::<T>().map_err(|_| KernelError::internal(format!("state `{key}` has another type")))
+        any.downcast::<T>()
+            .map_err(|_| KernelError::internal(format!("state `{key}` has another type")))
     }
 
     /// The session-wide state object under `key` when one exists: `Ok(None)` when nothing was
@@ -139,7 +154,12 @@ impl ResourceMgr {
         let mut v: Vec<String> = self
             .state
             .read()
-            .map(|m| m.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+            .map(|m| {
+                m.keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -147,7 +167,10 @@ impl ResourceMgr {
 
     /// Registers `value` under `key`, replacing any previous one.
     pub fn insert_state<T: Any + Send + Sync>(&self, key: &str, value: Arc<T>) -> KResult {
-        self.state.write().map_err(|_| KernelError::internal("poisoned"))?.insert(key.to_string(), value);
+        self.state
+            .write()
+            .map_err(|_| KernelError::internal("poisoned"))?
+            .insert(key.to_string(), value);
         Ok(())
     }
 

@@ -34,7 +34,12 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { inter_op_threads: 0, optimize: true, cpu_devices: 1, soft_placement: true }
+        SessionOptions {
+            inter_op_threads: 0,
+            optimize: true,
+            cpu_devices: 1,
+            soft_placement: true,
+        }
     }
 }
 
@@ -76,7 +81,10 @@ pub struct Session {
 }
 
 fn option_error(arg: &str, message: impl Into<String>) -> Error {
-    Error::InvalidArgument { arg: arg.into(), message: message.into() }
+    Error::InvalidArgument {
+        arg: arg.into(),
+        message: message.into(),
+    }
 }
 
 impl Session {
@@ -88,17 +96,39 @@ impl Session {
             n => n,
         };
         if options.cpu_devices == 0 {
-            return Err(option_error("cpu_devices", "a session needs at least one device"));
+            return Err(option_error(
+                "cpu_devices",
+                "a session needs at least one device",
+            ));
         }
         let pool = if threads > 1 {
-            Some(rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("tfr-inter-op-{i}")).build().map_err(|e| option_error("inter_op_threads", e.to_string()))?)
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("tfr-inter-op-{i}"))
+                    .build()
+                    .map_err(|e| option_error("inter_op_threads", e.to_string()))?,
+            )
         } else {
             None
         };
-        let devices: Vec<Device> = (0..options.cpu_devices).map(|i| Device::cpu(i as u32)).collect();
-        let options = SessionOptions { inter_op_threads: threads, ..options };
+        let devices: Vec<Device> = (0..options.cpu_devices)
+            .map(|i| Device::cpu(i as u32))
+            .collect();
+        let options = SessionOptions {
+            inter_op_threads: threads,
+            ..options
+        };
         Ok(Session {
-            inner: Arc::new(Inner { graph: graph.clone(), resources: ResourceMgr::default(), pool, devices, options, cache: RwLock::new(HashMap::new()), step_ids: AtomicU64::new(0) }),
+            inner: Arc::new(Inner {
+                graph: graph.clone(),
+                resources: ResourceMgr::default(),
+                pool,
+                devices,
+                options,
+                cache: RwLock::new(HashMap::new()),
+                step_ids: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -117,26 +147,61 @@ impl Session {
 
     /// Runs the nodes that `fetches` and `targets` need, with `feeds` replacing the values of
     /// the outputs they name, and returns the fetched values in order.
-    pub fn run(&self, feeds: &[(Output, Tensor)], fetches: &[Output], targets: &[NodeId]) -> Result<Vec<Tensor>> {
-        let key = StepKey { feeds: feeds.iter().map(|f| f.0).collect(), fetches: fetches.to_vec(), targets: targets.to_vec() };
+    pub fn run(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>> {
+        let key = StepKey {
+            feeds: feeds.iter().map(|f| f.0).collect(),
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+        };
         let program = self.program(key)?;
         let values: Vec<Tensor> = feeds.iter().map(|f| f.1.clone()).collect();
         self.execute(&program, &values)
     }
 
     /// Like [`Session::run`], naming outputs as `"node"` or `"node:i"` and targets by node name.
-    pub fn run_named(&self, feeds: &[(&str, Tensor)], fetches: &[&str], targets: &[&str]) -> Result<Vec<Tensor>> {
+    pub fn run_named(
+        &self,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+    ) -> Result<Vec<Tensor>> {
         let g = &self.inner.graph;
-        let feeds = feeds.iter().map(|(n, t)| Ok((g.output_by_name(n)?, t.clone()))).collect::<Result<Vec<_>>>()?;
-        let fetches = fetches.iter().map(|n| Ok(g.output_by_name(n)?)).collect::<Result<Vec<_>>>()?;
-        let targets = targets.iter().map(|n| Ok(g.node_by_name(n)?)).collect::<Result<Vec<_>>>()?;
+        let feeds = feeds
+            .iter()
+            .map(|(n, t)| Ok((g.output_by_name(n)?, t.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let fetches = fetches
+            .iter()
+            .map(|n| Ok(g.output_by_name(n)?))
+            .collect::<Result<Vec<_>>>()?;
+        let targets = targets
+            .iter()
+            .map(|n| Ok(g.node_by_name(n)?))
+            .collect::<Result<Vec<_>>>()?;
         self.run(&feeds, &fetches, &targets)
     }
 
     /// A prepared step for one signature: the fastest way to run the same step repeatedly.
-    pub fn make_callable(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<Callable> {
-        let program = self.program(StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
-        Ok(Callable { program, session: self.clone() })
+    pub fn make_callable(
+        &self,
+        feeds: &[Output],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Callable> {
+        let program = self.program(StepKey {
+            feeds: feeds.to_vec(),
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+        })?;
+        Ok(Callable {
+            program,
+            session: self.clone(),
+        })
     }
 
     /// Number of compiled step signatures in the cache.
@@ -146,37 +211,91 @@ impl Session {
 
     /// The device each node of a step runs on, as (node name, device name), in graph order
     /// (after pruning and optimization).
-    pub fn placement(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<Vec<(String, String)>> {
-        let step = self.optimized(&StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
-        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
-        Ok(step.graph.nodes().iter().zip(assignment).map(|(n, d)| (n.name.clone(), self.inner.devices[d].name())).collect())
+    pub fn placement(
+        &self,
+        feeds: &[Output],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Vec<(String, String)>> {
+        let step = self.optimized(&StepKey {
+            feeds: feeds.to_vec(),
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+        })?;
+        let assignment = place(
+            &step.graph,
+            &self.inner.devices,
+            self.inner.options.soft_placement,
+        )?;
+        Ok(step
+            .graph
+            .nodes()
+            .iter()
+            .zip(assignment)
+            .map(|(n, d)| (n.name.clone(), self.inner.devices[d].name()))
+            .collect())
     }
 
     /// A step's placed graph in Graphviz DOT, devices as clusters.
-    pub fn placement_dot(&self, feeds: &[Output], fetches: &[Output], targets: &[NodeId]) -> Result<String> {
-        let step = self.optimized(&StepKey { feeds: feeds.to_vec(), fetches: fetches.to_vec(), targets: targets.to_vec() })?;
-        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
+    pub fn placement_dot(
+        &self,
+        feeds: &[Output],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<String> {
+        let step = self.optimized(&StepKey {
+            feeds: feeds.to_vec(),
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+        })?;
+        let assignment = place(
+            &step.graph,
+            &self.inner.devices,
+            self.inner.options.soft_placement,
+        )?;
         Ok(to_dot(&step.graph, &assignment, &self.inner.devices))
     }
 
     fn program(&self, key: StepKey) -> Result<Arc<Program>> {
-        if let Some(e) = self.inner.cache.read().ok().and_then(|c| c.get(&key).cloned()) {
+        if let Some(e) = self
+            .inner
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
             return Ok(e);
         }
         let program = Arc::new(self.compile(&key)?);
-        let mut cache = self.inner.cache.write().map_err(|_| option_error("session", "cache lock poisoned"))?;
+        let mut cache = self
+            .inner
+            .cache
+            .write()
+            .map_err(|_| option_error("session", "cache lock poisoned"))?;
         Ok(cache.entry(key).or_insert(program).clone())
     }
 
     /// Prunes and optimizes the graph for one signature.
     fn optimized(&self, key: &StepKey) -> Result<StepGraph> {
         let g = &self.inner.graph;
-        if let Some(dup) = key.feeds.iter().enumerate().find(|(i, f)| key.feeds[..*i].contains(f)) {
-            return Err(option_error("feeds", format!("`{}` is fed twice", g.output_name(*dup.1))));
+        if let Some(dup) = key
+            .feeds
+            .iter()
+            .enumerate()
+            .find(|(i, f)| key.feeds[..*i].contains(f))
+        {
+            return Err(option_error(
+                "feeds",
+                format!("`{}` is fed twice", g.output_name(*dup.1)),
+            ));
         }
         let mut step = prune(g, &key.feeds, &key.fetches, &key.targets)?;
         // Check every device request before optimization can fold a node away.
-        place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
+        place(
+            &step.graph,
+            &self.inner.devices,
+            self.inner.options.soft_placement,
+        )?;
         if self.inner.options.optimize {
             eliminate_common_subexpressions(&mut step);
             fold_constants(&mut step)?;
@@ -189,9 +308,20 @@ impl Session {
         let g = &self.inner.graph;
         let step = self.optimized(key)?;
         let names: Vec<String> = key.feeds.iter().map(|&o| g.output_name(o)).collect();
-        let feed_types: Vec<TensorType> = key.feeds.iter().map(|&o| g.output_type(o).clone()).collect();
-        let assignment = place(&step.graph, &self.inner.devices, self.inner.options.soft_placement)?;
-        if assignment.iter().all(|&d| d == assignment.first().copied().unwrap_or(0)) {
+        let feed_types: Vec<TensorType> = key
+            .feeds
+            .iter()
+            .map(|&o| g.output_type(o).clone())
+            .collect();
+        let assignment = place(
+            &step.graph,
+            &self.inner.devices,
+            self.inner.options.soft_placement,
+        )?;
+        if assignment
+            .iter()
+            .all(|&d| d == assignment.first().copied().unwrap_or(0))
+        {
             let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;
             for (k, arg) in step.feeds.iter().enumerate() {
                 if arg.is_none() {
@@ -208,11 +338,18 @@ impl Session {
             let mut exec = Executable::build(&part.step, &names, 1)?;
             for (k, arg) in part.step.feeds.iter().enumerate() {
                 if arg.is_none() {
-                    let ty = feed_types.get(k).cloned().unwrap_or_else(|| TensorType::new(DType::Resource, Shape::scalar()));
+                    let ty = feed_types
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| TensorType::new(DType::Resource, Shape::scalar()));
                     exec.set_feed_type(k, ty);
                 }
             }
-            programs.push(PartitionProgram { device: part.device, exec, fetch_map: part.fetch_map });
+            programs.push(PartitionProgram {
+                device: part.device,
+                exec,
+                fetch_map: part.fetch_map,
+            });
         }
         Ok(Program::Partitioned(programs))
     }
@@ -223,9 +360,15 @@ impl Session {
             Program::Single(exec) => return exec.run(feeds, &inner.resources, inner.pool.as_ref()),
             Program::Partitioned(parts) => parts,
         };
-        let key = format!("_rendezvous/{}", inner.step_ids.fetch_add(1, Ordering::Relaxed));
+        let key = format!(
+            "_rendezvous/{}",
+            inner.step_ids.fetch_add(1, Ordering::Relaxed)
+        );
         let rendezvous = Arc::new(LocalRendezvous::default());
-        inner.resources.insert_state(&key, rendezvous.clone()).map_err(|e| option_error("session", e.message))?;
+        inner
+            .resources
+            .insert_state(&key, rendezvous.clone())
+            .map_err(|e| option_error("session", e.message))?;
         let mut values = feeds.to_vec();
         values.push(Tensor::scalar(key.clone()));
         // Each partition runs on its own thread, not inside a device pool: a blocked `_Recv`
@@ -233,19 +376,29 @@ impl Session {
         let run_part = |p: &PartitionProgram| {
             let r = p.exec.run(&values, &inner.resources, None);
             if let Err(e) = &r {
-                rendezvous.abort(KernelError { code: e.code(), message: e.to_string() });
+                rendezvous.abort(KernelError {
+                    code: e.code(),
+                    message: e.to_string(),
+                });
             }
             r
         };
         let results: Vec<Result<Vec<Tensor>>> = std::thread::scope(|s| {
             let handles: Vec<_> = parts[1..].iter().map(|p| s.spawn(|| run_part(p))).collect();
             let mut results = vec![run_part(&parts[0])];
-            results.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(option_error("session", "a partition thread panicked")))));
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(option_error("session", "a partition thread panicked")))
+            }));
             results
         });
         inner.resources.remove_state(&key);
         // The first real error, not the cancellations it caused.
-        if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).min_by_key(|e| e.code() == Code::Cancelled) {
+        if let Some(e) = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .min_by_key(|e| e.code() == Code::Cancelled)
+        {
             return Err(e.clone());
         }
         let total: usize = parts.iter().map(|p| p.fetch_map.len()).sum();
@@ -253,10 +406,15 @@ impl Session {
         for (p, r) in parts.iter().zip(results) {
             let mut fetched = r?;
             for &(global, local) in &p.fetch_map {
-                out[global] = Some(std::mem::replace(&mut fetched[local], Tensor::scalar(false)));
+                out[global] = Some(std::mem::replace(
+                    &mut fetched[local],
+                    Tensor::scalar(false),
+                ));
             }
         }
-        out.into_iter().map(|t| t.ok_or_else(|| option_error("fetches", "a fetched value was not produced"))).collect()
+        out.into_iter()
+            .map(|t| t.ok_or_else(|| option_error("fetches", "a fetched value was not produced")))
+            .collect()
     }
 }
 

@@ -227,7 +227,12 @@ impl Tensor {
     /// True when both have the same dims (an inlined loop: ranks are tiny, memcmp is not).
     #[inline]
     pub fn same_shape(&self, other: &Tensor) -> bool {
-        self.shape.len() == other.shape.len() && self.shape.iter().zip(other.shape.iter()).all(|(a, b)| a == b)
+        self.shape.len() == other.shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(other.shape.iter())
+                .all(|(a, b)| a == b)
     }
 
     /// True when both share the same buffer (no copy happened).

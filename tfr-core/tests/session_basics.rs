@@ -134,12 +134,20 @@ fn integer_division_by_zero_is_an_error() {
 #[test]
 fn a_fed_output_cuts_off_its_producer() {
     let mut g = Graph::new();
-    let p = g.placeholder("never_fed", DType::F32, Shape::known(&[2])).unwrap();
+    let p = g
+        .placeholder("never_fed", DType::F32, Shape::known(&[2]))
+        .unwrap();
     let y = g.neg(p).unwrap();
     let z = g.abs(y).unwrap();
     let s = Session::new(&g, opts()).unwrap();
     // Feeding `y` means the unfed placeholder is not needed.
-    let out = s.run(&[(y, Tensor::new(&[2], vec![-3.0f32, 4.0]).unwrap())], &[z], &[]).unwrap();
+    let out = s
+        .run(
+            &[(y, Tensor::new(&[2], vec![-3.0f32, 4.0]).unwrap())],
+            &[z],
+            &[],
+        )
+        .unwrap();
     assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![3.0, 4.0]);
 }
 
@@ -171,13 +179,32 @@ fn constant_subgraphs_fold_and_duplicates_merge() {
     let y = g.add(a, b).unwrap();
     let s = Session::new(&g, opts()).unwrap();
     let call = s.make_callable(&[x], &[y], &[]).unwrap();
-    let ops: Vec<&str> = call.executable().node_ops().into_iter().map(|(_, op)| op).collect();
+    let ops: Vec<&str> = call
+        .executable()
+        .node_ops()
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect();
     // _Arg, Const(3), one Mul, Add.
     assert_eq!(ops.iter().filter(|o| **o == "Mul").count(), 1, "{ops:?}");
     assert_eq!(ops.iter().filter(|o| **o == "Const").count(), 1, "{ops:?}");
-    assert_eq!(call.call(&[Tensor::scalar(2.0f32)]).unwrap()[0].scalar_value::<f32>().unwrap(), 12.0);
-    let plain = Session::new(&g, SessionOptions { optimize: false, ..opts() }).unwrap();
-    let out = plain.run(&[(x, Tensor::scalar(2.0f32))], &[y], &[]).unwrap();
+    assert_eq!(
+        call.call(&[Tensor::scalar(2.0f32)]).unwrap()[0]
+            .scalar_value::<f32>()
+            .unwrap(),
+        12.0
+    );
+    let plain = Session::new(
+        &g,
+        SessionOptions {
+            optimize: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let out = plain
+        .run(&[(x, Tensor::scalar(2.0f32))], &[y], &[])
+        .unwrap();
     assert_eq!(out[0].scalar_value::<f32>().unwrap(), 12.0);
 }
 
@@ -193,7 +220,12 @@ fn stateful_ops_are_not_merged() {
     let s = Session::new(&g, opts()).unwrap();
     s.run(&[], &[], &[init]).unwrap();
     s.run(&[], &[], &[i1.node, i2.node]).unwrap();
-    assert_eq!(s.run(&[], &[v.value], &[]).unwrap()[0].scalar_value::<f32>().unwrap(), 2.0);
+    assert_eq!(
+        s.run(&[], &[v.value], &[]).unwrap()[0]
+            .scalar_value::<f32>()
+            .unwrap(),
+        2.0
+    );
 }
 
 #[test]
@@ -216,7 +248,12 @@ fn concurrent_steps_share_a_session_and_lose_no_update() {
             });
         }
     });
-    assert_eq!(s.run(&[], &[v.value], &[]).unwrap()[0].scalar_value::<i64>().unwrap(), 1000);
+    assert_eq!(
+        s.run(&[], &[v.value], &[]).unwrap()[0]
+            .scalar_value::<i64>()
+            .unwrap(),
+        1000
+    );
 }
 
 #[test]
@@ -232,8 +269,22 @@ fn parallel_and_sequential_executors_agree() {
     }
     let y = g.add_n(&branches).unwrap();
     let xv = Tensor::new(&[64], (0..64).map(|i| i as f64 * 0.1).collect()).unwrap();
-    let seq = Session::new(&g, SessionOptions { inter_op_threads: 1, ..opts() }).unwrap();
-    let par = Session::new(&g, SessionOptions { inter_op_threads: 2, ..opts() }).unwrap();
+    let seq = Session::new(
+        &g,
+        SessionOptions {
+            inter_op_threads: 1,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let par = Session::new(
+        &g,
+        SessionOptions {
+            inter_op_threads: 2,
+            ..opts()
+        },
+    )
+    .unwrap();
     let a = seq.run(&[(x, xv.clone())], &[y], &[]).unwrap();
     for _ in 0..20 {
         let b = par.run(&[(x, xv.clone())], &[y], &[]).unwrap();
@@ -246,18 +297,41 @@ fn kernel_errors_name_the_node() {
     let mut g = Graph::new();
     let a = g.placeholder("a", DType::F32, Shape::unknown()).unwrap();
     let b = g.placeholder("b", DType::F32, Shape::unknown()).unwrap();
-    let c = g.build("Add").name("my_add").input(a).input(b).finish1().unwrap();
+    let c = g
+        .build("Add")
+        .name("my_add")
+        .input(a)
+        .input(b)
+        .finish1()
+        .unwrap();
     let s = Session::new(&g, opts()).unwrap();
     let e = s
-        .run(&[(a, Tensor::new(&[2], vec![1.0f32, 2.0]).unwrap()), (b, Tensor::new(&[3], vec![1.0f32, 2.0, 3.0]).unwrap())], &[c], &[])
+        .run(
+            &[
+                (a, Tensor::new(&[2], vec![1.0f32, 2.0]).unwrap()),
+                (b, Tensor::new(&[3], vec![1.0f32, 2.0, 3.0]).unwrap()),
+            ],
+            &[c],
+            &[],
+        )
         .unwrap_err();
-    assert!(e.to_string().contains("my_add") && e.to_string().contains("[2]") && e.to_string().contains("[3]"), "{e}");
+    assert!(
+        e.to_string().contains("my_add")
+            && e.to_string().contains("[2]")
+            && e.to_string().contains("[3]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn named_fetches_and_unknown_names() {
     let mut g = Graph::new();
-    let a = g.build("Const").name("a").attr("value", tfr_graph::TensorValue::scalar(2i32)).finish1().unwrap();
+    let a = g
+        .build("Const")
+        .name("a")
+        .attr("value", tfr_graph::TensorValue::scalar(2i32))
+        .finish1()
+        .unwrap();
     g.build("Square").name("sq").input(a).finish().unwrap();
     let s = Session::new(&g, opts()).unwrap();
     let out = s.run_named(&[], &["sq:0", "a"], &[]).unwrap();
@@ -271,17 +345,35 @@ fn named_fetches_and_unknown_names() {
 #[test]
 fn serialized_graphs_round_trip_and_bad_ones_are_rejected() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::new(vec![Dim::Unknown, Dim::Known(2)])).unwrap();
+    let x = g
+        .placeholder(
+            "x",
+            DType::F32,
+            Shape::new(vec![Dim::Unknown, Dim::Known(2)]),
+        )
+        .unwrap();
     let c = g.constant_from(&[2], vec![1.0f32, -1.0]).unwrap();
     let y = g.mul(x, c).unwrap();
     let json = g.to_json();
     let bytes = g.to_bytes();
-    for g2 in [Graph::from_json(&json).unwrap(), Graph::from_bytes(&bytes).unwrap()] {
+    for g2 in [
+        Graph::from_json(&json).unwrap(),
+        Graph::from_bytes(&bytes).unwrap(),
+    ] {
         let s = Session::new(&g2, opts()).unwrap();
-        let out = s.run(&[(x, Tensor::new(&[1, 2], vec![3.0f32, 4.0]).unwrap())], &[y], &[]).unwrap();
+        let out = s
+            .run(
+                &[(x, Tensor::new(&[1, 2], vec![3.0f32, 4.0]).unwrap())],
+                &[y],
+                &[],
+            )
+            .unwrap();
         assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![3.0, -4.0]);
     }
-    assert!(matches!(Graph::from_json("{not json"), Err(tfr_graph::GraphError::Malformed(_))));
+    assert!(matches!(
+        Graph::from_json("{not json"),
+        Err(tfr_graph::GraphError::Malformed(_))
+    ));
     assert!(Graph::from_bytes(&bytes[..bytes.len() / 2]).is_err());
     // A cycle: make the Mul consume itself.
     let cyclic = json.replacen("\"node\": 0", "\"node\": 2", 1);

@@ -20,12 +20,16 @@ impl DeviceSpec {
         let mut spec = DeviceSpec::default();
         let bad = |why: &str| format!("bad device spec `{s}`: {why}");
         for part in s.split('/').filter(|p| !p.is_empty()) {
-            let (key, rest) = part.split_once(':').ok_or_else(|| bad(&format!("`{part}` has no `:`")))?;
+            let (key, rest) = part
+                .split_once(':')
+                .ok_or_else(|| bad(&format!("`{part}` has no `:`")))?;
             let number = |v: &str| -> Result<Option<u32>, String> {
                 if v == "*" {
                     Ok(None)
                 } else {
-                    v.parse().map(Some).map_err(|_| bad(&format!("`{v}` is not a number")))
+                    v.parse()
+                        .map(Some)
+                        .map_err(|_| bad(&format!("`{v}` is not a number")))
                 }
             };
             match key.to_ascii_lowercase().as_str() {
@@ -49,7 +53,13 @@ impl DeviceSpec {
 
     /// A full name on the local process.
     pub fn local(device_type: &str, index: u32) -> DeviceSpec {
-        DeviceSpec { job: Some("localhost".into()), replica: Some(0), task: Some(0), device_type: Some(device_type.into()), index: Some(index) }
+        DeviceSpec {
+            job: Some("localhost".into()),
+            replica: Some(0),
+            task: Some(0),
+            device_type: Some(device_type.into()),
+            index: Some(index),
+        }
     }
 
     /// True when every field this spec sets equals the device's.
@@ -94,10 +104,26 @@ mod tests {
     #[test]
     fn parses_and_matches() {
         let cpu1 = DeviceSpec::local("CPU", 1);
-        assert_eq!(cpu1.to_string(), "/job:localhost/replica:0/task:0/device:CPU:1");
+        assert_eq!(
+            cpu1.to_string(),
+            "/job:localhost/replica:0/task:0/device:CPU:1"
+        );
         assert_eq!(DeviceSpec::parse(&cpu1.to_string()).unwrap(), cpu1);
-        for (spec, hit) in [("", true), ("/device:CPU:1", true), ("/cpu:1", true), ("/device:CPU:*", true), ("/device:GPU:*", false), ("/job:worker", false), ("/job:localhost/task:0", true), ("/device:cpu:0", false)] {
-            assert_eq!(DeviceSpec::parse(spec).unwrap().matches(&cpu1), hit, "{spec}");
+        for (spec, hit) in [
+            ("", true),
+            ("/device:CPU:1", true),
+            ("/cpu:1", true),
+            ("/device:CPU:*", true),
+            ("/device:GPU:*", false),
+            ("/job:worker", false),
+            ("/job:localhost/task:0", true),
+            ("/device:cpu:0", false),
+        ] {
+            assert_eq!(
+                DeviceSpec::parse(spec).unwrap().matches(&cpu1),
+                hit,
+                "{spec}"
+            );
         }
         assert!(DeviceSpec::parse("/device:CPU:x").is_err());
         assert!(DeviceSpec::parse("/nonsense").is_err());

@@ -206,7 +206,11 @@ impl Graph {
     pub fn with_scope<R>(&mut self, scope: &str, f: impl FnOnce(&mut Graph) -> R) -> R {
         let scoped = self.scoped(scope);
         let unique = self.unique_name(&scoped);
-        let prefix_len = if self.scopes.is_empty() { 0 } else { self.scoped("").len() };
+        let prefix_len = if self.scopes.is_empty() {
+            0
+        } else {
+            self.scoped("").len()
+        };
         self.scopes.push(unique[prefix_len..].to_string());
         let r = f(self);
         self.scopes.pop();

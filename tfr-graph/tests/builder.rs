@@ -3,7 +3,17 @@ use tfr_graph::{registry, DType, Dim, Graph, GraphError, Shape};
 #[test]
 fn registry_has_the_foundation_ops() {
     assert!(registry().len() >= 80, "only {} ops", registry().len());
-    for op in ["Add", "MatMul", "BatchMatMul", "Softmax", "StridedSlice", "Gather", "RandomUniform", "VarHandleOp", "LogSumExp"] {
+    for op in [
+        "Add",
+        "MatMul",
+        "BatchMatMul",
+        "Softmax",
+        "StridedSlice",
+        "Gather",
+        "RandomUniform",
+        "VarHandleOp",
+        "LogSumExp",
+    ] {
         assert!(registry().get(op).is_some(), "{op} missing");
     }
 }
@@ -11,8 +21,16 @@ fn registry_has_the_foundation_ops() {
 #[test]
 fn shapes_are_inferred_as_nodes_are_built() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::new(vec![Dim::Sym("B".into()), Dim::Known(784)])).unwrap();
-    let w = g.placeholder("w", DType::F32, Shape::known(&[784, 10])).unwrap();
+    let x = g
+        .placeholder(
+            "x",
+            DType::F32,
+            Shape::new(vec![Dim::Sym("B".into()), Dim::Known(784)]),
+        )
+        .unwrap();
+    let w = g
+        .placeholder("w", DType::F32, Shape::known(&[784, 10]))
+        .unwrap();
     let y = g.matmul(x, w).unwrap();
     assert_eq!(g.shape(y).to_string(), "[B, 10]");
     let s = g.reduce_sum(y, Some(&[-1]), true).unwrap();
@@ -28,11 +46,22 @@ fn shapes_are_inferred_as_nodes_are_built() {
 #[test]
 fn matmul_mismatch_names_both_shapes() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::new(vec![Dim::Sym("B".into()), Dim::Known(784)])).unwrap();
-    let w = g.placeholder("w1", DType::F32, Shape::known(&[512, 10])).unwrap();
+    let x = g
+        .placeholder(
+            "x",
+            DType::F32,
+            Shape::new(vec![Dim::Sym("B".into()), Dim::Known(784)]),
+        )
+        .unwrap();
+    let w = g
+        .placeholder("w1", DType::F32, Shape::known(&[512, 10]))
+        .unwrap();
     let e = g.matmul(x, w).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("[B, 784]") && msg.contains("[512, 10]") && msg.contains("784 != 512"), "{msg}");
+    assert!(
+        msg.contains("[B, 784]") && msg.contains("[512, 10]") && msg.contains("784 != 512"),
+        "{msg}"
+    );
     assert!(matches!(e, GraphError::InvalidNode { ref op, .. } if op == "MatMul"));
 }
 
@@ -42,14 +71,28 @@ fn bad_nodes_are_rejected_with_reasons() {
     let f = g.placeholder("f", DType::F32, Shape::known(&[2])).unwrap();
     let i = g.placeholder("i", DType::I32, Shape::known(&[2])).unwrap();
     let e = g.add(f, i).unwrap_err().to_string();
-    assert!(e.contains("same dtype") && e.contains("float32") && e.contains("int32"), "{e}");
+    assert!(
+        e.contains("same dtype") && e.contains("float32") && e.contains("int32"),
+        "{e}"
+    );
     let e = g.sqrt(i).unwrap_err().to_string();
     assert!(e.contains("input `x` has dtype int32"), "{e}");
-    let e = g.build("MatMull").input(f).finish().unwrap_err().to_string();
+    let e = g
+        .build("MatMull")
+        .input(f)
+        .finish()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("did you mean `MatMul`"), "{e}");
     let e = g.build("Add").input(f).finish().unwrap_err().to_string();
     assert!(e.contains("expects 2 inputs, got 1"), "{e}");
-    let e = g.build("Cast").input(f).attr("DstT", 3i64).finish().unwrap_err().to_string();
+    let e = g
+        .build("Cast")
+        .input(f)
+        .attr("DstT", 3i64)
+        .finish()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`DstT`"), "{e}");
     let e = g.build("Cast").input(f).finish().unwrap_err().to_string();
     assert!(e.contains("missing attribute `DstT`"), "{e}");
@@ -57,7 +100,10 @@ fn bad_nodes_are_rejected_with_reasons() {
     assert_eq!(e, GraphError::DuplicateName("f".into()));
     let e = g.reshape(f, &[3]).unwrap_err().to_string();
     assert!(e.contains("cannot reshape a tensor of 2 elements"), "{e}");
-    let e = g.add(f, tfr_graph::Output::new(tfr_graph::NodeId(99), 0)).unwrap_err().to_string();
+    let e = g
+        .add(f, tfr_graph::Output::new(tfr_graph::NodeId(99), 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("#99"), "{e}");
     let b = g.placeholder("b3", DType::F32, Shape::known(&[3])).unwrap();
     let e = g.add(f, b).unwrap_err().to_string();
@@ -85,8 +131,12 @@ fn scopes_devices_and_unique_names() {
 #[test]
 fn scopes_with_slashes_nest_whole() {
     let mut g = Graph::new();
-    let c = g.with_scope("opt", |g| g.with_scope("layer/kernel/m", |g| g.scalar(1.0f32).unwrap()));
+    let c = g.with_scope("opt", |g| {
+        g.with_scope("layer/kernel/m", |g| g.scalar(1.0f32).unwrap())
+    });
     assert_eq!(g.node(c.node).name, "opt/layer/kernel/m/Const");
-    let d = g.with_scope("opt", |g| g.with_scope("layer/bias/m", |g| g.scalar(1.0f32).unwrap()));
+    let d = g.with_scope("opt", |g| {
+        g.with_scope("layer/bias/m", |g| g.scalar(1.0f32).unwrap())
+    });
     assert_eq!(g.node(d.node).name, "opt_1/layer/bias/m/Const");
 }

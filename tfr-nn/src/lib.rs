@@ -3,18 +3,20 @@
 //! convolution, pooling, batch norm, dropout, LRN, embeddings), initializers, losses, metrics
 //! and the paper's convolutional models are functions that add nodes to a graph.
 
+#[cfg(feature = "runtime")]
+pub mod datasets;
 pub mod initializers;
 pub mod layers;
 pub mod losses;
 pub mod metrics;
 pub mod models;
 pub mod optimizers;
-pub mod schedules;
-#[cfg(feature = "runtime")]
-pub mod datasets;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
 #[cfg(feature = "runtime")]
 pub mod saver;
+pub mod schedules;
 
-pub use optimizers::{clip_by_global_norm, Adagrad, Adam, AdamW, LearningRate, Momentum, Optimizer, RmsProp, Sgd};
+pub use optimizers::{
+    clip_by_global_norm, Adagrad, Adam, AdamW, LearningRate, Momentum, Optimizer, RmsProp, Sgd,
+};

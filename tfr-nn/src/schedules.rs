@@ -11,7 +11,14 @@ fn step_as_float(g: &mut Graph, step: Output) -> Result<Output> {
 }
 
 /// `lr * rate^(step / decay_steps)`, with an integer exponent when `staircase`.
-pub fn exponential_decay(g: &mut Graph, lr: f32, step: Output, decay_steps: f32, rate: f32, staircase: bool) -> Result<Output> {
+pub fn exponential_decay(
+    g: &mut Graph,
+    lr: f32,
+    step: Output,
+    decay_steps: f32,
+    rate: f32,
+    staircase: bool,
+) -> Result<Output> {
     let s = step_as_float(g, step)?;
     let d = g.scalar(decay_steps)?;
     let mut p = g.div(s, d)?;
@@ -25,7 +32,13 @@ pub fn exponential_decay(g: &mut Graph, lr: f32, step: Output, decay_steps: f32,
 }
 
 /// Cosine decay from `lr` to `lr * alpha` over `decay_steps`, then flat.
-pub fn cosine_decay(g: &mut Graph, lr: f32, step: Output, decay_steps: f32, alpha: f32) -> Result<Output> {
+pub fn cosine_decay(
+    g: &mut Graph,
+    lr: f32,
+    step: Output,
+    decay_steps: f32,
+    alpha: f32,
+) -> Result<Output> {
     let s = step_as_float(g, step)?;
     let d = g.scalar(decay_steps)?;
     let zero = g.scalar(0.0f32)?;
@@ -47,12 +60,21 @@ pub fn cosine_decay(g: &mut Graph, lr: f32, step: Output, decay_steps: f32, alph
 }
 
 /// `values[i]` while `step <= boundaries[i]` (and the last value after the last boundary).
-pub fn piecewise_constant(g: &mut Graph, step: Output, boundaries: &[f32], values: &[f32]) -> Result<Output> {
+pub fn piecewise_constant(
+    g: &mut Graph,
+    step: Output,
+    boundaries: &[f32],
+    values: &[f32],
+) -> Result<Output> {
     if values.len() != boundaries.len() + 1 {
         return Err(tfr_graph::GraphError::InvalidNode {
             node: "piecewise_constant".into(),
             op: "Select".into(),
-            message: format!("needs one more value than boundaries, got {} values and {} boundaries", values.len(), boundaries.len()),
+            message: format!(
+                "needs one more value than boundaries, got {} values and {} boundaries",
+                values.len(),
+                boundaries.len()
+            ),
         });
     }
     let s = step_as_float(g, step)?;

@@ -17,14 +17,18 @@ fn trajectory(mut opt: impl Optimizer, steps: usize) -> Vec<Vec<f32>> {
     let s = g.reduce_sum(sq, None, false).unwrap();
     let half = g.scalar(0.5f32).unwrap();
     let loss = g.mul(half, s).unwrap();
-    let train = opt.minimize(&mut g, loss, std::slice::from_ref(&w), None).unwrap();
+    let train = opt
+        .minimize(&mut g, loss, std::slice::from_ref(&w), None)
+        .unwrap();
     let init_all = g.global_variables_initializer().unwrap();
     let sess = Session::new(&g, SessionOptions::default()).unwrap();
     sess.run(&[], &[], &[init_all]).unwrap();
     (0..steps)
         .map(|_| {
             sess.run(&[], &[], &[train]).unwrap();
-            sess.run(&[], &[w.value], &[]).unwrap()[0].to_vec::<f32>().unwrap()
+            sess.run(&[], &[w.value], &[]).unwrap()[0]
+                .to_vec::<f32>()
+                .unwrap()
         })
         .collect()
 }
@@ -52,9 +56,20 @@ fn assert_close(ours: &[Vec<f32>], want: &[Vec<f64>]) {
 
 #[test]
 fn sgd_steps() {
-    let want = reference(3, |w, g, _| w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.1 * g));
+    let want = reference(3, |w, g, _| {
+        w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.1 * g)
+    });
     assert_close(&trajectory(Sgd::new(0.1), 3), &want);
-    assert_close(&trajectory(Sgd { fused: false, ..Sgd::new(0.1) }, 3), &want);
+    assert_close(
+        &trajectory(
+            Sgd {
+                fused: false,
+                ..Sgd::new(0.1)
+            },
+            3,
+        ),
+        &want,
+    );
 }
 
 #[test]
@@ -64,11 +79,19 @@ fn momentum_steps() {
         let want = reference(4, |w, g, _| {
             for i in 0..3 {
                 acc[i] = 0.9 * acc[i] + g[i];
-                w[i] -= 0.1 * if nesterov { g[i] + 0.9 * acc[i] } else { acc[i] };
+                w[i] -= 0.1
+                    * if nesterov {
+                        g[i] + 0.9 * acc[i]
+                    } else {
+                        acc[i]
+                    };
             }
         });
         assert_close(&trajectory(Momentum::new(0.1, 0.9, nesterov), 4), &want);
-        let composed = Momentum { fused: false, ..Momentum::new(0.1, 0.9, nesterov) };
+        let composed = Momentum {
+            fused: false,
+            ..Momentum::new(0.1, 0.9, nesterov)
+        };
         assert_close(&trajectory(composed, 4), &want);
     }
 }
@@ -95,7 +118,10 @@ fn adam_steps() {
 
 #[test]
 fn adamw_steps() {
-    assert_close(&trajectory(AdamW::new(0.05, 0.01), 5), &adam_reference(5, 0.01));
+    assert_close(
+        &trajectory(AdamW::new(0.05, 0.01), 5),
+        &adam_reference(5, 0.01),
+    );
     let composed = AdamW::new(0.05, 0.01).composed();
     assert_close(&trajectory(composed, 5), &adam_reference(5, 0.01));
 }
@@ -110,7 +136,10 @@ fn rmsprop_steps() {
             w[i] -= mom[i];
         }
     });
-    let opt = RmsProp { momentum: 0.5, ..RmsProp::new(0.01) };
+    let opt = RmsProp {
+        momentum: 0.5,
+        ..RmsProp::new(0.01)
+    };
     assert_close(&trajectory(opt, 4), &want);
 }
 
@@ -129,7 +158,13 @@ fn adagrad_steps() {
 #[test]
 fn fused_and_composed_updates_agree_bit_for_bit_on_sgd() {
     let fused = trajectory(Sgd::new(0.25), 6);
-    let composed = trajectory(Sgd { fused: false, ..Sgd::new(0.25) }, 6);
+    let composed = trajectory(
+        Sgd {
+            fused: false,
+            ..Sgd::new(0.25)
+        },
+        6,
+    );
     assert_eq!(fused, composed);
 }
 
@@ -141,14 +176,21 @@ fn global_step_counts_train_steps() {
     let zero = g.scalar(0i64).unwrap();
     let step = g.variable("global_step", zero).unwrap();
     let loss = g.reduce_sum(w.value, None, false).unwrap();
-    let train = Sgd::new(0.1).minimize(&mut g, loss, &[w], Some(&step)).unwrap();
+    let train = Sgd::new(0.1)
+        .minimize(&mut g, loss, &[w], Some(&step))
+        .unwrap();
     let init_all = g.global_variables_initializer().unwrap();
     let sess = Session::new(&g, SessionOptions::default()).unwrap();
     sess.run(&[], &[], &[init_all]).unwrap();
     for _ in 0..7 {
         sess.run(&[], &[], &[train]).unwrap();
     }
-    assert_eq!(sess.run(&[], &[step.value], &[]).unwrap()[0].scalar_value::<i64>().unwrap(), 7);
+    assert_eq!(
+        sess.run(&[], &[step.value], &[]).unwrap()[0]
+            .scalar_value::<i64>()
+            .unwrap(),
+        7
+    );
 }
 
 #[test]
@@ -158,6 +200,11 @@ fn a_variable_the_loss_ignores_is_an_error() {
     let a = g.variable("a", a0).unwrap();
     let b = g.variable("unused", a0).unwrap();
     let loss = g.square(a.value).unwrap();
-    let e = Sgd::new(0.1).minimize(&mut g, loss, &[a, b], None).unwrap_err();
-    assert!(matches!(&e, GraphError::Gradient(m) if m.contains("`unused`")), "{e}");
+    let e = Sgd::new(0.1)
+        .minimize(&mut g, loss, &[a, b], None)
+        .unwrap_err();
+    assert!(
+        matches!(&e, GraphError::Gradient(m) if m.contains("`unused`")),
+        "{e}"
+    );
 }

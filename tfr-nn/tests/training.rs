@@ -11,7 +11,10 @@ use tfr_nn::optimizers::{Adam, Optimizer, Sgd};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32) / (1u64 << 24) as f32
     }
 }
@@ -34,16 +37,39 @@ fn spirals(n: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
 }
 
 /// Trains and returns the loss after each step.
-fn train(hidden: &[usize], mut opt: impl Optimizer, steps: usize, x: &[f32], y: &[i32], seed: u64) -> Vec<f32> {
+fn train(
+    hidden: &[usize],
+    mut opt: impl Optimizer,
+    steps: usize,
+    x: &[f32],
+    y: &[i32],
+    seed: u64,
+) -> Vec<f32> {
     let mut g = Graph::new();
     g.seed = Some(seed);
     let n = y.len();
-    let xs = g.placeholder("x", DType::F32, Shape::new(vec![Dim::Sym("B".into()), Dim::Known(2)])).unwrap();
-    let ys = g.placeholder("y", DType::I32, Shape::new(vec![Dim::Sym("B".into())])).unwrap();
+    let xs = g
+        .placeholder(
+            "x",
+            DType::F32,
+            Shape::new(vec![Dim::Sym("B".into()), Dim::Known(2)]),
+        )
+        .unwrap();
+    let ys = g
+        .placeholder("y", DType::I32, Shape::new(vec![Dim::Sym("B".into())]))
+        .unwrap();
     let mut h = xs;
     let mut vars = Vec::new();
     for (i, &units) in hidden.iter().enumerate() {
-        let l = dense(&mut g, &format!("hidden{i}"), h, units, Activation::Tanh, None).unwrap();
+        let l = dense(
+            &mut g,
+            &format!("hidden{i}"),
+            h,
+            units,
+            Activation::Tanh,
+            None,
+        )
+        .unwrap();
         vars.extend([l.kernel, l.bias]);
         h = l.output;
     }
@@ -55,8 +81,13 @@ fn train(hidden: &[usize], mut opt: impl Optimizer, steps: usize, x: &[f32], y: 
     let s = Session::new(&g, SessionOptions::default()).unwrap();
     s.run(&[], &[], &[init]).unwrap();
     let step = s.make_callable(&[xs, ys], &[loss], &[train]).unwrap();
-    let feeds = [Tensor::new(&[n, 2], x.to_vec()).unwrap(), Tensor::new(&[n], y.to_vec()).unwrap()];
-    (0..steps).map(|_| step.call(&feeds).unwrap()[0].scalar_value::<f32>().unwrap()).collect()
+    let feeds = [
+        Tensor::new(&[n, 2], x.to_vec()).unwrap(),
+        Tensor::new(&[n], y.to_vec()).unwrap(),
+    ];
+    (0..steps)
+        .map(|_| step.call(&feeds).unwrap()[0].scalar_value::<f32>().unwrap())
+        .collect()
 }
 
 #[test]
@@ -72,7 +103,11 @@ fn logistic_regression_separates_two_blobs() {
     }
     let losses = train(&[], Sgd::new(0.5), 100, &x, &y, 1);
     assert!(losses[0] > 0.3, "starts untrained: {}", losses[0]);
-    assert!(*losses.last().unwrap() < 0.05, "final loss {}", losses.last().unwrap());
+    assert!(
+        *losses.last().unwrap() < 0.05,
+        "final loss {}",
+        losses.last().unwrap()
+    );
 }
 
 #[test]
@@ -85,5 +120,9 @@ fn mlp_learns_two_spirals_deterministically() {
     let again = train(&[32, 32], Adam::new(0.02), 600, &x, &y, 42);
     assert_eq!(losses, again, "same seed, same trajectory");
     let other = train(&[32, 32], Adam::new(0.02), 5, &x, &y, 43);
-    assert_ne!(losses[..5], other[..], "another seed, another initialization");
+    assert_ne!(
+        losses[..5],
+        other[..],
+        "another seed, another initialization"
+    );
 }

@@ -266,7 +266,11 @@ macro_rules! comparison {
 
 pub fn register(r: &mut KernelRegistry) {
     numeric_unary!(r, "Neg", |x| T::ZERO.sub(x));
-    numeric_unary!(r, "Abs", |x| if is_negative(x) { T::ZERO.sub(x) } else { x });
+    numeric_unary!(r, "Abs", |x| if is_negative(x) {
+        T::ZERO.sub(x)
+    } else {
+        x
+    });
     numeric_unary!(r, "Sign", |x| if x > T::ZERO {
         T::ONE
     } else if is_negative(x) {

@@ -338,7 +338,9 @@ fn shuffle_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     let seed2 = *init.attrs.int("seed2")?;
     let key = stream_key(init);
     Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
-        let stream = ctx.resources.state(&key, || PhiloxStream::new(seed, seed2))?;
+        let stream = ctx
+            .resources
+            .state(&key, || PhiloxStream::new(seed, seed2))?;
         let x = ctx.take_input(0);
         if x.rank() == 0 || x.shape()[0] <= 1 {
             ctx.set_output(x);

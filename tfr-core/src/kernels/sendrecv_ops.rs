@@ -10,8 +10,15 @@ use tfr_graph::DTypeSet;
 
 /// The rendezvous named by resource input `i`.
 fn rendezvous(ctx: &KernelContext<'_>, i: usize) -> KResult<Arc<LocalRendezvous>> {
-    let key = ctx.input(i).as_slice::<String>()?.first().cloned().ok_or_else(|| KernelError::internal("empty rendezvous handle"))?;
-    ctx.resources.find_state::<LocalRendezvous>(&key)?.ok_or_else(|| KernelError::internal(format!("no rendezvous `{key}` in this step")))
+    let key = ctx
+        .input(i)
+        .as_slice::<String>()?
+        .first()
+        .cloned()
+        .ok_or_else(|| KernelError::internal("empty rendezvous handle"))?;
+    ctx.resources
+        .find_state::<LocalRendezvous>(&key)?
+        .ok_or_else(|| KernelError::internal(format!("no rendezvous `{key}` in this step")))
 }
 
 fn send_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {

@@ -14,27 +14,54 @@ use tfr_graph::DTypeSet;
 
 /// The variable named by resource input `i`.
 fn var_at(ctx: &KernelContext<'_>, i: usize) -> KResult<Arc<Var>> {
-    let name = ctx.input(i).as_slice::<String>()?.first().cloned().ok_or_else(|| KernelError::invalid(format!("input {i}: empty resource handle")))?;
+    let name = ctx
+        .input(i)
+        .as_slice::<String>()?
+        .first()
+        .cloned()
+        .ok_or_else(|| KernelError::invalid(format!("input {i}: empty resource handle")))?;
     ctx.resources.lookup(&name)
 }
 
 fn lock(var: &Var) -> KResult<RwLockWriteGuard<'_, Option<Tensor>>> {
-    var.value.write().map_err(|_| KernelError::internal("variable lock poisoned"))
+    var.value
+        .write()
+        .map_err(|_| KernelError::internal("variable lock poisoned"))
 }
 
 /// The elements of a variable's value, made uniquely owned (copied only if shared).
-fn owned<'a, T: FloatElem>(slot: &'a mut Option<Tensor>, var: &Var, grad: &Tensor) -> KResult<&'a mut [T]> {
-    let t = slot.as_mut().ok_or_else(|| KernelError::precondition(format!("variable `{}` is not initialized; run its initializer first", var.name)))?;
+fn owned<'a, T: FloatElem>(
+    slot: &'a mut Option<Tensor>,
+    var: &Var,
+    grad: &Tensor,
+) -> KResult<&'a mut [T]> {
+    let t = slot.as_mut().ok_or_else(|| {
+        KernelError::precondition(format!(
+            "variable `{}` is not initialized; run its initializer first",
+            var.name
+        ))
+    })?;
     if t.shape() != grad.shape() {
-        return Err(KernelError::invalid(format!("variable `{}` has shape {:?}, the gradient has shape {:?}", var.name, t.shape(), grad.shape())));
+        return Err(KernelError::invalid(format!(
+            "variable `{}` has shape {:?}, the gradient has shape {:?}",
+            var.name,
+            t.shape(),
+            grad.shape()
+        )));
     }
     if t.dtype() != T::DTYPE {
-        return Err(KernelError::invalid(format!("variable `{}` holds {}, the gradient is {}", var.name, t.dtype(), T::DTYPE)));
+        return Err(KernelError::invalid(format!(
+            "variable `{}` holds {}, the gradient is {}",
+            var.name,
+            t.dtype(),
+            T::DTYPE
+        )));
     }
     if t.slice_mut::<T>().is_none() {
         *t = Tensor::new(t.shape(), t.as_slice::<T>()?.to_vec())?;
     }
-    t.slice_mut::<T>().ok_or_else(|| KernelError::internal("a fresh copy is shared"))
+    t.slice_mut::<T>()
+        .ok_or_else(|| KernelError::internal("a fresh copy is shared"))
 }
 
 fn scalar<T: FloatElem>(ctx: &KernelContext<'_>, i: usize) -> KResult<T> {
@@ -48,8 +75,12 @@ fn gradient_descent<T: FloatElem>() -> Box<dyn OpKernel> {
         let delta = ctx.take_input(2);
         let mut slot = lock(&var)?;
         let w = owned::<T>(&mut slot, &var, &delta)?;
-        w.iter_mut().zip(delta.as_slice::<T>()?).for_each(|(w, &d)| *w = *w - alpha * d);
-        let out = slot.clone().ok_or_else(|| KernelError::internal("variable emptied"))?;
+        w.iter_mut()
+            .zip(delta.as_slice::<T>()?)
+            .for_each(|(w, &d)| *w = *w - alpha * d);
+        let out = slot
+            .clone()
+            .ok_or_else(|| KernelError::internal("variable emptied"))?;
         drop(slot);
         ctx.set_output(out);
         Ok(())
@@ -68,9 +99,16 @@ fn momentum<T: FloatElem>(nesterov: bool) -> Box<dyn OpKernel> {
         let w = owned::<T>(&mut vs, &var, &grad)?;
         for ((w, a), &g) in w.iter_mut().zip(a.iter_mut()).zip(grad.as_slice::<T>()?) {
             *a = mu * *a + g;
-            *w = *w - if nesterov { lr * (g + mu * *a) } else { lr * *a };
+            *w = *w
+                - if nesterov {
+                    lr * (g + mu * *a)
+                } else {
+                    lr * *a
+                };
         }
-        let out = vs.clone().ok_or_else(|| KernelError::internal("variable emptied"))?;
+        let out = vs
+            .clone()
+            .ok_or_else(|| KernelError::internal("variable emptied"))?;
         drop((vs, acs));
         ctx.set_output(out);
         Ok(())
@@ -80,7 +118,13 @@ fn momentum<T: FloatElem>(nesterov: bool) -> Box<dyn OpKernel> {
 fn adam<T: FloatElem>() -> Box<dyn OpKernel> {
     Box::new(|ctx: &mut KernelContext<'_>| {
         let (var, m, v) = (var_at(ctx, 0)?, var_at(ctx, 1)?, var_at(ctx, 2)?);
-        let (lr_t, b1, b2, eps, lr_wd): (T, T, T, T, T) = (scalar(ctx, 3)?, scalar(ctx, 4)?, scalar(ctx, 5)?, scalar(ctx, 6)?, scalar(ctx, 7)?);
+        let (lr_t, b1, b2, eps, lr_wd): (T, T, T, T, T) = (
+            scalar(ctx, 3)?,
+            scalar(ctx, 4)?,
+            scalar(ctx, 5)?,
+            scalar(ctx, 6)?,
+            scalar(ctx, 7)?,
+        );
         let grad = ctx.take_input(8);
         let mut vs = lock(&var)?;
         let mut ms = lock(&m)?;
@@ -89,12 +133,19 @@ fn adam<T: FloatElem>() -> Box<dyn OpKernel> {
         let vv = owned::<T>(&mut vvs, &v, &grad)?;
         let w = owned::<T>(&mut vs, &var, &grad)?;
         let one = T::one();
-        for (((w, m), v), &g) in w.iter_mut().zip(mm.iter_mut()).zip(vv.iter_mut()).zip(grad.as_slice::<T>()?) {
+        for (((w, m), v), &g) in w
+            .iter_mut()
+            .zip(mm.iter_mut())
+            .zip(vv.iter_mut())
+            .zip(grad.as_slice::<T>()?)
+        {
             *m = b1 * *m + (one - b1) * g;
             *v = b2 * *v + (one - b2) * g * g;
             *w = *w - (lr_t * *m / (v.sqrt() + eps) + lr_wd * *w);
         }
-        let out = vs.clone().ok_or_else(|| KernelError::internal("variable emptied"))?;
+        let out = vs
+            .clone()
+            .ok_or_else(|| KernelError::internal("variable emptied"))?;
         drop((vs, ms, vvs));
         ctx.set_output(out);
         Ok(())
@@ -103,7 +154,9 @@ fn adam<T: FloatElem>() -> Box<dyn OpKernel> {
 
 /// The float dtype of the gradient (the last input) selects the kernel.
 fn grad_dtype(init: &KernelInit<'_>) -> tfr_graph::DType {
-    init.inputs.last().map_or(tfr_graph::DType::F32, |t| t.dtype)
+    init.inputs
+        .last()
+        .map_or(tfr_graph::DType::F32, |t| t.dtype)
 }
 
 pub fn register(r: &mut KernelRegistry) {
@@ -113,5 +166,7 @@ pub fn register(r: &mut KernelRegistry) {
         let nesterov = *init.attrs.boolean("use_nesterov")?;
         Ok(dispatch_float!(grad_dtype(init), T => momentum::<T>(nesterov), _ => return Err(unsupported(init))))
     });
-    r.cpu("ResourceApplyAdam", res, |init| Ok(dispatch_float!(grad_dtype(init), T => adam::<T>(), _ => return Err(unsupported(init)))));
+    r.cpu("ResourceApplyAdam", res, |init| {
+        Ok(dispatch_float!(grad_dtype(init), T => adam::<T>(), _ => return Err(unsupported(init))))
+    });
 }

@@ -36,5 +36,8 @@ pub fn op_defs() -> Vec<OpDef> {
 }
 
 fn infer_recv(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
-    Ok(vec![TensorType { dtype: *ctx.attrs.dtype("dtype")?, shape: ctx.attrs.shape("shape")?.clone() }])
+    Ok(vec![TensorType {
+        dtype: *ctx.attrs.dtype("dtype")?,
+        shape: ctx.attrs.shape("shape")?.clone(),
+    }])
 }

@@ -34,24 +34,63 @@ fn infer_last(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let grad = ctx.inputs.last().ok_or("missing inputs")?;
     for (i, t) in ctx.inputs.iter().enumerate() {
         if t.dtype.is_float() && t.dtype != grad.dtype {
-            return Err(format!("input {i} has dtype {}, the gradient has {}", t.dtype, grad.dtype));
+            return Err(format!(
+                "input {i} has dtype {}, the gradient has {}",
+                t.dtype, grad.dtype
+            ));
         }
     }
     Ok(vec![grad.clone()])
 }
 
 impl Graph {
-    pub fn resource_apply_gradient_descent(&mut self, var: Output, alpha: Output, delta: Output) -> Result<Output> {
-        self.build("ResourceApplyGradientDescent").input(var).input(alpha).input(delta).finish1()
+    pub fn resource_apply_gradient_descent(
+        &mut self,
+        var: Output,
+        alpha: Output,
+        delta: Output,
+    ) -> Result<Output> {
+        self.build("ResourceApplyGradientDescent")
+            .input(var)
+            .input(alpha)
+            .input(delta)
+            .finish1()
     }
 
-    pub fn resource_apply_momentum(&mut self, var: Output, accum: Output, lr: Output, grad: Output, momentum: Output, nesterov: bool) -> Result<Output> {
-        self.build("ResourceApplyMomentum").input(var).input(accum).input(lr).input(grad).input(momentum)
-            .attr("use_nesterov", nesterov).finish1()
+    pub fn resource_apply_momentum(
+        &mut self,
+        var: Output,
+        accum: Output,
+        lr: Output,
+        grad: Output,
+        momentum: Output,
+        nesterov: bool,
+    ) -> Result<Output> {
+        self.build("ResourceApplyMomentum")
+            .input(var)
+            .input(accum)
+            .input(lr)
+            .input(grad)
+            .input(momentum)
+            .attr("use_nesterov", nesterov)
+            .finish1()
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn resource_apply_adam(&mut self, var: Output, m: Output, v: Output, lr_t: Output, beta1: Output, beta2: Output, epsilon: Output, lr_wd: Output, grad: Output) -> Result<Output> {
-        self.build("ResourceApplyAdam").inputs([var, m, v, lr_t, beta1, beta2, epsilon, lr_wd, grad]).finish1()
+    pub fn resource_apply_adam(
+        &mut self,
+        var: Output,
+        m: Output,
+        v: Output,
+        lr_t: Output,
+        beta1: Output,
+        beta2: Output,
+        epsilon: Output,
+        lr_wd: Output,
+        grad: Output,
+    ) -> Result<Output> {
+        self.build("ResourceApplyAdam")
+            .inputs([var, m, v, lr_t, beta1, beta2, epsilon, lr_wd, grad])
+            .finish1()
     }
 }

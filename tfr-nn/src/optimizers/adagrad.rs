@@ -11,7 +11,10 @@ pub struct Adagrad {
 
 impl Adagrad {
     pub fn new(lr: impl Into<LearningRate>) -> Adagrad {
-        Adagrad { lr: lr.into(), initial_accumulator_value: 0.1 }
+        Adagrad {
+            lr: lr.into(),
+            initial_accumulator_value: 0.1,
+        }
     }
 }
 
@@ -19,7 +22,13 @@ impl Optimizer for Adagrad {
     fn name(&self) -> &str {
         "Adagrad"
     }
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        _: &StepValues,
+    ) -> Result<Output> {
         let accum = slot(g, var, "accumulator", self.initial_accumulator_value as f64)?;
         let g2 = g.square(grad)?;
         let grown = g.assign_add(&accum, g2)?;

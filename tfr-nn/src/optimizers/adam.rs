@@ -20,7 +20,16 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(lr: impl Into<LearningRate>) -> Adam {
-        Adam { lr: lr.into(), beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0, fused: true, name: "Adam", iterations: None }
+        Adam {
+            lr: lr.into(),
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            weight_decay: 0.0,
+            fused: true,
+            name: "Adam",
+            iterations: None,
+        }
     }
     pub fn with_betas(mut self, beta1: f32, beta2: f32) -> Adam {
         self.beta1 = beta1;
@@ -45,7 +54,11 @@ pub struct AdamW;
 impl AdamW {
     #[allow(clippy::new_ret_no_self)]
     pub fn new(lr: impl Into<LearningRate>, weight_decay: f32) -> Adam {
-        Adam { weight_decay, name: "AdamW", ..Adam::new(lr) }
+        Adam {
+            weight_decay,
+            name: "AdamW",
+            ..Adam::new(lr)
+        }
     }
 }
 
@@ -75,22 +88,37 @@ impl Optimizer for Adam {
         let one_minus_b2t = g.sub(one, b2t)?;
         let root = g.sqrt(one_minus_b2t)?;
         let correction = g.div(root, one_minus_b1t)?;
-        Ok(StepValues { values: vec![correction] })
+        Ok(StepValues {
+            values: vec![correction],
+        })
     }
 
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, step: &StepValues) -> Result<Output> {
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        step: &StepValues,
+    ) -> Result<Output> {
         let m = slot(g, var, "m", 0.0)?;
         let v = slot(g, var, "v", 0.0)?;
         let b1 = g.scalar_like(grad, self.beta1 as f64)?;
         let b2 = g.scalar_like(grad, self.beta2 as f64)?;
         if self.fused {
             let lr = self.lr.output_like(g, grad)?;
-            let correction = if g.dtype(grad) == DType::F32 { step.values[0] } else { let t = g.dtype(grad); g.cast(step.values[0], t)? };
+            let correction = if g.dtype(grad) == DType::F32 {
+                step.values[0]
+            } else {
+                let t = g.dtype(grad);
+                g.cast(step.values[0], t)?
+            };
             let lr_t = g.mul(lr, correction)?;
             let eps = g.scalar_like(grad, self.epsilon as f64)?;
             let wd = g.scalar_like(grad, self.weight_decay as f64)?;
             let lr_wd = g.mul(lr, wd)?;
-            return g.resource_apply_adam(var.handle, m.handle, v.handle, lr_t, b1, b2, eps, lr_wd, grad);
+            return g.resource_apply_adam(
+                var.handle, m.handle, v.handle, lr_t, b1, b2, eps, lr_wd, grad,
+            );
         }
         let one_b1 = g.scalar_like(grad, 1.0 - self.beta1 as f64)?;
         let one_b2 = g.scalar_like(grad, 1.0 - self.beta2 as f64)?;
@@ -104,7 +132,12 @@ impl Optimizer for Adam {
         let v_new = g.add(v_old, v_new_part)?;
         let v_stored = g.assign(&v, v_new)?;
         let lr = self.lr.output_like(g, grad)?;
-        let correction = if g.dtype(grad) == DType::F32 { step.values[0] } else { let t = g.dtype(grad); g.cast(step.values[0], t)? };
+        let correction = if g.dtype(grad) == DType::F32 {
+            step.values[0]
+        } else {
+            let t = g.dtype(grad);
+            g.cast(step.values[0], t)?
+        };
         let lr_t = g.mul(lr, correction)?;
         let denom_root = g.sqrt(v_stored)?;
         let eps = g.scalar_like(grad, self.epsilon as f64)?;

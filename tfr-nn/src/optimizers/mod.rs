@@ -69,11 +69,22 @@ pub trait Optimizer {
     }
 
     /// Adds the update of `var` by `grad`; returns an output that is ready once it is applied.
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, step: &StepValues) -> Result<Output>;
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        step: &StepValues,
+    ) -> Result<Output>;
 
     /// Adds the updates for (gradient, variable) pairs and returns the train op. With a
     /// `global_step`, the train op also increments it after the updates.
-    fn apply_gradients(&mut self, g: &mut Graph, grads_and_vars: &[(Output, Variable)], global_step: Option<&Variable>) -> Result<NodeId> {
+    fn apply_gradients(
+        &mut self,
+        g: &mut Graph,
+        grads_and_vars: &[(Output, Variable)],
+        global_step: Option<&Variable>,
+    ) -> Result<NodeId> {
         let name = self.name().to_string();
         g.with_scope(&name, |g| {
             let step = self.step_values(g)?;
@@ -92,40 +103,66 @@ pub trait Optimizer {
     }
 
     /// Differentiates `loss` with respect to `vars` and applies the gradients.
-    fn minimize(&mut self, g: &mut Graph, loss: Output, vars: &[Variable], global_step: Option<&Variable>) -> Result<NodeId> {
+    fn minimize(
+        &mut self,
+        g: &mut Graph,
+        loss: Output,
+        vars: &[Variable],
+        global_step: Option<&Variable>,
+    ) -> Result<NodeId> {
         let pairs = compute_gradients(g, loss, vars)?;
         self.apply_gradients(g, &pairs, global_step)
     }
 }
 
 /// (gradient, variable) pairs of `loss`; an error names a variable the loss does not depend on.
-pub fn compute_gradients(g: &mut Graph, loss: Output, vars: &[Variable]) -> Result<Vec<(Output, Variable)>> {
+pub fn compute_gradients(
+    g: &mut Graph,
+    loss: Output,
+    vars: &[Variable],
+) -> Result<Vec<(Output, Variable)>> {
     let xs: Vec<Output> = vars.iter().map(|v| v.value).collect();
     let grads = gradients(g, &[loss], &xs, None)?;
     grads
         .into_iter()
         .zip(vars)
         .map(|(gr, v)| {
-            gr.map(|gr| (gr, v.clone())).ok_or_else(|| GraphError::Gradient(format!("the loss does not depend on variable `{}`", v.name)))
+            gr.map(|gr| (gr, v.clone())).ok_or_else(|| {
+                GraphError::Gradient(format!("the loss does not depend on variable `{}`", v.name))
+            })
         })
         .collect()
 }
 
 /// A zero-initialized slot variable shaped like `var`, named `<var>/<slot>`.
 pub(crate) fn slot(g: &mut Graph, var: &Variable, slot: &str, init: f64) -> Result<Variable> {
-    let dims: Vec<i64> = var.shape.to_known().unwrap_or_default().iter().map(|&d| d as i64).collect();
+    let dims: Vec<i64> = var
+        .shape
+        .to_known()
+        .unwrap_or_default()
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
     let value = g.scalar_like(var.value, init)?;
     let filled = g.fill(&dims, value)?;
     g.variable(&format!("{}/{slot}", var.name), filled)
 }
 
 /// Scales gradients so their global L2 norm is at most `clip_norm`; also returns the norm.
-pub fn clip_by_global_norm(g: &mut Graph, grads: &[Output], clip_norm: f32) -> Result<(Vec<Output>, Output)> {
+pub fn clip_by_global_norm(
+    g: &mut Graph,
+    grads: &[Output],
+    clip_norm: f32,
+) -> Result<(Vec<Output>, Output)> {
     let mut squares = Vec::with_capacity(grads.len());
     for &gr in grads {
         let sq = g.square(gr)?;
         let s = g.reduce_sum(sq, None, false)?;
-        let s = if g.dtype(s) == tfr_graph::DType::F32 { s } else { g.cast(s, tfr_graph::DType::F32)? };
+        let s = if g.dtype(s) == tfr_graph::DType::F32 {
+            s
+        } else {
+            g.cast(s, tfr_graph::DType::F32)?
+        };
         squares.push(s);
     }
     let total = g.add_n(&squares)?;
@@ -135,7 +172,12 @@ pub fn clip_by_global_norm(g: &mut Graph, grads: &[Output], clip_norm: f32) -> R
     let scale = g.div(c, denom)?;
     let mut out = Vec::with_capacity(grads.len());
     for &gr in grads {
-        let sc = if g.dtype(gr) == tfr_graph::DType::F32 { scale } else { let t = g.dtype(gr); g.cast(scale, t)? };
+        let sc = if g.dtype(gr) == tfr_graph::DType::F32 {
+            scale
+        } else {
+            let t = g.dtype(gr);
+            g.cast(scale, t)?
+        };
         out.push(g.mul(gr, sc)?);
     }
     Ok((out, norm))

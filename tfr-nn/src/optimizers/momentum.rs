@@ -14,7 +14,12 @@ pub struct Momentum {
 
 impl Momentum {
     pub fn new(lr: impl Into<LearningRate>, momentum: f32, nesterov: bool) -> Momentum {
-        Momentum { lr: lr.into(), momentum, nesterov, fused: true }
+        Momentum {
+            lr: lr.into(),
+            momentum,
+            nesterov,
+            fused: true,
+        }
     }
 }
 
@@ -22,7 +27,13 @@ impl Optimizer for Momentum {
     fn name(&self) -> &str {
         "Momentum"
     }
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        _: &StepValues,
+    ) -> Result<Output> {
         let accum = slot(g, var, "momentum", 0.0)?;
         let m = g.scalar_like(grad, self.momentum as f64)?;
         if self.fused {

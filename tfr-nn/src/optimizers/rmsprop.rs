@@ -13,7 +13,12 @@ pub struct RmsProp {
 
 impl RmsProp {
     pub fn new(lr: impl Into<LearningRate>) -> RmsProp {
-        RmsProp { lr: lr.into(), rho: 0.9, momentum: 0.0, epsilon: 1e-10 }
+        RmsProp {
+            lr: lr.into(),
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-10,
+        }
     }
 }
 
@@ -21,7 +26,13 @@ impl Optimizer for RmsProp {
     fn name(&self) -> &str {
         "RMSProp"
     }
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        _: &StepValues,
+    ) -> Result<Output> {
         let ms = slot(g, var, "rms", 1.0)?;
         let mom = slot(g, var, "momentum", 0.0)?;
         let rho = g.scalar_like(grad, self.rho as f64)?;

@@ -11,7 +11,10 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(lr: impl Into<LearningRate>) -> Sgd {
-        Sgd { lr: lr.into(), fused: true }
+        Sgd {
+            lr: lr.into(),
+            fused: true,
+        }
     }
 }
 
@@ -19,7 +22,13 @@ impl Optimizer for Sgd {
     fn name(&self) -> &str {
         "SGD"
     }
-    fn update(&mut self, g: &mut Graph, grad: Output, var: &Variable, _: &StepValues) -> Result<Output> {
+    fn update(
+        &mut self,
+        g: &mut Graph,
+        grad: Output,
+        var: &Variable,
+        _: &StepValues,
+    ) -> Result<Output> {
         let lr = self.lr.output_like(g, grad)?;
         if self.fused {
             return g.resource_apply_gradient_descent(var.handle, lr, grad);
