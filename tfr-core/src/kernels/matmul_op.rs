@@ -190,6 +190,21 @@ fn describe(shape: &[usize], attr: &str, t: bool) -> String {
     format!("{shape:?} ({attr}={t})")
 }
 
+/// Writes the transpose of the row-major `rows x cols` matrix `x` into `dst` (`cols x rows`),
+/// by 32 x 32 tiles.
+fn transpose_into<T: Copy>(x: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = x[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let (a, b) = (ctx.input(0), ctx.input(1));
@@ -222,7 +237,28 @@ fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
         };
         let mut out = vec![T::ZERO; out_len(&[m, n])?];
         let work = m.saturating_mul(n).saturating_mul(k);
-        T::matmul(m, n, k, a, b, &mut out, work >= PAR_WORK)?;
+        if tb && !ta && m < n && T::IS_FLOAT {
+            // gemm copies the operand that spans the output's columns into panels; from a
+            // transposed `b` that copy gathers with a stride per element, and for a dense
+            // layer's input gradient (dy @ w^T, w much larger than dy) it costs more than the
+            // product. The transposed product b @ a^T packs `a` that way instead; its result
+            // (as large as the output) is transposed back.
+            let mut tmp = vec![T::ZERO; out.len()];
+            let bt = MatRef {
+                data: b.data,
+                rs: b.cs,
+                cs: b.rs,
+            };
+            let at = MatRef {
+                data: a.data,
+                rs: a.cs,
+                cs: a.rs,
+            };
+            T::matmul(n, m, k, bt, at, &mut tmp, work >= PAR_WORK)?;
+            transpose_into(&tmp, n, m, &mut out);
+        } else {
+            T::matmul(m, n, k, a, b, &mut out, work >= PAR_WORK)?;
+        }
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&[m, n]),
             T::into_buffer(out),
@@ -336,4 +372,34 @@ fn batch_matmul_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, Stri
 pub fn register(r: &mut KernelRegistry) {
     r.cpu("MatMul", DTypeSet::NUMERIC, matmul_factory);
     r.cpu("BatchMatMul", DTypeSet::NUMERIC, batch_matmul_factory);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transposed-product path (transpose_b, fewer rows than columns) against the loop.
+    #[test]
+    fn transposed_b_with_few_rows_matches_the_loop() {
+        let (m, k, n) = (3usize, 70usize, 101usize);
+        let a: Vec<f64> = (0..m * k).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
+        let b: Vec<f64> = (0..n * k).map(|i| ((i * 53) % 19) as f64 - 9.0).collect();
+        let kernel = matmul_kernel::<f64>(false, true);
+        let rm = crate::resource::ResourceMgr::default();
+        let inputs = [
+            Tensor::new(&[m, k], a.clone()).unwrap(),
+            Tensor::new(&[n, k], b.clone()).unwrap(),
+        ];
+        let mut ctx = KernelContext::new(inputs.into_iter().map(Some).collect(), &rm, &[]);
+        kernel.compute(&mut ctx).unwrap();
+        let out = ctx.into_outputs().remove(0);
+        assert_eq!(out.shape(), &[m, n]);
+        let got = out.as_slice::<f64>().unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
+                assert_eq!(got[i * n + j], want, "({i}, {j})");
+            }
+        }
+    }
 }
