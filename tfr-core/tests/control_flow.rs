@@ -1248,3 +1248,66 @@ fn gradient_errors_are_clear() -> GResult<()> {
     assert!(gradients(&mut g, &[r[0]], &[x], None)?[0].is_some());
     Ok(())
 }
+
+/// The pool-based machine (a MatMul in the loop makes the session use it) agrees with the
+/// sequential one on nested loops with conds inside, forward and backward.
+#[test]
+fn parallel_machine_on_nested_loops_with_conds_and_gradients() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3, 3]))?;
+    let w = g.placeholder("w", DType::F64, Shape::known(&[3, 3]))?;
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| {
+            let n = g.scalar(4i32)?;
+            g.less(v[0], n)
+        },
+        |g, v| {
+            let i = v[0];
+            let m = g.matmul(v[1], w)?;
+            let t = g.tanh(m)?;
+            let two = g.scalar(2i32)?;
+            let r = g.floor_mod(i, two)?;
+            let z = g.scalar(0i32)?;
+            let even = g.equal(r, z)?;
+            let c = g.cond(
+                even,
+                |g| {
+                    let j0 = g.scalar(0i32)?;
+                    let inner = g.while_loop(
+                        |g, u| g.less_equal(u[0], i),
+                        |g, u| {
+                            let s = g.sin(u[1])?;
+                            let one = g.scalar(1i32)?;
+                            Ok(vec![g.add(u[0], one)?, g.add(s, u[1])?])
+                        },
+                        &[j0, t],
+                        &WhileOptions::default(),
+                    )?;
+                    Ok(vec![inner[1]])
+                },
+                |g| Ok(vec![g.mul(t, t)?]),
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(i, one)?, c[0]])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    let y = g.reduce_sum(r[1], None, false)?;
+    let mut rng = Rng(91);
+    for _ in 0..3 {
+        let mut g2 = g.clone();
+        check_gradients(
+            &mut g2,
+            y,
+            &[
+                (x, vec![3, 3], rng.vec(9, -0.5, 0.5)),
+                (w, vec![3, 3], rng.vec(9, -0.5, 0.5)),
+            ],
+            1e-6,
+            "parallel machine",
+        );
+    }
+    Ok(())
+}
