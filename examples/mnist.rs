@@ -223,13 +223,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             losses.push(loss);
             seen += args.batch;
             bar.inc(1);
-            if bar.position() % 20 == 0 {
+            if bar.position().is_multiple_of(20) {
                 let msg = format!(
                     "loss {loss:.4}, {:.0} images/s",
                     seen as f64 / start.elapsed().as_secs_f64()
                 );
                 // Without a terminal the bar is hidden: log a line now and then instead.
-                if bar.is_hidden() && bar.position() % 200 == 0 {
+                if bar.is_hidden() && bar.position().is_multiple_of(200) {
                     println!(
                         "epoch {epoch} step {}/{steps_per_epoch}: {msg}",
                         bar.position()

@@ -52,7 +52,7 @@ struct StepKey {
 
 /// The compiled form of one step signature.
 pub enum Program {
-    Single(Executable),
+    Single(Box<Executable>),
     Partitioned(Vec<PartitionProgram>),
 }
 
@@ -328,7 +328,7 @@ impl Session {
                     exec.set_feed_type(k, feed_types[k].clone());
                 }
             }
-            return Ok(Program::Single(exec));
+            return Ok(Program::Single(Box::new(exec)));
         }
         let mut names = names;
         names.push("rendezvous".into());
