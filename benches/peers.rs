@@ -14,17 +14,29 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { threads: 2, benches: Vec::new() };
+    let mut args = Args {
+        threads: 2,
+        benches: Vec::new(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--threads" => args.threads = it.next().and_then(|v| v.parse().ok()).unwrap_or(2),
-            "--workloads" => args.benches = it.next().unwrap_or_default().split(',').map(str::to_string).collect(),
+            "--workloads" => {
+                args.benches = it
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
             _ => {}
         }
     }
     if args.benches.is_empty() {
-        args.benches = ["null", "chain100", "matmul1024", "mlp64", "mlp256", "cnn64"].map(String::from).to_vec();
+        args.benches = ["null", "chain100", "matmul1024", "mlp64", "mlp256", "cnn64"]
+            .map(String::from)
+            .to_vec();
     }
     args
 }
@@ -64,11 +76,17 @@ fn report(bench: &str, variant: &str, threads: usize, (median, first, samples): 
         "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"{variant}\", \"threads\": {threads}, \"median_s\": {median:e}, \"first_s\": {first:e}, \"samples\": {samples}}}",
         env!("CARGO_PKG_VERSION")
     );
-    eprintln!("# tfr    {bench:15} {variant:22} median {:12.2} us", median * 1e6);
+    eprintln!(
+        "# tfr    {bench:15} {variant:22} median {:12.2} us",
+        median * 1e6
+    );
 }
 
 fn options(threads: usize) -> SessionOptions {
-    SessionOptions { inter_op_threads: threads, ..SessionOptions::default() }
+    SessionOptions {
+        inter_op_threads: threads,
+        ..SessionOptions::default()
+    }
 }
 
 fn null(threads: usize) -> tfr::Result<()> {
@@ -78,14 +96,25 @@ fn null(threads: usize) -> tfr::Result<()> {
     let c = g.add(a, b)?;
     let s = Session::new(&g, options(threads))?;
     let (ta, tb) = (Tensor::scalar(1.0f32), Tensor::scalar(2.0f32));
-    report("null", "session_run", threads, measure(|| {
-        s.run(&[(a, ta.clone()), (b, tb.clone())], &[c], &[]).expect("step");
-    }));
+    report(
+        "null",
+        "session_run",
+        threads,
+        measure(|| {
+            s.run(&[(a, ta.clone()), (b, tb.clone())], &[c], &[])
+                .expect("step");
+        }),
+    );
     let call = s.make_callable(&[a, b], &[c], &[])?;
     let feeds = [ta, tb];
-    report("null", "callable", threads, measure(|| {
-        call.call(&feeds).expect("step");
-    }));
+    report(
+        "null",
+        "callable",
+        threads,
+        measure(|| {
+            call.call(&feeds).expect("step");
+        }),
+    );
     Ok(())
 }
 
@@ -101,10 +130,18 @@ fn chain100(threads: usize) -> tfr::Result<()> {
     }
     let s = Session::new(&g, options(threads))?;
     let call = s.make_callable(&[x], &[y], &[])?;
-    let feeds = [Tensor::new(&[16], (0..16).map(|i| i as f32 / 16.0).collect())?];
-    report("chain100", "callable", threads, measure(|| {
-        call.call(&feeds).expect("step");
-    }));
+    let feeds = [Tensor::new(
+        &[16],
+        (0..16).map(|i| i as f32 / 16.0).collect(),
+    )?];
+    report(
+        "chain100",
+        "callable",
+        threads,
+        measure(|| {
+            call.call(&feeds).expect("step");
+        }),
+    );
     Ok(())
 }
 
@@ -116,13 +153,26 @@ fn matmul1024(threads: usize) -> tfr::Result<()> {
     let p = g.matmul(a, b)?;
     let s = Session::new(&g, options(threads))?;
     let call = s.make_callable(&[a, b], &[p], &[])?;
-    let data: Vec<f32> = (0..N * N).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let feeds = [Tensor::new(&[N, N], data.clone())?, Tensor::new(&[N, N], data)?];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-    let r = pool.install(|| measure(|| {
-        call.call(&feeds).expect("step");
-    }));
-    eprintln!("# tfr    matmul1024 {:.1} GFLOP/s", 2.0 * (N as f64).powi(3) / r.0 / 1e9);
+    let data: Vec<f32> = (0..N * N)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let feeds = [
+        Tensor::new(&[N, N], data.clone())?,
+        Tensor::new(&[N, N], data)?,
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let r = pool.install(|| {
+        measure(|| {
+            call.call(&feeds).expect("step");
+        })
+    });
+    eprintln!(
+        "# tfr    matmul1024 {:.1} GFLOP/s",
+        2.0 * (N as f64).powi(3) / r.0 / 1e9
+    );
     report("matmul1024", "callable", threads, r);
     Ok(())
 }
@@ -147,17 +197,28 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
     let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, out.output, y)?;
     let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
     let init = g.global_variables_initializer()?;
-    let s = Session::new(&g, options(threads))?;
-    s.run(&[], &[], &[init])?;
-    let step = s.make_callable(&[x, y], &[loss], &[train])?;
-    let xs: Vec<f32> = (0..batch * 784).map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0).collect();
+    let xs: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0)
+        .collect();
     let ys: Vec<i32> = (0..batch).map(|i| (i * 7 % 10) as i32).collect();
     let feeds = [Tensor::new(&[batch, 784], xs)?, Tensor::new(&[batch], ys)?];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-    let r = pool.install(|| measure(|| {
-        step.call(&feeds).expect("step");
-    }));
-    report(&format!("mlp{batch}"), "callable", threads, r);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    // Two ways to use the threads: a dataflow pool running independent nodes at once, or nodes
+    // in order with each kernel (gemm) using every thread.
+    for (variant, inter_op) in [("callable", threads), ("callable_intra_op", 1)] {
+        let s = Session::new(&g, options(inter_op))?;
+        s.run(&[], &[], &[init])?;
+        let step = s.make_callable(&[x, y], &[loss], &[train])?;
+        let r = pool.install(|| {
+            measure(|| {
+                step.call(&feeds).expect("step");
+            })
+        });
+        report(&format!("mlp{batch}"), variant, threads, r);
+    }
     Ok(())
 }
 
@@ -184,10 +245,22 @@ fn cnn(threads: usize) -> tfr::Result<()> {
         vars.push(v.clone());
         Ok(v.value)
     };
-    let (w1, b1) = (param(&mut g, "w1", &[5, 5, 1, 32])?, param(&mut g, "b1", &[32])?);
-    let (w2, b2) = (param(&mut g, "w2", &[5, 5, 32, 64])?, param(&mut g, "b2", &[64])?);
-    let (w3, b3) = (param(&mut g, "w3", &[7 * 7 * 64, 1024])?, param(&mut g, "b3", &[1024])?);
-    let (w4, b4) = (param(&mut g, "w4", &[1024, 10])?, param(&mut g, "b4", &[10])?);
+    let (w1, b1) = (
+        param(&mut g, "w1", &[5, 5, 1, 32])?,
+        param(&mut g, "b1", &[32])?,
+    );
+    let (w2, b2) = (
+        param(&mut g, "w2", &[5, 5, 32, 64])?,
+        param(&mut g, "b2", &[64])?,
+    );
+    let (w3, b3) = (
+        param(&mut g, "w3", &[7 * 7 * 64, 1024])?,
+        param(&mut g, "b3", &[1024])?,
+    );
+    let (w4, b4) = (
+        param(&mut g, "w4", &[1024, 10])?,
+        param(&mut g, "b4", &[10])?,
+    );
     let ones = [1i64, 1, 1, 1];
     let pool = [1i64, 2, 2, 1];
     let mut h = x;
@@ -209,18 +282,25 @@ fn cnn(threads: usize) -> tfr::Result<()> {
     // Standard-normal inputs by Box-Muller over a fixed integer sequence.
     let uniform = |i: usize| ((i.wrapping_mul(2654435761) % 1_000_003) as f32 + 0.5) / 1_000_003.0;
     let xs: Vec<f32> = (0..B * 28 * 28)
-        .map(|i| (-2.0 * uniform(2 * i).ln()).sqrt() * (std::f32::consts::TAU * uniform(2 * i + 1)).cos())
+        .map(|i| {
+            (-2.0 * uniform(2 * i).ln()).sqrt() * (std::f32::consts::TAU * uniform(2 * i + 1)).cos()
+        })
         .collect();
     let ys: Vec<i32> = (0..B).map(|i| (i * 7 % 10) as i32).collect();
     let feeds = [Tensor::new(&[B, 28, 28, 1], xs)?, Tensor::new(&[B], ys)?];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
     for (variant, inter_op) in [("callable", threads), ("callable_intra_op", 1)] {
         let s = Session::new(&g, options(inter_op))?;
         s.run(&[], &[], &[init])?;
         let step = s.make_callable(&[x, y], &[loss], &[train])?;
-        let r = pool.install(|| measure(|| {
-            step.call(&feeds).expect("step");
-        }));
+        let r = pool.install(|| {
+            measure(|| {
+                step.call(&feeds).expect("step");
+            })
+        });
         report("cnn64", variant, threads, r);
     }
     Ok(())
@@ -263,10 +343,16 @@ fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
     let want_y = 1000.0 + (1.0 - 1000.0) * 0.999f64.powi(N);
     let want_g = 0.999f64.powi(N);
     let got_y = out[0].scalar_value::<f32>()? as f64;
-    assert!((got_y - want_y).abs() < 1e-1, "while1000: {got_y} != {want_y}");
+    assert!(
+        (got_y - want_y).abs() < 1e-1,
+        "while1000: {got_y} != {want_y}"
+    );
     if grad {
         let got_g = out[1].scalar_value::<f32>()? as f64;
-        assert!((got_g - want_g).abs() < 1e-3, "while1000_grad: {got_g} != {want_g}");
+        assert!(
+            (got_g - want_g).abs() < 1e-3,
+            "while1000_grad: {got_g} != {want_g}"
+        );
     }
     let bench = if grad { "while1000_grad" } else { "while1000" };
     let (median, first, samples) = measure(|| {
