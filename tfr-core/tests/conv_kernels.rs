@@ -921,6 +921,15 @@ fn bad_inputs_are_kernel_errors_naming_the_node() {
         conv,
         &["at least 1x1"],
     );
+    let huge = g
+        .conv2d_full(x, f, &ones, "SAME", "NHWC", &[1, 1 << 40, 1 << 40, 1])
+        .unwrap();
+    kernel_error(
+        &g,
+        &[(x, t(&[1, 5, 5, 1])), (f, t(&[2, 2, 1, 4]))],
+        huge,
+        &["too large"],
+    );
     // Backprop ops: sizes and out_backprop checked at run time.
     let sizes = g
         .placeholder("sizes", DType::I32, Shape::unknown_dims(1))

@@ -342,6 +342,25 @@ impl ConvGeom {
         checked_len(&[n, h, w, c])?;
         checked_len(&[n, oh, ow, o])?;
         checked_len(&[n, oh, ow, fh, fw, c])?;
+        if g.direct() {
+            // The zero-padded copy of the input the direct loops read.
+            let span = |out: usize, s: usize, f: usize, d: usize| {
+                ((out.max(1) - 1).checked_mul(s)?).checked_add((f - 1).checked_mul(d)? + 1)
+            };
+            let hp = span(oh, g.sh, fh, g.dh);
+            let wp = span(ow, g.sw, fw, g.dw);
+            match (hp, wp) {
+                (Some(hp), Some(wp)) => {
+                    checked_len(&[n, hp.max(h + pad_t), wp.max(w + pad_l), c])?;
+                }
+                _ => {
+                    return Err(KernelError::invalid(format!(
+                        "filter {fh}x{fw} with dilations {:?} is too large",
+                        p.dilations
+                    )))
+                }
+            }
+        }
         Ok(g)
     }
     fn k(&self) -> usize {

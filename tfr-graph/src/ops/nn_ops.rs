@@ -363,7 +363,10 @@ pub fn window_geometry(
         }
         Padding::Same => {
             let out = input.div_ceil(stride);
-            let needed = (out.saturating_sub(1) * stride + effective).saturating_sub(input);
+            let needed = (out.saturating_sub(1) * stride)
+                .checked_add(effective)
+                .ok_or_else(|| format!("window {window} with dilation {dilation} is too large"))?
+                .saturating_sub(input);
             Ok((out, needed / 2, needed - needed / 2))
         }
     }
