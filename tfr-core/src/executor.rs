@@ -731,6 +731,19 @@ impl CfProgram {
         for id in g.node_ids() {
             let node = g.node(id);
             let f = exec_frame(id);
+            if f != 0 && matches!(node.op.as_str(), "_Send" | "_Recv") {
+                // Rendezvous keys carry no frame or iteration: a loop stays on one device.
+                return Err(Error::InvalidArgument {
+                    arg: "devices".into(),
+                    message: format!(
+                        "`{}` ({}) would pass values between devices inside {}: a loop's nodes \
+                         must be placed on one device",
+                        node.name,
+                        node.op,
+                        fm.describe(f)
+                    ),
+                });
+            }
             let t = &mut frames[f as usize];
             let local = t.num_nodes as u32;
             let slot_base = t.num_slots as u32;

@@ -234,11 +234,30 @@ pub fn partition(
             handles[p].unwrap_or(Output::new(id, 0))
         };
     let device_name = |p: usize| devices[used[p]].name();
+    // Loops' back edges (NextIteration -> Merge) point forward in the step's order: patched
+    // once their producer is copied; a loop must sit on one device.
+    let mut back_edges: Vec<(usize, NodeId, usize, Output)> = Vec::new();
     for (i, node) in g.nodes().iter().enumerate() {
         let p = slot_of(assignment[i]);
         let mut inputs = Vec::with_capacity(node.inputs.len());
-        for &o in &node.inputs {
+        let mut later = Vec::new();
+        for (k, &o) in node.inputs.iter().enumerate() {
             let src_p = slot_of(assignment[o.node.index()]);
+            if o.node.index() >= remap.len() {
+                if src_p != p {
+                    return Err(placement_error(
+                        node,
+                        format!(
+                            "the loop's back edge from `{}` crosses devices; a loop's nodes must \
+                             be placed on one device",
+                            g.node(o.node).name
+                        ),
+                    ));
+                }
+                later.push((k, o));
+                inputs.push(o);
+                continue;
+            }
             let local = Output {
                 node: remap[o.node.index()],
                 index: o.index,
@@ -345,7 +364,14 @@ pub fn partition(
                 feeds[p][*k as usize] = Some(id);
             }
         }
+        back_edges.extend(later.into_iter().map(|(k, o)| (p, id, k, o)));
         remap.push(id);
+    }
+    for (p, id, k, o) in back_edges {
+        parts[p].nodes_for_rewrite()[id.index()].inputs[k] = Output {
+            node: remap[o.node.index()],
+            index: o.index,
+        };
     }
     let mut out: Vec<Partition> = Vec::new();
     for (p, graph) in parts.into_iter().enumerate() {

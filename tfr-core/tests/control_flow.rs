@@ -1311,3 +1311,56 @@ fn parallel_machine_on_nested_loops_with_conds_and_gradients() -> GResult<()> {
     }
     Ok(())
 }
+
+/// A loop placed whole on one of several devices runs; a loop split across devices is refused
+/// with an error (not a hang).
+#[test]
+fn loops_and_devices() -> GResult<()> {
+    let two = SessionOptions {
+        inter_op_threads: 1,
+        cpu_devices: 2,
+        ..SessionOptions::default()
+    };
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let y = g.with_device("/device:CPU:1", |g| affine_loop(g, x, n))?;
+    let z = g.with_device("/device:CPU:0", |g| g.neg(y))?;
+    let s = Session::new(&g, two.clone()).unwrap();
+    let out = s
+        .run(
+            &[(x, Tensor::scalar(0.0f64)), (n, Tensor::scalar(2i32))],
+            &[z],
+            &[],
+        )
+        .unwrap();
+    assert!((out[0].scalar_value::<f64>().unwrap() + 1.999).abs() < 1e-12);
+    // The body on another device than the loop.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let r = g.with_device("/device:CPU:0", |g| {
+        g.while_loop(
+            |g, v| {
+                let three = g.scalar(3i32)?;
+                g.less(v[0], three)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let sq = g.with_device("/device:CPU:1", |g| g.sin(v[1]))?;
+                Ok(vec![g.add(v[0], one)?, sq])
+            },
+            &[zero, x],
+            &WhileOptions::default(),
+        )
+    })?;
+    let s = Session::new(&g, two).unwrap();
+    let e = s
+        .run(&[(x, Tensor::scalar(0.5f64))], &[r[1]], &[])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("one device") || e.to_string().contains("frame"),
+        "{e}"
+    );
+    Ok(())
+}
