@@ -1029,14 +1029,6 @@ impl Graph {
 
 // ---- while_loop -------------------------------------------------------------------------------
 
-/// How the gradient of a loop keeps the forward values it needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LoopMemory {
-    /// Save every iteration's values (time O(T), memory O(T)).
-    #[default]
-    KeepAll,
-}
-
 /// Options of [`Graph::while_loop`].
 #[derive(Clone, Debug)]
 pub struct WhileOptions {
@@ -1050,8 +1042,6 @@ pub struct WhileOptions {
     /// Per loop variable: the static shape every iteration's value must fit. `None` (or a
     /// missing entry) means the initial value's shape; unknown dims let it change.
     pub shape_invariants: Vec<Option<Shape>>,
-    /// What the loop's gradient keeps from the forward pass.
-    pub memory: LoopMemory,
 }
 
 impl Default for WhileOptions {
@@ -1061,7 +1051,6 @@ impl Default for WhileOptions {
             parallel_iterations: 10,
             maximum_iterations: None,
             shape_invariants: Vec::new(),
-            memory: LoopMemory::KeepAll,
         }
     }
 }
