@@ -33,6 +33,7 @@ pub(crate) struct TaNode {
     element_shape: Shape,
     dynamic_size: bool,
     pub keep_dead: bool,
+    keep_first: bool,
     num_elements: i64,
     source: String,
 }
@@ -60,6 +61,7 @@ impl TaNode {
                 .unwrap_or_else(Shape::unknown),
             dynamic_size: attrs.bool_opt("dynamic_size").copied().unwrap_or(false),
             keep_dead: attrs.bool_opt("keep_dead").copied().unwrap_or(false),
+            keep_first: attrs.bool_opt("keep_first").copied().unwrap_or(false),
             num_elements: attrs.int_opt("num_elements").copied().unwrap_or(-1),
             source: attrs.string_opt("source").cloned().unwrap_or_default(),
         }))
@@ -262,6 +264,10 @@ impl TensorArrays {
                 let value = inputs.get_mut(2).and_then(Option::take);
                 let a = array(&mut st, h)?;
                 let i = a.slot(i, true)?;
+                if node.keep_first && !matches!(a.elems[i], Elem::Unwritten) {
+                    out.push(Some(flow.clone()));
+                    return Ok(out);
+                }
                 let elem = match value {
                     None if a.keep_dead => Elem::Dead,
                     None => return Err(KernelError::internal("a dead value reached a write")),

@@ -19,7 +19,8 @@
 //! nodes. Cond `Merge`/`Switch` nodes go to [`cond_gradient`].
 
 use super::control_flow_ops::{
-    is_back_edge, Ctx, CtxKind, FrameId, FrameMap, WhileOptions, COND_PRED_ATTR, ROOT_FRAME,
+    is_back_edge, is_control_flow_op, Ctx, CtxKind, FrameId, FrameMap, WhileOptions,
+    CHECKPOINTS_ATTR, COND_PRED_ATTR, ROOT_FRAME,
 };
 use crate::dtype::DType;
 use crate::error::{GraphError, Result};
@@ -35,6 +36,10 @@ pub(crate) struct GradLoop {
     pub forward_name: String,
     /// The forward iteration a backward iteration works on (int32, in the backward frame).
     pub index: Output,
+    /// With gradient checkpoints: the loop variables' values at `index`, recomputed from the
+    /// nearest checkpoint (by the forward body value they stand for), and the forward nodes
+    /// already copied from them.
+    pub recompute: Option<(HashMap<Output, Output>, HashMap<NodeId, NodeId>)>,
 }
 
 /// An iteration counter added to a forward loop for its gradient.
@@ -55,6 +60,8 @@ struct ForwardLoop {
     loop_cond: Output,
     parallel_iterations: i64,
     maximum_iterations: i64,
+    /// Gradient checkpoint interval (0: save every iteration).
+    checkpoints: i64,
 }
 
 fn cf_error(message: impl Into<String>) -> GraphError {
@@ -82,6 +89,7 @@ fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
                         .copied()
                         .unwrap_or(10),
                     n.attrs.int_opt("maximum_iterations").copied().unwrap_or(-1),
+                    n.attrs.int_opt(CHECKPOINTS_ATTR).copied().unwrap_or(0),
                 ))
             }
             _ => {}
@@ -89,7 +97,7 @@ fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
     }
     let loop_cond =
         loop_cond.ok_or_else(|| cf_error(format!("loop frame `{name}` has no LoopCond")))?;
-    let (parallel_iterations, maximum_iterations) = attrs.unwrap_or((10, -1));
+    let (parallel_iterations, maximum_iterations, checkpoints) = attrs.unwrap_or((10, -1, 0));
     Ok(ForwardLoop {
         name: name.to_string(),
         frame,
@@ -97,6 +105,7 @@ fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
         loop_cond,
         parallel_iterations,
         maximum_iterations,
+        checkpoints,
     })
 }
 
@@ -204,6 +213,25 @@ pub(crate) fn ensure_counter(g: &mut Graph, name: &str) -> Result<LoopCounter> {
 /// `d` sees it: written per forward iteration into a TensorArray the forward loop carries, read
 /// back at the backward iteration's index. Dead values stay dead.
 pub(crate) fn saved_value(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> Result<Output> {
+    if let Some((map, memo)) = &gl.recompute {
+        // Checkpointed loop: copy the forward computation of `o` from the recomputed loop
+        // variables, inside the backward body.
+        let mut memo = memo.clone();
+        let frame = gl.forward_frame;
+        let out = g.at_depth(d + 1, |g| clone_chain(g, o, map, &mut memo, frame))?;
+        if let Some(Ctx {
+            kind: CtxKind::Loop {
+                grad: Some(stored), ..
+            },
+            ..
+        }) = g.cf.stack.get_mut(d)
+        {
+            if let Some(r) = stored.recompute.as_mut() {
+                r.1 = memo;
+            }
+        }
+        return Ok(out);
+    }
     let key = (gl.forward_name.clone(), o);
     let (handle, flow) = match g.cf.saved.get(&key) {
         Some(&v) => v,
@@ -595,6 +623,10 @@ impl LoopGrads {
             return Ok(Vec::new());
         }
         let counter = ensure_counter(g, &shape.name)?;
+        let checkpointed = match forward_loop(g, &shape.name)?.checkpoints {
+            k if k > 0 => Some(checkpoint_arrays(g, &shape, k)?),
+            _ => None,
+        };
         // Initial values: the trip count, the Exits' gradients (zeros where none), zeros for
         // the invariants' sums.
         let mut inits = vec![counter.count];
@@ -633,14 +665,22 @@ impl LoopGrads {
             |g, v| {
                 let one = g.scalar(1i32)?;
                 let index = g.sub(v[0], one)?;
-                if let Some(ctx) = g.cf.stack.last_mut() {
-                    if let CtxKind::Loop { grad, .. } = &mut ctx.kind {
-                        *grad = Some(Box::new(GradLoop {
-                            forward_frame,
-                            forward_name: forward_name.clone(),
-                            index,
-                        }));
+                let set_grad = |g: &mut Graph, recompute| {
+                    if let Some(ctx) = g.cf.stack.last_mut() {
+                        if let CtxKind::Loop { grad, .. } = &mut ctx.kind {
+                            *grad = Some(Box::new(GradLoop {
+                                forward_frame,
+                                forward_name: forward_name.clone(),
+                                index,
+                                recompute,
+                            }));
+                        }
                     }
+                };
+                set_grad(g, None);
+                if let Some(ck) = &checkpointed {
+                    let map = recompute_from_checkpoint(g, &shape, ck, index, forward_frame)?;
+                    set_grad(g, Some((map, HashMap::new())));
                 }
                 let ys: Vec<Output> = float_vars
                     .iter()
@@ -828,4 +868,203 @@ fn tensor_array_gradient(
         _ => {}
     }
     Ok(out)
+}
+
+// ---- gradient checkpoints ----------------------------------------------------------------------
+
+/// A checkpointed loop's saved loop variables: per variable, a TensorArray (handle and final
+/// flow, in the loop's parent frame) holding its value every `every` iterations.
+#[derive(Clone, Debug)]
+struct Checkpoints {
+    every: i64,
+    arrays: Vec<(Output, Output)>,
+}
+
+/// Whether a forward node may be copied to recompute a loop's values: stateless ops and
+/// TensorArray reads.
+fn clonable(op: &str) -> bool {
+    matches!(
+        op,
+        "TensorArrayReadV3" | "TensorArraySizeV3" | "TensorArrayStackV3"
+    ) || (!is_control_flow_op(op)
+        && !op.starts_with("TensorArray")
+        && crate::op_def::registry()
+            .get(op)
+            .is_some_and(|d| !d.stateful))
+}
+
+/// Adds to forward loop `shape` the arrays that keep every loop variable each `every`
+/// iterations (element i / every holds the value of iteration i - i % every).
+fn checkpoint_arrays(g: &mut Graph, shape: &LoopShape, every: i64) -> Result<Checkpoints> {
+    let fl = forward_loop(g, &shape.name)?;
+    // Only plain bodies can be recomputed: check every node of the loop before adding anything.
+    let frames = g.frame_map().clone();
+    for id in g.node_ids() {
+        if frames.frame(id) == fl.frame || frames.is_within(frames.frame(id), fl.frame) {
+            let n = g.node(id);
+            let in_loop = frames.frame(id) == fl.frame;
+            let scaffolding = in_loop
+                && match n.op.as_str() {
+                    "Enter" | "NextIteration" | "LoopCond" => true,
+                    "Switch" => n.inputs.get(1) == Some(&fl.loop_cond),
+                    "Merge" => is_back_edge(g, n, 1),
+                    _ => false,
+                };
+            if !scaffolding && !clonable(&n.op) && n.op != "TensorArrayWriteV3" {
+                return Err(cf_error(format!(
+                    "loop `{}`: gradient checkpoints need a body of stateless ops without nested \
+                     loops or conds, but `{}` is {}",
+                    shape.name, n.name, n.op
+                )));
+            }
+        }
+    }
+    let counter = ensure_counter(g, &shape.name)?;
+    let mut arrays = Vec::with_capacity(shape.vars.len());
+    for v in &shape.vars {
+        let key = (format!("{}#checkpoints", shape.name), v.body_input);
+        if let Some(&a) = g.cf.saved.get(&key) {
+            arrays.push(a);
+            continue;
+        }
+        let value = v.body_input;
+        let (dtype, vshape) = (g.dtype(value), g.shape(value).clone());
+        let parent_stack = forward_stack(g, fl.parent)?;
+        let (ta, _) = g.with_stack(parent_stack, |g| {
+            let zero = g.scalar(0i32)?;
+            g.build("TensorArrayV3")
+                .input(zero)
+                .attr("dtype", dtype)
+                .attr("element_shape", vshape.clone())
+                .attr("dynamic_size", true)
+                .finish()
+        })?;
+        let handle = Output::new(ta, 0);
+        let frame = fl.frame;
+        let (_, flow_exit) = add_forward_var(g, &fl, Output::new(ta, 1), |g, flow| {
+            let stack = forward_stack(g, frame)?;
+            let (w, _) = g.with_stack(stack, |g| {
+                let k = g.scalar(every as i32)?;
+                let slot = g.floor_div(counter.index, k)?;
+                g.build("TensorArrayWriteV3")
+                    .input(handle)
+                    .input(slot)
+                    .input(value)
+                    .input(flow)
+                    .attr("keep_first", true)
+                    .finish1()
+            })?;
+            Ok(w)
+        })?;
+        g.cf.saved.insert(key, (handle, flow_exit));
+        arrays.push((handle, flow_exit));
+    }
+    Ok(Checkpoints { every, arrays })
+}
+
+/// Inside a backward body: the forward loop variables at iteration `index`, recomputed from the
+/// checkpoint before it by a loop running copies of the forward body. Returns the map from the
+/// forward values that stand for the variables (Merge outputs and body inputs) to them.
+fn recompute_from_checkpoint(
+    g: &mut Graph,
+    shape: &LoopShape,
+    ck: &Checkpoints,
+    index: Output,
+    frame: FrameId,
+) -> Result<HashMap<Output, Output>> {
+    let k = g.scalar(ck.every as i32)?;
+    let slot = g.floor_div(index, k)?;
+    let base = g.mul(slot, k)?;
+    let mut start = vec![base];
+    let mut invariants = vec![Some(Shape::scalar())];
+    for (v, &(handle, flow)) in shape.vars.iter().zip(&ck.arrays) {
+        let merge = Output::new(v.merge, 0);
+        let (dt, s) = (g.dtype(merge), g.shape(merge).clone());
+        let r = g
+            .build("TensorArrayReadV3")
+            .input(handle)
+            .input(slot)
+            .input(flow)
+            .attr("dtype", dt)
+            .attr("element_shape", s.clone())
+            .finish1()?;
+        start.push(r);
+        invariants.push(Some(s));
+    }
+    let options = WhileOptions::default()
+        .name("recompute")
+        .shape_invariants(invariants);
+    let exits = g.while_loop(
+        |g, v| g.less(v[0], index),
+        |g, v| {
+            let mut map = HashMap::new();
+            for (j, var) in shape.vars.iter().enumerate() {
+                map.insert(var.body_input, v[1 + j]);
+                map.insert(Output::new(var.merge, 0), v[1 + j]);
+            }
+            let mut memo = HashMap::new();
+            let one = g.scalar(1i32)?;
+            let mut next = vec![g.add(v[0], one)?];
+            for var in &shape.vars {
+                next.push(clone_chain(g, var.body_output, &map, &mut memo, frame)?);
+            }
+            Ok(next)
+        },
+        &start,
+        &options,
+    )?;
+    let mut map = HashMap::new();
+    for (j, var) in shape.vars.iter().enumerate() {
+        map.insert(var.body_input, exits[1 + j]);
+        map.insert(Output::new(var.merge, 0), exits[1 + j]);
+    }
+    Ok(map)
+}
+
+/// A copy, under the open contexts, of how forward loop frame `frame` computes `o`, with the
+/// values in `map` replaced: nodes of the frame are copied (once, by `memo`), loop invariants and
+/// outside values are used as they are (the contexts capture them).
+fn clone_chain(
+    g: &mut Graph,
+    o: Output,
+    map: &HashMap<Output, Output>,
+    memo: &mut HashMap<NodeId, NodeId>,
+    frame: FrameId,
+) -> Result<Output> {
+    if let Some(&v) = map.get(&o) {
+        return Ok(v);
+    }
+    if let Some(&c) = memo.get(&o.node) {
+        return Ok(Output::new(c, o.index as usize));
+    }
+    let n = g.node(o.node).clone();
+    let constant_enter = n.op == "Enter" && n.attrs.bool_opt("is_constant") == Some(&true);
+    if constant_enter || g.frame_of_node(o.node) != frame {
+        return Ok(o);
+    }
+    if n.op == "TensorArrayWriteV3" {
+        // The write happened in the forward pass; its flow only orders, so a recomputed
+        // iteration passes the flow on without writing again.
+        return clone_chain(g, n.inputs[3], map, memo, frame);
+    }
+    if !clonable(&n.op) {
+        return Err(cf_error(format!(
+            "cannot recompute `{}` ({}) from a gradient checkpoint",
+            n.name, n.op
+        )));
+    }
+    let mut inputs = Vec::with_capacity(n.inputs.len());
+    for &i in &n.inputs {
+        inputs.push(clone_chain(g, i, map, memo, frame)?);
+    }
+    let mut b = g.build(&n.op).inputs(inputs);
+    for (name, value) in &n.attrs.0 {
+        b = b.attr(name, value.clone());
+    }
+    if !n.device.is_empty() {
+        b = b.device(&n.device);
+    }
+    let id = b.finish()?;
+    memo.insert(o.node, id);
+    Ok(Output::new(id, o.index as usize))
 }

@@ -135,13 +135,14 @@ pub fn op_defs() -> Vec<OpDef> {
             .no_gradient()
             .cheap(),
         OpDef::new("TensorArrayWriteV3", infer_flow_out)
-            .doc("writes `value` at `index`; a dead value is remembered as dead when keep_dead")
+            .doc("writes `value` at `index`; a dead value is remembered as dead when keep_dead; with keep_first, later writes to a written element are ignored")
             .input("handle", res)
             .input("index", i32s)
             .input("value", any)
             .input("flow_in", f32s)
             .output("flow_out")
             .attr_default("keep_dead", AttrKind::Bool, false)
+            .attr_default("keep_first", AttrKind::Bool, false)
             .stateful()
             .no_gradient()
             .cheap(),
@@ -1042,6 +1043,13 @@ pub struct WhileOptions {
     /// Per loop variable: the static shape every iteration's value must fit. `None` (or a
     /// missing entry) means the initial value's shape; unknown dims let it change.
     pub shape_invariants: Vec<Option<Shape>>,
+    /// The memory policy of the loop's gradient. `None` (the default) saves every iteration's
+    /// forward values (memory O(T)). `Some(k)` saves only the loop variables every k
+    /// iterations; each backward iteration recomputes its forward values from the nearest
+    /// checkpoint with a copy of the body (memory O(T/k), time O(T k); k near sqrt(T) gives
+    /// O(sqrt(T)) memory). Both give the same gradients. Needs a body of stateless ops (and
+    /// TensorArray reads) without nested loops or conds.
+    pub gradient_checkpoints: Option<u64>,
 }
 
 impl Default for WhileOptions {
@@ -1051,6 +1059,7 @@ impl Default for WhileOptions {
             parallel_iterations: 10,
             maximum_iterations: None,
             shape_invariants: Vec::new(),
+            gradient_checkpoints: None,
         }
     }
 }
@@ -1072,7 +1081,14 @@ impl WhileOptions {
         self.name = name.into();
         self
     }
+    pub fn gradient_checkpoints(mut self, every: u64) -> Self {
+        self.gradient_checkpoints = Some(every);
+        self
+    }
 }
+
+/// The private Enter attribute that carries a loop's gradient checkpoint interval.
+pub(crate) const CHECKPOINTS_ATTR: &str = "_gradient_checkpoints";
 
 /// The nodes of one loop, as [`Graph::while_loop`] builds them (per loop variable j: Enter_j ->
 /// Merge_j -> Switch_j(LoopCond) -> Identity_j (body input) / Exit_j; the body's output j ->
@@ -1165,6 +1181,21 @@ impl Graph {
             None => -1,
         };
         let pi = options.parallel_iterations as i64;
+        let checkpoints = match options.gradient_checkpoints {
+            Some(0) => {
+                return Err(loop_error(
+                    where_,
+                    "gradient_checkpoints must be at least 1".into(),
+                ))
+            }
+            Some(k) => i64::try_from(k).map_err(|_| {
+                loop_error(
+                    where_.clone(),
+                    format!("gradient_checkpoints {k} is too large"),
+                )
+            })?,
+            None => 0,
+        };
         self.with_scope(&options.name, |g| {
             let frame_name = g.scoped_name("").trim_end_matches('/').to_string();
             let inits = loop_vars
@@ -1200,12 +1231,17 @@ impl Graph {
             for (j, &v) in inits.iter().enumerate() {
                 let fname = frame_name.clone();
                 let e = g.build_raw(|g| {
-                    g.build("Enter")
+                    let b = g
+                        .build("Enter")
                         .input(v)
                         .attr("frame_name", fname)
                         .attr("parallel_iterations", pi)
-                        .attr("maximum_iterations", max_iter)
-                        .finish()
+                        .attr("maximum_iterations", max_iter);
+                    if checkpoints > 0 {
+                        b.attr(CHECKPOINTS_ATTR, checkpoints).finish()
+                    } else {
+                        b.finish()
+                    }
                 })?;
                 let m = g.build_raw(|g| {
                     g.build("Merge")
