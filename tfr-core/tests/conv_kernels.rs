@@ -340,6 +340,99 @@ fn conv2d_and_its_backprops_match_the_naive_reference() {
 }
 
 #[test]
+fn fused_conv2d_and_the_fused_filter_backprop_match_the_reference() {
+    for (k, case) in conv_cases().iter().enumerate() {
+        let (od, _) = case.geometry();
+        let o = case.f[3];
+        let x = random(case.x.iter().product(), 110 + k as u64);
+        let f = random(case.f.iter().product(), 120 + k as u64);
+        let b: Vec<f64> = random(o, 130 + k as u64).iter().map(|v| 3.0 * v).collect();
+        let dy = random(od.iter().product(), 140 + k as u64);
+        let conv = case.forward(&x, &f);
+        let want_df = case.backprop_filter(&x, &dy);
+        let mut want_db = vec![0.0; o];
+        for (i, v) in dy.iter().enumerate() {
+            want_db[i % o] += v;
+        }
+        for format in ["NHWC", "NCHW"] {
+            let (xs, ys) = (layout(case.x, format), layout(od, format));
+            let strides = spatial([case.strides[0] as i64, case.strides[1] as i64], format);
+            let dil = spatial([case.dilations[0] as i64, case.dilations[1] as i64], format);
+            let mut g = Graph::new();
+            let xp = g.placeholder("x", DType::F64, Shape::known(&xs)).unwrap();
+            let fp = g
+                .placeholder("f", DType::F64, Shape::known(&case.f))
+                .unwrap();
+            let bp = g.placeholder("b", DType::F64, Shape::known(&[o])).unwrap();
+            let dyp = g.placeholder("dy", DType::F64, Shape::known(&ys)).unwrap();
+            let acts = ["Linear", "Relu", "Relu6"];
+            let mut fetch: Vec<Output> = acts
+                .iter()
+                .map(|a| {
+                    g.fused_conv2d(xp, fp, bp, &strides, case.padding, format, &dil, a)
+                        .unwrap()
+                })
+                .collect();
+            let fsz: Vec<i32> = case.f.iter().map(|&d| d as i32).collect();
+            let fsz = g.constant_from(&[4], fsz).unwrap();
+            let builder = g.build("Conv2DBackpropFilterBias");
+            let id = conv_attrs(builder, &strides, case.padding, format, &dil)
+                .inputs([xp, fsz, dyp])
+                .finish()
+                .unwrap();
+            assert_eq!(g.shape(Output::new(id, 1)), &Shape::known(&[o]));
+            fetch.extend([Output::new(id, 0), Output::new(id, 1)]);
+            let conv_in = |v: &[f64], d| {
+                if format == "NCHW" {
+                    to_nchw(v, d)
+                } else {
+                    v.to_vec()
+                }
+            };
+            let feeds = [
+                (xp, tensor(DType::F64, &xs, &conv_in(&x, case.x))),
+                (fp, tensor(DType::F64, &case.f, &f)),
+                (bp, tensor(DType::F64, &[o], &b)),
+                (dyp, tensor(DType::F64, &ys, &conv_in(&dy, od))),
+            ];
+            let out = session(&g, 2).run(&feeds, &fetch, &[]).unwrap();
+            let what = format!("{case:?} {format}");
+            for (i, act) in acts.iter().enumerate() {
+                let mut got = out[i].to_f64_vec();
+                if format == "NCHW" {
+                    got = from_nchw(&got, od);
+                }
+                let want: Vec<f64> = conv
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| {
+                        let z = v + b[j % o];
+                        match *act {
+                            "Linear" => z,
+                            "Relu" => z.max(0.0),
+                            _ => z.clamp(0.0, 6.0),
+                        }
+                    })
+                    .collect();
+                assert_close(&got, &want, 1e-12, &format!("FusedConv2D {act} {what}"));
+            }
+            assert_close(
+                &out[3].to_f64_vec(),
+                &want_df,
+                1e-12,
+                &format!("filter {what}"),
+            );
+            assert_close(
+                &out[4].to_f64_vec(),
+                &want_db,
+                1e-12,
+                &format!("bias {what}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn same_padding_follows_tensorflow_arithmetic() {
     // TF: out = ceil(in / stride); pad = max((out - 1) * stride + k - in, 0), before = pad / 2.
     assert_eq!(window_geometry(5, 3, 2, 1, Padding::Same), Ok((3, 1, 1)));
@@ -821,6 +914,16 @@ fn bad_attributes_and_shapes_are_graph_errors() {
         g.conv2d(x, f, &[1, 0, 1, 1], "SAME"),
         &["strides must be positive"],
     );
+    let b4 = g.placeholder("b4", DType::F32, Shape::known(&[4])).unwrap();
+    let b5 = g.placeholder("b5", DType::F32, Shape::known(&[5])).unwrap();
+    graph_error(
+        g.fused_conv2d(x, f, b5, &ones, "SAME", "NHWC", &ones, "Relu"),
+        &["bias must have one entry per output channel", "4 vs 5"],
+    );
+    graph_error(
+        g.fused_conv2d(x, f, b4, &ones, "SAME", "NHWC", &ones, "Tanh"),
+        &["activation must be Linear, Relu or Relu6", "Tanh"],
+    );
     graph_error(
         g.conv2d_full(x, f, &ones, "SAME", "NWHC", &ones),
         &["data_format must be NHWC or NCHW", "NWHC"],
@@ -929,6 +1032,20 @@ fn bad_inputs_are_kernel_errors_naming_the_node() {
         &[(x, t(&[1, 5, 5, 1])), (f, t(&[2, 2, 1, 4]))],
         huge,
         &["too large"],
+    );
+    let bias = u(&mut g, "bias", 1);
+    let fused = g
+        .fused_conv2d(x, f, bias, &ones, "SAME", "NHWC", &ones, "Relu")
+        .unwrap();
+    kernel_error(
+        &g,
+        &[
+            (x, t(&[1, 5, 5, 3])),
+            (f, t(&[3, 3, 3, 4])),
+            (bias, t(&[3])),
+        ],
+        fused,
+        &["bias must be a vector of 4 entries", "[3]"],
     );
     // Backprop ops: sizes and out_backprop checked at run time.
     let sizes = g
@@ -1326,6 +1443,38 @@ fn conv_grad_cases() -> Vec<GradCase> {
                 Ok(vec![conv_attrs(b, &s2, padding, format, &d2).finish1()?])
             },
         ));
+        for (act, n) in [("Relu", 0u64), ("Linear", 1), ("Relu6", 2)] {
+            let (s4, d4) = (strides.clone(), dil.clone());
+            let o = f[3];
+            cs.push(grad_case(
+                "FusedConv2D",
+                format!("{label} {act}"),
+                vec![
+                    (xs.clone(), xv.clone()),
+                    (f.to_vec(), fv.clone()),
+                    (vec![o], random(o, seed + 3 + n)),
+                ],
+                move |g, i| {
+                    let y = g.fused_conv2d(i[0], i[1], i[2], &s4, padding, format, &d4, act)?;
+                    Ok(vec![y])
+                },
+            ));
+        }
+        let (s5, d5) = (strides.clone(), dil.clone());
+        cs.push(grad_case(
+            "Conv2DBackpropFilterBias",
+            label.clone(),
+            vec![(xs.clone(), xv.clone()), (ys.clone(), dyv.clone())],
+            move |g, i| {
+                let v: Vec<i32> = f.iter().map(|&d| d as i32).collect();
+                let sizes = g.constant_from(&[4], v)?;
+                let b = g
+                    .build("Conv2DBackpropFilterBias")
+                    .inputs([i[0], sizes, i[1]]);
+                let id = conv_attrs(b, &s5, padding, format, &d5).finish()?;
+                Ok(vec![Output::new(id, 0), Output::new(id, 1)])
+            },
+        ));
         let (s3, d3) = (strides.clone(), dil.clone());
         cs.push(grad_case(
             "Conv2DBackpropFilter",
@@ -1477,6 +1626,8 @@ const IMAGE_OPS: &[&str] = &[
     "Conv2D",
     "Conv2DBackpropInput",
     "Conv2DBackpropFilter",
+    "FusedConv2D",
+    "Conv2DBackpropFilterBias",
     "MaxPool",
     "MaxPoolGrad",
     "MaxPoolGradGrad",

@@ -885,6 +885,32 @@ fn image_cases() -> Vec<Case> {
             }),
         ));
     }
+    for act in ["Relu", "Linear"] {
+        cs.push(case(
+            "FusedConv2D",
+            format!("x [1, 4, 4, 2] filter [3, 3, 2, 2] {act}"),
+            vec![
+                inp(&[1, 4, 4, 2], U),
+                inp(&[3, 3, 2, 2], U),
+                inp(&[2], Dist::AwayFromZero(1.0, 2.0)),
+            ],
+            one(move |g, i| {
+                let ones = [1i64, 1, 1, 1];
+                g.fused_conv2d(i[0], i[1], i[2], &ones, "SAME", "NHWC", &ones, act)
+            }),
+        ));
+    }
+    cs.push(case(
+        "Conv2DBackpropFilterBias",
+        "x [1, 4, 4, 2] filter [3, 3, 2, 2]",
+        vec![inp(&[1, 4, 4, 2], U), inp(&[1, 4, 4, 2], U)],
+        move |g, i| {
+            let sizes = ints(g, &[3, 3, 2, 2])?;
+            let inputs = vec![i[0], sizes, i[1]];
+            let d = conv(g, "Conv2DBackpropFilterBias", inputs, [1, 1, 1, 1], "SAME")?;
+            Ok(vec![d, Output::new(d.node, 1)])
+        },
+    ));
     let pool = |g: &mut Graph, op: &str, inputs: Vec<Output>| {
         g.build(op)
             .inputs(inputs)

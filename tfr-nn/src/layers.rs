@@ -245,7 +245,8 @@ pub struct Conv2D {
 }
 
 /// `activation(conv2d(x, kernel) + bias)` with `filters` output channels and a
-/// `kernel_size` window, under scope `name`.
+/// `kernel_size` window, under scope `name`. With a bias and a linear, ReLU or ReLU6
+/// activation this is one `FusedConv2D` node.
 pub fn conv2d(
     g: &mut Graph,
     name: &str,
@@ -271,28 +272,51 @@ pub fn conv2d(
         let k0 = opts.kernel_init.build(g, &shape, opts.seed)?;
         let kernel = g.variable("kernel", k0)?;
         let format = opts.data_format.name();
-        let mut y = g.conv2d_full(
-            x,
-            kernel.value,
-            &spatial4(opts.strides, opts.data_format),
-            padding_name(opts.padding),
-            format,
-            &spatial4(opts.dilations, opts.data_format),
-        )?;
-        let bias = if opts.use_bias {
-            let b0 = initializers::constant(g, &[filters], opts.bias_init)?;
-            let b = g.variable("bias", b0)?;
-            y = g
-                .build("BiasAdd")
-                .input(y)
-                .input(b.value)
-                .attr("data_format", format)
-                .finish1()?;
-            Some(b)
-        } else {
-            None
+        let strides = spatial4(opts.strides, opts.data_format);
+        let dilations = spatial4(opts.dilations, opts.data_format);
+        let padding = padding_name(opts.padding);
+        let fused = match opts.activation {
+            Activation::Linear => Some("Linear"),
+            Activation::Relu => Some("Relu"),
+            Activation::Relu6 => Some("Relu6"),
+            _ => None,
         };
-        let output = opts.activation.apply(g, y)?;
+        let (output, bias) = match (opts.use_bias, fused) {
+            // Convolution, bias and activation in one pass (TensorFlow's _FusedConv2D).
+            (true, Some(act)) => {
+                let b0 = initializers::constant(g, &[filters], opts.bias_init)?;
+                let b = g.variable("bias", b0)?;
+                let y = g.fused_conv2d(
+                    x,
+                    kernel.value,
+                    b.value,
+                    &strides,
+                    padding,
+                    format,
+                    &dilations,
+                    act,
+                )?;
+                (y, Some(b))
+            }
+            _ => {
+                let mut y =
+                    g.conv2d_full(x, kernel.value, &strides, padding, format, &dilations)?;
+                let bias = if opts.use_bias {
+                    let b0 = initializers::constant(g, &[filters], opts.bias_init)?;
+                    let b = g.variable("bias", b0)?;
+                    y = g
+                        .build("BiasAdd")
+                        .input(y)
+                        .input(b.value)
+                        .attr("data_format", format)
+                        .finish1()?;
+                    Some(b)
+                } else {
+                    None
+                };
+                (opts.activation.apply(g, y)?, bias)
+            }
+        };
         Ok(Conv2D {
             output,
             kernel,

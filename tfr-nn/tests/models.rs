@@ -118,7 +118,7 @@ fn the_papers_models_train() {
     // (name, model, image size, Adam learning rate); batch 2, 10 classes.
     let models: [(&str, Model, usize, f32); 4] = [
         ("alexnet", alexnet, 67, 1e-4),
-        ("overfeat", overfeat, 71, 1e-4),
+        ("overfeat", overfeat, 71, 3e-5),
         ("vgg16", vgg16, 32, 1e-5),
         ("googlenet", googlenet, 48, 1e-4),
     ];

@@ -26,7 +26,9 @@ use crate::num::{FloatElem, Numeric};
 use crate::tensor::{Dims, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
-use tfr_graph::ops::nn_ops::{BatchNormParams, ConvParams, DataFormat, LrnParams, PoolParams};
+use tfr_graph::ops::nn_ops::{
+    BatchNormParams, ConvParams, DataFormat, FusedActivation, LrnParams, PoolParams,
+};
 use tfr_graph::{DType, DTypeSet};
 
 /// Products with fewer multiply-adds than this run on the calling thread.
@@ -654,19 +656,70 @@ fn filter_mat<'a, T>(f: &'a [T], g: &ConvGeom) -> Mat<'a, T> {
     }
 }
 
-/// Conv2D in NHWC: `x` is (n, h, w, c), `f` is (fh, fw, c, o).
-fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> {
+/// What FusedConv2D applies to each output row after the convolution.
+#[derive(Clone, Copy)]
+struct Epilogue<'a, T> {
+    bias: &'a [T],
+    act: FusedActivation,
+}
+
+simd_fn! {
+    /// `act(row + bias)` on each `bias.len()`-long row of `out`.
+    fn apply_epilogue<T, FMA>(out: &mut [T], bias: &[T], act: FusedActivation) {
+        let six = <T as Numeric>::from_f64(6.0);
+        for row in out.chunks_exact_mut(bias.len().max(1)) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let z = *v + b;
+                *v = match act {
+                    FusedActivation::Linear => z,
+                    // max(z, 0) that passes NaN through, like Relu's kernel.
+                    FusedActivation::Relu => if z < T::zero() { T::zero() } else { z },
+                    FusedActivation::Relu6 => {
+                        let r = if z < T::zero() { T::zero() } else { z };
+                        if r > six { six } else { r }
+                    }
+                };
+            }
+        }
+    }
+}
+
+impl<T: ConvElem> Epilogue<'_, T> {
+    fn apply(&self, out: &mut [T]) {
+        apply_epilogue(out, self.bias, self.act);
+    }
+}
+
+/// Conv2D in NHWC: `x` is (n, h, w, c), `f` is (fh, fw, c, o); with an epilogue, each chunk
+/// of output rows gets its bias and activation while it is still in cache.
+fn conv_forward<T: ConvElem>(
+    g: &ConvGeom,
+    x: &[T],
+    f: &[T],
+    ep: Option<Epilogue<'_, T>>,
+) -> KResult<Vec<T>> {
     let (rows, k, o) = (g.rows(), g.k(), g.o);
     let mut out = vec![T::zero(); rows * o];
-    if out.is_empty() || k == 0 {
+    if out.is_empty() {
         return Ok(out);
     }
+    let finish = |dst: &mut [T]| {
+        if let Some(ep) = &ep {
+            ep.apply(dst);
+        }
+    };
     let fm = filter_mat(f, g);
     let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
+    if k == 0 {
+        finish(&mut out);
+        return Ok(out);
+    }
     if g.direct() {
         let xp = g.padded(x);
-        let run =
-            |(i, dst): (usize, &mut [T])| direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
+        let run = |(i, dst): (usize, &mut [T])| {
+            direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
+            finish(dst);
+        };
         if parallel {
             out.par_chunks_mut(DIRECT_ROWS * o)
                 .enumerate()
@@ -683,6 +736,9 @@ fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> 
             cs: 1,
         };
         gemm_into(rows, o, k, xm, fm, &mut out, o, false, parallel)?;
+        if ep.is_some() {
+            for_rows(&mut out, DIRECT_ROWS * o, parallel, |_, dst| finish(dst));
+        }
         return Ok(out);
     }
     let chunk = g.chunk::<T>();
@@ -696,7 +752,9 @@ fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> 
             rs: k,
             cs: 1,
         };
-        gemm_into(nr, o, k, pm, fm, dst, o, false, false)
+        gemm_into(nr, o, k, pm, fm, dst, o, false, false)?;
+        finish(dst);
+        Ok(())
     };
     let scratch = || vec![T::zero(); chunk.min(rows) * k];
     if parallel {
@@ -712,11 +770,34 @@ fn conv_forward<T: ConvElem>(g: &ConvGeom, x: &[T], f: &[T]) -> KResult<Vec<T>> 
     Ok(out)
 }
 
-/// The gradient of Conv2D for its filter: (fh, fw, c, o) from `x` and `dy` (n, oh, ow, o).
-fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult<Vec<T>> {
+simd_fn! {
+    /// Adds the column sums of `rows` (whole rows of `acc.len()`) into `acc`.
+    fn add_column_sums<T, FMA>(rows: &[T], acc: &mut [T]) {
+        for row in rows.chunks_exact(acc.len().max(1)) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a = *a + v;
+            }
+        }
+    }
+}
+
+/// The gradient of Conv2D for its filter: (fh, fw, c, o) from `x` and `dy` (n, oh, ow, o);
+/// with `bias`, followed by the bias gradient (the column sums of `dy`, `o` more values)
+/// from the same pass over `dy`.
+fn conv_backprop_filter<T: ConvElem>(
+    g: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+    bias: bool,
+) -> KResult<Vec<T>> {
     let (rows, k, o) = (g.rows(), g.k(), g.o);
-    let mut df = vec![T::zero(); k * o];
+    let kb = k * o + if bias { o } else { 0 };
+    let mut df = vec![T::zero(); kb];
     if df.is_empty() || rows == 0 {
+        return Ok(df);
+    }
+    if k * o == 0 {
+        add_column_sums(dy, &mut df[k * o..]);
         return Ok(df);
     }
     let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
@@ -732,6 +813,9 @@ fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult
             cs: k,
         };
         gemm_into(k, o, rows, xt, dym(0..rows), &mut df, o, false, parallel)?;
+        if bias {
+            add_column_sums(dy, &mut df[k * o..]);
+        }
         return Ok(df);
     }
     let chunk = if g.direct() {
@@ -746,12 +830,17 @@ fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult
         1
     };
     let per = chunks.div_ceil(parts);
-    // Part `p` sums the chunks p * per .. (p + 1) * per into `acc`.
     let xp = match g.direct() {
         true => Some(g.padded(x)),
         false => None,
     };
+    // Part `p` sums the chunks p * per .. (p + 1) * per into `acc` (k * o, then the bias).
     let part = |p: usize, acc: &mut [T]| -> KResult {
+        let (acc, acc_b) = acc.split_at_mut(k * o);
+        if bias {
+            let r = (p * per * chunk).min(rows)..((p + 1) * per * chunk).min(rows);
+            add_column_sums(&dy[r.start * o..r.end * o], acc_b);
+        }
         if let Some(xp) = &xp {
             for ci in p * per..((p + 1) * per).min(chunks) {
                 let r = ci * chunk..((ci + 1) * chunk).min(rows);
@@ -782,7 +871,7 @@ fn conv_backprop_filter<T: ConvElem>(g: &ConvGeom, x: &[T], dy: &[T]) -> KResult
     let partials = (0..parts)
         .into_par_iter()
         .map(|p| {
-            let mut acc = vec![T::zero(); k * o];
+            let mut acc = vec![T::zero(); kb];
             part(p, &mut acc).map(|_| acc)
         })
         .collect::<KResult<Vec<_>>>()?;
@@ -878,7 +967,7 @@ fn conv2d_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
         let g = ConvGeom::new(xd, filter_dims(ctx.input(1))?, &p)?;
-        let out = conv_forward(&g, &x, ctx.input(1).as_slice::<T>()?)?;
+        let out = conv_forward(&g, &x, ctx.input(1).as_slice::<T>()?, None)?;
         ctx.set_output(image_out(out, g.out_dims(), p.format));
         Ok(())
     })
@@ -903,11 +992,51 @@ fn conv2d_backprop_filter_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel
         let g = ConvGeom::new(xd, fd, &p)?;
         check_dy(&g, ctx.input(2), p.format)?;
         let (dy, _) = image_in::<T>(ctx.input(2), "out_backprop", p.format)?;
-        let df = conv_backprop_filter(&g, &x, &dy)?;
+        let df = conv_backprop_filter(&g, &x, &dy, false)?;
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&fd),
             T::into_buffer(df),
         ));
+        Ok(())
+    })
+}
+
+fn fused_conv2d_kernel<T: ConvElem>(p: ConvParams, act: FusedActivation) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
+        let g = ConvGeom::new(xd, filter_dims(ctx.input(1))?, &p)?;
+        let bias = ctx.input(2);
+        if bias.shape() != [g.o] {
+            return Err(KernelError::invalid(format!(
+                "bias must be a vector of {} entries (the filter's out_channels), got shape {:?}",
+                g.o,
+                bias.shape()
+            )));
+        }
+        let ep = Epilogue {
+            bias: bias.as_slice::<T>()?,
+            act,
+        };
+        let out = conv_forward(&g, &x, ctx.input(1).as_slice::<T>()?, Some(ep))?;
+        ctx.set_output(image_out(out, g.out_dims(), p.format));
+        Ok(())
+    })
+}
+
+fn conv2d_backprop_filter_bias_kernel<T: ConvElem>(p: ConvParams) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let fd = sizes4(ctx, 1, "filter_sizes")?;
+        let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
+        let g = ConvGeom::new(xd, fd, &p)?;
+        check_dy(&g, ctx.input(2), p.format)?;
+        let (dy, _) = image_in::<T>(ctx.input(2), "out_backprop", p.format)?;
+        let mut df = conv_backprop_filter(&g, &x, &dy, true)?;
+        let db = df.split_off(g.k() * g.o);
+        ctx.set_output(Tensor::from_parts(
+            Dims::from_slice(&fd),
+            T::into_buffer(df),
+        ));
+        ctx.set_output(vector(db));
         Ok(())
     })
 }
@@ -1540,9 +1669,15 @@ fn conv_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     } else {
         init.dtype()
     };
+    let act = match init.op {
+        "FusedConv2D" => FusedActivation::parse(init.attrs.string("activation")?)?,
+        _ => FusedActivation::Linear,
+    };
     Ok(dispatch_float!(dtype, T => match init.op {
         "Conv2D" => conv2d_kernel::<T>(p),
+        "FusedConv2D" => fused_conv2d_kernel::<T>(p, act),
         "Conv2DBackpropInput" => conv2d_backprop_input_kernel::<T>(p),
+        "Conv2DBackpropFilterBias" => conv2d_backprop_filter_bias_kernel::<T>(p),
         _ => conv2d_backprop_filter_kernel::<T>(p),
     }, _ => return Err(unsupported(init))))
 }
@@ -1583,6 +1718,8 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("Conv2D", DTypeSet::FLOAT, conv_factory);
     r.cpu("Conv2DBackpropInput", DTypeSet::INDEX, conv_factory);
     r.cpu("Conv2DBackpropFilter", DTypeSet::FLOAT, conv_factory);
+    r.cpu("FusedConv2D", DTypeSet::FLOAT, conv_factory);
+    r.cpu("Conv2DBackpropFilterBias", DTypeSet::FLOAT, conv_factory);
     for op in ["MaxPool", "AvgPool", "MaxPoolGrad", "MaxPoolGradGrad"] {
         r.cpu(op, DTypeSet::FLOAT, pool_factory);
     }

@@ -2,7 +2,7 @@
 //! fused cross-entropy losses (whose forward kernels already compute the backprop), and the
 //! image ops (convolution, pooling, batch normalization, LRN) with their backprop ops.
 
-use super::nn_ops::{BatchNormParams, DataFormat};
+use super::nn_ops::{BatchNormParams, DataFormat, FusedActivation};
 use crate::attr::AttrValue;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -223,6 +223,11 @@ fn image_gradients() -> Vec<(&'static str, Gradient)> {
         ("Conv2D", Rule(conv2d_grad)),
         ("Conv2DBackpropInput", Rule(conv2d_backprop_input_grad)),
         ("Conv2DBackpropFilter", Rule(conv2d_backprop_filter_grad)),
+        ("FusedConv2D", Rule(fused_conv2d_grad)),
+        (
+            "Conv2DBackpropFilterBias",
+            Rule(conv2d_backprop_filter_bias_grad),
+        ),
         ("MaxPool", Rule(max_pool_grad)),
         ("MaxPoolGrad", Rule(max_pool_grad_grad)),
         ("MaxPoolGradGrad", Rule(max_pool_grad_grad_grad)),
@@ -351,6 +356,79 @@ fn conv2d_backprop_filter_grad(ctx: &mut GradCtx<'_>) -> Grads {
         false => None,
     };
     Ok(vec![dx, None, ddy])
+}
+
+/// FusedConv2D: the activation's gradient, then the input backprop and the fused filter and
+/// bias backprop of it.
+fn fused_conv2d_grad(ctx: &mut GradCtx<'_>) -> Grads {
+    let (x, f, y, dy) = (ctx.input(0)?, ctx.input(1)?, ctx.output(0), ctx.dy()?);
+    let act = ctx
+        .attrs()
+        .string("activation")
+        .and_then(|a| FusedActivation::parse(a))
+        .map_err(|e| ctx.error(e))?;
+    let attrs = copied_attrs(ctx, CONV_ATTRS);
+    let (want_x, want_fb) = (ctx.wants(0), ctx.wants(1) || ctx.wants(2));
+    let g = &mut *ctx.graph;
+    let dz = match act {
+        FusedActivation::Linear => dy,
+        FusedActivation::Relu => g.build("ReluGrad").input(dy).input(y).finish1()?,
+        FusedActivation::Relu6 => {
+            let zero = g.scalar_like(y, 0.0)?;
+            let six = g.scalar_like(y, 6.0)?;
+            let above = g.greater(y, zero)?;
+            let below = g.less(y, six)?;
+            let inside = g.logical_and(above, below)?;
+            let zeros = g.zeros_like(dy)?;
+            g.select(inside, dy, zeros)?
+        }
+    };
+    let dx = match want_x {
+        true => Some(conv_input_grad(g, x, f, dz, &attrs)?),
+        false => None,
+    };
+    let (df, db) = if want_fb {
+        let sizes = shape_of(g, f, DType::I32)?;
+        let id = node(g, "Conv2DBackpropFilterBias", &[x, sizes, dz], &attrs)?;
+        let fs = g.shape(f).clone();
+        g.refine_output_shape(Output::new(id, 0), fs);
+        (Some(Output::new(id, 0)), Some(Output::new(id, 1)))
+    } else {
+        (None, None)
+    };
+    Ok(vec![dx, df, db])
+}
+
+/// `Conv2DBackpropFilterBias(x, sizes, dz)`: the filter part is bilinear in (x, dz) like
+/// Conv2DBackpropFilter; the bias part sums `dz`, so its gradient broadcasts back.
+fn conv2d_backprop_filter_bias_grad(ctx: &mut GradCtx<'_>) -> Grads {
+    let (x, dz) = (ctx.input(0)?, ctx.input(2)?);
+    let (g_filter, g_bias) = (ctx.grad(0), ctx.grad(1));
+    let attrs = copied_attrs(ctx, CONV_ATTRS);
+    let format = data_format(ctx);
+    let (want_x, want_dz) = (ctx.wants(0), ctx.wants(2));
+    let g = &mut *ctx.graph;
+    let dx = match (g_filter, want_x) {
+        (Some(d), true) => Some(conv_input_grad(g, x, d, dz, &attrs)?),
+        _ => None,
+    };
+    let mut ddz = Vec::new();
+    if want_dz {
+        if let Some(d) = g_filter {
+            ddz.push(node1(g, "Conv2D", &[x, d], &attrs)?);
+        }
+        if let Some(d) = g_bias {
+            let zeros = g.zeros_like(dz)?;
+            ddz.push(
+                g.build("BiasAdd")
+                    .input(zeros)
+                    .input(d)
+                    .attr("data_format", format)
+                    .finish1()?,
+            );
+        }
+    }
+    Ok(vec![dx, None, sum_parts(g, &ddz)?])
 }
 
 fn max_pool_grad(ctx: &mut GradCtx<'_>) -> Grads {

@@ -571,6 +571,29 @@ pub fn image_op_defs() -> Vec<OpDef> {
             .input("filter_sizes", DTypeSet::INDEX)
             .input("out_backprop", DTypeSet::FLOAT)
             .output("output"),
+        conv_op("FusedConv2D", infer_fused_conv2d)
+            .doc(
+                "activation(Conv2D(input, filter) + bias) in one pass over the output, as \
+                  TensorFlow's _FusedConv2D; activation is Relu, Relu6 or Linear",
+            )
+            .input("input", DTypeSet::FLOAT)
+            .input("filter", DTypeSet::FLOAT)
+            .input("bias", DTypeSet::FLOAT)
+            .output("output")
+            .attr_default("activation", AttrKind::Str, "Relu"),
+        conv_op(
+            "Conv2DBackpropFilterBias",
+            infer_conv2d_backprop_filter_bias,
+        )
+        .doc(
+            "Conv2DBackpropFilter and, from the same pass, the bias gradient (the sum of \
+                  out_backprop over all but the channel dim)",
+        )
+        .input("input", DTypeSet::FLOAT)
+        .input("filter_sizes", DTypeSet::INDEX)
+        .input("out_backprop", DTypeSet::FLOAT)
+        .output("filter_backprop")
+        .output("bias_backprop"),
         pool_op("MaxPool", infer_pool)
             .doc("max over each window; padding never wins")
             .input("input", DTypeSet::FLOAT)
@@ -785,6 +808,65 @@ fn infer_conv2d_backprop_filter(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, S
         dtype,
         shape: Shape::new(f.to_vec()),
     }])
+}
+
+/// The activations FusedConv2D applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedActivation {
+    Linear,
+    Relu,
+    Relu6,
+}
+
+impl FusedActivation {
+    pub fn parse(s: &str) -> std::result::Result<FusedActivation, String> {
+        match s {
+            "Linear" => Ok(FusedActivation::Linear),
+            "Relu" => Ok(FusedActivation::Relu),
+            "Relu6" => Ok(FusedActivation::Relu6),
+            other => Err(format!(
+                "activation must be Linear, Relu or Relu6, got {other:?}"
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FusedActivation::Linear => "Linear",
+            FusedActivation::Relu => "Relu",
+            FusedActivation::Relu6 => "Relu6",
+        }
+    }
+}
+
+fn infer_fused_conv2d(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[0, 1, 2])?;
+    FusedActivation::parse(ctx.attrs.string("activation")?)?;
+    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
+    let f = filter_dims(&ctx.input(1).shape, "filter")?;
+    let mut out = conv_output_dims(&x, &f, &p)?;
+    let b = &ctx.input(2).shape;
+    if b.rank().is_some_and(|r| r != 1) {
+        return Err(format!("bias must be a vector, got shape {b}"));
+    }
+    out[3] = merge_dim(&out[3], &b.dim(0), || {
+        "bias must have one entry per output channel (filter dim 3)".to_string()
+    })?;
+    Ok(vec![TensorType {
+        dtype,
+        shape: image_shape(p.format, out),
+    }])
+}
+
+fn infer_conv2d_backprop_filter_bias(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let mut out = infer_conv2d_backprop_filter(ctx)?;
+    let o = out[0].shape.dim(3);
+    let dtype = out[0].dtype;
+    out.push(TensorType {
+        dtype,
+        shape: Shape::new(vec![o]),
+    });
+    Ok(out)
 }
 
 /// A pooling op's output dims (batch, height, width, channels).
@@ -1008,6 +1090,29 @@ impl Graph {
             .attr("padding", padding)
             .attr("data_format", data_format)
             .attr("dilations", dilations.to_vec())
+            .finish1()
+    }
+    /// `FusedConv2D`: `activation(conv2d(input, filter) + bias)` ("Relu", "Relu6" or
+    /// "Linear"), with every Conv2D attribute.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fused_conv2d(
+        &mut self,
+        input: Output,
+        filter: Output,
+        bias: Output,
+        strides: &[i64],
+        padding: &str,
+        data_format: &str,
+        dilations: &[i64],
+        activation: &str,
+    ) -> Result<Output> {
+        self.build("FusedConv2D")
+            .inputs([input, filter, bias])
+            .attr("strides", strides.to_vec())
+            .attr("padding", padding)
+            .attr("data_format", data_format)
+            .attr("dilations", dilations.to_vec())
+            .attr("activation", activation)
             .finish1()
     }
     /// `MaxPool` with 4-entry `ksize` and `strides` in `data_format` order.
