@@ -225,9 +225,13 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
 /// One SGD training step (lr 0.01) of the peers' LeNet-like CNN on 64 28x28x1 NHWC images:
 /// conv 5x5x32 SAME + bias, relu, max pool 2x2/2 SAME, conv 5x5x64 SAME + bias, relu, max pool,
 /// flatten, fc 1024 relu, fc 10; mean sparse softmax cross-entropy. He-normal weights, zero
-/// biases, standard-normal inputs (as ../shared/peers/common.py).
+/// biases, standard-normal inputs (as ../shared/peers/common.py). Built with the tfr-nn layers,
+/// so each conv + bias + relu is one FusedConv2D node (TensorFlow's grappler makes the same
+/// fusion in the peers' graph).
 fn cnn(threads: usize) -> tfr::Result<()> {
-    use tfr::nn::initializers::he_normal;
+    use tfr::graph::ops::nn_ops::{DataFormat, Padding};
+    use tfr::nn::initializers::Initializer;
+    use tfr::nn::layers::{conv2d, dense_with, flatten, max_pool, Activation, Conv2DOptions};
     use tfr::nn::optimizers::{Optimizer, Sgd};
     const B: usize = 64;
     let mut g = Graph::new();
@@ -235,47 +239,30 @@ fn cnn(threads: usize) -> tfr::Result<()> {
     let x = g.placeholder("x", DType::F32, Shape::known(&[B, 28, 28, 1]))?;
     let y = g.placeholder("y", DType::I32, Shape::known(&[B]))?;
     let mut vars = Vec::new();
-    let mut param = |g: &mut Graph, name: &str, shape: &[usize]| -> tfr::Result<Output> {
-        let init = if shape.len() == 1 {
-            g.constant_from(shape, vec![0.0f32; shape[0]])?
-        } else {
-            he_normal(g, shape, None)?
-        };
-        let v = g.variable(name, init)?;
-        vars.push(v.clone());
-        Ok(v.value)
-    };
-    let (w1, b1) = (
-        param(&mut g, "w1", &[5, 5, 1, 32])?,
-        param(&mut g, "b1", &[32])?,
-    );
-    let (w2, b2) = (
-        param(&mut g, "w2", &[5, 5, 32, 64])?,
-        param(&mut g, "b2", &[64])?,
-    );
-    let (w3, b3) = (
-        param(&mut g, "w3", &[7 * 7 * 64, 1024])?,
-        param(&mut g, "b3", &[1024])?,
-    );
-    let (w4, b4) = (
-        param(&mut g, "w4", &[1024, 10])?,
-        param(&mut g, "b4", &[10])?,
-    );
-    let ones = [1i64, 1, 1, 1];
-    let pool = [1i64, 2, 2, 1];
     let mut h = x;
-    for (w, b) in [(w1, b1), (w2, b2)] {
-        h = g.conv2d(h, w, &ones, "SAME")?;
-        h = g.bias_add(h, b)?;
-        h = g.relu(h)?;
-        h = g.max_pool(h, &pool, &pool, "SAME", "NHWC")?;
+    for (name, filters) in [("conv1", 32), ("conv2", 64)] {
+        let c = conv2d(&mut g, name, h, filters, [5, 5], Conv2DOptions::default())?;
+        vars.push(c.kernel);
+        vars.extend(c.bias);
+        h = max_pool(
+            &mut g,
+            c.output,
+            [2, 2],
+            [2, 2],
+            Padding::Same,
+            DataFormat::Nhwc,
+        )?;
     }
-    h = g.reshape(h, &[B as i64, 7 * 7 * 64])?;
-    h = g.matmul(h, w3)?;
-    h = g.bias_add(h, b3)?;
-    h = g.relu(h)?;
-    h = g.matmul(h, w4)?;
-    let logits = g.bias_add(h, b4)?;
+    h = flatten(&mut g, h)?;
+    for (name, units, act) in [
+        ("fc1", 1024, Activation::Relu),
+        ("fc2", 10, Activation::Linear),
+    ] {
+        let d = dense_with(&mut g, name, h, units, act, Initializer::HeNormal, None)?;
+        vars.extend([d.kernel, d.bias]);
+        h = d.output;
+    }
+    let logits = h;
     let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, logits, y)?;
     let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
     let init = g.global_variables_initializer()?;
