@@ -41,8 +41,27 @@ fn parse_args() -> Args {
     args
 }
 
-/// Median seconds per step, following common.py's `measure`.
-fn measure(mut step: impl FnMut()) -> (f64, f64, usize) {
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat`; 0 where that file is missing. Unlike wall time it barely moves when other
+/// processes share the cores, so it tracks a change's effect on a loaded machine.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // The kernel reports in USER_HZ, 100 on every Linux configuration we run on.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Median seconds per step, following common.py's `measure`, and the mean CPU seconds per
+/// step over the timed samples.
+fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64) {
     let t0 = Instant::now();
     step();
     let first = t0.elapsed().as_secs_f64();
@@ -58,6 +77,7 @@ fn measure(mut step: impl FnMut()) -> (f64, f64, usize) {
     let est = el / n as f64;
     let inner = ((0.020 / est.max(1e-9)).round() as usize).max(1);
     let samples = 31usize.min((8.0 / (inner as f64 * est)) as usize).max(7);
+    let cpu0 = process_cpu_s();
     let mut per: Vec<f64> = (0..samples)
         .map(|_| {
             let t = Instant::now();
@@ -67,18 +87,25 @@ fn measure(mut step: impl FnMut()) -> (f64, f64, usize) {
             t.elapsed().as_secs_f64() / inner as f64
         })
         .collect();
+    let cpu = (process_cpu_s() - cpu0) / (samples * inner) as f64;
     per.sort_by(f64::total_cmp);
-    (per[per.len() / 2], first, per.len())
+    (per[per.len() / 2], first, per.len(), cpu)
 }
 
-fn report(bench: &str, variant: &str, threads: usize, (median, first, samples): (f64, f64, usize)) {
+fn report(
+    bench: &str,
+    variant: &str,
+    threads: usize,
+    (median, first, samples, cpu): (f64, f64, usize, f64),
+) {
     println!(
-        "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"{variant}\", \"threads\": {threads}, \"median_s\": {median:e}, \"first_s\": {first:e}, \"samples\": {samples}}}",
+        "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"{variant}\", \"threads\": {threads}, \"median_s\": {median:e}, \"first_s\": {first:e}, \"samples\": {samples}, \"cpu_s\": {cpu:e}}}",
         env!("CARGO_PKG_VERSION")
     );
     eprintln!(
-        "# tfr    {bench:15} {variant:22} median {:12.2} us",
-        median * 1e6
+        "# tfr    {bench:15} {variant:22} median {:12.2} us   cpu {:12.2} us/step",
+        median * 1e6,
+        cpu * 1e6
     );
 }
 
@@ -211,6 +238,11 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
     for (variant, inter_op) in [("callable", threads), ("callable_intra_op", 1)] {
         let s = Session::new(&g, options(inter_op))?;
         s.run(&[], &[], &[init])?;
+        if std::env::var_os("TFR_DUMP").is_some() {
+            for (n, d) in s.placement(&[x, y], &[loss], &[train])? {
+                eprintln!("{n} {d}");
+            }
+        }
         let step = s.make_callable(&[x, y], &[loss], &[train])?;
         let r = pool.install(|| {
             measure(|| {
@@ -342,7 +374,7 @@ fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
         );
     }
     let bench = if grad { "while1000_grad" } else { "while1000" };
-    let (median, first, samples) = measure(|| {
+    let (median, first, samples, _cpu) = measure(|| {
         call.call(&feeds).expect("step");
     });
     println!(

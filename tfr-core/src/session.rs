@@ -14,6 +14,7 @@ use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tfr_graph::fusion::fuse_ops;
 use tfr_graph::passes::{eliminate_common_subexpressions, prune, remove_dead_nodes, StepGraph};
 use tfr_graph::validate::validate;
 use tfr_graph::{DType, Graph, NodeId, Output, Shape, TensorType};
@@ -299,6 +300,7 @@ impl Session {
         if self.inner.options.optimize {
             eliminate_common_subexpressions(&mut step);
             fold_constants(&mut step)?;
+            fuse_ops(&mut step);
             remove_dead_nodes(&mut step);
         }
         Ok(step)

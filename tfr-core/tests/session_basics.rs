@@ -383,3 +383,139 @@ fn serialized_graphs_round_trip_and_bad_ones_are_rejected() {
     let bad = json.replace("\"F32\"", "\"I32\"");
     assert!(Graph::from_json(&bad).is_err());
 }
+
+/// `w -= lr * a @ b` fuses into one update kernel (the product is never stored); the result
+/// equals the unfused graph's for every transpose combination, and a fetched product is not
+/// fused away.
+#[test]
+fn gradient_descent_of_a_matmul_fuses_and_matches_the_unfused_update() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (m, k, n) = (5usize, 33usize, 7usize);
+        let mut g = Graph::new();
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = g
+            .placeholder("a", DType::F32, Shape::known(&a_shape))
+            .unwrap();
+        let b = g
+            .placeholder("b", DType::F32, Shape::known(&b_shape))
+            .unwrap();
+        let w0: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let init = g.constant_from(&[m, n], w0).unwrap();
+        let w = g.variable("w", init).unwrap();
+        let product = g.matmul_t(a, b, ta, tb).unwrap();
+        let lr = g.scalar(0.25f32).unwrap();
+        let update = g
+            .resource_apply_gradient_descent(w.handle, lr, product)
+            .unwrap();
+        let feed = |shape: [usize; 2], salt: f32| {
+            let v: Vec<f32> = (0..shape[0] * shape[1])
+                .map(|i| (i as f32 * salt).cos())
+                .collect();
+            Tensor::new(&shape, v).unwrap()
+        };
+        let feeds = [feed(a_shape, 0.11), feed(b_shape, 0.23)];
+        let run = |optimize: bool| {
+            let s = Session::new(&g, SessionOptions { optimize, ..opts() }).unwrap();
+            s.run(&[], &[], &[w.initializer]).unwrap();
+            let call = s.make_callable(&[a, b], &[update], &[]).unwrap();
+            let ops: Vec<&str> = call
+                .executable()
+                .node_ops()
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect();
+            let out = call.call(&feeds).unwrap().remove(0);
+            (ops.contains(&"ResourceApplyGradientDescentMatMul"), out)
+        };
+        let (fused, got) = run(true);
+        let (unfused, want) = run(false);
+        assert!(fused && !unfused, "ta={ta} tb={tb}");
+        let (got, want) = (
+            got.as_slice::<f32>().unwrap(),
+            want.as_slice::<f32>().unwrap(),
+        );
+        for (i, (x, y)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                "ta={ta} tb={tb} [{i}]: {x} vs {y}"
+            );
+        }
+    }
+    // Fetching the product keeps it: the update then reads the stored gradient.
+    let mut g = Graph::new();
+    let a = g
+        .placeholder("a", DType::F32, Shape::known(&[2, 2]))
+        .unwrap();
+    let init = g.constant_from(&[2, 2], vec![1f32; 4]).unwrap();
+    let w = g.variable("w", init).unwrap();
+    let product = g.matmul(a, a).unwrap();
+    let lr = g.scalar(1.0f32).unwrap();
+    let update = g
+        .resource_apply_gradient_descent(w.handle, lr, product)
+        .unwrap();
+    let s = Session::new(&g, opts()).unwrap();
+    s.run(&[], &[], &[w.initializer]).unwrap();
+    let call = s.make_callable(&[a], &[update, product], &[]).unwrap();
+    let ops: Vec<&str> = call
+        .executable()
+        .node_ops()
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect();
+    assert!(
+        !ops.contains(&"ResourceApplyGradientDescentMatMul"),
+        "{ops:?}"
+    );
+    let out = call
+        .call(&[Tensor::new(&[2, 2], vec![1f32, 2., 3., 4.]).unwrap()])
+        .unwrap();
+    assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-6., -9., -14., -21.]);
+}
+
+/// Products with a small inner dimension (their own kernel path) against a plain loop, with
+/// every transpose combination.
+#[test]
+fn small_inner_dimension_products_match_the_loop() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for k in [1usize, 3, 16] {
+            let (m, n) = (9usize, 70usize);
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 53) % 19) as f64 - 9.0).collect();
+            // Stored transposed where asked: element (i, p) of a lives at [p, i].
+            let store = |x: &[f64], rows: usize, cols: usize, t: bool| -> (Vec<f64>, [usize; 2]) {
+                if t {
+                    let v = (0..cols)
+                        .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                        .map(|(r, c)| x[r * cols + c])
+                        .collect();
+                    (v, [cols, rows])
+                } else {
+                    (x.to_vec(), [rows, cols])
+                }
+            };
+            let (av, ash) = store(&a, m, k, ta);
+            let (bv, bsh) = store(&b, k, n, tb);
+            let mut g = Graph::new();
+            let x = g.constant_from(&ash, av).unwrap();
+            let y = g.constant_from(&bsh, bv).unwrap();
+            let p = g.matmul_t(x, y, ta, tb).unwrap();
+            let s = Session::new(
+                &g,
+                SessionOptions {
+                    optimize: false,
+                    ..opts()
+                },
+            )
+            .unwrap();
+            let out = s.run(&[], &[p], &[]).unwrap().remove(0);
+            let got = out.as_slice::<f64>().unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|q| a[i * k + q] * b[q * n + j]).sum();
+                    assert_eq!(got[i * n + j], want, "ta={ta} tb={tb} k={k} ({i}, {j})");
+                }
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod attr;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod fusion;
 pub mod grad;
 pub mod gradients;
 pub mod graph;

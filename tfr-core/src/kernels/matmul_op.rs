@@ -37,6 +37,20 @@ pub trait MatMulElem: Numeric {
         dst: &mut [Self],
         parallel: bool,
     ) -> KResult;
+
+    /// `dst += scale * (a @ b)` for the same operands, `dst` holding the row-major `m x n`
+    /// matrix to update.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_update(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: MatRef<'_, Self>,
+        b: MatRef<'_, Self>,
+        dst: &mut [Self],
+        scale: Self,
+        parallel: bool,
+    ) -> KResult;
 }
 
 /// Whether every element (i, j), i < rows, j < cols, of a strided operand lies in its slice.
@@ -100,24 +114,40 @@ macro_rules! gemm_elem {
                 // never reads `dst` (alpha is ignored; beta = 1 scales the product).
                 unsafe {
                     gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        a.data.as_ptr(),
-                        a.cs as isize,
-                        a.rs as isize,
-                        b.data.as_ptr(),
-                        b.cs as isize,
-                        b.rs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        m, n, k,
+                        dst.as_mut_ptr(), 1, n as isize, false,
+                        a.data.as_ptr(), a.cs as isize, a.rs as isize,
+                        b.data.as_ptr(), b.cs as isize, b.rs as isize,
+                        0.0, 1.0, false, false, false,
+                        gemm_parallelism(parallel),
+                    );
+                }
+                Ok(())
+            }
+
+            fn matmul_update(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: MatRef<'_, $t>,
+                b: MatRef<'_, $t>,
+                dst: &mut [$t],
+                scale: $t,
+                parallel: bool,
+            ) -> KResult {
+                check_operands(m, n, k, &a, &b, dst)?;
+                if m == 0 || n == 0 || k == 0 {
+                    return Ok(());
+                }
+                // SAFETY: as in `matmul`; with `read_dst == true` gemm also reads each of
+                // the m * n elements of `dst` it writes (dst = 1 * dst + scale * a @ b).
+                unsafe {
+                    gemm::gemm(
+                        m, n, k,
+                        dst.as_mut_ptr(), 1, n as isize, true,
+                        a.data.as_ptr(), a.cs as isize, a.rs as isize,
+                        b.data.as_ptr(), b.cs as isize, b.rs as isize,
+                        1.0, scale, false, false, false,
                         gemm_parallelism(parallel),
                     );
                 }
@@ -142,6 +172,25 @@ macro_rules! loop_elem {
             ) -> KResult {
                 check_operands(m, n, k, &a, &b, dst)?;
                 naive_matmul(m, n, k, a, b, dst);
+                Ok(())
+            }
+
+            fn matmul_update(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: MatRef<'_, $t>,
+                b: MatRef<'_, $t>,
+                dst: &mut [$t],
+                scale: $t,
+                _parallel: bool,
+            ) -> KResult {
+                check_operands(m, n, k, &a, &b, dst)?;
+                let mut product = vec![<$t>::ZERO; m * n];
+                naive_matmul(m, n, k, a, b, &mut product);
+                for (d, p) in dst.iter_mut().zip(product) {
+                    *d = d.add(scale.mul(p));
+                }
                 Ok(())
             }
         }
@@ -205,39 +254,102 @@ fn transpose_into<T: Copy>(x: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     }
 }
 
+/// The sizes `(m, n, k)` and strided operands of an `m x k` by `k x n` product.
+pub(crate) type MatMulOperands<'a, T> = (usize, usize, usize, MatRef<'a, T>, MatRef<'a, T>);
+
+/// The operands of `MatMul(a, b)` with transpose flags, or an error naming both shapes.
+pub(crate) fn matmul_operands<'a, T: MatMulElem>(
+    a: &'a Tensor,
+    b: &'a Tensor,
+    ta: bool,
+    tb: bool,
+) -> KResult<MatMulOperands<'a, T>> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err(KernelError::invalid(format!(
+            "MatMul expects two matrices, got shapes {sa:?} and {sb:?}"
+        )));
+    }
+    let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (k2, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    if k != k2 {
+        return Err(KernelError::invalid(format!(
+            "inner dimensions differ: a is {}, b is {}; {k} != {k2}",
+            describe(sa, "transpose_a", ta),
+            describe(sb, "transpose_b", tb)
+        )));
+    }
+    let (ars, acs) = strides(sa[1], ta);
+    let (brs, bcs) = strides(sb[1], tb);
+    let a = MatRef {
+        data: a.as_slice::<T>()?,
+        rs: ars,
+        cs: acs,
+    };
+    let b = MatRef {
+        data: b.as_slice::<T>()?,
+        rs: brs,
+        cs: bcs,
+    };
+    Ok((m, n, k, a, b))
+}
+
+/// Whether a product of this many multiply-adds is worth several threads.
+pub(crate) fn parallel_work(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) >= PAR_WORK
+}
+
+/// Inner dimensions up to this size go through [`small_k_matmul`]: gemm's packing costs more
+/// than such a product (a gradient through a 10-class output layer has k = 10).
+const SMALL_K: usize = 16;
+
+/// `dst = a @ b` for a small inner dimension `k`, as `k` scaled row additions per output row
+/// (each a contiguous, vectorized pass over a row of `b`); rows are split across threads when
+/// `parallel`.
+fn small_k_matmul<T: MatMulElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    dst: &mut [T],
+    parallel: bool,
+) {
+    // Rows of `b` contiguous: as stored, or transposed into a k x n copy (small: k is).
+    let copy: Vec<T>;
+    let b_rows: &[T] = if b.cs == 1 && b.rs == n {
+        &b.data[..k * n]
+    } else {
+        copy = (0..k)
+            .flat_map(|p| (0..n).map(move |j| (p, j)))
+            .map(|(p, j)| b.data[p * b.rs + j * b.cs])
+            .collect();
+        &copy
+    };
+    let row = |(i, out): (usize, &mut [T])| {
+        out.fill(T::ZERO);
+        for (p, b_row) in b_rows.chunks_exact(n).enumerate() {
+            let av = a.data[i * a.rs + p * a.cs];
+            out.iter_mut()
+                .zip(b_row)
+                .for_each(|(o, &bv)| *o = o.add(av.mul(bv)));
+        }
+    };
+    if parallel {
+        dst[..m * n].par_chunks_mut(n).enumerate().for_each(row);
+    } else {
+        dst[..m * n].chunks_mut(n).enumerate().for_each(row);
+    }
+}
+
 fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
-        let (a, b) = (ctx.input(0), ctx.input(1));
-        let (sa, sb) = (a.shape(), b.shape());
-        if sa.len() != 2 || sb.len() != 2 {
-            return Err(KernelError::invalid(format!(
-                "MatMul expects two matrices, got shapes {sa:?} and {sb:?}"
-            )));
-        }
-        let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
-        let (k2, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
-        if k != k2 {
-            return Err(KernelError::invalid(format!(
-                "inner dimensions differ: a is {}, b is {}; {k} != {k2}",
-                describe(sa, "transpose_a", ta),
-                describe(sb, "transpose_b", tb)
-            )));
-        }
-        let (ars, acs) = strides(sa[1], ta);
-        let (brs, bcs) = strides(sb[1], tb);
-        let a = MatRef {
-            data: a.as_slice::<T>()?,
-            rs: ars,
-            cs: acs,
-        };
-        let b = MatRef {
-            data: b.as_slice::<T>()?,
-            rs: brs,
-            cs: bcs,
-        };
+        let (m, n, k, a, b) = matmul_operands::<T>(ctx.input(0), ctx.input(1), ta, tb)?;
         let mut out = vec![T::ZERO; out_len(&[m, n])?];
-        let work = m.saturating_mul(n).saturating_mul(k);
-        if tb && !ta && m < n && T::IS_FLOAT {
+        let parallel = parallel_work(m, n, k);
+        if k <= SMALL_K && n > 0 && T::IS_FLOAT {
+            small_k_matmul(m, n, k, a, b, &mut out, parallel);
+        } else if tb && !ta && m < n && T::IS_FLOAT {
             // gemm copies the operand that spans the output's columns into panels; from a
             // transposed `b` that copy gathers with a stride per element, and for a dense
             // layer's input gradient (dy @ w^T, w much larger than dy) it costs more than the
@@ -254,10 +366,10 @@ fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
                 rs: a.cs,
                 cs: a.rs,
             };
-            T::matmul(n, m, k, bt, at, &mut tmp, work >= PAR_WORK)?;
+            T::matmul(n, m, k, bt, at, &mut tmp, parallel)?;
             transpose_into(&tmp, n, m, &mut out);
         } else {
-            T::matmul(m, n, k, a, b, &mut out, work >= PAR_WORK)?;
+            T::matmul(m, n, k, a, b, &mut out, parallel)?;
         }
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&[m, n]),

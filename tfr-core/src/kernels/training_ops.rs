@@ -3,6 +3,7 @@
 //! no one else holds their buffers, and outputs the new value of `var`.
 
 use super::cwise_ops::unsupported;
+use super::matmul_op::{matmul_operands, parallel_work, MatMulElem};
 use crate::dispatch_float;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
@@ -35,18 +36,27 @@ fn owned<'a, T: FloatElem>(
     var: &Var,
     grad: &Tensor,
 ) -> KResult<&'a mut [T]> {
+    owned_as(slot, var, grad.shape())
+}
+
+/// [`owned`] for an update of shape `shape`.
+fn owned_as<'a, T: FloatElem>(
+    slot: &'a mut Option<Tensor>,
+    var: &Var,
+    shape: &[usize],
+) -> KResult<&'a mut [T]> {
     let t = slot.as_mut().ok_or_else(|| {
         KernelError::precondition(format!(
             "variable `{}` is not initialized; run its initializer first",
             var.name
         ))
     })?;
-    if t.shape() != grad.shape() {
+    if t.shape() != shape {
         return Err(KernelError::invalid(format!(
             "variable `{}` has shape {:?}, the gradient has shape {:?}",
             var.name,
             t.shape(),
-            grad.shape()
+            shape
         )));
     }
     if t.dtype() != T::DTYPE {
@@ -78,6 +88,24 @@ fn gradient_descent<T: FloatElem>() -> Box<dyn OpKernel> {
         w.iter_mut()
             .zip(delta.as_slice::<T>()?)
             .for_each(|(w, &d)| *w = *w - alpha * d);
+        let out = slot
+            .clone()
+            .ok_or_else(|| KernelError::internal("variable emptied"))?;
+        drop(slot);
+        ctx.set_output(out);
+        Ok(())
+    })
+}
+
+/// `var -= alpha * (a @ b)`, the product accumulated into the variable by the matrix kernel.
+fn gradient_descent_matmul<T: FloatElem + MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let var = var_at(ctx, 0)?;
+        let alpha: T = scalar(ctx, 1)?;
+        let (m, n, k, a, b) = matmul_operands::<T>(ctx.input(2), ctx.input(3), ta, tb)?;
+        let mut slot = lock(&var)?;
+        let w = owned_as::<T>(&mut slot, &var, &[m, n])?;
+        T::matmul_update(m, n, k, a, b, w, T::zero() - alpha, parallel_work(m, n, k))?;
         let out = slot
             .clone()
             .ok_or_else(|| KernelError::internal("variable emptied"))?;
@@ -162,6 +190,11 @@ fn grad_dtype(init: &KernelInit<'_>) -> tfr_graph::DType {
 pub fn register(r: &mut KernelRegistry) {
     let res = DTypeSet::RESOURCE;
     r.cpu("ResourceApplyGradientDescent", res, |init| Ok(dispatch_float!(grad_dtype(init), T => gradient_descent::<T>(), _ => return Err(unsupported(init)))));
+    r.cpu("ResourceApplyGradientDescentMatMul", res, |init| {
+        let ta = *init.attrs.boolean("transpose_a")?;
+        let tb = *init.attrs.boolean("transpose_b")?;
+        Ok(dispatch_float!(grad_dtype(init), T => gradient_descent_matmul::<T>(ta, tb), _ => return Err(unsupported(init))))
+    });
     r.cpu("ResourceApplyMomentum", res, |init| {
         let nesterov = *init.attrs.boolean("use_nesterov")?;
         Ok(dispatch_float!(grad_dtype(init), T => momentum::<T>(nesterov), _ => return Err(unsupported(init))))

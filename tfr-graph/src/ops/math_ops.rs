@@ -303,8 +303,14 @@ fn check_inner(k1: &Dim, k2: &Dim, a: &Shape, b: &Shape) -> Result<(), String> {
 }
 
 fn infer_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
-    let dtype = ctx.same_dtype(&[0, 1])?;
-    let (a, b) = (&ctx.input(0).shape, &ctx.input(1).shape);
+    Ok(vec![matmul_type(ctx, 0, 1)?])
+}
+
+/// The type of `MatMul(input a, input b)` with the node's `transpose_a`/`transpose_b` attrs;
+/// shared with the fused ops that contain a matrix product.
+pub(crate) fn matmul_type(ctx: &InferCtx<'_>, ia: usize, ib: usize) -> Result<TensorType, String> {
+    let dtype = ctx.same_dtype(&[ia, ib])?;
+    let (a, b) = (&ctx.input(ia).shape, &ctx.input(ib).shape);
     for (s, w) in [(a, "a"), (b, "b")] {
         if s.rank().is_some_and(|r| r != 2) {
             return Err(format!("{w} must be a matrix, got shape {s}"));
@@ -313,10 +319,10 @@ fn infer_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let (m, k1) = matrix_dims(a, *ctx.attrs.boolean("transpose_a")?, "a")?;
     let (k2, n) = matrix_dims(b, *ctx.attrs.boolean("transpose_b")?, "b")?;
     check_inner(&k1, &k2, a, b)?;
-    Ok(vec![TensorType {
+    Ok(TensorType {
         dtype,
         shape: Shape::new(vec![m, n]),
-    }])
+    })
 }
 
 fn infer_batch_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {

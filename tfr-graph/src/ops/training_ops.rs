@@ -16,6 +16,16 @@ pub fn op_defs() -> Vec<OpDef> {
             .doc("var -= alpha * delta; outputs the new value")
             .input("var", r).input("alpha", f).input("delta", f).output("out")
             .stateful().no_gradient(),
+        OpDef::new("ResourceApplyGradientDescentMatMul", infer_gradient_descent_matmul)
+            .doc(
+                "var -= alpha * MatMul(a, b): ResourceApplyGradientDescent of a matrix-product \
+                 gradient in one pass (the product is accumulated into the variable, never \
+                 stored); made by the fusion pass, outputs the new value",
+            )
+            .input("var", r).input("alpha", f).input("a", f).input("b", f).output("out")
+            .attr_default("transpose_a", AttrKind::Bool, false)
+            .attr_default("transpose_b", AttrKind::Bool, false)
+            .stateful().no_gradient(),
         OpDef::new("ResourceApplyMomentum", infer_last)
             .doc("accum = momentum * accum + grad; var -= lr * accum (Nesterov: lr * (grad + momentum * accum))")
             .input("var", r).input("accum", r).input("lr", f).input("grad", f).input("momentum", f)
@@ -27,6 +37,19 @@ pub fn op_defs() -> Vec<OpDef> {
             .input("beta2", f).input("epsilon", f).input("lr_wd", f).input("grad", f).output("out")
             .stateful().no_gradient(),
     ]
+}
+
+/// The output is the updated variable, typed like the product `a @ b`.
+fn infer_gradient_descent_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let product = super::math_ops::matmul_type(ctx, 2, 3)?;
+    let alpha = &ctx.input(1);
+    if alpha.dtype != product.dtype {
+        return Err(format!(
+            "alpha has dtype {}, the product has {}",
+            alpha.dtype, product.dtype
+        ));
+    }
+    Ok(vec![product])
 }
 
 /// The output is the updated variable, typed like the gradient (the last input).
