@@ -7,8 +7,10 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use tfr_graph::device::DeviceSpec;
 
-/// Work for a device's runner.
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+/// Work for a device's runner. It returns what to do once its thread is back on the idle
+/// list (typically: report the result), so whoever waits for that report finds the thread
+/// idle again and the next step reuses it instead of starting another.
+pub type Job = Box<dyn FnOnce() -> Box<dyn FnOnce() + Send> + Send + 'static>;
 
 /// A job and the sender of the worker that runs it (handed back to the idle list after it).
 struct Msg(Job, Sender<Msg>);
@@ -70,14 +72,23 @@ impl Device {
             .spawn(move || {
                 while let Ok(Msg(job, me)) = rx.recv() {
                     // Jobs report their own failures; a panic must not take the thread along.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                    match idle.upgrade() {
+                    let then = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    let back = match idle.upgrade() {
                         Some(list) => match list.lock() {
-                            Ok(mut v) => v.push(me),
-                            Err(_) => return,
+                            Ok(mut v) => {
+                                v.push(me);
+                                true
+                            }
+                            Err(_) => false,
                         },
-                        // The device is gone: dropping `me` ends the loop.
-                        None => return,
+                        None => false,
+                    };
+                    if let Ok(then) = then {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(then));
+                    }
+                    if !back {
+                        // The device is gone (or its list poisoned): end the thread.
+                        return;
                     }
                 }
             })?;

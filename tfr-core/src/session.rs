@@ -398,7 +398,7 @@ impl Session {
                     rendezvous.clone(),
                     tx.clone(),
                 );
-                move || {
+                move || -> Box<dyn FnOnce() + Send> {
                     // Everything the job holds is dropped before its result is sent: the
                     // caller may drop the session as soon as it has all results.
                     let r = {
@@ -406,7 +406,10 @@ impl Session {
                             (session, program, values, rendezvous);
                         session.run_partition(&program, i, &values, &rendezvous)
                     };
-                    let _ = tx.send((i, r));
+                    // Sent once the thread is idle again (see `Device::run`).
+                    Box::new(move || {
+                        let _ = tx.send((i, r));
+                    })
                 }
             };
             match inner.devices[part.device].run(Box::new(job)) {
