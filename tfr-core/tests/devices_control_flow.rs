@@ -467,3 +467,29 @@ fn concurrent_steps_with_loops_spanning_devices() -> GResult<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_gradient_of_a_loop_spanning_devices_matches_one_device() -> GResult<()> {
+    // y = 1.5^T x + (1.5^T - 1) / 0.5 after T iterations: dy/dx = 1.5^T, T data-dependent.
+    let mut grads = Vec::new();
+    for n in [1, 2, 4] {
+        let (mut g, x, limit, i, y) = growth_loop(n)?;
+        let dx = gradients::gradients(&mut g, &[y], &[x], None)?[0]
+            .ok_or_else(|| GraphError::Gradient("no gradient".into()))?;
+        let s = session(&g, n);
+        let out = s
+            .run(
+                &[(x, Tensor::scalar(0.5f64)), (limit, Tensor::scalar(40.0f64))],
+                &[i, dx],
+                &[],
+            )
+            .unwrap();
+        let trips = out[0].scalar_value::<i32>().unwrap();
+        let d = out[1].scalar_value::<f64>().unwrap();
+        assert_eq!(d, 1.5f64.powi(trips), "{n} devices");
+        grads.push((trips, d));
+    }
+    assert_eq!(grads[0], grads[1]);
+    assert_eq!(grads[0], grads[2]);
+    Ok(())
+}
