@@ -567,18 +567,22 @@ impl Builder<'_> {
     }
 
     /// A `_Send` of `value` (local to `src`) on `src` and its `_Recv` on `dst`, in frame `f`.
+    /// `what` names the tensor (`node:i`, or `^node` for a control edge); the rendezvous key
+    /// is `source device;what;destination device` (plus frame and iteration when frame-aware).
     fn transfer(
         &mut self,
         value: Output,
         ty: TensorType,
-        key: String,
+        what: String,
         f: FrameId,
         src: usize,
         dst: usize,
     ) -> Output {
+        let key = format!("{what}->{}", self.names[dst]);
+        let tensor_name = format!("{};{what};{}", self.names[src], self.names[dst]);
         let hs = self.handle(f, src);
         let mut sa = Attrs::default();
-        sa.set("tensor_name", key.as_str());
+        sa.set("tensor_name", tensor_name.as_str());
         sa.set("send_device", self.names[src].as_str());
         sa.set("recv_device", self.names[dst].as_str());
         if self.frame_aware {
@@ -629,7 +633,7 @@ impl Builder<'_> {
         if let Some(&r) = self.received.get(&(o, p)) {
             return Ok(r);
         }
-        let key = format!("{}->{}", self.g.output_name(o), self.names[p]);
+        let key = self.g.output_name(o);
         let ty = self.g.output_type(o).clone();
         let r = self.transfer(local, ty, key, self.out_frame[o.node.index()], src, p);
         self.received.insert((o, p), r);
@@ -648,12 +652,12 @@ impl Builder<'_> {
         if let Some(&r) = self.control_received.get(&(c, p)) {
             return Ok(r);
         }
-        let key = format!("^{}->{}", self.g.node(c).name, self.names[p]);
+        let key = format!("^{}", self.g.node(c).name);
         let mut ca = Attrs::default();
         ca.set("value", tfr_graph::TensorValue::scalar(true));
         let ty = TensorType::new(DType::Bool, Shape::scalar());
         let dummy = self.parts[src].push_checked(Node {
-            name: format!("_ctrl/{key}"),
+            name: format!("_ctrl/{key}->{}", self.names[p]),
             op: "Const".into(),
             inputs: vec![],
             control_inputs: vec![self.remap[c.index()]],

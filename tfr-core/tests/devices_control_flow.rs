@@ -479,7 +479,10 @@ fn the_gradient_of_a_loop_spanning_devices_matches_one_device() -> GResult<()> {
         let s = session(&g, n);
         let out = s
             .run(
-                &[(x, Tensor::scalar(0.5f64)), (limit, Tensor::scalar(40.0f64))],
+                &[
+                    (x, Tensor::scalar(0.5f64)),
+                    (limit, Tensor::scalar(40.0f64)),
+                ],
                 &[i, dx],
                 &[],
             )
