@@ -1499,7 +1499,12 @@ impl Executable {
         loop {
             while let Some(t) = ready.pop() {
                 let dead = m.take_inputs(t, &mut inputs);
-                match cf_transfer(prog, &m, &mut transfers, t, dead, &mut inputs, resources)? {
+                let transfer = if prog.has_transfers {
+                    cf_transfer(prog, &m, &mut transfers, t, dead, &mut inputs, resources)?
+                } else {
+                    Transfer::NotOne
+                };
+                match transfer {
                     Transfer::NotOne => {
                         self.cf_compute(prog, t, dead, &mut inputs, &mut ctx, &mut outs, &arrays)?
                     }

@@ -499,10 +499,25 @@ impl Session {
                 format!("the partition on {} panicked", device()),
             ))
         });
+        // A kernel's error names its node; say which device ran it.
+        let r = r.map_err(|e| match e {
+            Error::Kernel {
+                node,
+                op,
+                code,
+                message,
+            } => Error::Kernel {
+                node,
+                op,
+                code,
+                message: format!("{message} (on {})", device()),
+            },
+            e => e,
+        });
         if let Err(e) = &r {
             rendezvous.abort(KernelError {
                 code: e.code(),
-                message: format!("on {}: {e}", device()),
+                message: e.to_string(),
             });
         }
         rendezvous.partition_done();
