@@ -499,3 +499,87 @@ fn the_gradient_of_a_loop_spanning_devices_matches_one_device() -> GResult<()> {
     assert_eq!(grads[0], grads[2]);
     Ok(())
 }
+
+/// Puts every node that touches no resource on device `hash(node, seed) mod n` — control-flow
+/// nodes too (Enter, Merge, Switch, LoopCond, NextIteration, Exit each anywhere).
+fn scatter(g: &mut Graph, n: usize, seed: u64) {
+    let touches_resource: Vec<bool> = g
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.outputs.iter().any(|t| t.dtype == DType::Resource)
+                || node.inputs.iter().any(|&o| g.dtype(o) == DType::Resource)
+        })
+        .collect();
+    for (i, node) in g.nodes_for_rewrite().iter_mut().enumerate() {
+        if touches_resource[i] {
+            continue;
+        }
+        let mut z = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
+        z = (z ^ (z >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        node.device = format!("/device:CPU:{}", (z >> 32) as usize % n);
+    }
+}
+
+#[test]
+fn graphs_with_every_node_on_a_random_device_match_one_device() -> GResult<()> {
+    let av = Tensor::new(&[3], vec![1.0f32, -2.0, 0.5]).unwrap();
+    let xv = Tensor::new(&[2, 3], vec![0.5f64, -1.0, 0.25, 1.5, 0.0, -0.75]).unwrap();
+    for seed in 0..6u64 {
+        for n in [2, 4] {
+            // A data-dependent loop.
+            let (g1, x, limit, i, y) = growth_loop(1)?;
+            let mut g = g1.clone();
+            scatter(&mut g, n, seed);
+            let feeds = [
+                (x, Tensor::scalar(0.5f64)),
+                (limit, Tensor::scalar(300.0f64)),
+            ];
+            assert!(sends(&session(&g, n), &[x, limit], &[i, y]) > 0);
+            assert_eq!(
+                session(&g, n).run(&feeds, &[i, y], &[]).unwrap(),
+                session(&g1, 1).run(&feeds, &[i, y], &[]).unwrap(),
+                "growth loop, seed {seed}, {n} devices"
+            );
+            // A cond, each way.
+            let (g1, a, p, y) = cond_graph(1)?;
+            let mut g = g1.clone();
+            scatter(&mut g, n, seed);
+            for pv in [1.0f32, -1.0] {
+                let feeds = [(a, av.clone()), (p, Tensor::scalar(pv))];
+                assert_eq!(
+                    session(&g, n).run(&feeds, &[y], &[]).unwrap(),
+                    session(&g1, 1).run(&feeds, &[y], &[]).unwrap(),
+                    "cond, seed {seed}, {n} devices"
+                );
+            }
+            // Nested loops with a cond.
+            let (g1, x, steps, y) = nested(1)?;
+            let mut g = g1.clone();
+            scatter(&mut g, n, seed);
+            let feeds = [(x, Tensor::scalar(1.25f64)), (steps, Tensor::scalar(4))];
+            assert_eq!(
+                session(&g, n).run(&feeds, &[y], &[]).unwrap(),
+                session(&g1, 1).run(&feeds, &[y], &[]).unwrap(),
+                "nested, seed {seed}, {n} devices"
+            );
+            // Two training steps through the loop's gradient.
+            let (g1, x, loss, w, train, init) = training(1)?;
+            let mut g = g1.clone();
+            scatter(&mut g, n, seed);
+            let mut runs = Vec::new();
+            for (graph, devices) in [(&g1, 1), (&g, n)] {
+                let s = session(graph, devices);
+                s.run(&[], &[], &[init]).unwrap();
+                let mut t = Vec::new();
+                for _ in 0..2 {
+                    t.extend(s.run(&[(x, xv.clone())], &[loss], &[train]).unwrap());
+                }
+                t.extend(s.run(&[], &[w], &[]).unwrap());
+                runs.push(t);
+            }
+            assert_eq!(runs[0], runs[1], "training, seed {seed}, {n} devices");
+        }
+    }
+    Ok(())
+}
