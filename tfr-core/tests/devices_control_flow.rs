@@ -47,6 +47,13 @@ fn sends(s: &Session, feeds: &[Output], fetches: &[Output]) -> usize {
 /// `while x < limit: x = x * 1.5 + 1; i += 1` with the predicate, the product and the sum
 /// pinned on devices 1, 2 and 3 (mod n): the trip count depends on the fed values.
 fn growth_loop(n: usize) -> GResult<(Graph, Output, Output, Output, Output)> {
+    growth_loop_with(n, &WhileOptions::default())
+}
+
+fn growth_loop_with(
+    n: usize,
+    options: &WhileOptions,
+) -> GResult<(Graph, Output, Output, Output, Output)> {
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F64, Shape::scalar())?;
     let limit = g.placeholder("limit", DType::F64, Shape::scalar())?;
@@ -64,7 +71,7 @@ fn growth_loop(n: usize) -> GResult<(Graph, Output, Output, Output, Output)> {
                 Ok(vec![i, y])
             },
             &[zero, x],
-            &WhileOptions::default(),
+            options,
         )
     })?;
     Ok((g, x, limit, r[0], r[1]))
@@ -579,6 +586,30 @@ fn graphs_with_every_node_on_a_random_device_match_one_device() -> GResult<()> {
                 runs.push(t);
             }
             assert_eq!(runs[0], runs[1], "training, seed {seed}, {n} devices");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn one_or_many_parallel_iterations_across_devices() -> GResult<()> {
+    for pi in [1, 2, 32] {
+        let options = WhileOptions::default().parallel_iterations(pi);
+        let (g1, x, limit, i, y) = growth_loop_with(1, &options)?;
+        let feeds = [(x, Tensor::scalar(0.5f64)), (limit, Tensor::scalar(1e9f64))];
+        let want = session(&g1, 1).run(&feeds, &[i, y], &[]).unwrap();
+        for n in [2, 4] {
+            let (g, ..) = growth_loop_with(n, &options)?;
+            assert_eq!(session(&g, n).run(&feeds, &[i, y], &[]).unwrap(), want);
+            for seed in 0..3 {
+                let mut g = g1.clone();
+                scatter(&mut g, n, seed);
+                assert_eq!(
+                    session(&g, n).run(&feeds, &[i, y], &[]).unwrap(),
+                    want,
+                    "parallel_iterations {pi}, seed {seed}, {n} devices"
+                );
+            }
         }
     }
     Ok(())
