@@ -3,6 +3,7 @@
 //! f32 1024^3 matmul. Run: `cargo bench --bench session`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use tfr::graph::ops::control_flow_ops::WhileOptions;
 use tfr::prelude::*;
 
 fn single_thread() -> SessionOptions {
@@ -118,5 +119,52 @@ fn transfer(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, null_step, chain100, matmul1024, transfer);
+/// A loop of 100 iterations whose body (`x = sin(x)`) runs on CPU:1 while the loop itself is
+/// on CPU:0: per iteration, the predicate and `x` go to CPU:1 and `sin(x)` comes back.
+fn transfer_loop(c: &mut Criterion) {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0i32).unwrap();
+    let r = g.with_device("/device:CPU:0", |g| {
+        g.while_loop(
+            |g, v| {
+                let n = g.scalar(100i32)?;
+                g.less(v[0], n)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let s = g.with_device("/device:CPU:1", |g| g.sin(v[1]))?;
+                Ok(vec![g.add(v[0], one)?, s])
+            },
+            &[zero, x],
+            &WhileOptions::default(),
+        )
+        .unwrap()
+    });
+    let feeds = [Tensor::scalar(0.5f64)];
+    for devices in [1usize, 2] {
+        let s = Session::new(
+            &g,
+            SessionOptions {
+                cpu_devices: devices,
+                soft_placement: true,
+                ..single_thread()
+            },
+        )
+        .unwrap();
+        let call = s.make_callable(&[x], &[r[1]], &[]).unwrap();
+        c.bench_function(&format!("transfer/loop100_{devices}_devices"), |bench| {
+            bench.iter(|| black_box(call.call(&feeds).unwrap()))
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    null_step,
+    chain100,
+    matmul1024,
+    transfer,
+    transfer_loop
+);
 criterion_main!(benches);

@@ -198,6 +198,7 @@ impl Executable {
         let has_cf = g.nodes().iter().any(|n| {
             tfr_graph::ops::control_flow_ops::is_control_flow_op(&n.op)
                 || tfr_graph::ops::control_flow_ops::is_tensor_array_op(&n.op)
+                || crate::kernels::sendrecv_ops::is_frame_aware_transfer(n)
         });
         let cf = if has_cf {
             Some(CfProgram::build(g, &step.fetches)?)
@@ -333,7 +334,10 @@ impl Executable {
         self.check_feeds(feeds)?;
         if let Some(prog) = &self.cf {
             return match pool {
-                Some(pool) if self.parallel => self.run_cf_parallel(prog, feeds, resources, pool),
+                // A partition's transfers run on the sequential machine (it parks receives).
+                Some(pool) if self.parallel && !prog.has_transfers => {
+                    self.run_cf_parallel(prog, feeds, resources, pool)
+                }
                 _ => self.run_cf_sequential(prog, feeds, resources),
             };
         }
@@ -564,6 +568,10 @@ enum CfKind {
     LoopCond,
     /// Identity-like forwarding done without a kernel call.
     Forward,
+    /// A frame-aware `_Send` / `_Recv` (tensor name): run by the sequential machine, keyed by
+    /// frame instance and iteration, dead values included (`kernels::sendrecv_ops`).
+    Send(Box<str>),
+    Recv(Box<str>),
     TensorArray(Box<crate::kernels::control_flow_ops::TaNode>),
 }
 
@@ -609,6 +617,8 @@ struct FrameTemplate {
     num_enters: u32,
     /// For a simple loop: how the sequential machine runs it as one imperative loop.
     plan: Option<LoopPlan>,
+    /// Identifies the frame in transfer keys (the same in every partition).
+    name_hash: u64,
 }
 
 /// The static control-flow program of an executable.
@@ -622,6 +632,8 @@ struct CfProgram {
     names: Vec<(String, String)>,
     /// The value every TensorArray flow carries.
     flow: Tensor,
+    /// Holds frame-aware `_Send`/`_Recv` nodes (a partition of a step with control flow).
+    has_transfers: bool,
 }
 
 /// A value in an input slot.
@@ -665,6 +677,9 @@ struct FrameInst {
     exits_delivered: Vec<bool>,
     /// For a loop run by its plan: the values of its Enters, by ordinal.
     enter_values: Vec<Entry>,
+    /// Identifies this instance in transfer keys: from the parent's key, the parent's
+    /// iteration and the frame's name (0 for the root; only computed with transfers).
+    key: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -725,25 +740,13 @@ impl CfProgram {
                 exits: Vec::new(),
                 num_enters: 0,
                 plan: None,
+                name_hash: crate::kernels::sendrecv_ops::frame_name_hash(&f.name),
             })
             .collect();
         let mut nodes = Vec::with_capacity(n);
         for id in g.node_ids() {
             let node = g.node(id);
             let f = exec_frame(id);
-            if f != 0 && matches!(node.op.as_str(), "_Send" | "_Recv") {
-                // Rendezvous keys carry no frame or iteration: a loop stays on one device.
-                return Err(Error::InvalidArgument {
-                    arg: "devices".into(),
-                    message: format!(
-                        "`{}` ({}) would pass values between devices inside {}: a loop's nodes \
-                         must be placed on one device",
-                        node.name,
-                        node.op,
-                        fm.describe(f)
-                    ),
-                });
-            }
             let t = &mut frames[f as usize];
             let local = t.num_nodes as u32;
             let slot_base = t.num_slots as u32;
@@ -795,6 +798,21 @@ impl CfProgram {
                 "NextIteration" => (CfKind::NextIteration, 1 + controls),
                 "LoopCond" => (CfKind::LoopCond, 1 + controls),
                 "Identity" => (CfKind::Forward, 1 + controls),
+                "_Send" | "_Recv"
+                    if crate::kernels::sendrecv_ops::is_frame_aware_transfer(node) =>
+                {
+                    let name: Box<str> = node
+                        .attrs
+                        .string_opt("tensor_name")
+                        .map_or("", |s| s.as_str())
+                        .into();
+                    let kind = if node.op == "_Send" {
+                        CfKind::Send(name)
+                    } else {
+                        CfKind::Recv(name)
+                    };
+                    (kind, node.inputs.len() as u32 + controls)
+                }
                 op => match crate::kernels::control_flow_ops::TaNode::parse(op, &node.attrs) {
                     Some(ta) => {
                         let ta = ta.map_err(|message| Error::Kernel {
@@ -890,6 +908,10 @@ impl CfProgram {
                 .map(|n| (n.name.clone(), n.op.clone()))
                 .collect(),
             flow: Tensor::scalar(0.0f32),
+            has_transfers: g
+                .nodes()
+                .iter()
+                .any(crate::kernels::sendrecv_ops::is_frame_aware_transfer),
         })
     }
 }
@@ -940,6 +962,12 @@ impl<'p> Machine<'p> {
     fn new_frame(&mut self, template: u32, parent: u32, parent_iter: u64) -> u32 {
         let first = self.new_iter(template);
         let t = &self.prog.frames[template as usize];
+        let key = if self.prog.has_transfers && template != 0 {
+            let parent_key = self.frames[parent as usize].as_ref().map_or(0, |p| p.key);
+            crate::kernels::sendrecv_ops::frame_key(parent_key, parent_iter, t.name_hash)
+        } else {
+            0
+        };
         let inst = FrameInst {
             template,
             parent,
@@ -952,6 +980,7 @@ impl<'p> Machine<'p> {
             invariants: Vec::new(),
             exits_delivered: vec![false; t.exits.len()],
             enter_values: Vec::new(),
+            key,
         };
         match self.free_frames.pop() {
             Some(id) => {
@@ -1356,6 +1385,7 @@ struct CfShared<'a, 'p> {
 }
 
 use crate::kernels::control_flow_ops::{TaOp, TensorArrays};
+use crate::kernels::sendrecv_ops::StepTransfers;
 
 impl Executable {
     /// Computes node `t` of a control-flow program on `inputs` (`None` = dead) into `outs`
@@ -1393,6 +1423,11 @@ impl Executable {
             | CfKind::NextIteration
             | CfKind::Forward => {
                 return forward_compute(prog, t, false, inputs, outs);
+            }
+            CfKind::Send(_) | CfKind::Recv(_) => {
+                return Err(internal(
+                    "transfers run on the sequential machine (cf_transfer)",
+                ));
             }
             CfKind::TensorArray(ta) => {
                 let r = arrays
@@ -1460,13 +1495,48 @@ impl Executable {
         let mut ctx = KernelContext::new(SmallVec::new(), resources, feeds);
         let mut inputs: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
         let mut outs: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
-        while let Some(t) = ready.pop() {
-            let dead = m.take_inputs(t, &mut inputs);
-            self.cf_compute(prog, t, dead, &mut inputs, &mut ctx, &mut outs, &arrays)?;
-            m.propagate(t, dead, &mut outs, &mut ready);
-            m.finish(t, &mut ready);
-            if let Some(e) = m.error.take() {
-                return Err(e);
+        let mut transfers: StepTransfers<Task> = StepTransfers::default();
+        loop {
+            while let Some(t) = ready.pop() {
+                let dead = m.take_inputs(t, &mut inputs);
+                let transfer = if prog.has_transfers {
+                    cf_transfer(prog, &m, &mut transfers, t, dead, &mut inputs, resources)?
+                } else {
+                    Transfer::NotOne
+                };
+                match transfer {
+                    Transfer::NotOne => {
+                        self.cf_compute(prog, t, dead, &mut inputs, &mut ctx, &mut outs, &arrays)?
+                    }
+                    Transfer::Done(v) => {
+                        outs.clear();
+                        outs.extend(v);
+                    }
+                    Transfer::Parked => continue,
+                }
+                m.propagate(t, dead, &mut outs, &mut ready);
+                m.finish(t, &mut ready);
+                if let Some(e) = m.error.take() {
+                    return Err(e);
+                }
+            }
+            if !transfers.waiting() {
+                break;
+            }
+            // Nothing else to run: wait for parked receives (or the step's abort).
+            let waited = transfers.wait().map_err(|e| {
+                let n = transfers.parked().next().map_or(u32::MAX, |t| t.node);
+                cf_node_error(prog, n, e)
+            });
+            for (t, v) in waited? {
+                outs.clear();
+                let dead = v.is_none();
+                outs.push(v);
+                m.propagate(t, dead, &mut outs, &mut ready);
+                m.finish(t, &mut ready);
+                if let Some(e) = m.error.take() {
+                    return Err(e);
+                }
             }
         }
         Self::cf_fetch(prog, m.fetched)
@@ -1566,6 +1636,57 @@ impl Executable {
                 }
             }
         }
+    }
+}
+
+/// What [`cf_transfer`] did with a node.
+enum Transfer {
+    /// Not a frame-aware transfer: the caller computes it.
+    NotOne,
+    /// A send (no outputs) or a receive whose value was there (`None`: dead).
+    Done(Option<Option<Tensor>>),
+    /// A receive waiting for its value; it comes back from `StepTransfers::wait`.
+    Parked,
+}
+
+/// Runs node `t` when it is a frame-aware `_Send` or `_Recv`: the key names the frame instance
+/// and iteration; a dead send sends "dead", a receive dead by its control inputs receives
+/// nothing and is dead.
+fn cf_transfer(
+    prog: &CfProgram,
+    m: &Machine<'_>,
+    transfers: &mut StepTransfers<Task>,
+    t: Task,
+    dead: bool,
+    inputs: &mut SmallVec<[Option<Tensor>; 4]>,
+    resources: &ResourceMgr,
+) -> Result<Transfer> {
+    let key = |name: &str| {
+        let frame = m.frames[t.frame as usize].as_ref().map_or(0, |f| f.key);
+        crate::kernels::sendrecv_ops::transfer_key(name, frame, t.iter)
+    };
+    let err = |e| cf_node_error(prog, t.node, e);
+    match &prog.nodes[t.node as usize].kind {
+        CfKind::Send(name) => {
+            if dead {
+                if let Some(v) = inputs.first_mut() {
+                    *v = None;
+                }
+            }
+            transfers.send(&key(name), inputs, resources).map_err(err)?;
+            Ok(Transfer::Done(None))
+        }
+        CfKind::Recv(_) if dead => Ok(Transfer::Done(Some(None))),
+        CfKind::Recv(name) => Ok(
+            match transfers
+                .recv(&key(name), inputs, resources, t)
+                .map_err(err)?
+            {
+                Some((_, v)) => Transfer::Done(Some(v)),
+                None => Transfer::Parked,
+            },
+        ),
+        _ => Ok(Transfer::NotOne),
     }
 }
 

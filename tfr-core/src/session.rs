@@ -26,8 +26,8 @@ pub struct SessionOptions {
     pub inter_op_threads: usize,
     /// Run common-subexpression elimination and constant folding on each step's graph.
     pub optimize: bool,
-    /// Number of CPU devices (`/device:CPU:0` ...). A step placed on several runs one thread
-    /// per device.
+    /// Number of CPU devices (`/device:CPU:0` ...). A step placed on several runs each device's
+    /// partition on that device's runner: persistent threads, one per partition running.
     pub cpu_devices: usize,
     /// Drop a device request that no device can satisfy instead of failing (TF2's default).
     pub soft_placement: bool,
@@ -144,6 +144,16 @@ impl Session {
     /// Full names of the session's devices.
     pub fn devices(&self) -> Vec<String> {
         self.inner.devices.iter().map(Device::name).collect()
+    }
+
+    /// Per device: (name, threads its runner has started so far). Runner threads persist
+    /// across steps; a device needs one per partition of it running at once.
+    pub fn runner_threads(&self) -> Vec<(String, usize)> {
+        self.inner
+            .devices
+            .iter()
+            .map(|d| (d.name(), d.runner_threads()))
+            .collect()
     }
 
     /// Runs the nodes that `fetches` and `targets` need, with `feeds` replacing the values of
@@ -356,9 +366,9 @@ impl Session {
         Ok(Program::Partitioned(programs))
     }
 
-    fn execute(&self, program: &Program, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn execute(&self, program: &Arc<Program>, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
         let inner = &self.inner;
-        let parts = match program {
+        let parts = match &**program {
             Program::Single(exec) => return exec.run(feeds, &inner.resources, inner.pool.as_ref()),
             Program::Partitioned(parts) => parts,
         };
@@ -366,35 +376,84 @@ impl Session {
             "_rendezvous/{}",
             inner.step_ids.fetch_add(1, Ordering::Relaxed)
         );
-        let rendezvous = Arc::new(LocalRendezvous::default());
+        let rendezvous = Arc::new(LocalRendezvous::for_partitions(parts.len()));
         inner
             .resources
             .insert_state(&key, rendezvous.clone())
             .map_err(|e| option_error("session", e.message))?;
         let mut values = feeds.to_vec();
         values.push(Tensor::scalar(key.clone()));
-        // Each partition runs on its own thread, not inside a device pool: a blocked `_Recv`
-        // must never hold a pool thread that another step's `_Send` is queued behind.
-        let run_part = |p: &PartitionProgram| {
-            let r = p.exec.run(&values, &inner.resources, None);
-            if let Err(e) = &r {
-                rendezvous.abort(KernelError {
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+        let values: Arc<[Tensor]> = values.into();
+        // Partitions after the first run on their devices' persistent threads, the first on
+        // the caller's; each has a thread to itself while it runs (a waiting receive never
+        // blocks another step's partition).
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Vec<Tensor>>)>();
+        let mut results: Vec<Option<Result<Vec<Tensor>>>> =
+            (0..parts.len()).map(|_| None).collect();
+        let mut dispatched = 0;
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            let job = {
+                let (session, program, values, rendezvous, tx) = (
+                    self.clone(),
+                    program.clone(),
+                    values.clone(),
+                    rendezvous.clone(),
+                    tx.clone(),
+                );
+                move || -> Box<dyn FnOnce() + Send> {
+                    // Everything the job holds is dropped before its result is sent: the
+                    // caller may drop the session as soon as it has all results.
+                    let r = {
+                        let (session, program, values, rendezvous) =
+                            (session, program, values, rendezvous);
+                        session.run_partition(&program, i, &values, &rendezvous)
+                    };
+                    // Sent once the thread is idle again (see `Device::run`).
+                    Box::new(move || {
+                        let _ = tx.send((i, r));
+                    })
+                }
+            };
+            match inner.devices[part.device].run(Box::new(job)) {
+                Ok(()) => dispatched += 1,
+                Err(e) => {
+                    let e = option_error(
+                        "session",
+                        format!(
+                            "cannot start a runner thread on {}: {e}",
+                            inner.devices[part.device].name()
+                        ),
+                    );
+                    rendezvous.abort(KernelError::internal(e.to_string()));
+                    rendezvous.partition_done();
+                    results[i] = Some(Err(e));
+                }
             }
-            r
-        };
-        let results: Vec<Result<Vec<Tensor>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts[1..].iter().map(|p| s.spawn(|| run_part(p))).collect();
-            let mut results = vec![run_part(&parts[0])];
-            results.extend(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(option_error("session", "a partition thread panicked")))
-            }));
-            results
-        });
+        }
+        drop(tx);
+        results[0] = Some(self.run_partition(program, 0, &values, &rendezvous));
+        for _ in 0..dispatched {
+            match rx.recv() {
+                Ok((i, r)) => results[i] = Some(r),
+                Err(_) => break,
+            }
+        }
         inner.resources.remove_state(&key);
+        let results: Vec<Result<Vec<Tensor>>> = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| {
+                    Err(option_error(
+                        "session",
+                        format!(
+                            "the partition on {} did not report",
+                            inner.devices[parts[i].device].name()
+                        ),
+                    ))
+                })
+            })
+            .collect();
         // The first real error, not the cancellations it caused.
         if let Some(e) = results
             .iter()
@@ -417,6 +476,54 @@ impl Session {
         out.into_iter()
             .map(|t| t.ok_or_else(|| option_error("fetches", "a fetched value was not produced")))
             .collect()
+    }
+
+    /// Runs partition `i` of a partitioned step; a failure (or a panic) aborts the step's
+    /// rendezvous, so the other partitions stop instead of waiting for it.
+    fn run_partition(
+        &self,
+        program: &Program,
+        i: usize,
+        values: &[Tensor],
+        rendezvous: &LocalRendezvous,
+    ) -> Result<Vec<Tensor>> {
+        let Program::Partitioned(parts) = program else {
+            return Err(option_error("session", "not a partitioned step"));
+        };
+        let part = &parts[i];
+        let device = || self.inner.devices[part.device].name();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            part.exec.run(values, &self.inner.resources, None)
+        }))
+        .unwrap_or_else(|_| {
+            Err(option_error(
+                "session",
+                format!("the partition on {} panicked", device()),
+            ))
+        });
+        // A kernel's error names its node; say which device ran it.
+        let r = r.map_err(|e| match e {
+            Error::Kernel {
+                node,
+                op,
+                code,
+                message,
+            } => Error::Kernel {
+                node,
+                op,
+                code,
+                message: format!("{message} (on {})", device()),
+            },
+            e => e,
+        });
+        if let Err(e) = &r {
+            rendezvous.abort(KernelError {
+                code: e.code(),
+                message: e.to_string(),
+            });
+        }
+        rendezvous.partition_done();
+        r
     }
 }
 

@@ -1312,8 +1312,8 @@ fn parallel_machine_on_nested_loops_with_conds_and_gradients() -> GResult<()> {
     Ok(())
 }
 
-/// A loop placed whole on one of several devices runs; a loop split across devices is refused
-/// with an error (not a hang).
+/// A loop placed whole on one of several devices runs, and so does a loop whose body runs on
+/// another device than the loop (each device gets a control loop; see `placement`).
 #[test]
 fn loops_and_devices() -> GResult<()> {
     let two = SessionOptions {
@@ -1355,115 +1355,10 @@ fn loops_and_devices() -> GResult<()> {
         )
     })?;
     let s = Session::new(&g, two).unwrap();
-    let e = s
-        .run(&[(x, Tensor::scalar(0.5f64))], &[r[1]], &[])
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("one device") || e.to_string().contains("frame"),
-        "{e}"
+    let out = s.run(&[(x, Tensor::scalar(0.5f64))], &[r[1]], &[]).unwrap();
+    assert_eq!(
+        out[0].scalar_value::<f64>().unwrap(),
+        0.5f64.sin().sin().sin()
     );
-    Ok(())
-}
-
-/// Gradient checkpoints (keep the loop variables every k iterations, recompute the rest) give
-/// the gradients of keeping every iteration, for several k, with a data-dependent trip count and
-/// a TensorArray read in the body; a body the policy cannot recompute is refused clearly.
-#[test]
-fn gradient_checkpoints_give_the_same_gradients() -> GResult<()> {
-    const T: usize = 10;
-    let mut rng = Rng(101);
-    let xs_v = rng.vec(T * 3, -1.0, 1.0);
-    let w_v = rng.vec(9, -0.6, 0.6);
-    let h0_v = rng.vec(3, -0.5, 0.5);
-    let mut results = Vec::new();
-    for every in [None, Some(1u64), Some(3), Some(4), Some(20)] {
-        let mut g = Graph::new();
-        let xs = g.placeholder("xs", DType::F64, Shape::known(&[T, 3]))?;
-        let w = g.placeholder("w", DType::F64, Shape::known(&[3, 3]))?;
-        let h0 = g.placeholder("h0", DType::F64, Shape::known(&[1, 3]))?;
-        let n = g.placeholder("n", DType::I32, Shape::scalar())?;
-        let nt = g.scalar(T as i32)?;
-        let ta = g.tensor_array(DType::F64, nt, Shape::known(&[3]), false)?;
-        let ta = ta.unstack(&mut g, xs)?;
-        let zero = g.scalar(0i32)?;
-        let options = WhileOptions {
-            gradient_checkpoints: every,
-            ..WhileOptions::default()
-        };
-        let r = g.while_loop(
-            |g, v| g.less(v[0], n),
-            |g, v| {
-                let x = ta.read(g, v[0])?;
-                let x = g.reshape(x, &[1, 3])?;
-                let hw = g.matmul(v[1], w)?;
-                let s = g.add(hw, x)?;
-                let h = g.tanh(s)?;
-                let one = g.scalar(1i32)?;
-                Ok(vec![g.add(v[0], one)?, h])
-            },
-            &[zero, h0],
-            &options,
-        )?;
-        let loss = g.reduce_sum(r[1], None, false)?;
-        let grads = gradients(&mut g, &[loss], &[xs, w, h0], None)?;
-        let fetch: Vec<Output> = grads.iter().map(|d| d.unwrap()).collect();
-        // Checkpointed loops recompute (a nested loop) instead of saving per-iteration values.
-        let recompute = g.nodes().iter().any(|nd| nd.name.contains("recompute"));
-        let saved = g
-            .nodes()
-            .iter()
-            .any(|nd| nd.op == "TensorArrayV3" && nd.attrs.bool_opt("keep_dead") == Some(&true));
-        assert_eq!((recompute, saved), (every.is_some(), every.is_none()));
-        let feeds = |nv: i32| {
-            vec![
-                (xs, Tensor::new(&[T, 3], xs_v.clone()).unwrap()),
-                (w, Tensor::new(&[3, 3], w_v.clone()).unwrap()),
-                (h0, Tensor::new(&[1, 3], h0_v.clone()).unwrap()),
-                (n, Tensor::scalar(nv)),
-            ]
-        };
-        let mut per_n = Vec::new();
-        for nv in [0, 1, 7, 10] {
-            per_n.push(run_both(&g, &feeds(nv), &fetch));
-        }
-        results.push(per_n);
-    }
-    for (k, other) in results.iter().enumerate().skip(1) {
-        for (a, b) in results[0].iter().zip(other) {
-            for (x, y) in a.iter().zip(b) {
-                assert_close(y, x, 1e-12, &format!("checkpoint policy {k}"));
-            }
-        }
-    }
-    // A cond in the body cannot be recomputed from checkpoints.
-    let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F64, Shape::scalar())?;
-    let r = g.while_loop(
-        |g, v| {
-            let ten = g.scalar(10.0f64)?;
-            g.less(v[0], ten)
-        },
-        |g, v| {
-            let z = g.scalar(0.0f64)?;
-            let p = g.greater(v[0], z)?;
-            let xv = v[0];
-            let c = g.cond(
-                p,
-                |g| {
-                    let two = g.scalar(2.0f64)?;
-                    Ok(vec![g.mul(xv, two)?])
-                },
-                |g| {
-                    let one = g.scalar(1.0f64)?;
-                    Ok(vec![g.add(xv, one)?])
-                },
-            )?;
-            Ok(vec![c[0]])
-        },
-        &[x],
-        &WhileOptions::default().gradient_checkpoints(2),
-    )?;
-    let e = gradients(&mut g, &[r[0]], &[x], None).unwrap_err();
-    assert!(e.to_string().contains("gradient checkpoints"), "{e}");
     Ok(())
 }

@@ -289,3 +289,18 @@ fn concurrent_partitioned_steps() {
         }
     });
 }
+
+#[test]
+fn device_runners_keep_their_threads_across_steps() {
+    let (g, x, y) = layered(2);
+    let s = session(&g, 2);
+    let want = s.run(&[(x, xval())], &[y], &[]).unwrap();
+    for _ in 0..50 {
+        assert_eq!(s.run(&[(x, xval())], &[y], &[]).unwrap(), want);
+    }
+    // The first partition runs on the caller's thread, the other on CPU:1's runner: one
+    // thread, started by the first step and reused by every later one.
+    let threads = s.runner_threads();
+    assert_eq!(threads[0].1, 0, "{threads:?}");
+    assert_eq!(threads[1].1, 1, "{threads:?}");
+}
