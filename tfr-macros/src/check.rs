@@ -10,7 +10,6 @@ use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
 use crate::parse::{error_between, nearest};
 use proc_macro2::Span;
 use std::collections::HashMap;
-use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
@@ -290,10 +289,7 @@ pub fn replace_word(s: &str, from: &str, to: &str) -> String {
 /// Short source text of an expression, for messages.
 pub fn expr_text(e: &impl quote::ToTokens) -> String {
     let tokens = e.to_token_stream();
-    let text = tokens
-        .span()
-        .source_text()
-        .unwrap_or_else(|| tokens.to_string());
+    let text = source_text(tokens.clone()).unwrap_or_else(|| tokens.to_string());
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.chars().count() > 32 {
         let short: String = text.chars().take(28).collect();
@@ -301,6 +297,39 @@ pub fn expr_text(e: &impl quote::ToTokens) -> String {
     } else {
         text
     }
+}
+
+/// The source text of a token stream, piece by piece (a span covering several tokens has no
+/// source text on a stable compiler, but each token tree has its own, a group's covering it
+/// whole), joined with the spacing Rust is usually written with.
+fn source_text(tokens: proc_macro2::TokenStream) -> Option<String> {
+    use proc_macro2::{Delimiter, TokenTree};
+    let mut out = String::new();
+    let mut prev: Option<TokenTree> = None;
+    let mut prev_unary = false;
+    for tt in tokens {
+        let text = tt.span().source_text()?;
+        let tight = match (&prev, &tt) {
+            (None, _) => true,
+            (Some(TokenTree::Ident(_) | TokenTree::Group(_)), TokenTree::Group(g)) => {
+                matches!(g.delimiter(), Delimiter::Parenthesis | Delimiter::Bracket)
+            }
+            (_, TokenTree::Punct(p)) if matches!(p.as_char(), '.' | ',' | ';') => true,
+            (Some(TokenTree::Punct(p)), _) => {
+                p.as_char() == '.' || p.spacing() == proc_macro2::Spacing::Joint || prev_unary
+            }
+            _ => false,
+        };
+        // A `-` or `!` at the start or after another operator is unary.
+        prev_unary = matches!(&tt, TokenTree::Punct(p) if matches!(p.as_char(), '-' | '!'))
+            && matches!(&prev, None | Some(TokenTree::Punct(_)));
+        if !tight {
+            out.push(' ');
+        }
+        out.push_str(&text);
+        prev = Some(tt);
+    }
+    Some(out)
 }
 
 /// Whether `text` is a plain identifier (written bare in messages, others in backticks).

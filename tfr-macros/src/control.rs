@@ -23,6 +23,9 @@ fn reported() -> GraphError {
     GraphError::Gradient("graph!: reported".into())
 }
 
+/// What the true branch of a cond gave: whether a tuple, and its values with their expressions.
+type TrueBranch<'e> = Option<(bool, Vec<(Output, &'e Expr)>)>;
+
 /// One value of a branch or loop body, with the expression that gives it (for spans).
 struct Part<'e> {
     val: Val,
@@ -216,8 +219,7 @@ impl Builder {
         let pred = self.predicate(pred, pred_expr, what)?;
         let failed = Cell::new(false);
         // The true branch's results, for the false branch's checks and its literals.
-        let first: RefCell<Option<(bool, Vec<(Output, String, proc_macro2::Span)>)>> =
-            RefCell::new(None);
+        let first: RefCell<TrueBranch> = RefCell::new(None);
         let mut g = std::mem::take(&mut self.g);
         let me = RefCell::new(&mut *self);
         let r = g.cond(
@@ -231,7 +233,7 @@ impl Builder {
                     for p in &parts {
                         let o = b.part_tensor(p, None)?;
                         outs.push(o);
-                        seen.push((o, expr_text(p.expr), p.expr.span()));
+                        seen.push((o, p.expr));
                     }
                     *first.borrow_mut() = Some((tuple, seen));
                     Ok(outs)
@@ -264,7 +266,8 @@ impl Builder {
                         return Err(b.push_error(e));
                     }
                     let mut outs = Vec::with_capacity(parts.len());
-                    for (k, (p, (t, t_text, t_span))) in parts.iter().zip(t_outs).enumerate() {
+                    for (k, (p, (t, t_expr))) in parts.iter().zip(t_outs).enumerate() {
+                        let t_text = expr_text(*t_expr);
                         let tt = b.g.output_type(*t).clone();
                         let o = b.part_tensor(p, Some(tt.dtype))?;
                         let ft = b.g.output_type(o).clone();
@@ -291,8 +294,8 @@ impl Builder {
                                 type_string(ft.dtype, &ft.shape)
                             ),
                         );
-                        e.combine(syn::Error::new(
-                            *t_span,
+                        e.combine(syn::Error::new_spanned(
+                            t_expr,
                             format!("the true branch's `{t_text}`"),
                         ));
                         return Err(b.push_error(e));
@@ -305,7 +308,6 @@ impl Builder {
                 })
             },
         );
-        drop(me);
         self.g = g;
         let tuple = first.borrow().as_ref().map(|(t, _)| *t).unwrap_or(false);
         match r {
@@ -471,7 +473,6 @@ impl Builder {
             &inits,
             &options,
         );
-        drop(me);
         self.g = g;
         match r {
             Ok(outs) if tuple => Ok(Val::Tuple(outs.into_iter().map(Val::Tensor).collect())),

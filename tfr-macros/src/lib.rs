@@ -457,6 +457,108 @@ mod tests {
         assert!(built.init.is_some());
     }
 
+    /// Malformed control flow is a spanned error, never a panic, and names the user's
+    /// variables and both types.
+    #[test]
+    fn control_flow_errors() {
+        let head = "model M { input x: f32[3]; input n: i32[]; input p: bool[]; ";
+        let cases: &[(&str, &str)] = &[
+            ("let a = if p { x };", "needs an `else`"),
+            ("let a = if let y = x { x } else { x };", "`if let`"),
+            ("let a = if p { x; } else { x };", "remove this `;`"),
+            ("let a = if p { } else { x };", "gives no value"),
+            (
+                "let a = if p { fn f() {} x } else { x };",
+                "items are not supported",
+            ),
+            (
+                "let a = if p { let y: f32 = x; y } else { x };",
+                "takes no type",
+            ),
+            ("let a = if p { x } else { true };", "dtype mismatch"),
+            (
+                "let a = if p { (x, x) } else { (x, n) };",
+                "dtypes disagree for value 1",
+            ),
+            ("let a = if x < 1.0 { x } else { x };", "bool scalar"),
+            ("let a = cond(p, |q| x, || x);", "takes no parameters"),
+            ("let a = cond(p, x, || x);", "expected a closure"),
+            ("let a = while_loop(move |v| p, |v| v, x);", "remove `move`"),
+            ("let a = while_loop(|v: f32| p, |v| v, x);", "take no type"),
+            (
+                "let a = while_loop(|v| p, |v| -> f32 { v }, x);",
+                "no return type",
+            ),
+            (
+                "let a = while_loop(|v, v| p, |v, w| (v, w), (x, x));",
+                "given twice",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| (v, v), x);",
+                "a tuple of 2 values for 1",
+            ),
+            (
+                "let a = while_loop(|i, v| i < n, |i, v| (i + 1, sum(v)), (0, x));",
+                "`v` changes shape",
+            ),
+            (
+                "let a = while_loop(|v| (p, p), |v| v, x);",
+                "tuple of 2 values",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, ());",
+                "at least one loop variable",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, maximum_iterations = -1);",
+                "non-negative",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, parallel_iterations = 0);",
+                "positive",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| { let t = group([v]); v }, x);",
+                "target",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| { let n = v; n }, x);",
+                "already defined",
+            ),
+            ("let a = |v| v;", "a closure is"),
+            ("let a = for i in x { i };", "`for` loops"),
+            (
+                "let a = while_loop(|v| p, |v| undefined_name, x);",
+                "undefined name",
+            ),
+        ];
+        for (stmt, want) in cases {
+            let src = format!("{head}{stmt} }}");
+            let parsed: parse::Input = syn::parse_str(&src).expect("parses");
+            let mut m = messages(&parsed.errors);
+            if parsed.models.len() == 1 {
+                m.extend(messages(&check::build(&parsed.models[0]).errors));
+            }
+            assert!(
+                m.iter().any(|e| e.contains(want)),
+                "`{stmt}`: expected an error containing {want:?}, got {m:#?}"
+            );
+        }
+    }
+
+    /// `_` parameters, `|(a, b)|` tuple parameters and a loop variable shadowing an outer name.
+    #[test]
+    fn closure_parameter_forms() {
+        let (built, errors) = build_source(
+            "model M { input x: f32[3]; input n: i32[]; \
+             let (i, y) = while_loop(|(i, _)| i < n, |i, y| (i + 1, y * 2.0), (0, x)); \
+             let (k, x2) = while_loop(|_, x| sum(x) < 10.0, |k, x| (k + 1, x + 1.0), (0, x)); \
+             output y, x2; }",
+        );
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert!(built.errors.is_empty(), "{:#?}", messages(&built.errors));
+    }
+
     #[test]
     fn word_replacements() {
         assert_eq!(
