@@ -177,7 +177,11 @@ impl Builder {
             ));
         };
         if let Expr::Let(l) = &*e.cond {
-            return Err(self.err_at(l, "`if let` is not supported in graph!: the condition of `if` is a bool scalar tensor"));
+            return Err(self.err_at(
+                l,
+                "`if let` is not supported in graph!: the condition of `if` is a bool scalar \
+                 tensor",
+            ));
         }
         let then = match Block::of_block(&e.then_branch) {
             Ok(b) => b,
@@ -320,7 +324,8 @@ impl Builder {
 
     // ---- while_loop ------------------------------------------------------------------------
 
-    /// `while_loop(|i, x| cond, |i, x| body, (i0, x0), maximum_iterations = .., parallel_iterations = ..)`.
+    /// `while_loop(|i, x| cond, |i, x| body, (i0, x0), maximum_iterations = ..,
+    /// parallel_iterations = .., gradient_checkpoints = ..)`.
     pub fn while_loop(&mut self, name: &Ident, a: &Args, whole: &Expr) -> R<Val> {
         let cond = self.closure_arg(a.req("cond"), None);
         let body = self.closure_arg(a.req("body"), None);
@@ -338,6 +343,13 @@ impl Builder {
                 return Err(self.err_at(e, "parallel_iterations is a positive integer"));
             }
             options = options.parallel_iterations(n as usize);
+        }
+        if let Some(e) = a.get("gradient_checkpoints") {
+            let k = self.int_arg(e)?;
+            if k < 1 {
+                return Err(self.err_at(e, "gradient_checkpoints is a positive integer"));
+            }
+            options = options.gradient_checkpoints(k as u64);
         }
         let init_expr = a.req("loop_vars");
         let init = self.eval(init_expr);

@@ -158,8 +158,10 @@ use proc_macro::TokenStream;
 ///   the condition gives a bool scalar, the body the next value of every variable, each with
 ///   the dtype and shape it entered with. The loop's value is the variables' final values (a
 ///   tuple when they were given as one). Keyword options: `maximum_iterations = 1000` (a step
-///   whose loop runs longer fails, instead of hanging) and `parallel_iterations = 10` (how many
-///   iterations may run at once).
+///   whose loop runs longer fails, instead of hanging), `parallel_iterations = 10` (how many
+///   iterations may run at once) and `gradient_checkpoints = k` (the gradient keeps the loop
+///   variables every k iterations and recomputes the rest: memory O(T/k); see
+///   `WhileOptions::gradient_checkpoints`).
 /// - Anything defined outside (inputs, variables, names) may be used inside: the graph captures
 ///   it (a Switch into a branch, an Enter into a loop, once). Loops and conds nest.
 /// - `grad` and `minimize` differentiate through both (the gradient of a loop is a backward
@@ -515,6 +517,10 @@ mod tests {
             ),
             (
                 "let a = while_loop(|v| p, |v| v, x, parallel_iterations = 0);",
+                "positive",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, gradient_checkpoints = 0);",
                 "positive",
             ),
             (

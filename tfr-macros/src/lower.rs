@@ -353,6 +353,7 @@ pub const OTHERS: &[(&str, &[Param])] = &[
             ("loop_vars", Any, true),
             ("maximum_iterations", Int, false),
             ("parallel_iterations", Int, false),
+            ("gradient_checkpoints", Int, false),
         ],
     ),
 ];

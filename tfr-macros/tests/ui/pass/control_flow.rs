@@ -17,6 +17,7 @@ graph! {
             maximum_iterations = 100,
             parallel_iterations = 4,
         );
+        let (k, doubled) = while_loop(|(_, v)| sum(v) < 100.0, |k, v| (k + 1, v * 2.0), (0, x));
         output loss = mean(h);
         let dw = grad(loss, wrt = w);
         output dw;
