@@ -10,7 +10,6 @@ use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
 use crate::parse::{error_between, nearest};
 use proc_macro2::Span;
 use std::collections::HashMap;
-use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
@@ -188,19 +187,30 @@ pub fn build(model: &Model) -> Built {
     }
 }
 
-/// Whether a name is a control-flow construct (not available until Switch/Merge exist).
-pub fn is_control_flow(name: &str) -> bool {
-    matches!(
-        name,
-        "while_loop" | "cond" | "if" | "while" | "for" | "loop"
+/// Whether a word is a Rust loop (`while`, `for`, `loop`), which graph! replaces by `while_loop`.
+pub fn is_rust_loop(name: &str) -> bool {
+    matches!(name, "while" | "for" | "loop")
+}
+
+pub fn rust_loop_message(name: &str) -> String {
+    format!(
+        "`{name}` loops are not graph! syntax (tensors are immutable): write a loop as a value, \
+         `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
     )
 }
 
-pub fn control_flow_message(name: &str) -> String {
-    format!(
-        "`{name}`: control flow is not supported in graph! yet; build loops and conditionals \
-         with the builder API (`Graph::while_loop`, `Graph::cond`) on `Model::new().into_graph()`"
-    )
+/// Whether a word starts a control-flow value (`if`, `cond(..)`, `while_loop(..)`).
+pub fn is_control_value(name: &str) -> bool {
+    matches!(name, "if" | "cond" | "while_loop")
+}
+
+pub fn control_statement_message(name: &str) -> String {
+    let example = match name {
+        "if" => "let y = if p { a } else { b };",
+        "cond" => "let y = cond(p, || a, || b);",
+        _ => "let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));",
+    };
+    format!("`{name}` gives a value: bind it with `let`, e.g. `{example}`")
 }
 
 /// The Rust name of a dtype, as the user writes it.
@@ -279,10 +289,7 @@ pub fn replace_word(s: &str, from: &str, to: &str) -> String {
 /// Short source text of an expression, for messages.
 pub fn expr_text(e: &impl quote::ToTokens) -> String {
     let tokens = e.to_token_stream();
-    let text = tokens
-        .span()
-        .source_text()
-        .unwrap_or_else(|| tokens.to_string());
+    let text = source_text(tokens.clone()).unwrap_or_else(|| tokens.to_string());
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.chars().count() > 32 {
         let short: String = text.chars().take(28).collect();
@@ -290,6 +297,39 @@ pub fn expr_text(e: &impl quote::ToTokens) -> String {
     } else {
         text
     }
+}
+
+/// The source text of a token stream, piece by piece (a span covering several tokens has no
+/// source text on a stable compiler, but each token tree has its own, a group's covering it
+/// whole), joined with the spacing Rust is usually written with.
+fn source_text(tokens: proc_macro2::TokenStream) -> Option<String> {
+    use proc_macro2::{Delimiter, TokenTree};
+    let mut out = String::new();
+    let mut prev: Option<TokenTree> = None;
+    let mut prev_unary = false;
+    for tt in tokens {
+        let text = tt.span().source_text()?;
+        let tight = match (&prev, &tt) {
+            (None, _) => true,
+            (Some(TokenTree::Ident(_) | TokenTree::Group(_)), TokenTree::Group(g)) => {
+                matches!(g.delimiter(), Delimiter::Parenthesis | Delimiter::Bracket)
+            }
+            (_, TokenTree::Punct(p)) if matches!(p.as_char(), '.' | ',' | ';') => true,
+            (Some(TokenTree::Punct(p)), _) => {
+                p.as_char() == '.' || p.spacing() == proc_macro2::Spacing::Joint || prev_unary
+            }
+            _ => false,
+        };
+        // A `-` or `!` at the start or after another operator is unary.
+        prev_unary = matches!(&tt, TokenTree::Punct(p) if matches!(p.as_char(), '-' | '!'))
+            && matches!(&prev, None | Some(TokenTree::Punct(_)));
+        if !tight {
+            out.push(' ');
+        }
+        out.push_str(&text);
+        prev = Some(tt);
+    }
+    Some(out)
 }
 
 /// Whether `text` is a plain identifier (written bare in messages, others in backticks).
@@ -310,6 +350,53 @@ impl Builder {
     pub fn err(&mut self, span: Span, message: impl std::fmt::Display) -> Failed {
         self.errors.push(syn::Error::new(span, message));
         Failed
+    }
+
+    /// Records an error made elsewhere.
+    pub fn push_error(&mut self, e: syn::Error) -> Failed {
+        self.errors.push(e);
+        Failed
+    }
+
+    /// An error covering the source from one span to another.
+    pub fn err_between(&mut self, span: (Span, Span), message: impl std::fmt::Display) -> Failed {
+        self.push_error(error_between(span.0, span.1, message))
+    }
+
+    /// Runs `f` in a nested scope of names: the names bound inside are dropped after it (a
+    /// loop's body or a branch of a cond), and may shadow outer ones only as parameters.
+    pub(crate) fn nested_scope<T>(&mut self, f: impl FnOnce(&mut Builder) -> T) -> T {
+        let saved = self.env.clone();
+        let r = f(self);
+        self.env = saved;
+        r
+    }
+
+    /// Binds a closure parameter (it may shadow an outer name).
+    pub(crate) fn bind_param(&mut self, name: &Ident, val: Val) {
+        self.bind(name, Some(val), None);
+    }
+
+    /// A `let` inside a control-flow block: like a model's `let`, but not a target (an op run
+    /// for its effect has no place in a branch or an iteration).
+    pub(crate) fn body_let(&mut self, binder: &Binder, expr: &Expr) {
+        let mut ok = true;
+        for n in binder.names() {
+            ok &= self.declare(n);
+        }
+        if !ok {
+            return;
+        }
+        let mut val = self.eval(expr).ok();
+        if val.as_ref().is_some_and(has_target) {
+            self.err_at(
+                expr,
+                "an op run for its effect (a target such as `minimize` or `group`) cannot be \
+                 bound inside a loop body or a branch; declare it outside",
+            );
+            val = None;
+        }
+        self.bind_pattern(binder, val, expr, &[]);
     }
 
     pub fn err_at(
@@ -942,6 +1029,15 @@ impl Builder {
 fn error_between_push(b: &mut Builder, span: (Span, Span), m: String) -> Failed {
     b.errors.push(error_between(span.0, span.1, m));
     Failed
+}
+
+/// Whether a value is or holds a target.
+fn has_target(v: &Val) -> bool {
+    match v {
+        Val::Target(_) => true,
+        Val::Tuple(v) => v.iter().any(has_target),
+        _ => false,
+    }
 }
 
 /// Whether an expression is a call whose value is a target (`minimize`, `group`).

@@ -10,7 +10,9 @@
 //! `tfr_graph::Graph` with the builder API (collecting errors, spanned on the user's tokens),
 //! and `expand.rs` emits the graph (serialized) with typed handles.
 
+mod body;
 mod check;
+mod control;
 mod expand;
 mod lower;
 mod model;
@@ -95,6 +97,7 @@ use proc_macro::TokenStream;
 /// | `-a` | `Neg` (of a literal: a negative literal) |
 /// | `2.0`, `3`, `true`, `1.5f64`, `[[1.0, 0.0], [0.0, 1.0]]` | a `Const`: untyped literals take the dtype of the tensor they meet (`x * 2.0` is f64 when `x` is), else f32 / i32 / bool; a suffix fixes the dtype |
 /// | `(a, b)`, `t.0` | tuples and their fields |
+/// | `if p { a } else { b }`, `while_loop(..)`, `cond(..)` | control flow (below) |
 /// | `f(x, y, key = value)` | a function of the table below (keyword arguments after positional ones) |
 /// | `x.f(y, key = value)` | the same as `f(x, y, key = value)` |
 /// | `MatMul(a, b, transpose_b = true)` | any registry op by its own name: tensors positional, attributes as keywords; several outputs give a tuple |
@@ -132,6 +135,95 @@ use proc_macro::TokenStream;
 ///   `max_pool(x, 2, strides = .., padding = "VALID")`, `avg_pool(..)` (a window is one size,
 ///   `[height, width]` or four NHWC sizes);
 /// - `group([a, b])`: a target that runs its arguments.
+///
+/// ## Control flow
+///
+/// Loops and conditionals are values, built into the graph as TensorFlow's control-flow ops
+/// (Switch, Merge, Enter, Exit, NextIteration, LoopCond), so that the step decides at run time
+/// which branch runs and how many iterations: the trip count may depend on the data.
+///
+/// | syntax | lowers to |
+/// |---|---|
+/// | `if p { a } else { b }` (and `else if`) | `Graph::cond(p, true_fn, false_fn)` |
+/// | `cond(p, \|\| a, \|\| b)` | the same, in the builder's argument order |
+/// | `while_loop(\|i, x\| cond, \|i, x\| body, (i0, x0))` | `Graph::while_loop(cond_fn, body_fn, &[i0, x0], options)` |
+///
+/// - A branch, or the body of a closure, is an expression or a block of `let` statements
+///   ending with its value: `{ let t = x - 1.0; t * t }`. Names bound inside are local to it.
+/// - `p` is a bool scalar. The two branches give as many values (one tensor, or a tuple), with
+///   the same dtypes and shapes; a literal in the false branch takes the true branch's dtype.
+/// - `while_loop` takes the loop's condition, its body, and the initial values of the loop
+///   variables (one expression, or a tuple for several variables of any dtypes and shapes).
+///   Both closures take one parameter per loop variable, in order (`|i, h|`, or `|(i, h)|`);
+///   the condition gives a bool scalar, the body the next value of every variable, each with
+///   the dtype and shape it entered with. The loop's value is the variables' final values (a
+///   tuple when they were given as one). Keyword options: `maximum_iterations = 1000` (a step
+///   whose loop runs longer fails, instead of hanging), `parallel_iterations = 10` (how many
+///   iterations may run at once) and `gradient_checkpoints = k` (the gradient keeps the loop
+///   variables every k iterations and recomputes the rest: memory O(T/k); see
+///   `WhileOptions::gradient_checkpoints`).
+/// - Anything defined outside (inputs, variables, names) may be used inside: the graph captures
+///   it (a Switch into a branch, an Enter into a loop, once). Loops and conds nest.
+/// - `grad` and `minimize` differentiate through both (the gradient of a loop is a backward
+///   loop over the saved forward values; of a cond, the taken branch's gradient).
+///
+/// ```
+/// use ndarray::{arr0, array};
+/// use tfr::graph;
+///
+/// graph! {
+///     model Collatz {
+///         input n: i64[];
+///         // Steps of the Collatz sequence until it reaches 1: a data-dependent trip count.
+///         let (steps, last) = while_loop(
+///             |steps, k| k != 1,
+///             |steps, k| {
+///                 let next = if k % 2 == 0 { k / 2 } else { 3 * k + 1 };
+///                 (steps + 1, next)
+///             },
+///             (0, n),
+///             maximum_iterations = 10000,
+///         );
+///         output steps;
+///     }
+/// }
+///
+/// let m = Collatz::new();
+/// let s = m.session()?;
+/// let steps = s.run(&[m.n.feed(&arr0(27i64))?], &m.steps, &[])?;
+/// assert_eq!(steps.into_scalar(), 111);
+/// # Ok::<(), tfr::Error>(())
+/// ```
+///
+/// A recurrent network over a sequence of any length, trained through the loop:
+///
+/// ```
+/// use tfr::graph;
+///
+/// graph! {
+///     model Rnn<T, B> {
+///         input xs: f32[T, B, 4];
+///         input target: f32[B, 1];
+///         var wx: f32[4, 16] = glorot_uniform();
+///         var wh: f32[16, 16] = glorot_uniform();
+///         var wo: f32[16, 1] = glorot_uniform();
+///         let h0 = tanh(gather(xs, 0).matmul(wx));
+///         let (t, h) = while_loop(
+///             |t, h| t < gather(shape(xs), 0),
+///             |t, h| (t + 1, tanh(gather(xs, t).matmul(wx) + h.matmul(wh))),
+///             (1, h0),
+///         );
+///         output loss = mean_squared_error(h.matmul(wo), target);
+///         let train = minimize(loss, Adam(0.01));
+///     }
+/// }
+/// # fn main() {}
+/// ```
+///
+/// The checks are the builder's, reported on your tokens: a body that changes a loop
+/// variable's shape or dtype (naming the variable and both types), a condition or predicate
+/// that is not a bool scalar, a body returning the wrong number of values, branches whose
+/// dtypes or shapes disagree (naming both).
 ///
 /// ## Gradients and training
 ///
@@ -205,7 +297,7 @@ use proc_macro::TokenStream;
 /// shapes, unknown functions, methods, ops, dtypes, dimensions and keyword arguments (with the
 /// nearest name), wrong numbers of arguments (with the usage), undefined or reused names, a
 /// gradient asked of an integer tensor, a loss that does not depend on a variable, a variable
-/// without a fixed shape.
+/// without a fixed shape, and the control-flow mistakes above.
 ///
 /// ## Lowering, and equality with the builder API
 ///
@@ -218,10 +310,6 @@ use proc_macro::TokenStream;
 /// `tfr_nn` optimizer's `minimize`; the variables' initializer is made last. The same calls made
 /// at run time give the same graph, node for node.
 ///
-/// ## Not yet
-///
-/// Control flow (`while_loop`, `cond`) needs the Switch/Merge family of ops in the graph IR,
-/// which does not exist yet; using it is a compile error that says so.
 #[proc_macro]
 pub fn graph(input: TokenStream) -> TokenStream {
     expand_tokens(input.into()).into()
@@ -340,6 +428,11 @@ mod tests {
             ("grad", "grad(sum(x * v), wrt = v)"),
             ("minimize", "minimize(sum(v * v), Sgd(0.1), wrt = [v])"),
             ("group", "group([x, v])"),
+            ("cond", "cond(sum(x) > 0.0, || x, || x * 2.0)"),
+            (
+                "while_loop",
+                "while_loop(|k, y| k < 3, |k, y| (k + 1, y * 2.0), (0, x))",
+            ),
         ];
         let samples: Vec<(&str, String)> = samples
             .into_iter()
@@ -364,6 +457,112 @@ mod tests {
         assert!(parse_errors.is_empty(), "{:?}", messages(&parse_errors));
         assert!(built.errors.is_empty(), "{:#?}", messages(&built.errors));
         assert!(built.init.is_some());
+    }
+
+    /// Malformed control flow is a spanned error, never a panic, and names the user's
+    /// variables and both types.
+    #[test]
+    fn control_flow_errors() {
+        let head = "model M { input x: f32[3]; input n: i32[]; input p: bool[]; ";
+        let cases: &[(&str, &str)] = &[
+            ("let a = if p { x };", "needs an `else`"),
+            ("let a = if let y = x { x } else { x };", "`if let`"),
+            ("let a = if p { x; } else { x };", "remove this `;`"),
+            ("let a = if p { } else { x };", "gives no value"),
+            (
+                "let a = if p { fn f() {} x } else { x };",
+                "items are not supported",
+            ),
+            (
+                "let a = if p { let y: f32 = x; y } else { x };",
+                "takes no type",
+            ),
+            ("let a = if p { x } else { true };", "dtype mismatch"),
+            (
+                "let a = if p { (x, x) } else { (x, n) };",
+                "dtypes disagree for value 1",
+            ),
+            ("let a = if x < 1.0 { x } else { x };", "bool scalar"),
+            ("let a = cond(p, |q| x, || x);", "takes no parameters"),
+            ("let a = cond(p, x, || x);", "expected a closure"),
+            ("let a = while_loop(move |v| p, |v| v, x);", "remove `move`"),
+            ("let a = while_loop(|v: f32| p, |v| v, x);", "take no type"),
+            (
+                "let a = while_loop(|v| p, |v| -> f32 { v }, x);",
+                "no return type",
+            ),
+            (
+                "let a = while_loop(|v, v| p, |v, w| (v, w), (x, x));",
+                "given twice",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| (v, v), x);",
+                "a tuple of 2 values for 1",
+            ),
+            (
+                "let a = while_loop(|i, v| i < n, |i, v| (i + 1, sum(v)), (0, x));",
+                "`v` changes shape",
+            ),
+            (
+                "let a = while_loop(|v| (p, p), |v| v, x);",
+                "tuple of 2 values",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, ());",
+                "at least one loop variable",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, maximum_iterations = -1);",
+                "non-negative",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, parallel_iterations = 0);",
+                "positive",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| v, x, gradient_checkpoints = 0);",
+                "positive",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| { let t = group([v]); v }, x);",
+                "target",
+            ),
+            (
+                "let a = while_loop(|v| p, |v| { let n = v; n }, x);",
+                "already defined",
+            ),
+            ("let a = |v| v;", "a closure is"),
+            ("let a = for i in x { i };", "`for` loops"),
+            (
+                "let a = while_loop(|v| p, |v| undefined_name, x);",
+                "undefined name",
+            ),
+        ];
+        for (stmt, want) in cases {
+            let src = format!("{head}{stmt} }}");
+            let parsed: parse::Input = syn::parse_str(&src).expect("parses");
+            let mut m = messages(&parsed.errors);
+            if parsed.models.len() == 1 {
+                m.extend(messages(&check::build(&parsed.models[0]).errors));
+            }
+            assert!(
+                m.iter().any(|e| e.contains(want)),
+                "`{stmt}`: expected an error containing {want:?}, got {m:#?}"
+            );
+        }
+    }
+
+    /// `_` parameters, `|(a, b)|` tuple parameters and a loop variable shadowing an outer name.
+    #[test]
+    fn closure_parameter_forms() {
+        let (built, errors) = build_source(
+            "model M { input x: f32[3]; input n: i32[]; \
+             let (i, y) = while_loop(|(i, _)| i < n, |i, y| (i + 1, y * 2.0), (0, x)); \
+             let (k, x2) = while_loop(|_, x| sum(x) < 10.0, |k, x| (k + 1, x + 1.0), (0, x)); \
+             output y, x2; }",
+        );
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert!(built.errors.is_empty(), "{:#?}", messages(&built.errors));
     }
 
     #[test]

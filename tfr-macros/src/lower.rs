@@ -3,12 +3,13 @@
 //! its own name).
 
 use crate::check::{
-    control_flow_message, describe, dtype_name, expr_text, is_control_flow, parse_dtype,
-    path_ident, type_string, Builder, Failed, Lit, LitKind, Val, DTYPE_NAMES, R,
+    describe, dtype_name, expr_text, is_rust_loop, parse_dtype, path_ident, rust_loop_message,
+    type_string, Builder, Failed, Lit, LitKind, Val, DTYPE_NAMES, R,
 };
 use crate::parse::nearest;
 use syn::punctuated::Punctuated;
 use syn::{BinOp, Expr, ExprLit, Ident, Lit as SynLit, Token, UnOp};
+use tfr_graph::ops::control_flow_ops;
 use tfr_graph::{
     registry, AttrKind, AttrValue, DType, Dim, Graph, NodeId, Output, Result as GResult, Shape,
 };
@@ -42,6 +43,8 @@ pub enum Kind {
     Vars,
     /// Any value (tensors, or a tuple for `grad`'s list of tensors).
     Any,
+    /// A closure: `|i, x| i < n` (a loop's condition or body, a branch of `cond`).
+    Closure,
 }
 
 /// One parameter: name, kind, required.
@@ -334,6 +337,25 @@ pub const OTHERS: &[(&str, &[Param])] = &[
         ],
     ),
     ("group", &[("deps", Any, true)]),
+    (
+        "cond",
+        &[
+            ("pred", Tensor, true),
+            ("true_fn", Closure, true),
+            ("false_fn", Closure, true),
+        ],
+    ),
+    (
+        "while_loop",
+        &[
+            ("cond", Closure, true),
+            ("body", Closure, true),
+            ("loop_vars", Any, true),
+            ("maximum_iterations", Int, false),
+            ("parallel_iterations", Int, false),
+            ("gradient_checkpoints", Int, false),
+        ],
+    ),
 ];
 
 /// Optimizers, usable as the second argument of `minimize`.
@@ -430,7 +452,7 @@ impl<'e> Args<'e> {
         let i = self.params.iter().position(|p| p.0 == name)?;
         self.values[i]
     }
-    fn req(&self, name: &str) -> &'e Expr {
+    pub fn req(&self, name: &str) -> &'e Expr {
         self.get(name)
             .expect("required parameters are checked when binding")
     }
@@ -522,10 +544,15 @@ impl Builder {
                 }
                 self.call(&m.method, Some(&m.receiver), &m.args, e)
             }
-            Expr::If(_) => Err(self.err_at(e, control_flow_message("if"))),
-            Expr::While(_) => Err(self.err_at(e, control_flow_message("while"))),
-            Expr::ForLoop(_) => Err(self.err_at(e, control_flow_message("for"))),
-            Expr::Loop(_) => Err(self.err_at(e, control_flow_message("loop"))),
+            Expr::If(i) => self.if_expr(i),
+            Expr::While(w) => Err(self.err_at(&w.while_token, rust_loop_message("while"))),
+            Expr::ForLoop(f) => Err(self.err_at(&f.for_token, rust_loop_message("for"))),
+            Expr::Loop(l) => Err(self.err_at(&l.loop_token, rust_loop_message("loop"))),
+            Expr::Closure(c) => Err(self.err_at(
+                c,
+                "a closure is the condition or body of `while_loop(..)` or a branch of \
+                 `cond(..)`, not a value",
+            )),
             Expr::Index(_) => Err(self.err_at(
                 e,
                 "indexing is not supported in graph!: use `slice(x, begin, size)`, \
@@ -775,8 +802,8 @@ impl Builder {
         whole: &'e Expr,
     ) -> R<Val> {
         let func = name.to_string();
-        if is_control_flow(&func) {
-            return Err(self.err(name.span(), control_flow_message(&func)));
+        if is_rust_loop(&func) {
+            return Err(self.err(name.span(), rust_loop_message(&func)));
         }
         if OPTIMIZERS.iter().any(|(n, _)| *n == func) {
             return Err(self.err(
@@ -1471,6 +1498,8 @@ impl Builder {
                 }
             }
             "grad" => return self.grad(&a, whole),
+            "cond" => return self.cond_call(&a),
+            "while_loop" => return self.while_loop(name, &a, whole),
             "minimize" => return self.minimize(&a, whole),
             "group" => {
                 let de = a.req("deps");
@@ -1964,11 +1993,16 @@ fn reaches(g: &Graph, y: Output) -> std::collections::HashSet<Output> {
             continue;
         }
         let node = g.node(o.node);
+        // Control-flow ops have no gradient rule of their own: `gradients` differentiates
+        // conds and loops structurally, through them.
+        let structural = control_flow_ops::is_control_flow_op(&node.op)
+            || control_flow_ops::is_tensor_array_op(&node.op);
         let stops = node.op == "StopGradient"
-            || matches!(
-                registry().get(&node.op).map(|d| d.gradient),
-                Some(tfr_graph::Gradient::NotDifferentiable) | None
-            );
+            || !structural
+                && matches!(
+                    registry().get(&node.op).map(|d| d.gradient),
+                    Some(tfr_graph::Gradient::NotDifferentiable) | None
+                );
         if !stops {
             stack.extend(node.inputs.iter().copied());
         }

@@ -319,10 +319,16 @@ fn parse_bare_item(
     let fork = input.fork();
     if let Ok(word) = fork.call(<Ident as syn::ext::IdentExt>::parse_any) {
         let w = word.to_string();
-        if crate::check::is_control_flow(&w) {
+        if crate::check::is_rust_loop(&w) {
             return Err(syn::Error::new(
                 word.span(),
-                crate::check::control_flow_message(&w),
+                crate::check::rust_loop_message(&w),
+            ));
+        }
+        if crate::check::is_control_value(&w) {
+            return Err(syn::Error::new(
+                word.span(),
+                crate::check::control_statement_message(&w),
             ));
         }
         if let Some(s) = nearest(&w, STATEMENT_WORDS.iter().copied()) {

@@ -3,8 +3,12 @@ use tfr::graph;
 graph! {
     model M {
         input x: f32[3];
-        let y = while_loop(x);
-        let z = if true { x } else { x };
+        let y = if true { x };
+        while_loop(|v| true, |v| v, x);
+        let z = for i in x { i };
+        let f = |v| v * 2.0;
+        let u = if true { x; } else { x };
+        let w = while_loop(x, |v| v, x);
     }
 }
 
