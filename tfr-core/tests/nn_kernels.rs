@@ -1,52 +1,10 @@
 //! Activation, softmax, bias and cross-entropy kernels, checked against plain-Rust references.
 
-use tfr_core::{Error, Session, SessionOptions, Tensor};
+use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_graph::{DType, Graph, Output, Shape};
 
-fn session(g: &Graph) -> Session {
-    Session::new(g, SessionOptions::default()).unwrap()
-}
-
-fn run(g: &Graph, feeds: &[(Output, Tensor)], fetches: &[Output]) -> Vec<Tensor> {
-    session(g).run(feeds, fetches, &[]).unwrap()
-}
-
-fn run_err(g: &Graph, feeds: &[(Output, Tensor)], fetch: Output) -> Error {
-    session(g).run(feeds, &[fetch], &[]).unwrap_err()
-}
-
-fn t<T: tfr_graph::Element>(shape: &[usize], data: Vec<T>) -> Tensor {
-    Tensor::new(shape, data).unwrap()
-}
-
-/// A deterministic pseudo-random sequence in [-1, 1).
-fn random(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= tol * w.abs().max(1.0)
-        };
-        assert!(ok, "{what}: element {i} is {g}, expected {w}");
-    }
-}
+mod common;
+use common::*;
 
 /// Reference softmax of each `cols`-long row (in f64, max subtracted).
 fn ref_softmax(x: &[f64], cols: usize) -> Vec<f64> {

@@ -85,6 +85,64 @@ fn gemm_parallelism(parallel: bool) -> gemm::Parallelism {
     }
 }
 
+/// `dst = alpha * dst + beta * (a @ b)` through gemm (with `read_dst == false`, `dst` is only
+/// written and alpha is ignored), after checking that the operands cover their shapes.
+#[allow(clippy::too_many_arguments)]
+fn gemm_product<T: MatMulElem + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    dst: &mut [T],
+    read_dst: bool,
+    alpha: T,
+    beta: T,
+    parallel: bool,
+) -> KResult {
+    check_operands(m, n, k, &a, &b, dst)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        // An empty product is zero; callers only accumulate with alpha == 1.
+        if !read_dst {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return Ok(());
+    }
+    // SAFETY: `dst` holds at least m * n elements and is addressed row-major (row stride n,
+    // column stride 1); `a` and `b` cover every element their strides address for
+    // (i < m, p < k) and (p < k, j < n): `check_operands` checked the largest offsets against
+    // the slice lengths. The slices come from distinct borrows (`dst` is `&mut`), so the
+    // output overlaps neither input. gemm only reads `lhs`/`rhs` and reads `dst` only when
+    // `read_dst`. Callers use f32 and f64, the types gemm implements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            gemm_parallelism(parallel),
+        );
+    }
+    Ok(())
+}
+
 macro_rules! gemm_elem {
     ($($t:ty),*) => {$(
         impl MatMulElem for $t {
@@ -97,32 +155,7 @@ macro_rules! gemm_elem {
                 dst: &mut [$t],
                 parallel: bool,
             ) -> KResult {
-                check_operands(m, n, k, &a, &b, dst)?;
-                if m == 0 || n == 0 {
-                    return Ok(());
-                }
-                if k == 0 {
-                    dst[..m * n].fill(0.0);
-                    return Ok(());
-                }
-                // SAFETY: `dst` holds at least m * n elements and is written row-major (row
-                // stride n, column stride 1); `a` and `b` cover every element their strides
-                // address for (i < m, p < k) and (p < k, j < n): `check_operands` checked the
-                // largest offsets against the slice lengths. The slices come from distinct
-                // borrows (`dst` is `&mut`), so the output overlaps neither input. `gemm`
-                // supports f32 and f64, only reads `lhs`/`rhs`, and with `read_dst == false`
-                // never reads `dst` (alpha is ignored; beta = 1 scales the product).
-                unsafe {
-                    gemm::gemm(
-                        m, n, k,
-                        dst.as_mut_ptr(), 1, n as isize, false,
-                        a.data.as_ptr(), a.cs as isize, a.rs as isize,
-                        b.data.as_ptr(), b.cs as isize, b.rs as isize,
-                        0.0, 1.0, false, false, false,
-                        gemm_parallelism(parallel),
-                    );
-                }
-                Ok(())
+                gemm_product(m, n, k, a, b, dst, false, 0.0, 1.0, parallel)
             }
 
             fn matmul_update(
@@ -135,23 +168,7 @@ macro_rules! gemm_elem {
                 scale: $t,
                 parallel: bool,
             ) -> KResult {
-                check_operands(m, n, k, &a, &b, dst)?;
-                if m == 0 || n == 0 || k == 0 {
-                    return Ok(());
-                }
-                // SAFETY: as in `matmul`; with `read_dst == true` gemm also reads each of
-                // the m * n elements of `dst` it writes (dst = 1 * dst + scale * a @ b).
-                unsafe {
-                    gemm::gemm(
-                        m, n, k,
-                        dst.as_mut_ptr(), 1, n as isize, true,
-                        a.data.as_ptr(), a.cs as isize, a.rs as isize,
-                        b.data.as_ptr(), b.cs as isize, b.rs as isize,
-                        1.0, scale, false, false, false,
-                        gemm_parallelism(parallel),
-                    );
-                }
-                Ok(())
+                gemm_product(m, n, k, a, b, dst, true, 1.0, scale, parallel)
             }
         }
     )*};
