@@ -11,7 +11,7 @@
 use crate::error::{Error, KernelError, Result};
 use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
 use crate::resource::ResourceMgr;
-use crate::tensor::Tensor;
+use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -38,6 +38,8 @@ struct ExecNode {
     /// Number of distinct nodes this one waits on.
     pending: u32,
     cheap: bool,
+    /// The kernel has a scalar fast path (`OpKernel::compute_scalar`) and one output.
+    scalar: bool,
 }
 
 /// What a feed must look like, for checking values before a step runs.
@@ -142,9 +144,11 @@ impl Executable {
                 .collect();
             let cheap = registry().get(&node.op).is_some_and(|d| d.cheap);
             expensive += usize::from(!cheap);
+            let scalar = kernel.has_scalar_path() && node.outputs.len() == 1;
             nodes.push(ExecNode {
                 name: node.name.clone(),
                 op: node.op.clone(),
+                scalar,
                 kernel,
                 inputs,
                 out_base: out_base[i],
@@ -2068,6 +2072,53 @@ fn read(
     }
 }
 
+/// The value `r` refers to, without taking or cloning it.
+#[inline(always)]
+fn peek<'v>(
+    r: ValRef,
+    vars: &'v [Option<Tensor>],
+    invs: &'v [Option<Tensor>],
+    vals: &'v [Option<Tensor>],
+) -> Option<&'v Tensor> {
+    match r {
+        ValRef::Var(j) => vars[j as usize].as_ref(),
+        ValRef::Inv(k) => invs[k as usize].as_ref(),
+        ValRef::Val(i) => vals[i as usize].as_ref(),
+    }
+}
+
+/// A plan step by its kernel's scalar fast path, when every input is a live scalar held inline
+/// and the kernel answers with the declared dtype: no kernel context, no tensor moves. Inputs
+/// are read in place (a scalar's "last use" need not take it: the slot is overwritten before
+/// it is read again). `false` when the step must run the general way.
+#[inline]
+fn run_scalar_step(
+    en: &ExecNode,
+    step: &PlanStep,
+    vars: &[Option<Tensor>],
+    invs: &[Option<Tensor>],
+    vals: &mut [Option<Tensor>],
+) -> bool {
+    let mut args = [Scalar::Bool(false); 4];
+    let n = step.inputs.len();
+    if n > args.len() {
+        return false;
+    }
+    for (a, &(r, _)) in args.iter_mut().zip(&step.inputs) {
+        match peek(r, vars, invs, vals).and_then(Tensor::as_scalar) {
+            Some(s) => *a = s,
+            None => return false,
+        }
+    }
+    match en.kernel.compute_scalar(&args[..n]) {
+        Some(out) if out.dtype() == en.out_dtypes[0] => {
+            vals[step.out_base as usize] = Some(Tensor::from_scalar(out));
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Runs one kernel (or TensorArray op) of a plan; a dead input makes its outputs dead.
 #[inline]
 fn run_step(
@@ -2106,6 +2157,9 @@ fn run_step(
             }
         }
         _ => {
+            if en.scalar && run_scalar_step(en, step, vars, invs, vals) {
+                return Ok(());
+            }
             ctx.reset_inputs();
             for &(r, take) in &step.inputs {
                 match read(r, take, vars, invs, vals) {

@@ -5,7 +5,8 @@ use super::broadcast::{broadcast_shape, for_each_broadcast};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
-use crate::tensor::{Dims, Tensor};
+use crate::tensor::{Dims, Scalar, Tensor};
+use std::marker::PhantomData;
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
@@ -20,7 +21,24 @@ where
     T: Element + Copy,
     F: Fn(T) -> T + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
+    Box::new(MapKernel {
+        f,
+        _t: PhantomData::<fn(T)>,
+    })
+}
+
+struct MapKernel<T, F> {
+    f: F,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, F> OpKernel for MapKernel<T, F>
+where
+    T: Element + Copy,
+    F: Fn(T) -> T + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let f = &self.f;
         let mut x = ctx.take_input(0);
         if let Some(s) = x.slice_mut::<T>() {
             s.iter_mut().for_each(|v| *v = f(*v));
@@ -30,7 +48,15 @@ where
         let out: Vec<T> = x.as_slice::<T>()?.iter().map(|&v| f(v)).collect();
         ctx.set_output(Tensor::from_parts(x.dims().clone(), T::into_buffer(out)));
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
+        let [a] = inputs else { return None };
+        Scalar::of(&(self.f)(*a.get::<T>()?))
+    }
 }
 
 /// `f(x, y)` with numpy broadcasting into a new tensor.
@@ -41,6 +67,10 @@ where
     U: Element,
 {
     let (xs, ys) = (x.as_slice::<A>()?, y.as_slice::<B>()?);
+    if let ([a], [b], 0, 0) = (xs, ys, x.rank(), y.rank()) {
+        // Scalars (loop counters, predicates): held inline, no allocation.
+        return Ok(Tensor::scalar(f(*a, *b)));
+    }
     let (out_shape, out): (Dims, Vec<U>) = if x.same_shape(y) {
         (
             x.dims().clone(),
@@ -70,7 +100,24 @@ where
     T: Element + Copy,
     F: Fn(T, T) -> T + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
+    Box::new(ZipKernel {
+        f,
+        _t: PhantomData::<fn(T)>,
+    })
+}
+
+struct ZipKernel<T, F> {
+    f: F,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, F> OpKernel for ZipKernel<T, F>
+where
+    T: Element + Copy,
+    F: Fn(T, T) -> T + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let f = &self.f;
         let mut y = ctx.take_input(1);
         let mut x = ctx.take_input(0);
         if x.same_shape(&y) || y.num_elements() == 1 && x.rank() >= y.rank() {
@@ -99,9 +146,17 @@ where
                 return Ok(());
             }
         }
-        ctx.set_output(binary_apply::<T, T, T>(&x, &y, &f)?);
+        ctx.set_output(binary_apply::<T, T, T>(&x, &y, f)?);
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
+        let [a, b] = inputs else { return None };
+        Scalar::of(&(self.f)(*a.get::<T>()?, *b.get::<T>()?))
+    }
 }
 
 /// `z = f(x, y)` with a different output type (comparisons).
@@ -111,11 +166,36 @@ where
     U: Element,
     F: Fn(T, T) -> U + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
-        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &f)?;
+    Box::new(ZipToKernel {
+        f,
+        _t: PhantomData::<fn(T) -> U>,
+    })
+}
+
+struct ZipToKernel<T, U, F> {
+    f: F,
+    _t: PhantomData<fn(T) -> U>,
+}
+
+impl<T, U, F> OpKernel for ZipToKernel<T, U, F>
+where
+    T: Element + Copy,
+    U: Element,
+    F: Fn(T, T) -> U + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &self.f)?;
         ctx.set_output(out);
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
+        let [a, b] = inputs else { return None };
+        Scalar::of(&(self.f)(*a.get::<T>()?, *b.get::<T>()?))
+    }
 }
 
 /// Integer division ops fail on a zero divisor, as TensorFlow's do.
