@@ -1707,6 +1707,9 @@ struct LoopPlan {
     body: Vec<PlanStep>,
     /// Per loop variable: its next value, and whether reading it may take it.
     next: Vec<(ValRef, bool)>,
+    /// Every next value is a kernel output (none is a loop variable or an invariant), so the
+    /// variables can be assigned one by one.
+    next_from_vals: bool,
     /// (loop variable, Exit node).
     exits: Vec<(u32, u32)>,
     num_vals: usize,
@@ -1868,7 +1871,9 @@ impl LoopPlan {
         if var_enters.is_empty() {
             return None;
         }
+        let next_from_vals = next.iter().all(|(r, _)| matches!(r, ValRef::Val(_)));
         let mut plan = LoopPlan {
+            next_from_vals,
             var_enters,
             inv_of_enter,
             num_invs: num_invs as usize,
@@ -2040,15 +2045,33 @@ impl Machine<'_> {
             for step in &plan.body {
                 run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
             }
-            next.clear();
-            for &(r, take) in &plan.next {
-                next.push(read(r, take, &mut vars, &invs, &mut vals));
-            }
-            if next.iter().any(Option::is_none) {
-                return Ok(None);
-            }
-            for (v, n) in vars.iter_mut().zip(next.drain(..)) {
-                *v = n;
+            if plan.next_from_vals {
+                // No next value is a loop variable: assign in place (scalars by value).
+                for (j, &(r, take)) in plan.next.iter().enumerate() {
+                    let ValRef::Val(i) = r else { unreachable!() };
+                    let var = &mut vars[j];
+                    match (
+                        var.as_mut().and_then(Tensor::scalar_mut),
+                        vals[i as usize].as_ref().and_then(Tensor::scalar_ref),
+                    ) {
+                        (Some(d), Some(s)) => d.assign(s),
+                        _ => match read(r, take, &mut [], &invs, &mut vals) {
+                            Some(v) => *var = Some(v),
+                            None => return Ok(None),
+                        },
+                    }
+                }
+            } else {
+                next.clear();
+                for &(r, take) in &plan.next {
+                    next.push(read(r, take, &mut vars, &invs, &mut vals));
+                }
+                if next.iter().any(Option::is_none) {
+                    return Ok(None);
+                }
+                for (v, n) in vars.iter_mut().zip(next.drain(..)) {
+                    *v = n;
+                }
             }
             iter += 1;
         }
@@ -2072,25 +2095,11 @@ fn read(
     }
 }
 
-/// The value `r` refers to, without taking or cloning it.
-#[inline(always)]
-fn peek<'v>(
-    r: ValRef,
-    vars: &'v [Option<Tensor>],
-    invs: &'v [Option<Tensor>],
-    vals: &'v [Option<Tensor>],
-) -> Option<&'v Tensor> {
-    match r {
-        ValRef::Var(j) => vars[j as usize].as_ref(),
-        ValRef::Inv(k) => invs[k as usize].as_ref(),
-        ValRef::Val(i) => vals[i as usize].as_ref(),
-    }
-}
-
 /// A plan step by its kernel's scalar fast path, when every input is a live scalar held inline
-/// and the kernel answers with the declared dtype: no kernel context, no tensor moves. Inputs
-/// are read in place (a scalar's "last use" need not take it: the slot is overwritten before
-/// it is read again). `false` when the step must run the general way.
+/// and the kernel answers with the declared dtype: no kernel context and no tensor moves; the
+/// kernel reads its inputs where they are and writes its output into the output slot. A
+/// scalar's "last use" need not take it: the slot is overwritten before it is read again.
+/// `false` when the step must run the general way.
 #[inline]
 fn run_scalar_step(
     en: &ExecNode,
@@ -2099,24 +2108,31 @@ fn run_scalar_step(
     invs: &[Option<Tensor>],
     vals: &mut [Option<Tensor>],
 ) -> bool {
-    let mut args = [Scalar::Bool(false); 4];
-    let n = step.inputs.len();
-    if n > args.len() {
-        return false;
+    let o = step.out_base as usize;
+    if !vals[o].as_ref().is_some_and(|t| t.scalar_ref().is_some()) {
+        vals[o] = Some(Tensor::from_scalar(Scalar::Bool(false)));
     }
-    for (a, &(r, _)) in args.iter_mut().zip(&step.inputs) {
-        match peek(r, vars, invs, vals).and_then(Tensor::as_scalar) {
-            Some(s) => *a = s,
+    let (lo, rest) = vals.split_at_mut(o);
+    let Some((slot, hi)) = rest.split_first_mut() else {
+        return false;
+    };
+    let Some(out) = slot.as_mut().and_then(Tensor::scalar_mut) else {
+        return false;
+    };
+    let mut args: SmallVec<[&Scalar; 4]> = SmallVec::new();
+    for &(r, _) in &step.inputs {
+        let t = match r {
+            ValRef::Var(j) => vars[j as usize].as_ref(),
+            ValRef::Inv(k) => invs[k as usize].as_ref(),
+            ValRef::Val(i) if (i as usize) < o => lo[i as usize].as_ref(),
+            ValRef::Val(i) => hi.get(i as usize - o - 1).and_then(Option::as_ref),
+        };
+        match t.and_then(Tensor::scalar_ref) {
+            Some(s) => args.push(s),
             None => return false,
         }
     }
-    match en.kernel.compute_scalar(&args[..n]) {
-        Some(out) if out.dtype() == en.out_dtypes[0] => {
-            vals[step.out_base as usize] = Some(Tensor::from_scalar(out));
-            true
-        }
-        _ => false,
-    }
+    en.kernel.compute_scalar(&args, out) && out.dtype() == en.out_dtypes[0]
 }
 
 /// Runs one kernel (or TensorArray op) of a plan; a dead input makes its outputs dead.

@@ -114,11 +114,13 @@ pub trait OpKernel: Send + Sync {
     }
 
     /// The fast path for rank-0 inputs held inline (loop counters, predicates, scalar loop
-    /// state): the single output, or `None` when this kernel has no such path or the inputs
-    /// are not the dtypes it was built for, and the caller runs [`OpKernel::compute`] instead.
-    /// When it answers it must agree with `compute` on the same inputs.
-    fn compute_scalar(&self, _inputs: &[Scalar]) -> Option<Scalar> {
-        None
+    /// state): writes the single output into `out` (usually the output slot itself, so the
+    /// value is stored once, field by field) and returns `true`; `false`, with `out`
+    /// unspecified, when this kernel has no such path or the inputs are not the dtypes it was
+    /// built for, and the caller runs [`OpKernel::compute`] instead. When it answers it must
+    /// agree with `compute` on the same inputs.
+    fn compute_scalar(&self, _inputs: &[&Scalar], _out: &mut Scalar) -> bool {
+        false
     }
 }
 

@@ -105,6 +105,24 @@ impl Scalar {
         }
     }
 
+    /// Copies `src` into `self`. When both have one dtype only the value is written, with
+    /// its own width: a whole-`Scalar` copy of a value just written field by field would read
+    /// across two stores, which the CPU cannot forward (a stall per copy in scalar loops).
+    #[inline(always)]
+    pub fn assign(&mut self, src: &Scalar) {
+        match (self, src) {
+            (Scalar::F32(d), Scalar::F32(s)) => *d = *s,
+            (Scalar::F64(d), Scalar::F64(s)) => *d = *s,
+            (Scalar::I32(d), Scalar::I32(s)) => *d = *s,
+            (Scalar::I64(d), Scalar::I64(s)) => *d = *s,
+            (Scalar::U8(d), Scalar::U8(s)) => *d = *s,
+            (Scalar::Bool(d), Scalar::Bool(s)) => *d = *s,
+            (Scalar::F16(d), Scalar::F16(s)) => *d = *s,
+            (Scalar::BF16(d), Scalar::BF16(s)) => *d = *s,
+            (d, s) => *d = *s,
+        }
+    }
+
     /// The value, when `T` is its element type.
     #[inline(always)]
     pub fn get<T: 'static>(&self) -> Option<&T> {
@@ -232,6 +250,24 @@ impl Tensor {
     pub fn as_scalar(&self) -> Option<Scalar> {
         match &self.data {
             Storage::Inline(s) if self.shape.is_empty() => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The value of a rank-0 tensor held inline, by reference.
+    #[inline]
+    pub fn scalar_ref(&self) -> Option<&Scalar> {
+        match &self.data {
+            Storage::Inline(s) if self.shape.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of a rank-0 tensor held inline, to overwrite in place.
+    #[inline]
+    pub fn scalar_mut(&mut self) -> Option<&mut Scalar> {
+        match &mut self.data {
+            Storage::Inline(s) if self.shape.is_empty() => Some(s),
             _ => None,
         }
     }

@@ -53,9 +53,15 @@ where
         true
     }
     #[inline]
-    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
-        let [a] = inputs else { return None };
-        Scalar::of(&(self.f)(*a.get::<T>()?))
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a] = inputs else { return false };
+        match a.get::<T>().and_then(|a| Scalar::of(&(self.f)(*a))) {
+            Some(s) => {
+                *out = s;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -153,9 +159,18 @@ where
         true
     }
     #[inline]
-    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
-        let [a, b] = inputs else { return None };
-        Scalar::of(&(self.f)(*a.get::<T>()?, *b.get::<T>()?))
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a, b] = inputs else { return false };
+        match (a.get::<T>(), b.get::<T>()) {
+            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
+                Some(s) => {
+                    *out = s;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
     }
 }
 
@@ -192,9 +207,18 @@ where
         true
     }
     #[inline]
-    fn compute_scalar(&self, inputs: &[Scalar]) -> Option<Scalar> {
-        let [a, b] = inputs else { return None };
-        Scalar::of(&(self.f)(*a.get::<T>()?, *b.get::<T>()?))
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a, b] = inputs else { return false };
+        match (a.get::<T>(), b.get::<T>()) {
+            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
+                Some(s) => {
+                    *out = s;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
     }
 }
 
