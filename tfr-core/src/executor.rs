@@ -204,7 +204,9 @@ impl Executable {
                 || tfr_graph::ops::control_flow_ops::is_tensor_array_op(&n.op)
         });
         let cf = if has_cf {
-            Some(CfProgram::build(g, &step.fetches)?)
+            let mut prog = CfProgram::build(g, &step.fetches)?;
+            prog.mark_scalar_steps(&nodes);
+            Some(prog)
         } else {
             None
         };
@@ -1694,6 +1696,8 @@ struct PlanStep {
     inputs: SmallVec<[(ValRef, bool); 4]>,
     out_base: u32,
     n_out: u32,
+    /// A kernel with a scalar fast path and one output (set once the kernels are built).
+    scalar: bool,
 }
 
 struct LoopPlan {
@@ -1715,6 +1719,20 @@ struct LoopPlan {
     num_vals: usize,
     /// The LoopCond node (for errors).
     loop_cond: u32,
+}
+
+impl CfProgram {
+    /// Marks the loop plans' steps whose kernel has a scalar fast path.
+    fn mark_scalar_steps(&mut self, exec: &[ExecNode]) {
+        let nodes = &self.nodes;
+        for plan in self.frames.iter_mut().filter_map(|t| t.plan.as_mut()) {
+            for step in plan.pre.iter_mut().chain(plan.body.iter_mut()) {
+                step.scalar = matches!(nodes[step.node as usize].kind, CfKind::Kernel)
+                    && exec[step.node as usize].scalar
+                    && step.n_out == 1;
+            }
+        }
+    }
 }
 
 impl LoopPlan {
@@ -1856,6 +1874,7 @@ impl LoopPlan {
                         inputs: r.iter().map(|x| (x.0, false)).collect(),
                         out_base: num_vals,
                         n_out,
+                        scalar: false,
                     };
                     num_vals += n_out;
                     if body_side {
@@ -2006,7 +2025,10 @@ impl Machine<'_> {
         let mut iter: u64 = 0;
         loop {
             for step in &plan.pre {
-                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                let en = &fast.exec.nodes[step.node as usize];
+                if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
+                    run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                }
             }
             let pred = match plan.pred {
                 ValRef::Var(j) => vars[j as usize].as_ref(),
@@ -2043,7 +2065,10 @@ impl Machine<'_> {
                 }
             }
             for step in &plan.body {
-                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                let en = &fast.exec.nodes[step.node as usize];
+                if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
+                    run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                }
             }
             if plan.next_from_vals {
                 // No next value is a loop variable: assign in place (scalars by value).
@@ -2119,20 +2144,30 @@ fn run_scalar_step(
     let Some(out) = slot.as_mut().and_then(Tensor::scalar_mut) else {
         return false;
     };
-    let mut args: SmallVec<[&Scalar; 4]> = SmallVec::new();
-    for &(r, _) in &step.inputs {
-        let t = match r {
+    let get = |r: ValRef| {
+        match r {
             ValRef::Var(j) => vars[j as usize].as_ref(),
             ValRef::Inv(k) => invs[k as usize].as_ref(),
             ValRef::Val(i) if (i as usize) < o => lo[i as usize].as_ref(),
             ValRef::Val(i) => hi.get(i as usize - o - 1).and_then(Option::as_ref),
-        };
-        match t.and_then(Tensor::scalar_ref) {
-            Some(s) => args.push(s),
-            None => return false,
         }
-    }
-    en.kernel.compute_scalar(&args, out) && out.dtype() == en.out_dtypes[0]
+        .and_then(Tensor::scalar_ref)
+    };
+    let done = match step.inputs.as_slice() {
+        [(a, _)] => match get(*a) {
+            Some(a) => en.kernel.compute_scalar(&[a], out),
+            None => false,
+        },
+        [(a, _), (b, _)] => match (get(*a), get(*b)) {
+            (Some(a), Some(b)) => en.kernel.compute_scalar(&[a, b], out),
+            _ => false,
+        },
+        inputs => {
+            let args: Option<SmallVec<[&Scalar; 4]>> = inputs.iter().map(|(r, _)| get(*r)).collect();
+            args.is_some_and(|args| en.kernel.compute_scalar(&args, out))
+        }
+    };
+    done && out.dtype() == en.out_dtypes[0]
 }
 
 /// Runs one kernel (or TensorArray op) of a plan; a dead input makes its outputs dead.
@@ -2173,9 +2208,6 @@ fn run_step(
             }
         }
         _ => {
-            if en.scalar && run_scalar_step(en, step, vars, invs, vals) {
-                return Ok(());
-            }
             ctx.reset_inputs();
             for &(r, take) in &step.inputs {
                 match read(r, take, vars, invs, vals) {
