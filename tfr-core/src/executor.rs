@@ -2134,7 +2134,7 @@ fn run_scalar_step(
     vals: &mut [Option<Tensor>],
 ) -> bool {
     let o = step.out_base as usize;
-    if !vals[o].as_ref().is_some_and(|t| t.scalar_ref().is_some()) {
+    if vals[o].as_ref().and_then(Tensor::scalar_ref).is_none() {
         vals[o] = Some(Tensor::from_scalar(Scalar::Bool(false)));
     }
     let (lo, rest) = vals.split_at_mut(o);
@@ -2163,7 +2163,8 @@ fn run_scalar_step(
             _ => false,
         },
         inputs => {
-            let args: Option<SmallVec<[&Scalar; 4]>> = inputs.iter().map(|(r, _)| get(*r)).collect();
+            let args: Option<SmallVec<[&Scalar; 4]>> =
+                inputs.iter().map(|(r, _)| get(*r)).collect();
             args.is_some_and(|args| en.kernel.compute_scalar(&args, out))
         }
     };

@@ -98,9 +98,7 @@ impl<'a> KernelContext<'a> {
                 t.dtype()
             )));
         }
-        Ok((0..t.num_elements())
-            .map(|k| t.get_i64(k))
-            .collect())
+        Ok((0..t.num_elements()).map(|k| t.get_i64(k)).collect())
     }
 }
 

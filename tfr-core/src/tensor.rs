@@ -560,3 +560,70 @@ macro_rules! from_scalar {
     )*};
 }
 from_scalar!(f32, f64, i32, i64, u8, bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_are_inline_and_behave_like_one_element_buffers() {
+        let a = Tensor::scalar(2.5f32);
+        assert!(a.scalar_ref().is_some());
+        assert_eq!(a.dtype(), DType::F32);
+        assert_eq!(a.num_elements(), 1);
+        assert_eq!(a.as_slice::<f32>().unwrap(), &[2.5]);
+        assert!(a.as_slice::<f64>().is_err());
+        assert_eq!(*a.buffer(), Buffer::F32(vec![2.5]));
+        assert_eq!(a.to_value().data, Buffer::F32(vec![2.5]));
+        // Equal to the same value on the heap (a one-element vector, reshaped).
+        let heap = Tensor::new(&[1], vec![2.5f32]).unwrap();
+        assert!(heap.scalar_ref().is_none());
+        assert_eq!(heap.reshaped(&[]).unwrap(), a);
+        assert_ne!(Tensor::scalar(2.5f64), a);
+        assert_ne!(Tensor::scalar(3.0f32), a);
+        // A clone is a copy: writing one leaves the other.
+        let mut b = a.clone();
+        b.slice_mut::<f32>().unwrap()[0] = 7.0;
+        assert_eq!(a.scalar_value::<f32>().unwrap(), 2.5);
+        assert_eq!(b.scalar_value::<f32>().unwrap(), 7.0);
+        assert!(!a.shares_buffer_with(&b));
+        // Reshaped to [1, 1] it keeps its storage but is no longer rank 0.
+        let r = a.reshaped(&[1, 1]).unwrap();
+        assert!(r.scalar_ref().is_none());
+        assert_eq!(r.shape(), &[1, 1]);
+        assert_eq!(r.to_vec::<f32>().unwrap(), vec![2.5]);
+        assert_eq!(r.into_vec::<f32>().unwrap(), vec![2.5]);
+        // Buffer access moves it to the heap.
+        let mut c = Tensor::scalar(3i32);
+        assert_eq!(c.buffer_mut(), Some(&mut Buffer::I32(vec![3])));
+        assert!(c.scalar_ref().is_none());
+        assert_eq!(c, Tensor::scalar(3i32));
+        // Every rank-0 constructor stores inline, except resource handles.
+        assert!(Tensor::new(&[], vec![true]).unwrap().scalar_ref().is_some());
+        assert!(Tensor::zeros(DType::I64, &[]).scalar_ref().is_some());
+        assert!(Tensor::from_array(ndarray::arr0(1u8))
+            .scalar_ref()
+            .is_some());
+        let h = Tensor::scalar(String::from("ta:0"));
+        assert!(h.scalar_ref().is_none());
+        assert_eq!(h.as_slice::<String>().unwrap(), &["ta:0".to_string()]);
+        assert_eq!(format!("{a:?}"), "Tensor<float32[]>[2.5]");
+    }
+
+    #[test]
+    fn scalar_values_convert_and_assign() {
+        assert_eq!(Scalar::of(&1.5f64), Some(Scalar::F64(1.5)));
+        assert_eq!(Scalar::of(&String::new()), None);
+        let mut s = Scalar::I32(1);
+        s.assign(&Scalar::I32(4));
+        assert_eq!(s, Scalar::I32(4));
+        s.assign(&Scalar::Bool(true));
+        assert_eq!(s, Scalar::Bool(true));
+        assert_eq!(s.get::<bool>(), Some(&true));
+        assert_eq!(s.get::<i32>(), None);
+        let t = Tensor::from_scalar(Scalar::I64(-3));
+        assert_eq!(t.get_i64(0), -3);
+        assert_eq!(t.get_f64(0), -3.0);
+        assert_eq!(t.as_scalar(), Some(Scalar::I64(-3)));
+    }
+}

@@ -6,8 +6,8 @@ use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
 use crate::tensor::{Dims, Scalar, Tensor};
-use std::marker::PhantomData;
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
+use std::marker::PhantomData;
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
 /// The error for a dtype a factory was registered for but does not handle.
@@ -586,4 +586,106 @@ fn cast_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
         ctx.set_output(out);
         Ok(())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit};
+    use crate::resource::ResourceMgr;
+    use crate::tensor::{Scalar, Tensor};
+    use tfr_graph::{Attrs, DType, Shape, TensorType};
+
+    /// The scalar fast path gives what `compute` gives, for every elementwise op and dtype it
+    /// answers for, and declines inputs of another dtype.
+    #[test]
+    fn scalar_path_agrees_with_compute() {
+        let binary = [
+            "Add",
+            "Sub",
+            "Mul",
+            "Maximum",
+            "Minimum",
+            "Less",
+            "LessEqual",
+            "Greater",
+            "GreaterEqual",
+            "Equal",
+            "NotEqual",
+            "Pow",
+        ];
+        let unary = [
+            "Neg", "Abs", "Square", "Sign", "Exp", "Sqrt", "Tanh", "Floor",
+        ];
+        let values = |d: DType| -> Vec<Tensor> {
+            match d {
+                DType::F32 => [-2.5f32, 0.0, 3.0, 1e30].map(Tensor::scalar).to_vec(),
+                DType::F64 => [-2.5f64, 0.0, 3.0, f64::NAN].map(Tensor::scalar).to_vec(),
+                DType::I32 => [-7i32, 0, 3, i32::MAX].map(Tensor::scalar).to_vec(),
+                DType::I64 => [-7i64, 0, 3, i64::MIN].map(Tensor::scalar).to_vec(),
+                _ => [0u8, 1, 200, 255].map(Tensor::scalar).to_vec(),
+            }
+        };
+        let res = ResourceMgr::default();
+        let mut answered = 0;
+        for (ops, arity) in [(&binary[..], 2), (&unary[..], 1)] {
+            for op in ops {
+                for d in [DType::F32, DType::F64, DType::I32, DType::I64, DType::U8] {
+                    let Some(factory) = kernel_registry().find(op, DeviceType::Cpu, d) else {
+                        continue;
+                    };
+                    let ins = vec![TensorType::new(d, Shape::scalar()); arity];
+                    let attrs = Attrs::default();
+                    let init = KernelInit {
+                        node: "n",
+                        op,
+                        attrs: &attrs,
+                        inputs: &ins,
+                        outputs: &ins[..1],
+                    };
+                    let k = factory(&init).unwrap();
+                    if !k.has_scalar_path() {
+                        continue;
+                    }
+                    let vs = values(d);
+                    for a in &vs {
+                        for b in &vs {
+                            if arity == 2 && op == &"Pow" && d != DType::F32 && d != DType::F64 {
+                                continue;
+                            }
+                            let args: Vec<Tensor> =
+                                [a, b][..arity].iter().map(|t| (*t).clone()).collect();
+                            let mut ctx = KernelContext::new(
+                                args.iter().cloned().map(Some).collect(),
+                                &res,
+                                &[],
+                            );
+                            let want = k.compute(&mut ctx).map(|_| ctx.into_outputs());
+                            let refs: Vec<&Scalar> =
+                                args.iter().map(|t| t.scalar_ref().unwrap()).collect();
+                            let mut out = Scalar::Bool(false);
+                            let answered_here = k.compute_scalar(&refs, &mut out);
+                            let Ok(want) = want else {
+                                continue;
+                            };
+                            assert!(answered_here, "{op} {d} declined {args:?}");
+                            answered += 1;
+                            let want = &want[0];
+                            let got = Tensor::from_scalar(out);
+                            let same = got == *want
+                                || got.to_f64_vec()[0].is_nan() && want.to_f64_vec()[0].is_nan();
+                            assert!(same, "{op} {d} {args:?}: {got:?} != {want:?}");
+                        }
+                    }
+                    // Another dtype: declined.
+                    let other = Tensor::scalar(true);
+                    let refs = vec![other.scalar_ref().unwrap(); arity];
+                    assert!(
+                        !k.compute_scalar(&refs, &mut Scalar::Bool(false)),
+                        "{op} {d}"
+                    );
+                }
+            }
+        }
+        assert!(answered > 300, "only {answered} cases ran the scalar path");
+    }
 }
