@@ -1698,6 +1698,12 @@ struct PlanStep {
     n_out: u32,
     /// A kernel with a scalar fast path and one output (set once the kernels are built).
     scalar: bool,
+    /// For the all-scalar loop: the register of each input and of the output (registers are
+    /// the loop variables, then the invariants, then the kernel outputs), and the output's
+    /// declared dtype.
+    in_regs: SmallVec<[u32; 4]>,
+    out_reg: u32,
+    out_dtype: tfr_graph::DType,
 }
 
 struct LoopPlan {
@@ -1714,6 +1720,10 @@ struct LoopPlan {
     /// Every next value is a kernel output (none is a loop variable or an invariant), so the
     /// variables can be assigned one by one.
     next_from_vals: bool,
+    /// Every kernel has a scalar fast path and reads only earlier registers (set once the
+    /// kernels are built): with scalar loop variables and invariants the loop runs on a
+    /// register file of `Scalar`s (`scalar_loop`).
+    all_scalar: bool,
     /// (loop variable, Exit node).
     exits: Vec<(u32, u32)>,
     num_vals: usize,
@@ -1726,11 +1736,24 @@ impl CfProgram {
     fn mark_scalar_steps(&mut self, exec: &[ExecNode]) {
         let nodes = &self.nodes;
         for plan in self.frames.iter_mut().filter_map(|t| t.plan.as_mut()) {
+            let (nv, ni) = (plan.var_enters.len() as u32, plan.num_invs as u32);
+            let reg = |r: ValRef| match r {
+                ValRef::Var(j) => j,
+                ValRef::Inv(k) => nv + k,
+                ValRef::Val(i) => nv + ni + i,
+            };
+            let mut all = true;
             for step in plan.pre.iter_mut().chain(plan.body.iter_mut()) {
+                let en = &exec[step.node as usize];
                 step.scalar = matches!(nodes[step.node as usize].kind, CfKind::Kernel)
-                    && exec[step.node as usize].scalar
+                    && en.scalar
                     && step.n_out == 1;
+                step.in_regs = step.inputs.iter().map(|&(r, _)| reg(r)).collect();
+                step.out_reg = nv + ni + step.out_base;
+                step.out_dtype = en.out_dtypes.first().copied().unwrap_or(step.out_dtype);
+                all &= step.scalar && step.in_regs.iter().all(|&r| r < step.out_reg);
             }
+            plan.all_scalar = all;
         }
     }
 }
@@ -1875,6 +1898,9 @@ impl LoopPlan {
                         out_base: num_vals,
                         n_out,
                         scalar: false,
+                        in_regs: SmallVec::new(),
+                        out_reg: 0,
+                        out_dtype: tfr_graph::DType::F32,
                     };
                     num_vals += n_out;
                     if body_side {
@@ -1893,6 +1919,7 @@ impl LoopPlan {
         let next_from_vals = next.iter().all(|(r, _)| matches!(r, ValRef::Val(_)));
         let mut plan = LoopPlan {
             next_from_vals,
+            all_scalar: false,
             var_enters,
             inv_of_enter,
             num_invs: num_invs as usize,
@@ -2019,10 +2046,31 @@ impl Machine<'_> {
                 invs[*k as usize] = enter_values.get(o).and_then(value);
             }
         }
+        let mut iter: u64 = 0;
+        if plan.all_scalar {
+            let regs: Option<Vec<Scalar>> = vars
+                .iter()
+                .chain(&invs)
+                .map(|v| v.as_ref().and_then(Tensor::as_scalar))
+                .collect();
+            if let Some(mut regs) = regs {
+                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut iter)?;
+                let scalars = regs[..vars.len()].iter().copied();
+                if done {
+                    return Ok(Some(
+                        scalars.map(|s| Some(Tensor::from_scalar(s))).collect(),
+                    ));
+                }
+                // A kernel declined: go on the general way from the start of this iteration
+                // (the kernels are pure, and the registers still hold its loop variables).
+                for (v, s) in vars.iter_mut().zip(scalars) {
+                    *v = Some(Tensor::from_scalar(s));
+                }
+            }
+        }
         let mut vals: Vec<Option<Tensor>> = vec![None; plan.num_vals];
         let mut ctx = KernelContext::new(SmallVec::new(), fast.resources, fast.feeds);
         let mut next: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
-        let mut iter: u64 = 0;
         loop {
             for step in &plan.pre {
                 let en = &fast.exec.nodes[step.node as usize];
@@ -2100,6 +2148,99 @@ impl Machine<'_> {
             }
             iter += 1;
         }
+    }
+}
+
+/// Runs an all-scalar loop plan on registers (`regs`: the loop variables and invariants; the
+/// kernel outputs are appended): each kernel reads its inputs in place and writes its output
+/// register. `Ok(true)` when the predicate fails (the variables' final values are in the
+/// first registers); `Ok(false)` when a kernel declined its scalar path, with `iter` the
+/// iteration it was in and the first registers still holding that iteration's variables.
+fn scalar_loop(
+    fast: &FastCtx<'_>,
+    prog: &CfProgram,
+    plan: &LoopPlan,
+    t: &FrameTemplate,
+    regs: &mut Vec<Scalar>,
+    iter: &mut u64,
+) -> Result<bool> {
+    let nv = plan.var_enters.len();
+    let base = regs.len();
+    regs.resize(base + plan.num_vals, Scalar::Bool(false));
+    let reg = |r: ValRef| match r {
+        ValRef::Var(j) => j as usize,
+        ValRef::Inv(k) => nv + k as usize,
+        ValRef::Val(i) => base + i as usize,
+    };
+    let kernels = |steps: &[PlanStep]| -> Vec<&dyn OpKernel> {
+        steps
+            .iter()
+            .map(|s| fast.exec.nodes[s.node as usize].kernel.as_ref())
+            .collect()
+    };
+    let (pre_k, body_k) = (kernels(&plan.pre), kernels(&plan.body));
+    let run = |steps: &[PlanStep], ks: &[&dyn OpKernel], regs: &mut [Scalar]| -> bool {
+        steps.iter().zip(ks).all(|(st, k)| {
+            let (lo, hi) = regs.split_at_mut(st.out_reg as usize);
+            let out = &mut hi[0];
+            let ok = match st.in_regs.as_slice() {
+                [a] => k.compute_scalar(&[&lo[*a as usize]], out),
+                [a, b] => k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize]], out),
+                rs => {
+                    let args: SmallVec<[&Scalar; 4]> =
+                        rs.iter().map(|&r| &lo[r as usize]).collect();
+                    k.compute_scalar(&args, out)
+                }
+            };
+            ok && out.dtype() == st.out_dtype
+        })
+    };
+    let pred = reg(plan.pred);
+    let next: SmallVec<[usize; 4]> = plan.next.iter().map(|&(r, _)| reg(r)).collect();
+    let mut tmp: SmallVec<[Scalar; 4]> = SmallVec::new();
+    loop {
+        if !run(&plan.pre, &pre_k, regs) {
+            return Ok(false);
+        }
+        let Scalar::Bool(holds) = regs[pred] else {
+            return Err(cf_node_error(
+                prog,
+                plan.loop_cond,
+                KernelError::invalid("the loop predicate must be a bool scalar"),
+            ));
+        };
+        if !holds {
+            return Ok(true);
+        }
+        if let Some(max) = t.maximum_iterations {
+            if *iter >= max {
+                return Err(cf_node_error(
+                    prog,
+                    plan.loop_cond,
+                    KernelError::out_of_range(format!(
+                        "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
+                         still holds after {max} iterations",
+                        t.name
+                    )),
+                ));
+            }
+        }
+        if !run(&plan.body, &body_k, regs) {
+            return Ok(false);
+        }
+        if plan.next_from_vals {
+            let (vars, rest) = regs.split_at_mut(nv);
+            for (v, &r) in vars.iter_mut().zip(&next) {
+                v.assign(&rest[r - nv]);
+            }
+        } else {
+            tmp.clear();
+            tmp.extend(next.iter().map(|&r| regs[r]));
+            for (v, s) in regs.iter_mut().zip(&tmp) {
+                v.assign(s);
+            }
+        }
+        *iter += 1;
     }
 }
 
