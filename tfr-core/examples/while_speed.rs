@@ -1,5 +1,7 @@
 //! Quick timing of the peers' while1000 workloads on tfr-core alone (faster to build than the
-//! root crate's `peers` bench): `cargo run --release -p tfr-core --example while_speed [reps]`.
+//! root crate's `peers` bench): `cargo run --release -p tfr-core --example while_speed [reps]
+//! [--tanh] [--dump]`. `--tanh` makes the body `x = tanh(x) * 0.999 + 1`, whose gradient needs
+//! each iteration's x (saved in a TensorArray by the forward loop).
 
 use std::time::Instant;
 use tfr_core::{Session, SessionOptions, Tensor};
@@ -12,6 +14,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(300);
     let dump = std::env::args().any(|a| a == "--dump");
+    let tanh = std::env::args().any(|a| a == "--tanh");
     for grad in [false, true] {
         const N: i32 = 1000;
         let mut g = Graph::new();
@@ -27,7 +30,8 @@ fn main() {
                     let one = g.scalar(1i32)?;
                     let c = g.scalar(0.999f32)?;
                     let b = g.scalar(1.0f32)?;
-                    let y = g.mul(v[1], c)?;
+                    let x = if tanh { g.tanh(v[1])? } else { v[1] };
+                    let y = g.mul(x, c)?;
                     Ok(vec![g.add(v[0], one)?, g.add(y, b)?])
                 },
                 &[zero, x],
@@ -68,7 +72,8 @@ fn main() {
             .collect();
         per.sort_by(f64::total_cmp);
         println!(
-            "while1000{} {:.4} us/iteration (out {:?})",
+            "while1000{}{} {:.4} us/iteration (out {:?})",
+            if tanh { "_tanh" } else { "" },
             if grad { "_grad" } else { "" },
             per[per.len() / 2] * 1e6 / N as f64,
             out.iter().map(|t| t.to_f64_vec()).collect::<Vec<_>>()
