@@ -11,7 +11,7 @@
 use crate::error::{Error, KernelError, Result};
 use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
 use crate::resource::ResourceMgr;
-use crate::tensor::Tensor;
+use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -38,6 +38,8 @@ struct ExecNode {
     /// Number of distinct nodes this one waits on.
     pending: u32,
     cheap: bool,
+    /// The kernel has a scalar fast path (`OpKernel::compute_scalar`) and one output.
+    scalar: bool,
 }
 
 /// What a feed must look like, for checking values before a step runs.
@@ -142,9 +144,11 @@ impl Executable {
                 .collect();
             let cheap = registry().get(&node.op).is_some_and(|d| d.cheap);
             expensive += usize::from(!cheap);
+            let scalar = kernel.has_scalar_path() && node.outputs.len() == 1;
             nodes.push(ExecNode {
                 name: node.name.clone(),
                 op: node.op.clone(),
+                scalar,
                 kernel,
                 inputs,
                 out_base: out_base[i],
@@ -201,7 +205,9 @@ impl Executable {
                 || crate::kernels::sendrecv_ops::is_frame_aware_transfer(n)
         });
         let cf = if has_cf {
-            Some(CfProgram::build(g, &step.fetches)?)
+            let mut prog = CfProgram::build(g, &step.fetches)?;
+            prog.mark_scalar_steps(&nodes);
+            Some(prog)
         } else {
             None
         };
@@ -1811,6 +1817,14 @@ struct PlanStep {
     inputs: SmallVec<[(ValRef, bool); 4]>,
     out_base: u32,
     n_out: u32,
+    /// A kernel with a scalar fast path and one output (set once the kernels are built).
+    scalar: bool,
+    /// For the all-scalar loop: the register of each input and of the output (registers are
+    /// the loop variables, then the invariants, then the kernel outputs), and the output's
+    /// declared dtype.
+    in_regs: SmallVec<[u32; 4]>,
+    out_reg: u32,
+    out_dtype: tfr_graph::DType,
 }
 
 struct LoopPlan {
@@ -1824,11 +1838,45 @@ struct LoopPlan {
     body: Vec<PlanStep>,
     /// Per loop variable: its next value, and whether reading it may take it.
     next: Vec<(ValRef, bool)>,
+    /// Every next value is a kernel output (none is a loop variable or an invariant), so the
+    /// variables can be assigned one by one.
+    next_from_vals: bool,
+    /// Every kernel has a scalar fast path and reads only earlier registers (set once the
+    /// kernels are built): with scalar loop variables and invariants the loop runs on a
+    /// register file of `Scalar`s (`scalar_loop`).
+    all_scalar: bool,
     /// (loop variable, Exit node).
     exits: Vec<(u32, u32)>,
     num_vals: usize,
     /// The LoopCond node (for errors).
     loop_cond: u32,
+}
+
+impl CfProgram {
+    /// Marks the loop plans' steps whose kernel has a scalar fast path.
+    fn mark_scalar_steps(&mut self, exec: &[ExecNode]) {
+        let nodes = &self.nodes;
+        for plan in self.frames.iter_mut().filter_map(|t| t.plan.as_mut()) {
+            let (nv, ni) = (plan.var_enters.len() as u32, plan.num_invs as u32);
+            let reg = |r: ValRef| match r {
+                ValRef::Var(j) => j,
+                ValRef::Inv(k) => nv + k,
+                ValRef::Val(i) => nv + ni + i,
+            };
+            let mut all = true;
+            for step in plan.pre.iter_mut().chain(plan.body.iter_mut()) {
+                let en = &exec[step.node as usize];
+                step.scalar = matches!(nodes[step.node as usize].kind, CfKind::Kernel)
+                    && en.scalar
+                    && step.n_out == 1;
+                step.in_regs = step.inputs.iter().map(|&(r, _)| reg(r)).collect();
+                step.out_reg = nv + ni + step.out_base;
+                step.out_dtype = en.out_dtypes.first().copied().unwrap_or(step.out_dtype);
+                all &= step.scalar && step.in_regs.iter().all(|&r| r < step.out_reg);
+            }
+            plan.all_scalar = all;
+        }
+    }
 }
 
 impl LoopPlan {
@@ -1970,6 +2018,10 @@ impl LoopPlan {
                         inputs: r.iter().map(|x| (x.0, false)).collect(),
                         out_base: num_vals,
                         n_out,
+                        scalar: false,
+                        in_regs: SmallVec::new(),
+                        out_reg: 0,
+                        out_dtype: tfr_graph::DType::F32,
                     };
                     num_vals += n_out;
                     if body_side {
@@ -1985,7 +2037,10 @@ impl LoopPlan {
         if var_enters.is_empty() {
             return None;
         }
+        let next_from_vals = next.iter().all(|(r, _)| matches!(r, ValRef::Val(_)));
         let mut plan = LoopPlan {
+            next_from_vals,
+            all_scalar: false,
             var_enters,
             inv_of_enter,
             num_invs: num_invs as usize,
@@ -2112,13 +2167,37 @@ impl Machine<'_> {
                 invs[*k as usize] = enter_values.get(o).and_then(value);
             }
         }
+        let mut iter: u64 = 0;
+        if plan.all_scalar {
+            let regs: Option<Vec<Scalar>> = vars
+                .iter()
+                .chain(&invs)
+                .map(|v| v.as_ref().and_then(Tensor::as_scalar))
+                .collect();
+            if let Some(mut regs) = regs {
+                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut iter)?;
+                let scalars = regs[..vars.len()].iter().copied();
+                if done {
+                    return Ok(Some(
+                        scalars.map(|s| Some(Tensor::from_scalar(s))).collect(),
+                    ));
+                }
+                // A kernel declined: go on the general way from the start of this iteration
+                // (the kernels are pure, and the registers still hold its loop variables).
+                for (v, s) in vars.iter_mut().zip(scalars) {
+                    *v = Some(Tensor::from_scalar(s));
+                }
+            }
+        }
         let mut vals: Vec<Option<Tensor>> = vec![None; plan.num_vals];
         let mut ctx = KernelContext::new(SmallVec::new(), fast.resources, fast.feeds);
         let mut next: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
-        let mut iter: u64 = 0;
         loop {
             for step in &plan.pre {
-                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                let en = &fast.exec.nodes[step.node as usize];
+                if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
+                    run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                }
             }
             let pred = match plan.pred {
                 ValRef::Var(j) => vars[j as usize].as_ref(),
@@ -2155,20 +2234,134 @@ impl Machine<'_> {
                 }
             }
             for step in &plan.body {
-                run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                let en = &fast.exec.nodes[step.node as usize];
+                if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
+                    run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
+                }
             }
-            next.clear();
-            for &(r, take) in &plan.next {
-                next.push(read(r, take, &mut vars, &invs, &mut vals));
-            }
-            if next.iter().any(Option::is_none) {
-                return Ok(None);
-            }
-            for (v, n) in vars.iter_mut().zip(next.drain(..)) {
-                *v = n;
+            if plan.next_from_vals {
+                // No next value is a loop variable: assign in place (scalars by value).
+                for (j, &(r, take)) in plan.next.iter().enumerate() {
+                    let ValRef::Val(i) = r else { unreachable!() };
+                    let var = &mut vars[j];
+                    match (
+                        var.as_mut().and_then(Tensor::scalar_mut),
+                        vals[i as usize].as_ref().and_then(Tensor::scalar_ref),
+                    ) {
+                        (Some(d), Some(s)) => d.assign(s),
+                        _ => match read(r, take, &mut [], &invs, &mut vals) {
+                            Some(v) => *var = Some(v),
+                            None => return Ok(None),
+                        },
+                    }
+                }
+            } else {
+                next.clear();
+                for &(r, take) in &plan.next {
+                    next.push(read(r, take, &mut vars, &invs, &mut vals));
+                }
+                if next.iter().any(Option::is_none) {
+                    return Ok(None);
+                }
+                for (v, n) in vars.iter_mut().zip(next.drain(..)) {
+                    *v = n;
+                }
             }
             iter += 1;
         }
+    }
+}
+
+/// Runs an all-scalar loop plan on registers (`regs`: the loop variables and invariants; the
+/// kernel outputs are appended): each kernel reads its inputs in place and writes its output
+/// register. `Ok(true)` when the predicate fails (the variables' final values are in the
+/// first registers); `Ok(false)` when a kernel declined its scalar path, with `iter` the
+/// iteration it was in and the first registers still holding that iteration's variables.
+fn scalar_loop(
+    fast: &FastCtx<'_>,
+    prog: &CfProgram,
+    plan: &LoopPlan,
+    t: &FrameTemplate,
+    regs: &mut Vec<Scalar>,
+    iter: &mut u64,
+) -> Result<bool> {
+    let nv = plan.var_enters.len();
+    let base = regs.len();
+    regs.resize(base + plan.num_vals, Scalar::Bool(false));
+    let reg = |r: ValRef| match r {
+        ValRef::Var(j) => j as usize,
+        ValRef::Inv(k) => nv + k as usize,
+        ValRef::Val(i) => base + i as usize,
+    };
+    let kernels = |steps: &[PlanStep]| -> Vec<&dyn OpKernel> {
+        steps
+            .iter()
+            .map(|s| fast.exec.nodes[s.node as usize].kernel.as_ref())
+            .collect()
+    };
+    let (pre_k, body_k) = (kernels(&plan.pre), kernels(&plan.body));
+    let run = |steps: &[PlanStep], ks: &[&dyn OpKernel], regs: &mut [Scalar]| -> bool {
+        steps.iter().zip(ks).all(|(st, k)| {
+            let (lo, hi) = regs.split_at_mut(st.out_reg as usize);
+            let out = &mut hi[0];
+            let ok = match st.in_regs.as_slice() {
+                [a] => k.compute_scalar(&[&lo[*a as usize]], out),
+                [a, b] => k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize]], out),
+                rs => {
+                    let args: SmallVec<[&Scalar; 4]> =
+                        rs.iter().map(|&r| &lo[r as usize]).collect();
+                    k.compute_scalar(&args, out)
+                }
+            };
+            ok && out.dtype() == st.out_dtype
+        })
+    };
+    let pred = reg(plan.pred);
+    let next: SmallVec<[usize; 4]> = plan.next.iter().map(|&(r, _)| reg(r)).collect();
+    let mut tmp: SmallVec<[Scalar; 4]> = SmallVec::new();
+    loop {
+        if !run(&plan.pre, &pre_k, regs) {
+            return Ok(false);
+        }
+        let Scalar::Bool(holds) = regs[pred] else {
+            return Err(cf_node_error(
+                prog,
+                plan.loop_cond,
+                KernelError::invalid("the loop predicate must be a bool scalar"),
+            ));
+        };
+        if !holds {
+            return Ok(true);
+        }
+        if let Some(max) = t.maximum_iterations {
+            if *iter >= max {
+                return Err(cf_node_error(
+                    prog,
+                    plan.loop_cond,
+                    KernelError::out_of_range(format!(
+                        "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
+                         still holds after {max} iterations",
+                        t.name
+                    )),
+                ));
+            }
+        }
+        if !run(&plan.body, &body_k, regs) {
+            return Ok(false);
+        }
+        if plan.next_from_vals {
+            let (vars, rest) = regs.split_at_mut(nv);
+            for (v, &r) in vars.iter_mut().zip(&next) {
+                v.assign(&rest[r - nv]);
+            }
+        } else {
+            tmp.clear();
+            tmp.extend(next.iter().map(|&r| regs[r]));
+            for (v, s) in regs.iter_mut().zip(&tmp) {
+                v.assign(s);
+            }
+        }
+        *iter += 1;
     }
 }
 
@@ -2187,6 +2380,57 @@ fn read(
         (ValRef::Val(i), true) => vals[i as usize].take(),
         (ValRef::Val(i), false) => vals[i as usize].clone(),
     }
+}
+
+/// A plan step by its kernel's scalar fast path, when every input is a live scalar held inline
+/// and the kernel answers with the declared dtype: no kernel context and no tensor moves; the
+/// kernel reads its inputs where they are and writes its output into the output slot. A
+/// scalar's "last use" need not take it: the slot is overwritten before it is read again.
+/// `false` when the step must run the general way.
+#[inline]
+fn run_scalar_step(
+    en: &ExecNode,
+    step: &PlanStep,
+    vars: &[Option<Tensor>],
+    invs: &[Option<Tensor>],
+    vals: &mut [Option<Tensor>],
+) -> bool {
+    let o = step.out_base as usize;
+    if vals[o].as_ref().and_then(Tensor::scalar_ref).is_none() {
+        vals[o] = Some(Tensor::from_scalar(Scalar::Bool(false)));
+    }
+    let (lo, rest) = vals.split_at_mut(o);
+    let Some((slot, hi)) = rest.split_first_mut() else {
+        return false;
+    };
+    let Some(out) = slot.as_mut().and_then(Tensor::scalar_mut) else {
+        return false;
+    };
+    let get = |r: ValRef| {
+        match r {
+            ValRef::Var(j) => vars[j as usize].as_ref(),
+            ValRef::Inv(k) => invs[k as usize].as_ref(),
+            ValRef::Val(i) if (i as usize) < o => lo[i as usize].as_ref(),
+            ValRef::Val(i) => hi.get(i as usize - o - 1).and_then(Option::as_ref),
+        }
+        .and_then(Tensor::scalar_ref)
+    };
+    let done = match step.inputs.as_slice() {
+        [(a, _)] => match get(*a) {
+            Some(a) => en.kernel.compute_scalar(&[a], out),
+            None => false,
+        },
+        [(a, _), (b, _)] => match (get(*a), get(*b)) {
+            (Some(a), Some(b)) => en.kernel.compute_scalar(&[a, b], out),
+            _ => false,
+        },
+        inputs => {
+            let args: Option<SmallVec<[&Scalar; 4]>> =
+                inputs.iter().map(|(r, _)| get(*r)).collect();
+            args.is_some_and(|args| en.kernel.compute_scalar(&args, out))
+        }
+    };
+    done && out.dtype() == en.out_dtypes[0]
 }
 
 /// Runs one kernel (or TensorArray op) of a plan; a dead input makes its outputs dead.

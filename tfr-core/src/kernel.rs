@@ -3,7 +3,7 @@
 
 use crate::error::{KResult, KernelError};
 use crate::resource::ResourceMgr;
-use crate::tensor::Tensor;
+use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -98,15 +98,28 @@ impl<'a> KernelContext<'a> {
                 t.dtype()
             )));
         }
-        Ok((0..t.num_elements())
-            .map(|k| t.buffer().get_i64(k))
-            .collect())
+        Ok((0..t.num_elements()).map(|k| t.get_i64(k)).collect())
     }
 }
 
 /// A computation for one node.
 pub trait OpKernel: Send + Sync {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult;
+
+    /// Whether [`OpKernel::compute_scalar`] may answer (asked once, when the step is built).
+    fn has_scalar_path(&self) -> bool {
+        false
+    }
+
+    /// The fast path for rank-0 inputs held inline (loop counters, predicates, scalar loop
+    /// state): writes the single output into `out` (usually the output slot itself, so the
+    /// value is stored once, field by field) and returns `true`; `false`, with `out`
+    /// unspecified, when this kernel has no such path or the inputs are not the dtypes it was
+    /// built for, and the caller runs [`OpKernel::compute`] instead. When it answers it must
+    /// agree with `compute` on the same inputs.
+    fn compute_scalar(&self, _inputs: &[&Scalar], _out: &mut Scalar) -> bool {
+        false
+    }
 }
 
 /// Any closure over a context is a kernel.

@@ -21,4 +21,4 @@ pub use error::{Code, Error, KernelError, Result};
 pub use executor::Executable;
 pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
 pub use session::{Callable, Program, Session, SessionOptions};
-pub use tensor::Tensor;
+pub use tensor::{Scalar, Tensor};

@@ -279,6 +279,76 @@ fn while_loop_matches_a_rust_loop() -> GResult<()> {
     Ok(())
 }
 
+/// Scalar loop state (run by the kernels' scalar fast path in loop plans) mixed with a vector,
+/// a one-element non-scalar and values moving between them, forward and backward, on both
+/// executors.
+#[test]
+fn scalar_and_tensor_loop_state_mix() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar())?;
+    let v = g.placeholder("v", DType::F32, Shape::known(&[3]))?;
+    let n = g.placeholder("n", DType::I32, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let one_elem = g.reshape(x, &[1])?;
+    let r = g.while_loop(
+        |g, s| g.less(s[0], n),
+        |g, s| {
+            let one = g.scalar(1i32)?;
+            let c = g.scalar(0.5f32)?;
+            // acc = acc * 0.5 + sum(v) (a reduction to rank 0 feeding scalar kernels)
+            let sum = g.reduce_sum(s[2], None, false)?;
+            let half = g.mul(s[1], c)?;
+            let acc = g.add(half, sum)?;
+            // v = v * 0.5 + acc (a scalar broadcast into a vector)
+            let vh = g.mul(s[2], c)?;
+            let vn = g.add(vh, acc)?;
+            // w (shape [1]) = w * 0.5 - acc
+            let wh = g.mul(s[3], c)?;
+            let wn = g.sub(wh, acc)?;
+            Ok(vec![g.add(s[0], one)?, acc, vn, wn])
+        },
+        &[zero, x, v, one_elem],
+        &WhileOptions::default(),
+    )?;
+    let dx = gradients(&mut g, &[r[1]], &[x], None)?[0].unwrap();
+    let mut rng = Rng(5);
+    for _ in 0..6 {
+        let xv = rng.uniform(-2.0, 2.0) as f32;
+        let vv: Vec<f32> = rng
+            .vec(3, -1.0, 1.0)
+            .into_iter()
+            .map(|a| a as f32)
+            .collect();
+        let nv = rng.below(8) as i32;
+        let (mut acc, mut vs, mut w) = (xv, vv.clone(), xv);
+        // Forward-mode derivatives with respect to x.
+        let (mut dacc, mut dv) = (1.0f32, [0.0f32; 3]);
+        for _ in 0..nv {
+            acc = acc * 0.5 + vs.iter().sum::<f32>();
+            vs.iter_mut().for_each(|a| *a = *a * 0.5 + acc);
+            w = w * 0.5 - acc;
+            dacc = dacc * 0.5 + dv.iter().sum::<f32>();
+            dv.iter_mut().for_each(|a| *a = *a * 0.5 + dacc);
+        }
+        let got = run_both(
+            &g,
+            &[
+                (x, Tensor::scalar(xv)),
+                (v, Tensor::new(&[3], vv).unwrap()),
+                (n, Tensor::scalar(nv)),
+            ],
+            &[r[0], r[1], r[2], r[3], dx],
+        );
+        let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
+        assert_eq!(got[0], vec![nv as f64]);
+        assert_close(&got[1], &f(&[acc]), 1e-4, "acc");
+        assert_close(&got[2], &f(&vs), 1e-4, "v");
+        assert_close(&got[3], &f(&[w]), 1e-4, "w");
+        assert_close(&got[4], &f(&[dacc]), 1e-5, "d acc / dx");
+    }
+    Ok(())
+}
+
 /// The trip count depends on the data: Collatz steps of a fed integer.
 #[test]
 fn data_dependent_trip_count() -> GResult<()> {

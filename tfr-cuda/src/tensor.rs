@@ -64,7 +64,7 @@ impl CudaTensor {
     pub fn from_host(dev: &CudaDevice, t: &Tensor) -> Result<CudaTensor> {
         let out = CudaTensor::uninit(dev, t.dtype(), t.shape())?;
         dev.bind()?;
-        match t.buffer() {
+        match &*t.buffer() {
             Buffer::F32(v) => htod(dev, out.ptr(), v),
             Buffer::F64(v) => htod(dev, out.ptr(), v),
             Buffer::I32(v) => htod(dev, out.ptr(), v),

@@ -1170,7 +1170,7 @@ fn range_typed<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
         }
     }
     let y = if T::IS_FLOAT {
-        let [s, l, d] = [0, 1, 2].map(|k| ctx.input(k).buffer().get_f64(0));
+        let [s, l, d] = [0, 1, 2].map(|k| ctx.input(k).get_f64(0));
         if d == 0.0 {
             return Err(invalid(format!(
                 "delta must not be 0 (start {s}, limit {l})"
@@ -1188,7 +1188,7 @@ fn range_typed<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
         from_vec(&[count], v)
     } else {
         // Exact integer arithmetic (i64 values beyond 2^53 must not go through f64).
-        let [s, l, d] = [0, 1, 2].map(|k| ctx.input(k).buffer().get_i64(0) as i128);
+        let [s, l, d] = [0, 1, 2].map(|k| ctx.input(k).get_i64(0) as i128);
         if d == 0 {
             return Err(invalid(format!(
                 "delta must not be 0 (start {s}, limit {l})"

@@ -5,8 +5,9 @@ use super::broadcast::{broadcast_shape, for_each_broadcast};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
-use crate::tensor::{Dims, Tensor};
+use crate::tensor::{Dims, Scalar, Tensor};
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
+use std::marker::PhantomData;
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
 /// The error for a dtype a factory was registered for but does not handle.
@@ -20,7 +21,24 @@ where
     T: Element + Copy,
     F: Fn(T) -> T + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
+    Box::new(MapKernel {
+        f,
+        _t: PhantomData::<fn(T)>,
+    })
+}
+
+struct MapKernel<T, F> {
+    f: F,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, F> OpKernel for MapKernel<T, F>
+where
+    T: Element + Copy,
+    F: Fn(T) -> T + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let f = &self.f;
         let mut x = ctx.take_input(0);
         if let Some(s) = x.slice_mut::<T>() {
             s.iter_mut().for_each(|v| *v = f(*v));
@@ -30,7 +48,21 @@ where
         let out: Vec<T> = x.as_slice::<T>()?.iter().map(|&v| f(v)).collect();
         ctx.set_output(Tensor::from_parts(x.dims().clone(), T::into_buffer(out)));
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a] = inputs else { return false };
+        match a.get::<T>().and_then(|a| Scalar::of(&(self.f)(*a))) {
+            Some(s) => {
+                *out = s;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// `f(x, y)` with numpy broadcasting into a new tensor.
@@ -41,6 +73,10 @@ where
     U: Element,
 {
     let (xs, ys) = (x.as_slice::<A>()?, y.as_slice::<B>()?);
+    if let ([a], [b], 0, 0) = (xs, ys, x.rank(), y.rank()) {
+        // Scalars (loop counters, predicates): held inline, no allocation.
+        return Ok(Tensor::scalar(f(*a, *b)));
+    }
     let (out_shape, out): (Dims, Vec<U>) = if x.same_shape(y) {
         (
             x.dims().clone(),
@@ -70,7 +106,24 @@ where
     T: Element + Copy,
     F: Fn(T, T) -> T + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
+    Box::new(ZipKernel {
+        f,
+        _t: PhantomData::<fn(T)>,
+    })
+}
+
+struct ZipKernel<T, F> {
+    f: F,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, F> OpKernel for ZipKernel<T, F>
+where
+    T: Element + Copy,
+    F: Fn(T, T) -> T + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let f = &self.f;
         let mut y = ctx.take_input(1);
         let mut x = ctx.take_input(0);
         if x.same_shape(&y) || y.num_elements() == 1 && x.rank() >= y.rank() {
@@ -99,9 +152,26 @@ where
                 return Ok(());
             }
         }
-        ctx.set_output(binary_apply::<T, T, T>(&x, &y, &f)?);
+        ctx.set_output(binary_apply::<T, T, T>(&x, &y, f)?);
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a, b] = inputs else { return false };
+        match (a.get::<T>(), b.get::<T>()) {
+            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
+                Some(s) => {
+                    *out = s;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// `z = f(x, y)` with a different output type (comparisons).
@@ -111,11 +181,45 @@ where
     U: Element,
     F: Fn(T, T) -> U + Send + Sync + 'static,
 {
-    Box::new(move |ctx: &mut KernelContext<'_>| {
-        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &f)?;
+    Box::new(ZipToKernel {
+        f,
+        _t: PhantomData::<fn(T) -> U>,
+    })
+}
+
+struct ZipToKernel<T, U, F> {
+    f: F,
+    _t: PhantomData<fn(T) -> U>,
+}
+
+impl<T, U, F> OpKernel for ZipToKernel<T, U, F>
+where
+    T: Element + Copy,
+    U: Element,
+    F: Fn(T, T) -> U + Send + Sync + 'static,
+{
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &self.f)?;
         ctx.set_output(out);
         Ok(())
-    })
+    }
+    fn has_scalar_path(&self) -> bool {
+        true
+    }
+    #[inline]
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        let [a, b] = inputs else { return false };
+        match (a.get::<T>(), b.get::<T>()) {
+            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
+                Some(s) => {
+                    *out = s;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// Integer division ops fail on a zero divisor, as TensorFlow's do.
@@ -482,4 +586,106 @@ fn cast_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
         ctx.set_output(out);
         Ok(())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit};
+    use crate::resource::ResourceMgr;
+    use crate::tensor::{Scalar, Tensor};
+    use tfr_graph::{Attrs, DType, Shape, TensorType};
+
+    /// The scalar fast path gives what `compute` gives, for every elementwise op and dtype it
+    /// answers for, and declines inputs of another dtype.
+    #[test]
+    fn scalar_path_agrees_with_compute() {
+        let binary = [
+            "Add",
+            "Sub",
+            "Mul",
+            "Maximum",
+            "Minimum",
+            "Less",
+            "LessEqual",
+            "Greater",
+            "GreaterEqual",
+            "Equal",
+            "NotEqual",
+            "Pow",
+        ];
+        let unary = [
+            "Neg", "Abs", "Square", "Sign", "Exp", "Sqrt", "Tanh", "Floor",
+        ];
+        let values = |d: DType| -> Vec<Tensor> {
+            match d {
+                DType::F32 => [-2.5f32, 0.0, 3.0, 1e30].map(Tensor::scalar).to_vec(),
+                DType::F64 => [-2.5f64, 0.0, 3.0, f64::NAN].map(Tensor::scalar).to_vec(),
+                DType::I32 => [-7i32, 0, 3, i32::MAX].map(Tensor::scalar).to_vec(),
+                DType::I64 => [-7i64, 0, 3, i64::MIN].map(Tensor::scalar).to_vec(),
+                _ => [0u8, 1, 200, 255].map(Tensor::scalar).to_vec(),
+            }
+        };
+        let res = ResourceMgr::default();
+        let mut answered = 0;
+        for (ops, arity) in [(&binary[..], 2), (&unary[..], 1)] {
+            for op in ops {
+                for d in [DType::F32, DType::F64, DType::I32, DType::I64, DType::U8] {
+                    let Some(factory) = kernel_registry().find(op, DeviceType::Cpu, d) else {
+                        continue;
+                    };
+                    let ins = vec![TensorType::new(d, Shape::scalar()); arity];
+                    let attrs = Attrs::default();
+                    let init = KernelInit {
+                        node: "n",
+                        op,
+                        attrs: &attrs,
+                        inputs: &ins,
+                        outputs: &ins[..1],
+                    };
+                    let k = factory(&init).unwrap();
+                    if !k.has_scalar_path() {
+                        continue;
+                    }
+                    let vs = values(d);
+                    for a in &vs {
+                        for b in &vs {
+                            if arity == 2 && op == &"Pow" && d != DType::F32 && d != DType::F64 {
+                                continue;
+                            }
+                            let args: Vec<Tensor> =
+                                [a, b][..arity].iter().map(|t| (*t).clone()).collect();
+                            let mut ctx = KernelContext::new(
+                                args.iter().cloned().map(Some).collect(),
+                                &res,
+                                &[],
+                            );
+                            let want = k.compute(&mut ctx).map(|_| ctx.into_outputs());
+                            let refs: Vec<&Scalar> =
+                                args.iter().map(|t| t.scalar_ref().unwrap()).collect();
+                            let mut out = Scalar::Bool(false);
+                            let answered_here = k.compute_scalar(&refs, &mut out);
+                            let Ok(want) = want else {
+                                continue;
+                            };
+                            assert!(answered_here, "{op} {d} declined {args:?}");
+                            answered += 1;
+                            let want = &want[0];
+                            let got = Tensor::from_scalar(out);
+                            let same = got == *want
+                                || got.to_f64_vec()[0].is_nan() && want.to_f64_vec()[0].is_nan();
+                            assert!(same, "{op} {d} {args:?}: {got:?} != {want:?}");
+                        }
+                    }
+                    // Another dtype: declined.
+                    let other = Tensor::scalar(true);
+                    let refs = vec![other.scalar_ref().unwrap(); arity];
+                    assert!(
+                        !k.compute_scalar(&refs, &mut Scalar::Bool(false)),
+                        "{op} {d}"
+                    );
+                }
+            }
+        }
+        assert!(answered > 300, "only {answered} cases ran the scalar path");
+    }
 }

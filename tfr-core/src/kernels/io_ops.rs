@@ -149,7 +149,7 @@ pub fn encode_safetensors(tensors: &[(String, Tensor)]) -> KResult<Vec<u8>> {
             KernelError::invalid(format!("tensor `{name}`: {} cannot be saved", t.dtype()))
         })?;
         let begin = data.len();
-        encode(t.buffer(), &mut data)?;
+        encode(&t.buffer(), &mut data)?;
         meta.insert(
             format!("crc32:{name}"),
             json!(format!("{:08x}", crc32fast::hash(&data[begin..]))),
