@@ -9,14 +9,18 @@
 //! are cut into chunks whose patch matrix (`rows x kh*kw*in`) stays in cache; each chunk is
 //! copied and multiplied by the filter on one thread, chunks run in parallel on rayon:
 //! - forward: `out[rows, o] = patches[rows, k] @ filter[k, o]`;
-//! - filter backprop: `dfilter[k, o] = sum over chunks of patches^T @ dy[rows, o]`, each thread
-//!   summing its own contiguous run of chunks, the partial sums added in a fixed order (so a
-//!   result depends only on the thread count, never on scheduling);
+//! - filter backprop: `dfilter[k, o] = sum over chunks of patches^T @ dy[rows, o]`, in four
+//!   parts per thread, each summing its own contiguous run of chunks, the partial sums added
+//!   in a fixed order (so a result depends only on the thread count, never on scheduling);
 //! - input backprop: per image (images write disjoint parts of dx),
 //!   `dpatches[rows, k] = dy @ filter^T`, scattered back (col2im).
 //!
 //! A pointwise convolution (1x1 filter, stride 1) needs no patches: the input is the patch
-//! matrix. Pooling, batch norm and LRN run over images or rows in parallel.
+//! matrix. Filters with few products per output (`DIRECT_K`, e.g. a first layer on one
+//! channel) run as direct loops over a zero-padded copy of the input, accumulating register
+//! tiles. Pooling, batch norm and LRN run over images or rows in parallel. Parallel loops make
+//! one task per chunk, so a thread preempted by the OS delays one chunk, and large outputs are
+//! zeroed piece by piece by the tasks that write them (`build_zeroed`).
 
 use super::cwise_ops::unsupported;
 use crate::dispatch_float;
@@ -25,6 +29,7 @@ use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
 use crate::tensor::{Dims, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use tfr_graph::ops::nn_ops::{
     BatchNormParams, ConvParams, DataFormat, FusedActivation, LrnParams, PoolParams,
@@ -45,8 +50,9 @@ const DIRECT_FILTER_ROWS: usize = 384;
 
 // ---- gemm ----------------------------------------------------------------------------------
 
-/// Float types with a gemm (f32, f64).
-pub trait ConvElem: FloatElem + Send + Sync + 'static {}
+/// Float types with a gemm: f32 and f64 only (the trait is crate-private, and
+/// `build_zeroed` relies on the all-zero bit pattern being 0.0).
+pub(crate) trait ConvElem: FloatElem + Send + Sync + 'static {}
 impl ConvElem for f32 {}
 impl ConvElem for f64 {}
 
@@ -188,6 +194,55 @@ fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
 }
 
 // ---- shapes and layouts ----------------------------------------------------------------------
+
+/// A vector of `n` values built piece by piece: each `chunk`-long piece (the last may be
+/// shorter) is zeroed and then handed to `f(scratch, index, piece)` by one task, in parallel
+/// when asked (each task gets its own `init()` scratch). The first touch of a large output
+/// (page faults, zeroing) is thus spread over the threads and leaves each piece in cache for
+/// its writer, instead of a serial memset of the whole output before the work.
+fn build_zeroed<T: ConvElem, S>(
+    n: usize,
+    chunk: usize,
+    parallel: bool,
+    init: impl Fn() -> S + Send + Sync,
+    f: impl Fn(&mut S, usize, &mut [T]) -> KResult + Send + Sync,
+) -> KResult<Vec<T>> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    let run = |s: &mut S, (i, piece): (usize, &mut [MaybeUninit<T>])| -> KResult {
+        // SAFETY: `piece` is `piece.len()` writable elements; `T` is f32 or f64 (the only
+        // `ConvElem`s), whose all-zero bit pattern is +0.0, so zero bytes initialize every
+        // element (one memset, where a loop of stores would not be vectorized for the
+        // baseline target). `MaybeUninit<T>` has the size, alignment and layout of `T`, so
+        // the initialized slice may then be viewed as `[T]`.
+        let piece = unsafe {
+            piece.as_mut_ptr().write_bytes(0, piece.len());
+            &mut *(piece as *mut [MaybeUninit<T>] as *mut [T])
+        };
+        f(s, i, piece)
+    };
+    let chunk = chunk.max(1);
+    if parallel {
+        // One task per piece (`with_max_len(1)`): a thread that the OS preempts holds up
+        // one piece, not half of the output (on a loaded machine, this is the difference
+        // between a parallel step and a serial one).
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .with_max_len(1)
+            .try_for_each_init(&init, run)?;
+    } else {
+        let mut s = init();
+        spare
+            .chunks_mut(chunk)
+            .enumerate()
+            .try_for_each(|item| run(&mut s, item))?;
+    }
+    // SAFETY: no task failed, so every piece ran, and the pieces cover the first `n` slots,
+    // which they initialized; `n` is within the capacity `with_capacity(n)` reserved.
+    unsafe { v.set_len(n) };
+    Ok(v)
+}
 
 /// The product of `dims`, or an error when it overflows.
 fn checked_len(dims: &[usize]) -> KResult<usize> {
@@ -819,40 +874,37 @@ fn conv_forward<T: ConvElem>(
     ep: Option<Epilogue<'_, T>>,
 ) -> KResult<Vec<T>> {
     let (rows, k, o) = (g.rows(), g.k(), g.o);
-    let mut out = vec![T::zero(); rows * o];
-    if out.is_empty() {
-        return Ok(out);
-    }
     let finish = |dst: &mut [T]| {
         if let Some(ep) = &ep {
             ep.apply(dst);
         }
     };
-    let fm = filter_mat(f, g);
-    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
-    if k == 0 {
+    if rows * o == 0 || k == 0 {
+        let mut out = vec![T::zero(); rows * o];
         finish(&mut out);
         return Ok(out);
     }
+    let fm = filter_mat(f, g);
+    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
     if g.direct() {
         let xp = g.padded(x);
         if g.bases(&xp, rows - 1, 1).is_none() {
             return Err(KernelError::internal("the padded input misses a window"));
         }
-        let run = |(i, dst): (usize, &mut [T])| {
-            direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
-            finish(dst);
-        };
-        if parallel {
-            out.par_chunks_mut(DIRECT_ROWS * o)
-                .enumerate()
-                .for_each(run);
-        } else {
-            out.chunks_mut(DIRECT_ROWS * o).enumerate().for_each(run);
-        }
-        return Ok(out);
+        return build_zeroed(
+            rows * o,
+            DIRECT_ROWS * o,
+            parallel,
+            || (),
+            |_, i, dst| {
+                direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
+                finish(dst);
+                Ok(())
+            },
+        );
     }
     if g.pointwise() {
+        let mut out = vec![T::zero(); rows * o];
         let xm = Mat {
             data: x,
             rs: k,
@@ -865,7 +917,8 @@ fn conv_forward<T: ConvElem>(
         return Ok(out);
     }
     let chunk = g.chunk::<T>();
-    let run = |buf: &mut Vec<T>, (i, dst): (usize, &mut [T])| -> KResult {
+    let scratch = || vec![T::zero(); chunk.min(rows) * k];
+    build_zeroed(rows * o, chunk * o, parallel, scratch, |buf, i, dst| {
         let r0 = i * chunk;
         let nr = dst.len() / o;
         let patches = &mut buf[..nr * k];
@@ -878,19 +931,7 @@ fn conv_forward<T: ConvElem>(
         gemm_into(nr, o, k, pm, fm, dst, o, false, false)?;
         finish(dst);
         Ok(())
-    };
-    let scratch = || vec![T::zero(); chunk.min(rows) * k];
-    if parallel {
-        out.par_chunks_mut(chunk * o)
-            .enumerate()
-            .try_for_each_init(scratch, run)?;
-    } else {
-        let mut buf = scratch();
-        for item in out.chunks_mut(chunk * o).enumerate() {
-            run(&mut buf, item)?;
-        }
-    }
-    Ok(out)
+    })
 }
 
 simd_fn! {
@@ -947,8 +988,10 @@ fn conv_backprop_filter<T: ConvElem>(
         g.chunk::<T>()
     };
     let chunks = rows.div_ceil(chunk);
+    // Four parts per thread, one task each: a thread preempted by the OS holds up a quarter
+    // of its share, and the others take the rest.
     let parts = if parallel {
-        rayon::current_num_threads().min(chunks)
+        (4 * rayon::current_num_threads()).min(chunks)
     } else {
         1
     };
@@ -998,6 +1041,7 @@ fn conv_backprop_filter<T: ConvElem>(
     }
     let partials = (0..parts)
         .into_par_iter()
+        .with_max_len(1)
         .map(|p| {
             let mut acc = vec![T::zero(); kb];
             part(p, &mut acc).map(|_| acc)
@@ -1013,9 +1057,8 @@ fn conv_backprop_filter<T: ConvElem>(
 fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<Vec<T>> {
     let (k, o) = (g.k(), g.o);
     let img = g.h * g.w * g.c;
-    let mut dx = vec![T::zero(); g.n * img];
-    if dx.is_empty() || g.rows() == 0 || o == 0 {
-        return Ok(dx);
+    if g.n * img == 0 || g.rows() == 0 || o == 0 {
+        return Ok(vec![T::zero(); g.n * img]);
     }
     // filter^T as a row-major o x k matrix (gemm packs it fast in this layout).
     let mut ftd = vec![T::zero(); o * k];
@@ -1037,6 +1080,7 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
             rs: o,
             cs: 1,
         };
+        let mut dx = vec![T::zero(); g.n * img];
         gemm_into(rows, k, o, dym, ft, &mut dx, k, false, parallel)?;
         return Ok(dx);
     }
@@ -1044,33 +1088,28 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
     let chunk = g.chunk::<T>().min(per_image);
     // Few images: let gemm split each product instead.
     let inner_parallel = parallel && g.n < rayon::current_num_threads();
-    let run = |buf: &mut Vec<T>, (i, dxi): (usize, &mut [T])| -> KResult {
-        let dyi = &dy[i * per_image * o..(i + 1) * per_image * o];
-        for r0 in (0..per_image).step_by(chunk) {
-            let r = r0..(r0 + chunk).min(per_image);
-            let patches = &mut buf[..r.len() * k];
-            let dym = Mat {
-                data: &dyi[r.start * o..r.end * o],
-                rs: o,
-                cs: 1,
-            };
-            gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
-            g.col2im(patches, r, dxi);
-        }
-        Ok(())
-    };
     let scratch = || vec![T::zero(); chunk * k];
-    if parallel && !inner_parallel {
-        dx.par_chunks_mut(img)
-            .enumerate()
-            .try_for_each_init(scratch, run)?;
-    } else {
-        let mut buf = scratch();
-        for item in dx.chunks_mut(img).enumerate() {
-            run(&mut buf, item)?;
-        }
-    }
-    Ok(dx)
+    build_zeroed(
+        g.n * img,
+        img,
+        parallel && !inner_parallel,
+        scratch,
+        |buf, i, dxi| {
+            let dyi = &dy[i * per_image * o..(i + 1) * per_image * o];
+            for r0 in (0..per_image).step_by(chunk) {
+                let r = r0..(r0 + chunk).min(per_image);
+                let patches = &mut buf[..r.len() * k];
+                let dym = Mat {
+                    data: &dyi[r.start * o..r.end * o],
+                    rs: o,
+                    cs: 1,
+                };
+                gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
+                g.col2im(patches, r, dxi);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The filter's dims (fh, fw, in, out).
@@ -1248,6 +1287,7 @@ fn for_rows<T: Send>(
     if parallel {
         out.par_chunks_mut(len)
             .enumerate()
+            .with_max_len(1)
             .for_each(|(i, r)| f(i, r));
     } else {
         out.chunks_mut(len).enumerate().for_each(|(i, r)| f(i, r));
@@ -1309,14 +1349,22 @@ simd_fn! {
     }
 }
 
-fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
-    let mut out = vec![T::zero(); g.out_len()];
+fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> KResult<Vec<T>> {
     let img = g.h * g.w * g.c;
-    for_rows(&mut out, g.ow * g.c, g.parallel(), |row, dst| {
-        let (n, oy) = (row / g.oh, row % g.oh);
-        max_pool_row(g, &x[n * img..(n + 1) * img], oy, dst);
-    });
-    out
+    if g.out_len() == 0 {
+        return Ok(Vec::new());
+    }
+    build_zeroed(
+        g.out_len(),
+        g.ow * g.c,
+        g.parallel(),
+        || (),
+        |_, row, dst| {
+            let (n, oy) = (row / g.oh, row % g.oh);
+            max_pool_row(g, &x[n * img..(n + 1) * img], oy, dst);
+            Ok(())
+        },
+    )
 }
 
 simd_fn! {
@@ -1402,11 +1450,13 @@ simd_fn! {
 }
 
 /// MaxPoolGrad: each output's gradient goes to its window's first maximum.
-fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.in_len()];
+fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> KResult<Vec<T>> {
     let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    if img == 0 {
+        return Ok(vec![T::zero(); g.in_len()]);
+    }
     let disjoint = g.sh >= g.kh && g.sw >= g.kw;
-    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
+    let image = |_: &mut (), n: usize, dxi: &mut [T]| -> KResult {
         let (x_img, dy_img) = (&x[n * img..(n + 1) * img], &dy[n * oimg..(n + 1) * oimg]);
         if disjoint {
             let (mut best, mut which) = (vec![T::zero(); g.c], vec![T::zero(); g.c]);
@@ -1415,8 +1465,9 @@ fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
             let (mut best, mut at) = (vec![T::zero(); g.c], vec![0usize; g.c]);
             max_pool_grad_image(g, x_img, dy_img, dxi, &mut best, &mut at);
         }
-    });
-    dx
+        Ok(())
+    };
+    build_zeroed(g.in_len(), img, g.parallel(), || (), image)
 }
 
 /// MaxPoolGradGrad: each output takes `grad` (shaped like the input) at its window's first
@@ -1528,7 +1579,7 @@ fn pool_kernel<T: ConvElem>(p: PoolParams, kind: Pool) -> Box<dyn OpKernel> {
         let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
         let g = PoolGeom::new(xd, &p)?;
         let out = match kind {
-            Pool::Max => max_pool(&g, &x),
+            Pool::Max => max_pool(&g, &x)?,
             Pool::Avg => avg_pool(&g, &x),
         };
         ctx.set_output(image_out(out, g.out_dims(), p.format));
@@ -1550,7 +1601,7 @@ fn max_pool_grad_kernel<T: ConvElem>(p: PoolParams, grad_grad: bool) -> Box<dyn 
         } else {
             check_pooled(&g, ctx.input(2), "grad", p.format)?;
             let (d, _) = image_in::<T>(ctx.input(2), "grad", p.format)?;
-            let dx = max_pool_grad(&g, &x, &d);
+            let dx = max_pool_grad(&g, &x, &d)?;
             ctx.set_output(image_out(dx, xd, p.format));
         }
         Ok(())
