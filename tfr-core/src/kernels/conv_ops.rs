@@ -19,8 +19,8 @@
 //! matrix. Filters with few products per output (`DIRECT_K`, e.g. a first layer on one
 //! channel) run as direct loops over a zero-padded copy of the input, accumulating register
 //! tiles. Pooling, batch norm and LRN run over images or rows in parallel. Parallel loops make
-//! one task per chunk, so a thread preempted by the OS delays one chunk, and large outputs are
-//! zeroed piece by piece by the tasks that write them (`build_zeroed`).
+//! one task per chunk (`build_zeroed`, `for_rows`), so a thread preempted by the OS delays one
+//! chunk, not half of the work.
 
 use super::cwise_ops::unsupported;
 use crate::dispatch_float;
@@ -29,7 +29,6 @@ use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
 use crate::tensor::{Dims, Tensor};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 use tfr_graph::ops::nn_ops::{
     BatchNormParams, ConvParams, DataFormat, FusedActivation, LrnParams, PoolParams,
@@ -50,8 +49,7 @@ const DIRECT_FILTER_ROWS: usize = 384;
 
 // ---- gemm ----------------------------------------------------------------------------------
 
-/// Float types with a gemm: f32 and f64 only (the trait is crate-private, and
-/// `build_zeroed` relies on the all-zero bit pattern being 0.0).
+/// Float types with a gemm: f32 and f64 (crate-private).
 pub(crate) trait ConvElem: FloatElem + Send + Sync + 'static {}
 impl ConvElem for f32 {}
 impl ConvElem for f64 {}
@@ -195,11 +193,9 @@ fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
 
 // ---- shapes and layouts ----------------------------------------------------------------------
 
-/// A vector of `n` values built piece by piece: each `chunk`-long piece (the last may be
-/// shorter) is zeroed and then handed to `f(scratch, index, piece)` by one task, in parallel
-/// when asked (each task gets its own `init()` scratch). The first touch of a large output
-/// (page faults, zeroing) is thus spread over the threads and leaves each piece in cache for
-/// its writer, instead of a serial memset of the whole output before the work.
+/// A vector of `n` zeros filled piece by piece: each `chunk`-long piece (the last may be
+/// shorter) is handed to `f(scratch, index, piece)` by one task, in parallel when asked (each
+/// task gets its own `init()` scratch).
 fn build_zeroed<T: ConvElem, S>(
     n: usize,
     chunk: usize,
@@ -207,40 +203,23 @@ fn build_zeroed<T: ConvElem, S>(
     init: impl Fn() -> S + Send + Sync,
     f: impl Fn(&mut S, usize, &mut [T]) -> KResult + Send + Sync,
 ) -> KResult<Vec<T>> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    let spare = &mut v.spare_capacity_mut()[..n];
-    let run = |s: &mut S, (i, piece): (usize, &mut [MaybeUninit<T>])| -> KResult {
-        // SAFETY: `piece` is `piece.len()` writable elements; `T` is f32 or f64 (the only
-        // `ConvElem`s), whose all-zero bit pattern is +0.0, so zero bytes initialize every
-        // element (one memset, where a loop of stores would not be vectorized for the
-        // baseline target). `MaybeUninit<T>` has the size, alignment and layout of `T`, so
-        // the initialized slice may then be viewed as `[T]`.
-        let piece = unsafe {
-            piece.as_mut_ptr().write_bytes(0, piece.len());
-            &mut *(piece as *mut [MaybeUninit<T>] as *mut [T])
-        };
-        f(s, i, piece)
-    };
+    // `vec!` of zeros is `calloc` for f32 and f64: fresh pages from the OS come zeroed, with
+    // no pass over them here (a page is touched first by the task that writes it).
+    let mut v = vec![T::zero(); n];
     let chunk = chunk.max(1);
     if parallel {
         // One task per piece (`with_max_len(1)`): a thread that the OS preempts holds up
-        // one piece, not half of the output (on a loaded machine, this is the difference
-        // between a parallel step and a serial one).
-        spare
-            .par_chunks_mut(chunk)
+        // one piece, not half of the output.
+        v.par_chunks_mut(chunk)
             .enumerate()
             .with_max_len(1)
-            .try_for_each_init(&init, run)?;
+            .try_for_each_init(&init, |s, (i, piece)| f(s, i, piece))?;
     } else {
         let mut s = init();
-        spare
-            .chunks_mut(chunk)
+        v.chunks_mut(chunk)
             .enumerate()
-            .try_for_each(|item| run(&mut s, item))?;
+            .try_for_each(|(i, piece)| f(&mut s, i, piece))?;
     }
-    // SAFETY: no task failed, so every piece ran, and the pieces cover the first `n` slots,
-    // which they initialized; `n` is within the capacity `with_capacity(n)` reserved.
-    unsafe { v.set_len(n) };
     Ok(v)
 }
 
