@@ -19,8 +19,8 @@
 //! matrix. Filters with few products per output (`DIRECT_K`, e.g. a first layer on one
 //! channel) run as direct loops over a zero-padded copy of the input, accumulating register
 //! tiles. Pooling, batch norm and LRN run over images or rows in parallel. Parallel loops make
-//! one task per chunk (`build_zeroed`, `for_rows`), so a thread preempted by the OS delays one
-//! chunk, not half of the work.
+//! small tasks (`task_pieces`), so a thread preempted by the OS delays a little of the work,
+//! not half of it.
 
 use super::cwise_ops::unsupported;
 use crate::dispatch_float;
@@ -193,9 +193,19 @@ fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
 
 // ---- shapes and layouts ----------------------------------------------------------------------
 
+/// Elements per task, at most, of the parallel loops over outputs (more when one piece is
+/// larger): enough work per task to hide rayon's overhead, and tasks small enough that a
+/// preempted thread delays little.
+const TASK_ELEMS: usize = 1 << 15;
+
+/// How many `len`-long pieces one task of a parallel loop takes, at most.
+fn task_pieces(len: usize) -> usize {
+    (TASK_ELEMS / len.max(1)).max(1)
+}
+
 /// A vector of `n` zeros filled piece by piece: each `chunk`-long piece (the last may be
-/// shorter) is handed to `f(scratch, index, piece)` by one task, in parallel when asked (each
-/// task gets its own `init()` scratch).
+/// shorter) is handed to `f(scratch, index, piece)`, in parallel when asked (in tasks of a few
+/// pieces, each with its own `init()` scratch).
 fn build_zeroed<T: ConvElem, S>(
     n: usize,
     chunk: usize,
@@ -208,11 +218,11 @@ fn build_zeroed<T: ConvElem, S>(
     let mut v = vec![T::zero(); n];
     let chunk = chunk.max(1);
     if parallel {
-        // One task per piece (`with_max_len(1)`): a thread that the OS preempts holds up
-        // one piece, not half of the output.
+        // Small tasks (`task_pieces`): a thread that the OS preempts holds up one task, not
+        // half of the output.
         v.par_chunks_mut(chunk)
             .enumerate()
-            .with_max_len(1)
+            .with_max_len(task_pieces(chunk))
             .try_for_each_init(&init, |s, (i, piece)| f(s, i, piece))?;
     } else {
         let mut s = init();
@@ -1266,7 +1276,7 @@ fn for_rows<T: Send>(
     if parallel {
         out.par_chunks_mut(len)
             .enumerate()
-            .with_max_len(1)
+            .with_max_len(task_pieces(len))
             .for_each(|(i, r)| f(i, r));
     } else {
         out.chunks_mut(len).enumerate().for_each(|(i, r)| f(i, r));
