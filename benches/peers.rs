@@ -59,9 +59,10 @@ fn process_cpu_s() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Median seconds per step, following common.py's `measure`, and the mean CPU seconds per
-/// step over the timed samples.
-fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64) {
+/// Median seconds per step, following common.py's `measure`, the first step, the number of
+/// samples, the mean CPU seconds per step over the timed samples and the fastest sample (on a
+/// loaded machine the closest to a quiet one, as common.py's `min_s`).
+fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64, f64) {
     let t0 = Instant::now();
     step();
     let first = t0.elapsed().as_secs_f64();
@@ -89,22 +90,23 @@ fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64) {
         .collect();
     let cpu = (process_cpu_s() - cpu0) / (samples * inner) as f64;
     per.sort_by(f64::total_cmp);
-    (per[per.len() / 2], first, per.len(), cpu)
+    (per[per.len() / 2], first, per.len(), cpu, per[0])
 }
 
 fn report(
     bench: &str,
     variant: &str,
     threads: usize,
-    (median, first, samples, cpu): (f64, f64, usize, f64),
+    (median, first, samples, cpu, min): (f64, f64, usize, f64, f64),
 ) {
     println!(
-        "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"{variant}\", \"threads\": {threads}, \"median_s\": {median:e}, \"first_s\": {first:e}, \"samples\": {samples}, \"cpu_s\": {cpu:e}}}",
+        "{{\"fw\": \"tfr\", \"version\": \"{}\", \"bench\": \"{bench}\", \"variant\": \"{variant}\", \"threads\": {threads}, \"median_s\": {median:e}, \"min_s\": {min:e}, \"first_s\": {first:e}, \"samples\": {samples}, \"cpu_s\": {cpu:e}}}",
         env!("CARGO_PKG_VERSION")
     );
     eprintln!(
-        "# tfr    {bench:15} {variant:22} median {:12.2} us   cpu {:12.2} us/step",
+        "# tfr    {bench:15} {variant:22} median {:12.2} us  min {:12.2} us   cpu {:12.2} us/step",
         median * 1e6,
+        min * 1e6,
         cpu * 1e6
     );
 }
@@ -374,7 +376,7 @@ fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
         );
     }
     let bench = if grad { "while1000_grad" } else { "while1000" };
-    let (median, first, samples, _cpu) = measure(|| {
+    let (median, first, samples, _cpu, _min) = measure(|| {
         call.call(&feeds).expect("step");
     });
     println!(

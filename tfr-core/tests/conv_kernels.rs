@@ -230,6 +230,12 @@ fn conv_cases() -> Vec<ConvCase> {
         // Few input channels (direct loops) with full 16-channel blocks and a remainder.
         c([3, 9, 7, 1], [5, 5, 1, 37], [1, 1], [1, 1], "SAME"),
         c([2, 11, 9, 2], [3, 3, 2, 20], [2, 1], [2, 1], "VALID"),
+        // Direct tiles: a pair of channel blocks and a single one; two pairs with a stride;
+        // a single block with dilation; 50 filter rows (passes padded to a tile size).
+        c([3, 9, 7, 1], [5, 5, 1, 48], [1, 1], [1, 1], "SAME"),
+        c([2, 7, 5, 2], [3, 3, 2, 64], [2, 2], [1, 1], "SAME"),
+        c([1, 6, 7, 3], [2, 2, 3, 16], [1, 1], [1, 2], "VALID"),
+        c([2, 6, 6, 2], [5, 5, 2, 32], [1, 1], [1, 1], "SAME"),
         // LeNet-sized, large enough to take the parallel chunked paths.
         c([8, 28, 28, 1], [5, 5, 1, 32], [1, 1], [1, 1], "SAME"),
         c([4, 14, 14, 16], [5, 5, 16, 24], [1, 1], [1, 1], "SAME"),
@@ -539,6 +545,9 @@ fn pool_cases() -> Vec<PoolCase> {
         p([1, 4, 4, 1], [4, 4], [1, 1], "VALID"),
         p([1, 3, 3, 2], [5, 5], [1, 1], "SAME"),
         p([8, 28, 28, 32], [2, 2], [2, 2], "SAME"),
+        // Windows apart (stride above the window): elements outside every window.
+        p([2, 7, 8, 3], [2, 2], [3, 3], "SAME"),
+        p([1, 9, 9, 2], [3, 2], [3, 2], "VALID"),
     ]
 }
 

@@ -9,14 +9,18 @@
 //! are cut into chunks whose patch matrix (`rows x kh*kw*in`) stays in cache; each chunk is
 //! copied and multiplied by the filter on one thread, chunks run in parallel on rayon:
 //! - forward: `out[rows, o] = patches[rows, k] @ filter[k, o]`;
-//! - filter backprop: `dfilter[k, o] = sum over chunks of patches^T @ dy[rows, o]`, each thread
-//!   summing its own contiguous run of chunks, the partial sums added in a fixed order (so a
-//!   result depends only on the thread count, never on scheduling);
+//! - filter backprop: `dfilter[k, o] = sum over chunks of patches^T @ dy[rows, o]`, in four
+//!   parts per thread, each summing its own contiguous run of chunks, the partial sums added
+//!   in a fixed order (so a result depends only on the thread count, never on scheduling);
 //! - input backprop: per image (images write disjoint parts of dx),
 //!   `dpatches[rows, k] = dy @ filter^T`, scattered back (col2im).
 //!
 //! A pointwise convolution (1x1 filter, stride 1) needs no patches: the input is the patch
-//! matrix. Pooling, batch norm and LRN run over images or rows in parallel.
+//! matrix. Filters with few products per output (`DIRECT_K`, e.g. a first layer on one
+//! channel) run as direct loops over a zero-padded copy of the input, accumulating register
+//! tiles. Pooling, batch norm and LRN run over images or rows in parallel. Parallel loops make
+//! small tasks (`task_pieces`), so a thread preempted by the OS delays a little of the work,
+//! not half of it.
 
 use super::cwise_ops::unsupported;
 use crate::dispatch_float;
@@ -38,13 +42,15 @@ const PATCH_BYTES: usize = 384 << 10;
 /// Convolutions with fewer products per output (`kh * kw * in_channels`) than this run as
 /// direct loops: the patch matrix would be too thin for gemm to pay off.
 const DIRECT_K: usize = 64;
-/// Output rows per task of the direct convolution.
-const DIRECT_ROWS: usize = 64;
+/// Output rows per task of the direct convolution (a multiple of its tiles' 12 and 24 pixels).
+const DIRECT_ROWS: usize = 96;
+/// Output rows per call of the direct filter backprop.
+const DIRECT_FILTER_ROWS: usize = 384;
 
 // ---- gemm ----------------------------------------------------------------------------------
 
-/// Float types with a gemm (f32, f64).
-pub trait ConvElem: FloatElem + Send + Sync + 'static {}
+/// Float types with a gemm: f32 and f64 (crate-private).
+pub(crate) trait ConvElem: FloatElem + Send + Sync + 'static {}
 impl ConvElem for f32 {}
 impl ConvElem for f64 {}
 
@@ -186,6 +192,46 @@ fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
 }
 
 // ---- shapes and layouts ----------------------------------------------------------------------
+
+/// Elements per task, at most, of the parallel loops over outputs (more when one piece is
+/// larger): enough work per task to hide rayon's overhead, and tasks small enough that a
+/// preempted thread delays little.
+const TASK_ELEMS: usize = 1 << 15;
+
+/// How many `len`-long pieces one task of a parallel loop takes, at most.
+fn task_pieces(len: usize) -> usize {
+    (TASK_ELEMS / len.max(1)).max(1)
+}
+
+/// A vector of `n` zeros filled piece by piece: each `chunk`-long piece (the last may be
+/// shorter) is handed to `f(scratch, index, piece)`, in parallel when asked (in tasks of a few
+/// pieces, each with its own `init()` scratch).
+fn build_zeroed<T: ConvElem, S>(
+    n: usize,
+    chunk: usize,
+    parallel: bool,
+    init: impl Fn() -> S + Send + Sync,
+    f: impl Fn(&mut S, usize, &mut [T]) -> KResult + Send + Sync,
+) -> KResult<Vec<T>> {
+    // `vec!` of zeros is `calloc` for f32 and f64: fresh pages from the OS come zeroed, with
+    // no pass over them here (a page is touched first by the task that writes it).
+    let mut v = vec![T::zero(); n];
+    let chunk = chunk.max(1);
+    if parallel {
+        // Small tasks (`task_pieces`): a thread that the OS preempts holds up one task, not
+        // half of the output.
+        v.par_chunks_mut(chunk)
+            .enumerate()
+            .with_max_len(task_pieces(chunk))
+            .try_for_each_init(&init, |s, (i, piece)| f(s, i, piece))?;
+    } else {
+        let mut s = init();
+        v.chunks_mut(chunk)
+            .enumerate()
+            .try_for_each(|(i, piece)| f(&mut s, i, piece))?;
+    }
+    Ok(v)
+}
 
 /// The product of `dims`, or an error when it overflows.
 fn checked_len(dims: &[usize]) -> KResult<usize> {
@@ -465,12 +511,8 @@ impl ConvGeom {
     }
 }
 
-/// Lanes of one accumulator block of the direct convolution (a 512-bit register of f32).
+/// Lanes of one accumulator vector of the direct convolution (a 512-bit register of f32).
 const LANES: usize = 16;
-/// Output pixels per block of the direct forward convolution.
-const PIXELS: usize = 8;
-/// Filter rows (taps times input channels) per block of the direct filter backprop.
-const TAPS: usize = 8;
 
 /// The input of a direct convolution, zero-padded so every tap of every output pixel lies
 /// inside, with the offset of each filter row (tap and input channel) from a pixel's base.
@@ -479,6 +521,8 @@ struct Padded<T> {
     hp: usize,
     wp: usize,
     offsets: Vec<usize>,
+    /// The largest of `offsets` (0 when there are none).
+    max_off: usize,
 }
 
 impl ConvGeom {
@@ -505,11 +549,13 @@ impl ConvGeom {
                 }
             }
         }
+        let max_off = offsets.iter().copied().max().unwrap_or(0);
         Padded {
             data,
             hp,
             wp,
             offsets,
+            max_off,
         }
     }
     /// The offset in the padded input of output row `r`'s window corner.
@@ -520,129 +566,247 @@ impl ConvGeom {
         let (oy, ox) = (rem / self.ow, rem % self.ow);
         ((img * p.hp + oy * self.sh) * p.wp + ox * self.sw) * self.c
     }
+    /// The window corners of the output rows `r0 .. r0 + rows`, or None when some tap of
+    /// one of them would fall outside the padded input (never, for a `Padded` of this
+    /// geometry: the direct loops read it without bounds checks after this test).
+    fn bases<T: Copy>(&self, p: &Padded<T>, r0: usize, rows: usize) -> Option<Vec<usize>> {
+        let bases: Vec<usize> = (r0..r0 + rows).map(|r| self.base(p, r)).collect();
+        let fits = |&b: &usize| b.checked_add(p.max_off).is_some_and(|e| e < p.data.len());
+        bases.iter().all(fits).then_some(bases)
+    }
+}
+
+/// One tile of the direct forward convolution: `P` output pixels (window corners `bases`) by
+/// `CB` blocks of `LANES` output channels from `c0`, accumulated in registers over every
+/// filter row (`offsets`, the rows of `f`, each `o` long). Requires `c0 + CB * LANES <= o`.
+///
+/// # Safety
+/// `bases[p] + offsets[t]` must be an index of `xd` for every `p` and `t`.
+#[inline(always)]
+unsafe fn forward_tile<T: ConvElem, const FMA: bool, const P: usize, const CB: usize>(
+    xd: &[T],
+    bases: &[usize; P],
+    offsets: &[usize],
+    f: &[T],
+    o: usize,
+    c0: usize,
+) -> [[[T; LANES]; CB]; P] {
+    let mut acc = [[[T::zero(); LANES]; CB]; P];
+    for (t, &off) in offsets.iter().enumerate() {
+        let row = &f[t * o + c0..t * o + c0 + CB * LANES];
+        let mut w = [[T::zero(); LANES]; CB];
+        for (b, wb) in w.iter_mut().enumerate() {
+            wb.copy_from_slice(&row[b * LANES..(b + 1) * LANES]);
+        }
+        for p in 0..P {
+            // SAFETY: the caller guarantees `bases[p] + off` is inside `xd`.
+            let xv = unsafe { *xd.get_unchecked(bases[p] + off) };
+            for b in 0..CB {
+                for j in 0..LANES {
+                    acc[p][b][j] = madd::<T, FMA>(xv, w[b][j], acc[p][b][j]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The direct forward convolution of the rows with window corners `bases` into `out` (whole
+/// rows of `o`), for the `CB` channel blocks from `c0`, in tiles of `P` pixels (the last tile
+/// padded with copies of the last pixel, whose results are dropped).
+///
+/// # Safety
+/// Every `bases[r] + offsets[t]` must be an index of `xd`; `bases` is not empty.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_blocks<T: ConvElem, const FMA: bool, const P: usize, const CB: usize>(
+    xd: &[T],
+    bases: &[usize],
+    offsets: &[usize],
+    f: &[T],
+    o: usize,
+    c0: usize,
+    out: &mut [T],
+) {
+    let rows = bases.len();
+    let mut g0 = 0;
+    while g0 < rows {
+        let np = P.min(rows - g0);
+        let mut bs = [bases[rows - 1]; P];
+        bs[..np].copy_from_slice(&bases[g0..g0 + np]);
+        // SAFETY: every entry of `bs` is one of `bases`, which the caller vouches for.
+        let acc = unsafe { forward_tile::<T, FMA, P, CB>(xd, &bs, offsets, f, o, c0) };
+        for (p, ap) in acc.iter().enumerate().take(np) {
+            for (b, ab) in ap.iter().enumerate() {
+                let at = (g0 + p) * o + c0 + b * LANES;
+                out[at..at + LANES].copy_from_slice(ab);
+            }
+        }
+        g0 += np;
+    }
 }
 
 simd_fn! {
     /// Direct convolution of the output rows starting at global row `r0` (`out` holds whole
-    /// rows of `o`): blocks of `PIXELS` pixels by `LANES` output channels accumulate in
-    /// registers over every filter row.
+    /// rows of `o`): tiles of pixels by one or two blocks of `LANES` output channels
+    /// accumulate in registers over every filter row; channels past the last full block are
+    /// computed row by row.
     fn direct_forward_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, f: &[T], r0: usize, out: &mut [T]) {
         let o = g.o;
         let k = xp.offsets.len();
-        let rows = out.len() / o;
+        let rows = out.len() / o.max(1);
+        if rows == 0 || f.len() < k * o {
+            return;
+        }
+        let bases = match g.bases(xp, r0, rows) {
+            Some(b) => b,
+            None => return,
+        };
+        let (xd, offs) = (&xp.data[..], &xp.offsets[..]);
         let blocks = o / LANES;
-        let mut r = 0;
-        while r < rows {
-            let np = PIXELS.min(rows - r);
-            let mut bases = [0usize; PIXELS];
-            for (p, b) in bases.iter_mut().enumerate().take(np) {
-                *b = g.base(xp, r0 + r + p);
+        let mut cb = 0;
+        while cb < blocks {
+            // SAFETY: `g.bases` checked every base plus the largest offset against `xd`.
+            if blocks - cb >= 2 {
+                unsafe { forward_blocks::<T, FMA, 12, 2>(xd, &bases, offs, f, o, cb * LANES, out) };
+                cb += 2;
+            } else {
+                unsafe { forward_blocks::<T, FMA, 24, 1>(xd, &bases, offs, f, o, cb * LANES, out) };
+                cb += 1;
             }
-            for cb in 0..blocks {
-                let mut acc = [[T::zero(); LANES]; PIXELS];
-                for t in 0..k {
-                    let w: &[T; LANES] = match f[t * o + cb * LANES..].first_chunk() {
-                        Some(w) => w,
-                        None => return,
-                    };
-                    let off = xp.offsets[t];
-                    if np == PIXELS {
-                        for p in 0..PIXELS {
-                            let xv = xp.data[bases[p] + off];
-                            for j in 0..LANES {
-                                acc[p][j] = madd::<T, FMA>(xv, w[j], acc[p][j]);
-                            }
-                        }
-                    } else {
-                        for p in 0..np {
-                            let xv = xp.data[bases[p] + off];
-                            for j in 0..LANES {
-                                acc[p][j] = madd::<T, FMA>(xv, w[j], acc[p][j]);
-                            }
-                        }
-                    }
-                }
-                for (p, a) in acc.iter().enumerate().take(np) {
-                    let at = (r + p) * o + cb * LANES;
-                    out[at..at + LANES].copy_from_slice(a);
-                }
-            }
-            // Channels past the last full block.
-            for p in (0..np).filter(|_| blocks * LANES < o) {
-                let dst = &mut out[(r + p) * o + blocks * LANES..(r + p + 1) * o];
+        }
+        if blocks * LANES < o {
+            for (p, &b) in bases.iter().enumerate() {
+                let dst = &mut out[p * o + blocks * LANES..(p + 1) * o];
                 dst.fill(T::zero());
-                for t in 0..k {
-                    let xv = xp.data[bases[p] + xp.offsets[t]];
+                for (t, &off) in offs.iter().enumerate() {
+                    let xv = xd[b + off];
                     let wr = &f[t * o + blocks * LANES..(t + 1) * o];
                     for (d, &wv) in dst.iter_mut().zip(wr) {
-                        *d = *d + xv * wv;
+                        *d = madd::<T, FMA>(xv, wv, *d);
                     }
                 }
             }
-            r += np;
+        }
+    }
+}
+
+/// One pass of the direct filter backprop: `NT` filter rows (`offs`, the first `n` real, the
+/// others copies whose sums are dropped) by `CB` blocks of `LANES` channels from `c0`,
+/// accumulated in registers over the rows (window corners `bases`, gradients the rows of
+/// `dy`, each `o` long), then added into rows `t0 ..` of `acc` (k x o).
+///
+/// # Safety
+/// Every `bases[r] + offs[q]` must be an index of `xd`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn filter_pass<T: ConvElem, const FMA: bool, const NT: usize, const CB: usize>(
+    xd: &[T],
+    bases: &[usize],
+    offs: &[usize],
+    dy: &[T],
+    o: usize,
+    c0: usize,
+    t0: usize,
+    acc: &mut [T],
+) {
+    let n = offs.len().min(NT);
+    if n == 0 {
+        return;
+    }
+    let mut os = [offs[0]; NT];
+    os[..n].copy_from_slice(&offs[..n]);
+    let mut s = [[[T::zero(); LANES]; CB]; NT];
+    for (r, &b) in bases.iter().enumerate() {
+        let row = &dy[r * o + c0..r * o + c0 + CB * LANES];
+        let mut d = [[T::zero(); LANES]; CB];
+        for (bb, db) in d.iter_mut().enumerate() {
+            db.copy_from_slice(&row[bb * LANES..(bb + 1) * LANES]);
+        }
+        for q in 0..NT {
+            // SAFETY: `os[q]` is one of `offs`, and the caller guarantees `b + offs[_]` is
+            // inside `xd`.
+            let xv = unsafe { *xd.get_unchecked(b + os[q]) };
+            for bb in 0..CB {
+                for j in 0..LANES {
+                    s[q][bb][j] = madd::<T, FMA>(xv, d[bb][j], s[q][bb][j]);
+                }
+            }
+        }
+    }
+    for (q, sq) in s.iter().enumerate().take(n) {
+        for (bb, sb) in sq.iter().enumerate() {
+            let at = (t0 + q) * o + c0 + bb * LANES;
+            for (a, &v) in acc[at..at + LANES].iter_mut().zip(sb) {
+                *a = *a + v;
+            }
         }
     }
 }
 
 simd_fn! {
     /// Adds the filter gradient of the output rows starting at `r0` (their gradients `dy`,
-    /// whole rows of `o`) into `acc` (k x o): blocks of `TAPS` filter rows by `LANES` channels
-    /// accumulate in registers over the rows.
+    /// whole rows of `o`) into `acc` (k x o): passes of up to 12 (24) filter rows by two
+    /// (one) blocks of `LANES` channels accumulate in registers over the rows; channels past
+    /// the last full block are summed tap by tap.
     fn direct_filter_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, dy: &[T], r0: usize, acc: &mut [T]) {
         let o = g.o;
         let k = xp.offsets.len();
-        let rows = dy.len() / o;
-        let mut bases = Vec::with_capacity(rows);
-        for r in 0..rows {
-            bases.push(g.base(xp, r0 + r));
+        let rows = dy.len() / o.max(1);
+        if rows == 0 || k == 0 || acc.len() < k * o {
+            return;
         }
+        let bases = match g.bases(xp, r0, rows) {
+            Some(b) => b,
+            None => return,
+        };
+        let (xd, offs) = (&xp.data[..], &xp.offsets[..]);
         let blocks = o / LANES;
-        let mut t0 = 0;
-        while t0 < k {
-            let nt = TAPS.min(k - t0);
-            let mut offs = [0usize; TAPS];
-            offs[..nt].copy_from_slice(&xp.offsets[t0..t0 + nt]);
-            for cb in 0..blocks {
-                let mut sum = [[T::zero(); LANES]; TAPS];
-                for (r, &b) in bases.iter().enumerate() {
-                    let d: &[T; LANES] = match dy[r * o + cb * LANES..].first_chunk() {
-                        Some(d) => d,
-                        None => return,
-                    };
-                    if nt == TAPS {
-                        for q in 0..TAPS {
-                            let xv = xp.data[b + offs[q]];
-                            for j in 0..LANES {
-                                sum[q][j] = madd::<T, FMA>(xv, d[j], sum[q][j]);
-                            }
-                        }
-                    } else {
-                        for q in 0..nt {
-                            let xv = xp.data[b + offs[q]];
-                            for j in 0..LANES {
-                                sum[q][j] = madd::<T, FMA>(xv, d[j], sum[q][j]);
-                            }
+        // Runs the passes over all filter rows with `CB` channel blocks, passes of at most
+        // `$big` rows split evenly, each rounded up to one of the three sizes.
+        macro_rules! passes {
+            ($cb:literal, $small:literal, $mid:literal, $big:literal, $c0:expr) => {{
+                let per = k.div_ceil(k.div_ceil($big));
+                let mut t0 = 0;
+                while t0 < k {
+                    let n = per.min(k - t0);
+                    let of = &offs[t0..t0 + n];
+                    // SAFETY: `g.bases` checked every base plus the largest offset against
+                    // `xd`.
+                    unsafe {
+                        if n <= $small {
+                            filter_pass::<T, FMA, $small, $cb>(xd, &bases, of, dy, o, $c0, t0, acc)
+                        } else if n <= $mid {
+                            filter_pass::<T, FMA, $mid, $cb>(xd, &bases, of, dy, o, $c0, t0, acc)
+                        } else {
+                            filter_pass::<T, FMA, $big, $cb>(xd, &bases, of, dy, o, $c0, t0, acc)
                         }
                     }
+                    t0 += n;
                 }
-                for (q, sq) in sum.iter().enumerate().take(nt) {
-                    let at = (t0 + q) * o + cb * LANES;
-                    for (a, &v) in acc[at..at + LANES].iter_mut().zip(sq) {
-                        *a = *a + v;
-                    }
-                }
+            }};
+        }
+        let mut cb = 0;
+        while cb < blocks {
+            if blocks - cb >= 2 {
+                passes!(2, 6, 9, 12, cb * LANES);
+                cb += 2;
+            } else {
+                passes!(1, 8, 16, 24, cb * LANES);
+                cb += 1;
             }
-            for q in (0..nt).filter(|_| blocks * LANES < o) {
-                let ar = &mut acc[(t0 + q) * o + blocks * LANES..(t0 + q + 1) * o];
+        }
+        if blocks * LANES < o {
+            for (t, &off) in offs.iter().enumerate() {
+                let ar = &mut acc[t * o + blocks * LANES..(t + 1) * o];
                 for (r, &b) in bases.iter().enumerate() {
-                    let xv = xp.data[b + offs[q]];
+                    let xv = xd[b + off];
                     let d = &dy[r * o + blocks * LANES..(r + 1) * o];
                     for (a, &dv) in ar.iter_mut().zip(d) {
-                        *a = *a + xv * dv;
+                        *a = madd::<T, FMA>(xv, dv, *a);
                     }
                 }
             }
-            t0 += nt;
         }
     }
 }
@@ -699,37 +863,37 @@ fn conv_forward<T: ConvElem>(
     ep: Option<Epilogue<'_, T>>,
 ) -> KResult<Vec<T>> {
     let (rows, k, o) = (g.rows(), g.k(), g.o);
-    let mut out = vec![T::zero(); rows * o];
-    if out.is_empty() {
-        return Ok(out);
-    }
     let finish = |dst: &mut [T]| {
         if let Some(ep) = &ep {
             ep.apply(dst);
         }
     };
-    let fm = filter_mat(f, g);
-    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
-    if k == 0 {
+    if rows * o == 0 || k == 0 {
+        let mut out = vec![T::zero(); rows * o];
         finish(&mut out);
         return Ok(out);
     }
+    let fm = filter_mat(f, g);
+    let parallel = g.work() >= PAR_WORK && rayon::current_num_threads() > 1;
     if g.direct() {
         let xp = g.padded(x);
-        let run = |(i, dst): (usize, &mut [T])| {
-            direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
-            finish(dst);
-        };
-        if parallel {
-            out.par_chunks_mut(DIRECT_ROWS * o)
-                .enumerate()
-                .for_each(run);
-        } else {
-            out.chunks_mut(DIRECT_ROWS * o).enumerate().for_each(run);
+        if g.bases(&xp, rows - 1, 1).is_none() {
+            return Err(KernelError::internal("the padded input misses a window"));
         }
-        return Ok(out);
+        return build_zeroed(
+            rows * o,
+            DIRECT_ROWS * o,
+            parallel,
+            || (),
+            |_, i, dst| {
+                direct_forward_rows(g, &xp, f, i * DIRECT_ROWS, dst);
+                finish(dst);
+                Ok(())
+            },
+        );
     }
     if g.pointwise() {
+        let mut out = vec![T::zero(); rows * o];
         let xm = Mat {
             data: x,
             rs: k,
@@ -742,7 +906,8 @@ fn conv_forward<T: ConvElem>(
         return Ok(out);
     }
     let chunk = g.chunk::<T>();
-    let run = |buf: &mut Vec<T>, (i, dst): (usize, &mut [T])| -> KResult {
+    let scratch = || vec![T::zero(); chunk.min(rows) * k];
+    build_zeroed(rows * o, chunk * o, parallel, scratch, |buf, i, dst| {
         let r0 = i * chunk;
         let nr = dst.len() / o;
         let patches = &mut buf[..nr * k];
@@ -755,19 +920,7 @@ fn conv_forward<T: ConvElem>(
         gemm_into(nr, o, k, pm, fm, dst, o, false, false)?;
         finish(dst);
         Ok(())
-    };
-    let scratch = || vec![T::zero(); chunk.min(rows) * k];
-    if parallel {
-        out.par_chunks_mut(chunk * o)
-            .enumerate()
-            .try_for_each_init(scratch, run)?;
-    } else {
-        let mut buf = scratch();
-        for item in out.chunks_mut(chunk * o).enumerate() {
-            run(&mut buf, item)?;
-        }
-    }
-    Ok(out)
+    })
 }
 
 simd_fn! {
@@ -819,13 +972,15 @@ fn conv_backprop_filter<T: ConvElem>(
         return Ok(df);
     }
     let chunk = if g.direct() {
-        DIRECT_ROWS
+        DIRECT_FILTER_ROWS
     } else {
         g.chunk::<T>()
     };
     let chunks = rows.div_ceil(chunk);
+    // Four parts per thread, one task each: a thread preempted by the OS holds up a quarter
+    // of its share, and the others take the rest.
     let parts = if parallel {
-        rayon::current_num_threads().min(chunks)
+        (4 * rayon::current_num_threads()).min(chunks)
     } else {
         1
     };
@@ -834,6 +989,11 @@ fn conv_backprop_filter<T: ConvElem>(
         true => Some(g.padded(x)),
         false => None,
     };
+    if let Some(xp) = &xp {
+        if g.bases(xp, rows - 1, 1).is_none() {
+            return Err(KernelError::internal("the padded input misses a window"));
+        }
+    }
     // Part `p` sums the chunks p * per .. (p + 1) * per into `acc` (k * o, then the bias).
     let part = |p: usize, acc: &mut [T]| -> KResult {
         let (acc, acc_b) = acc.split_at_mut(k * o);
@@ -870,6 +1030,7 @@ fn conv_backprop_filter<T: ConvElem>(
     }
     let partials = (0..parts)
         .into_par_iter()
+        .with_max_len(1)
         .map(|p| {
             let mut acc = vec![T::zero(); kb];
             part(p, &mut acc).map(|_| acc)
@@ -885,9 +1046,8 @@ fn conv_backprop_filter<T: ConvElem>(
 fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<Vec<T>> {
     let (k, o) = (g.k(), g.o);
     let img = g.h * g.w * g.c;
-    let mut dx = vec![T::zero(); g.n * img];
-    if dx.is_empty() || g.rows() == 0 || o == 0 {
-        return Ok(dx);
+    if g.n * img == 0 || g.rows() == 0 || o == 0 {
+        return Ok(vec![T::zero(); g.n * img]);
     }
     // filter^T as a row-major o x k matrix (gemm packs it fast in this layout).
     let mut ftd = vec![T::zero(); o * k];
@@ -909,6 +1069,7 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
             rs: o,
             cs: 1,
         };
+        let mut dx = vec![T::zero(); g.n * img];
         gemm_into(rows, k, o, dym, ft, &mut dx, k, false, parallel)?;
         return Ok(dx);
     }
@@ -916,33 +1077,28 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
     let chunk = g.chunk::<T>().min(per_image);
     // Few images: let gemm split each product instead.
     let inner_parallel = parallel && g.n < rayon::current_num_threads();
-    let run = |buf: &mut Vec<T>, (i, dxi): (usize, &mut [T])| -> KResult {
-        let dyi = &dy[i * per_image * o..(i + 1) * per_image * o];
-        for r0 in (0..per_image).step_by(chunk) {
-            let r = r0..(r0 + chunk).min(per_image);
-            let patches = &mut buf[..r.len() * k];
-            let dym = Mat {
-                data: &dyi[r.start * o..r.end * o],
-                rs: o,
-                cs: 1,
-            };
-            gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
-            g.col2im(patches, r, dxi);
-        }
-        Ok(())
-    };
     let scratch = || vec![T::zero(); chunk * k];
-    if parallel && !inner_parallel {
-        dx.par_chunks_mut(img)
-            .enumerate()
-            .try_for_each_init(scratch, run)?;
-    } else {
-        let mut buf = scratch();
-        for item in dx.chunks_mut(img).enumerate() {
-            run(&mut buf, item)?;
-        }
-    }
-    Ok(dx)
+    build_zeroed(
+        g.n * img,
+        img,
+        parallel && !inner_parallel,
+        scratch,
+        |buf, i, dxi| {
+            let dyi = &dy[i * per_image * o..(i + 1) * per_image * o];
+            for r0 in (0..per_image).step_by(chunk) {
+                let r = r0..(r0 + chunk).min(per_image);
+                let patches = &mut buf[..r.len() * k];
+                let dym = Mat {
+                    data: &dyi[r.start * o..r.end * o],
+                    rs: o,
+                    cs: 1,
+                };
+                gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
+                g.col2im(patches, r, dxi);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The filter's dims (fh, fw, in, out).
@@ -1120,6 +1276,7 @@ fn for_rows<T: Send>(
     if parallel {
         out.par_chunks_mut(len)
             .enumerate()
+            .with_max_len(task_pieces(len))
             .for_each(|(i, r)| f(i, r));
     } else {
         out.chunks_mut(len).enumerate().for_each(|(i, r)| f(i, r));
@@ -1181,14 +1338,22 @@ simd_fn! {
     }
 }
 
-fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> Vec<T> {
-    let mut out = vec![T::zero(); g.out_len()];
+fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> KResult<Vec<T>> {
     let img = g.h * g.w * g.c;
-    for_rows(&mut out, g.ow * g.c, g.parallel(), |row, dst| {
-        let (n, oy) = (row / g.oh, row % g.oh);
-        max_pool_row(g, &x[n * img..(n + 1) * img], oy, dst);
-    });
-    out
+    if g.out_len() == 0 {
+        return Ok(Vec::new());
+    }
+    build_zeroed(
+        g.out_len(),
+        g.ow * g.c,
+        g.parallel(),
+        || (),
+        |_, row, dst| {
+            let (n, oy) = (row / g.oh, row % g.oh);
+            max_pool_row(g, &x[n * img..(n + 1) * img], oy, dst);
+            Ok(())
+        },
+    )
 }
 
 simd_fn! {
@@ -1216,16 +1381,82 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// MaxPoolGrad of one image when no two windows overlap (strides at least the window):
+    /// each window's elements are written once, the gradient at the first maximum (the
+    /// first element greater than all before it, as in `window_argmax`) and zero elsewhere;
+    /// branch-free over the channels. `best` and `which` (the maximum's position in the
+    /// window, as a float) are scratch rows of `c`; elements outside every window keep their
+    /// zero.
+    fn max_pool_grad_disjoint<T, FMA>(
+        g: &PoolGeom,
+        x_img: &[T],
+        dy_img: &[T],
+        dxi: &mut [T],
+        best: &mut [T],
+        which: &mut [T],
+    ) {
+        let c = g.c;
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (ys, xs) = g.window(oy, ox);
+                if ys.is_empty() || xs.is_empty() {
+                    continue;
+                }
+                let mut j = 0usize;
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let px = &x_img[(iy * g.w + ix) * c..][..c];
+                        if j == 0 {
+                            best.copy_from_slice(px);
+                            which.fill(T::zero());
+                        } else {
+                            let jf = <T as Numeric>::from_f64(j as f64);
+                            for ((b, w), &v) in best.iter_mut().zip(which.iter_mut()).zip(px) {
+                                let gt = v > *b;
+                                *b = if gt { v } else { *b };
+                                *w = if gt { jf } else { *w };
+                            }
+                        }
+                        j += 1;
+                    }
+                }
+                let d = &dy_img[(oy * g.ow + ox) * c..][..c];
+                let mut j = 0usize;
+                for iy in ys {
+                    for ix in xs.clone() {
+                        let jf = <T as Numeric>::from_f64(j as f64);
+                        let dst = &mut dxi[(iy * g.w + ix) * c..][..c];
+                        for ((o, &w), &v) in dst.iter_mut().zip(which.iter()).zip(d) {
+                            *o = if w == jf { v } else { T::zero() };
+                        }
+                        j += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// MaxPoolGrad: each output's gradient goes to its window's first maximum.
-fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.in_len()];
+fn max_pool_grad<T: ConvElem>(g: &PoolGeom, x: &[T], dy: &[T]) -> KResult<Vec<T>> {
     let (img, oimg) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    for_rows(&mut dx, img, g.parallel(), |n, dxi| {
+    if img == 0 {
+        return Ok(vec![T::zero(); g.in_len()]);
+    }
+    let disjoint = g.sh >= g.kh && g.sw >= g.kw;
+    let image = |_: &mut (), n: usize, dxi: &mut [T]| -> KResult {
         let (x_img, dy_img) = (&x[n * img..(n + 1) * img], &dy[n * oimg..(n + 1) * oimg]);
-        let (mut best, mut at) = (vec![T::zero(); g.c], vec![0usize; g.c]);
-        max_pool_grad_image(g, x_img, dy_img, dxi, &mut best, &mut at);
-    });
-    dx
+        if disjoint {
+            let (mut best, mut which) = (vec![T::zero(); g.c], vec![T::zero(); g.c]);
+            max_pool_grad_disjoint(g, x_img, dy_img, dxi, &mut best, &mut which);
+        } else {
+            let (mut best, mut at) = (vec![T::zero(); g.c], vec![0usize; g.c]);
+            max_pool_grad_image(g, x_img, dy_img, dxi, &mut best, &mut at);
+        }
+        Ok(())
+    };
+    build_zeroed(g.in_len(), img, g.parallel(), || (), image)
 }
 
 /// MaxPoolGradGrad: each output takes `grad` (shaped like the input) at its window's first
@@ -1337,7 +1568,7 @@ fn pool_kernel<T: ConvElem>(p: PoolParams, kind: Pool) -> Box<dyn OpKernel> {
         let (x, xd) = image_in::<T>(ctx.input(0), "input", p.format)?;
         let g = PoolGeom::new(xd, &p)?;
         let out = match kind {
-            Pool::Max => max_pool(&g, &x),
+            Pool::Max => max_pool(&g, &x)?,
             Pool::Avg => avg_pool(&g, &x),
         };
         ctx.set_output(image_out(out, g.out_dims(), p.format));
@@ -1359,7 +1590,7 @@ fn max_pool_grad_kernel<T: ConvElem>(p: PoolParams, grad_grad: bool) -> Box<dyn 
         } else {
             check_pooled(&g, ctx.input(2), "grad", p.format)?;
             let (d, _) = image_in::<T>(ctx.input(2), "grad", p.format)?;
-            let dx = max_pool_grad(&g, &x, &d);
+            let dx = max_pool_grad(&g, &x, &d)?;
             ctx.set_output(image_out(dx, xd, p.format));
         }
         Ok(())

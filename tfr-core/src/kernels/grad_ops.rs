@@ -9,6 +9,7 @@ use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::Numeric;
 use crate::tensor::{Dims, Tensor};
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
+use rayon::prelude::*;
 use tfr_graph::ops::array_ops::{strided_slice_masks, StridedSliceMasks, StridedSliceSpec};
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
@@ -284,6 +285,10 @@ fn relu_grad(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     )
 }
 
+/// ReluGrad of at least this many elements runs in parallel, in chunks of `RELU_GRAD_CHUNK`.
+const PAR_RELU_GRAD: usize = 1 << 18;
+const RELU_GRAD_CHUNK: usize = 1 << 15;
+
 fn relu_grad_typed<T: Numeric>() -> Box<dyn OpKernel> {
     Box::new(|ctx: &mut KernelContext<'_>| {
         let f = ctx.take_input(1);
@@ -300,9 +305,20 @@ fn relu_grad_typed<T: Numeric>() -> Box<dyn OpKernel> {
         // branch per element mispredicts half the time (and does not vectorize).
         let keep = |x: T| x > T::ZERO;
         if let Some(gs) = g.slice_mut::<T>() {
-            gs.iter_mut()
-                .zip(fs)
-                .for_each(|(a, &x)| *a = if keep(x) { *a } else { T::ZERO });
+            let mask = |(gc, fc): (&mut [T], &[T])| {
+                gc.iter_mut()
+                    .zip(fc)
+                    .for_each(|(a, &x)| *a = if keep(x) { *a } else { T::ZERO })
+            };
+            // A large gradient (a convolution's) is split over the threads: this pass is
+            // memory-bound, and alone it would leave the other cores idle.
+            if gs.len() >= PAR_RELU_GRAD && rayon::current_num_threads() > 1 {
+                gs.par_chunks_mut(RELU_GRAD_CHUNK)
+                    .zip(fs.par_chunks(RELU_GRAD_CHUNK))
+                    .for_each(mask);
+            } else {
+                mask((gs, fs));
+            }
             ctx.set_output(g);
             return Ok(());
         }
