@@ -41,13 +41,28 @@ fn parse_args() -> Args {
     args
 }
 
-/// CPU seconds (user + system, all threads) this process has used so far, from
-/// `/proc/self/stat`; 0 where that file is missing. Unlike wall time it barely moves when other
-/// processes share the cores, so it tracks a change's effect on a loaded machine.
-fn process_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// USER_HZ: the kernel reports CPU times in these ticks (100 on every Linux we run on).
+const TICKS_PER_S: f64 = 100.0;
+
+/// `(busy ticks of the whole machine including steal, ticks used by this process)`, from
+/// `/proc/stat` and `/proc/self/stat` (zeros where they are missing), as common.py's
+/// `cpu_snapshot`.
+fn cpu_snapshot() -> (f64, f64) {
+    let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = machine
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    // user, nice, system, irq, softirq, steal.
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let rest = own.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -55,14 +70,42 @@ fn process_cpu_s() -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // The kernel reports in USER_HZ, 100 on every Linux configuration we run on.
-    (ticks(11) + ticks(12)) / 100.0
+    (busy, ticks(11) + ticks(12))
 }
 
-/// Median seconds per step, following common.py's `measure`, the first step, the number of
-/// samples, the mean CPU seconds per step over the timed samples and the fastest sample (on a
-/// loaded machine the closest to a quiet one, as common.py's `min_s`).
+/// CPU seconds other processes (and VM steal) used between two snapshots.
+fn foreign_cpu_s(a: (f64, f64), b: (f64, f64)) -> f64 {
+    ((b.0 - a.0) - (b.1 - a.1)).max(0.0) / TICKS_PER_S
+}
+
+/// Waits (at most `PEERS_MAX_WAIT` seconds, default 120) for a one-second window in which other
+/// processes use under 0.15 cores, as common.py's `wait_quiet` does before each peer workload.
+fn wait_quiet() {
+    let max_wait: f64 = std::env::var("PEERS_MAX_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120.0);
+    let t0 = Instant::now();
+    loop {
+        let a = cpu_snapshot();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let load = foreign_cpu_s(a, cpu_snapshot());
+        if load < 0.15 || t0.elapsed().as_secs_f64() > max_wait {
+            return;
+        }
+    }
+}
+
+/// Seconds per step, following common.py's `measure`: after waiting for a quiet window, samples
+/// during which other processes used noticeable CPU are discarded and retaken (up to 3x the
+/// sample count), so tfr and the peers are timed under the same rule. Returns the median, the
+/// first step, the number of samples kept, the mean CPU seconds per step of this process over
+/// all timed samples (unlike wall time it barely moves when other processes share the cores)
+/// and the fastest sample.
 fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64, f64) {
+    if std::env::var_os("PEERS_NO_QUIET").is_none() {
+        wait_quiet();
+    }
     let t0 = Instant::now();
     step();
     let first = t0.elapsed().as_secs_f64();
@@ -78,17 +121,30 @@ fn measure(mut step: impl FnMut()) -> (f64, f64, usize, f64, f64) {
     let est = el / n as f64;
     let inner = ((0.020 / est.max(1e-9)).round() as usize).max(1);
     let samples = 31usize.min((8.0 / (inner as f64 * est)) as usize).max(7);
-    let cpu0 = process_cpu_s();
-    let mut per: Vec<f64> = (0..samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
-                step();
-            }
-            t.elapsed().as_secs_f64() / inner as f64
-        })
-        .collect();
-    let cpu = (process_cpu_s() - cpu0) / (samples * inner) as f64;
+    let (mut clean, mut dirty) = (Vec::new(), Vec::new());
+    let (mut own_ticks, mut steps) = (0.0, 0usize);
+    for _ in 0..3 * samples {
+        let a = cpu_snapshot();
+        let t = Instant::now();
+        for _ in 0..inner {
+            step();
+        }
+        let el = t.elapsed().as_secs_f64();
+        let b = cpu_snapshot();
+        own_ticks += b.1 - a.1;
+        steps += inner;
+        let quiet = foreign_cpu_s(a, b) <= 0.011 + 0.1 * el;
+        if quiet { &mut clean } else { &mut dirty }.push(el / inner as f64);
+        if clean.len() >= samples {
+            break;
+        }
+    }
+    let mut per = if clean.len() >= (samples / 2).max(5) {
+        clean
+    } else {
+        clean.into_iter().chain(dirty).collect()
+    };
+    let cpu = own_ticks / TICKS_PER_S / steps as f64;
     per.sort_by(f64::total_cmp);
     (per[per.len() / 2], first, per.len(), cpu, per[0])
 }
