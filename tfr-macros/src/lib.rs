@@ -14,6 +14,7 @@ mod body;
 mod check;
 mod control;
 mod expand;
+mod invariants;
 mod loops;
 mod lower;
 mod model;

@@ -5,16 +5,18 @@
 
 use crate::check::{dtype_name, expr_text, type_string, Builder, Failed, Val, R};
 use crate::control::{name_list, parts, reported};
+use crate::invariants::{invariant_text, suggestion};
 use crate::lower::Args;
 use std::cell::{Cell, RefCell};
 use syn::{Expr, Ident};
 use tfr_graph::ops::control_flow_ops::{shape_fits, WhileOptions};
+use tfr_graph::Shape;
 
 impl Builder {
     // ---- while_loop ------------------------------------------------------------------------
 
     /// `while_loop(|i, x| cond, |i, x| body, (i0, x0), maximum_iterations = ..,
-    /// parallel_iterations = .., gradient_checkpoints = ..)`.
+    /// parallel_iterations = .., gradient_checkpoints = .., shape_invariants = ..)`.
     pub fn while_loop(&mut self, name: &Ident, a: &Args, whole: &Expr) -> R<Val> {
         let cond = self.closure_arg(a.req("cond"), None);
         let body = self.closure_arg(a.req("body"), None);
@@ -82,6 +84,33 @@ impl Builder {
             .iter()
             .map(|&o| self.g.output_type(o).clone())
             .collect();
+        // How messages name each loop variable: its body parameter, else its condition
+        // parameter (when the body's is `_`), else its initial value.
+        let labels: Vec<String> = (0..n)
+            .map(|j| {
+                [&body.params[j], &cond.params[j]]
+                    .into_iter()
+                    .find(|p| *p != "_")
+                    .map(Ident::to_string)
+                    .unwrap_or_else(|| expr_text(init_parts[j].expr))
+            })
+            .collect();
+        let mut declared = vec![false; n];
+        if let Some(e) = a.get("shape_invariants") {
+            let entering: Vec<_> = types.iter().map(|t| (t.dtype, t.shape.clone())).collect();
+            let invariants = self.shape_invariants(e, tuple, &labels, &entering)?;
+            for (d, inv) in declared.iter_mut().zip(&invariants) {
+                *d = inv.is_some();
+            }
+            options = options.shape_invariants(invariants);
+        }
+        // The shape each variable keeps: its invariant, else the shape it enters with.
+        let keeps: Vec<Shape> = (0..n)
+            .map(|j| match options.shape_invariants.get(j) {
+                Some(Some(s)) => s.clone(),
+                _ => types[j].shape.clone(),
+            })
+            .collect();
         let failed = Cell::new(false);
         let mut g = std::mem::take(&mut self.g);
         let me = RefCell::new(&mut *self);
@@ -134,7 +163,7 @@ impl Builder {
                         let want = &types[j];
                         let o = b.part_tensor(part, Some(want.dtype))?;
                         let got = b.g.output_type(o).clone();
-                        let var = &names[j];
+                        let var = &labels[j];
                         if got.dtype != want.dtype {
                             return Err(b.err_at(
                                 part.expr,
@@ -149,16 +178,29 @@ impl Builder {
                                 ),
                             ));
                         }
-                        if !shape_fits(&want.shape, &got.shape) {
+                        if declared[j] && !shape_fits(&keeps[j], &got.shape) {
+                            return Err(b.err_at(
+                                part.expr,
+                                format!(
+                                    "loop variable `{var}` does not fit its shape invariant: \
+                                     the invariant is `{}` and the body returns {} (`{}`)",
+                                    invariant_text(&keeps[j]),
+                                    type_string(got.dtype, &got.shape),
+                                    expr_text(part.expr)
+                                ),
+                            ));
+                        }
+                        if !shape_fits(&keeps[j], &got.shape) {
                             return Err(b.err_at(
                                 part.expr,
                                 format!(
                                     "loop variable `{var}` changes shape: it enters the loop as \
                                      {} and the body returns {} (`{}`); a loop variable keeps \
-                                     its shape across iterations",
+                                     its shape across iterations{}",
                                     type_string(want.dtype, &want.shape),
                                     type_string(got.dtype, &got.shape),
-                                    expr_text(part.expr)
+                                    expr_text(part.expr),
+                                    suggestion(j, n, tuple, &want.shape, &got.shape)
                                 ),
                             ));
                         }

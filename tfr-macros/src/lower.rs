@@ -354,6 +354,7 @@ pub const OTHERS: &[(&str, &[Param])] = &[
             ("maximum_iterations", Int, false),
             ("parallel_iterations", Int, false),
             ("gradient_checkpoints", Int, false),
+            ("shape_invariants", Any, false),
         ],
     ),
 ];
@@ -1073,7 +1074,7 @@ impl Builder {
         Ok(out)
     }
 
-    fn is_dim(&self, id: &Ident) -> bool {
+    pub(crate) fn is_dim(&self, id: &Ident) -> bool {
         self.dims.iter().any(|d| d == id)
     }
 

@@ -318,3 +318,88 @@ fn loop_gradients_match_the_chain_rule() {
         }
     }
 }
+
+graph! {
+    /// A loop variable that grows: each iteration appends a transformed copy of `acc` to it
+    /// (`concat` along axis 0), until its sum reaches `limit`, so its row count is known only
+    /// when the step runs. `shape_invariants` lets the rows change and keeps the 4 columns.
+    pub model Grow<B> {
+        input x: f32[B, 4];
+        input limit: f32[];
+        let (n, acc) = while_loop(
+            |n, acc| sum(acc) < limit,
+            |n, acc| (n + 1, concat([acc, acc * 0.5 + 1.0], axis = 0)),
+            (0, x),
+            shape_invariants = (_, [B?, 4]),
+            maximum_iterations = 20,
+        );
+        output n, acc;
+        output rows = gather(shape(acc), 0);
+        let (k, tail) = while_loop(
+            |k, t| k < 3,
+            |k, t| (k + 1, concat([t, ones([1, 4])], axis = 0)),
+            (0, x),
+            shape_invariants = (_, [_, 4]),
+        );
+        output tail;
+        /// The gradient through the growing loop.
+        output dx = grad(sum(acc * acc), wrt = x);
+    }
+}
+
+/// The rows of `acc` after the loop, and `d sum(acc^2) / dx` (each row of `acc` is
+/// `c * x[r] + b` for a coefficient `c` and the row `r` of `x` it came from).
+fn grow_reference(x: &Array2<f32>, limit: f32) -> (i32, Vec<Vec<f32>>, Array2<f32>) {
+    // (source row, coefficient, values)
+    let mut rows: Vec<(usize, f32, Vec<f32>)> = (0..x.nrows())
+        .map(|r| (r, 1.0, x.row(r).to_vec()))
+        .collect();
+    let mut n = 0;
+    let total = |rows: &[(usize, f32, Vec<f32>)]| -> f32 {
+        rows.iter().map(|(_, _, v)| v.iter().sum::<f32>()).sum()
+    };
+    while total(&rows) < limit {
+        let grown: Vec<_> = rows
+            .iter()
+            .map(|(r, c, v)| (*r, c * 0.5, v.iter().map(|a| a * 0.5 + 1.0).collect()))
+            .collect();
+        rows.extend(grown);
+        n += 1;
+    }
+    let mut dx = Array2::zeros(x.raw_dim());
+    for (r, c, v) in &rows {
+        for (j, a) in v.iter().enumerate() {
+            dx[[*r, j]] += 2.0 * a * c;
+        }
+    }
+    (n, rows.into_iter().map(|(_, _, v)| v).collect(), dx)
+}
+
+#[test]
+fn loop_variable_grows_under_its_shape_invariant() {
+    let m = Grow::new();
+    assert_eq!(m.graph().shape(m.acc.output).to_string(), "[?, 4]");
+    let s = m.session().unwrap();
+    for (x, limit) in [
+        (array![[1.0f32, 2.0, 3.0, 4.0]], 5.0f32),
+        (array![[1.0f32, 2.0, 3.0, 4.0]], 200.0),
+        (array![[0.5, -1.0, 0.0, 0.25], [0.0, 0.0, 1.0, 0.0]], 1000.0),
+    ] {
+        let feeds = [m.x.feed(&x).unwrap(), m.limit.feed(&arr0(limit)).unwrap()];
+        let (n, acc, rows, tail, dx) = s
+            .run(&feeds, (&m.n, &m.acc, &m.rows, &m.tail, &m.dx), &[])
+            .unwrap();
+        let (rn, racc, rdx) = grow_reference(&x, limit);
+        assert_eq!(n.into_scalar(), rn, "limit {limit}");
+        assert_eq!(rows.into_scalar() as usize, racc.len());
+        assert_eq!(acc.shape(), &[racc.len(), 4]);
+        for (got, want) in acc.rows().into_iter().zip(&racc) {
+            assert_eq!(got.to_vec(), *want);
+        }
+        assert_eq!(tail.shape(), &[x.nrows() + 3, 4]);
+        assert_eq!(tail.row(x.nrows() + 2).to_vec(), vec![1.0; 4]);
+        for (a, b) in dx.iter().zip(rdx.iter()) {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{dx} vs {rdx}");
+        }
+    }
+}
