@@ -127,6 +127,27 @@ impl Builder {
         })
     }
 
+    /// The dtype of each value `block` gives (`None` for a literal without a suffix, or when
+    /// it fails), found by lowering it on a copy of the graph; the graph and the errors are
+    /// left as they were.
+    fn probe_dtypes(&mut self, block: &Block) -> Option<Vec<Option<DType>>> {
+        let saved = self.g.clone();
+        let errors = self.errors.len();
+        let r = self.run_block(&[], &[], block).ok().map(|(_, parts)| {
+            parts
+                .iter()
+                .map(|p| match &p.val {
+                    Val::Tensor(o) => Some(self.g.output_type(*o).dtype),
+                    Val::Lit(l) => l.fixed,
+                    _ => None,
+                })
+                .collect()
+        });
+        self.g = saved;
+        self.errors.truncate(errors);
+        r
+    }
+
     /// The tensor of a part: a literal takes `dtype` (or its own when `None`).
     pub(crate) fn part_tensor(&mut self, p: &Part, dtype: Option<DType>) -> R<Output> {
         match &p.val {
@@ -230,21 +251,34 @@ impl Builder {
             pred,
             |g| {
                 let mut b = me.borrow_mut();
-                b.on_graph(g, |b| {
+                let r = b.on_graph(g, |b| {
                     let (tuple, parts) = b.run_block(&[], &[], then)?;
+                    // A literal without a suffix takes the false branch's dtype, read by
+                    // lowering the false branch on a copy of the graph first.
+                    let open = |p: &Part| matches!(&p.val, Val::Lit(l) if l.fixed.is_none());
+                    let dtypes = if parts.iter().any(open) {
+                        b.probe_dtypes(els)
+                            .filter(|d| d.len() == parts.len())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
                     let mut outs = Vec::with_capacity(parts.len());
                     let mut seen = Vec::with_capacity(parts.len());
-                    for p in &parts {
-                        let o = b.part_tensor(p, None)?;
+                    for (k, p) in parts.iter().enumerate() {
+                        let dtype = dtypes.get(k).copied().flatten().filter(|_| open(p));
+                        let o = b.part_tensor(p, dtype)?;
                         outs.push(o);
                         seen.push((o, p.expr));
                     }
                     *first.borrow_mut() = Some((tuple, seen));
                     Ok(outs)
-                })
-                .map_err(|Failed| {
+                });
+                // On an error the false branch is still lowered (with no outputs asked of
+                // the true branch), so that its errors are reported too.
+                r.or_else(|Failed| {
                     failed.set(true);
-                    reported()
+                    Ok(Vec::new())
                 })
             },
             |g| {

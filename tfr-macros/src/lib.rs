@@ -153,7 +153,8 @@ use proc_macro::TokenStream;
 /// - A branch, or the body of a closure, is an expression or a block of `let` statements
 ///   ending with its value: `{ let t = x - 1.0; t * t }`. Names bound inside are local to it.
 /// - `p` is a bool scalar. The two branches give as many values (one tensor, or a tuple), with
-///   the same dtypes and shapes; a literal in the false branch takes the true branch's dtype.
+///   the same dtypes and shapes; a literal without a suffix in either branch takes the other
+///   branch's dtype (`if p { 0.0 } else { x }` is f64 when `x` is).
 /// - `while_loop` takes the loop's condition, its body, and the initial values of the loop
 ///   variables (one expression, or a tuple for several variables of any dtypes and shapes).
 ///   Both closures take one parameter per loop variable, in order (`|i, h|`, or `|(i, h)|`);
@@ -161,9 +162,19 @@ use proc_macro::TokenStream;
 ///   the dtype and shape it entered with. The loop's value is the variables' final values (a
 ///   tuple when they were given as one). Keyword options: `maximum_iterations = 1000` (a step
 ///   whose loop runs longer fails, instead of hanging), `parallel_iterations = 10` (how many
-///   iterations may run at once) and `gradient_checkpoints = k` (the gradient keeps the loop
+///   iterations may run at once), `gradient_checkpoints = k` (the gradient keeps the loop
 ///   variables every k iterations and recomputes the rest: memory O(T/k); see
-///   `WhileOptions::gradient_checkpoints`).
+///   `WhileOptions::gradient_checkpoints`) and `shape_invariants` (below).
+/// - **Shape invariants.** A loop variable keeps the shape it enters with, unless
+///   `shape_invariants = (..)` says which shapes it may take (TensorFlow's `shape_invariants`):
+///   one entry per loop variable, in order (a tuple when the loop variables are one), `_` for a
+///   variable that keeps its shape, or a list of dims, each a number or a symbolic dim (fixed),
+///   `_` (any size), or a size followed by `?` (`B?`, `1?`: the size it enters with, which may
+///   change; checked against the entering value). `shape_invariants = (_, [B?, 4])` lets the
+///   second variable's rows change and keeps its 4 columns; inside the loop and after it, the
+///   variable's static shape is the invariant (`[?, 4]`). The body's value must fit it (an
+///   error names the variable, the invariant and the body's shape), and so must the entering
+///   value. It lowers to `WhileOptions::shape_invariants`; gradients flow through such loops.
 /// - Anything defined outside (inputs, variables, names) may be used inside: the graph captures
 ///   it (a Switch into a branch, an Enter into a loop, once). Loops and conds nest.
 /// - `grad` and `minimize` differentiate through both (the gradient of a loop is a backward
@@ -222,10 +233,42 @@ use proc_macro::TokenStream;
 /// # fn main() {}
 /// ```
 ///
+/// A loop variable that grows, with a data-dependent trip count:
+///
+/// ```
+/// use ndarray::{arr0, array};
+/// use tfr::graph;
+///
+/// graph! {
+///     model Grow<B> {
+///         input x: f32[B, 2];
+///         input limit: f32[];
+///         // Appends a copy of `acc` plus 1 until its sum reaches `limit`.
+///         let (n, acc) = while_loop(
+///             |n, acc| sum(acc) < limit,
+///             |n, acc| (n + 1, concat([acc, acc + 1.0], axis = 0)),
+///             (0, x),
+///             shape_invariants = (_, [B?, 2]),
+///         );
+///         output n, acc;
+///     }
+/// }
+///
+/// let m = Grow::new();
+/// let s = m.session()?;
+/// let feeds = [m.x.feed(&array![[0.0f32, 1.0]])?, m.limit.feed(&arr0(10.0f32))?];
+/// let (n, acc) = s.run(&feeds, (&m.n, &m.acc), &[])?;
+/// assert_eq!(n.into_scalar(), 2);
+/// assert_eq!(acc, array![[0.0, 1.0], [1.0, 2.0], [1.0, 2.0], [2.0, 3.0]]);
+/// # Ok::<(), tfr::Error>(())
+/// ```
+///
 /// The checks are the builder's, reported on your tokens: a body that changes a loop
-/// variable's shape or dtype (naming the variable and both types), a condition or predicate
-/// that is not a bool scalar, a body returning the wrong number of values, branches whose
-/// dtypes or shapes disagree (naming both).
+/// variable's shape or dtype (naming the variable and both types, and suggesting the shape
+/// invariant that allows the change), a body outside a declared shape invariant, a condition or
+/// predicate that is not a bool scalar, a body returning the wrong number of values, branches
+/// whose dtypes or shapes disagree (naming both). Errors inside both branches of a cond are
+/// all reported.
 ///
 /// ## Gradients and training
 ///
@@ -552,6 +595,37 @@ mod tests {
                 "`{stmt}`: expected an error containing {want:?}, got {m:#?}"
             );
         }
+    }
+
+    /// An error in the true branch of a cond does not hide the false branch's: both are
+    /// reported (in `if`, `cond`, nested, and inside a loop body).
+    #[test]
+    fn cond_reports_both_branches() {
+        let (built, _) = build_source(
+            "model M { input x: f32[3]; input p: bool[]; input n: i32[]; \
+             let a = if p { undefined_one } else { matmull(x) }; \
+             let b = cond(p, || x.nope(), || (x, undefined_two)); \
+             let c = while_loop(|v| p, |v| if p { v * undefined_three } else { \
+                 if p { undefined_four } else { v + undefined_five } }, x); \
+             let d = if p { 0.5 } else { n }; \
+             let e = if p { (1, 2.5f64) } else { (n, x) }; }",
+        );
+        let m = messages(&built.errors);
+        for want in [
+            "undefined name `undefined_one`",
+            "matmull",
+            "nope",
+            "undefined name `undefined_two`",
+            "undefined name `undefined_three`",
+            "undefined name `undefined_four`",
+            "undefined name `undefined_five`",
+            "dtypes disagree for value 1",
+        ] {
+            assert!(m.iter().any(|e| e.contains(want)), "{want:?} not in {m:#?}");
+        }
+        assert_eq!(m.iter().filter(|e| e.contains("undefined_one")).count(), 1, "{m:#?}");
+        // The literal 0.5 meets an i32 branch: an error on the literal, no panic.
+        assert!(m.iter().any(|e| e.contains("0.5")), "{m:#?}");
     }
 
     /// `_` parameters, `|(a, b)|` tuple parameters and a loop variable shadowing an outer name.

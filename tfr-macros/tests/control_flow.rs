@@ -403,3 +403,46 @@ fn loop_variable_grows_under_its_shape_invariant() {
         }
     }
 }
+
+graph! {
+    /// Literals in the true branch take the false branch's dtype (f64, i64), as literals in
+    /// the false branch take the true branch's.
+    pub model LiteralFirst {
+        input x: f64[3];
+        input k: i64[];
+        input p: bool[];
+        output y = if p { [0.5, 0.5, 0.5] } else { x * 2.0 };
+        let (a, b) = cond(p, || (1, [1.0, 2.0, 3.0]), || (k, x));
+        output a, b;
+        output c = if p { 2.0 } else { if k > 0 { 3.0 } else { sum(x) } };
+    }
+}
+
+#[test]
+fn literal_in_the_true_branch_takes_the_false_branchs_dtype() {
+    let m = LiteralFirst::new();
+    let s = m.session().unwrap();
+    let x = array![1.0f64, -2.0, 0.25];
+    for p in [true, false] {
+        for k in [-1i64, 4] {
+            let feeds = [
+                m.x.feed(&x).unwrap(),
+                m.k.feed(&arr0(k)).unwrap(),
+                m.p.feed(&arr0(p)).unwrap(),
+            ];
+            // The fetches are typed: y and c are f64, a is i64.
+            let (y, a, b, c) = s.run(&feeds, (&m.y, &m.a, &m.b, &m.c), &[]).unwrap();
+            let y: Array1<f64> = y;
+            let a: i64 = a.into_scalar();
+            let c: f64 = c.into_scalar();
+            if p {
+                assert_eq!(y.to_vec(), vec![0.5; 3]);
+                assert_eq!((a, b.to_vec(), c), (1, vec![1.0, 2.0, 3.0], 2.0));
+            } else {
+                assert_eq!(y, &x * 2.0);
+                assert_eq!((a, b), (k, x.clone()));
+                assert_eq!(c, if k > 0 { 3.0 } else { x.sum() });
+            }
+        }
+    }
+}
