@@ -623,7 +623,11 @@ mod tests {
         ] {
             assert!(m.iter().any(|e| e.contains(want)), "{want:?} not in {m:#?}");
         }
-        assert_eq!(m.iter().filter(|e| e.contains("undefined_one")).count(), 1, "{m:#?}");
+        assert_eq!(
+            m.iter().filter(|e| e.contains("undefined_one")).count(),
+            1,
+            "{m:#?}"
+        );
         // The literal 0.5 meets an i32 branch: an error on the literal, no panic.
         assert!(m.iter().any(|e| e.contains("0.5")), "{m:#?}");
     }
