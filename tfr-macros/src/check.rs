@@ -392,7 +392,7 @@ impl Builder {
             self.err_at(
                 expr,
                 "an op run for its effect (a target such as `minimize` or `group`) cannot be \
-                 bound inside a loop body or a branch; declare it outside",
+                 bound inside a block (a loop body, a branch, `{ .. }`); declare it outside",
             );
             val = None;
         }

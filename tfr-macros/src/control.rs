@@ -215,6 +215,24 @@ impl Builder {
         self.cond(&e.cond, &then, &els, "the condition of `if`")
     }
 
+    /// `{ let t = x - 1.0; t * t }` as a value: its `let` statements, then its value; the
+    /// names bound inside are local to it.
+    pub fn block_expr(&mut self, e: &syn::ExprBlock) -> R<Val> {
+        if let Some(l) = &e.label {
+            return Err(self.err_at(l, "a block in graph! takes no label"));
+        }
+        if let Some(a) = e.attrs.first() {
+            return Err(self.err_at(a, "attributes are not supported on a block expression"));
+        }
+        let block = Block::of_block(&e.block).map_err(|err| self.push_error(err))?;
+        self.nested_scope(|b| {
+            for (binder, expr) in &block.lets {
+                b.body_let(binder, expr);
+            }
+            b.eval(block.result)
+        })
+    }
+
     /// `cond(pred, || a, || b)`.
     pub fn cond_call(&mut self, a: &Args) -> R<Val> {
         let t = self.closure_arg(a.req("true_fn"), Some(0));

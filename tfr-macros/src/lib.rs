@@ -100,6 +100,7 @@ use proc_macro::TokenStream;
 /// | `2.0`, `3`, `true`, `1.5f64`, `[[1.0, 0.0], [0.0, 1.0]]` | a `Const`: untyped literals take the dtype of the tensor they meet (`x * 2.0` is f64 when `x` is), else f32 / i32 / bool; a suffix fixes the dtype |
 /// | `(a, b)`, `t.0` | tuples and their fields |
 /// | `if p { a } else { b }`, `while_loop(..)`, `cond(..)` | control flow (below) |
+/// | `{ let t = x - 1.0; t * t }` | a block: its `let` statements, then its value (names bound inside are local to it) |
 /// | `f(x, y, key = value)` | a function of the table below (keyword arguments after positional ones) |
 /// | `x.f(y, key = value)` | the same as `f(x, y, key = value)` |
 /// | `MatMul(a, b, transpose_b = true)` | any registry op by its own name: tensors positional, attributes as keywords; several outputs give a tuple |
@@ -630,6 +631,43 @@ mod tests {
         );
         // The literal 0.5 meets an i32 branch: an error on the literal, no panic.
         assert!(m.iter().any(|e| e.contains("0.5")), "{m:#?}");
+    }
+
+    /// A bare block is a value; its names are local to it; its errors are spanned.
+    #[test]
+    fn block_expressions() {
+        let (built, errors) = build_source(
+            "model M { input x: f32[3]; \
+             let y = { let t = x - 1.0; t * t }; \
+             let (a, b) = { let s = sum(x); (s, { let u = s * 2.0; u + 1.0 }) }; \
+             let t = x; output y, a, b; }",
+        );
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert!(built.errors.is_empty(), "{:#?}", messages(&built.errors));
+        let head = "model M { input x: f32[3]; ";
+        for (stmt, want) in [
+            ("let y = { let t = x; t; }; ", "remove this `;`"),
+            ("let y = { let t = x; }; ", "gives no value"),
+            ("let y = { }; ", "gives no value"),
+            (
+                "let y = { let t = x; t }; let z = t; ",
+                "undefined name `t`",
+            ),
+            ("let y = 'a: { x }; ", "no label"),
+            ("let y = { let g = group([x]); x }; ", "target"),
+            ("let y = { let x = x * 2.0; x }; ", "already defined"),
+        ] {
+            let src = format!("{head}{stmt} }}");
+            let parsed: parse::Input = syn::parse_str(&src).expect("parses");
+            let mut m = messages(&parsed.errors);
+            if parsed.models.len() == 1 {
+                m.extend(messages(&check::build(&parsed.models[0]).errors));
+            }
+            assert!(
+                m.iter().any(|e| e.contains(want)),
+                "`{stmt}`: expected an error containing {want:?}, got {m:#?}"
+            );
+        }
     }
 
     /// `_` parameters, `|(a, b)|` tuple parameters and a loop variable shadowing an outer name.

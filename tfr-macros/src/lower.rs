@@ -546,6 +546,7 @@ impl Builder {
                 self.call(&m.method, Some(&m.receiver), &m.args, e)
             }
             Expr::If(i) => self.if_expr(i),
+            Expr::Block(b) => self.block_expr(b),
             Expr::While(w) => Err(self.err_at(&w.while_token, rust_loop_message("while"))),
             Expr::ForLoop(f) => Err(self.err_at(&f.for_token, rust_loop_message("for"))),
             Expr::Loop(l) => Err(self.err_at(&l.loop_token, rust_loop_message("loop"))),

@@ -446,3 +446,28 @@ fn literal_in_the_true_branch_takes_the_false_branchs_dtype() {
         }
     }
 }
+
+graph! {
+    /// A bare block as a value, outside control flow (its names are local to it).
+    pub model Blocks {
+        input x: f32[3];
+        output y = { let t = x - 1.0; t * t };
+        let (s, z) = { let t = sum(x); (t, { let u = x * t; u + 1.0 }) };
+        output s, z;
+        output dx = grad(sum(y), wrt = x);
+    }
+}
+
+#[test]
+fn block_expression_is_a_value() {
+    let m = Blocks::new();
+    let s = m.session().unwrap();
+    let x = array![0.5f32, 2.0, -1.0];
+    let (y, sum, z, dx) = s
+        .run(&[m.x.feed(&x).unwrap()], (&m.y, &m.s, &m.z, &m.dx), &[])
+        .unwrap();
+    assert_eq!(y, x.mapv(|v| (v - 1.0) * (v - 1.0)));
+    assert_eq!(sum.into_scalar(), 1.5);
+    assert_eq!(z, x.mapv(|v| v * 1.5 + 1.0));
+    assert_eq!(dx, x.mapv(|v| 2.0 * (v - 1.0)));
+}
