@@ -12,7 +12,7 @@
 
 use crate::body::{Block, Closure};
 use crate::check::{describe, expr_text, type_string, Builder, Failed, Val, R};
-use crate::lower::Args;
+use crate::signatures::Args;
 use std::cell::{Cell, RefCell};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};

@@ -6,7 +6,7 @@
 use crate::check::{dtype_name, expr_text, type_string, Builder, Failed, Val, R};
 use crate::control::{name_list, parts, reported};
 use crate::invariants::{invariant_text, suggestion};
-use crate::lower::Args;
+use crate::signatures::Args;
 use std::cell::{Cell, RefCell};
 use syn::{Expr, Ident};
 use tfr_graph::ops::control_flow_ops::{shape_fits, WhileOptions};
