@@ -18,11 +18,13 @@ mod expand;
 mod invariants;
 mod loops;
 mod lower;
+mod messages;
 mod model;
 mod parse;
 mod registry_call;
 mod signatures;
 mod training;
+mod values;
 
 use proc_macro::TokenStream;
 
