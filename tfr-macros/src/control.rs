@@ -258,8 +258,22 @@ impl Builder {
     }
 
     fn cond(&mut self, pred_expr: &Expr, then: &Block, els: &Block, what: &str) -> R<Val> {
-        let pred = self.eval(pred_expr)?;
-        let pred = self.predicate(pred, pred_expr, what)?;
+        let pred = match self
+            .eval(pred_expr)
+            .and_then(|p| self.predicate(p, pred_expr, what))
+        {
+            Ok(p) => p,
+            Err(Failed) => {
+                // The branches are still checked (on a copy of the graph), so that their
+                // errors are reported with the predicate's.
+                for block in [then, els] {
+                    let saved = self.g.clone();
+                    let _ = self.run_block(&[], &[], block);
+                    self.g = saved;
+                }
+                return Err(Failed);
+            }
+        };
         let failed = Cell::new(false);
         // The true branch's results, for the false branch's checks and its literals.
         let first: RefCell<TrueBranch> = RefCell::new(None);

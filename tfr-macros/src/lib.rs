@@ -275,7 +275,7 @@ use proc_macro::TokenStream;
 /// invariant that allows the change), a body outside a declared shape invariant, a condition or
 /// predicate that is not a bool scalar, a body returning the wrong number of values, branches
 /// whose dtypes or shapes disagree (naming both). Errors inside both branches of a cond are
-/// all reported.
+/// all reported, also when its predicate has one.
 ///
 /// ## Gradients and training
 ///

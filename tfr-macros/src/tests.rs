@@ -228,6 +228,7 @@ fn cond_reports_both_branches() {
          let c = while_loop(|v| p, |v| if p { v * undefined_three } else { \
              if p { undefined_four } else { v + undefined_five } }, x); \
          let d = if p { 0.5 } else { n }; \
+         let f = if x { undefined_six } else { x.nope2() }; \
          let e = if p { (1, 2.5f64) } else { (n, x) }; }",
     );
     let m = messages(&built.errors);
@@ -240,6 +241,9 @@ fn cond_reports_both_branches() {
         "undefined name `undefined_four`",
         "undefined name `undefined_five`",
         "dtypes disagree for value 1",
+        "the condition of `if` must be a bool scalar",
+        "undefined name `undefined_six`",
+        "nope2",
     ] {
         assert!(m.iter().any(|e| e.contains(want)), "{want:?} not in {m:#?}");
     }
