@@ -1182,6 +1182,116 @@ fn gradient_of_a_cond_inside_a_loop() -> GResult<()> {
     Ok(())
 }
 
+/// A loop inside a branch of a cond, using an outside value `w` only in its body (its
+/// condition does not read it): `w` enters the branch through a Switch that is no ancestor of
+/// the loop's Exits, and still gets the loop's gradient.
+#[test]
+fn gradient_of_an_invariant_of_a_loop_inside_a_cond() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3]))?;
+    let p = g.placeholder("p", DType::Bool, Shape::scalar())?;
+    // Made after the predicate, so that its Switch comes late in the graph.
+    let w = g.placeholder("w", DType::F64, Shape::known(&[3]))?;
+    let r = g.cond(
+        p,
+        |g| {
+            let zero = g.scalar(0i32)?;
+            let r = g.while_loop(
+                |g, v| {
+                    let n = g.scalar(3i32)?;
+                    g.less(v[0], n)
+                },
+                |g, v| {
+                    let s = g.sin(v[1])?;
+                    let one = g.scalar(1i32)?;
+                    Ok(vec![g.add(v[0], one)?, g.mul(s, w)?])
+                },
+                &[zero, x],
+                &WhileOptions::default(),
+            )?;
+            Ok(vec![r[1]])
+        },
+        |g| Ok(vec![g.mul(x, w)?]),
+    )?;
+    let sq = g.square(r[0])?;
+    let y = g.reduce_sum(sq, None, false)?;
+    let mut rng = Rng(67);
+    for taken in [true, false] {
+        let mut g2 = g.clone();
+        let grads = gradients(&mut g2, &[y], &[w], None)?;
+        let dw = grads[0].expect("a gradient for w");
+        let s = Session::new(&g2, seq()).unwrap();
+        let xv = rng.vec(3, -1.0, 1.0);
+        let run = |wv: &[f64], out: Output| -> Vec<f64> {
+            let feeds = [
+                (x, Tensor::new(&[3], xv.clone()).unwrap()),
+                (p, Tensor::scalar(taken)),
+                (w, Tensor::new(&[3], wv.to_vec()).unwrap()),
+            ];
+            s.run(&feeds, &[out], &[]).unwrap()[0].to_f64_vec()
+        };
+        let wv = rng.vec(3, 0.5, 1.5);
+        let h = 1e-6;
+        let numeric: Vec<f64> = (0..3)
+            .map(|k| {
+                let (mut a, mut b) = (wv.clone(), wv.clone());
+                a[k] += h;
+                b[k] -= h;
+                (run(&a, y)[0] - run(&b, y)[0]) / (2.0 * h)
+            })
+            .collect();
+        assert_close(&run(&wv, dw), &numeric, 1e-6, &format!("taken {taken}"));
+    }
+    Ok(())
+}
+
+/// Two gradients of one loop with a cond in its body: the second leaves alone the loop
+/// variables the first added to the forward loop (the arrays of saved values).
+#[test]
+fn second_gradient_of_a_loop_with_a_cond() -> GResult<()> {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::known(&[3]))?;
+    let zero = g.scalar(0i32)?;
+    let r = g.while_loop(
+        |g, v| {
+            let n = g.scalar(4i32)?;
+            g.less(v[0], n)
+        },
+        |g, v| {
+            let s = g.reduce_sum(v[1], None, false)?;
+            let z = g.scalar(0.0f64)?;
+            let p = g.greater(s, z)?;
+            let xv = v[1];
+            let c = g.cond(
+                p,
+                |g| {
+                    let h = g.scalar(0.5f64)?;
+                    Ok(vec![g.mul(xv, h)?])
+                },
+                |g| Ok(vec![g.tanh(xv)?]),
+            )?;
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(v[0], one)?, c[0]])
+        },
+        &[zero, x],
+        &WhileOptions::default(),
+    )?;
+    let sq = g.square(r[1])?;
+    let y = g.reduce_sum(sq, None, false)?;
+    let first = gradients(&mut g, &[y], &[x], None)?[0].expect("gradient");
+    let second = gradients(&mut g, &[y], &[x], None)?[0].expect("gradient");
+    let s = Session::new(&g, seq()).unwrap();
+    let feeds = [(x, Tensor::new(&[3], vec![0.4, -1.3, 0.7]).unwrap())];
+    let out = s.run(&feeds, &[first, second], &[]).unwrap();
+    assert_close(
+        &out[1].to_f64_vec(),
+        &out[0].to_f64_vec(),
+        0.0,
+        "second gradient",
+    );
+    Ok(())
+}
+
 /// An RNN over a sequence written with `scan`: its loss and gradients equal those of the same
 /// RNN unrolled into the graph step by step.
 #[test]

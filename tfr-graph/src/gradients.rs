@@ -19,7 +19,7 @@ use crate::grad::GradCtx;
 use crate::graph::{Graph, NodeId, Output};
 use crate::op_def::{registry, Gradient};
 use crate::ops::control_flow_grad::LoopGrads;
-use crate::validate::topological_order;
+use crate::validate::{topological_order, topological_order_with};
 use crate::value::{Buffer, TensorValue};
 use half::{bf16, f16};
 use std::collections::HashMap;
@@ -123,6 +123,43 @@ fn carries_gradient(g: &Graph, o: Output) -> bool {
     g.dtype(o).is_differentiable()
 }
 
+/// A topological order in which every Exit of a loop also follows every Enter of that loop.
+/// The producer of a loop invariant need not be an ancestor of the loop's Exits (the condition
+/// may not read it), and the backward walk differentiates a loop whole when it reaches the
+/// loop's first Exit in this order: the invariant's producer must come after that in the walk
+/// (before it in this order), or it would see no gradient from the loop.
+fn gradient_order(g: &mut Graph) -> Result<Vec<NodeId>> {
+    let frames = g.frame_map().clone();
+    if frames.num_frames() <= 1 {
+        return topological_order(g);
+    }
+    let mut enters: HashMap<u32, Vec<NodeId>> = HashMap::new();
+    let mut exits = Vec::new();
+    for id in g.node_ids() {
+        let node = g.node(id);
+        match node.op.as_str() {
+            "Enter" => enters.entry(frames.frame(id)).or_default().push(id),
+            "Exit" => {
+                if let Some(src) = node.inputs.first() {
+                    exits.push((frames.frame(src.node), id));
+                }
+            }
+            _ => {}
+        }
+    }
+    let extra: Vec<(NodeId, NodeId)> = exits
+        .iter()
+        .flat_map(|&(f, exit)| {
+            enters
+                .get(&f)
+                .into_iter()
+                .flatten()
+                .map(move |&enter| (enter, exit))
+        })
+        .collect();
+    topological_order_with(g, &extra)
+}
+
 fn backprop(
     g: &mut Graph,
     ys: &[Output],
@@ -131,7 +168,7 @@ fn backprop(
     unconnected: UnconnectedGradients,
 ) -> Result<Vec<Option<Output>>> {
     let n = g.len();
-    let order = topological_order(g)?;
+    let order = gradient_order(g)?;
     let mut x_index: HashMap<Output, Vec<usize>> = HashMap::new();
     for (k, &x) in xs.iter().enumerate() {
         x_index.entry(x).or_default().push(k);

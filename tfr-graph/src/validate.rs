@@ -8,6 +8,14 @@ use crate::ops::control_flow_ops::{is_back_edge, FrameMap};
 /// Node ids in an order where every node follows its data and control inputs, back edges of
 /// loops (a `NextIteration` feeding a `Merge`) aside: a cycle is legal only through one.
 pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
+    topological_order_with(graph, &[])
+}
+
+/// [`topological_order`], with `extra` edges `(from, to)`: `to` comes after `from` too.
+pub(crate) fn topological_order_with(
+    graph: &Graph,
+    extra: &[(NodeId, NodeId)],
+) -> Result<Vec<NodeId>> {
     let n = graph.len();
     let mut pending = vec![0usize; n];
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -28,6 +36,12 @@ pub fn topological_order(graph: &Graph) -> Result<Vec<NodeId>> {
             }
             pending[i] += 1;
             consumers[src.index()].push(i);
+        }
+    }
+    for &(from, to) in extra {
+        if from.index() < n && to.index() < n {
+            pending[to.index()] += 1;
+            consumers[from.index()].push(to.index());
         }
     }
     let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).rev().collect();

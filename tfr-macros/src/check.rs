@@ -6,6 +6,7 @@
 //! names it binds; statements using a poisoned name fail silently, so one mistake gives one
 //! error instead of a cascade.
 
+pub use crate::messages::*;
 use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
 use crate::parse::{error_between, nearest};
 use proc_macro2::Span;
@@ -59,12 +60,12 @@ pub enum Val {
 
 /// What a name is bound to.
 #[derive(Clone)]
-struct Binding {
+pub(crate) struct Binding {
     /// `None` when the statement that binds it failed.
-    val: Option<Val>,
-    span: Span,
+    pub(crate) val: Option<Val>,
+    pub(crate) span: Span,
     /// The variable, for names declared with `var`.
-    var: Option<Variable>,
+    pub(crate) var: Option<Variable>,
 }
 
 /// A typed input handle to emit.
@@ -124,7 +125,7 @@ pub struct Built {
 
 pub struct Builder {
     pub g: Graph,
-    env: HashMap<String, Binding>,
+    pub(crate) env: HashMap<String, Binding>,
     pub(crate) dims: Vec<Ident>,
     pub errors: Vec<syn::Error>,
     inputs: Vec<InputOut>,
@@ -187,165 +188,6 @@ pub fn build(model: &Model) -> Built {
     }
 }
 
-/// Whether a word is a Rust loop (`while`, `for`, `loop`), which graph! replaces by `while_loop`.
-pub fn is_rust_loop(name: &str) -> bool {
-    matches!(name, "while" | "for" | "loop")
-}
-
-pub fn rust_loop_message(name: &str) -> String {
-    format!(
-        "`{name}` loops are not graph! syntax (tensors are immutable): write a loop as a value, \
-         `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
-    )
-}
-
-/// Whether a word starts a control-flow value (`if`, `cond(..)`, `while_loop(..)`).
-pub fn is_control_value(name: &str) -> bool {
-    matches!(name, "if" | "cond" | "while_loop")
-}
-
-pub fn control_statement_message(name: &str) -> String {
-    let example = match name {
-        "if" => "let y = if p { a } else { b };",
-        "cond" => "let y = cond(p, || a, || b);",
-        _ => "let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));",
-    };
-    format!("`{name}` gives a value: bind it with `let`, e.g. `{example}`")
-}
-
-/// The Rust name of a dtype, as the user writes it.
-pub fn dtype_name(t: DType) -> &'static str {
-    match t {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        DType::I32 => "i32",
-        DType::I64 => "i64",
-        DType::U8 => "u8",
-        DType::Bool => "bool",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        DType::Resource => "resource",
-    }
-}
-
-pub const DTYPE_NAMES: &[&str] = &["f32", "f64", "i32", "i64", "u8", "bool", "f16", "bf16"];
-
-pub fn parse_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        "i32" => DType::I32,
-        "i64" => DType::I64,
-        "u8" => DType::U8,
-        "bool" => DType::Bool,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        _ => return None,
-    })
-}
-
-/// `f32[B, 784]`.
-pub fn type_string(dtype: DType, shape: &Shape) -> String {
-    format!("{}{}", dtype_name(dtype), shape)
-}
-
-/// Replaces the registry's dtype names (`float32`) with the Rust names the user writes.
-pub fn rust_dtype_names(message: &str) -> String {
-    let mut out = message.to_string();
-    for (from, to) in [
-        ("bfloat16", "bf16"),
-        ("float16", "f16"),
-        ("float32", "f32"),
-        ("float64", "f64"),
-        ("uint8", "u8"),
-        ("int32", "i32"),
-        ("int64", "i64"),
-    ] {
-        out = replace_word(&out, from, to);
-    }
-    out
-}
-
-/// Replaces `from` where it stands as a whole word.
-pub fn replace_word(s: &str, from: &str, to: &str) -> String {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find(from) {
-        let before = rest[..i].chars().next_back();
-        let after = rest[i + from.len()..].chars().next();
-        out.push_str(&rest[..i]);
-        if before.is_some_and(is_word) || after.is_some_and(is_word) {
-            out.push_str(from);
-        } else {
-            out.push_str(to);
-        }
-        rest = &rest[i + from.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Short source text of an expression, for messages.
-pub fn expr_text(e: &impl quote::ToTokens) -> String {
-    let tokens = e.to_token_stream();
-    let text = source_text(tokens.clone()).unwrap_or_else(|| tokens.to_string());
-    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.chars().count() > 32 {
-        let short: String = text.chars().take(28).collect();
-        format!("{short}...")
-    } else {
-        text
-    }
-}
-
-/// The source text of a token stream, piece by piece (a span covering several tokens has no
-/// source text on a stable compiler, but each token tree has its own, a group's covering it
-/// whole), joined with the spacing Rust is usually written with.
-fn source_text(tokens: proc_macro2::TokenStream) -> Option<String> {
-    use proc_macro2::{Delimiter, TokenTree};
-    let mut out = String::new();
-    let mut prev: Option<TokenTree> = None;
-    let mut prev_unary = false;
-    for tt in tokens {
-        let text = tt.span().source_text()?;
-        let tight = match (&prev, &tt) {
-            (None, _) => true,
-            (Some(TokenTree::Ident(_) | TokenTree::Group(_)), TokenTree::Group(g)) => {
-                matches!(g.delimiter(), Delimiter::Parenthesis | Delimiter::Bracket)
-            }
-            (_, TokenTree::Punct(p)) if matches!(p.as_char(), '.' | ',' | ';') => true,
-            (Some(TokenTree::Punct(p)), _) => {
-                p.as_char() == '.' || p.spacing() == proc_macro2::Spacing::Joint || prev_unary
-            }
-            _ => false,
-        };
-        // A `-` or `!` at the start or after another operator is unary.
-        prev_unary = matches!(&tt, TokenTree::Punct(p) if matches!(p.as_char(), '-' | '!'))
-            && matches!(&prev, None | Some(TokenTree::Punct(_)));
-        if !tight {
-            out.push(' ');
-        }
-        out.push_str(&text);
-        prev = Some(tt);
-    }
-    Some(out)
-}
-
-/// Whether `text` is a plain identifier (written bare in messages, others in backticks).
-fn is_plain(text: &str) -> bool {
-    !text.is_empty() && text.chars().all(|c| c.is_alphanumeric() || c == '_')
-}
-
-/// How an operand is named in a message.
-pub fn operand_name(text: &str) -> String {
-    if is_plain(text) {
-        text.to_string()
-    } else {
-        format!("`{text}`")
-    }
-}
-
 impl Builder {
     pub fn err(&mut self, span: Span, message: impl std::fmt::Display) -> Failed {
         self.errors.push(syn::Error::new(span, message));
@@ -392,7 +234,7 @@ impl Builder {
             self.err_at(
                 expr,
                 "an op run for its effect (a target such as `minimize` or `group`) cannot be \
-                 bound inside a loop body or a branch; declare it outside",
+                 bound inside a block (a loop body, a branch, `{ .. }`); declare it outside",
             );
             val = None;
         }
@@ -884,145 +726,6 @@ impl Builder {
             output,
             var: None,
         });
-    }
-
-    // ---- names and values ----------------------------------------------------------------
-
-    /// The value of a name; an undefined name is reported with the nearest defined one.
-    pub fn lookup(&mut self, name: &Ident) -> R<Val> {
-        let key = name.to_string();
-        match self.env.get(&key) {
-            Some(b) => b.val.clone().ok_or(Failed),
-            None => {
-                if self.dims.iter().any(|d| *d == key) {
-                    return Err(self.err(
-                        name.span(),
-                        format!(
-                            "`{key}` is a symbolic dimension, not a tensor: its value is known \
-                             only when a step runs (use `shape(x)` to read it)"
-                        ),
-                    ));
-                }
-                let hint = nearest(&key, self.env.keys().map(String::as_str))
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                Err(self.err(
-                    name.span(),
-                    format!("undefined name `{key}`{hint} (names are defined by `input`, `var`, `let` and `output = `, before their use)"),
-                ))
-            }
-        }
-    }
-
-    /// The variable a name refers to, for `assign` and `minimize(.., wrt = [..])`.
-    pub fn lookup_var(&mut self, e: &Expr) -> R<Variable> {
-        let Some(name) = path_ident(e) else {
-            return Err(self.err_at(e, "expected the name of a variable declared with `var`"));
-        };
-        self.lookup(name)?;
-        match self.env.get(&name.to_string()).and_then(|b| b.var.clone()) {
-            Some(v) => Ok(v),
-            None => Err(self.err_at(
-                e,
-                format!("`{name}` is not a variable: only names declared with `var` hold state"),
-            )),
-        }
-    }
-
-    /// A constant from a literal with the given dtype; reports literals that do not fit it.
-    pub fn materialize(&mut self, l: &Lit, dtype: DType, at: &impl quote::ToTokens) -> R<Output> {
-        self.materialize_with(l, dtype, at, None)
-    }
-
-    /// Like [`Builder::materialize`]; `partner` is the source text of the tensor the literal
-    /// meets (for messages).
-    pub fn materialize_with(
-        &mut self,
-        l: &Lit,
-        dtype: DType,
-        at: &impl quote::ToTokens,
-        partner: Option<&str>,
-    ) -> R<Output> {
-        let fits = match l.kind {
-            LitKind::Bool => dtype == DType::Bool,
-            LitKind::Int => dtype.is_numeric() || dtype.is_float(),
-            LitKind::Float => dtype.is_float(),
-        };
-        let lit = expr_text(at);
-        let other = match partner {
-            Some(p) => format!("{} is {}", operand_name(p), dtype_name(dtype)),
-            None => format!("the value must be {}", dtype_name(dtype)),
-        };
-        if let Some(f) = l.fixed {
-            if f != dtype {
-                return Err(self.err_at(
-                    at,
-                    format!(
-                        "dtype mismatch: `{lit}` is {} but {other}; drop the suffix or use `{}`",
-                        dtype_name(f),
-                        dtype_name(dtype)
-                    ),
-                ));
-            }
-        }
-        if !fits {
-            let what = match l.kind {
-                LitKind::Bool => "a bool literal",
-                LitKind::Int => "an integer literal",
-                LitKind::Float => "a float literal",
-            };
-            let fix = match (l.kind, partner) {
-                (LitKind::Float, Some(p)) if dtype.is_integer() => {
-                    format!("; write an integer literal, or convert with `cast({p}, f32)`")
-                }
-                (LitKind::Float, None) if dtype.is_integer() => {
-                    "; write an integer literal".to_string()
-                }
-                _ => String::new(),
-            };
-            return Err(self.err_at(
-                at,
-                format!("dtype mismatch: `{lit}` is {what} but {other}{fix}"),
-            ));
-        }
-        let value = lit_value(l, dtype);
-        self.g
-            .constant(value)
-            .map_err(|e| self.graph_err(at, "constant", &[], e))
-    }
-
-    /// Turns values into tensors: literals take the dtype of the first tensor among them (or
-    /// their default dtype when there is none). Constants are made after every operand is.
-    pub fn tensors(&mut self, vals: Vec<(Val, &Expr)>) -> R<Vec<Output>> {
-        let like = vals.iter().find_map(|(v, e)| match v {
-            Val::Tensor(o) => Some((self.g.dtype(*o), expr_text(*e))),
-            _ => None,
-        });
-        let mut out = Vec::with_capacity(vals.len());
-        for (v, e) in vals {
-            out.push(match v {
-                Val::Tensor(o) => o,
-                Val::Lit(l) => match &like {
-                    Some((t, text)) => self.materialize_with(&l, *t, e, Some(text))?,
-                    None => {
-                        let t = l.default_dtype();
-                        self.materialize(&l, t, e)?
-                    }
-                },
-                other => {
-                    return Err(
-                        self.err_at(e, format!("expected a tensor, got {}", describe(&other)))
-                    )
-                }
-            });
-        }
-        Ok(out)
-    }
-
-    /// Evaluates an expression that must be one tensor.
-    pub fn tensor(&mut self, e: &Expr) -> R<Output> {
-        let v = self.eval(e)?;
-        Ok(self.tensors(vec![(v, e)])?[0])
     }
 }
 

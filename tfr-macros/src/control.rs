@@ -1,5 +1,6 @@
 //! Control flow in `graph!`: `if p { a } else { b }` and `cond(p, || a, || b)` lower to
-//! [`Graph::cond`], `while_loop(|i, x| cond, |i, x| body, (i0, x0))` to [`Graph::while_loop`].
+//! [`Graph::cond`] (`while_loop` is in `loops.rs`); the helpers both share (blocks run with their
+//! parameters bound, the parts of a value, predicates) are here.
 //!
 //! The branches and the loop's condition and body are the user's closures and blocks: they are
 //! lowered inside the builder's functions (the builder's control-flow context open), with the
@@ -10,16 +11,15 @@
 //! each error names the user's variables and is spanned on the user's tokens.
 
 use crate::body::{Block, Closure};
-use crate::check::{describe, dtype_name, expr_text, type_string, Builder, Failed, Val, R};
-use crate::lower::Args;
+use crate::check::{describe, expr_text, type_string, Builder, Failed, Val, R};
+use crate::signatures::Args;
 use std::cell::{Cell, RefCell};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
-use tfr_graph::ops::control_flow_ops::{shape_fits, WhileOptions};
 use tfr_graph::{DType, Dim, Graph, GraphError, Output, Shape};
 
 /// The error a closure hands back to the graph builder once its failure is reported.
-fn reported() -> GraphError {
+pub(crate) fn reported() -> GraphError {
     GraphError::Gradient("graph!: reported".into())
 }
 
@@ -27,14 +27,14 @@ fn reported() -> GraphError {
 type TrueBranch<'e> = Option<(bool, Vec<(Output, &'e Expr)>)>;
 
 /// One value of a branch or loop body, with the expression that gives it (for spans).
-struct Part<'e> {
-    val: Val,
-    expr: &'e Expr,
+pub(crate) struct Part<'e> {
+    pub val: Val,
+    pub expr: &'e Expr,
 }
 
 /// The parts of a value: a tuple's elements (with the tuple expression's elements when it is
 /// written as a tuple), or the value itself.
-fn parts(val: Val, expr: &Expr) -> (bool, Vec<Part<'_>>) {
+pub(crate) fn parts(val: Val, expr: &Expr) -> (bool, Vec<Part<'_>>) {
     let expr = strip(expr);
     match val {
         Val::Tuple(vals) => {
@@ -63,7 +63,7 @@ fn strip(e: &Expr) -> &Expr {
 }
 
 /// A message's `(a, b)` list of names.
-fn name_list(names: &[Ident]) -> String {
+pub(crate) fn name_list(names: &[Ident]) -> String {
     let names: Vec<String> = names.iter().map(Ident::to_string).collect();
     if names.len() == 1 {
         names[0].clone()
@@ -88,7 +88,7 @@ fn shapes_agree(a: &Shape, b: &Shape) -> bool {
 
 impl Builder {
     /// Runs `f` with `g` (a graph handed to a builder's closure) as the builder's graph.
-    fn on_graph<T>(&mut self, g: &mut Graph, f: impl FnOnce(&mut Builder) -> T) -> T {
+    pub(crate) fn on_graph<T>(&mut self, g: &mut Graph, f: impl FnOnce(&mut Builder) -> T) -> T {
         std::mem::swap(&mut self.g, g);
         let r = f(self);
         std::mem::swap(&mut self.g, g);
@@ -97,7 +97,7 @@ impl Builder {
 
     /// Lowers a block with `params` bound to `vals` in a nested scope (names bound inside are
     /// dropped after it); returns its value, split into parts.
-    fn run_block<'e>(
+    pub(crate) fn run_block<'e>(
         &mut self,
         params: &[Ident],
         vals: &[Output],
@@ -127,8 +127,29 @@ impl Builder {
         })
     }
 
+    /// The dtype of each value `block` gives (`None` for a literal without a suffix, or when
+    /// it fails), found by lowering it on a copy of the graph; the graph and the errors are
+    /// left as they were.
+    fn probe_dtypes(&mut self, block: &Block) -> Option<Vec<Option<DType>>> {
+        let saved = self.g.clone();
+        let errors = self.errors.len();
+        let r = self.run_block(&[], &[], block).ok().map(|(_, parts)| {
+            parts
+                .iter()
+                .map(|p| match &p.val {
+                    Val::Tensor(o) => Some(self.g.output_type(*o).dtype),
+                    Val::Lit(l) => l.fixed,
+                    _ => None,
+                })
+                .collect()
+        });
+        self.g = saved;
+        self.errors.truncate(errors);
+        r
+    }
+
     /// The tensor of a part: a literal takes `dtype` (or its own when `None`).
-    fn part_tensor(&mut self, p: &Part, dtype: Option<DType>) -> R<Output> {
+    pub(crate) fn part_tensor(&mut self, p: &Part, dtype: Option<DType>) -> R<Output> {
         match &p.val {
             Val::Tensor(o) => Ok(*o),
             Val::Lit(l) => {
@@ -143,7 +164,7 @@ impl Builder {
     }
 
     /// A predicate: a bool scalar (a rank not known statically is checked when the step runs).
-    fn predicate(&mut self, val: Val, at: &Expr, what: &str) -> R<Output> {
+    pub(crate) fn predicate(&mut self, val: Val, at: &Expr, what: &str) -> R<Output> {
         let o = self.part_tensor(&Part { val, expr: at }, Some(DType::Bool))?;
         let ty = self.g.output_type(o).clone();
         let scalar = matches!(ty.shape.rank(), None | Some(0));
@@ -194,6 +215,24 @@ impl Builder {
         self.cond(&e.cond, &then, &els, "the condition of `if`")
     }
 
+    /// `{ let t = x - 1.0; t * t }` as a value: its `let` statements, then its value; the
+    /// names bound inside are local to it.
+    pub fn block_expr(&mut self, e: &syn::ExprBlock) -> R<Val> {
+        if let Some(l) = &e.label {
+            return Err(self.err_at(l, "a block in graph! takes no label"));
+        }
+        if let Some(a) = e.attrs.first() {
+            return Err(self.err_at(a, "attributes are not supported on a block expression"));
+        }
+        let block = Block::of_block(&e.block).map_err(|err| self.push_error(err))?;
+        self.nested_scope(|b| {
+            for (binder, expr) in &block.lets {
+                b.body_let(binder, expr);
+            }
+            b.eval(block.result)
+        })
+    }
+
     /// `cond(pred, || a, || b)`.
     pub fn cond_call(&mut self, a: &Args) -> R<Val> {
         let t = self.closure_arg(a.req("true_fn"), Some(0));
@@ -202,7 +241,7 @@ impl Builder {
         self.cond(a.req("pred"), &t.body, &f.body, "the predicate of `cond`")
     }
 
-    fn closure_arg<'e>(&mut self, e: &'e Expr, arity: Option<usize>) -> R<Closure<'e>> {
+    pub(crate) fn closure_arg<'e>(&mut self, e: &'e Expr, arity: Option<usize>) -> R<Closure<'e>> {
         let c = Closure::parse(e).map_err(|err| self.push_error(err))?;
         if let Some(n) = arity {
             if c.params.len() != n {
@@ -219,8 +258,22 @@ impl Builder {
     }
 
     fn cond(&mut self, pred_expr: &Expr, then: &Block, els: &Block, what: &str) -> R<Val> {
-        let pred = self.eval(pred_expr)?;
-        let pred = self.predicate(pred, pred_expr, what)?;
+        let pred = match self
+            .eval(pred_expr)
+            .and_then(|p| self.predicate(p, pred_expr, what))
+        {
+            Ok(p) => p,
+            Err(Failed) => {
+                // The branches are still checked (on a copy of the graph), so that their
+                // errors are reported with the predicate's.
+                for block in [then, els] {
+                    let saved = self.g.clone();
+                    let _ = self.run_block(&[], &[], block);
+                    self.g = saved;
+                }
+                return Err(Failed);
+            }
+        };
         let failed = Cell::new(false);
         // The true branch's results, for the false branch's checks and its literals.
         let first: RefCell<TrueBranch> = RefCell::new(None);
@@ -230,21 +283,34 @@ impl Builder {
             pred,
             |g| {
                 let mut b = me.borrow_mut();
-                b.on_graph(g, |b| {
+                let r = b.on_graph(g, |b| {
                     let (tuple, parts) = b.run_block(&[], &[], then)?;
+                    // A literal without a suffix takes the false branch's dtype, read by
+                    // lowering the false branch on a copy of the graph first.
+                    let open = |p: &Part| matches!(&p.val, Val::Lit(l) if l.fixed.is_none());
+                    let dtypes = if parts.iter().any(open) {
+                        b.probe_dtypes(els)
+                            .filter(|d| d.len() == parts.len())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
                     let mut outs = Vec::with_capacity(parts.len());
                     let mut seen = Vec::with_capacity(parts.len());
-                    for p in &parts {
-                        let o = b.part_tensor(p, None)?;
+                    for (k, p) in parts.iter().enumerate() {
+                        let dtype = dtypes.get(k).copied().flatten().filter(|_| open(p));
+                        let o = b.part_tensor(p, dtype)?;
                         outs.push(o);
                         seen.push((o, p.expr));
                     }
                     *first.borrow_mut() = Some((tuple, seen));
                     Ok(outs)
-                })
-                .map_err(|Failed| {
+                });
+                // On an error the false branch is still lowered (with no outputs asked of
+                // the true branch), so that its errors are reported too.
+                r.or_else(|Failed| {
                     failed.set(true);
-                    reported()
+                    Ok(Vec::new())
                 })
             },
             |g| {
@@ -319,178 +385,6 @@ impl Builder {
             Ok(outs) => Ok(Val::Tensor(outs[0])),
             Err(_) if failed.get() => Err(Failed),
             Err(e) => Err(self.graph_err(pred_expr, "cond", &[], e)),
-        }
-    }
-
-    // ---- while_loop ------------------------------------------------------------------------
-
-    /// `while_loop(|i, x| cond, |i, x| body, (i0, x0), maximum_iterations = ..,
-    /// parallel_iterations = .., gradient_checkpoints = ..)`.
-    pub fn while_loop(&mut self, name: &Ident, a: &Args, whole: &Expr) -> R<Val> {
-        let cond = self.closure_arg(a.req("cond"), None);
-        let body = self.closure_arg(a.req("body"), None);
-        let mut options = WhileOptions::default();
-        if let Some(e) = a.get("maximum_iterations") {
-            let n = self.int_arg(e)?;
-            if n < 0 {
-                return Err(self.err_at(e, "maximum_iterations is a non-negative integer"));
-            }
-            options = options.maximum_iterations(n as u64);
-        }
-        if let Some(e) = a.get("parallel_iterations") {
-            let n = self.int_arg(e)?;
-            if n < 1 {
-                return Err(self.err_at(e, "parallel_iterations is a positive integer"));
-            }
-            options = options.parallel_iterations(n as usize);
-        }
-        if let Some(e) = a.get("gradient_checkpoints") {
-            let k = self.int_arg(e)?;
-            if k < 1 {
-                return Err(self.err_at(e, "gradient_checkpoints is a positive integer"));
-            }
-            options = options.gradient_checkpoints(k as u64);
-        }
-        let init_expr = a.req("loop_vars");
-        let init = self.eval(init_expr);
-        let (cond, body, init) = (cond?, body?, init?);
-        let (tuple, init_parts) = parts(init, init_expr);
-        let mut inits = Vec::with_capacity(init_parts.len());
-        for p in &init_parts {
-            inits.push(self.part_tensor(p, None)?);
-        }
-        let n = inits.len();
-        if n == 0 {
-            return Err(self.err_at(init_expr, "a while_loop needs at least one loop variable"));
-        }
-        let vars_text = expr_text(init_expr);
-        for (c, which) in [(&cond, "condition"), (&body, "body")] {
-            if c.params.len() != n {
-                return Err(self.err_between(
-                    c.params_span,
-                    format!(
-                        "the {which} takes {} parameter{} for {n} loop variable{} (`{vars_text}`): \
-                         one parameter per loop variable, in order",
-                        c.params.len(),
-                        if c.params.len() == 1 { "" } else { "s" },
-                        if n == 1 { "" } else { "s" },
-                    ),
-                ));
-            }
-            for (k, p) in c.params.iter().enumerate() {
-                if c.params[..k].contains(p) {
-                    return Err(self.err(p.span(), format!("parameter `{p}` is given twice")));
-                }
-                if self.dims.iter().any(|d| d == p) {
-                    return Err(self.err(
-                        p.span(),
-                        format!("`{p}` is a symbolic dimension of the model; pick another name"),
-                    ));
-                }
-            }
-        }
-        let types: Vec<_> = inits
-            .iter()
-            .map(|&o| self.g.output_type(o).clone())
-            .collect();
-        let failed = Cell::new(false);
-        let mut g = std::mem::take(&mut self.g);
-        let me = RefCell::new(&mut *self);
-        let r = g.while_loop(
-            |g, vars| {
-                let mut b = me.borrow_mut();
-                b.on_graph(g, |b| {
-                    let (_, mut p) = b.run_block(&cond.params, vars, &cond.body)?;
-                    if p.len() != 1 {
-                        return Err(b.err_at(
-                            cond.body.result,
-                            format!(
-                                "the loop condition gives a tuple of {} values; it must be a \
-                                 bool scalar",
-                                p.len()
-                            ),
-                        ));
-                    }
-                    let p = p.remove(0);
-                    b.predicate(p.val, p.expr, "the loop condition")
-                })
-                .map_err(|Failed| {
-                    failed.set(true);
-                    reported()
-                })
-            },
-            |g, vars| {
-                let mut b = me.borrow_mut();
-                b.on_graph(g, |b| {
-                    let (t, p) = b.run_block(&body.params, vars, &body.body)?;
-                    let names = &body.params;
-                    if p.len() != n || t != tuple {
-                        let got = if t {
-                            format!("a tuple of {} values", p.len())
-                        } else {
-                            "one value".to_string()
-                        };
-                        return Err(b.err_at(
-                            body.body.result,
-                            format!(
-                                "the body returns {got} for {n} loop variable{}: it must return \
-                                 the next value of each, in order: `{}`",
-                                if n == 1 { "" } else { "s" },
-                                name_list(names)
-                            ),
-                        ));
-                    }
-                    let mut outs = Vec::with_capacity(n);
-                    for (j, part) in p.iter().enumerate() {
-                        let want = &types[j];
-                        let o = b.part_tensor(part, Some(want.dtype))?;
-                        let got = b.g.output_type(o).clone();
-                        let var = &names[j];
-                        if got.dtype != want.dtype {
-                            return Err(b.err_at(
-                                part.expr,
-                                format!(
-                                    "loop variable `{var}` changes dtype: it enters the loop as \
-                                     {} and the body returns {} (`{}`); convert it with \
-                                     `cast(.., {})`",
-                                    dtype_name(want.dtype),
-                                    dtype_name(got.dtype),
-                                    expr_text(part.expr),
-                                    dtype_name(want.dtype)
-                                ),
-                            ));
-                        }
-                        if !shape_fits(&want.shape, &got.shape) {
-                            return Err(b.err_at(
-                                part.expr,
-                                format!(
-                                    "loop variable `{var}` changes shape: it enters the loop as \
-                                     {} and the body returns {} (`{}`); a loop variable keeps \
-                                     its shape across iterations",
-                                    type_string(want.dtype, &want.shape),
-                                    type_string(got.dtype, &got.shape),
-                                    expr_text(part.expr)
-                                ),
-                            ));
-                        }
-                        outs.push(o);
-                    }
-                    Ok(outs)
-                })
-                .map_err(|Failed| {
-                    failed.set(true);
-                    reported()
-                })
-            },
-            &inits,
-            &options,
-        );
-        self.g = g;
-        match r {
-            Ok(outs) if tuple => Ok(Val::Tuple(outs.into_iter().map(Val::Tensor).collect())),
-            Ok(outs) => Ok(Val::Tensor(outs[0])),
-            Err(_) if failed.get() => Err(Failed),
-            Err(e) => Err(self.graph_err(whole, &name.to_string(), &[], e)),
         }
     }
 }

@@ -318,3 +318,156 @@ fn loop_gradients_match_the_chain_rule() {
         }
     }
 }
+
+graph! {
+    /// A loop variable that grows: each iteration appends a transformed copy of `acc` to it
+    /// (`concat` along axis 0), until its sum reaches `limit`, so its row count is known only
+    /// when the step runs. `shape_invariants` lets the rows change and keeps the 4 columns.
+    pub model Grow<B> {
+        input x: f32[B, 4];
+        input limit: f32[];
+        let (n, acc) = while_loop(
+            |n, acc| sum(acc) < limit,
+            |n, acc| (n + 1, concat([acc, acc * 0.5 + 1.0], axis = 0)),
+            (0, x),
+            shape_invariants = (_, [B?, 4]),
+            maximum_iterations = 20,
+        );
+        output n, acc;
+        output rows = gather(shape(acc), 0);
+        let (k, tail) = while_loop(
+            |k, t| k < 3,
+            |k, t| (k + 1, concat([t, ones([1, 4])], axis = 0)),
+            (0, x),
+            shape_invariants = (_, [_, 4]),
+        );
+        output tail;
+        /// The gradient through the growing loop.
+        output dx = grad(sum(acc * acc), wrt = x);
+    }
+}
+
+/// The rows of `acc` after the loop, and `d sum(acc^2) / dx` (each row of `acc` is
+/// `c * x[r] + b` for a coefficient `c` and the row `r` of `x` it came from).
+fn grow_reference(x: &Array2<f32>, limit: f32) -> (i32, Vec<Vec<f32>>, Array2<f32>) {
+    // (source row, coefficient, values)
+    let mut rows: Vec<(usize, f32, Vec<f32>)> = (0..x.nrows())
+        .map(|r| (r, 1.0, x.row(r).to_vec()))
+        .collect();
+    let mut n = 0;
+    let total = |rows: &[(usize, f32, Vec<f32>)]| -> f32 {
+        rows.iter().map(|(_, _, v)| v.iter().sum::<f32>()).sum()
+    };
+    while total(&rows) < limit {
+        let grown: Vec<_> = rows
+            .iter()
+            .map(|(r, c, v)| (*r, c * 0.5, v.iter().map(|a| a * 0.5 + 1.0).collect()))
+            .collect();
+        rows.extend(grown);
+        n += 1;
+    }
+    let mut dx = Array2::zeros(x.raw_dim());
+    for (r, c, v) in &rows {
+        for (j, a) in v.iter().enumerate() {
+            dx[[*r, j]] += 2.0 * a * c;
+        }
+    }
+    (n, rows.into_iter().map(|(_, _, v)| v).collect(), dx)
+}
+
+#[test]
+fn loop_variable_grows_under_its_shape_invariant() {
+    let m = Grow::new();
+    assert_eq!(m.graph().shape(m.acc.output).to_string(), "[?, 4]");
+    let s = m.session().unwrap();
+    for (x, limit) in [
+        (array![[1.0f32, 2.0, 3.0, 4.0]], 5.0f32),
+        (array![[1.0f32, 2.0, 3.0, 4.0]], 200.0),
+        (array![[0.5, -1.0, 0.0, 0.25], [0.0, 0.0, 1.0, 0.0]], 1000.0),
+    ] {
+        let feeds = [m.x.feed(&x).unwrap(), m.limit.feed(&arr0(limit)).unwrap()];
+        let (n, acc, rows, tail, dx) = s
+            .run(&feeds, (&m.n, &m.acc, &m.rows, &m.tail, &m.dx), &[])
+            .unwrap();
+        let (rn, racc, rdx) = grow_reference(&x, limit);
+        assert_eq!(n.into_scalar(), rn, "limit {limit}");
+        assert_eq!(rows.into_scalar() as usize, racc.len());
+        assert_eq!(acc.shape(), &[racc.len(), 4]);
+        for (got, want) in acc.rows().into_iter().zip(&racc) {
+            assert_eq!(got.to_vec(), *want);
+        }
+        assert_eq!(tail.shape(), &[x.nrows() + 3, 4]);
+        assert_eq!(tail.row(x.nrows() + 2).to_vec(), vec![1.0; 4]);
+        for (a, b) in dx.iter().zip(rdx.iter()) {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{dx} vs {rdx}");
+        }
+    }
+}
+
+graph! {
+    /// Literals in the true branch take the false branch's dtype (f64, i64), as literals in
+    /// the false branch take the true branch's.
+    pub model LiteralFirst {
+        input x: f64[3];
+        input k: i64[];
+        input p: bool[];
+        output y = if p { [0.5, 0.5, 0.5] } else { x * 2.0 };
+        let (a, b) = cond(p, || (1, [1.0, 2.0, 3.0]), || (k, x));
+        output a, b;
+        output c = if p { 2.0 } else { if k > 0 { 3.0 } else { sum(x) } };
+    }
+}
+
+#[test]
+fn literal_in_the_true_branch_takes_the_false_branchs_dtype() {
+    let m = LiteralFirst::new();
+    let s = m.session().unwrap();
+    let x = array![1.0f64, -2.0, 0.25];
+    for p in [true, false] {
+        for k in [-1i64, 4] {
+            let feeds = [
+                m.x.feed(&x).unwrap(),
+                m.k.feed(&arr0(k)).unwrap(),
+                m.p.feed(&arr0(p)).unwrap(),
+            ];
+            // The fetches are typed: y and c are f64, a is i64.
+            let (y, a, b, c) = s.run(&feeds, (&m.y, &m.a, &m.b, &m.c), &[]).unwrap();
+            let y: Array1<f64> = y;
+            let a: i64 = a.into_scalar();
+            let c: f64 = c.into_scalar();
+            if p {
+                assert_eq!(y.to_vec(), vec![0.5; 3]);
+                assert_eq!((a, b.to_vec(), c), (1, vec![1.0, 2.0, 3.0], 2.0));
+            } else {
+                assert_eq!(y, &x * 2.0);
+                assert_eq!((a, b), (k, x.clone()));
+                assert_eq!(c, if k > 0 { 3.0 } else { x.sum() });
+            }
+        }
+    }
+}
+
+graph! {
+    /// A bare block as a value, outside control flow (its names are local to it).
+    pub model Blocks {
+        input x: f32[3];
+        output y = { let t = x - 1.0; t * t };
+        let (s, z) = { let t = sum(x); (t, { let u = x * t; u + 1.0 }) };
+        output s, z;
+        output dx = grad(sum(y), wrt = x);
+    }
+}
+
+#[test]
+fn block_expression_is_a_value() {
+    let m = Blocks::new();
+    let s = m.session().unwrap();
+    let x = array![0.5f32, 2.0, -1.0];
+    let (y, sum, z, dx) = s
+        .run(&[m.x.feed(&x).unwrap()], (&m.y, &m.s, &m.z, &m.dx), &[])
+        .unwrap();
+    assert_eq!(y, x.mapv(|v| (v - 1.0) * (v - 1.0)));
+    assert_eq!(sum.into_scalar(), 1.5);
+    assert_eq!(z, x.mapv(|v| v * 1.5 + 1.0));
+    assert_eq!(dx, x.mapv(|v| 2.0 * (v - 1.0)));
+}

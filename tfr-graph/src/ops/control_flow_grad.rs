@@ -135,6 +135,16 @@ fn forward_stack(g: &mut Graph, f: FrameId) -> Result<Vec<Ctx>> {
 
 /// A new loop variable of forward loop `fl`: Enter(init) -> Merge -> Switch(LoopCond), with
 /// `next(body_value)` (built in the loop's frame) fed back. Returns (body value, exit value).
+/// The private attribute on the `Enter` of a loop variable that a gradient added to a forward
+/// loop (its iteration counter, the flow of an array of saved values): a later gradient of the
+/// same loop does not differentiate it.
+pub(crate) const GRADIENT_STATE_ATTR: &str = "_gradient_state";
+
+/// Whether loop variable `enter` was added to its loop by a gradient.
+fn is_gradient_state(g: &Graph, enter: NodeId) -> bool {
+    g.node(enter).attrs.get(GRADIENT_STATE_ATTR).is_some()
+}
+
 fn add_forward_var(
     g: &mut Graph,
     fl: &ForwardLoop,
@@ -157,6 +167,7 @@ fn add_forward_var(
             .attr("frame_name", name)
             .attr("parallel_iterations", pi)
             .attr("maximum_iterations", mi)
+            .attr(GRADIENT_STATE_ATTR, true)
             .finish1()?;
         let m = g.build("Merge").input(e).input(e).finish()?;
         let sw = g
@@ -611,6 +622,7 @@ impl LoopGrads {
             .filter(|&j| {
                 g.dtype(Output::new(shape.vars[j].merge, 0))
                     .is_differentiable()
+                    && !is_gradient_state(g, shape.vars[j].enter)
             })
             .collect();
         let invs: Vec<usize> = (0..shape.invariants.len())
