@@ -23,6 +23,7 @@
 //! not half of it.
 
 use super::cwise_ops::unsupported;
+use super::matmul_op::{gemm_product, MatMulElem, MatRef};
 use crate::dispatch_float;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
@@ -50,36 +51,15 @@ const DIRECT_FILTER_ROWS: usize = 384;
 // ---- gemm ----------------------------------------------------------------------------------
 
 /// Float types with a gemm: f32 and f64 (crate-private).
-pub(crate) trait ConvElem: FloatElem + Send + Sync + 'static {}
+pub(crate) trait ConvElem: FloatElem + MatMulElem + Send + Sync + 'static {}
 impl ConvElem for f32 {}
 impl ConvElem for f64 {}
 
-/// A strided matrix operand: element (i, j) is at `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
-    rs: usize,
-    cs: usize,
-}
-
-impl<T> Mat<'_, T> {
-    /// Whether every element (i < rows, j < cols) lies in the slice.
-    fn covers(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
-    }
-}
-
-fn parallelism(parallel: bool) -> gemm::Parallelism {
-    let threads = rayon::current_num_threads();
-    if parallel && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
-}
+/// A strided matrix operand (the matrix-product kernels' type).
+type Mat<'a, T> = MatRef<'a, T>;
 
 /// `dst = a @ b` (or `dst += a @ b` when `accumulate`) for an `m x k` matrix `a` and a `k x n`
-/// matrix `b`; `dst` is `m x n` with row stride `dst_rs` and column stride 1.
+/// matrix `b` into the row-major `m x n` block `dst`, through the matrix-product kernels' gemm.
 #[allow(clippy::too_many_arguments)]
 fn gemm_into<T: ConvElem>(
     m: usize,
@@ -88,58 +68,10 @@ fn gemm_into<T: ConvElem>(
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     dst: &mut [T],
-    dst_rs: usize,
     accumulate: bool,
     parallel: bool,
 ) -> KResult {
-    let dst_ok = m == 0 || n == 0 || (dst_rs >= n && (m - 1) * dst_rs + n <= dst.len());
-    if !(a.covers(m, k) && b.covers(k, n) && dst_ok) {
-        return Err(KernelError::internal(format!(
-            "gemm operands do not cover [{m}, {k}] x [{k}, {n}]"
-        )));
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(T::zero());
-            }
-        }
-        return Ok(());
-    }
-    // SAFETY: `dst` is written at (i, j) -> i * dst_rs + j for i < m, j < n; dst_rs >= n makes
-    // those offsets distinct and the check above keeps the largest, (m - 1) * dst_rs + n - 1,
-    // inside `dst`. `a` and `b` are read only at offsets `covers` checked against their slices.
-    // `dst` is a `&mut` borrow, so it overlaps neither input. `T` is f32 or f64 (the only
-    // `ConvElem`s), which `gemm` supports; with `read_dst == false` it never reads `dst`
-    // (alpha is ignored), with `read_dst == true` it computes alpha * dst + beta * a @ b with
-    // alpha = beta = 1 over the initialized `dst`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism(parallel),
-        );
-    }
-    Ok(())
+    gemm_product(m, n, k, a, b, dst, accumulate, T::one(), T::one(), parallel)
 }
 
 // ---- vectorized loops -------------------------------------------------------------------------
@@ -899,7 +831,7 @@ fn conv_forward<T: ConvElem>(
             rs: k,
             cs: 1,
         };
-        gemm_into(rows, o, k, xm, fm, &mut out, o, false, parallel)?;
+        gemm_into(rows, o, k, xm, fm, &mut out, false, parallel)?;
         if ep.is_some() {
             for_rows(&mut out, DIRECT_ROWS * o, parallel, |_, dst| finish(dst));
         }
@@ -917,7 +849,7 @@ fn conv_forward<T: ConvElem>(
             rs: k,
             cs: 1,
         };
-        gemm_into(nr, o, k, pm, fm, dst, o, false, false)?;
+        gemm_into(nr, o, k, pm, fm, dst, false, false)?;
         finish(dst);
         Ok(())
     })
@@ -965,7 +897,7 @@ fn conv_backprop_filter<T: ConvElem>(
             rs: 1,
             cs: k,
         };
-        gemm_into(k, o, rows, xt, dym(0..rows), &mut df, o, false, parallel)?;
+        gemm_into(k, o, rows, xt, dym(0..rows), &mut df, false, parallel)?;
         if bias {
             add_column_sums(dy, &mut df[k * o..]);
         }
@@ -1019,7 +951,7 @@ fn conv_backprop_filter<T: ConvElem>(
                 rs: 1,
                 cs: k,
             };
-            gemm_into(k, o, r.len(), pt, dym(r), acc, o, !first, false)?;
+            gemm_into(k, o, r.len(), pt, dym(r), acc, !first, false)?;
             first = false;
         }
         Ok(())
@@ -1070,7 +1002,7 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
             cs: 1,
         };
         let mut dx = vec![T::zero(); g.n * img];
-        gemm_into(rows, k, o, dym, ft, &mut dx, k, false, parallel)?;
+        gemm_into(rows, k, o, dym, ft, &mut dx, false, parallel)?;
         return Ok(dx);
     }
     let per_image = g.oh * g.ow;
@@ -1093,7 +1025,7 @@ fn conv_backprop_input<T: ConvElem>(g: &ConvGeom, f: &[T], dy: &[T]) -> KResult<
                     rs: o,
                     cs: 1,
                 };
-                gemm_into(r.len(), k, o, dym, ft, patches, k, false, inner_parallel)?;
+                gemm_into(r.len(), k, o, dym, ft, patches, false, inner_parallel)?;
                 g.col2im(patches, r, dxi);
             }
             Ok(())

@@ -88,7 +88,7 @@ fn gemm_parallelism(parallel: bool) -> gemm::Parallelism {
 /// `dst = alpha * dst + beta * (a @ b)` through gemm (with `read_dst == false`, `dst` is only
 /// written and alpha is ignored), after checking that the operands cover their shapes.
 #[allow(clippy::too_many_arguments)]
-fn gemm_product<T: MatMulElem + 'static>(
+pub(crate) fn gemm_product<T: MatMulElem + 'static>(
     m: usize,
     n: usize,
     k: usize,
