@@ -160,17 +160,28 @@ where
     }
     #[inline]
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
-        let [a, b] = inputs else { return false };
-        match (a.get::<T>(), b.get::<T>()) {
-            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
-                Some(s) => {
-                    *out = s;
-                    true
-                }
-                None => false,
-            },
-            _ => false,
-        }
+        zip_scalar(&self.f, inputs, out)
+    }
+}
+
+/// The scalar path of a binary kernel: `out = f(a, b)` for two scalars of type `T`; false
+/// (declined) for other inputs or an output type a `Scalar` cannot hold.
+#[inline]
+fn zip_scalar<T: Element + Copy, U: Element>(
+    f: &impl Fn(T, T) -> U,
+    inputs: &[&Scalar],
+    out: &mut Scalar,
+) -> bool {
+    let [a, b] = inputs else { return false };
+    match (a.get::<T>(), b.get::<T>()) {
+        (Some(&a), Some(&b)) => match Scalar::of(&f(a, b)) {
+            Some(s) => {
+                *out = s;
+                true
+            }
+            None => false,
+        },
+        _ => false,
     }
 }
 
@@ -208,17 +219,7 @@ where
     }
     #[inline]
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
-        let [a, b] = inputs else { return false };
-        match (a.get::<T>(), b.get::<T>()) {
-            (Some(&a), Some(&b)) => match Scalar::of(&(self.f)(a, b)) {
-                Some(s) => {
-                    *out = s;
-                    true
-                }
-                None => false,
-            },
-            _ => false,
-        }
+        zip_scalar(&self.f, inputs, out)
     }
 }
 
