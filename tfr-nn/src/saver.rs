@@ -182,6 +182,71 @@ impl Saver {
             None => Ok(None),
         }
     }
+
+    /// Restores the newest checkpoint of `dir` that restores; `None` when nothing was saved
+    /// there (no pointer file). A latest checkpoint that is truncated, corrupted or missing (a
+    /// crash or power loss while it was written) is skipped for the older ones the pointer
+    /// lists, newest first; an unreadable pointer file for the `<basename>-<step>.safetensors`
+    /// files of `dir`, highest step first. What was skipped, and why, comes back with the path
+    /// restored, for the caller to warn about. An error only when none restores, naming each.
+    pub fn restore_latest_valid(
+        &self,
+        session: &Session,
+        dir: impl AsRef<Path>,
+    ) -> Result<Option<Restored>> {
+        let dir = dir.as_ref();
+        let mut skipped = Vec::new();
+        let candidates = match read_state(dir) {
+            Ok(None) => return Ok(None),
+            Ok(Some(state)) => state.all.iter().rev().map(|f| dir.join(f)).collect(),
+            Err(e) => {
+                skipped.push((dir.join(POINTER_FILE), e));
+                checkpoints_by_step(dir, &self.basename)?
+            }
+        };
+        for path in candidates {
+            match self.restore(session, &path) {
+                Ok(()) => return Ok(Some(Restored { path, skipped })),
+                Err(e) => skipped.push((path, e)),
+            }
+        }
+        let why: Vec<String> = skipped.iter().map(|(_, e)| e.to_string()).collect();
+        Err(file_error(
+            dir,
+            format!("no checkpoint restores: {}", why.join("; ")),
+        ))
+    }
+}
+
+/// A checkpoint [`Saver::restore_latest_valid`] restored.
+#[derive(Debug)]
+pub struct Restored {
+    /// The checkpoint now in the variables.
+    pub path: PathBuf,
+    /// The newer files that did not restore (checkpoints, or the pointer file), newest first,
+    /// each with its error.
+    pub skipped: Vec<(PathBuf, CheckpointError)>,
+}
+
+/// The `<basename>-<step>.safetensors` files of `dir`, highest step first.
+fn checkpoints_by_step(dir: &Path, basename: &str) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir).map_err(|e| file_error(dir, format!("cannot list: {e}")))?;
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let step = path
+                .file_name()?
+                .to_str()?
+                .strip_prefix(basename)?
+                .strip_prefix('-')?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((step, path))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
 /// What the pointer file of a checkpoint directory says (file names relative to it).
