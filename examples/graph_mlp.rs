@@ -55,7 +55,11 @@ fn spirals(n: usize) -> (Array2<f32>, Array1<i32>) {
     )
 }
 
-fn main() -> tfr::Result<()> {
+fn main() -> std::process::ExitCode {
+    tfr::cli::report(run())
+}
+
+fn run() -> tfr::Result<()> {
     let model = Mlp::new();
     println!(
         "the graph has {} nodes (forward, gradients, Adam)",

@@ -61,7 +61,11 @@ fn batch(t: usize, b: usize, rng: &mut Lcg) -> (Array3<f32>, Array2<f32>) {
     (xs, target)
 }
 
-fn main() -> tfr::Result<()> {
+fn main() -> std::process::ExitCode {
+    tfr::cli::report(run())
+}
+
+fn run() -> tfr::Result<()> {
     let m = Rnn::new();
     let s = m.session()?;
     let mut rng = Lcg(1);

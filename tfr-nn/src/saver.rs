@@ -245,7 +245,7 @@ fn checkpoints_by_step(dir: &Path, basename: &str) -> Result<Vec<PathBuf>> {
             Some((step, path))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
