@@ -28,13 +28,30 @@ pub enum CheckpointError {
     #[error(transparent)]
     Graph(#[from] GraphError),
     /// The save or restore step failed (the message names the file and the tensor).
-    #[error(transparent)]
-    Session(#[from] tfr_core::Error),
+    #[error("{}", session_message(.0))]
+    Session(tfr_core::Error),
     #[error("checkpoint `{}`: {message}", .path.display())]
     File { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+impl From<tfr_core::Error> for CheckpointError {
+    fn from(e: tfr_core::Error) -> CheckpointError {
+        CheckpointError::Session(e)
+    }
+}
+
+/// A failed `Save` or `Restore` kernel already says which file and tensor, as a sentence: the
+/// node and status code around it would read like internals to the user.
+fn session_message(e: &tfr_core::Error) -> String {
+    match e {
+        tfr_core::Error::Kernel { op, message, .. } if op == "Save" || op == "Restore" => {
+            message.clone()
+        }
+        _ => e.to_string(),
+    }
+}
 
 fn file_error(path: &Path, message: impl Into<String>) -> CheckpointError {
     CheckpointError::File {
@@ -210,11 +227,8 @@ impl Saver {
                 Err(e) => skipped.push((path, e)),
             }
         }
-        let why: Vec<String> = skipped.iter().map(|(_, e)| e.to_string()).collect();
-        Err(file_error(
-            dir,
-            format!("no checkpoint restores: {}", why.join("; ")),
-        ))
+        let why: String = skipped.iter().map(|(_, e)| format!("\n  {e}")).collect();
+        Err(file_error(dir, format!("no checkpoint restores:{why}")))
     }
 }
 

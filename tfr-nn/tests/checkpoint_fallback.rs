@@ -98,6 +98,12 @@ fn a_truncated_newest_checkpoint_falls_back_to_the_previous_one() {
         why.contains("model-3.safetensors") && why.contains("truncated"),
         "{why}"
     );
+    // A sentence, not the executor's node and status code.
+    assert!(why.starts_with("checkpoint `"), "{why}");
+    assert!(
+        !why.contains("save/Restore") && !why.contains("InvalidArgument"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -135,6 +141,7 @@ fn corrupted_and_missing_checkpoints_are_skipped_newest_first() {
         assert!(e.contains(name), "{name} in: {e}");
     }
     assert!(e.contains("no checkpoint restores"), "{e}");
+    assert_eq!(e.lines().count(), 4, "one line per checkpoint: {e}");
     assert_eq!(value(&s, &v), 1.0);
 }
 
