@@ -336,7 +336,9 @@ fn a_damaged_cache_is_extracted_again_from_the_tarball() {
     let (healed, said) = load_offline(dir.path(), &sha);
     assert_eq!(healed.unwrap().test_labels, m.test_labels);
     assert!(
-        said[0].contains("damaged") && said[0].contains(FILES[3]),
+        said[0].contains("damaged")
+            && said[0].contains(FILES[3])
+            && said[0].contains("changed since it was extracted"),
         "{said:?}"
     );
 
