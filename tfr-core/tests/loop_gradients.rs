@@ -229,3 +229,201 @@ fn static_shapes_inside_a_loop_body_are_known_as_outside() {
         .unwrap();
     assert_eq!(g.shape(out[1]), &Shape::known(&[2, 3]));
 }
+
+// ---- higher-order gradients through loops ------------------------------------------------------
+
+/// `[y, dy/dx, d²y/dx², ...]` up to `order`, each derivative built by differentiating the one
+/// before (x and y scalars; the ys of vector-valued derivatives are summed).
+fn derivatives(g: &mut Graph, x: Output, y: Output, order: usize) -> Vec<Output> {
+    let mut out = vec![y];
+    for k in 0..order {
+        let last = *out.last().unwrap();
+        let d = gradients(g, &[last], &[x], None)
+            .unwrap_or_else(|e| panic!("derivative {}: {e}", k + 1))[0]
+            .unwrap_or_else(|| panic!("derivative {}: no gradient", k + 1));
+        out.push(d);
+    }
+    out
+}
+
+/// Checks each derivative of order >= 1 against the central difference of the one before, at
+/// each of `points`, and that the highest one is not identically zero.
+fn check_derivatives(
+    g: &Graph,
+    x: Output,
+    feeds: &[(Output, Tensor)],
+    ds: &[Output],
+    points: &[f64],
+    what: &str,
+) {
+    let s = Session::new(g, seq()).unwrap();
+    let eval = |xv: f64| -> Vec<f64> {
+        let mut f = feeds.to_vec();
+        f.push((x, Tensor::scalar(xv)));
+        s.run(&f, ds, &[])
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .iter()
+            .map(|t| t.scalar_value::<f64>().unwrap())
+            .collect()
+    };
+    let h = 1e-5;
+    let mut highest_nonzero = false;
+    for &xv in points {
+        let (at, up, down) = (eval(xv), eval(xv + h), eval(xv - h));
+        for k in 1..ds.len() {
+            let numeric = (up[k - 1] - down[k - 1]) / (2.0 * h);
+            let tol = 1e-5 * (1.0 + numeric.abs());
+            assert!(
+                (at[k] - numeric).abs() <= tol,
+                "{what}: derivative {k} at x = {xv} is {}, central difference {numeric}",
+                at[k]
+            );
+        }
+        highest_nonzero |= at[ds.len() - 1].abs() > 1e-6;
+    }
+    assert!(highest_nonzero, "{what}: the highest derivative is zero");
+}
+
+#[test]
+fn second_and_third_derivatives_of_a_simple_loop() {
+    // v <- sin(v) * 1.3 + 0.2 v², four times.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0i32).unwrap();
+    let r = g
+        .while_loop(
+            |g, v| {
+                let n = g.scalar(4i32)?;
+                g.less(v[0], n)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let s = g.sin(v[1])?;
+                let k = g.scalar(1.3f64)?;
+                let a = g.mul(s, k)?;
+                let sq = g.mul(v[1], v[1])?;
+                let c = g.scalar(0.2f64)?;
+                let b = g.mul(sq, c)?;
+                Ok(vec![g.add(v[0], one)?, g.add(a, b)?])
+            },
+            &[zero, x],
+            &WhileOptions::default(),
+        )
+        .unwrap();
+    let ds = derivatives(&mut g, x, r[1], 3);
+    check_derivatives(&g, x, &[], &ds, &[-0.7, 0.1, 0.9], "simple loop");
+}
+
+#[test]
+fn second_derivative_of_a_loop_with_a_data_dependent_trip_count() {
+    // v <- 1.5 v + 0.1 sin(v) c while v < 10: the trip count depends on x; c is fed.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let c = g.placeholder("c", DType::F64, Shape::scalar()).unwrap();
+    let r = g
+        .while_loop(
+            |g, v| {
+                let ten = g.scalar(10.0f64)?;
+                g.less(v[0], ten)
+            },
+            |g, v| {
+                let k = g.scalar(1.5f64)?;
+                let a = g.mul(v[0], k)?;
+                let s = g.sin(v[0])?;
+                let sc = g.mul(s, c)?;
+                let t = g.scalar(0.1f64)?;
+                let b = g.mul(sc, t)?;
+                let sq = g.mul(v[0], v[0])?;
+                let q = g.mul(sq, t)?;
+                let ab = g.add(a, b)?;
+                Ok(vec![g.add(ab, q)?])
+            },
+            &[x],
+            &WhileOptions::default(),
+        )
+        .unwrap();
+    let ds = derivatives(&mut g, x, r[0], 2);
+    let feeds = [(c, Tensor::scalar(0.8f64))];
+    check_derivatives(
+        &g,
+        x,
+        &feeds,
+        &ds,
+        &[0.31, 1.2, 2.9, 6.1],
+        "data-dependent trips",
+    );
+}
+
+#[test]
+fn second_derivative_of_nested_loops_with_a_cond_in_the_body() {
+    // for i < 3: for j < i + 1: v = cond(v > 0.5, sin(v) v, 0.4 v² + v) * 0.8
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0i32).unwrap();
+    let r = g
+        .while_loop(
+            |g, v| {
+                let three = g.scalar(3i32)?;
+                g.less(v[0], three)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let limit = g.add(v[0], one)?;
+                let zero = g.scalar(0i32)?;
+                let inner = g.while_loop(
+                    |g, u| g.less(u[0], limit),
+                    |g, u| {
+                        let one = g.scalar(1i32)?;
+                        let half = g.scalar(0.5f64)?;
+                        let p = g.greater(u[1], half)?;
+                        let y = g.cond(
+                            p,
+                            |g| {
+                                let s = g.sin(u[1])?;
+                                Ok(vec![g.mul(s, u[1])?])
+                            },
+                            |g| {
+                                let sq = g.mul(u[1], u[1])?;
+                                let k = g.scalar(0.4f64)?;
+                                let a = g.mul(sq, k)?;
+                                Ok(vec![g.add(a, u[1])?])
+                            },
+                        )?;
+                        let k = g.scalar(0.8f64)?;
+                        Ok(vec![g.add(u[0], one)?, g.mul(y[0], k)?])
+                    },
+                    &[zero, v[1]],
+                    &WhileOptions::default(),
+                )?;
+                Ok(vec![g.add(v[0], one)?, inner[1]])
+            },
+            &[zero, x],
+            &WhileOptions::default(),
+        )
+        .unwrap();
+    let ds = derivatives(&mut g, x, r[1], 2);
+    check_derivatives(
+        &g,
+        x,
+        &[],
+        &ds,
+        &[0.2, 0.7, 1.4],
+        "nested loops with a cond",
+    );
+}
+
+#[test]
+fn a_merge_that_is_no_cond_or_loop_fails_to_differentiate_instead_of_giving_none() {
+    // A Merge built by hand is neither a cond's nor a loop's: its gradient is unknown, and
+    // treating it as constant would give a silent None (zeros).
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let s = g.sin(x).unwrap();
+    let m = g.build("Merge").input(s).input(x).finish().unwrap();
+    let y = g.mul(Output::new(m, 0), x).unwrap();
+    let err = gradients(&mut g, &[y], &[x], None).unwrap_err().to_string();
+    assert!(
+        err.contains("Merge") && err.contains("cannot be differentiated"),
+        "{err}"
+    );
+}

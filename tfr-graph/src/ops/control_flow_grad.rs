@@ -507,6 +507,10 @@ impl LoopGrads {
                     return Ok(Some(Vec::new()));
                 }
                 let m = g.with_scope(&format!("{}_grad", base_name(&n.name)), |g| {
+                    // The merge is a cond's merge on the forward predicate (as seen here), so
+                    // a higher-order gradient routes through it like through any cond.
+                    let pred = g.capture_here(n.inputs[1])?;
+                    let pred_name = g.output_name(pred);
                     // A branch that passed no gradient gets zeros, live only when it ran.
                     let zf = match gf {
                         Some(x) => x,
@@ -516,12 +520,21 @@ impl LoopGrads {
                         Some(x) => x,
                         None => g.build("ZerosLike").input(Output::new(node, 1)).finish1()?,
                     };
-                    g.build("Merge").input(zf).input(zt).finish1()
+                    g.build("Merge")
+                        .input(zf)
+                        .input(zt)
+                        .attr(COND_PRED_ATTR, pred_name)
+                        .finish1()
                 })?;
                 let shape = g.shape(data).clone();
                 g.refine_output_shape(m, shape);
                 Ok(Some(vec![(data, m)]))
             }
+            "Merge" if out_grads.iter().any(Option::is_some) => Err(cf_error(format!(
+                "node `{}` (Merge) lies between the ys and the xs but merges neither a cond's \
+                 branches nor a loop's iterations: it cannot be differentiated",
+                n.name
+            ))),
             op if op.starts_with("TensorArray") => {
                 let wanted: Vec<bool> = n
                     .inputs
@@ -618,11 +631,19 @@ impl LoopGrads {
             return Ok(Vec::new());
         }
         let shape = self.loop_shape(g, lf)?;
+        let exit_grad = |v: &LoopVar| {
+            v.exit
+                .and_then(|x| exit_grads.iter().find(|e| e.0 == x))
+                .and_then(|e| e.1)
+        };
+        // A variable a gradient added (the flow of an array of saved values) is differentiated
+        // only when a gradient reaches its Exit: a higher-order gradient, through the reads of
+        // the saved values, which must flow back into the values written.
         let float_vars: Vec<usize> = (0..shape.vars.len())
             .filter(|&j| {
-                g.dtype(Output::new(shape.vars[j].merge, 0))
-                    .is_differentiable()
-                    && !is_gradient_state(g, shape.vars[j].enter)
+                let v = &shape.vars[j];
+                g.dtype(Output::new(v.merge, 0)).is_differentiable()
+                    && (!is_gradient_state(g, v.enter) || exit_grad(v).is_some())
             })
             .collect();
         let invs: Vec<usize> = (0..shape.invariants.len())
@@ -645,10 +666,7 @@ impl LoopGrads {
         let mut invariants_shapes = vec![Some(Shape::scalar())];
         for &j in &float_vars {
             let v = &shape.vars[j];
-            let grad = v
-                .exit
-                .and_then(|x| exit_grads.iter().find(|e| e.0 == x))
-                .and_then(|e| e.1);
+            let grad = exit_grad(v);
             let merge_out = Output::new(v.merge, 0);
             let init = match grad {
                 Some(d) => d,
@@ -799,11 +817,24 @@ fn tensor_array_gradient(
         Ok((Output::new(ga, 0), Output::new(ga, 1)))
     };
     let mut out = Vec::new();
+    if n.op == "TensorArrayGradV3" {
+        // (handle, flow) = grad(h, flow): the flow orders the gradient array's writes before
+        // its reads; a gradient of a higher order flows back along it.
+        if let (Some(df), true) = (
+            out_grads.get(1).copied().flatten(),
+            wanted.get(1) == Some(&true),
+        ) {
+            out.push((n.inputs[1], df));
+        }
+        return Ok(out);
+    }
     let Some(dy) = dy else {
         return Ok(out);
     };
     match n.op.as_str() {
-        // value = read(h, i, flow): write dvalue at i into the gradient array.
+        // value = read(h, i, flow): write dvalue at i into the gradient array. A dead value
+        // (read from an element a forward loop saved as dead) writes a dead gradient, which the
+        // flow passes over.
         "TensorArrayReadV3" if wanted.get(2).copied().unwrap_or(false) => {
             let (h, i, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
             let (gh, gf) = grad_array(g, h, flow)?;
@@ -813,6 +844,7 @@ fn tensor_array_gradient(
                 .input(i)
                 .input(dy)
                 .input(gf)
+                .attr("keep_dead", true)
                 .finish1()?;
             out.push((flow, w));
         }
