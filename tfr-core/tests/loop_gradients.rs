@@ -286,32 +286,50 @@ fn check_derivatives(
 
 #[test]
 fn second_and_third_derivatives_of_a_simple_loop() {
-    // v <- sin(v) * 1.3 + 0.2 v², four times.
+    let (mut g, x, y) = simple_loop(&WhileOptions::default()).unwrap();
+    let ds = derivatives(&mut g, x, y, 3);
+    check_derivatives(&g, x, &[], &ds, &[-0.7, 0.1, 0.9], "simple loop");
+}
+
+#[test]
+fn second_derivative_of_a_checkpointed_loop_is_an_error_naming_the_op() {
+    // The first derivative recomputes from checkpoints; differentiating that again would need
+    // the gradient of a keep-first write, which has none: an error, never a silent zero.
+    let (mut g, x, y) = simple_loop(&WhileOptions::default().gradient_checkpoints(2)).unwrap();
+    let d1 = gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+    let err = gradients(&mut g, &[d1], &[x], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TensorArrayWriteV3") && err.contains("keep_first"),
+        "{err}"
+    );
+}
+
+/// v <- sin(v) * 1.3 + 0.2 v², four times; returns (graph, x, result).
+fn simple_loop(options: &WhileOptions) -> GResult<(Graph, Output, Output)> {
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
     let zero = g.scalar(0i32).unwrap();
-    let r = g
-        .while_loop(
-            |g, v| {
-                let n = g.scalar(4i32)?;
-                g.less(v[0], n)
-            },
-            |g, v| {
-                let one = g.scalar(1i32)?;
-                let s = g.sin(v[1])?;
-                let k = g.scalar(1.3f64)?;
-                let a = g.mul(s, k)?;
-                let sq = g.mul(v[1], v[1])?;
-                let c = g.scalar(0.2f64)?;
-                let b = g.mul(sq, c)?;
-                Ok(vec![g.add(v[0], one)?, g.add(a, b)?])
-            },
-            &[zero, x],
-            &WhileOptions::default(),
-        )
-        .unwrap();
-    let ds = derivatives(&mut g, x, r[1], 3);
-    check_derivatives(&g, x, &[], &ds, &[-0.7, 0.1, 0.9], "simple loop");
+    let r = g.while_loop(
+        |g, v| {
+            let n = g.scalar(4i32)?;
+            g.less(v[0], n)
+        },
+        |g, v| {
+            let one = g.scalar(1i32)?;
+            let s = g.sin(v[1])?;
+            let k = g.scalar(1.3f64)?;
+            let a = g.mul(s, k)?;
+            let sq = g.mul(v[1], v[1])?;
+            let c = g.scalar(0.2f64)?;
+            let b = g.mul(sq, c)?;
+            Ok(vec![g.add(v[0], one)?, g.add(a, b)?])
+        },
+        &[zero, x],
+        options,
+    )?;
+    Ok((g, x, r[1]))
 }
 
 #[test]

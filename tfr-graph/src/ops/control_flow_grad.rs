@@ -852,6 +852,16 @@ fn tensor_array_gradient(
             // flow' = write(h, i, v, flow): dv is the gradient array's element i.
             let (h, i, v, flow) = (n.inputs[0], n.inputs[1], n.inputs[2], n.inputs[3]);
             if wanted.get(2).copied().unwrap_or(false) {
+                if n.attrs.bool_opt("keep_first") == Some(&true) {
+                    // Which of the writes to an element was kept is known only when the step
+                    // runs (a gradient checkpoint's): the value written has no gradient rule.
+                    return Err(cf_error(format!(
+                        "node `{}` (TensorArrayWriteV3 with keep_first, a gradient checkpoint \
+                         of a loop) cannot be differentiated: higher-order gradients of a loop \
+                         need it without gradient_checkpoints",
+                        n.name
+                    )));
+                }
                 let (gh, gf) = grad_array(g, h, dy)?;
                 let (dt, shape) = (g.dtype(v), g.shape(v).clone());
                 let dv = g
