@@ -445,3 +445,28 @@ fn a_merge_that_is_no_cond_or_loop_fails_to_differentiate_instead_of_giving_none
         "{err}"
     );
 }
+
+#[test]
+fn second_derivative_of_a_cond_outside_loops() {
+    // y = cond(x > 0, x³, sin(x) x): the first derivative's Merge (the gradient of the
+    // branch Switch) is differentiated again through the taken branch.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0.0f64).unwrap();
+    let p = g.greater(x, zero).unwrap();
+    let y = g
+        .cond(
+            p,
+            |g| {
+                let sq = g.mul(x, x)?;
+                Ok(vec![g.mul(sq, x)?])
+            },
+            |g| {
+                let s = g.sin(x)?;
+                Ok(vec![g.mul(s, x)?])
+            },
+        )
+        .unwrap();
+    let ds = derivatives(&mut g, x, y[0], 3);
+    check_derivatives(&g, x, &[], &ds, &[-1.1, -0.3, 0.4, 1.7], "cond");
+}
