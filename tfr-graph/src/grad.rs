@@ -81,7 +81,7 @@ impl GradCtx<'_> {
         let node = self.graph.node(self.node);
         GraphError::Gradient(format!("node `{}` ({}): {message}", node.name, node.op))
     }
-    /// The constant integer value of input `i`, when it is a graph constant.
+    /// The constant integer value of input `i`, when it is a graph constant (see [`const_ints`]).
     pub fn const_input(&self, i: usize) -> Option<Vec<i64>> {
         const_ints(self.graph, self.input(i).ok()?)
     }
@@ -89,9 +89,11 @@ impl GradCtx<'_> {
 
 // ---- helpers shared by the rules --------------------------------------------------------------
 
-/// The value of `o` as integers, when it is a `Const`.
+/// The value of `o` as integers, when it is a constant: a `Const`, or one seen through
+/// `Identity` nodes and a loop invariant's `Enter` (the helper shape inference uses, so a rule
+/// inside a loop body reads the constants it reads outside).
 pub fn const_ints(g: &Graph, o: Output) -> Option<Vec<i64>> {
-    let v = g.const_value(o)?;
+    let v = crate::ops::control_flow_ops::constant_behind(g, o)?;
     Some((0..v.num_elements()).map(|k| v.data.get_i64(k)).collect())
 }
 
@@ -327,7 +329,8 @@ pub fn sum_axes(g: &mut Graph, t: Output, axes: &[i64], keep_dims: bool) -> Resu
         .finish1()
 }
 
-/// The constant value of a scalar (or one-element) integer output, when it is a `Const`.
+/// The constant value of a scalar (or one-element) integer output, when it is a constant (see
+/// [`const_ints`]).
 pub fn const_scalar(g: &Graph, o: Output) -> Option<i64> {
     match const_ints(g, o)?.as_slice() {
         [v] => Some(*v),

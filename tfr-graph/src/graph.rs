@@ -359,7 +359,7 @@ impl Graph {
         def.complete_attrs(attrs).map_err(invalid)?;
         let consts: Vec<Option<&TensorValue>> = inputs
             .iter()
-            .map(|&o| crate::ops::control_flow_ops::const_for_inference(self, o))
+            .map(|&o| crate::ops::control_flow_ops::constant_behind(self, o))
             .collect();
         let ctx = InferCtx {
             op,

@@ -270,6 +270,11 @@ impl TensorArrays {
                 }
                 let elem = match value {
                     None if a.keep_dead => Elem::Dead,
+                    // A dead gradient (of a value saved as dead) adds nothing.
+                    None if a.aggregate => match a.elems[i] {
+                        Elem::Unwritten => Elem::Dead,
+                        ref kept => kept.clone(),
+                    },
                     None => return Err(KernelError::internal("a dead value reached a write")),
                     Some(v) => {
                         a.check(&v)?;

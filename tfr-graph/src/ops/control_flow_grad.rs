@@ -22,6 +22,7 @@ use super::control_flow_ops::{
     is_back_edge, is_control_flow_op, Ctx, CtxKind, FrameId, FrameMap, WhileOptions,
     CHECKPOINTS_ATTR, COND_PRED_ATTR, ROOT_FRAME,
 };
+use super::tensor_array_grad::tensor_array_gradient;
 use crate::dtype::DType;
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, NodeId, Output};
@@ -64,7 +65,7 @@ struct ForwardLoop {
     checkpoints: i64,
 }
 
-fn cf_error(message: impl Into<String>) -> GraphError {
+pub(super) fn cf_error(message: impl Into<String>) -> GraphError {
     GraphError::Gradient(message.into())
 }
 
@@ -507,6 +508,10 @@ impl LoopGrads {
                     return Ok(Some(Vec::new()));
                 }
                 let m = g.with_scope(&format!("{}_grad", base_name(&n.name)), |g| {
+                    // The merge is a cond's merge on the forward predicate (as seen here), so
+                    // a higher-order gradient routes through it like through any cond.
+                    let pred = g.capture_here(n.inputs[1])?;
+                    let pred_name = g.output_name(pred);
                     // A branch that passed no gradient gets zeros, live only when it ran.
                     let zf = match gf {
                         Some(x) => x,
@@ -516,12 +521,21 @@ impl LoopGrads {
                         Some(x) => x,
                         None => g.build("ZerosLike").input(Output::new(node, 1)).finish1()?,
                     };
-                    g.build("Merge").input(zf).input(zt).finish1()
+                    g.build("Merge")
+                        .input(zf)
+                        .input(zt)
+                        .attr(COND_PRED_ATTR, pred_name)
+                        .finish1()
                 })?;
                 let shape = g.shape(data).clone();
                 g.refine_output_shape(m, shape);
                 Ok(Some(vec![(data, m)]))
             }
+            "Merge" if out_grads.iter().any(Option::is_some) => Err(cf_error(format!(
+                "node `{}` (Merge) lies between the ys and the xs but merges neither a cond's \
+                 branches nor a loop's iterations: it cannot be differentiated",
+                n.name
+            ))),
             op if op.starts_with("TensorArray") => {
                 let wanted: Vec<bool> = n
                     .inputs
@@ -618,11 +632,19 @@ impl LoopGrads {
             return Ok(Vec::new());
         }
         let shape = self.loop_shape(g, lf)?;
+        let exit_grad = |v: &LoopVar| {
+            v.exit
+                .and_then(|x| exit_grads.iter().find(|e| e.0 == x))
+                .and_then(|e| e.1)
+        };
+        // A variable a gradient added (the flow of an array of saved values) is differentiated
+        // only when a gradient reaches its Exit: a higher-order gradient, through the reads of
+        // the saved values, which must flow back into the values written.
         let float_vars: Vec<usize> = (0..shape.vars.len())
             .filter(|&j| {
-                g.dtype(Output::new(shape.vars[j].merge, 0))
-                    .is_differentiable()
-                    && !is_gradient_state(g, shape.vars[j].enter)
+                let v = &shape.vars[j];
+                g.dtype(Output::new(v.merge, 0)).is_differentiable()
+                    && (!is_gradient_state(g, v.enter) || exit_grad(v).is_some())
             })
             .collect();
         let invs: Vec<usize> = (0..shape.invariants.len())
@@ -645,10 +667,7 @@ impl LoopGrads {
         let mut invariants_shapes = vec![Some(Shape::scalar())];
         for &j in &float_vars {
             let v = &shape.vars[j];
-            let grad = v
-                .exit
-                .and_then(|x| exit_grads.iter().find(|e| e.0 == x))
-                .and_then(|e| e.1);
+            let grad = exit_grad(v);
             let merge_out = Output::new(v.merge, 0);
             let init = match grad {
                 Some(d) => d,
@@ -766,120 +785,6 @@ fn zeros_for(g: &mut Graph, o: Output) -> Result<Output> {
         }
     }
     g.zeros_like(o)
-}
-
-/// The gradient source of the current gradient computation: its top `gradients*` scope.
-fn grad_source(g: &Graph) -> String {
-    let scope = g.scoped_name("");
-    scope
-        .split('/')
-        .find(|c| c.starts_with("gradients"))
-        .unwrap_or("gradients")
-        .to_string()
-}
-
-/// Gradients of the TensorArray ops (TensorFlow's `tensor_array_grad.py`): a gradient array per
-/// array and gradient computation; reads and writes swap, stack and unstack swap.
-fn tensor_array_gradient(
-    g: &mut Graph,
-    node: NodeId,
-    out_grads: &[Option<Output>],
-    wanted: &[bool],
-) -> Result<Vec<(Output, Output)>> {
-    let n = g.node(node).clone();
-    let source = grad_source(g);
-    let dy = out_grads.first().copied().flatten();
-    let grad_array = |g: &mut Graph, handle: Output, flow: Output| -> Result<(Output, Output)> {
-        let ga = g
-            .build("TensorArrayGradV3")
-            .input(handle)
-            .input(flow)
-            .attr("source", source.clone())
-            .finish()?;
-        Ok((Output::new(ga, 0), Output::new(ga, 1)))
-    };
-    let mut out = Vec::new();
-    let Some(dy) = dy else {
-        return Ok(out);
-    };
-    match n.op.as_str() {
-        // value = read(h, i, flow): write dvalue at i into the gradient array.
-        "TensorArrayReadV3" if wanted.get(2).copied().unwrap_or(false) => {
-            let (h, i, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
-            let (gh, gf) = grad_array(g, h, flow)?;
-            let w = g
-                .build("TensorArrayWriteV3")
-                .input(gh)
-                .input(i)
-                .input(dy)
-                .input(gf)
-                .finish1()?;
-            out.push((flow, w));
-        }
-        "TensorArrayWriteV3" => {
-            // flow' = write(h, i, v, flow): dv is the gradient array's element i.
-            let (h, i, v, flow) = (n.inputs[0], n.inputs[1], n.inputs[2], n.inputs[3]);
-            if wanted.get(2).copied().unwrap_or(false) {
-                let (gh, gf) = grad_array(g, h, dy)?;
-                let (dt, shape) = (g.dtype(v), g.shape(v).clone());
-                let dv = g
-                    .build("TensorArrayReadV3")
-                    .input(gh)
-                    .input(i)
-                    .input(gf)
-                    .attr("dtype", dt)
-                    .attr("element_shape", shape)
-                    .finish1()?;
-                out.push((v, dv));
-            }
-            if wanted.get(3).copied().unwrap_or(false) {
-                out.push((flow, dy));
-            }
-        }
-        "TensorArrayStackV3" => {
-            let (h, flow) = (n.inputs[0], n.inputs[1]);
-            if wanted.get(1).copied().unwrap_or(false) {
-                let (gh, gf) = grad_array(g, h, flow)?;
-                let f = g
-                    .build("TensorArrayUnstackV3")
-                    .input(gh)
-                    .input(dy)
-                    .input(gf)
-                    .finish1()?;
-                out.push((flow, f));
-            }
-        }
-        "TensorArrayUnstackV3" => {
-            let (h, v, flow) = (n.inputs[0], n.inputs[1], n.inputs[2]);
-            if wanted.get(1).copied().unwrap_or(false) {
-                let (gh, gf) = grad_array(g, h, dy)?;
-                let vt = g.output_type(v).clone();
-                let element = match vt.shape.dims() {
-                    Some(d) if !d.is_empty() => Shape::new(d[1..].to_vec()),
-                    _ => Shape::unknown(),
-                };
-                let num = vt
-                    .shape
-                    .dims()
-                    .and_then(|d| d.first())
-                    .and_then(|d| d.known());
-                let dv = g
-                    .build("TensorArrayStackV3")
-                    .input(gh)
-                    .input(gf)
-                    .attr("dtype", vt.dtype)
-                    .attr("element_shape", element)
-                    .attr("num_elements", num.map_or(-1, |n| n as i64))
-                    .finish1()?;
-                out.push((v, dv));
-            }
-            if wanted.get(2).copied().unwrap_or(false) {
-                out.push((flow, dy));
-            }
-        }
-        _ => {}
-    }
-    Ok(out)
 }
 
 // ---- gradient checkpoints ----------------------------------------------------------------------

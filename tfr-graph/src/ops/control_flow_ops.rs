@@ -668,12 +668,14 @@ pub(crate) fn hoist_depth(g: &Graph, op: &str) -> Option<usize> {
     (d < stack.len() && stateless).then_some(d)
 }
 
-/// The constant value of `o` for shape inference: a `Const`, or a constant that entered a loop
-/// as an invariant (so a shape or axis built inside a loop body stays known statically).
-pub(crate) fn const_for_inference(g: &Graph, mut o: Output) -> Option<&crate::value::TensorValue> {
+/// The constant value behind `o`, for shape functions and gradient rules alike: a `Const`, seen
+/// through `Identity` nodes and the `Enter` of a loop invariant (so an axis, a permutation or a
+/// shape built inside a loop body stays known statically, as it is outside loops).
+pub(crate) fn constant_behind(g: &Graph, mut o: Output) -> Option<&crate::value::TensorValue> {
     loop {
         let n = g.nodes().get(o.node.index())?;
-        if n.op == "Enter" && n.attrs.bool_opt("is_constant") == Some(&true) {
+        let invariant = n.op == "Enter" && n.attrs.bool_opt("is_constant") == Some(&true);
+        if invariant || n.op == "Identity" {
             o = *n.inputs.first()?;
         } else {
             return g.const_value(o);

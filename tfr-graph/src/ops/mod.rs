@@ -15,6 +15,7 @@ pub mod nn_ops;
 pub mod random_ops;
 pub mod sendrecv_ops;
 pub mod state_ops;
+mod tensor_array_grad;
 pub mod training_ops;
 
 use crate::dtype::DType;
