@@ -17,6 +17,13 @@ pub enum GraphError {
         op: String,
         suggestion: Option<String>,
     },
+    /// A builder method's argument is out of range (e.g. does not fit the op's index dtype).
+    #[error("`{builder}`: argument `{arg}`: {message}")]
+    InvalidArgument {
+        builder: String,
+        arg: String,
+        message: String,
+    },
     #[error("no node named `{0}` in the graph")]
     UnknownNode(String),
     #[error("node `{node}` has no output {index} (it has {available})")]

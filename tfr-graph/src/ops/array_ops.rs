@@ -1,5 +1,6 @@
 //! Constants, placeholders and ops that move data without arithmetic.
 
+use super::builder_args::{checked_i32, checked_i32s};
 use super::{from_dtype_shape_attrs, no_outputs, same_as_input, shape_from_tensor};
 use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
@@ -707,8 +708,9 @@ fn infer_reverse(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 
 // ---- builder API ------------------------------------------------------------------------------
 
-fn index_const(g: &mut Graph, v: &[i64]) -> Result<Output> {
-    let data: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+/// An i32 index vector constant for `builder`'s argument `arg`; values must fit an i32.
+fn index_const(g: &mut Graph, builder: &str, arg: &str, v: &[i64]) -> Result<Output> {
+    let data = checked_i32s(builder, arg, v)?;
     g.constant(TensorValue::new(&[data.len()], data).expect("length matches"))
 }
 
@@ -755,18 +757,18 @@ impl Graph {
             .finish()
     }
     pub fn reshape(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
-        let s = index_const(self, shape)?;
+        let s = index_const(self, "reshape", "shape", shape)?;
         self.build("Reshape").input(x).input(s).finish1()
     }
     pub fn reshape_to(&mut self, x: Output, shape: Output) -> Result<Output> {
         self.build("Reshape").input(x).input(shape).finish1()
     }
     pub fn transpose(&mut self, x: Output, perm: &[i64]) -> Result<Output> {
-        let p = index_const(self, perm)?;
+        let p = index_const(self, "transpose", "perm", perm)?;
         self.build("Transpose").input(x).input(p).finish1()
     }
     pub fn expand_dims(&mut self, x: Output, axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("expand_dims", "axis", axis)?)?;
         self.build("ExpandDims").input(x).input(a).finish1()
     }
     pub fn squeeze(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
@@ -776,14 +778,14 @@ impl Graph {
             .finish1()
     }
     pub fn concat(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("concat", "axis", axis)?)?;
         self.build("Concat")
             .inputs(xs.iter().copied())
             .input(a)
             .finish1()
     }
     pub fn split(&mut self, x: Output, num: usize, axis: i64) -> Result<Vec<Output>> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("split", "axis", axis)?)?;
         let id = self
             .build("Split")
             .input(a)
@@ -793,8 +795,8 @@ impl Graph {
         Ok((0..num).map(|i| Output::new(id, i)).collect())
     }
     pub fn slice(&mut self, x: Output, begin: &[i64], size: &[i64]) -> Result<Output> {
-        let b = index_const(self, begin)?;
-        let s = index_const(self, size)?;
+        let b = index_const(self, "slice", "begin", begin)?;
+        let s = index_const(self, "slice", "size", size)?;
         self.build("Slice").input(x).input(b).input(s).finish1()
     }
     pub fn strided_slice(
@@ -805,9 +807,9 @@ impl Graph {
         strides: &[i64],
         masks: StridedSliceMasks,
     ) -> Result<Output> {
-        let b = index_const(self, begin)?;
-        let e = index_const(self, end)?;
-        let s = index_const(self, strides)?;
+        let b = index_const(self, "strided_slice", "begin", begin)?;
+        let e = index_const(self, "strided_slice", "end", end)?;
+        let s = index_const(self, "strided_slice", "strides", strides)?;
         self.build("StridedSlice")
             .input(x)
             .input(b)
@@ -822,17 +824,15 @@ impl Graph {
     }
     /// Pads with zeros (or `value`); `paddings` holds (before, after) per dim.
     pub fn pad(&mut self, x: Output, paddings: &[(i64, i64)], value: f64) -> Result<Output> {
-        let flat: Vec<i32> = paddings
-            .iter()
-            .flat_map(|&(a, b)| [a as i32, b as i32])
-            .collect();
+        let flat: Vec<i64> = paddings.iter().flat_map(|&(a, b)| [a, b]).collect();
+        let flat = checked_i32s("pad", "paddings", &flat)?;
         let p =
             self.constant(TensorValue::new(&[paddings.len(), 2], flat).expect("length matches"))?;
         let v = self.scalar_like(x, value)?;
         self.build("Pad").input(x).input(p).input(v).finish1()
     }
     pub fn tile(&mut self, x: Output, multiples: &[i64]) -> Result<Output> {
-        let m = index_const(self, multiples)?;
+        let m = index_const(self, "tile", "multiples", multiples)?;
         self.build("Tile").input(x).input(m).finish1()
     }
     pub fn stack(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
@@ -851,7 +851,7 @@ impl Graph {
         Ok((0..num).map(|i| Output::new(id, i)).collect())
     }
     pub fn gather(&mut self, params: Output, indices: Output, axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("gather", "axis", axis)?)?;
         self.build("Gather")
             .input(params)
             .input(indices)
@@ -865,7 +865,7 @@ impl Graph {
         on: Output,
         off: Output,
     ) -> Result<Output> {
-        let d = self.scalar(depth as i32)?;
+        let d = self.scalar(checked_i32("one_hot", "depth", depth)?)?;
         self.build("OneHot")
             .input(indices)
             .input(d)
@@ -874,7 +874,7 @@ impl Graph {
             .finish1()
     }
     pub fn fill(&mut self, dims: &[i64], value: Output) -> Result<Output> {
-        let d = index_const(self, dims)?;
+        let d = index_const(self, "fill", "dims", dims)?;
         self.build("Fill").input(d).input(value).finish1()
     }
     pub fn zeros_like(&mut self, x: Output) -> Result<Output> {
@@ -900,11 +900,11 @@ impl Graph {
             .finish1()
     }
     pub fn broadcast_to(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
-        let s = index_const(self, shape)?;
+        let s = index_const(self, "broadcast_to", "shape", shape)?;
         self.build("BroadcastTo").input(x).input(s).finish1()
     }
     pub fn reverse(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
-        let a = index_const(self, axes)?;
+        let a = index_const(self, "reverse", "axes", axes)?;
         self.build("Reverse").input(x).input(a).finish1()
     }
 }

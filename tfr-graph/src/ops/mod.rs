@@ -4,6 +4,7 @@
 
 pub mod array_grad;
 pub mod array_ops;
+mod builder_args;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
