@@ -55,6 +55,19 @@ pub const BINARY_OPS: &[(&str, DTypeSet, bool, &str)] = &[
         false,
         "x - floor(x / y) * y: the sign follows y",
     ),
+    (
+        "TruncateDiv",
+        DTypeSet::NUMERIC,
+        false,
+        "x / y rounded toward zero (C semantics: -7 / 2 = -3)",
+    ),
+    (
+        "TruncateMod",
+        DTypeSet::SIGNED,
+        false,
+        "x - trunc(x / y) * y (C's % and fmod): the sign follows x",
+    ),
+    ("SquaredDifference", DTypeSet::SIGNED, true, "(x - y)^2"),
     ("Pow", DTypeSet::NUMERIC, false, "x ^ y"),
     ("Maximum", DTypeSet::NUMERIC, true, "max(x, y)"),
     ("Minimum", DTypeSet::NUMERIC, true, "min(x, y)"),
@@ -402,7 +415,8 @@ unary_builders! {
 
 binary_builders! {
     add => "Add", sub => "Sub", mul => "Mul", div => "Div", floor_div => "FloorDiv",
-    floor_mod => "FloorMod", pow => "Pow", maximum => "Maximum", minimum => "Minimum",
+    floor_mod => "FloorMod", truncate_div => "TruncateDiv", truncate_mod => "TruncateMod",
+    squared_difference => "SquaredDifference", pow => "Pow", maximum => "Maximum", minimum => "Minimum",
     equal => "Equal", not_equal => "NotEqual", less => "Less", less_equal => "LessEqual",
     greater => "Greater", greater_equal => "GreaterEqual", logical_and => "LogicalAnd",
     logical_or => "LogicalOr",
