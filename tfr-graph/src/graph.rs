@@ -127,7 +127,11 @@ impl Graph {
     pub fn get_node(&self, id: NodeId) -> Result<&Node> {
         self.nodes
             .get(id.index())
-            .ok_or_else(|| GraphError::UnknownNode(format!("#{}", id.0)))
+            .ok_or_else(|| GraphError::NodeNotInGraph {
+                id: id.0,
+                len: self.nodes.len(),
+                context: String::new(),
+            })
     }
     pub fn find(&self, name: &str) -> Option<NodeId> {
         self.by_name.get(name).copied()

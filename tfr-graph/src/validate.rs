@@ -29,10 +29,11 @@ pub(crate) fn topological_order_with(
             .chain(node.control_inputs.iter().copied());
         for src in sources {
             if src.index() >= n {
-                return Err(GraphError::UnknownNode(format!(
-                    "#{} (input of `{}`)",
-                    src.0, node.name
-                )));
+                return Err(GraphError::NodeNotInGraph {
+                    id: src.0,
+                    len: n,
+                    context: format!(" (input of `{}`)", node.name),
+                });
             }
             pending[i] += 1;
             consumers[src.index()].push(i);
