@@ -83,3 +83,31 @@ fn tile_and_broadcast_to_huge_sizes_fail_cleanly() {
     let feeds = [(x, t(&[1], vec![1.0f32])), (s, t(&[2], vec![HUGE, HUGE]))];
     assert_fails(&g, &feeds, y, Code::ResourceExhausted);
 }
+
+#[test]
+fn strided_slice_grad_of_a_huge_shape_fails_cleanly() {
+    let mut g = Graph::new();
+    let shape = dims_placeholder(&mut g, 2);
+    let begin = g.constant_from(&[2], vec![0i64, 0]).unwrap();
+    let end = g.constant_from(&[2], vec![1i64, 1]).unwrap();
+    let strides = g.constant_from(&[2], vec![1i64, 1]).unwrap();
+    let dy = g.constant_from(&[1, 1], vec![1.0f32]).unwrap();
+    let y = g
+        .build("StridedSliceGrad")
+        .input(shape)
+        .input(begin)
+        .input(end)
+        .input(strides)
+        .input(dy)
+        .finish1()
+        .unwrap();
+    // Before the fix: a plain product (overflow panic) and an infallible zero buffer (abort).
+    assert_fails(
+        &g,
+        &[(shape, t(&[2], vec![HUGE, HUGE]))],
+        y,
+        Code::ResourceExhausted,
+    );
+    let e = run_err(&g, &[(shape, t(&[2], vec![HUGE << 20, HUGE << 20]))], y);
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}

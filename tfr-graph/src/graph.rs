@@ -371,7 +371,15 @@ impl Graph {
             attrs,
             const_inputs: &consts,
         };
-        (def.infer)(&ctx).map_err(invalid)
+        let outputs = (def.infer)(&ctx).map_err(invalid)?;
+        // Sizes derived from inputs and attributes stay within TensorFlow's bounds, so no
+        // consumer's inference or kernel overflows on them.
+        for (k, t) in outputs.iter().enumerate() {
+            t.shape
+                .check_bounds()
+                .map_err(|e| invalid(format!("output {k}: {e}")))?;
+        }
+        Ok(outputs)
     }
 }
 

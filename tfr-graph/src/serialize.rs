@@ -4,7 +4,7 @@ use crate::attr::AttrValue;
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, Node, NodeId, Output, TensorType};
 use crate::ops::state_ops::Variable;
-use crate::validate::validate;
+use crate::validate::{reinfer, validate};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -44,6 +44,7 @@ impl Graph {
 
     fn checked(mut g: Graph) -> Result<Graph> {
         g.reindex()?;
+        reinfer(&mut g).map_err(|e| GraphError::Malformed(e.to_string()))?;
         validate(&g).map_err(|e| GraphError::Malformed(e.to_string()))?;
         Ok(g)
     }

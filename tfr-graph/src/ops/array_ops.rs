@@ -1,7 +1,7 @@
 //! Constants, placeholders and ops that move data without arithmetic.
 
 use super::builder_args::{checked_i32, checked_i32s};
-use super::{from_dtype_shape_attrs, no_outputs, same_as_input, shape_from_tensor};
+use super::{from_dtype_shape_attrs, no_outputs, output_count, same_as_input, shape_from_tensor};
 use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
@@ -97,7 +97,11 @@ fn one(dtype: DType, shape: Shape) -> Result<Vec<TensorType>, String> {
 
 fn infer_const(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let v = ctx.attrs.tensor("value")?;
-    if v.shape.iter().product::<usize>() != v.num_elements() {
+    let count = v
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count != Some(v.num_elements()) {
         return Err(format!(
             "value has {} elements but shape {:?}",
             v.num_elements(),
@@ -271,6 +275,7 @@ fn infer_split(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     if num < 1 {
         return Err(format!("num_split must be >= 1, got {num}"));
     }
+    output_count(num, "num_split")?;
     let s = &ctx.input(1).shape;
     let shape = match (s.dims(), ctx.const_ints(0)) {
         (Some(d), Some(a)) => {
@@ -507,11 +512,21 @@ fn infer_pad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dims.len()
         ));
     }
-    let out = dims.iter().enumerate().map(|(i, d)| match d {
-        Dim::Known(n) => Dim::Known(n + (p[2 * i] + p[2 * i + 1]) as usize),
-        _ => Dim::Unknown,
-    });
-    one(dtype, Shape::new(out.collect()))
+    let mut out = Vec::with_capacity(dims.len());
+    for (i, d) in dims.iter().enumerate() {
+        out.push(match d {
+            Dim::Known(n) => {
+                let padded = p[2 * i]
+                    .checked_add(p[2 * i + 1])
+                    .and_then(|pad| usize::try_from(pad).ok())
+                    .and_then(|pad| n.checked_add(pad))
+                    .ok_or_else(|| format!("padding dim {i} of {s} by {p:?} overflows"))?;
+                Dim::Known(padded)
+            }
+            _ => Dim::Unknown,
+        });
+    }
+    one(dtype, Shape::new(out))
 }
 
 fn infer_tile(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -528,15 +543,17 @@ fn infer_tile(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dims.len()
         ));
     }
-    one(
-        ctx.dtype(0),
-        Shape::new(
-            dims.iter()
-                .zip(&m)
-                .map(|(d, &k)| d.mul(&Dim::Known(k as usize)))
-                .collect(),
-        ),
-    )
+    let mut out = Vec::with_capacity(dims.len());
+    for (d, &k) in dims.iter().zip(&m) {
+        out.push(match d {
+            Dim::Known(n) => n
+                .checked_mul(k as usize)
+                .map(Dim::Known)
+                .ok_or_else(|| format!("tiling {s} by {m:?} overflows"))?,
+            d => d.mul(&Dim::Known(k as usize)),
+        });
+    }
+    one(ctx.dtype(0), Shape::new(out))
 }
 
 fn infer_pack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -558,6 +575,7 @@ fn infer_pack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 
 fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let num = *ctx.attrs.int("num")?;
+    let count = output_count(num, "num")?;
     let s = &ctx.input(0).shape;
     let shape = match s.dims() {
         Some(d) => {
@@ -578,7 +596,7 @@ fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dtype: ctx.dtype(0),
             shape
         };
-        num.max(0) as usize
+        count
     ])
 }
 
