@@ -254,7 +254,10 @@ fn process_alive(pid: u32) -> Option<bool> {
 /// temporary, and checkpoints are large. A temporary is stale when the process that wrote it
 /// (its pid is in the name) is gone, or when it has not been modified for
 /// [`STALE_TEMPORARY_AGE`]. One of a live process, this one included (another thread may be
-/// saving now), is left alone until it is that old. Best effort: returns how many went.
+/// saving now), is left alone until it is that old. Limitation: a writer in another pid
+/// namespace (another container sharing the directory) looks dead from here, so directories
+/// written from several containers at once should not share a checkpoint prefix. Best effort:
+/// returns how many went.
 pub fn remove_stale_temporaries(dir: &Path, target_wanted: impl Fn(&str) -> bool) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
