@@ -13,6 +13,8 @@ pub enum Code {
     Unimplemented,
     Internal,
     Cancelled,
+    /// Out of memory (or another exhausted resource, e.g. disk space).
+    ResourceExhausted,
 }
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -94,6 +96,12 @@ impl KernelError {
     pub fn internal(message: impl Into<String>) -> KernelError {
         KernelError {
             code: Code::Internal,
+            message: message.into(),
+        }
+    }
+    pub fn resource_exhausted(message: impl Into<String>) -> KernelError {
+        KernelError {
+            code: Code::ResourceExhausted,
             message: message.into(),
         }
     }

@@ -221,6 +221,7 @@ fn math_cases(rng: &mut Rng) -> Vec<Case> {
     let binary: &[(&'static str, Dist, Dist)] = &[
         ("Add", U, U),
         ("Sub", U, U),
+        ("SquaredDifference", U, U),
         ("Mul", U, U),
         ("Div", U, Dist::AwayFromZero(0.5, 2.0)),
         ("Pow", Dist::Uniform(0.5, 2.0), U),

@@ -224,6 +224,9 @@ binary_tests! {
     binary_floor_div: "FloorDiv" on mixed, nonzero, binary_floor_mod: "FloorMod" on mixed, nonzero,
     binary_pow: "Pow" on positive, mixed, binary_maximum: "Maximum" on mixed, nonzero,
     binary_minimum: "Minimum" on mixed, nonzero,
+    binary_truncate_div: "TruncateDiv" on mixed, nonzero,
+    binary_truncate_mod: "TruncateMod" on mixed, nonzero,
+    binary_squared_difference: "SquaredDifference" on mixed, nonzero,
 }
 
 fn check_reduce(op: &str, x: fn(&[usize]) -> Tensor) {

@@ -17,6 +17,24 @@ pub enum GraphError {
         op: String,
         suggestion: Option<String>,
     },
+    /// A builder method's argument is out of range (e.g. does not fit the op's index dtype).
+    #[error("`{builder}`: argument `{arg}`: {message}")]
+    InvalidArgument {
+        builder: String,
+        arg: String,
+        message: String,
+    },
+    /// A `NodeId` or `Output` beyond this graph's nodes: usually one taken from another graph.
+    #[error(
+        "node id {id} (#{id}) is not in this graph, which has {len} nodes; \
+         the NodeId or Output probably comes from another graph{context}"
+    )]
+    NodeNotInGraph {
+        id: u32,
+        len: usize,
+        /// Where the id was found, e.g. " (input of `y`)"; empty when unknown.
+        context: String,
+    },
     #[error("no node named `{0}` in the graph")]
     UnknownNode(String),
     #[error("node `{node}` has no output {index} (it has {available})")]

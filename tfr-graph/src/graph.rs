@@ -127,7 +127,11 @@ impl Graph {
     pub fn get_node(&self, id: NodeId) -> Result<&Node> {
         self.nodes
             .get(id.index())
-            .ok_or_else(|| GraphError::UnknownNode(format!("#{}", id.0)))
+            .ok_or_else(|| GraphError::NodeNotInGraph {
+                id: id.0,
+                len: self.nodes.len(),
+                context: String::new(),
+            })
     }
     pub fn find(&self, name: &str) -> Option<NodeId> {
         self.by_name.get(name).copied()
@@ -367,7 +371,15 @@ impl Graph {
             attrs,
             const_inputs: &consts,
         };
-        (def.infer)(&ctx).map_err(invalid)
+        let outputs = (def.infer)(&ctx).map_err(invalid)?;
+        // Sizes derived from inputs and attributes stay within TensorFlow's bounds, so no
+        // consumer's inference or kernel overflows on them.
+        for (k, t) in outputs.iter().enumerate() {
+            t.shape
+                .check_bounds()
+                .map_err(|e| invalid(format!("output {k}: {e}")))?;
+        }
+        Ok(outputs)
     }
 }
 

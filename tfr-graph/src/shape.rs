@@ -3,6 +3,13 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The highest rank a shape may have (TensorFlow's limit). Ranks read from inputs (the length
+/// of a shape tensor) are checked against it before anything is allocated for them.
+pub const MAX_RANK: usize = 254;
+
+/// The largest dim and element count of a tensor (TensorFlow counts elements in int64).
+pub const MAX_ELEMENTS: usize = i64::MAX as usize;
+
 /// One dimension of a static shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Dim {
@@ -45,7 +52,7 @@ impl Dim {
     /// Product of two dims (for reshape and flatten inference).
     pub fn mul(&self, other: &Dim) -> Dim {
         match (self, other) {
-            (Dim::Known(a), Dim::Known(b)) => Dim::Known(a * b),
+            (Dim::Known(a), Dim::Known(b)) => a.checked_mul(*b).map_or(Dim::Unknown, Dim::Known),
             (Dim::Known(1), d) | (d, Dim::Known(1)) => d.clone(),
             (Dim::Known(0), _) | (_, Dim::Known(0)) => Dim::Known(0),
             _ => Dim::Unknown,
@@ -116,8 +123,35 @@ impl Shape {
     pub fn is_fully_known(&self) -> bool {
         self.to_known().is_some()
     }
+    /// The element count when every dim is known (`None` too when it overflows).
     pub fn num_elements(&self) -> Option<usize> {
-        self.to_known().map(|d| d.iter().product())
+        self.to_known()?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+
+    /// Checks the rank against [`MAX_RANK`] and the known dims and their product against
+    /// [`MAX_ELEMENTS`], so no later size computation overflows or allocates absurdly.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let Some(dims) = self.dims() else {
+            return Ok(());
+        };
+        if dims.len() > MAX_RANK {
+            return Err(format!(
+                "rank {} exceeds the maximum rank {MAX_RANK}",
+                dims.len()
+            ));
+        }
+        let mut count = 1usize;
+        for d in dims.iter().filter_map(Dim::known) {
+            count = count
+                .checked_mul(d)
+                .filter(|&c| c <= MAX_ELEMENTS && d <= MAX_ELEMENTS)
+                .ok_or_else(|| {
+                    format!("shape {self} has more than {MAX_ELEMENTS} elements (int64's range)")
+                })?;
+        }
+        Ok(())
     }
 
     /// The most precise shape compatible with both, or an error message naming the dims.

@@ -29,10 +29,11 @@ pub(crate) fn topological_order_with(
             .chain(node.control_inputs.iter().copied());
         for src in sources {
             if src.index() >= n {
-                return Err(GraphError::UnknownNode(format!(
-                    "#{} (input of `{}`)",
-                    src.0, node.name
-                )));
+                return Err(GraphError::NodeNotInGraph {
+                    id: src.0,
+                    len: n,
+                    context: format!(" (input of `{}`)", node.name),
+                });
             }
             pending[i] += 1;
             consumers[src.index()].push(i);
@@ -60,6 +61,51 @@ pub(crate) fn topological_order_with(
         return Err(GraphError::Cycle(graph.nodes()[stuck].name.clone()));
     }
     Ok(order)
+}
+
+/// Re-infers every node's output types from the registry, in topological order, so a loaded
+/// graph's stored types are never trusted: each node is inferred from its inputs' checked
+/// types; a stored dtype must equal the inferred one and a stored shape must be compatible
+/// with the inferred shape (it may refine it, as `Graph::refine_output_shape` does) and within
+/// [`Shape::check_bounds`](crate::Shape::check_bounds).
+pub(crate) fn reinfer(graph: &mut Graph) -> Result<()> {
+    for id in topological_order(graph)? {
+        let node = graph.node(id);
+        let (name, op, inputs) = (node.name.clone(), node.op.clone(), node.inputs.clone());
+        let mut attrs = node.attrs.clone();
+        let inferred = graph.infer_node(&name, &op, &inputs, &mut attrs)?;
+        let recorded = &graph.node(id).outputs;
+        let invalid = |message: String| GraphError::InvalidNode {
+            node: name.clone(),
+            op: op.clone(),
+            message,
+        };
+        if inferred.len() != recorded.len() {
+            return Err(invalid(format!(
+                "records {} outputs but its op gives {}",
+                recorded.len(),
+                inferred.len()
+            )));
+        }
+        for (k, (inf, rec)) in inferred.iter().zip(recorded).enumerate() {
+            if inf.dtype != rec.dtype {
+                return Err(invalid(format!(
+                    "recorded output {k} has dtype {} but its inputs give {}",
+                    rec.dtype, inf.dtype
+                )));
+            }
+            inf.shape.merge(&rec.shape).map_err(|e| {
+                invalid(format!(
+                    "recorded output {k} has shape {} but its inputs give {}: {e}",
+                    rec.shape, inf.shape
+                ))
+            })?;
+            rec.shape
+                .check_bounds()
+                .map_err(|e| invalid(format!("recorded output {k}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks every node against the registry (op known, arity, dtypes, attributes, recorded output

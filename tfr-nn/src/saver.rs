@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use tfr_core::kernels::io_ops::write_atomic;
+use tfr_core::kernels::io_ops::{remove_stale_temporaries, write_atomic};
 use tfr_core::{Session, Tensor};
 use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{DType, Graph, GraphError, NodeId, Output, Shape};
@@ -95,7 +95,8 @@ impl Saver {
                 .map(|v| g.read_variable(v))
                 .collect::<tfr_graph::Result<Vec<_>>>()?;
             let save_op = g.save(filename, &names, &values)?;
-            let restored = g.restore(filename, &names, &dtypes)?;
+            let shapes: Vec<Shape> = vars.iter().map(|v| v.shape.clone()).collect();
+            let restored = g.restore_shaped(filename, &names, &dtypes, &shapes)?;
             let assigns = vars
                 .iter()
                 .zip(restored)
@@ -146,6 +147,15 @@ impl Saver {
     pub fn save(&self, session: &Session, dir: impl AsRef<Path>, step: u64) -> Result<PathBuf> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| file_error(dir, format!("cannot create: {e}")))?;
+        // A save killed mid-write leaves its temporary behind; clear those of this saver's
+        // checkpoints (`<basename>-<step>.safetensors`) whose writer is gone.
+        let prefix = format!("{}-", self.basename);
+        remove_stale_temporaries(dir, |target| {
+            target
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".safetensors"))
+                .is_some_and(|step| step.parse::<u64>().is_ok())
+        });
         let file = format!("{}-{step}.safetensors", self.basename);
         let path = dir.join(&file);
         let name = Tensor::scalar(path.to_string_lossy().into_owned());

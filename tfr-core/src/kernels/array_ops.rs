@@ -8,7 +8,8 @@
 //! without copying.
 
 use super::cwise_ops::cast_tensor;
-use crate::error::{Code, KResult, KernelError};
+use super::output_alloc::{alloc, num_elements};
+use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::Numeric;
 use crate::tensor::{Dims, Tensor};
@@ -43,28 +44,6 @@ fn strides_of(shape: &[usize]) -> SmallVec<[usize; 8]> {
         s[i] = s[i + 1] * shape[i + 1];
     }
     s
-}
-
-/// The element count of a shape, or an error when it overflows.
-fn num_elements(shape: &[usize]) -> KResult<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| invalid(format!("shape {shape:?} has too many elements")))
-}
-
-/// An empty vector with room for `n` elements; an error instead of an abort when the
-/// allocation fails (output sizes come from user data).
-fn alloc<T>(n: usize) -> KResult<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| KernelError {
-        code: Code::Internal,
-        message: format!(
-            "out of memory allocating {n} elements of {} bytes",
-            std::mem::size_of::<T>()
-        ),
-    })?;
-    Ok(v)
 }
 
 fn from_vec<T: Element>(shape: &[usize], v: Vec<T>) -> Tensor {

@@ -258,6 +258,17 @@ fn floor_div<T: Numeric>(a: T, b: T) -> T {
     }
 }
 
+/// Integers: C's `/`. Floats: the quotient in `T`'s precision, then truncated (as TensorFlow's
+/// float `TruncateDiv`).
+#[inline(always)]
+fn truncate_div<T: Numeric>(a: T, b: T) -> T {
+    if T::IS_FLOAT {
+        T::from_f64(a.div(b).to_f64().trunc())
+    } else {
+        a.div(b)
+    }
+}
+
 #[inline(always)]
 fn floor_mod<T: Numeric>(a: T, b: T) -> T {
     let r = a.rem(b);
@@ -410,6 +421,15 @@ pub fn register(r: &mut KernelRegistry) {
     numeric_binary!(r, "FloorMod", nonzero_divisor_kernel, |a, b| floor_mod(
         a, b
     ));
+    numeric_binary!(r, "TruncateDiv", nonzero_divisor_kernel, |a, b| {
+        truncate_div(a, b)
+    });
+    // Numeric::rem is C's `%` for integers and `fmod` for floats, TruncateMod's definition.
+    numeric_binary!(r, "TruncateMod", nonzero_divisor_kernel, |a, b| a.rem(b));
+    numeric_binary!(r, "SquaredDifference", zip_kernel, |a, b| {
+        let d = a.sub(b);
+        d.mul(d)
+    });
     numeric_binary!(r, "Maximum", zip_kernel, |a, b| maximum(a, b));
     numeric_binary!(r, "Minimum", zip_kernel, |a, b| minimum(a, b));
     r.cpu("Pow", DTypeSet::NUMERIC, float_pow_fast);

@@ -196,7 +196,7 @@ fn strided_slice_grad_typed<T: Element>(masks: StridedSliceMasks) -> Box<dyn OpK
                 dy.shape()
             )));
         }
-        let mut buf = Buffer::zeros(T::DTYPE, shape.iter().product());
+        let mut buf = super::output_alloc::zeros(T::DTYPE, &shape)?;
         let out =
             T::vec_mut(&mut buf).ok_or_else(|| KernelError::internal("buffer dtype mismatch"))?;
         let src = dy.as_slice::<T>()?;

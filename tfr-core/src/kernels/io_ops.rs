@@ -17,7 +17,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tfr_graph::{bf16, f16, Buffer, DType, DTypeSet};
+use tfr_graph::ops::data_flow_ops::decode_shapes;
+use tfr_graph::{bf16, f16, Buffer, DType, DTypeSet, Shape};
 
 /// The largest header accepted when reading (the safetensors limit).
 const MAX_HEADER: u64 = 100 << 20;
@@ -104,6 +105,9 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> KernelError {
         code: match e.kind() {
             std::io::ErrorKind::NotFound => Code::NotFound,
             std::io::ErrorKind::PermissionDenied => Code::FailedPrecondition,
+            std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::StorageFull => {
+                Code::ResourceExhausted
+            }
             _ => Code::Internal,
         },
         message: format!("{what} `{}`: {e}", path.display()),
@@ -191,6 +195,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> KResult {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
+    remove_stale_temporaries(&dir, |target| target == file_name);
     let tmp = dir.join(format!(
         ".{file_name}.tmp-{}-{nanos}-{}",
         std::process::id(),
@@ -215,6 +220,68 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> KResult {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A temporary older than this is stale even when a process of its pid is alive: a live write
+/// touches its file continuously and renames it right after a sync, so it never sits an hour
+/// unmodified. The age rule covers systems without `/proc` and pids reused by another process.
+const STALE_TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The target file name and writer pid of a temporary `.{target}.tmp-{pid}-{nanos}-{counter}`
+/// made by [`write_atomic`].
+fn parse_temporary(name: &str) -> Option<(&str, u32)> {
+    let (target, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let parts: Vec<&str> = tail.split('-').collect();
+    let [pid, nanos, counter] = parts[..] else {
+        return None;
+    };
+    (nanos.parse::<u64>().is_ok() && counter.parse::<u64>().is_ok())
+        .then_some(())
+        .and(pid.parse().ok())
+        .map(|pid| (target, pid))
+}
+
+/// Whether process `pid` runs (`None`: cannot tell, no `/proc`).
+fn process_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes the temporaries [`write_atomic`] left in `dir` for targets that `target_wanted`
+/// accepts, once stale: a write killed mid-way (crash, SIGKILL) never renames or removes its
+/// temporary, and checkpoints are large. A temporary is stale when the process that wrote it
+/// (its pid is in the name) is gone, or when it has not been modified for
+/// [`STALE_TEMPORARY_AGE`]. One of a live process, this one included (another thread may be
+/// saving now), is left alone until it is that old. Limitation: a writer in another pid
+/// namespace (another container sharing the directory) looks dead from here, so directories
+/// written from several containers at once should not share a checkpoint prefix. Best effort:
+/// returns how many went.
+pub fn remove_stale_temporaries(dir: &Path, target_wanted: impl Fn(&str) -> bool) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((target, pid)) = name.to_str().and_then(parse_temporary) else {
+            continue;
+        };
+        if !target_wanted(target) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMPORARY_AGE);
+        if (old || process_alive(pid) == Some(false)) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Saves named tensors to the safetensors file `path`, atomically.
@@ -459,6 +526,10 @@ fn save_kernel(_: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
 
 fn restore_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     let dtypes = init.attrs.dtypes("dtypes")?.clone();
+    let shapes = match init.attrs.get("shapes") {
+        Some(_) => decode_shapes(init.attrs.ints("shapes")?, dtypes.len())?,
+        None => vec![Shape::unknown(); dtypes.len()],
+    };
     Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
         let path = filename(ctx)?;
         let names = strings(ctx, 1, "tensor_names")?;
@@ -470,8 +541,16 @@ fn restore_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
             )));
         }
         let ckpt = Checkpoint::open(&path)?;
-        for (name, &dtype) in names.iter().zip(&dtypes) {
+        for ((name, &dtype), expected) in names.iter().zip(&dtypes).zip(&shapes) {
             let t = ckpt.tensor(name, Some(dtype))?;
+            if !expected.accepts(t.shape()) {
+                return Err(KernelError::invalid(format!(
+                    "checkpoint `{}`: tensor `{name}` has shape {:?} in the file, but the \
+                     restore expects shape {expected}",
+                    path.display(),
+                    t.shape()
+                )));
+            }
             ctx.set_output(t);
         }
         Ok(())

@@ -11,6 +11,7 @@ pub mod grad_ops;
 pub mod io_ops;
 pub mod matmul_op;
 pub mod nn_ops;
+pub mod output_alloc;
 pub mod random_ops;
 pub mod reduction_ops;
 pub mod sendrecv_ops;

@@ -11,6 +11,7 @@
 //! an atomic: each call reserves the blocks it needs with one `fetch_add`, so concurrent steps
 //! never reuse numbers (and a call that needs more, a rare truncated-normal tail, reserves more).
 
+use super::output_alloc::alloc;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::tensor::Tensor;
@@ -246,14 +247,6 @@ fn output_shape(ctx: &KernelContext<'_>) -> KResult<(Vec<usize>, usize)> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| KernelError::invalid(format!("shape {dims:?} has too many elements")))?;
     Ok((shape, n))
-}
-
-fn alloc<T>(n: usize) -> KResult<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        KernelError::internal(format!("out of memory allocating {n} random values"))
-    })?;
-    Ok(v)
 }
 
 /// `n` draws of `dist` from `stream`.

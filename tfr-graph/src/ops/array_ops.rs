@@ -1,6 +1,7 @@
 //! Constants, placeholders and ops that move data without arithmetic.
 
-use super::{from_dtype_shape_attrs, no_outputs, same_as_input, shape_from_tensor};
+use super::builder_args::{checked_i32, checked_i32s};
+use super::{from_dtype_shape_attrs, no_outputs, output_count, same_as_input, shape_from_tensor};
 use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
@@ -96,7 +97,11 @@ fn one(dtype: DType, shape: Shape) -> Result<Vec<TensorType>, String> {
 
 fn infer_const(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let v = ctx.attrs.tensor("value")?;
-    if v.shape.iter().product::<usize>() != v.num_elements() {
+    let count = v
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count != Some(v.num_elements()) {
         return Err(format!(
             "value has {} elements but shape {:?}",
             v.num_elements(),
@@ -270,6 +275,7 @@ fn infer_split(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     if num < 1 {
         return Err(format!("num_split must be >= 1, got {num}"));
     }
+    output_count(num, "num_split")?;
     let s = &ctx.input(1).shape;
     let shape = match (s.dims(), ctx.const_ints(0)) {
         (Some(d), Some(a)) => {
@@ -506,11 +512,21 @@ fn infer_pad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dims.len()
         ));
     }
-    let out = dims.iter().enumerate().map(|(i, d)| match d {
-        Dim::Known(n) => Dim::Known(n + (p[2 * i] + p[2 * i + 1]) as usize),
-        _ => Dim::Unknown,
-    });
-    one(dtype, Shape::new(out.collect()))
+    let mut out = Vec::with_capacity(dims.len());
+    for (i, d) in dims.iter().enumerate() {
+        out.push(match d {
+            Dim::Known(n) => {
+                let padded = p[2 * i]
+                    .checked_add(p[2 * i + 1])
+                    .and_then(|pad| usize::try_from(pad).ok())
+                    .and_then(|pad| n.checked_add(pad))
+                    .ok_or_else(|| format!("padding dim {i} of {s} by {p:?} overflows"))?;
+                Dim::Known(padded)
+            }
+            _ => Dim::Unknown,
+        });
+    }
+    one(dtype, Shape::new(out))
 }
 
 fn infer_tile(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -527,15 +543,17 @@ fn infer_tile(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dims.len()
         ));
     }
-    one(
-        ctx.dtype(0),
-        Shape::new(
-            dims.iter()
-                .zip(&m)
-                .map(|(d, &k)| d.mul(&Dim::Known(k as usize)))
-                .collect(),
-        ),
-    )
+    let mut out = Vec::with_capacity(dims.len());
+    for (d, &k) in dims.iter().zip(&m) {
+        out.push(match d {
+            Dim::Known(n) => n
+                .checked_mul(k as usize)
+                .map(Dim::Known)
+                .ok_or_else(|| format!("tiling {s} by {m:?} overflows"))?,
+            d => d.mul(&Dim::Known(k as usize)),
+        });
+    }
+    one(ctx.dtype(0), Shape::new(out))
 }
 
 fn infer_pack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -557,6 +575,7 @@ fn infer_pack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 
 fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let num = *ctx.attrs.int("num")?;
+    let count = output_count(num, "num")?;
     let s = &ctx.input(0).shape;
     let shape = match s.dims() {
         Some(d) => {
@@ -577,7 +596,7 @@ fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             dtype: ctx.dtype(0),
             shape
         };
-        num.max(0) as usize
+        count
     ])
 }
 
@@ -707,8 +726,9 @@ fn infer_reverse(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 
 // ---- builder API ------------------------------------------------------------------------------
 
-fn index_const(g: &mut Graph, v: &[i64]) -> Result<Output> {
-    let data: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+/// An i32 index vector constant for `builder`'s argument `arg`; values must fit an i32.
+fn index_const(g: &mut Graph, builder: &str, arg: &str, v: &[i64]) -> Result<Output> {
+    let data = checked_i32s(builder, arg, v)?;
     g.constant(TensorValue::new(&[data.len()], data).expect("length matches"))
 }
 
@@ -755,18 +775,18 @@ impl Graph {
             .finish()
     }
     pub fn reshape(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
-        let s = index_const(self, shape)?;
+        let s = index_const(self, "reshape", "shape", shape)?;
         self.build("Reshape").input(x).input(s).finish1()
     }
     pub fn reshape_to(&mut self, x: Output, shape: Output) -> Result<Output> {
         self.build("Reshape").input(x).input(shape).finish1()
     }
     pub fn transpose(&mut self, x: Output, perm: &[i64]) -> Result<Output> {
-        let p = index_const(self, perm)?;
+        let p = index_const(self, "transpose", "perm", perm)?;
         self.build("Transpose").input(x).input(p).finish1()
     }
     pub fn expand_dims(&mut self, x: Output, axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("expand_dims", "axis", axis)?)?;
         self.build("ExpandDims").input(x).input(a).finish1()
     }
     pub fn squeeze(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
@@ -776,14 +796,14 @@ impl Graph {
             .finish1()
     }
     pub fn concat(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("concat", "axis", axis)?)?;
         self.build("Concat")
             .inputs(xs.iter().copied())
             .input(a)
             .finish1()
     }
     pub fn split(&mut self, x: Output, num: usize, axis: i64) -> Result<Vec<Output>> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("split", "axis", axis)?)?;
         let id = self
             .build("Split")
             .input(a)
@@ -793,8 +813,8 @@ impl Graph {
         Ok((0..num).map(|i| Output::new(id, i)).collect())
     }
     pub fn slice(&mut self, x: Output, begin: &[i64], size: &[i64]) -> Result<Output> {
-        let b = index_const(self, begin)?;
-        let s = index_const(self, size)?;
+        let b = index_const(self, "slice", "begin", begin)?;
+        let s = index_const(self, "slice", "size", size)?;
         self.build("Slice").input(x).input(b).input(s).finish1()
     }
     pub fn strided_slice(
@@ -805,9 +825,9 @@ impl Graph {
         strides: &[i64],
         masks: StridedSliceMasks,
     ) -> Result<Output> {
-        let b = index_const(self, begin)?;
-        let e = index_const(self, end)?;
-        let s = index_const(self, strides)?;
+        let b = index_const(self, "strided_slice", "begin", begin)?;
+        let e = index_const(self, "strided_slice", "end", end)?;
+        let s = index_const(self, "strided_slice", "strides", strides)?;
         self.build("StridedSlice")
             .input(x)
             .input(b)
@@ -822,17 +842,15 @@ impl Graph {
     }
     /// Pads with zeros (or `value`); `paddings` holds (before, after) per dim.
     pub fn pad(&mut self, x: Output, paddings: &[(i64, i64)], value: f64) -> Result<Output> {
-        let flat: Vec<i32> = paddings
-            .iter()
-            .flat_map(|&(a, b)| [a as i32, b as i32])
-            .collect();
+        let flat: Vec<i64> = paddings.iter().flat_map(|&(a, b)| [a, b]).collect();
+        let flat = checked_i32s("pad", "paddings", &flat)?;
         let p =
             self.constant(TensorValue::new(&[paddings.len(), 2], flat).expect("length matches"))?;
         let v = self.scalar_like(x, value)?;
         self.build("Pad").input(x).input(p).input(v).finish1()
     }
     pub fn tile(&mut self, x: Output, multiples: &[i64]) -> Result<Output> {
-        let m = index_const(self, multiples)?;
+        let m = index_const(self, "tile", "multiples", multiples)?;
         self.build("Tile").input(x).input(m).finish1()
     }
     pub fn stack(&mut self, xs: &[Output], axis: i64) -> Result<Output> {
@@ -851,7 +869,7 @@ impl Graph {
         Ok((0..num).map(|i| Output::new(id, i)).collect())
     }
     pub fn gather(&mut self, params: Output, indices: Output, axis: i64) -> Result<Output> {
-        let a = self.scalar(axis as i32)?;
+        let a = self.scalar(checked_i32("gather", "axis", axis)?)?;
         self.build("Gather")
             .input(params)
             .input(indices)
@@ -865,7 +883,7 @@ impl Graph {
         on: Output,
         off: Output,
     ) -> Result<Output> {
-        let d = self.scalar(depth as i32)?;
+        let d = self.scalar(checked_i32("one_hot", "depth", depth)?)?;
         self.build("OneHot")
             .input(indices)
             .input(d)
@@ -874,7 +892,7 @@ impl Graph {
             .finish1()
     }
     pub fn fill(&mut self, dims: &[i64], value: Output) -> Result<Output> {
-        let d = index_const(self, dims)?;
+        let d = index_const(self, "fill", "dims", dims)?;
         self.build("Fill").input(d).input(value).finish1()
     }
     pub fn zeros_like(&mut self, x: Output) -> Result<Output> {
@@ -900,11 +918,11 @@ impl Graph {
             .finish1()
     }
     pub fn broadcast_to(&mut self, x: Output, shape: &[i64]) -> Result<Output> {
-        let s = index_const(self, shape)?;
+        let s = index_const(self, "broadcast_to", "shape", shape)?;
         self.build("BroadcastTo").input(x).input(s).finish1()
     }
     pub fn reverse(&mut self, x: Output, axes: &[i64]) -> Result<Output> {
-        let a = index_const(self, axes)?;
+        let a = index_const(self, "reverse", "axes", axes)?;
         self.build("Reverse").input(x).input(a).finish1()
     }
 }

@@ -429,7 +429,14 @@ impl Graph {
 
     /// Dequeues `n` elements, each component stacked along a new dimension 0 of size `n`.
     pub fn queue_dequeue_many(&mut self, q: &Queue, n: usize) -> Result<Vec<Output>> {
-        let n = self.constant_from(&[], vec![n as i32])?;
+        let n = self.constant_from(
+            &[],
+            vec![super::builder_args::checked_i32(
+                "queue_dequeue_many",
+                "n",
+                n,
+            )?],
+        )?;
         let node = self
             .build("QueueDequeueMany")
             .input(q.handle)

@@ -8,6 +8,7 @@ use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
 use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::op_def::{InferCtx, OpDef};
+use crate::ops::data_flow_ops::{decode_shapes, encode_shapes};
 use crate::shape::{Dim, Shape};
 use crate::value::{Buffer, TensorValue};
 
@@ -29,6 +30,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .input("tensor_names", DTypeSet::RESOURCE)
             .output("tensors")
             .attr("dtypes", AttrKind::DTypes)
+            // The shapes expected ([`encode_shapes`]; empty: unchecked), checked against the
+            // file so a mismatch names the file, the tensor and both shapes.
+            .attr_default("shapes", AttrKind::Ints, Vec::<i64>::new())
             .stateful()
             .no_gradient(),
     ]
@@ -67,9 +71,18 @@ fn infer_restore(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, Str
         return Err(format!("cannot restore a {t} tensor"));
     }
     check_scalar_and_names(ctx, dtypes.len())?;
+    let shapes = decode_shapes(ctx.attrs.ints("shapes")?, dtypes.len())?;
+    if shapes.len() != dtypes.len() {
+        return Err(format!(
+            "{} shapes for {} dtypes",
+            shapes.len(),
+            dtypes.len()
+        ));
+    }
     Ok(dtypes
         .iter()
-        .map(|&t| TensorType::new(t, Shape::unknown()))
+        .zip(shapes)
+        .map(|(&t, s)| TensorType::new(t, s))
         .collect())
 }
 
@@ -100,12 +113,26 @@ impl Graph {
         names: &[&str],
         dtypes: &[DType],
     ) -> Result<Vec<Output>> {
+        self.restore_shaped(filename, names, dtypes, &[])
+    }
+
+    /// [`Graph::restore`] of tensors expected to have `shapes` (one per name; empty: any):
+    /// a tensor of another shape in the file is an error naming the file, the tensor and both
+    /// shapes.
+    pub fn restore_shaped(
+        &mut self,
+        filename: Output,
+        names: &[&str],
+        dtypes: &[DType],
+        shapes: &[Shape],
+    ) -> Result<Vec<Output>> {
         let names = self.string_constant(names)?;
         let node = self
             .build("Restore")
             .input(filename)
             .input(names)
             .attr("dtypes", dtypes.to_vec())
+            .attr("shapes", encode_shapes(shapes))
             .finish()?;
         Ok((0..dtypes.len()).map(|i| Output::new(node, i)).collect())
     }

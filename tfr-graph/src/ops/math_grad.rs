@@ -40,12 +40,15 @@ pub fn gradients() -> Vec<(&'static str, Gradient)> {
         ("Sub", Rule(sub_grad)),
         ("Mul", Rule(mul_grad)),
         ("Div", Rule(div_grad)),
+        ("SquaredDifference", Rule(squared_difference_grad)),
         ("Pow", Rule(pow_grad)),
         ("Maximum", Rule(maximum_grad)),
         ("Minimum", Rule(minimum_grad)),
         // Integer-valued results: piecewise constant.
         ("FloorDiv", No),
         ("FloorMod", No),
+        ("TruncateDiv", No),
+        ("TruncateMod", No),
         ("LogicalAnd", No),
         ("LogicalOr", No),
         ("LogicalNot", No),
@@ -253,6 +256,18 @@ fn div_grad(ctx: &mut GradCtx<'_>) -> Grads {
             g.mul(dy, b)
         }],
     )
+}
+
+fn squared_difference_grad(ctx: &mut GradCtx<'_>) -> Grads {
+    // As TensorFlow: dx = 2 (x - y) dy and the negation for y, each summed over its broadcast
+    // dims.
+    let (x, y, dy) = (ctx.input(0)?, ctx.input(1)?, ctx.dy()?);
+    let g = &mut *ctx.graph;
+    let two = g.scalar_like(x, 2.0)?;
+    let diff = g.sub(x, y)?;
+    let scaled = g.mul(two, diff)?;
+    let dx = g.mul(scaled, dy)?;
+    broadcast_grads(ctx, [&|_, _| Ok(dx), &|g, _| g.neg(dx)])
 }
 
 fn pow_grad(ctx: &mut GradCtx<'_>) -> Grads {

@@ -1,5 +1,6 @@
 //! Elementwise math, comparisons, reductions and matrix products.
 
+use super::builder_args::{checked_i32, checked_i32s, checked_int_literal};
 use super::{broadcast_binary, broadcast_compare, reduced_shape, reduction_axes, same_as_input};
 use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
@@ -54,6 +55,19 @@ pub const BINARY_OPS: &[(&str, DTypeSet, bool, &str)] = &[
         false,
         "x - floor(x / y) * y: the sign follows y",
     ),
+    (
+        "TruncateDiv",
+        DTypeSet::NUMERIC,
+        false,
+        "x / y rounded toward zero (C semantics: -7 / 2 = -3)",
+    ),
+    (
+        "TruncateMod",
+        DTypeSet::SIGNED,
+        false,
+        "x - trunc(x / y) * y (C's % and fmod): the sign follows x",
+    ),
+    ("SquaredDifference", DTypeSet::SIGNED, true, "(x - y)^2"),
     ("Pow", DTypeSet::NUMERIC, false, "x ^ y"),
     ("Maximum", DTypeSet::NUMERIC, true, "max(x, y)"),
     ("Minimum", DTypeSet::NUMERIC, true, "min(x, y)"),
@@ -401,7 +415,8 @@ unary_builders! {
 
 binary_builders! {
     add => "Add", sub => "Sub", mul => "Mul", div => "Div", floor_div => "FloorDiv",
-    floor_mod => "FloorMod", pow => "Pow", maximum => "Maximum", minimum => "Minimum",
+    floor_mod => "FloorMod", truncate_div => "TruncateDiv", truncate_mod => "TruncateMod",
+    squared_difference => "SquaredDifference", pow => "Pow", maximum => "Maximum", minimum => "Minimum",
     equal => "Equal", not_equal => "NotEqual", less => "Less", less_equal => "LessEqual",
     greater => "Greater", greater_equal => "GreaterEqual", logical_and => "LogicalAnd",
     logical_or => "LogicalOr",
@@ -417,9 +432,9 @@ impl Graph {
     /// A constant axis list for a reduction of `x`: `axes`, or every axis of `x` when `None`.
     pub fn axes_const(&mut self, x: Output, axes: Option<&[i64]>) -> Result<Output> {
         let list: Vec<i32> = match axes {
-            Some(a) => a.iter().map(|&v| v as i32).collect(),
+            Some(a) => checked_i32s("axes_const", "axes", a)?,
             None => match self.shape(x).rank() {
-                Some(r) => (0..r as i32).collect(),
+                Some(r) => (0..checked_i32("axes_const", "rank", r)?).collect(),
                 None => {
                     let r = self.rank(x)?;
                     let zero = self.scalar(0i32)?;
@@ -501,9 +516,19 @@ impl Graph {
         let value = match self.dtype(like) {
             DType::F32 => TensorValue::scalar(v as f32),
             DType::F64 => TensorValue::scalar(v),
-            DType::I32 => TensorValue::scalar(v as i32),
-            DType::I64 => TensorValue::scalar(v as i64),
-            DType::U8 => TensorValue::scalar(v as u8),
+            DType::I32 => {
+                let range = (i32::MIN as f64, i32::MAX as f64);
+                TensorValue::scalar(checked_int_literal("scalar_like", "v", v, range)? as i32)
+            }
+            DType::I64 => {
+                // i64::MAX as f64 rounds up to 2^63, which does not fit: stop just below it.
+                let range = (i64::MIN as f64, (i64::MAX as f64).next_down());
+                TensorValue::scalar(checked_int_literal("scalar_like", "v", v, range)? as i64)
+            }
+            DType::U8 => {
+                let range = (0.0, u8::MAX as f64);
+                TensorValue::scalar(checked_int_literal("scalar_like", "v", v, range)? as u8)
+            }
             DType::Bool => TensorValue::scalar(v != 0.0),
             other => {
                 return Err(crate::error::GraphError::InvalidNode {

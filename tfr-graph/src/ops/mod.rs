@@ -4,6 +4,7 @@
 
 pub mod array_grad;
 pub mod array_ops;
+mod builder_args;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
@@ -21,7 +22,19 @@ pub mod training_ops;
 use crate::dtype::DType;
 use crate::graph::TensorType;
 use crate::op_def::{normalize_axis, InferCtx, OpDef};
-use crate::shape::{Dim, Shape};
+use crate::shape::{Dim, Shape, MAX_RANK};
+
+/// The most outputs one node may have (`Split`'s `num_split`, `Unpack`'s `num`): counts read
+/// from attributes are bounded before a type is allocated per output.
+pub const MAX_NODE_OUTPUTS: usize = 1 << 20;
+
+/// `count` checked against [`MAX_NODE_OUTPUTS`] (`what` names the attribute).
+pub fn output_count(count: i64, what: &str) -> Result<usize, String> {
+    usize::try_from(count)
+        .ok()
+        .filter(|&n| n <= MAX_NODE_OUTPUTS)
+        .ok_or_else(|| format!("{what} = {count} is outside [0, {MAX_NODE_OUTPUTS}]"))
+}
 
 /// Every op definition of every family, with the gradient rules of each family's
 /// `<family>_grad.rs` table attached.
@@ -99,6 +112,15 @@ pub fn from_dtype_shape_attrs(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, Str
 /// The shape described by a 1-D integer input (a shape tensor) when it is a graph constant;
 /// otherwise a shape of known rank (from the shape tensor's length) with unknown dims.
 pub fn shape_from_tensor(ctx: &InferCtx<'_>, i: usize) -> Result<Shape, String> {
+    // The rank comes from the shape tensor's length: bound it before allocating that many dims
+    // (a placeholder of shape [4294967295] would otherwise ask for ~100 GB here).
+    if let Dim::Known(n) = ctx.input(i).shape.dim(0) {
+        if n > MAX_RANK {
+            return Err(format!(
+                "a shape tensor of {n} elements describes a rank above the maximum {MAX_RANK}"
+            ));
+        }
+    }
     if let Some(v) = ctx.const_ints(i) {
         let dims = v
             .iter()
@@ -108,7 +130,9 @@ pub fn shape_from_tensor(ctx: &InferCtx<'_>, i: usize) -> Result<Shape, String> 
                 d => Err(format!("shape has a negative dim {d}")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Shape::new(dims));
+        let shape = Shape::new(dims);
+        shape.check_bounds()?;
+        return Ok(shape);
     }
     Ok(match ctx.input(i).shape.dim(0) {
         Dim::Known(n) => Shape::unknown_dims(n),

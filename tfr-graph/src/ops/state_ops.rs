@@ -163,8 +163,21 @@ impl Graph {
     /// A `NoOp` that runs every variable's initializer.
     pub fn global_variables_initializer(&mut self) -> Result<NodeId> {
         let inits: Vec<NodeId> = self.variables.iter().map(|v| v.initializer).collect();
+        // Calling it again returns the existing `init` while it still covers every variable;
+        // otherwise a new one takes the next free name (`init_1`, ...), as TensorFlow
+        // uniquifies.
+        let mut name = "init".to_string();
+        let mut k = 0;
+        while let Some(id) = self.find(&self.scoped_name(&name)) {
+            let existing = self.node(id);
+            if existing.op == "NoOp" && inits.iter().all(|i| existing.control_inputs.contains(i)) {
+                return Ok(id);
+            }
+            k += 1;
+            name = format!("init_{k}");
+        }
         self.build("NoOp")
-            .name("init")
+            .name(&name)
             .control_inputs(inits)
             .finish()
     }
