@@ -66,6 +66,7 @@ pub struct Executable {
     parallel: bool,
     /// For graphs with control flow or TensorArrays: the frame-aware program that runs them.
     cf: Option<CfProgram>,
+    cf_stats: CfCounters,
 }
 
 /// Builds a kernel for one node on the CPU.
@@ -230,6 +231,7 @@ impl Executable {
                 && (expensive >= 2 || has_cf && expensive >= 1)
                 && !runs_on_caller(g),
             cf,
+            cf_stats: CfCounters::default(),
         })
     }
 
@@ -328,6 +330,12 @@ impl Executable {
             ));
         }
         Ok(())
+    }
+
+    /// The control-flow machine's counts over this executable's steps (zero without control
+    /// flow): frame instances, iterations and peak state, for checking how work scales.
+    pub fn control_flow_stats(&self) -> ControlFlowStats {
+        self.cf_stats.snapshot()
     }
 
     /// Runs one step with `feeds` in signature order; returns the fetched values.
@@ -534,9 +542,12 @@ pub fn is_arg(node: &Node) -> bool {
 // The static program is in `executor/cf_program.rs`, one step's machine in `executor/frames.rs`.
 
 mod cf_program;
+mod cf_stats;
 mod frames;
 
 use cf_program::{CfKind, CfNode, CfProgram, FrameTemplate};
+use cf_stats::CfCounters;
+pub use cf_stats::ControlFlowStats;
 use frames::{Entry, FastCtx, IterState, Machine, Task};
 
 /// A node made ready, with its inputs taken (parallel machine).
@@ -710,6 +721,7 @@ impl Executable {
                 }
             }
         }
+        self.cf_stats.record(&m.counts, m.frames.len());
         Self::cf_fetch(prog, m.fetched)
     }
 
@@ -749,6 +761,7 @@ impl Executable {
             return Err(e);
         }
         let m = sh.machine.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.cf_stats.record(&m.counts, m.frames.len());
         Self::cf_fetch(prog, m.fetched)
     }
 
@@ -1340,7 +1353,9 @@ impl Machine<'_> {
                 .map(|v| v.as_ref().and_then(Tensor::as_scalar))
                 .collect();
             if let Some(mut regs) = regs {
-                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut iter)?;
+                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut iter);
+                self.counts.iterations += iter;
+                let done = done?;
                 let scalars = regs[..vars.len()].iter().copied();
                 if done {
                     return Ok(Some(
@@ -1433,6 +1448,7 @@ impl Machine<'_> {
                 }
             }
             iter += 1;
+            self.counts.iterations += 1;
         }
     }
 }

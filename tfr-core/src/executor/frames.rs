@@ -14,13 +14,15 @@
 // - a node whose pending count reaches 0 runs, unless an input is dead: then it produces dead
 //   outputs without running. A Switch sends its input to one output and a dead value to the
 //   other; a Merge runs on its first live input and is dead only when all are; a dead value
-//   reaching a NextIteration or an Exit is dropped (a frame's Exits that never saw a live
-//   value send dead values to the parent when the frame finishes);
+//   reaching an Exit is dropped (a frame's Exits that never saw a live value send dead values
+//   to the parent when the frame finishes); a dead NextIteration starts no iteration, but
+//   reaches the next one when a live value starts it (so its Merge is dead, not waiting);
 // - an iteration is done when nothing in it is ready or running, no child frame is open, the
 //   iteration before it is done and (iteration 0) every Enter of the frame has fired; a frame
 //   is done when all its iterations are.
 
 use super::cf_program::{CfKind, CfProgram, Edge, CONTROL, FETCH};
+use super::cf_stats::StepCounts;
 use super::{forward_compute, Executable};
 use crate::error::Error;
 use crate::kernels::control_flow_ops::TensorArrays;
@@ -65,6 +67,9 @@ pub(super) struct FrameInst {
     pub(super) pending_enters: u32,
     /// NextIteration values waiting for room under `parallel_iterations`.
     pub(super) deferred: Vec<(u32, Tensor)>,
+    /// NextIteration nodes of the newest iteration that sent a dead value: given to the next
+    /// iteration if a live value starts it, dropped if none does.
+    pub(super) dead_next: Vec<u32>,
     /// Constant Enter values, given to every iteration.
     pub(super) invariants: Vec<(u32, Entry)>,
     pub(super) exits_delivered: Vec<bool>,
@@ -95,6 +100,7 @@ pub(super) struct Machine<'p> {
     pub(super) error: Option<Error>,
     /// Set in the sequential machine: runs simple loops by their plans.
     pub(super) fast: Option<FastCtx<'p>>,
+    pub(super) counts: StepCounts,
 }
 
 /// What the sequential machine needs to run kernels itself (simple loops' plans).
@@ -116,6 +122,7 @@ impl<'p> Machine<'p> {
             fetched: vec![Entry::Empty; prog.num_fetches],
             error: None,
             fast: None,
+            counts: StepCounts::default(),
         }
     }
 
@@ -129,13 +136,16 @@ impl<'p> Machine<'p> {
                 it.outstanding_frames = 0;
                 it
             }
-            None => IterState {
-                pending: t.init_pending.clone(),
-                dead: vec![0; t.num_nodes],
-                slots: vec![Entry::Empty; t.num_slots],
-                outstanding: 0,
-                outstanding_frames: 0,
-            },
+            None => {
+                self.counts.iteration_states += 1;
+                IterState {
+                    pending: t.init_pending.clone(),
+                    dead: vec![0; t.num_nodes],
+                    slots: vec![Entry::Empty; t.num_slots],
+                    outstanding: 0,
+                    outstanding_frames: 0,
+                }
+            }
         }
     }
 
@@ -150,6 +160,10 @@ impl<'p> Machine<'p> {
 
     pub(super) fn new_frame(&mut self, template: u32, parent: u32, parent_iter: u64) -> u32 {
         let first = self.new_iter(template);
+        if template != 0 {
+            self.counts.frames += 1;
+            self.counts.iterations += 1;
+        }
         let t = &self.prog.frames[template as usize];
         let key = if self.prog.has_transfers && template != 0 {
             let parent_key = self.frames[parent as usize].as_ref().map_or(0, |p| p.key);
@@ -166,6 +180,7 @@ impl<'p> Machine<'p> {
             last_iter: 0,
             pending_enters: t.num_enters,
             deferred: Vec::new(),
+            dead_next: Vec::new(),
             invariants: Vec::new(),
             exits_delivered: vec![false; t.exits.len()],
             enter_values: Vec::new(),
@@ -283,9 +298,8 @@ impl<'p> Machine<'p> {
         }
         let dst = &prog.nodes[e.node as usize];
         let dead = matches!(value, Entry::Dead);
-        if dead && matches!(dst.kind, CfKind::Exit { .. } | CfKind::NextIteration) {
-            // Dropped: a dead Exit is settled when its frame finishes, a dead NextIteration
-            // ends nothing.
+        if dead && matches!(dst.kind, CfKind::Exit { .. }) {
+            // Dropped: a dead Exit is settled when its frame finishes.
             return;
         }
         let it = self.iter_mut(f, k);
@@ -421,19 +435,21 @@ impl<'p> Machine<'p> {
                 }
             }
             CfKind::NextIteration => {
-                if let Some(v) = outs.pop().flatten() {
-                    let next = t.iter + 1;
-                    let template = self.inst(t.frame).template;
-                    let limit = prog.frames[template as usize].parallel_iterations;
-                    let inst = self.inst(t.frame);
-                    if next <= inst.last_iter {
-                        self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
-                    } else if inst.iters.len() >= limit {
-                        inst.deferred.push((t.node, v));
-                    } else {
-                        self.start_iteration(t.frame, ready);
-                        self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
-                    }
+                let Some(v) = outs.pop().flatten() else {
+                    self.dead_back_edge(t, ready);
+                    return;
+                };
+                let next = t.iter + 1;
+                let template = self.inst(t.frame).template;
+                let limit = prog.frames[template as usize].parallel_iterations;
+                let inst = self.inst(t.frame);
+                if next <= inst.last_iter {
+                    self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
+                } else if inst.iters.len() >= limit {
+                    inst.deferred.push((t.node, v));
+                } else {
+                    self.start_iteration(t.frame, ready);
+                    self.deliver(t.frame, next, &node.out_edges[0], Entry::Live(v), ready);
                 }
             }
             _ => {
@@ -458,8 +474,27 @@ impl<'p> Machine<'p> {
         }
     }
 
-    /// Starts the next iteration of frame `f`, giving it the loop invariants.
+    /// A dead value from the NextIteration of iteration `t.iter`: it reaches the next
+    /// iteration's Merge (which is dead when all its back inputs are) only if a live value
+    /// starts that iteration; a dead value alone starts none. Dropping it instead would leave
+    /// that Merge, and everything after it, waiting forever: a loop nested there would miss an
+    /// Enter and never finish, and with it this iteration and the `parallel_iterations` window.
+    fn dead_back_edge(&mut self, t: Task, ready: &mut Vec<Task>) {
+        let prog = self.prog;
+        let next = t.iter + 1;
+        let inst = self.inst(t.frame);
+        if next <= inst.last_iter {
+            let edges = &prog.nodes[t.node as usize].out_edges[0];
+            self.deliver(t.frame, next, edges, Entry::Dead, ready);
+        } else {
+            inst.dead_next.push(t.node);
+        }
+    }
+
+    /// Starts the next iteration of frame `f`, giving it the loop invariants and the dead back
+    /// edges of the iteration before.
     pub(super) fn start_iteration(&mut self, f: u32, ready: &mut Vec<Task>) {
+        self.counts.iterations += 1;
         let template = self.inst(f).template;
         let it = self.new_iter(template);
         let prog = self.prog;
@@ -468,12 +503,20 @@ impl<'p> Machine<'p> {
         inst.last_iter += 1;
         let k = inst.last_iter;
         let invariants = std::mem::take(&mut inst.invariants);
+        let mut dead_next = std::mem::take(&mut inst.dead_next);
         for (n, v) in &invariants {
             let node = &prog.nodes[*n as usize];
             self.deliver(f, k, &node.out_edges[0], v.clone(), ready);
             self.deliver(f, k, &node.control_edges, v.clone(), ready);
         }
-        self.inst(f).invariants = invariants;
+        for &n in &dead_next {
+            let edges = &prog.nodes[n as usize].out_edges[0];
+            self.deliver(f, k, edges, Entry::Dead, ready);
+        }
+        dead_next.clear();
+        let inst = self.inst(f);
+        inst.invariants = invariants;
+        inst.dead_next = dead_next;
     }
 
     pub(super) fn child_frame(&mut self, f: u32, k: u64, template: u32) -> u32 {
