@@ -611,6 +611,8 @@ pub(crate) struct CfState {
     pub counters: HashMap<String, super::control_flow_grad::LoopCounter>,
     /// Per forward loop and saved value: the TensorArray handle and its final flow.
     pub saved: HashMap<(String, Output), (Output, Output)>,
+    /// Constants hoisted out of loops to the top level, by [`hoisted_key`].
+    pub hoisted: HashMap<String, NodeId>,
 }
 
 /// Called by the node builder for every new node: inside a context, replaces outside inputs by
@@ -696,6 +698,26 @@ pub(crate) fn hoist_depth(g: &Graph, op: &str) -> Option<usize> {
         && !is_control_flow_op(op)
         && !is_tensor_array_op(op);
     (d < stack.len() && stateless).then_some(d)
+}
+
+/// For a node without inputs hoisted to context depth `depth`: the key under which the same
+/// node made again is reused, so that a constant used at every level of a loop nest enters
+/// each loop once (one chain of Enters, not one chain per level: the graph grows linearly in
+/// the depth). Only top-level, unnamed nodes with small attributes (as CSE merges them).
+pub(crate) fn hoisted_key(
+    depth: usize,
+    op: &str,
+    requested: &Option<String>,
+    attrs: &crate::attr::Attrs,
+    device: &str,
+) -> Option<String> {
+    let small = attrs
+        .tensor_opt("value")
+        .is_none_or(|v| v.num_elements() <= 64);
+    if depth != 0 || requested.is_some() || !small {
+        return None;
+    }
+    Some(format!("{op}\u{0}{device}\u{0}{attrs:?}"))
 }
 
 /// The constant value of `o` for shape inference: a `Const`, or a constant that entered a loop
