@@ -457,7 +457,18 @@ impl NodeBuilder<'_> {
         if inputs.is_empty() && control_inputs.is_empty() {
             if let Some(depth) = crate::ops::control_flow_ops::hoist_depth(graph, &op) {
                 // A constant made inside a loop is made outside it and enters as an invariant.
-                return graph.at_depth(depth, |graph| {
+                let placed = device.as_ref().or(graph.devices.last());
+                let key = crate::ops::control_flow_ops::hoisted_key(
+                    depth,
+                    &op,
+                    &requested,
+                    &attrs,
+                    placed.map_or("", |d| d.as_str()),
+                );
+                if let Some(id) = key.as_ref().and_then(|k| graph.cf.hoisted.get(k)) {
+                    return Ok(*id);
+                }
+                let id = graph.at_depth(depth, |graph| {
                     let b = NodeBuilder {
                         graph,
                         op,
@@ -468,7 +479,11 @@ impl NodeBuilder<'_> {
                         device,
                     };
                     b.finish()
-                });
+                })?;
+                if let Some(k) = key {
+                    graph.cf.hoisted.insert(k, id);
+                }
+                return Ok(id);
             }
         }
         // Inside a cond/while_loop builder, outside values enter through Switch/Enter nodes.

@@ -611,6 +611,8 @@ pub(crate) struct CfState {
     pub counters: HashMap<String, super::control_flow_grad::LoopCounter>,
     /// Per forward loop and saved value: the TensorArray handle and its final flow.
     pub saved: HashMap<(String, Output), (Output, Output)>,
+    /// Constants hoisted out of loops to the top level, by [`hoisted_key`].
+    pub hoisted: HashMap<String, NodeId>,
 }
 
 /// Called by the node builder for every new node: inside a context, replaces outside inputs by
@@ -640,7 +642,7 @@ pub(crate) fn capture_inputs(
             controls.push(capture_control(g, c, top)?);
         }
     }
-    if new_inputs.is_empty() && controls.is_empty() {
+    if controls.is_empty() && (new_inputs.is_empty() || only_invariants(g, top, &new_inputs)) {
         if let Some(p) = g.cf.stack[top].pivot {
             controls.push(p);
         }
@@ -648,6 +650,36 @@ pub(crate) fn capture_inputs(
     controls.sort();
     controls.dedup();
     Ok((new_inputs, controls))
+}
+
+/// Whether every input is a loop invariant of loop context `d` (TF's `_IsOpFree`). Such a node
+/// would be live in the loop's last iteration, where the predicate is false and everything
+/// else is dead, so it gets the pivot: otherwise a loop nested in the body (started by an
+/// invariant initial value) would run all its iterations again in that dead iteration, at
+/// every level of a nest (exponential in the depth).
+fn only_invariants(g: &mut Graph, d: usize, inputs: &[Output]) -> bool {
+    if !matches!(g.cf.stack[d].kind, CtxKind::Loop { .. }) {
+        return false;
+    }
+    let frame = g.cf.stack[d].frame;
+    inputs.iter().all(|o| {
+        let constant_enter = g.get_node(o.node).is_ok_and(|node| {
+            node.op == "Enter" && node.attrs.bool_opt("is_constant") == Some(&true)
+        });
+        constant_enter && g.frame_of_node(o.node) == frame
+    })
+}
+
+/// `o` as the innermost context sees it, made dead in the last iteration of an enclosing loop
+/// when it is a loop invariant there (through an `Identity` that gets the loop's pivot): for
+/// values that start nested control flow (a nested loop's initial values, a cond's predicate).
+fn dead_after_loop_exit(g: &mut Graph, o: Output) -> Result<Output> {
+    let o = g.capture_here(o)?;
+    match g.cf.stack.len() {
+        0 => Ok(o),
+        n if only_invariants(g, n - 1, &[o]) => g.identity(o),
+        _ => Ok(o),
+    }
 }
 
 /// For a node of `op` without inputs made inside loops: the context depth to make it at
@@ -666,6 +698,26 @@ pub(crate) fn hoist_depth(g: &Graph, op: &str) -> Option<usize> {
         && !is_control_flow_op(op)
         && !is_tensor_array_op(op);
     (d < stack.len() && stateless).then_some(d)
+}
+
+/// For a node without inputs hoisted to context depth `depth`: the key under which the same
+/// node made again is reused, so that a constant used at every level of a loop nest enters
+/// each loop once (one chain of Enters, not one chain per level: the graph grows linearly in
+/// the depth). Only top-level, unnamed nodes with small attributes (as CSE merges them).
+pub(crate) fn hoisted_key(
+    depth: usize,
+    op: &str,
+    requested: &Option<String>,
+    attrs: &crate::attr::Attrs,
+    device: &str,
+) -> Option<String> {
+    let small = attrs
+        .tensor_opt("value")
+        .is_none_or(|v| v.num_elements() <= 64);
+    if depth != 0 || requested.is_some() || !small {
+        return None;
+    }
+    Some(format!("{op}\u{0}{device}\u{0}{attrs:?}"))
 }
 
 /// The constant value behind `o`, for shape functions and gradient rules alike: a `Const`, seen
@@ -950,7 +1002,7 @@ impl Graph {
     {
         check_pred(self, pred, "the predicate of cond")?;
         self.with_scope("cond", |g| {
-            let pred = g.capture_here(pred)?;
+            let pred = dead_after_loop_exit(g, pred)?;
             let sw = g.build_raw(|g| {
                 g.build("Switch")
                     .name("switch_pred")
@@ -1202,7 +1254,7 @@ impl Graph {
             let frame_name = g.scoped_name("").trim_end_matches('/').to_string();
             let inits = loop_vars
                 .iter()
-                .map(|&v| g.capture_here(v))
+                .map(|&v| dead_after_loop_exit(g, v))
                 .collect::<Result<Vec<_>>>()?;
             let var_name = |g: &Graph, j: usize| {
                 format!("loop variable {j} (`{}`)", g.output_name(loop_vars[j]))
