@@ -128,7 +128,7 @@ pub struct Builder {
     pub(crate) env: HashMap<String, Binding>,
     pub(crate) dims: Vec<Ident>,
     pub errors: Vec<syn::Error>,
-    inputs: Vec<InputOut>,
+    pub(crate) inputs: Vec<InputOut>,
     vars: Vec<TensorOut>,
     outputs: Vec<TensorOut>,
     targets: Vec<TargetOut>,
