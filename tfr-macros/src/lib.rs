@@ -10,6 +10,7 @@
 //! `tfr_graph::Graph` with the builder API (collecting errors, spanned on the user's tokens),
 //! and `expand.rs` emits the graph (serialized) with typed handles.
 
+mod annotations;
 mod args;
 mod body;
 mod check;
@@ -23,6 +24,7 @@ mod model;
 mod parse;
 mod registry_call;
 mod signatures;
+mod spellings;
 mod symbolic;
 mod training;
 mod values;

@@ -71,6 +71,9 @@ graph! {
         output same = reshape(x, [-1, 784]) + x;
         // The flatten idiom: B read from `images` when the step runs, 784 inferred.
         output flat = reshape(images, [B, -1]);
+        // A type on a `let` is checked while the macro expands.
+        let typed: f32[B, 784] = reshape(images, [B, -1]) * 2.0;
+        output doubled = typed;
         // Two symbols: both read from `seq` when the step runs.
         let rows = reshape(seq, [-1, 4]);
         output back = reshape(rows, [B, T, 4]);
@@ -87,6 +90,7 @@ fn symbols_are_kept_and_read_from_the_feeds() {
     let shape = |o| g.shape(o).to_string();
     assert_eq!(shape(m.same.output), "[B, 784]");
     assert_eq!(shape(m.flat.output), "[B, 784]");
+    assert_eq!(shape(m.doubled.output), "[B, 784]");
     assert_eq!(shape(m.back.output), "[B, T, 4]");
     assert_eq!(shape(m.zero_state.output), "[B, 16]");
     assert_eq!(shape(m.halves.output), "[B, T]");
