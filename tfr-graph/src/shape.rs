@@ -278,25 +278,21 @@ impl ElementCount {
     }
 
     /// The dim `d` with `self == divisor * d` (a reshape's `-1`): known, a symbol when exactly
-    /// one symbol is left with factor 1, else unknown. `Err` when no whole `d` exists for any
+    /// one symbol is left with factor 1, else unknown. `None` when no whole `d` exists for any
     /// nonzero value of the symbols.
-    pub fn quotient(&self, divisor: &ElementCount) -> Result<Dim, ()> {
+    pub fn quotient(&self, divisor: &ElementCount) -> Option<Dim> {
         if self.unknown || divisor.unknown || divisor.factor == 0 {
-            return Ok(Dim::Unknown);
+            return Some(Dim::Unknown);
         }
         let (left, extra) = cancel_common(&self.symbols, &divisor.symbols);
         if !extra.is_empty() {
-            return Ok(Dim::Unknown);
+            return Some(Dim::Unknown);
         }
         if !self.factor.is_multiple_of(divisor.factor) {
-            return if left.is_empty() {
-                Err(())
-            } else {
-                Ok(Dim::Unknown)
-            };
+            return (!left.is_empty()).then_some(Dim::Unknown);
         }
         let q = self.factor / divisor.factor;
-        Ok(match left.as_slice() {
+        Some(match left.as_slice() {
             [] => Dim::Known(q),
             [s] if q == 1 => Dim::Sym(s.clone()),
             _ => Dim::Unknown,
@@ -423,24 +419,24 @@ mod tests {
     #[test]
     fn element_count_quotients_keep_symbols() {
         let flat = count(&["B", "784"]);
-        assert_eq!(flat.quotient(&count(&["784"])), Ok(Dim::Sym("B".into())));
+        assert_eq!(flat.quotient(&count(&["784"])), Some(Dim::Sym("B".into())));
         let image = count(&["B", "28", "28", "1"]);
         // 2 * B rows: not expressible, so unknown (never `B`).
-        assert_eq!(image.quotient(&count(&["392"])), Ok(Dim::Unknown));
-        assert_eq!(image.quotient(&count(&["B"])), Ok(Dim::Known(784)));
+        assert_eq!(image.quotient(&count(&["392"])), Some(Dim::Unknown));
+        assert_eq!(image.quotient(&count(&["B"])), Some(Dim::Known(784)));
         assert_eq!(
             count(&["B", "T", "16"]).quotient(&count(&["B", "16"])),
-            Ok(Dim::Sym("T".into()))
+            Some(Dim::Sym("T".into()))
         );
-        assert_eq!(count(&["10"]).quotient(&count(&["3"])), Err(()));
-        assert_eq!(count(&["B", "10"]).quotient(&count(&["B", "3"])), Err(()));
+        assert_eq!(count(&["10"]).quotient(&count(&["3"])), None);
+        assert_eq!(count(&["B", "10"]).quotient(&count(&["B", "3"])), None);
         assert_eq!(
             count(&["B", "10"]).quotient(&count(&["4"])),
-            Ok(Dim::Unknown)
+            Some(Dim::Unknown)
         );
         assert_eq!(
             count(&["B", "10"]).quotient(&count(&["T"])),
-            Ok(Dim::Unknown)
+            Some(Dim::Unknown)
         );
     }
 }

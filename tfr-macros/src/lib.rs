@@ -83,6 +83,7 @@ use proc_macro::TokenStream;
 /// | `input x: f32[B, 784];` | a placeholder; dims are integers or the model's symbolic dims; `f32[]` is a scalar |
 /// | `var w: f32[784, 10] = glorot_uniform();` | a variable; the type is optional (`var w = glorot_uniform([784, 10]);`); a number literal fills the declared shape (`var b: f32[10] = 0.0;`) |
 /// | `let h = relu(x.matmul(w) + b);` | names a value; `let (a, b) = split(x, 2, axis = 1);` destructures a tuple |
+/// | `let h: f32[B, 16] = ..;` | the same, asserting the type: an error unless the inferred dtype and shape prove it (a `?` does not prove `B`) |
 /// | `output logits;` / `output p = softmax(logits);` / `output a, b;` | exposes tensors as typed fetch handles |
 /// | `let train = minimize(loss, Adam(0.01));` | a train op: a `let` bound to an op without outputs is exposed as a target |
 /// | `scope "layer1" { .. }` | a name scope: nodes inside are named `layer1/...` |
@@ -112,6 +113,7 @@ use proc_macro::TokenStream;
 /// | `{ let t = x - 1.0; t * t }` | a block: its `let` statements, then its value (names bound inside are local to it) |
 /// | `f(x, y, key = value)` | a function of the table below (keyword arguments after positional ones) |
 /// | `x.f(y, key = value)` | the same as `f(x, y, key = value)` |
+/// | `x as f64`, `x.dot(w)`, `w.t()` | familiar spellings of `cast(x, f64)`, `matmul(x, w)`, `transpose(w)` (and `x.max(y)`, a reduction, answers with `x.maximum(y)`) |
 /// | `MatMul(a, b, transpose_b = true)` | any registry op by its own name: tensors positional, attributes as keywords; several outputs give a tuple |
 ///
 /// Functions (each lowers to the `Graph` builder method of the same name, or the named op):
@@ -377,7 +379,9 @@ use proc_macro::TokenStream;
 /// # fn main() {}
 /// ```
 ///
-/// Others: dtype mismatches (with the fix: `cast(n, f32)`), broadcasting conflicts with both
+/// Others: dtype mismatches (with the fix: `cast(n, f32)`), literals that do not fit their
+/// dtype (`u8 + 300`, `f32 * 1e40`: never saturated), `minimize` of a loss that is not a scalar
+/// (with `mean(..)` or `sum(..)` as the fix), reshapes whose element counts differ, broadcasting conflicts with both
 /// shapes, unknown functions, methods, ops, dtypes, dimensions and keyword arguments (with the
 /// nearest name), wrong numbers of arguments (with the usage), undefined or reused names, a
 /// gradient asked of an integer tensor, a loss that does not depend on a variable, a variable

@@ -175,8 +175,8 @@ impl Builder {
                     None => {}
                 },
                 Some(i) => match total.quotient(wanted) {
-                    Ok(d) => out_dims[i] = d,
-                    Err(()) => {
+                    Some(d) => out_dims[i] = d,
+                    None => {
                         return Err(mismatch(
                             self,
                             format!("in {target} no whole `-1` times {wanted} makes {total}"),

@@ -175,7 +175,7 @@ fn reshape_symbolic(ctx: &InferCtx<'_>, target: Shape) -> Result<Vec<TensorType>
         }
         return one(ctx.dtype(0), target);
     }
-    let inferred = total.quotient(&wanted).map_err(|()| mismatch())?;
+    let inferred = total.quotient(&wanted).ok_or_else(mismatch)?;
     let filled = dims
         .iter()
         .map(|d| {
