@@ -740,27 +740,6 @@ fn error_between_push(b: &mut Builder, span: (Span, Span), m: String) -> Failed 
     Failed
 }
 
-/// The hint for an undeclared dim: a Rust `const` (which graph! cannot read: it runs before
-/// name resolution) is written as its number; another name may be a new symbolic dim.
-fn unknown_dim_hint(name: &str) -> String {
-    let const_like = name.len() > 1
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if const_like {
-        format!(
-            "; graph! cannot read Rust items such as `const {name}` (it expands before they \
-             are resolved): write the number itself, e.g. `f32[784, 128]`; a generic of the \
-             model (`model M<{name}>`) is a size fed when a step runs, for inputs only"
-        )
-    } else {
-        format!(
-            "; for a size fed when a step runs, declare it as a generic of the model: \
-             `model M<{name}>` (inputs only); for a fixed size write the number"
-        )
-    }
-}
-
 /// Whether a value is or holds a target.
 fn has_target(v: &Val) -> bool {
     match v {

@@ -470,32 +470,8 @@ impl Builder {
             );
             return Err(Failed);
         }
-        // A flag given positionally by mistake (`matmul(a, b, c)`): an arity error, not
-        // "expected `true` or `false`".
-        let leading = params.iter().take_while(|p| p.1 != Kind::Bool).count();
-        if let Some(extra) = positional
-            .iter()
-            .skip(leading)
-            .find(|e| !is_bool_literal(e))
-        {
-            if params.get(leading).is_some_and(|p| p.1 == Kind::Bool) {
-                let flags: Vec<String> = params[leading..]
-                    .iter()
-                    .filter(|p| p.1 == Kind::Bool)
-                    .map(|p| format!("`{} = ..`", p.0))
-                    .collect();
-                self.err_at(
-                    *extra,
-                    format!(
-                        "wrong number of arguments: `{func}` takes {leading} argument{} (plus {}); \
-                         usage: `{}`",
-                        if leading == 1 { "" } else { "s" },
-                        flags.join(", "),
-                        usage(func, params)
-                    ),
-                );
-                return Err(Failed);
-            }
+        if self.positional_flag(func, params, &positional) {
+            return Err(Failed);
         }
         for (i, e) in positional.into_iter().enumerate() {
             if values[i].is_some() {
@@ -547,21 +523,7 @@ impl Builder {
             return self.result(r, whole, f, &texts(&["x", "y"]));
         }
         if let Some((_, op)) = REDUCTIONS.iter().find(|(n, _)| *n == f) {
-            if let Some(pair) = elementwise_of(f) {
-                if let Some(e) = a.get("axis").filter(|e| self.is_tensor_expr(e)) {
-                    return Err(self.err_at(
-                        e,
-                        format!(
-                            "`{f}` reduces over axes, and `{}` is a tensor, not an axis: for \
-                             the elementwise {pair} of two tensors write `{}.{pair}({})` or \
-                             `{pair}(x, y)`",
-                            expr_text(e),
-                            a.get("x").map(expr_text).unwrap_or_default(),
-                            expr_text(e),
-                        ),
-                    ));
-                }
-            }
+            self.reduction_of_a_tensor(f, &a)?;
             let x = self.tensor_args(&a, &["x"])?;
             let axes = a.get("axis").map(|e| self.ints_arg(e)).transpose()?;
             let keep = a
@@ -908,25 +870,6 @@ impl Builder {
             other => unreachable_function(other),
         };
         self.result(r, whole, f, &ops)
-    }
-}
-
-fn is_bool_literal(e: &Expr) -> bool {
-    matches!(
-        e,
-        Expr::Lit(ExprLit {
-            lit: SynLit::Bool(_),
-            ..
-        })
-    )
-}
-
-/// The elementwise function a reduction's name is mistaken for (`x.max(y)`).
-fn elementwise_of(reduction: &str) -> Option<&'static str> {
-    match reduction {
-        "max" | "reduce_max" => Some("maximum"),
-        "min" | "reduce_min" => Some("minimum"),
-        _ => None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! The renamed methods (`x.dot(w)`, `w.t()`) are mapped where calls are looked up.
 
 use crate::check::{expr_text, parse_dtype, Builder, Val, DTYPE_NAMES, R};
-use syn::{Expr, ExprCast, Type};
+use crate::signatures::{usage, Args, Kind, Param};
+use syn::{Expr, ExprCast, ExprLit, Lit, Type};
 
 impl Builder {
     /// `x as f64`: `cast(x, f64)`.
@@ -34,4 +35,73 @@ impl Builder {
             _ => true,
         }
     }
+
+    /// A flag given positionally by mistake (`matmul(a, b, c)`): reported as an arity error
+    /// naming the flags, not as "expected `true` or `false`". True when reported.
+    pub(crate) fn positional_flag(
+        &mut self,
+        func: &str,
+        params: &[Param],
+        positional: &[&Expr],
+    ) -> bool {
+        let leading = params.iter().take_while(|p| p.1 != Kind::Bool).count();
+        if params.get(leading).is_none_or(|p| p.1 != Kind::Bool) {
+            return false;
+        }
+        let Some(extra) = positional
+            .iter()
+            .skip(leading)
+            .find(|e| !is_bool_literal(e))
+        else {
+            return false;
+        };
+        let flags: Vec<String> = params[leading..]
+            .iter()
+            .filter(|p| p.1 == Kind::Bool)
+            .map(|p| format!("`{} = ..`", p.0))
+            .collect();
+        self.err_at(
+            *extra,
+            format!(
+                "wrong number of arguments: `{func}` takes {leading} argument{} (plus {}); \
+                 usage: `{}`",
+                if leading == 1 { "" } else { "s" },
+                flags.join(", "),
+                usage(func, params)
+            ),
+        );
+        true
+    }
+
+    /// `x.max(y)` with a tensor `y`: a reduction's axis cannot be a tensor; the user meant the
+    /// elementwise `maximum`.
+    pub(crate) fn reduction_of_a_tensor(&mut self, f: &str, a: &Args) -> R<()> {
+        let pair = match f {
+            "max" | "reduce_max" => "maximum",
+            "min" | "reduce_min" => "minimum",
+            _ => return Ok(()),
+        };
+        let Some(e) = a.get("axis").filter(|e| self.is_tensor_expr(e)) else {
+            return Ok(());
+        };
+        let x = a.get("x").map(expr_text).unwrap_or_default();
+        let y = expr_text(e);
+        Err(self.err_at(
+            e,
+            format!(
+                "`{f}` reduces over axes, and `{y}` is a tensor, not an axis: for the \
+                 elementwise {pair} of two tensors write `{x}.{pair}({y})` or `{pair}(x, y)`"
+            ),
+        ))
+    }
+}
+
+fn is_bool_literal(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(_),
+            ..
+        })
+    )
 }
