@@ -28,5 +28,5 @@ pub use gradients::{gradients, gradients_or_zeros, gradients_with, UnconnectedGr
 pub use graph::{Graph, Node, NodeBuilder, NodeId, Output, TensorType};
 pub use half::{bf16, f16};
 pub use op_def::{registry, Gradient, OpDef, Registry};
-pub use shape::{broadcast_shapes, Dim, Shape};
+pub use shape::{broadcast_shapes, Dim, ElementCount, Shape};
 pub use value::{Buffer, Element, TensorValue};

@@ -254,6 +254,115 @@ impl fmt::Display for Shape {
     }
 }
 
+/// The number of elements of a static shape as a product: a known factor times symbolic dims
+/// (sorted, each as often as it appears), and whether some dim is unknown. Reshape compares
+/// counts with it, so a symbolic dim survives a reshape only where that is provable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementCount {
+    pub factor: usize,
+    pub symbols: Vec<String>,
+    pub unknown: bool,
+}
+
+impl ElementCount {
+    /// The count of `dims`; `None` when the known factor overflows. A known 0 makes the count
+    /// 0 whatever the other dims are.
+    pub fn of(dims: &[Dim]) -> Option<ElementCount> {
+        let mut c = ElementCount {
+            factor: 1,
+            symbols: Vec::new(),
+            unknown: false,
+        };
+        for d in dims {
+            match d {
+                Dim::Known(n) => c.factor = c.factor.checked_mul(*n)?,
+                Dim::Sym(s) => c.symbols.push(s.clone()),
+                Dim::Unknown => c.unknown = true,
+            }
+        }
+        if c.factor == 0 {
+            c.symbols.clear();
+            c.unknown = false;
+        }
+        c.symbols.sort();
+        Some(c)
+    }
+
+    /// `Some(true)` when the counts are equal whatever the symbols' values, `Some(false)` when
+    /// they differ for every nonzero value of the symbols, `None` when it depends on them.
+    pub fn equals(&self, other: &ElementCount) -> Option<bool> {
+        if self.factor == 0 && other.factor == 0 {
+            return Some(true);
+        }
+        if self.unknown || other.unknown {
+            return None;
+        }
+        let (mine, theirs) = cancel_common(&self.symbols, &other.symbols);
+        match (mine.is_empty(), theirs.is_empty()) {
+            (true, true) => Some(self.factor == other.factor),
+            // `factor * symbols == other.factor` needs symbols == other.factor / factor.
+            (false, true) if other.factor == 0 || !other.factor.is_multiple_of(self.factor) => {
+                Some(false)
+            }
+            (true, false) if self.factor == 0 || !self.factor.is_multiple_of(other.factor) => {
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// The dim `d` with `self == divisor * d` (a reshape's `-1`): known, a symbol when exactly
+    /// one symbol is left with factor 1, else unknown. `None` when no whole `d` exists for any
+    /// nonzero value of the symbols.
+    pub fn quotient(&self, divisor: &ElementCount) -> Option<Dim> {
+        if self.unknown || divisor.unknown || divisor.factor == 0 {
+            return Some(Dim::Unknown);
+        }
+        let (left, extra) = cancel_common(&self.symbols, &divisor.symbols);
+        if !extra.is_empty() {
+            return Some(Dim::Unknown);
+        }
+        if !self.factor.is_multiple_of(divisor.factor) {
+            return (!left.is_empty()).then_some(Dim::Unknown);
+        }
+        let q = self.factor / divisor.factor;
+        Some(match left.as_slice() {
+            [] => Dim::Known(q),
+            [s] if q == 1 => Dim::Sym(s.clone()),
+            _ => Dim::Unknown,
+        })
+    }
+}
+
+/// The symbols of `a` and of `b` left after removing those they share (as multisets).
+fn cancel_common(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut rest_b = b.to_vec();
+    let mut rest_a = Vec::new();
+    for s in a {
+        match rest_b.iter().position(|t| t == s) {
+            Some(i) => {
+                rest_b.remove(i);
+            }
+            None => rest_a.push(s.clone()),
+        }
+    }
+    (rest_a, rest_b)
+}
+
+impl fmt::Display for ElementCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.factor != 1 || self.symbols.is_empty() && !self.unknown {
+            parts.push(self.factor.to_string());
+        }
+        parts.extend(self.symbols.iter().cloned());
+        if self.unknown {
+            parts.push("?".into());
+        }
+        f.write_str(&parts.join("*"))
+    }
+}
+
 /// Numpy broadcasting of concrete shapes; `None` when they do not broadcast.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
@@ -310,6 +419,58 @@ mod tests {
         assert_eq!(
             s.merge(&Shape::known(&[2, 4])).unwrap(),
             Shape::known(&[2, 4])
+        );
+    }
+
+    fn count(dims: &[&str]) -> ElementCount {
+        let dims: Vec<Dim> = dims
+            .iter()
+            .map(|d| match d.parse::<usize>() {
+                Ok(n) => Dim::Known(n),
+                Err(_) if *d == "?" => Dim::Unknown,
+                Err(_) => Dim::Sym(d.to_string()),
+            })
+            .collect();
+        ElementCount::of(&dims).unwrap()
+    }
+
+    #[test]
+    fn element_counts_compare_symbolically() {
+        let image = count(&["B", "28", "28", "1"]);
+        assert_eq!(image.to_string(), "784*B");
+        assert_eq!(image.equals(&count(&["B", "784"])), Some(true));
+        assert_eq!(image.equals(&count(&["B", "392"])), Some(false));
+        assert_eq!(image.equals(&count(&["B", "748"])), Some(false));
+        // 784 * B == 2352 when B is 3: only a run can tell.
+        assert_eq!(image.equals(&count(&["6", "392"])), None);
+        assert_eq!(image.equals(&count(&["5", "100"])), Some(false));
+        assert_eq!(count(&["B", "T"]).equals(&count(&["T", "B"])), Some(true));
+        assert_eq!(count(&["B", "4"]).equals(&count(&["T", "4"])), None);
+        assert_eq!(image.equals(&count(&["?", "784"])), None);
+        assert_eq!(count(&["0", "B"]).equals(&count(&["T", "0"])), Some(true));
+    }
+
+    #[test]
+    fn element_count_quotients_keep_symbols() {
+        let flat = count(&["B", "784"]);
+        assert_eq!(flat.quotient(&count(&["784"])), Some(Dim::Sym("B".into())));
+        let image = count(&["B", "28", "28", "1"]);
+        // 2 * B rows: not expressible, so unknown (never `B`).
+        assert_eq!(image.quotient(&count(&["392"])), Some(Dim::Unknown));
+        assert_eq!(image.quotient(&count(&["B"])), Some(Dim::Known(784)));
+        assert_eq!(
+            count(&["B", "T", "16"]).quotient(&count(&["B", "16"])),
+            Some(Dim::Sym("T".into()))
+        );
+        assert_eq!(count(&["10"]).quotient(&count(&["3"])), None);
+        assert_eq!(count(&["B", "10"]).quotient(&count(&["B", "3"])), None);
+        assert_eq!(
+            count(&["B", "10"]).quotient(&count(&["4"])),
+            Some(Dim::Unknown)
+        );
+        assert_eq!(
+            count(&["B", "10"]).quotient(&count(&["T"])),
+            Some(Dim::Unknown)
         );
     }
 }

@@ -140,3 +140,37 @@ fn scopes_with_slashes_nest_whole() {
     });
     assert_eq!(g.node(d.node).name, "opt_1/layer/bias/m/Const");
 }
+
+#[test]
+fn reshape_keeps_a_symbolic_dim_only_where_provable() {
+    let mut g = Graph::new();
+    let b = Dim::Sym("B".into());
+    let flat = g
+        .placeholder("flat", DType::F32, Shape::new(vec![b.clone(), 784.into()]))
+        .unwrap();
+    let r = g.reshape(flat, &[-1, 784]).unwrap();
+    assert_eq!(g.shape(r).to_string(), "[B, 784]");
+    let r = g.reshape(flat, &[-1, 28, 28, 1]).unwrap();
+    assert_eq!(g.shape(r).to_string(), "[B, 28, 28, 1]");
+    let image = g
+        .placeholder(
+            "image",
+            DType::F32,
+            Shape::new(vec![b, 28.into(), 28.into(), 1.into()]),
+        )
+        .unwrap();
+    // 2 * B rows: the shape must not claim `B`.
+    let r = g.reshape(image, &[-1, 392]).unwrap();
+    assert_eq!(g.shape(r).to_string(), "[?, 392]");
+    // 784 * B == 2352 only when B is 3: checked when a step runs.
+    let r = g.reshape(image, &[6, 392]).unwrap();
+    assert_eq!(g.shape(r).to_string(), "[6, 392]");
+    let e = g.reshape(image, &[5, 100]).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot reshape a tensor of 784*B elements ([B, 28, 28, 1]) to [5, 100]"),
+        "{e}"
+    );
+    // Whole when 3 divides B: unknown rows, checked when a step runs.
+    let r = g.reshape(image, &[-1, 3]).unwrap();
+    assert_eq!(g.shape(r).to_string(), "[?, 3]");
+}

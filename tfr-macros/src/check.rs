@@ -128,7 +128,7 @@ pub struct Builder {
     pub(crate) env: HashMap<String, Binding>,
     pub(crate) dims: Vec<Ident>,
     pub errors: Vec<syn::Error>,
-    inputs: Vec<InputOut>,
+    pub(crate) inputs: Vec<InputOut>,
     vars: Vec<TensorOut>,
     outputs: Vec<TensorOut>,
     targets: Vec<TargetOut>,
@@ -364,7 +364,12 @@ impl Builder {
                     }
                 }
             }
-            Item::Let { binder, expr, docs } => {
+            Item::Let {
+                binder,
+                ty,
+                expr,
+                docs,
+            } => {
                 let names = binder.names();
                 let mut ok = true;
                 for n in &names {
@@ -373,7 +378,10 @@ impl Builder {
                 if !ok {
                     return;
                 }
-                let val = self.eval(expr).ok();
+                let mut val = self.eval(expr).ok();
+                if let (Some(v), Some(ty), Binder::Name(n)) = (&val, ty, binder) {
+                    val = self.check_declared(n, ty, v.clone(), expr).ok();
+                }
                 if let (None, Binder::Name(n)) = (&val, binder) {
                     if is_target_call(expr) {
                         self.stub(n, docs, Stub::Target);
@@ -524,7 +532,7 @@ impl Builder {
         }
     }
 
-    fn parse_type(&mut self, ty: &TypeSpec) -> R<(DType, Vec<Dim>)> {
+    pub(crate) fn parse_type(&mut self, ty: &TypeSpec) -> R<(DType, Vec<Dim>)> {
         let dname = ty.dtype.to_string();
         let dtype = match parse_dtype(&dname) {
             Some(t) => t,
@@ -548,9 +556,7 @@ impl Builder {
                         let hint =
                             match nearest(&s.to_string(), declared.iter().map(String::as_str)) {
                                 Some(n) => format!("; did you mean `{n}`?"),
-                                None => format!(
-                                    "; declare it as a generic of the model: `model M<{s}>`"
-                                ),
+                                None => unknown_dim_hint(&s.to_string()),
                             };
                         return Err(self.err(s.span(), format!("unknown dimension `{s}`{hint}")));
                     }

@@ -10,6 +10,7 @@
 //! `tfr_graph::Graph` with the builder API (collecting errors, spanned on the user's tokens),
 //! and `expand.rs` emits the graph (serialized) with typed handles.
 
+mod annotations;
 mod args;
 mod body;
 mod check;
@@ -23,6 +24,8 @@ mod model;
 mod parse;
 mod registry_call;
 mod signatures;
+mod spellings;
+mod symbolic;
 mod training;
 mod values;
 
@@ -80,6 +83,7 @@ use proc_macro::TokenStream;
 /// | `input x: f32[B, 784];` | a placeholder; dims are integers or the model's symbolic dims; `f32[]` is a scalar |
 /// | `var w: f32[784, 10] = glorot_uniform();` | a variable; the type is optional (`var w = glorot_uniform([784, 10]);`); a number literal fills the declared shape (`var b: f32[10] = 0.0;`) |
 /// | `let h = relu(x.matmul(w) + b);` | names a value; `let (a, b) = split(x, 2, axis = 1);` destructures a tuple |
+/// | `let h: f32[B, 16] = ..;` | the same, asserting the type: an error unless the inferred dtype and shape prove it (a `?` does not prove `B`) |
 /// | `output logits;` / `output p = softmax(logits);` / `output a, b;` | exposes tensors as typed fetch handles |
 /// | `let train = minimize(loss, Adam(0.01));` | a train op: a `let` bound to an op without outputs is exposed as a target |
 /// | `scope "layer1" { .. }` | a name scope: nodes inside are named `layer1/...` |
@@ -109,6 +113,7 @@ use proc_macro::TokenStream;
 /// | `{ let t = x - 1.0; t * t }` | a block: its `let` statements, then its value (names bound inside are local to it) |
 /// | `f(x, y, key = value)` | a function of the table below (keyword arguments after positional ones) |
 /// | `x.f(y, key = value)` | the same as `f(x, y, key = value)` |
+/// | `x as f64`, `x.dot(w)`, `w.t()` | familiar spellings of `cast(x, f64)`, `matmul(x, w)`, `transpose(w)` (and `x.max(y)`, a reduction, answers with `x.maximum(y)`) |
 /// | `MatMul(a, b, transpose_b = true)` | any registry op by its own name: tensors positional, attributes as keywords; several outputs give a tuple |
 ///
 /// Functions (each lowers to the `Graph` builder method of the same name, or the named op):
@@ -123,15 +128,16 @@ use proc_macro::TokenStream;
 /// - `matmul(a, b, transpose_a = .., transpose_b = ..)`, `batch_matmul(x, y, adj_x = .., adj_y = ..)`,
 ///   `argmax(x, axis)`, `argmin(x, axis)`, `cast(x, f64)`, `select(cond, t, e)`,
 ///   `clip(x, lo, hi)`, `add_n([a, b, c])`;
-/// - shapes: `reshape(x, [B, 784])` (a symbolic dim or `-1` is inferred; a symbolic dim keeps
-///   its name in the result's shape), `transpose(x)` /
+/// - shapes: `reshape(x, [B, 784])`, `reshape(x, [B, -1])` (see *Symbolic dims* below),
+///   `transpose(x)` /
 ///   `transpose(x, [1, 0])`, `expand_dims(x, axis)`, `squeeze(x, axis = [1])`,
 ///   `concat([a, b], axis)`, `split(x, num, axis = ..)` and `unstack(x, num, axis = ..)` (tuples),
 ///   `stack([a, b], axis = ..)`, `gather(params, indices, axis = ..)`,
 ///   `one_hot(labels, depth, on_value = .., off_value = .., dtype = ..)`, `slice(x, begin, size)`,
 ///   `pad(x, [[1, 1], [0, 0]], value = ..)`, `tile(x, multiples)`, `broadcast_to(x, shape)`,
 ///   `reverse(x, axes)`, `range(start, limit, delta)`;
-/// - constants and random values: `zeros(shape)`, `ones(shape)`, `fill(shape, value)`,
+/// - constants and random values: `zeros(shape)`, `ones(shape)`, `fill(shape, value)` (these
+///   three and `broadcast_to` take symbolic dims: `zeros([B, 16])`),
 ///   `random_uniform(shape, seed = ..)`, `random_normal`, `truncated_normal` (`dtype = ..`);
 ///   initializers `glorot_uniform(shape)`, `he_normal(shape)`, `uniform(shape, limit)`. In a
 ///   `var` with a declared type, the shape may be left out: `var w: f32[3, 4] = he_normal();`;
@@ -144,6 +150,34 @@ use proc_macro::TokenStream;
 ///   `max_pool(x, 2, strides = .., padding = "VALID")`, `avg_pool(..)` (a window is one size,
 ///   `[height, width]` or four NHWC sizes);
 /// - `group([a, b])`: a target that runs its arguments.
+///
+/// ## Symbolic dims
+///
+/// A model's generics (`model Rnn<T, B>`) name sizes fixed when a step runs. They may appear
+///
+/// - in the types of `input`s (`input x: f32[B, 784];`), where the feeds give them values (one
+///   value per step: every input with `B` must agree);
+/// - in the shape argument of `reshape`, `zeros`, `ones`, `fill` and `broadcast_to`
+///   (`zeros([B, 16])` is the zero state of a recurrent net); the value comes from the shape
+///   of the first input declared with that symbol (`Shape` and `Gather` nodes reading it when
+///   the step runs), so such an input must be declared first;
+/// - in `shape_invariants` of a `while_loop` (below).
+///
+/// Not in a `var` (a variable keeps its shape across steps) or a random initializer's shape,
+/// and not as a value: read one with `gather(shape(x), 0)`.
+///
+/// A static shape names a symbol only where that is provable, so a shape never lies:
+///
+/// - `reshape(x, [B, 784])` of an `f32[B, 28, 28, 1]` is `[B, 784]`: the element counts
+///   (`784*B` both) are equal whatever `B` is. `reshape(x, [B, 392])` is an error: `392*B`
+///   differs from `784*B` for every `B`.
+/// - A `-1` is solved symbolically: `reshape(x, [-1, 784])` of `[B, 784]` is `[B, 784]`, and
+///   `reshape(images, [B, -1])` (the flatten idiom) is `[B, 784]`. Where the quotient is no
+///   single symbol (`[-1, 392]` has `2*B` rows) the dim is unknown (`?`).
+/// - Where the counts depend on the fed sizes (`reshape(x, [T, 784])` of `[B, 784]`, or
+///   `[6, 392]` of `[B, 28, 28, 1]`), the shape is computed when the step runs and the
+///   `Reshape` kernel checks the count: a mismatch fails the step with an error naming the
+///   node, `reshape_lineN` after the model's line `N`.
 ///
 /// ## Control flow
 ///
@@ -345,7 +379,9 @@ use proc_macro::TokenStream;
 /// # fn main() {}
 /// ```
 ///
-/// Others: dtype mismatches (with the fix: `cast(n, f32)`), broadcasting conflicts with both
+/// Others: dtype mismatches (with the fix: `cast(n, f32)`), literals that do not fit their
+/// dtype (`u8 + 300`, `f32 * 1e40`: never saturated), `minimize` of a loss that is not a scalar
+/// (with `mean(..)` or `sum(..)` as the fix), reshapes whose element counts differ, broadcasting conflicts with both
 /// shapes, unknown functions, methods, ops, dtypes, dimensions and keyword arguments (with the
 /// nearest name), wrong numbers of arguments (with the usage), undefined or reused names, a
 /// gradient asked of an integer tensor, a loss that does not depend on a variable, a variable
@@ -358,7 +394,9 @@ use proc_macro::TokenStream;
 /// uses it (`x * 2.0` is `let c = g.scalar_like(x, 2.0)?; g.mul(x, c)?`); an input is
 /// `g.placeholder(name, dtype, shape)`; a `var` evaluates its initializer then calls
 /// `g.variable(name, initial)`; `zeros(shape)` is `g.fill(shape, scalar 0)`; `reshape(x, [B, 10])`
-/// is `g.reshape(x, &[-1, 10])` then `g.refine_output_shape(..)` with `B`; `minimize` is the
+/// is `g.reshape(x, &[-1, 10])` then `g.refine_output_shape(..)` with `B` (when the counts
+/// prove it; other symbolic shapes are `Pack`ed from `Shape`/`Gather` of an input); `minimize`
+/// is the
 /// `tfr_nn` optimizer's `minimize`; the variables' initializer is made last. The same calls made
 /// at run time give the same graph, node for node.
 ///

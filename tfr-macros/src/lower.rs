@@ -11,7 +11,7 @@ use crate::parse::nearest;
 use crate::signatures::*;
 use syn::punctuated::Punctuated;
 use syn::{BinOp, Expr, ExprLit, Ident, Lit as SynLit, Token, UnOp};
-use tfr_graph::{registry, DType, Dim, Graph, NodeId, Output, Result as GResult, Shape};
+use tfr_graph::{registry, DType, Dim, Graph, NodeId, Output, Result as GResult};
 
 impl Builder {
     // ---- expressions ---------------------------------------------------------------------
@@ -85,6 +85,7 @@ impl Builder {
                 }
                 self.call(&m.method, Some(&m.receiver), &m.args, e)
             }
+            Expr::Cast(c) => self.as_cast(c),
             Expr::If(i) => self.if_expr(i),
             Expr::Block(b) => self.block_expr(b),
             Expr::While(w) => Err(self.err_at(&w.while_token, rust_loop_message("while"))),
@@ -343,7 +344,12 @@ impl Builder {
         args: &'e Punctuated<Expr, Token![,]>,
         whole: &'e Expr,
     ) -> R<Val> {
-        let func = name.to_string();
+        let func = match (name.to_string().as_str(), receiver) {
+            // Familiar spellings (numpy, PyTorch): the same ops under their names here.
+            ("dot", _) => "matmul".to_string(),
+            ("t", Some(_)) => "transpose".to_string(),
+            (other, _) => other.to_string(),
+        };
         if is_rust_loop(&func) {
             return Err(self.err(name.span(), rust_loop_message(&func)));
         }
@@ -464,6 +470,9 @@ impl Builder {
             );
             return Err(Failed);
         }
+        if self.positional_flag(func, params, &positional) {
+            return Err(Failed);
+        }
         for (i, e) in positional.into_iter().enumerate() {
             if values[i].is_some() {
                 self.err_at(e, format!("`{}` is given twice", params[i].0));
@@ -514,6 +523,7 @@ impl Builder {
             return self.result(r, whole, f, &texts(&["x", "y"]));
         }
         if let Some((_, op)) = REDUCTIONS.iter().find(|(n, _)| *n == f) {
+            self.reduction_of_a_tensor(f, &a)?;
             let x = self.tensor_args(&a, &["x"])?;
             let axes = a.get("axis").map(|e| self.ints_arg(e)).transpose()?;
             let keep = a
@@ -587,23 +597,7 @@ impl Builder {
             }
             "reshape" => {
                 let x = self.tensor_args(&a, &["x"])?;
-                let s = self.dims_arg(a.req("shape"), true)?;
-                let r = self.g.reshape(x[0], &s);
-                // A symbolic dim stands for the inferred one: keep its name on the result.
-                if let (Ok(o), Expr::Array(arr)) = (&r, a.req("shape")) {
-                    let named: Vec<Dim> = arr
-                        .elems
-                        .iter()
-                        .map(|e| match path_ident(e) {
-                            Some(id) if self.is_dim(id) => Dim::Sym(id.to_string()),
-                            _ => Dim::Unknown,
-                        })
-                        .collect();
-                    if named.iter().any(|d| *d != Dim::Unknown) {
-                        self.g.refine_output_shape(*o, Shape::new(named));
-                    }
-                }
-                r
+                self.reshape(x[0], a.req("x"), a.req("shape"), whole)?
             }
             "transpose" => {
                 let x = self.tensor_args(&a, &["x"])?;
@@ -701,24 +695,29 @@ impl Builder {
                 if depth < 0 {
                     return Err(self.err_at(a.req("depth"), "one_hot: depth must be >= 0"));
                 }
-                let on = self.scalar(t, on, whole)?;
-                let off = self.scalar(t, off, whole)?;
+                let on = self.scalar(t, on, a.get("on_value").unwrap_or(whole))?;
+                let off = self.scalar(t, off, a.get("off_value").unwrap_or(whole))?;
                 self.g.one_hot(i[0], depth as usize, on, off)
             }
             "fill" => {
-                let s = self.dims_arg(a.req("shape"), false)?;
+                let s = self.symbolic_dims_arg(a.req("shape"), false)?;
                 let v = self.tensor_args(&a, &["value"])?;
-                self.g.fill(&s, v[0])
+                self.filled(&s, v[0], a.req("shape"))?
             }
             "zeros" | "ones" => {
-                let (dims, declared) = self.init_shape(&a, name)?;
+                let (dims, declared) = match (a.get("shape"), self.var_type.is_some()) {
+                    (Some(e), false) => (self.symbolic_dims_arg(e, false)?, None),
+                    _ => {
+                        let (d, t) = self.init_shape(&a, name)?;
+                        (d.into_iter().map(Dim::Known).collect(), t)
+                    }
+                };
                 let t = match a.get("dtype") {
                     Some(e) => self.dtype_arg(e)?,
                     None => declared.unwrap_or(DType::F32),
                 };
                 let v = self.scalar(t, if f == "ones" { 1.0 } else { 0.0 }, whole)?;
-                let d: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-                self.g.fill(&d, v)
+                self.filled(&dims, v, a.get("shape").unwrap_or(whole))?
             }
             "slice" => {
                 let x = self.tensor_args(&a, &["x"])?;
@@ -743,8 +742,8 @@ impl Builder {
             }
             "broadcast_to" => {
                 let x = self.tensor_args(&a, &["x"])?;
-                let s = self.dims_arg(a.req("shape"), false)?;
-                self.g.broadcast_to(x[0], &s)
+                let s = self.symbolic_dims_arg(a.req("shape"), false)?;
+                self.broadcast_to(x[0], &s, a.req("shape"))?
             }
             "reverse" => {
                 let x = self.tensor_args(&a, &["x"])?;

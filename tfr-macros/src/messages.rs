@@ -161,3 +161,24 @@ pub fn operand_name(text: &str) -> String {
         format!("`{text}`")
     }
 }
+
+/// The hint for an undeclared dim: a Rust `const` (which graph! cannot read: it runs before
+/// name resolution) is written as its number; another name may be a new symbolic dim.
+pub fn unknown_dim_hint(name: &str) -> String {
+    let const_like = name.len() > 1
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if const_like {
+        format!(
+            "; graph! cannot read Rust items such as `const {name}` (it expands before they \
+             are resolved): write the number itself, e.g. `f32[784, 128]`; a generic of the \
+             model (`model M<{name}>`) is a size fed when a step runs, for inputs only"
+        )
+    } else {
+        format!(
+            "; for a size fed when a step runs, declare it as a generic of the model: \
+             `model M<{name}>` (inputs only); for a fixed size write the number"
+        )
+    }
+}

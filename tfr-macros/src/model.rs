@@ -95,6 +95,8 @@ pub enum Item {
     /// `let h = relu(x.matmul(w) + b);`
     Let {
         binder: Binder,
+        /// `let h: f32[B, 4] = ..;`: the type the value must provably have.
+        ty: Option<TypeSpec>,
         expr: Expr,
         docs: Vec<Attribute>,
     },

@@ -243,18 +243,28 @@ fn parse_bare_item(
         input.parse::<Token![let]>()?;
         let pat = syn::Pat::parse_single(input)?;
         let binder = Binder::from_pat(&pat)?;
-        if input.peek(Token![:]) {
+        let ty = if input.peek(Token![:]) {
             let c: Token![:] = input.parse()?;
-            return Err(syn::Error::new(
-                c.span,
-                "`let` takes no type in graph!: shapes are inferred (declare types on inputs \
-                 and variables)",
-            ));
-        }
+            if !matches!(binder, Binder::Name(_)) {
+                return Err(syn::Error::new(
+                    c.span,
+                    "a type on `let` asserts one tensor's type: `let h: f32[B, 4] = ..;` (give \
+                     the parts of a tuple their own `let`)",
+                ));
+            }
+            Some(parse_type(input)?)
+        } else {
+            None
+        };
         input.parse::<Token![=]>()?;
         let expr: Expr = input.parse()?;
         input.parse::<Token![;]>()?;
-        return Ok(Some(Item::Let { binder, expr, docs }));
+        return Ok(Some(Item::Let {
+            binder,
+            ty,
+            expr,
+            docs,
+        }));
     }
     if look.peek(kw::output) {
         input.parse::<kw::output>()?;

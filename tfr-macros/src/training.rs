@@ -105,6 +105,17 @@ impl Builder {
                 ),
             ));
         }
+        if lt.shape.rank() != Some(0) {
+            let text = expr_text(le);
+            return Err(self.err_at(
+                le,
+                format!(
+                    "minimize: the loss `{text}` is {}, not a scalar: say how to reduce it, \
+                     `mean({text})` (the usual loss over a batch) or `sum({text})`",
+                    type_string(lt.dtype, &lt.shape)
+                ),
+            ));
+        }
         let vars = match a.get("wrt") {
             Some(e) => {
                 let Expr::Array(arr) = e else {

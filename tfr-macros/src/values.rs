@@ -104,6 +104,28 @@ impl Builder {
                 format!("dtype mismatch: `{lit}` is {what} but {other}{fix}"),
             ));
         }
+        if let Some(bad) = l.data.iter().copied().find(|&v| !fits_dtype(v, dtype)) {
+            let fix = match (wider(dtype), partner) {
+                (Some(w), Some(p)) => format!(
+                    "; write a value in range, or convert {} first with `cast({p}, {w})`",
+                    operand_name(p)
+                ),
+                _ => "; write a value in range".to_string(),
+            };
+            let whose = match partner {
+                Some(p) => format!("the dtype of {}", operand_name(p)),
+                None => "the dtype it must have".to_string(),
+            };
+            return Err(self.err_at(
+                at,
+                format!(
+                    "literal out of range: {} does not fit {} ({}), {whose}{fix}",
+                    number_text(bad),
+                    dtype_name(dtype),
+                    range_text(dtype)
+                ),
+            ));
+        }
         let value = lit_value(l, dtype);
         self.g
             .constant(value)
@@ -142,5 +164,53 @@ impl Builder {
     pub fn tensor(&mut self, e: &Expr) -> R<Output> {
         let v = self.eval(e)?;
         Ok(self.tensors(vec![(v, e)])?[0])
+    }
+}
+
+/// Whether `v` is representable in `dtype` without saturating (a float may round, but must
+/// stay finite; an integer must be in range).
+fn fits_dtype(v: f64, dtype: DType) -> bool {
+    // 2^63: `i64::MAX as f64` rounds up to it, so the bound is exclusive.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match dtype {
+        DType::U8 => (0.0..=255.0).contains(&v),
+        DType::I32 => (i32::MIN as f64..=i32::MAX as f64).contains(&v),
+        DType::I64 => (-TWO_63..TWO_63).contains(&v),
+        DType::F32 => v.is_finite() && v.abs() <= f32::MAX as f64,
+        DType::F16 => v.is_finite() && v.abs() <= tfr_graph::f16::MAX.to_f64(),
+        DType::BF16 => v.is_finite() && v.abs() <= tfr_graph::bf16::MAX.to_f64(),
+        DType::F64 => v.is_finite(),
+        DType::Bool | DType::Resource => true,
+    }
+}
+
+fn range_text(dtype: DType) -> String {
+    match dtype {
+        DType::U8 => "0 to 255".into(),
+        DType::I32 => format!("{} to {}", i32::MIN, i32::MAX),
+        DType::I64 => format!("{} to {}", i64::MIN, i64::MAX),
+        DType::F32 => format!("at most {:e} in magnitude", f32::MAX),
+        DType::F16 => "at most 65504 in magnitude".into(),
+        DType::BF16 => format!("at most {:e} in magnitude", tfr_graph::bf16::MAX.to_f64()),
+        _ => "finite".into(),
+    }
+}
+
+/// The dtype to convert to when a literal does not fit `dtype`.
+fn wider(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::U8 => Some("i32"),
+        DType::I32 => Some("i64"),
+        DType::F16 | DType::BF16 | DType::F32 => Some("f64"),
+        _ => None,
+    }
+}
+
+/// A literal's value as written: integers without a fraction.
+fn number_text(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("`{}`", v as i64)
+    } else {
+        format!("`{v:e}`")
     }
 }

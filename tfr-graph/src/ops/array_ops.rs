@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::op_def::{normalize_axis, InferCtx, OpDef};
 use crate::passes::ARG_OP;
-use crate::shape::{Dim, Shape};
+use crate::shape::{Dim, ElementCount, Shape};
 use crate::value::{Element, TensorValue};
 
 pub fn op_defs() -> Vec<OpDef> {
@@ -149,8 +149,49 @@ fn infer_reshape(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
                 .collect();
             one(ctx.dtype(0), Shape::new(filled))
         }
-        _ => one(ctx.dtype(0), target),
+        _ => reshape_symbolic(ctx, target),
     }
+}
+
+/// Reshape of an input whose count has symbolic dims: a `-1` is solved symbolically (`[B, 784]`
+/// to `[-1, 784]` is `[B, 784]`, while `[B, 28, 28, 1]` to `[-1, 392]` has `2*B` rows, which
+/// stays unknown), and a count that can never match is an error.
+fn reshape_symbolic(ctx: &InferCtx<'_>, target: Shape) -> Result<Vec<TensorType>, String> {
+    let input = &ctx.input(0).shape;
+    let (Some(dims), Some(_), Some(total)) = (
+        target.dims(),
+        ctx.const_ints(1),
+        input.dims().and_then(ElementCount::of),
+    ) else {
+        return one(ctx.dtype(0), target);
+    };
+    let fixed: Vec<Dim> = dims
+        .iter()
+        .filter(|d| **d != Dim::Unknown)
+        .cloned()
+        .collect();
+    let Some(wanted) = ElementCount::of(&fixed) else {
+        return one(ctx.dtype(0), target);
+    };
+    let mismatch = || format!("cannot reshape a tensor of {total} elements ({input}) to {target}");
+    if fixed.len() == dims.len() {
+        if total.equals(&wanted) == Some(false) {
+            return Err(format!("{} ({wanted} elements)", mismatch()));
+        }
+        return one(ctx.dtype(0), target);
+    }
+    let inferred = total.quotient(&wanted).ok_or_else(mismatch)?;
+    let filled = dims
+        .iter()
+        .map(|d| {
+            if *d == Dim::Unknown {
+                inferred.clone()
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+    one(ctx.dtype(0), Shape::new(filled))
 }
 
 /// The permutation of a transpose; reversed axes when the perm input is empty.
