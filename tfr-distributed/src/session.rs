@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tfr_core::device::Device;
-use tfr_core::kernels::sendrecv_ops::FRAME_AWARE;
+use tfr_core::kernels::sendrecv_ops::is_frame_aware_transfer;
 use tfr_core::passes::fold_constants;
 use tfr_core::placement::{partition, place};
 use tfr_core::Tensor;
@@ -304,17 +304,15 @@ impl ClusterSession {
             let g = &part.step.graph;
             let mut remote_recvs = Vec::new();
             for n in g.nodes() {
-                if n.op == "_Send" || n.op == "_Recv" {
-                    if n.attrs.bool_opt(FRAME_AWARE) == Some(&true) {
-                        return Err(invalid(
-                            "graph",
-                            format!(
-                                "node `{}`: control flow across tasks is not supported yet; \
-                                 place each loop or cond on one task",
-                                n.name
-                            ),
-                        ));
-                    }
+                if is_frame_aware_transfer(n) {
+                    return Err(invalid(
+                        "graph",
+                        format!(
+                            "node `{}`: control flow across tasks is not supported yet; \
+                             place each loop or cond on one task",
+                            n.name
+                        ),
+                    ));
                 }
                 if n.op == "_Recv" {
                     let key = n

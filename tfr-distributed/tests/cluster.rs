@@ -343,3 +343,99 @@ fn bad_input_over_the_wire_is_an_error_and_the_server_keeps_serving() {
     let out = s.run(&[(a, Tensor::scalar(2.5f32))], &[b], &[]).unwrap();
     assert_eq!(out[0].scalar_value::<f32>().unwrap(), 5.0);
 }
+
+#[test]
+fn a_failing_node_aborts_the_step_on_every_task_naming_task_and_node() {
+    let cluster = Cluster::start(&[("worker", 2)]);
+    let mut g = Graph::new();
+    let a = g.placeholder("a", DType::I32, Shape::known(&[2])).unwrap();
+    let b = g.placeholder("b", DType::I32, Shape::known(&[2])).unwrap();
+    let q = g
+        .with_device("/job:worker/task:1", |g| g.floor_div(a, b))
+        .unwrap();
+    // Task 0 waits for task 1's value: it must be woken by the abort, not hang.
+    let r = g
+        .with_device("/job:worker/task:0", |g| g.add(q, a))
+        .unwrap();
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    let ok = s
+        .run(
+            &[
+                (a, Tensor::new(&[2], vec![7, -7]).unwrap()),
+                (b, Tensor::new(&[2], vec![2, 2]).unwrap()),
+            ],
+            &[r],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ok[0].to_vec::<i32>().unwrap(), vec![3 + 7, -4 - 7]);
+    let start = Instant::now();
+    let e = s
+        .run(
+            &[
+                (a, Tensor::new(&[2], vec![7, -7]).unwrap()),
+                (b, Tensor::new(&[2], vec![2, 0]).unwrap()),
+            ],
+            &[r],
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let m = e.to_string();
+    assert!(m.contains("/job:worker/task:1"), "{m}");
+    assert!(m.contains("FloorDiv"), "{m}");
+    assert!(!m.contains("aborted"), "the cause, not a cancellation: {m}");
+    // Both tasks dropped the step and still serve.
+    let rt = runtime();
+    for t in &cluster.tasks {
+        let status = rt.block_on(async {
+            let mut c = WorkerClient::connect(format!("http://{}", t.address))
+                .await
+                .unwrap();
+            c.status(Empty {}).await.unwrap().into_inner()
+        });
+        assert_eq!(status.active_steps, 0, "{}", status.task);
+    }
+    let again = s
+        .run(
+            &[
+                (a, Tensor::new(&[2], vec![8, 9]).unwrap()),
+                (b, Tensor::new(&[2], vec![2, 3]).unwrap()),
+            ],
+            &[r],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(again[0].to_vec::<i32>().unwrap(), vec![12, 12]);
+}
+
+#[test]
+fn control_flow_across_tasks_is_refused_naming_the_node() {
+    let cluster = Cluster::start(&[("worker", 2)]);
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
+    let p = g.placeholder("p", DType::Bool, Shape::scalar()).unwrap();
+    let y = g
+        .with_device("/job:worker/task:0", |g| {
+            g.cond(
+                p,
+                |g| Ok(vec![g.with_device("/job:worker/task:1", |g| g.neg(x))?]),
+                |g| Ok(vec![g.identity(x)?]),
+            )
+        })
+        .unwrap();
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    let e = s
+        .run(
+            &[(x, Tensor::scalar(1.0f32)), (p, Tensor::scalar(true))],
+            &y,
+            &[],
+        )
+        .unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("control flow across tasks"), "{m}");
+}
