@@ -34,6 +34,15 @@ impl Device {
         }
     }
 
+    /// CPU device `index` of task `task` of job `job`: a device of a cluster, as the
+    /// distributed runtime places steps over them (`/job:J/replica:0/task:T/device:CPU:N`).
+    pub fn cpu_of_task(job: &str, task: u32, index: u32) -> Device {
+        let mut device = Device::cpu(index);
+        device.spec.job = Some(job.to_string());
+        device.spec.task = Some(task);
+        device
+    }
+
     pub fn name(&self) -> String {
         self.spec.to_string()
     }

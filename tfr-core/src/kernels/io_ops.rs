@@ -38,13 +38,14 @@ pub fn safetensors_dtype(t: DType) -> Option<&'static str> {
     })
 }
 
-fn dtype_from_safetensors(s: &str) -> Option<DType> {
+pub fn dtype_from_safetensors(s: &str) -> Option<DType> {
     DType::ALL
         .into_iter()
         .find(|&t| safetensors_dtype(t) == Some(s))
 }
 
-fn encode(buf: &Buffer, out: &mut Vec<u8>) -> KResult {
+/// Appends the raw little-endian bytes of `buf` (also the wire form of the distributed runtime).
+pub fn encode(buf: &Buffer, out: &mut Vec<u8>) -> KResult {
     macro_rules! le {
         ($v:expr) => {
             for x in $v {
@@ -72,7 +73,7 @@ fn encode(buf: &Buffer, out: &mut Vec<u8>) -> KResult {
 
 /// Decodes raw little-endian bytes (their length already checked) into a buffer; `None` for
 /// bytes that are no valid value (a bool other than 0 or 1).
-fn decode(dtype: DType, b: &[u8]) -> Option<Buffer> {
+pub fn decode(dtype: DType, b: &[u8]) -> Option<Buffer> {
     macro_rules! le {
         ($t:ty, $n:expr) => {
             b.chunks_exact($n)

@@ -1,0 +1,75 @@
+//! Channels to tasks: TCP_NODELAY, bounded connection time, message size limits, HTTP/2
+//! keep-alive (a peer that stops answering is noticed instead of waited on forever).
+
+use crate::error::{Error, Result};
+use crate::proto::worker_client::WorkerClient;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How a process talks to tasks.
+#[derive(Clone, Debug)]
+pub struct ChannelOptions {
+    /// How long connecting to a task may take before it is reported unreachable.
+    pub connect_timeout: Duration,
+    /// The largest message sent or accepted (both directions).
+    pub max_message_bytes: usize,
+    /// Interval of HTTP/2 pings; a peer that does not answer one within the same time is dead.
+    pub keepalive: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            connect_timeout: Duration::from_secs(5),
+            max_message_bytes: 1 << 30,
+            keepalive: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connected client of the worker service of `task` at `address`.
+pub async fn connect(
+    address: &str,
+    task: &str,
+    options: &ChannelOptions,
+) -> Result<WorkerClient<Channel>> {
+    let unreachable = |message: String| Error::Unreachable {
+        task: task.to_string(),
+        address: address.to_string(),
+        message,
+    };
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| unreachable(format!("bad address: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(options.connect_timeout)
+        .http2_keep_alive_interval(options.keepalive)
+        .keep_alive_timeout(options.keepalive)
+        .keep_alive_while_idle(true);
+    let channel = tokio::time::timeout(options.connect_timeout, endpoint.connect())
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no connection within {:?}",
+                options.connect_timeout
+            ))
+        })?
+        .map_err(|e| unreachable(source_chain(&e)))?;
+    Ok(WorkerClient::new(channel)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes))
+}
+
+/// An error and its causes on one line (transport errors hide the useful part in a source).
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}

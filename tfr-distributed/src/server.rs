@@ -1,0 +1,169 @@
+//! A task's server: the worker service on a tokio runtime of its own thread, so any process
+//! can host one ([`Server::start`]); the `tfr-server` binary is a thin wrapper.
+
+use crate::channel::ChannelOptions;
+use crate::cluster::{ClusterSpec, TaskId};
+use crate::error::{Error, Result};
+use crate::proto::worker_server::WorkerServer;
+use crate::worker::WorkerService;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// How a server runs.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Where to listen. Default: loopback, on the port of the task's address in the spec
+    /// (a server is reachable from other machines only when told so).
+    pub bind: Option<SocketAddr>,
+    /// Channels to other tasks and message size limits.
+    pub channel: ChannelOptions,
+    /// Also stop on SIGTERM or SIGINT (the binary sets it).
+    pub stop_on_signal: bool,
+}
+
+/// A running task server.
+pub struct Server {
+    address: SocketAddr,
+    task: TaskId,
+    service: WorkerService,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+fn server_error(task: &TaskId, message: impl std::fmt::Display) -> Error {
+    Error::Server(format!("{}: {message}", task.name()))
+}
+
+/// The loopback address with the port of `address` (`host:port`).
+fn loopback_with_port(address: &str, task: &TaskId) -> Result<SocketAddr> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .ok_or_else(|| server_error(task, format!("address `{address}` has no port")))?;
+    Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+impl Server {
+    /// Starts the server of `task` of `cluster`; returns once it listens.
+    pub fn start(cluster: &ClusterSpec, task: &TaskId, options: ServerOptions) -> Result<Server> {
+        let bind = match options.bind {
+            Some(b) => b,
+            None => loopback_with_port(cluster.address(task)?, task)?,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("tfr-server")
+            .build()
+            .map_err(|e| server_error(task, format!("cannot start a runtime: {e}")))?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(bind))
+            .map_err(|e| server_error(task, format!("cannot listen on {bind}: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| server_error(task, e.to_string()))?;
+        let service = WorkerService::new(&task.name(), options.channel.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limit = options.channel.max_message_bytes;
+        let svc = WorkerServer::new(service.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let keepalive = options.channel.keepalive;
+        let signals = options.stop_on_signal;
+        let name = task.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tfr-server-{}-{}", task.job, task.index))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    let shutdown = async move {
+                        if signals {
+                            tokio::select! {
+                                _ = stopped => {}
+                                _ = termination() => {}
+                            }
+                        } else {
+                            let _ = stopped.await;
+                        }
+                    };
+                    tonic::transport::Server::builder()
+                        .tcp_nodelay(true)
+                        .http2_keepalive_interval(Some(keepalive))
+                        .http2_keepalive_timeout(Some(keepalive))
+                        .add_service(svc)
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                        .map_err(|e| server_error(&name, e))
+                })
+            })
+            .map_err(|e| server_error(task, format!("cannot start a thread: {e}")))?;
+        Ok(Server {
+            address,
+            task: task.clone(),
+            service,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    /// The task's worker service (its resources hold the task's variables).
+    pub fn service(&self) -> &WorkerService {
+        &self.service
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join()
+    }
+
+    /// Waits until the server ends (by a signal, with `stop_on_signal`).
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| server_error(&self.task, "the server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,448 @@
+//! The worker service of a task: registered partition graphs (built into executables once),
+//! per-step rendezvous, and the task's resource manager, whose variables outlive every client
+//! session (several clients share a `ps` task's variables).
+//!
+//! A step's partition on this task runs in `RunGraph`. Its `_Recv` kernels read the task's
+//! local rendezvous for the step; for each key another task produces, the [`RemoteRendezvous`]
+//! asks that task's `RecvTensor` when the step starts and puts the value in the local
+//! rendezvous. `RecvTensor` waits on the local rendezvous for the key this task's `_Send`
+//! produces. A step whose partition sends nothing is cleaned up when `RunGraph` ends; other
+//! steps when the client says `CleanupStep` (after every task has run, so all values were
+//! pulled).
+
+use crate::channel::{connect, source_chain, ChannelOptions};
+use crate::error::Error;
+use crate::proto::worker_client::WorkerClient;
+use crate::proto::worker_server::Worker;
+use crate::proto::{
+    Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest, RegisterGraphResponse,
+    RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse, StepRequest,
+};
+use crate::wire::{tensor_from_proto, tensor_to_proto};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tfr_core::error::Code;
+use tfr_core::rendezvous::{LocalRendezvous, Rendezvous};
+use tfr_core::resource::ResourceMgr;
+use tfr_core::{Executable, KernelError, Tensor};
+use tfr_graph::passes::StepGraph;
+use tfr_graph::{Graph, NodeId, Output};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// A registered partition: its executable, built once.
+struct Registered {
+    exec: Executable,
+    /// The step's feeds; those the partition does not use get a placeholder value.
+    num_feeds: usize,
+    feed_names: Vec<String>,
+    /// Positions of the feeds the partition uses: RunGraph carries their values, in order.
+    used_feeds: Vec<usize>,
+    /// The partition takes the step's rendezvous handle as its last feed.
+    has_rendezvous: bool,
+    /// Other tasks pull values from this partition: keep the step until `CleanupStep`.
+    has_sends: bool,
+    remote_recvs: Vec<RemoteRecv>,
+}
+
+/// The state of one task's worker service.
+pub struct WorkerState {
+    task: String,
+    resources: ResourceMgr,
+    graphs: RwLock<HashMap<u64, Arc<Registered>>>,
+    next_handle: AtomicU64,
+    steps: Mutex<HashMap<u64, Arc<LocalRendezvous>>>,
+    peers: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    channel: ChannelOptions,
+}
+
+/// The service tonic serves; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerService {
+    state: Arc<WorkerState>,
+}
+
+fn code_to_status(code: Code) -> tonic::Code {
+    match code {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::OutOfRange => tonic::Code::OutOfRange,
+        Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Internal => tonic::Code::Internal,
+        Code::Cancelled => tonic::Code::Cancelled,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}
+
+/// The resource-manager key of a step's rendezvous (fed to `_Send`/`_Recv` as their handle).
+fn rendezvous_key(step_id: u64) -> String {
+    format!("_rendezvous/remote/{step_id:x}")
+}
+
+impl WorkerService {
+    /// The worker service of task `task` (e.g. `/job:ps/task:0`).
+    pub fn new(task: &str, channel: ChannelOptions) -> WorkerService {
+        WorkerService {
+            state: Arc::new(WorkerState {
+                task: task.to_string(),
+                resources: ResourceMgr::default(),
+                graphs: RwLock::new(HashMap::new()),
+                next_handle: AtomicU64::new(1),
+                steps: Mutex::new(HashMap::new()),
+                peers: Mutex::new(HashMap::new()),
+                channel,
+            }),
+        }
+    }
+
+    /// The task's resources (its variables).
+    pub fn resources(&self) -> &ResourceMgr {
+        &self.state.resources
+    }
+}
+
+impl WorkerState {
+    fn internal(&self, what: &str) -> Status {
+        Status::internal(format!("{what} lock poisoned on {}", self.task))
+    }
+
+    /// The rendezvous of `step_id`, made on first use (a peer may ask for a value before this
+    /// task's `RunGraph` of the step arrives).
+    fn step(&self, step_id: u64) -> Result<Arc<LocalRendezvous>, Status> {
+        let mut steps = self.steps.lock().map_err(|_| self.internal("steps"))?;
+        if let Some(r) = steps.get(&step_id) {
+            return Ok(r.clone());
+        }
+        // No partition count: a partition waiting on a remote value is no deadlock here.
+        let r = Arc::new(LocalRendezvous::default());
+        self.resources
+            .insert_state(&rendezvous_key(step_id), r.clone())
+            .map_err(|e| Status::internal(e.message))?;
+        steps.insert(step_id, r.clone());
+        Ok(r)
+    }
+
+    fn end_step(&self, step_id: u64, why: &str) {
+        let removed = self.steps.lock().ok().and_then(|mut s| s.remove(&step_id));
+        if let Some(r) = removed {
+            self.resources.remove_state(&rendezvous_key(step_id));
+            // Wakes a receive still waiting (a peer that will never ask).
+            r.abort(KernelError {
+                code: Code::Cancelled,
+                message: why.to_string(),
+            });
+        }
+    }
+
+    async fn peer(&self, address: &str, task: &str) -> Result<WorkerClient<Channel>, Error> {
+        if let Some(c) = self.peers.lock().ok().and_then(|p| p.get(address).cloned()) {
+            return Ok(c);
+        }
+        let client = connect(address, task, &self.channel).await?;
+        if let Ok(mut p) = self.peers.lock() {
+            p.insert(address.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Pulls `recv.key` of `step_id` from the task that produces it into `local`; a failure
+    /// aborts the step here with an error naming that task.
+    fn spawn_fetch(self: &Arc<Self>, step_id: u64, local: Arc<LocalRendezvous>, recv: RemoteRecv) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let remote = RemoteRendezvous {
+                state: &state,
+                step_id,
+            };
+            match remote.fetch(&recv).await {
+                Ok(t) => {
+                    let _ = local.send_value(&recv.key, Some(t));
+                }
+                Err(e) => local.abort(e),
+            }
+        });
+    }
+
+    fn register(&self, req: RegisterGraphRequest) -> Result<u64, Status> {
+        let graph = Graph::from_bytes(&req.graph).map_err(|e| {
+            invalid(format!(
+                "the partition graph for {} does not load: {e}",
+                self.task
+            ))
+        })?;
+        let n = graph.len();
+        let node = |id: u32, what: &str| -> Result<NodeId, Status> {
+            if (id as usize) < n {
+                Ok(NodeId(id))
+            } else {
+                Err(invalid(format!(
+                    "{what} names node {id}, but the graph has {n} nodes"
+                )))
+            }
+        };
+        let mut feeds = Vec::new();
+        let mut names = Vec::new();
+        for f in &req.feeds {
+            feeds.push(f.arg_node.map(|a| node(a, "a feed")).transpose()?);
+            names.push(f.name.clone());
+        }
+        let used: Vec<usize> = (0..feeds.len()).filter(|&k| feeds[k].is_some()).collect();
+        if let Some(h) = req.rendezvous_arg {
+            feeds.push(Some(node(h, "the rendezvous feed")?));
+            names.push("rendezvous".into());
+        }
+        for (id, what) in feeds.iter().zip(&names) {
+            let Some(id) = id else { continue };
+            if graph.node(*id).op != "_Arg" {
+                return Err(invalid(format!(
+                    "feed `{what}` names node `{}` ({}), not an `_Arg`",
+                    graph.node(*id).name,
+                    graph.node(*id).op
+                )));
+            }
+        }
+        let fetches = req
+            .fetches
+            .iter()
+            .map(|f| {
+                let id = node(f.node, "a fetch")?;
+                if f.index as usize >= graph.node(id).outputs.len() {
+                    return Err(invalid(format!(
+                        "fetch `{}:{}`: the node has {} outputs",
+                        graph.node(id).name,
+                        f.index,
+                        graph.node(id).outputs.len()
+                    )));
+                }
+                Ok(Output {
+                    node: id,
+                    index: f.index,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let targets = req
+            .targets
+            .iter()
+            .map(|&t| node(t, "a target"))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let has_sends = graph.nodes().iter().any(|n| n.op == "_Send");
+        let step = StepGraph {
+            origin: vec![None; n],
+            graph,
+            feeds,
+            fetches,
+            targets,
+        };
+        // A partition runs its nodes in order (see `tfr_core::placement`): one thread.
+        let num_feeds = req.feeds.len();
+        let exec = Executable::build(&step, &names, 1)
+            .map_err(|e| invalid(format!("the partition graph for {}: {e}", self.task)))?;
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.graphs
+            .write()
+            .map_err(|_| self.internal("graphs"))?
+            .insert(
+                handle,
+                Arc::new(Registered {
+                    exec,
+                    num_feeds,
+                    feed_names: names[..num_feeds].to_vec(),
+                    used_feeds: used,
+                    has_rendezvous: req.rendezvous_arg.is_some(),
+                    has_sends,
+                    remote_recvs: req.remote_recvs,
+                }),
+            );
+        Ok(handle)
+    }
+
+    fn run(self: &Arc<Self>, req: RunGraphRequest) -> Result<Vec<Tensor>, Status> {
+        let reg = self
+            .graphs
+            .read()
+            .map_err(|_| self.internal("graphs"))?
+            .get(&req.handle)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no graph is registered under handle {} on {} (was the task restarted?)",
+                    req.handle, self.task
+                ))
+            })?;
+        if req.feeds.len() != reg.used_feeds.len() {
+            return Err(invalid(format!(
+                "the registered graph takes {} feeds, the request has {}",
+                reg.used_feeds.len(),
+                req.feeds.len()
+            )));
+        }
+        // An unused feed's executable type is the default (f32, any shape): fill it so.
+        let mut feeds = vec![Tensor::scalar(0.0f32); reg.num_feeds];
+        for (&k, p) in reg.used_feeds.iter().zip(&req.feeds) {
+            let name = &reg.feed_names[k];
+            feeds[k] = tensor_from_proto(p, &format!("feed `{name}`"))
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let rendezvous = if reg.has_rendezvous {
+            let r = self.step(req.step_id)?;
+            for recv in &reg.remote_recvs {
+                self.spawn_fetch(req.step_id, r.clone(), recv.clone());
+            }
+            feeds.push(Tensor::scalar(rendezvous_key(req.step_id)));
+            Some(r)
+        } else {
+            None
+        };
+        // The partition may wait on values from other tasks: keep this runtime thread's
+        // other work moving meanwhile.
+        let result = tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reg.exec.run(&feeds, &self.resources, None)
+            }))
+        });
+        let result = result.unwrap_or_else(|_| {
+            Err(tfr_core::Error::InvalidArgument {
+                arg: "step".into(),
+                message: "the partition panicked".into(),
+            })
+        });
+        if let (Err(e), Some(r)) = (&result, &rendezvous) {
+            r.abort(KernelError {
+                code: e.code(),
+                message: format!("{e} (on {})", self.task),
+            });
+        }
+        if rendezvous.is_some() && (!reg.has_sends || result.is_err()) {
+            self.end_step(req.step_id, "the step ended");
+        }
+        result.map_err(|e| Status::new(code_to_status(e.code()), e.to_string()))
+    }
+}
+
+/// The remote side of a step's rendezvous: a receive here of a key another task produces
+/// asks that task's `RecvTensor`, which waits on its local rendezvous for the key.
+pub struct RemoteRendezvous<'a> {
+    state: &'a WorkerState,
+    step_id: u64,
+}
+
+impl RemoteRendezvous<'_> {
+    /// The value of `recv.key`, from the task that produces it.
+    pub async fn fetch(&self, recv: &RemoteRecv) -> Result<Tensor, KernelError> {
+        let fail = |code: Code, m: String| KernelError {
+            code,
+            message: format!(
+                "receiving `{}` from {} at {}: {m}",
+                recv.key, recv.task, recv.address
+            ),
+        };
+        let mut client = self
+            .state
+            .peer(&recv.address, &recv.task)
+            .await
+            .map_err(|e| fail(Code::Internal, e.to_string()))?;
+        let response = client
+            .recv_tensor(RecvTensorRequest {
+                step_id: self.step_id,
+                key: recv.key.clone(),
+            })
+            .await
+            .map_err(|s| {
+                let code = if s.code() == tonic::Code::Cancelled {
+                    Code::Cancelled
+                } else {
+                    Code::Internal
+                };
+                fail(code, status_text(&s))
+            })?;
+        let proto = response
+            .into_inner()
+            .tensor
+            .ok_or_else(|| fail(Code::Internal, "the answer holds no tensor".into()))?;
+        tensor_from_proto(&proto, &recv.key).map_err(|e| fail(Code::Internal, e.to_string()))
+    }
+}
+
+/// A status's message, or its code and transport cause when it has no message.
+pub fn status_text(s: &Status) -> String {
+    if s.message().is_empty() {
+        format!("{:?}: {}", s.code(), source_chain(s))
+    } else {
+        match std::error::Error::source(s) {
+            Some(cause) => format!("{}: {}", s.message(), source_chain(cause)),
+            None => s.message().to_string(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn register_graph(
+        &self,
+        request: Request<RegisterGraphRequest>,
+    ) -> Result<Response<RegisterGraphResponse>, Status> {
+        let handle = self.state.register(request.into_inner())?;
+        Ok(Response::new(RegisterGraphResponse { handle }))
+    }
+
+    async fn run_graph(
+        &self,
+        request: Request<RunGraphRequest>,
+    ) -> Result<Response<RunGraphResponse>, Status> {
+        let fetched = self.state.run(request.into_inner())?;
+        let fetches = fetched
+            .iter()
+            .map(tensor_to_proto)
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Response::new(RunGraphResponse { fetches }))
+    }
+
+    async fn recv_tensor(
+        &self,
+        request: Request<RecvTensorRequest>,
+    ) -> Result<Response<RecvTensorResponse>, Status> {
+        let req = request.into_inner();
+        let r = self.state.step(req.step_id)?;
+        let key = req.key.clone();
+        let t = tokio::task::spawn_blocking(move || r.recv(&key))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
+        let tensor = tensor_to_proto(&t).map_err(|e| invalid(e.to_string()))?;
+        Ok(Response::new(RecvTensorResponse {
+            tensor: Some(tensor),
+        }))
+    }
+
+    async fn cleanup_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
+        self.state
+            .end_step(request.into_inner().step_id, "the step was cleaned up");
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn abort_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let r = self.state.step(req.step_id)?;
+        r.abort(KernelError {
+            code: Code::Cancelled,
+            message: req.reason,
+        });
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn status(&self, _: Request<Empty>) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.state;
+        Ok(Response::new(StatusResponse {
+            task: s.task.clone(),
+            registered_graphs: s.graphs.read().map(|g| g.len()).unwrap_or(0) as u64,
+            active_steps: s.steps.lock().map(|g| g.len()).unwrap_or(0) as u64,
+            variables: s.resources.variable_names(),
+        }))
+    }
+}

@@ -1,0 +1,185 @@
+//! Real `tfr-server` processes on loopback ports chosen free at run time. The guard kills
+//! every child when dropped (also when a test fails); every wait has a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tfr_distributed::ClusterSpec;
+
+/// How long a server may take to start listening.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Ports free right now (bound then released; the servers bind them next).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+pub struct Task {
+    pub job: String,
+    pub index: u32,
+    pub address: String,
+    pub child: Option<Child>,
+}
+
+/// A cluster of running `tfr-server` processes; kills them all on drop.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub spec_path: std::path::PathBuf,
+    pub tasks: Vec<Task>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "tfr-dist-{tag}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Cluster {
+    /// Starts one server per task of `jobs` (name, number of tasks).
+    pub fn start(jobs: &[(&str, usize)]) -> Cluster {
+        let total = jobs.iter().map(|j| j.1).sum();
+        let mut ports = free_ports(total).into_iter();
+        let mut map = BTreeMap::new();
+        for (job, n) in jobs {
+            let addrs: Vec<String> = (0..*n)
+                .map(|_| format!("127.0.0.1:{}", ports.next().expect("port")))
+                .collect();
+            map.insert(job.to_string(), addrs);
+        }
+        let dir = TempDir::new("cluster");
+        let spec_path = dir.0.join("cluster.json");
+        std::fs::write(&spec_path, serde_json::to_string(&map).expect("json")).expect("write");
+        let spec = ClusterSpec::new(map.clone()).expect("valid spec");
+        let mut cluster = Cluster {
+            spec,
+            spec_path,
+            tasks: Vec::new(),
+            _dir: dir,
+        };
+        for (job, addrs) in &map {
+            for (i, address) in addrs.iter().enumerate() {
+                cluster.tasks.push(Task {
+                    job: job.clone(),
+                    index: i as u32,
+                    address: address.clone(),
+                    child: None,
+                });
+            }
+        }
+        for k in 0..cluster.tasks.len() {
+            cluster.launch(k);
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) task `k` and waits until it listens.
+    pub fn launch(&mut self, k: usize) {
+        let t = &mut self.tasks[k];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tfr-server"))
+            .args(["--cluster", self.spec_path.to_str().expect("utf-8 path")])
+            .args(["--job", &t.job, "--task", &t.index.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tfr-server");
+        let stdout = child.stdout.take().expect("stdout");
+        t.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => {
+                    assert!(line.contains(&t.address), "{line} (expected {})", t.address);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "tfr-server /job:{}/task:{} did not start within {START_DEADLINE:?}: {e}",
+                    t.job, t.index
+                ),
+            }
+        }
+    }
+
+    pub fn task(&mut self, job: &str, index: u32) -> &mut Task {
+        self.tasks
+            .iter_mut()
+            .find(|t| t.job == job && t.index == index)
+            .expect("no such task")
+    }
+
+    /// Sends `signal` (e.g. `KILL`, `TERM`) to a task's process.
+    pub fn signal(&mut self, job: &str, index: u32, signal: &str) {
+        let pid = self.task(job, index).child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits (bounded) for a task's process to exit; returns its exit status.
+    pub fn wait_exit(
+        &mut self,
+        job: &str,
+        index: u32,
+        within: Duration,
+    ) -> std::process::ExitStatus {
+        let child = self.task(job, index).child.as_mut().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the task did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in &mut self.tasks {
+            if let Some(mut c) = t.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
