@@ -72,6 +72,7 @@ fn code_to_status(code: Code) -> tonic::Code {
         Code::Unimplemented => tonic::Code::Unimplemented,
         Code::Internal => tonic::Code::Internal,
         Code::Cancelled => tonic::Code::Cancelled,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
     }
 }
 
