@@ -69,7 +69,16 @@ impl Server {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let keepalive = options.channel.keepalive;
-        let signals = options.stop_on_signal;
+        // Listen for signals before `start` returns: a SIGTERM sent as soon as the address is
+        // printed would otherwise meet the default action and kill the process.
+        let termination = if options.stop_on_signal {
+            Some(
+                Termination::install(&runtime)
+                    .map_err(|e| server_error(task, format!("cannot listen for signals: {e}")))?,
+            )
+        } else {
+            None
+        };
         let name = task.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tfr-server-{}-{}", task.job, task.index))
@@ -78,13 +87,14 @@ impl Server {
                     let incoming = tonic::transport::server::TcpIncoming::from(listener)
                         .with_nodelay(Some(true));
                     let shutdown = async move {
-                        if signals {
-                            tokio::select! {
+                        match termination {
+                            Some(t) => tokio::select! {
                                 _ = stopped => {}
-                                _ = termination() => {}
+                                _ = t.wait() => {}
+                            },
+                            None => {
+                                let _ = stopped.await;
                             }
-                        } else {
-                            let _ = stopped.await;
                         }
                     };
                     tonic::transport::Server::builder()
@@ -152,18 +162,43 @@ impl Drop for Server {
     }
 }
 
-/// SIGTERM or SIGINT.
-async fn termination() {
-    #[cfg(unix)]
-    {
+/// Listeners for SIGTERM and SIGINT, installed on the server's runtime.
+#[cfg(unix)]
+struct Termination {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Termination {
+    fn install(runtime: &tokio::runtime::Runtime) -> std::io::Result<Termination> {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+        let _context = runtime.enter();
+        Ok(Termination {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Elsewhere only Ctrl-C stops the server.
+#[cfg(not(unix))]
+struct Termination;
+
+#[cfg(not(unix))]
+impl Termination {
+    fn install(_runtime: &tokio::runtime::Runtime) -> std::io::Result<Termination> {
+        Ok(Termination)
+    }
+
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
