@@ -17,6 +17,7 @@
 //! ```
 
 pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
+#[cfg(feature = "distributed")]
 pub use tfr_distributed as distributed;
 pub use tfr_graph::{
     self as graph, DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue,
