@@ -116,6 +116,16 @@ fn gradients_for_an_older_step_are_dropped() {
     assert_eq!(count(&s, &f), 1);
     let mean = s.run(&[], &[take], &[]).unwrap();
     assert_eq!(mean[0].to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    // A gradient that arrived after the take but before the step moved on is late too: moving
+    // to step 4 drops it, so the next take sees only step-4 gradients.
+    apply(&s, &f, 3, [100.0, 100.0]).unwrap();
+    assert_eq!(count(&s, &f), 1);
+    s.run(&[(f.step, Tensor::scalar(4i64))], &[], &[f.set_step])
+        .unwrap();
+    assert_eq!(count(&s, &f), 0);
+    apply(&s, &f, 4, [5.0, 7.0]).unwrap();
+    let mean = s.run(&[], &[take], &[]).unwrap();
+    assert_eq!(mean[0].to_vec::<f32>().unwrap(), vec![5.0, 7.0]);
 }
 
 #[test]

@@ -101,6 +101,9 @@ struct SyncReplica {
     /// Gradients held by the first accumulator.
     held: Output,
     ready: Output,
+    /// Computed on ps:0 from this worker's local step: running it once opens the ps task's
+    /// channel to this worker (a stopped worker could not answer a new connection).
+    probe: Output,
 }
 
 fn sync_replica(
@@ -121,6 +124,9 @@ fn sync_replica(
     let init = g.global_variables_initializer().unwrap();
     let held = g.accumulator_num_accumulated(&ops.accumulators[0]).unwrap();
     let ready = g.is_variable_initialized(&gs).unwrap();
+    let probe = g
+        .with_device("/job:ps/task:0", |g| g.add(ops.local_step.value, gs.value))
+        .unwrap();
     setter.apply(&mut g).unwrap();
     let session = ClusterSession::new(&cluster.spec, &g, options(step_timeout)).unwrap();
     SyncReplica {
@@ -132,6 +138,7 @@ fn sync_replica(
         vars,
         held,
         ready,
+        probe,
     }
 }
 
@@ -192,6 +199,7 @@ impl SyncReplica {
         self.session
             .run(&[], &[], &[self.ops.local_step_init])
             .unwrap();
+        self.session.run(&[], &[self.probe], &[]).unwrap();
     }
 }
 

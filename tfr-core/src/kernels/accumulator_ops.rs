@@ -134,10 +134,17 @@ impl Accumulator {
         }
     }
 
-    /// Moves the global step forward to `step` (a smaller value leaves it).
+    /// Moves the global step forward to `step` (a smaller value leaves it). Moving forward
+    /// also drops what is held: those gradients were computed for an older step (they arrived
+    /// after the last take, late), and must not count towards the next one.
     pub fn set_global_step(&self, step: i64) -> KResult {
         let mut st = self.lock()?;
-        st.global_step = st.global_step.max(step);
+        if step > st.global_step {
+            st.global_step = step;
+            st.dropped += st.count as u64;
+            st.count = 0;
+            st.sum.iter_mut().for_each(|s| *s = 0.0);
+        }
         Ok(())
     }
 
