@@ -101,12 +101,19 @@ fn take_returns_the_mean_and_resets() {
 #[test]
 fn gradients_for_an_older_step_are_dropped() {
     let mut f = fixture();
-    let take = f.graph.accumulator_take_gradient(&f.acc, 1, Some(5_000)).unwrap();
+    let take = f
+        .graph
+        .accumulator_take_gradient(&f.acc, 1, Some(5_000))
+        .unwrap();
     let s = session(&f.graph);
     s.run(&[(f.step, Tensor::scalar(3i64))], &[], &[f.set_step])
         .unwrap();
     apply(&s, &f, 2, [100.0, 100.0]).unwrap();
-    assert_eq!(count(&s, &f), 0, "a step-2 gradient after step 3 must be dropped");
+    assert_eq!(
+        count(&s, &f),
+        0,
+        "a step-2 gradient after step 3 must be dropped"
+    );
     apply(&s, &f, 3, [1.0, 2.0]).unwrap();
     assert_eq!(count(&s, &f), 1);
     // The global step never moves backwards: setting 1 keeps 3.
@@ -140,7 +147,10 @@ fn take_waits_for_gradients_applied_by_other_threads() {
     // The take cannot finish before the second gradient: after one it still waits.
     apply(&s, &f, 0, [1.0, 1.0]).unwrap();
     thread::sleep(Duration::from_millis(50));
-    assert!(!taker.is_finished(), "the take returned with one of two gradients");
+    assert!(
+        !taker.is_finished(),
+        "the take returned with one of two gradients"
+    );
     let applier = {
         let s = s.clone();
         let (step, grad, node) = (f.step, f.grad, f.apply);
@@ -157,26 +167,38 @@ fn take_waits_for_gradients_applied_by_other_threads() {
 #[test]
 fn a_bounded_take_fails_instead_of_hanging() {
     let mut f = fixture();
-    let take = f.graph.accumulator_take_gradient(&f.acc, 2, Some(100)).unwrap();
+    let take = f
+        .graph
+        .accumulator_take_gradient(&f.acc, 2, Some(100))
+        .unwrap();
     let s = session(&f.graph);
     apply(&s, &f, 0, [1.0, 1.0]).unwrap();
     let e = bounded(move || s.run(&[], &[take], &[])).unwrap_err();
     assert_eq!(e.code(), Code::Cancelled);
     let text = e.to_string();
-    assert!(text.contains("`acc`") && text.contains("1 of the 2"), "{text}");
+    assert!(
+        text.contains("`acc`") && text.contains("1 of the 2"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_gradients_and_arguments_are_errors() {
     let mut f = fixture();
     // Build time: dtype and static shape of the gradient, accumulator dtype and shape.
-    let wrong = f.graph.placeholder("wrong", DType::F32, Shape::known(&[3])).unwrap();
+    let wrong = f
+        .graph
+        .placeholder("wrong", DType::F32, Shape::known(&[3]))
+        .unwrap();
     let e = f
         .graph
         .accumulator_apply_gradient(&f.acc, f.step, wrong)
         .unwrap_err();
     assert!(e.to_string().contains("shape"), "{e}");
-    let ints = f.graph.placeholder("ints", DType::I32, Shape::known(&[2])).unwrap();
+    let ints = f
+        .graph
+        .placeholder("ints", DType::I32, Shape::known(&[2]))
+        .unwrap();
     let e = f
         .graph
         .accumulator_apply_gradient(&f.acc, f.step, ints)

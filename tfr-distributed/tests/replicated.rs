@@ -299,7 +299,10 @@ fn sync_training_equals_one_process_on_the_concatenated_batches() {
         let want = want.to_vec::<f32>().unwrap();
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{got:?} vs {want:?}");
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{got:?} vs {want:?}"
+            );
         }
     }
     // And training moved the parameters (the comparison is not of two initial values).
@@ -372,7 +375,10 @@ fn a_killed_backup_worker_does_not_stop_sync_training() {
         // Signal once a few updates went through with all three workers alive.
         let mut result = Ok(());
         for i in 0..STEPS {
-            if let Err(e) = aggregator.session.run(&[], &[], &[aggregator.ops.chief_update]) {
+            if let Err(e) = aggregator
+                .session
+                .run(&[], &[], &[aggregator.ops.chief_update])
+            {
                 result = Err(e);
                 break;
             }
@@ -425,9 +431,17 @@ fn without_a_backup_a_dead_worker_fails_the_chief_cleanly() {
     let worker = thread::spawn(move || worker_loop(chief, 0, 1));
     let e = bounded("the chief", move || chief_thread.join().unwrap()).unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("accumulator") && text.contains("1 of the 2"), "{text}");
-    let steps = bounded("worker 0", move || worker.join().unwrap()).1.unwrap();
-    assert_eq!(steps, 0, "worker 0 ends with the closed queue, not with a step");
+    assert!(
+        text.contains("accumulator") && text.contains("1 of the 2"),
+        "{text}"
+    );
+    let steps = bounded("worker 0", move || worker.join().unwrap())
+        .1
+        .unwrap();
+    assert_eq!(
+        steps, 0,
+        "worker 0 ends with the closed queue, not with a step"
+    );
 }
 
 #[test]
@@ -467,10 +481,15 @@ fn async_training_loses_no_update_and_converges() {
         }
     };
     let replicas: Vec<AsyncReplica> = (0..2).map(build).collect();
-    replicas[0].session.run(&[], &[], &[replicas[0].init]).unwrap();
+    replicas[0]
+        .session
+        .run(&[], &[], &[replicas[0].init])
+        .unwrap();
     let loss_of = |r: &AsyncReplica, k: usize| {
         let (x, y) = batch(k);
-        r.session.run(&[(r.x, x), (r.y, y)], &[r.loss], &[]).unwrap()[0]
+        r.session
+            .run(&[(r.x, x), (r.y, y)], &[r.loss], &[])
+            .unwrap()[0]
             .scalar_value::<f32>()
             .unwrap()
     };
@@ -494,7 +513,10 @@ fn async_training_loses_no_update_and_converges() {
         .into_iter()
         .map(|w| bounded("an async worker", move || w.join().unwrap()))
         .collect();
-    let counted = replicas[1].session.run(&[], &[replicas[1].counter], &[]).unwrap()[0]
+    let counted = replicas[1]
+        .session
+        .run(&[], &[replicas[1].counter], &[])
+        .unwrap()[0]
         .scalar_value::<i64>()
         .unwrap();
     assert_eq!(counted, 2 * STEPS as i64, "an update was lost");

@@ -12,7 +12,9 @@ use tfr_nn::replication::{global_step, PsStrategy, ReplicaDeviceSetter, SyncRepl
 use tfr_nn::{Adam, Optimizer, Sgd};
 
 fn var(g: &mut Graph, name: &str, elements: usize) -> Variable {
-    let init = g.constant_from(&[elements], vec![0.5f32; elements]).unwrap();
+    let init = g
+        .constant_from(&[elements], vec![0.5f32; elements])
+        .unwrap();
     g.variable(name, init).unwrap()
 }
 
@@ -21,15 +23,21 @@ fn device(g: &Graph, o: Output) -> &str {
 }
 
 fn cluster_devices(num_ps: u32, num_workers: u32) -> Vec<Device> {
-    let mut d: Vec<Device> = (0..num_ps).map(|t| Device::cpu_of_task("ps", t, 0)).collect();
+    let mut d: Vec<Device> = (0..num_ps)
+        .map(|t| Device::cpu_of_task("ps", t, 0))
+        .collect();
     d.extend((0..num_workers).map(|t| Device::cpu_of_task("worker", t, 0)));
     d
 }
 
 /// A small regression with its variables and loss.
 fn model(g: &mut Graph) -> (Vec<Variable>, Output) {
-    let x = g.placeholder("x", DType::F32, Shape::known(&[4, 3])).unwrap();
-    let y = g.placeholder("y", DType::F32, Shape::known(&[4, 1])).unwrap();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[4, 3]))
+        .unwrap();
+    let y = g
+        .placeholder("y", DType::F32, Shape::known(&[4, 1]))
+        .unwrap();
     let w0 = g.constant_from(&[3, 1], vec![0.1f32; 3]).unwrap();
     let w = g.variable("w", w0).unwrap();
     let b0 = g.constant_from(&[1], vec![0.0f32]).unwrap();
@@ -46,14 +54,21 @@ fn round_robin_spreads_variables_and_keeps_compute_on_the_worker() {
     let vars: Vec<Variable> = (0..4).map(|k| var(&mut g, &format!("v{k}"), 2)).collect();
     let sum = g.add(vars[0].value, vars[1].value).unwrap();
     let pinned = g
-        .with_device("/job:ps/task:1", |g| g.constant_from(&[2], vec![1.0f32, 2.0]))
+        .with_device("/job:ps/task:1", |g| {
+            g.constant_from(&[2], vec![1.0f32, 2.0])
+        })
         .unwrap();
     let setter = ReplicaDeviceSetter::new(2, "/job:worker/task:3").unwrap();
     let placement = setter.apply(&mut g).unwrap();
     let tasks: Vec<&str> = placement.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(
         tasks,
-        ["/job:ps/task:0", "/job:ps/task:1", "/job:ps/task:0", "/job:ps/task:1"]
+        [
+            "/job:ps/task:0",
+            "/job:ps/task:1",
+            "/job:ps/task:0",
+            "/job:ps/task:1"
+        ]
     );
     assert_eq!(placement[2].0, "v2");
     for (v, want) in vars.iter().zip(tasks) {
@@ -62,12 +77,24 @@ fn round_robin_spreads_variables_and_keeps_compute_on_the_worker() {
         assert_eq!(device(&g, v.value), "");
     }
     assert_eq!(device(&g, sum), "/job:worker/task:3");
-    assert_eq!(device(&g, pinned), "/job:ps/task:1", "an explicit request stays");
+    assert_eq!(
+        device(&g, pinned),
+        "/job:ps/task:1",
+        "an explicit request stays"
+    );
     let devices = cluster_devices(2, 4);
     let assignment = place(&g, &devices, false).unwrap();
     let on = |o: Output| devices[assignment[o.node.index()]].name();
-    assert!(on(vars[1].value).contains("/job:ps/replica:0/task:1"), "{}", on(vars[1].value));
-    assert!(on(sum).contains("/job:worker/replica:0/task:3"), "{}", on(sum));
+    assert!(
+        on(vars[1].value).contains("/job:ps/replica:0/task:1"),
+        "{}",
+        on(vars[1].value)
+    );
+    assert!(
+        on(sum).contains("/job:worker/replica:0/task:3"),
+        "{}",
+        on(sum)
+    );
     // Applying again places only what is new: the next variable continues the rotation.
     let v4 = var(&mut g, "v4", 2);
     setter.apply(&mut g).unwrap();
@@ -113,7 +140,9 @@ fn optimizer_slots_go_with_their_variables() {
     Adam::new(0.01).minimize(&mut g, loss, &vars, None).unwrap();
     let placement = setter.apply(&mut g).unwrap();
     for (name, dev) in &placement {
-        let owner = vars.iter().find(|v| name.contains(&format!("{}/", v.name)) || *name == v.name);
+        let owner = vars
+            .iter()
+            .find(|v| name.contains(&format!("{}/", v.name)) || *name == v.name);
         if let Some(v) = owner {
             assert_eq!(dev, device(&g, v.handle), "slot {name} of {}", v.name);
         }

@@ -76,7 +76,9 @@ fn accumulable(dtype: DType) -> std::result::Result<(), String> {
     if DTypeSet::FLOAT.contains(dtype) {
         Ok(())
     } else {
-        Err(format!("an accumulator holds f32 or f64 gradients, not {dtype}"))
+        Err(format!(
+            "an accumulator holds f32 or f64 gradients, not {dtype}"
+        ))
     }
 }
 

@@ -149,7 +149,10 @@ impl ReplicaDeviceSetter {
                 }
                 let node = &g.nodes()[id];
                 let name = node.attrs.string_opt("shared_name").cloned();
-                placement.push((name.unwrap_or_else(|| node.name.clone()), node.device.clone()));
+                placement.push((
+                    name.unwrap_or_else(|| node.name.clone()),
+                    node.device.clone(),
+                ));
                 continue;
             }
             let reads_resource = g.nodes()[id]

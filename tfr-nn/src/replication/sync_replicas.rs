@@ -78,7 +78,10 @@ impl<O: Optimizer> SyncReplicas<O> {
         total_num_replicas: usize,
     ) -> Result<SyncReplicas<O>> {
         if replicas_to_aggregate == 0 {
-            return Err(invalid("replicas_to_aggregate", "must be at least 1".into()));
+            return Err(invalid(
+                "replicas_to_aggregate",
+                "must be at least 1".into(),
+            ));
         }
         if total_num_replicas == 0 {
             return Err(invalid("total_num_replicas", "must be at least 1".into()));
@@ -148,7 +151,11 @@ impl<O: Optimizer> SyncReplicas<O> {
             // A worker's step: gradients in, then wait for the token of the next step.
             let token = g.with_control_dependencies(&applies, |g| g.queue_dequeue(&token_queue))?;
             let adopt = g.assign(&local_step, token[0])?;
-            let train = g.build("NoOp").name("train").control_input(adopt.node).finish()?;
+            let train = g
+                .build("NoOp")
+                .name("train")
+                .control_input(adopt.node)
+                .finish()?;
             let step_now = g.read_variable(global_step)?;
             let local_step_init = g.assign(&local_step, step_now)?.node;
             let close_token_queue = g.queue_close(&token_queue, false)?;
@@ -176,7 +183,8 @@ impl<O: Optimizer> SyncReplicas<O> {
             .optimizer
             .apply_gradients(g, &averaged, Some(global_step))?;
         let chief_update = g.with_scope("sync_replicas", |g| -> Result<NodeId> {
-            let new_step = g.with_control_dependencies(&[update], |g| g.read_variable(global_step))?;
+            let new_step =
+                g.with_control_dependencies(&[update], |g| g.read_variable(global_step))?;
             let mut published = Vec::with_capacity(accumulators.len());
             for acc in &accumulators {
                 published.push(g.accumulator_set_global_step(acc, new_step)?);
@@ -185,7 +193,10 @@ impl<O: Optimizer> SyncReplicas<O> {
                 .map_err(|_| invalid("total_num_replicas", format!("{n} is too large")))?;
             let tokens = g.with_control_dependencies(&published, |g| g.fill(&[count], new_step))?;
             let push = g.queue_enqueue_many(&token_queue, &[tokens])?;
-            g.build("NoOp").name("chief_update").control_input(push).finish()
+            g.build("NoOp")
+                .name("chief_update")
+                .control_input(push)
+                .finish()
         })?;
         for id in first_new..g.len() {
             let node = g.node(NodeId(id as u32));
