@@ -3,7 +3,8 @@
 //! step it was computed at (`local_step`); a gradient for an older step than the accumulator's
 //! is dropped, so a straggler's late result never reaches the parameters. The chief takes the
 //! mean of `num_required` gradients (waiting until that many arrived), which resets the
-//! accumulator, and then moves the accumulator's global step forward.
+//! accumulator, and then moves the accumulator's global step forward (dropping gradients that
+//! arrived for the old step after the take).
 //!
 //! The accumulator is a stateful resource of the task (or session) running its handle node,
 //! shared by every step that names it, like a queue. None of these ops is differentiable.
@@ -54,8 +55,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .no_gradient(),
         OpDef::new("AccumulatorSetGlobalStep", infer_set_step)
             .doc(
-                "moves the accumulator's global step to `new_global_step` (never backwards); \
-                 gradients applied for older steps are dropped from then on",
+                "moves the accumulator's global step to `new_global_step` (never backwards), \
+                 dropping the gradients it holds (late ones, for the old step); gradients \
+                 applied for older steps are dropped from then on",
             )
             .input("handle", DTypeSet::RESOURCE)
             .input("new_global_step", DTypeSet::of(&[DType::I64]))
