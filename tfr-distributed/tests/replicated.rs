@@ -25,6 +25,8 @@ use tfr_nn::{Optimizer, Sgd};
 const LIMIT: Duration = Duration::from_secs(60);
 const BATCH: usize = 4;
 const LR: f32 = 0.1;
+/// How long the chief waits for gradients (workers compile their steps meanwhile).
+const TAKE: Duration = Duration::from_secs(30);
 
 /// Runs `f` on a thread and waits at most `LIMIT` for its result.
 fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -113,13 +115,14 @@ fn sync_replica(
     m: usize,
     n: usize,
     step_timeout: Duration,
+    take_timeout: Duration,
 ) -> SyncReplica {
     let (mut g, x, y, loss, vars) = linear_model(BATCH);
     let gs = global_step(&mut g).unwrap();
     let setter = ReplicaDeviceSetter::new(num_ps, &format!("/job:worker/task:{task}")).unwrap();
     let mut sync = SyncReplicas::new(Sgd::new(LR), m, n)
         .unwrap()
-        .take_timeout_ms(3_000);
+        .take_timeout_ms(take_timeout.as_millis() as u64);
     let ops = sync.minimize(&mut g, loss, &vars, &gs, &setter).unwrap();
     let init = g.global_variables_initializer().unwrap();
     let held = g.accumulator_num_accumulated(&ops.accumulators[0]).unwrap();
@@ -213,8 +216,10 @@ fn worker_loop(r: SyncReplica, k: usize, steps: i64) -> (SyncReplica, Result<usi
     let data = batch(k);
     let mut run = 0;
     let result = loop {
-        if r.local_step() >= steps {
-            break Ok(run);
+        match r.session.run(&[], &[r.ops.local_step.value], &[]) {
+            Ok(v) if v[0].scalar_value::<i64>().unwrap() >= steps => break Ok(run),
+            Ok(_) => {}
+            Err(e) => break Err(e),
         }
         match r.train_step(&data) {
             Ok(()) => run += 1,
@@ -245,7 +250,7 @@ fn chief_loop(r: &SyncReplica, updates: usize) -> Result<(), Error> {
 fn sync_training_equals_one_process_on_the_concatenated_batches() {
     const STEPS: usize = 5;
     let cluster = Cluster::start(&[("ps", 2), ("worker", 2)]);
-    let chief = sync_replica(&cluster, 0, 2, 2, 2, LIMIT);
+    let chief = sync_replica(&cluster, 0, 2, 2, 2, LIMIT, TAKE);
     // The setter spread the two variables over the two ps tasks.
     let placed = chief
         .session
@@ -261,9 +266,9 @@ fn sync_training_equals_one_process_on_the_concatenated_batches() {
     assert!(on("b/read", "/job:ps/task:1"), "{placed:?}");
     chief.session.run(&[], &[], &[chief.init]).unwrap();
     chief.join();
-    let other = sync_replica(&cluster, 1, 2, 2, 2, LIMIT);
+    let other = sync_replica(&cluster, 1, 2, 2, 2, LIMIT, TAKE);
     other.join();
-    let aggregator = sync_replica(&cluster, 0, 2, 2, 2, LIMIT);
+    let aggregator = sync_replica(&cluster, 0, 2, 2, 2, LIMIT, TAKE);
     let chief_thread = thread::spawn(move || chief_loop(&aggregator, STEPS));
     let workers: Vec<_> = [chief, other]
         .into_iter()
@@ -313,12 +318,12 @@ fn sync_training_equals_one_process_on_the_concatenated_batches() {
 fn a_stopped_backup_worker_does_not_hold_steps_and_its_late_gradient_is_dropped() {
     const STEPS: usize = 6;
     let mut cluster = Cluster::start(&[("ps", 1), ("worker", 3)]);
-    let chief = sync_replica(&cluster, 0, 1, 2, 3, LIMIT);
+    let chief = sync_replica(&cluster, 0, 1, 2, 3, LIMIT, TAKE);
     chief.session.run(&[], &[], &[chief.init]).unwrap();
     chief.join();
-    let fast = sync_replica(&cluster, 1, 1, 2, 3, LIMIT);
+    let fast = sync_replica(&cluster, 1, 1, 2, 3, LIMIT, TAKE);
     fast.join();
-    let slow = sync_replica(&cluster, 2, 1, 2, 3, LIMIT);
+    let slow = sync_replica(&cluster, 2, 1, 2, 3, LIMIT, TAKE);
     slow.join();
     assert_eq!(slow.local_step(), 0);
     // The straggler's task stops before its first step: its gradient is for step 0.
@@ -327,7 +332,7 @@ fn a_stopped_backup_worker_does_not_hold_steps_and_its_late_gradient_is_dropped(
         let r = slow.train_step(&batch(2));
         (slow, r)
     });
-    let aggregator = sync_replica(&cluster, 0, 1, 2, 3, LIMIT);
+    let aggregator = sync_replica(&cluster, 0, 1, 2, 3, LIMIT, TAKE);
     let chief_thread = thread::spawn(move || {
         let r = chief_loop(&aggregator, STEPS);
         (aggregator, r)
@@ -360,16 +365,16 @@ fn a_stopped_backup_worker_does_not_hold_steps_and_its_late_gradient_is_dropped(
 fn a_killed_backup_worker_does_not_stop_sync_training() {
     const STEPS: usize = 8;
     let mut cluster = Cluster::start(&[("ps", 1), ("worker", 3)]);
-    let chief = sync_replica(&cluster, 0, 1, 2, 3, Duration::from_secs(20));
+    let chief = sync_replica(&cluster, 0, 1, 2, 3, Duration::from_secs(20), TAKE);
     chief.session.run(&[], &[], &[chief.init]).unwrap();
     chief.join();
     let mut replicas = vec![chief];
     for k in 1..3 {
-        let r = sync_replica(&cluster, k, 1, 2, 3, Duration::from_secs(20));
+        let r = sync_replica(&cluster, k, 1, 2, 3, Duration::from_secs(20), TAKE);
         r.join();
         replicas.push(r);
     }
-    let aggregator = sync_replica(&cluster, 0, 1, 2, 3, LIMIT);
+    let aggregator = sync_replica(&cluster, 0, 1, 2, 3, LIMIT, TAKE);
     let (started_tx, started_rx) = mpsc::channel();
     let chief_thread = thread::spawn(move || {
         // Signal once a few updates went through with all three workers alive.
@@ -420,13 +425,13 @@ fn a_killed_backup_worker_does_not_stop_sync_training() {
 #[test]
 fn without_a_backup_a_dead_worker_fails_the_chief_cleanly() {
     let mut cluster = Cluster::start(&[("ps", 1), ("worker", 2)]);
-    let chief = sync_replica(&cluster, 0, 1, 2, 2, Duration::from_secs(20));
+    let chief = sync_replica(&cluster, 0, 1, 2, 2, Duration::from_secs(20), TAKE);
     chief.session.run(&[], &[], &[chief.init]).unwrap();
     chief.join();
     cluster.signal("worker", 1, "KILL");
     // Worker 0 applies its gradient; the chief's take waits for a second one that never
     // comes, fails after its 3 s bound, and closing the token queue ends worker 0.
-    let aggregator = sync_replica(&cluster, 0, 1, 2, 2, LIMIT);
+    let aggregator = sync_replica(&cluster, 0, 1, 2, 2, LIMIT, Duration::from_secs(3));
     let chief_thread = thread::spawn(move || chief_loop(&aggregator, 1));
     let worker = thread::spawn(move || worker_loop(chief, 0, 1));
     let e = bounded("the chief", move || chief_thread.join().unwrap()).unwrap_err();
