@@ -206,7 +206,7 @@ fn bad_gradients_and_arguments_are_errors() {
     assert!(e.to_string().contains("dtype"), "{e}");
     let e = f
         .graph
-        .conditional_accumulator("ints", DType::I32, &Shape::known(&[2]))
+        .conditional_accumulator("int_acc", DType::I32, &Shape::known(&[2]))
         .unwrap_err();
     assert!(e.to_string().contains("f32 or f64"), "{e}");
     let e = f
