@@ -415,10 +415,10 @@ fn a_killed_backup_worker_does_not_stop_sync_training() {
         .collect();
     results[0].as_ref().expect("worker 0 ends cleanly");
     results[1].as_ref().expect("worker 1 ends cleanly");
-    match &results[2] {
-        Err(e) => assert!(e.to_string().contains("task:2"), "{e}"),
-        // It may also have finished its steps before the kill reached a step of its own.
-        Ok(_) => {}
+    // The killed worker's error names its task (it ends cleanly only when it had already
+    // finished its steps before the kill).
+    if let Err(e) = &results[2] {
+        assert!(e.to_string().contains("task:2"), "{e}");
     }
 }
 
