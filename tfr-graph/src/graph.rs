@@ -229,6 +229,20 @@ impl Graph {
         r
     }
 
+    /// Sets the device request of node `id` after it was built (a device function's pass over
+    /// a finished model, as TensorFlow's `replica_device_setter` decides per op). The request
+    /// must parse as a device spec.
+    pub fn set_device(&mut self, id: NodeId, device: &str) -> Result<()> {
+        let node = self.get_node(id)?;
+        crate::device::DeviceSpec::parse(device).map_err(|message| GraphError::InvalidNode {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            message: format!("device `{device}`: {message}"),
+        })?;
+        self.nodes[id.index()].device = device.to_string();
+        Ok(())
+    }
+
     /// Runs `f` with every node created inside depending on `deps` by control edges.
     pub fn with_control_dependencies<R>(
         &mut self,

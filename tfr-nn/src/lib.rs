@@ -13,6 +13,7 @@ pub mod models;
 pub mod optimizers;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
+pub mod replication;
 #[cfg(feature = "runtime")]
 pub mod saver;
 pub mod schedules;

@@ -1,6 +1,7 @@
 //! CPU kernels, one file per family (mirroring `tfr_graph::ops`). Each file has a
 //! `register(&mut KernelRegistry)` that adds its kernels.
 
+pub mod accumulator_ops;
 pub mod array_ops;
 pub mod broadcast;
 pub mod control_flow_ops;
@@ -21,6 +22,7 @@ pub mod training_ops;
 use crate::kernel::KernelRegistry;
 
 pub fn register_all(r: &mut KernelRegistry) {
+    accumulator_ops::register(r);
     array_ops::register(r);
     conv_ops::register(r);
     control_flow_ops::register(r);

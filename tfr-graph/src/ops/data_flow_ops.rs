@@ -14,13 +14,15 @@ use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::op_def::{InferCtx, OpDef};
 use crate::shape::{Dim, Shape};
 
-/// Ops whose kernels may wait for another step (a full queue, an empty queue). The executor
-/// runs a step holding one of them on the caller's thread so a wait never holds a pool worker.
+/// Ops whose kernels may wait for another step (a full queue, an empty queue, an accumulator
+/// short of gradients). The executor runs a step holding one of them on the caller's thread so
+/// a wait never holds a pool worker.
 pub const BLOCKING_OPS: &[&str] = &[
     "QueueEnqueue",
     "QueueEnqueueMany",
     "QueueDequeue",
     "QueueDequeueMany",
+    "AccumulatorTakeGradient",
 ];
 
 /// True when `op` may block until another step acts on a shared resource.

@@ -2,6 +2,7 @@
 //! [`Graph`](crate::Graph) for its ops live in the same file. Gradient rules live in the matching
 //! `<family>_grad.rs`.
 
+pub mod accumulator_ops;
 pub mod array_grad;
 pub mod array_ops;
 mod builder_args;
@@ -50,6 +51,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(data_flow_ops::op_defs());
     defs.extend(io_ops::op_defs());
     defs.extend(training_ops::op_defs());
+    defs.extend(accumulator_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
