@@ -713,6 +713,33 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
             one(move |g, x| g.reverse(x[0], &axes)),
         ));
     }
+    cs.extend(partition_cases());
+    cs
+}
+
+/// Part and Stitch (issue 14); more cases in `tests/sparse_ops.rs`.
+fn partition_cases() -> Vec<Case> {
+    let mut cs = vec![case(
+        "DynamicPartition",
+        "[5, 2] into 3, one partition empty",
+        vec![inp(&[5, 2], U)],
+        |g, x| {
+            let p = ints(g, &[2, 0, 2, 0, 0])?;
+            g.dynamic_partition(x[0], p, 3)
+        },
+    )];
+    for op in ["DynamicStitch", "ParallelDynamicStitch"] {
+        cs.push(case(
+            op,
+            "[2, 3] and [1, 2, 3] into 4 rows",
+            vec![inp(&[2, 3], U), inp(&[1, 2, 3], U)],
+            move |g, x| {
+                let i0 = ints(g, &[2, 0])?;
+                let i1 = g.constant_from(&[1, 2], vec![1i32, 3])?;
+                Ok(vec![g.build(op).inputs([i0, i1, x[0], x[1]]).finish1()?])
+            },
+        ));
+    }
     cs
 }
 
