@@ -740,6 +740,61 @@ fn partition_cases() -> Vec<Case> {
             },
         ));
     }
+    cs.extend(segment_cases());
+    cs
+}
+
+/// The segment family, GatherNd and ScatterNd (issue 14). Max/Min inputs are distinct values
+/// (`Dist::Uniform` draws), so each segment's extreme is attained once.
+fn segment_cases() -> Vec<Case> {
+    let mut cs = Vec::new();
+    for (op, max) in [("UnsortedSegmentMax", true), ("UnsortedSegmentMin", false)] {
+        cs.push(case(
+            op,
+            "[5, 2] into 3 segments",
+            vec![inp(&[5, 2], U)],
+            move |g, x| {
+                let ids = ints(g, &[0, 2, 0, 1, 2])?;
+                let n = g.scalar(3i32)?;
+                Ok(vec![if max {
+                    g.unsorted_segment_max(x[0], ids, n)?
+                } else {
+                    g.unsorted_segment_min(x[0], ids, n)?
+                }])
+            },
+        ));
+    }
+    for op in ["SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN"] {
+        cs.push(case(
+            op,
+            "[4, 2] rows 3, 0, 3, 1 into segments 0, 0, 2, 2",
+            vec![inp(&[4, 2], U)],
+            move |g, x| {
+                let idx = ints(g, &[3, 0, 3, 1])?;
+                let seg = ints(g, &[0, 0, 2, 2])?;
+                Ok(vec![g.build(op).inputs([x[0], idx, seg]).finish1()?])
+            },
+        ));
+    }
+    cs.push(case(
+        "GatherNd",
+        "[3, 4] at (2, 1), (0, 3), (2, 1)",
+        vec![inp(&[3, 4], U)],
+        one(|g, x| {
+            let i = g.constant_from(&[3, 2], vec![2i32, 1, 0, 3, 2, 1])?;
+            g.gather_nd(x[0], i)
+        }),
+    ));
+    cs.push(case(
+        "ScatterNd",
+        "[2, 3] rows into [4, 3]",
+        vec![inp(&[2, 3], U)],
+        one(|g, x| {
+            let i = g.constant_from(&[2, 1], vec![3i32, 1])?;
+            let shape = ints(g, &[4, 3])?;
+            g.scatter_nd(i, x[0], shape)
+        }),
+    ));
     cs
 }
 

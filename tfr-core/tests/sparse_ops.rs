@@ -175,8 +175,8 @@ fn resource_gather_reads_rows_and_checks_range() {
     let ids = g.placeholder("ids", DType::I64, Shape::known(&[2, 2])).unwrap();
     let rows = g.resource_gather(&v, ids).unwrap();
     assert_eq!(g.shape(rows), &Shape::known(&[2, 2, 3]));
-    let s = session(&g);
     let init_all = g.global_variables_initializer().unwrap();
+    let s = session(&g);
     s.run(&[], &[], &[init_all]).unwrap();
     let got = s.run(&[(ids, t(&[2, 2], vec![3i64, 0, 0, 2]))], &[rows], &[]).unwrap();
     assert_eq!(
@@ -293,4 +293,131 @@ fn gathers_of_computed_tensors_differentiate_as_before() {
         },
         "Gather axis 1",
     );
+}
+
+#[test]
+fn unsorted_segment_max_min_and_mean() {
+    let mut g = Graph::new();
+    let data = g
+        .constant_from(&[4, 2], vec![1.0f32, -2.0, 5.0, 0.5, -3.0, 4.0, 2.0, 2.0])
+        .unwrap();
+    let ids = ints(&mut g, &[4], vec![0, 2, 0, 2]);
+    let n = g.scalar(4i32).unwrap();
+    let mx = g.unsorted_segment_max(data, ids, n).unwrap();
+    let mn = g.unsorted_segment_min(data, ids, n).unwrap();
+    let mean = g.unsorted_segment_mean(data, ids, n).unwrap();
+    assert_eq!(g.shape(mx), &Shape::known(&[4, 2]));
+    let got = run(&g, &[], &[mx, mn, mean]);
+    let (lo, hi) = (f32::MIN, f32::MAX);
+    // Empty segments (1, 3) are the lowest (max) or highest (min) finite value, as in TF.
+    assert_eq!(
+        got[0].to_vec::<f32>().unwrap(),
+        vec![1.0, 4.0, lo, lo, 5.0, 2.0, lo, lo]
+    );
+    assert_eq!(
+        got[1].to_vec::<f32>().unwrap(),
+        vec![-3.0, -2.0, hi, hi, 2.0, 0.5, hi, hi]
+    );
+    assert_eq!(
+        got[2].to_vec::<f32>().unwrap(),
+        vec![-1.0, 1.0, 0.0, 0.0, 3.5, 1.25, 0.0, 0.0]
+    );
+    // Integers, and an id out of range.
+    let di = g.constant_from(&[3], vec![7i64, -1, 3]).unwrap();
+    let ii = ints(&mut g, &[3], vec![1, 1, 0]);
+    let two = g.scalar(2i32).unwrap();
+    let m = g.unsorted_segment_max(di, ii, two).unwrap();
+    assert_eq!(run(&g, &[], &[m])[0].to_vec::<i64>().unwrap(), vec![3, 7]);
+    let bad = g.placeholder("ids", DType::I32, Shape::known(&[3])).unwrap();
+    let m = g
+        .build("UnsortedSegmentMin")
+        .name("seg_min")
+        .inputs([di, bad, two])
+        .finish1()
+        .unwrap();
+    let e = run_err(&g, &[(bad, t(&[3], vec![0, 2, 1]))], m);
+    assert_invalid(&e, "seg_min", "segment_ids[1] = 2 is not in [0, 2)");
+}
+
+#[test]
+fn sparse_segment_reductions() {
+    let mut g = Graph::new();
+    let data = g
+        .constant_from(&[3, 2], vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .unwrap();
+    let idx = ints(&mut g, &[4], vec![0, 2, 2, 1]);
+    let seg = ints(&mut g, &[4], vec![0, 0, 0, 2]);
+    let sum = g.sparse_segment_sum(data, idx, seg).unwrap();
+    let mean = g.sparse_segment_mean(data, idx, seg).unwrap();
+    let sqrt_n = g.sparse_segment_sqrt_n(data, idx, seg).unwrap();
+    let got = run(&g, &[], &[sum, mean, sqrt_n]);
+    assert_eq!(f64s(&got[0]), vec![11.0, 14.0, 0.0, 0.0, 3.0, 4.0]);
+    assert_close(
+        &f64s(&got[1]),
+        &[11.0 / 3.0, 14.0 / 3.0, 0.0, 0.0, 3.0, 4.0],
+        1e-12,
+        "mean",
+    );
+    let r3 = 3f64.sqrt();
+    assert_close(
+        &f64s(&got[2]),
+        &[11.0 / r3, 14.0 / r3, 0.0, 0.0, 3.0, 4.0],
+        1e-12,
+        "sqrt_n",
+    );
+    // Unsorted segment ids and out-of-range indices are errors.
+    let p = g.placeholder("seg", DType::I32, Shape::known(&[4])).unwrap();
+    let q = g.placeholder("idx", DType::I32, Shape::known(&[4])).unwrap();
+    let op = g
+        .build("SparseSegmentSum")
+        .name("sss")
+        .inputs([data, q, p])
+        .finish1()
+        .unwrap();
+    let e = run_err(
+        &g,
+        &[(p, t(&[4], vec![0, 1, 0, 1])), (q, t(&[4], vec![0, 0, 0, 0]))],
+        op,
+    );
+    assert_invalid(&e, "sss", "sorted");
+    let e = run_err(
+        &g,
+        &[(p, t(&[4], vec![0, 0, 1, 1])), (q, t(&[4], vec![0, 3, 0, 0]))],
+        op,
+    );
+    assert_invalid(&e, "sss", "indices[1] = 3 is not in [0, 3)");
+}
+
+#[test]
+fn gather_nd_scatter_nd_and_unique() {
+    let mut g = Graph::new();
+    let p = g
+        .constant_from(&[2, 3, 2], (0..12).map(|v| v as i32).collect())
+        .unwrap();
+    let rows = g.constant_from(&[2, 1], vec![1i32, 0]).unwrap();
+    let elems = g.constant_from(&[2, 3], vec![1i32, 2, 1, 0, 0, 0]).unwrap();
+    let a = g.gather_nd(p, rows).unwrap();
+    let b = g.gather_nd(p, elems).unwrap();
+    assert_eq!(g.shape(a), &Shape::known(&[2, 3, 2]));
+    assert_eq!(g.shape(b), &Shape::known(&[2]));
+    let upd = g.constant_from(&[3], vec![1.0f32, 2.0, 4.0]).unwrap();
+    let at = g.constant_from(&[3, 1], vec![3i32, 0, 3]).unwrap();
+    let shape = ints(&mut g, &[1], vec![5]);
+    let sc = g.scatter_nd(at, upd, shape).unwrap();
+    assert_eq!(g.shape(sc), &Shape::known(&[5]));
+    let x = g.constant_from(&[6], vec![4i64, 2, 4, 7, 2, 2]).unwrap();
+    let (y, idx) = g.unique(x).unwrap();
+    let got = run(&g, &[], &[a, b, sc, y, idx]);
+    let mut want_a: Vec<i32> = (6..12).collect();
+    want_a.extend(0..6);
+    assert_eq!(got[0].to_vec::<i32>().unwrap(), want_a);
+    assert_eq!(got[1].to_vec::<i32>().unwrap(), vec![11, 0]);
+    assert_eq!(got[2].to_vec::<f32>().unwrap(), vec![2.0, 0.0, 0.0, 5.0, 0.0]);
+    assert_eq!(got[3].to_vec::<i64>().unwrap(), vec![4, 2, 7]);
+    assert_eq!(got[4].to_vec::<i32>().unwrap(), vec![0, 1, 0, 2, 1, 1]);
+    // Out-of-range tuples name the tuple.
+    let bad = g.placeholder("t", DType::I32, Shape::known(&[1, 2])).unwrap();
+    let gn = g.build("GatherNd").name("gnd").inputs([p, bad]).finish1().unwrap();
+    let e = run_err(&g, &[(bad, t(&[1, 2], vec![1, 3]))], gn);
+    assert_invalid(&e, "gnd", "index tuple 0 = [1, 3] is out of range: dim 1 has size 3");
 }
