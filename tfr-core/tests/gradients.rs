@@ -764,7 +764,11 @@ fn segment_cases() -> Vec<Case> {
             },
         ));
     }
-    for op in ["SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN"] {
+    for op in [
+        "SparseSegmentSum",
+        "SparseSegmentMean",
+        "SparseSegmentSqrtN",
+    ] {
         cs.push(case(
             op,
             "[4, 2] rows 3, 0, 3, 1 into segments 0, 0, 2, 2",

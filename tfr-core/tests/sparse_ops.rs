@@ -66,7 +66,10 @@ fn dynamic_partition_splits_rows_in_order() {
         .unwrap();
     let parts = ints(&mut g, &[5], vec![1, 0, 2, 0, 1]);
     let outs = g.dynamic_partition(data, parts, 4).unwrap();
-    assert_eq!(g.shape(outs[0]), &Shape::new(vec![tfr_graph::Dim::Unknown, tfr_graph::Dim::Known(2)]));
+    assert_eq!(
+        g.shape(outs[0]),
+        &Shape::new(vec![tfr_graph::Dim::Unknown, tfr_graph::Dim::Known(2)])
+    );
     let got = run(&g, &[], &outs);
     assert_eq!(got[0].to_vec::<f32>().unwrap(), vec![2.0, 3.0, 6.0, 7.0]);
     assert_eq!(got[1].to_vec::<f32>().unwrap(), vec![0.0, 1.0, 8.0, 9.0]);
@@ -74,7 +77,9 @@ fn dynamic_partition_splits_rows_in_order() {
     assert_eq!(got[3].shape(), &[0, 2]);
     // Partitions of rank 2 over data [2, 2, 1], and int64 data.
     let mut g = Graph::new();
-    let data = g.constant_from(&[2, 2, 1], vec![10i64, 11, 12, 13]).unwrap();
+    let data = g
+        .constant_from(&[2, 2, 1], vec![10i64, 11, 12, 13])
+        .unwrap();
     let parts = ints(&mut g, &[2, 2], vec![1, 1, 0, 1]);
     let outs = g.dynamic_partition(data, parts, 2).unwrap();
     let got = run(&g, &[], &outs);
@@ -89,14 +94,22 @@ fn dynamic_stitch_merges_by_index_later_wins() {
         let mut g = Graph::new();
         let i0 = ints(&mut g, &[2], vec![0, 4]);
         let i1 = ints(&mut g, &[2, 1], vec![1, 0]);
-        let d0 = g.constant_from(&[2, 2], vec![1.0f64, 2.0, 3.0, 4.0]).unwrap();
-        let d1 = g.constant_from(&[2, 1, 2], vec![5.0f64, 6.0, 7.0, 8.0]).unwrap();
+        let d0 = g
+            .constant_from(&[2, 2], vec![1.0f64, 2.0, 3.0, 4.0])
+            .unwrap();
+        let d1 = g
+            .constant_from(&[2, 1, 2], vec![5.0f64, 6.0, 7.0, 8.0])
+            .unwrap();
         let m = g.build(op).inputs([i0, i1, d0, d1]).finish1().unwrap();
         // Constant indices: the static shape is known.
         assert_eq!(g.shape(m), &Shape::known(&[5, 2]));
         let got = f64s(&run(&g, &[], &[m])[0]);
         // Row 0 is written by data0 then overwritten by data1; rows 2, 3 are never written.
-        assert_eq!(got, vec![7.0, 8.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 3.0, 4.0], "{op}");
+        assert_eq!(
+            got,
+            vec![7.0, 8.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 3.0, 4.0],
+            "{op}"
+        );
     }
 }
 
@@ -172,13 +185,17 @@ fn resource_gather_reads_rows_and_checks_range() {
         .constant_from(&[4, 3], (0..12).map(|v| v as f32).collect())
         .unwrap();
     let v = g.variable("table", init).unwrap();
-    let ids = g.placeholder("ids", DType::I64, Shape::known(&[2, 2])).unwrap();
+    let ids = g
+        .placeholder("ids", DType::I64, Shape::known(&[2, 2]))
+        .unwrap();
     let rows = g.resource_gather(&v, ids).unwrap();
     assert_eq!(g.shape(rows), &Shape::known(&[2, 2, 3]));
     let init_all = g.global_variables_initializer().unwrap();
     let s = session(&g);
     s.run(&[], &[], &[init_all]).unwrap();
-    let got = s.run(&[(ids, t(&[2, 2], vec![3i64, 0, 0, 2]))], &[rows], &[]).unwrap();
+    let got = s
+        .run(&[(ids, t(&[2, 2], vec![3i64, 0, 0, 2]))], &[rows], &[])
+        .unwrap();
     assert_eq!(
         got[0].to_vec::<f32>().unwrap(),
         vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0]
@@ -186,7 +203,11 @@ fn resource_gather_reads_rows_and_checks_range() {
     let e = s
         .run(&[(ids, t(&[2, 2], vec![0i64, 4, 0, 0]))], &[rows], &[])
         .unwrap_err();
-    assert_invalid(&e, &g.node(rows.node).name, "indices[1] = 4 is not in [0, 4)");
+    assert_invalid(
+        &e,
+        &g.node(rows.node).name,
+        "indices[1] = 4 is not in [0, 4)",
+    );
 }
 
 #[test]
@@ -241,8 +262,14 @@ fn gather_gradients_are_indexed_slices() {
     let la = g.reduce_sum(sa, None, false).unwrap();
     let lb = g.reduce_sum(rb, None, false).unwrap();
     let loss = g.add(la, lb).unwrap();
-    let grads = sparse_gradients(&mut g, &[loss], &[v.value], None, UnconnectedGradients::None)
-        .unwrap();
+    let grads = sparse_gradients(
+        &mut g,
+        &[loss],
+        &[v.value],
+        None,
+        UnconnectedGradients::None,
+    )
+    .unwrap();
     let Some(Gradient::Slices(s)) = grads[0] else {
         panic!("expected slices, got {:?}", grads[0]);
     };
@@ -255,7 +282,11 @@ fn gather_gradients_are_indexed_slices() {
         .unwrap();
     let mut idx = got[0].to_vec::<i32>().unwrap();
     idx.sort_unstable();
-    assert_eq!(idx, vec![0, 1, 1, 4, 4], "all five gathered rows, none densified");
+    assert_eq!(
+        idx,
+        vec![0, 1, 1, 4, 4],
+        "all five gathered rows, none densified"
+    );
     assert_eq!(got[1].shape(), &[5, 2]);
     assert_eq!(got[2].to_vec::<i32>().unwrap(), vec![5, 2]);
     // d/dv: 2 v on rows gathered by `a` (row 4 twice), 1 on rows gathered by `b`.
@@ -267,8 +298,14 @@ fn gather_gradients_are_indexed_slices() {
     let sq = g.square(v.value).unwrap();
     let ls = g.reduce_sum(sq, None, false).unwrap();
     let both = g.add(loss, ls).unwrap();
-    let grads = sparse_gradients(&mut g, &[both], &[v.value], None, UnconnectedGradients::None)
-        .unwrap();
+    let grads = sparse_gradients(
+        &mut g,
+        &[both],
+        &[v.value],
+        None,
+        UnconnectedGradients::None,
+    )
+    .unwrap();
     assert!(matches!(grads[0], Some(Gradient::Dense(_))));
 }
 
@@ -328,7 +365,9 @@ fn unsorted_segment_max_min_and_mean() {
     let two = g.scalar(2i32).unwrap();
     let m = g.unsorted_segment_max(di, ii, two).unwrap();
     assert_eq!(run(&g, &[], &[m])[0].to_vec::<i64>().unwrap(), vec![3, 7]);
-    let bad = g.placeholder("ids", DType::I32, Shape::known(&[3])).unwrap();
+    let bad = g
+        .placeholder("ids", DType::I32, Shape::known(&[3]))
+        .unwrap();
     let m = g
         .build("UnsortedSegmentMin")
         .name("seg_min")
@@ -366,8 +405,12 @@ fn sparse_segment_reductions() {
         "sqrt_n",
     );
     // Unsorted segment ids and out-of-range indices are errors.
-    let p = g.placeholder("seg", DType::I32, Shape::known(&[4])).unwrap();
-    let q = g.placeholder("idx", DType::I32, Shape::known(&[4])).unwrap();
+    let p = g
+        .placeholder("seg", DType::I32, Shape::known(&[4]))
+        .unwrap();
+    let q = g
+        .placeholder("idx", DType::I32, Shape::known(&[4]))
+        .unwrap();
     let op = g
         .build("SparseSegmentSum")
         .name("sss")
@@ -376,13 +419,19 @@ fn sparse_segment_reductions() {
         .unwrap();
     let e = run_err(
         &g,
-        &[(p, t(&[4], vec![0, 1, 0, 1])), (q, t(&[4], vec![0, 0, 0, 0]))],
+        &[
+            (p, t(&[4], vec![0, 1, 0, 1])),
+            (q, t(&[4], vec![0, 0, 0, 0])),
+        ],
         op,
     );
     assert_invalid(&e, "sss", "sorted");
     let e = run_err(
         &g,
-        &[(p, t(&[4], vec![0, 0, 1, 1])), (q, t(&[4], vec![0, 3, 0, 0]))],
+        &[
+            (p, t(&[4], vec![0, 0, 1, 1])),
+            (q, t(&[4], vec![0, 3, 0, 0])),
+        ],
         op,
     );
     assert_invalid(&e, "sss", "indices[1] = 3 is not in [0, 3)");
@@ -412,12 +461,26 @@ fn gather_nd_scatter_nd_and_unique() {
     want_a.extend(0..6);
     assert_eq!(got[0].to_vec::<i32>().unwrap(), want_a);
     assert_eq!(got[1].to_vec::<i32>().unwrap(), vec![11, 0]);
-    assert_eq!(got[2].to_vec::<f32>().unwrap(), vec![2.0, 0.0, 0.0, 5.0, 0.0]);
+    assert_eq!(
+        got[2].to_vec::<f32>().unwrap(),
+        vec![2.0, 0.0, 0.0, 5.0, 0.0]
+    );
     assert_eq!(got[3].to_vec::<i64>().unwrap(), vec![4, 2, 7]);
     assert_eq!(got[4].to_vec::<i32>().unwrap(), vec![0, 1, 0, 2, 1, 1]);
     // Out-of-range tuples name the tuple.
-    let bad = g.placeholder("t", DType::I32, Shape::known(&[1, 2])).unwrap();
-    let gn = g.build("GatherNd").name("gnd").inputs([p, bad]).finish1().unwrap();
+    let bad = g
+        .placeholder("t", DType::I32, Shape::known(&[1, 2]))
+        .unwrap();
+    let gn = g
+        .build("GatherNd")
+        .name("gnd")
+        .inputs([p, bad])
+        .finish1()
+        .unwrap();
     let e = run_err(&g, &[(bad, t(&[1, 2], vec![1, 3]))], gn);
-    assert_invalid(&e, "gnd", "index tuple 0 = [1, 3] is out of range: dim 1 has size 3");
+    assert_invalid(
+        &e,
+        "gnd",
+        "index tuple 0 = [1, 3] is out of range: dim 1 has size 3",
+    );
 }

@@ -309,7 +309,10 @@ fn backprop(
         }
         if let Some(flows) = cf.gradient(g, id, &out_grads, &reached)? {
             for (input, grad) in flows {
-                pending.entry(input).or_default().push(Gradient::Dense(grad));
+                pending
+                    .entry(input)
+                    .or_default()
+                    .push(Gradient::Dense(grad));
             }
             continue;
         }
@@ -396,13 +399,19 @@ fn backprop(
                     "node `{name}` ({op}): the gradient for input {k} is {gt} but the input is {it}"
                 )));
             }
-            pending.entry(input).or_default().push(Gradient::Dense(grad));
+            pending
+                .entry(input)
+                .or_default()
+                .push(Gradient::Dense(grad));
         }
     }
     // Slices for a variable's value that arrived (through its handle) after the walk passed
     // the value's `ReadVariableOp`: join them to what that node collected.
     for (k, &x) in xs.iter().enumerate() {
-        if let Some(parts) = pending.get(&x).filter(|_| handle_of_x.values().any(|&v| v == x)) {
+        if let Some(parts) = pending
+            .get(&x)
+            .filter(|_| handle_of_x.values().any(|&v| v == x))
+        {
             let mut parts = parts.clone();
             parts.extend(results[k]);
             results[k] = Some(sum_gradients(g, x, parts)?);
@@ -437,11 +446,7 @@ fn check_slices(
     let (vt, tt) = (g.output_type(slices.values), g.output_type(target));
     let rows_fit = match (vt.shape.dims(), tt.shape.dims()) {
         (Some(v), Some(t)) => {
-            v.len() == t.len()
-                && v.iter()
-                    .zip(t)
-                    .skip(1)
-                    .all(|(a, b)| a.merge(b).is_some())
+            v.len() == t.len() && v.iter().zip(t).skip(1).all(|(a, b)| a.merge(b).is_some())
         }
         _ => true,
     };

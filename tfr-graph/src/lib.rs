@@ -28,9 +28,9 @@ pub use error::{GraphError, Result};
 pub use gradients::{
     gradients, gradients_or_zeros, gradients_with, sparse_gradients, UnconnectedGradients,
 };
-pub use indexed_slices::IndexedSlices;
 pub use graph::{Graph, Node, NodeBuilder, NodeId, Output, TensorType};
 pub use half::{bf16, f16};
+pub use indexed_slices::IndexedSlices;
 pub use op_def::{registry, Gradient, OpDef, Registry};
 pub use shape::{broadcast_shapes, Dim, ElementCount, Shape};
 pub use value::{Buffer, Element, TensorValue};

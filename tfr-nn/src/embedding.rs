@@ -142,7 +142,10 @@ pub fn embedding_lookup(
             }
             None => {
                 let id_shape = g.build("Shape").input(ids).finish1()?;
-                let rest = g.constant_from(&[row_shape.len()], row_shape.iter().map(|&d| d as i32).collect())?;
+                let rest = g.constant_from(
+                    &[row_shape.len()],
+                    row_shape.iter().map(|&d| d as i32).collect(),
+                )?;
                 let target = g.concat(&[id_shape, rest], 0)?;
                 g.reshape_to(stitched, target)
             }

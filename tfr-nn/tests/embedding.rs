@@ -32,14 +32,20 @@ fn train(mut opt: Box<dyn Optimizer>, sparse: bool) -> Vec<Vec<f32>> {
     let rows = g.gather(table.value, ids, 0).unwrap();
     let sq = g.square(rows).unwrap();
     let c = g
-        .constant_from(&[IDS.len(), DIM], (0..15).map(|i| 0.5 + i as f32 / 10.0).collect())
+        .constant_from(
+            &[IDS.len(), DIM],
+            (0..15).map(|i| 0.5 + i as f32 / 10.0).collect(),
+        )
         .unwrap();
     let weighted = g.mul(c, sq).unwrap();
     let loss = g.reduce_sum(weighted, None, false).unwrap();
     let vars = [table.clone()];
     let step: NodeId = if sparse {
         let grads = compute_gradient_values(&mut g, loss, &vars).unwrap();
-        assert!(matches!(grads[0].0, Gradient::Slices(_)), "a sparse gradient");
+        assert!(
+            matches!(grads[0].0, Gradient::Slices(_)),
+            "a sparse gradient"
+        );
         opt.apply_gradient_values(&mut g, &grads, None).unwrap()
     } else {
         let grads = compute_gradients(&mut g, loss, &vars).unwrap();
@@ -152,13 +158,22 @@ fn sharded(
     let layout = shard_rows(rows, shards, strategy);
     let table = full_table(rows, dim);
     let devices = ["/device:CPU:0", "/device:CPU:1", "/device:CPU:2"];
-    ShardedEmbedding::new(g, "emb", rows, dim, shards, strategy, &devices, &|g, p, shape| {
-        let values: Vec<f64> = layout[p]
-            .iter()
-            .flat_map(|&r| table[r * dim..(r + 1) * dim].to_vec())
-            .collect();
-        g.constant_from(shape, values)
-    })
+    ShardedEmbedding::new(
+        g,
+        "emb",
+        rows,
+        dim,
+        shards,
+        strategy,
+        &devices,
+        &|g, p, shape| {
+            let values: Vec<f64> = layout[p]
+                .iter()
+                .flat_map(|&r| table[r * dim..(r + 1) * dim].to_vec())
+                .collect();
+            g.constant_from(shape, values)
+        },
+    )
     .unwrap()
 }
 
@@ -182,7 +197,9 @@ fn sharded_lookup_equals_a_gather_from_the_whole_table() {
             let dim = 2;
             let mut g = Graph::new();
             let emb = sharded(&mut g, rows, dim, shards, strategy);
-            let id_ph = g.placeholder("ids", DType::I64, Shape::known(&[2, 4])).unwrap();
+            let id_ph = g
+                .placeholder("ids", DType::I64, Shape::known(&[2, 4]))
+                .unwrap();
             let out = emb.lookup(&mut g, id_ph).unwrap();
             assert_eq!(g.shape(out), &Shape::known(&[2, 4, dim]));
             let init = g.global_variables_initializer().unwrap();
@@ -233,8 +250,9 @@ fn sharded_training_is_sparse_per_shard_on_the_shards_devices() {
             let gathers: Vec<&(String, String)> = placed
                 .iter()
                 .filter(|(n, _)| {
-                    g.node_by_name(n)
-                        .is_ok_and(|id| g.node(id).op == "ResourceGather" && g.node(id).inputs[0] == v.handle)
+                    g.node_by_name(n).is_ok_and(|id| {
+                        g.node(id).op == "ResourceGather" && g.node(id).inputs[0] == v.handle
+                    })
                 })
                 .collect();
             assert_eq!(gathers.len(), 1, "one gather per shard");

@@ -82,7 +82,12 @@ fn resource_gather_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, St
     }))
 }
 
-fn gather_rows<T: Element>(src: &[T], rows: &[usize], inner: usize, shape: Dims) -> KResult<Tensor> {
+fn gather_rows<T: Element>(
+    src: &[T],
+    rows: &[usize],
+    inner: usize,
+    shape: Dims,
+) -> KResult<Tensor> {
     let mut v = alloc::<T>(num_elements(&shape)?)?;
     for &r in rows {
         v.extend_from_slice(&src[r * inner..(r + 1) * inner]);
@@ -99,7 +104,9 @@ enum ScatterOp {
 
 fn scatter_kernel(init: &KernelInit<'_>, op: ScatterOp) -> Result<Box<dyn OpKernel>, String> {
     let dtype = init.inputs.get(2).map_or(DType::F32, |t| t.dtype);
-    Ok(dispatch_numeric!(dtype, T => scatter::<T>(op), _ => return Err(super::cwise_ops::unsupported(init))))
+    Ok(
+        dispatch_numeric!(dtype, T => scatter::<T>(op), _ => return Err(super::cwise_ops::unsupported(init))),
+    )
 }
 
 fn scatter<T: Numeric>(op: ScatterOp) -> Box<dyn OpKernel> {

@@ -43,11 +43,12 @@ fn dynamic_partition(ctx: &mut KernelContext<'_>, num: usize) -> KResult {
     let ids = ctx.input_ints(1)?;
     let mut counts = vec![0usize; num];
     for (i, &p) in ids.iter().enumerate() {
-        let slot = usize::try_from(p).ok().filter(|&s| s < num).ok_or_else(|| {
-            KernelError::invalid(format!(
-                "partitions[{i}] = {p} is not in [0, {num})"
-            ))
-        })?;
+        let slot = usize::try_from(p)
+            .ok()
+            .filter(|&s| s < num)
+            .ok_or_else(|| {
+                KernelError::invalid(format!("partitions[{i}] = {p} is not in [0, {num})"))
+            })?;
         counts[slot] += 1;
     }
     let tail = &data.shape()[parts.rank()..];
@@ -112,7 +113,12 @@ fn dynamic_stitch(ctx: &mut KernelContext<'_>) -> KResult {
     let dtype = first.dtype();
     for k in 0..n {
         let d = ctx.input(n + k);
-        let len = row_len(d.shape(), ctx.input(k).shape(), &format!("indices[{k}]"), &format!("data[{k}]"))?;
+        let len = row_len(
+            d.shape(),
+            ctx.input(k).shape(),
+            &format!("indices[{k}]"),
+            &format!("data[{k}]"),
+        )?;
         if d.dtype() != dtype || d.shape()[ctx.input(k).rank()..] != tail[..] || len != inner {
             return Err(KernelError::invalid(format!(
                 "data[{k}] is {} {:?}: its rows must be {dtype} {tail:?} like data[0]'s",

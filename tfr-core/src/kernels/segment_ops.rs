@@ -35,7 +35,9 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("ScatterNd", DTypeSet::INDEX, scatter_nd_kernel);
     r.cpu("Unique", DTypeSet::NUMERIC, |init| {
         let out_idx = *init.attrs.dtype("out_idx")?;
-        Ok(Box::new(move |ctx: &mut KernelContext<'_>| unique(ctx, out_idx)))
+        Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+            unique(ctx, out_idx)
+        }))
     });
 }
 
@@ -71,9 +73,7 @@ fn row(v: i64, bound: usize, what: &str, at: usize) -> KResult<usize> {
     usize::try_from(v)
         .ok()
         .filter(|&r| r < bound)
-        .ok_or_else(|| {
-            KernelError::invalid(format!("{what}[{at}] = {v} is not in [0, {bound})"))
-        })
+        .ok_or_else(|| KernelError::invalid(format!("{what}[{at}] = {v} is not in [0, {bound})")))
 }
 
 fn segment_extreme<T: Numeric>(max: bool) -> Box<dyn OpKernel> {
@@ -119,7 +119,9 @@ fn sparse_segment<T: Numeric>(scale: Scale) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let data = ctx.input(0);
         let Some((&rows, row_shape)) = data.shape().split_first() else {
-            return Err(KernelError::invalid("data must have rank >= 1, got a scalar"));
+            return Err(KernelError::invalid(
+                "data must have rank >= 1, got a scalar",
+            ));
         };
         let (indices, ids) = (ctx.input_ints(1)?, ctx.input_ints(2)?);
         if ctx.input(1).rank() != 1 || ctx.input(2).rank() != 1 || indices.len() != ids.len() {
@@ -172,9 +174,15 @@ fn sparse_segment<T: Numeric>(scale: Scale) -> Box<dyn OpKernel> {
 
 /// The element offsets of `indices`' tuples (its last dim) into a tensor of shape `shape`, and
 /// the slice length below them; an out-of-range tuple is an error naming it.
-fn tuple_offsets(indices: &Tensor, values: &[i64], shape: &[usize]) -> KResult<(Vec<usize>, usize)> {
+fn tuple_offsets(
+    indices: &Tensor,
+    values: &[i64],
+    shape: &[usize],
+) -> KResult<(Vec<usize>, usize)> {
     let Some((&k, _)) = indices.shape().split_last() else {
-        return Err(KernelError::invalid("indices must have rank >= 1, got a scalar"));
+        return Err(KernelError::invalid(
+            "indices must have rank >= 1, got a scalar",
+        ));
     };
     if k > shape.len() {
         return Err(KernelError::invalid(format!(
@@ -183,7 +191,11 @@ fn tuple_offsets(indices: &Tensor, values: &[i64], shape: &[usize]) -> KResult<(
         )));
     }
     let inner = num_elements(&shape[k..])?;
-    let count = if k == 0 { num_elements(&indices.shape()[..indices.rank() - 1])? } else { values.len() / k };
+    let count = if k == 0 {
+        num_elements(&indices.shape()[..indices.rank() - 1])?
+    } else {
+        values.len() / k
+    };
     let mut offsets = Vec::with_capacity(count);
     for t in 0..count {
         let tuple = &values[t * k..(t + 1) * k];
@@ -222,14 +234,19 @@ fn gather_nd(ctx: &mut KernelContext<'_>) -> KResult {
 
 fn scatter_nd_kernel(init: &KernelInit<'_>) -> Factory {
     let dtype = init.inputs.get(1).map_or(DType::F32, |t| t.dtype);
-    Ok(dispatch_numeric!(dtype, T => Box::new(scatter_nd::<T>) as Box<dyn OpKernel>, _ => return Err(unsupported(init))))
+    Ok(
+        dispatch_numeric!(dtype, T => Box::new(scatter_nd::<T>) as Box<dyn OpKernel>, _ => return Err(unsupported(init))),
+    )
 }
 
 fn scatter_nd<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
     let shape: Vec<usize> = ctx
         .input_ints(2)?
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| KernelError::invalid(format!("shape has a negative dim {d}"))))
+        .map(|d| {
+            usize::try_from(d)
+                .map_err(|_| KernelError::invalid(format!("shape has a negative dim {d}")))
+        })
         .collect::<KResult<_>>()?;
     let (indices, updates) = (ctx.input(0), ctx.input(1));
     let values = ctx.input_ints(0)?;

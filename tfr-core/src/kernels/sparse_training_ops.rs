@@ -228,7 +228,11 @@ fn adam<T: FloatElem>() -> Box<dyn OpKernel> {
         let one = T::one();
         for (k, &r) in rows.rows.iter().enumerate() {
             let inner = rows.inner;
-            let (wr, mr, vr) = (row_mut(w, r, inner), row_mut(mm, r, inner), row_mut(vv, r, inner));
+            let (wr, mr, vr) = (
+                row_mut(w, r, inner),
+                row_mut(mm, r, inner),
+                row_mut(vv, r, inner),
+            );
             for (((w, m), v), &g) in wr
                 .iter_mut()
                 .zip(mr.iter_mut())

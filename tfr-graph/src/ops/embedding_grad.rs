@@ -30,7 +30,10 @@ fn gather_slices(ctx: &mut GradCtx<'_>) -> Result<Option<IndexedSlices>> {
     }
     let dy = ctx.dy()?;
     let params_shape = ctx.shape(params);
-    let Some(row_shape) = params_shape.dims().filter(|d| !d.is_empty()).map(|d| d[1..].to_vec())
+    let Some(row_shape) = params_shape
+        .dims()
+        .filter(|d| !d.is_empty())
+        .map(|d| d[1..].to_vec())
     else {
         return Ok(None);
     };

@@ -63,8 +63,8 @@ fn infer_dynamic_partition(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String
 
 /// `prefix` must be a prefix of `full` (dims that may differ at run time are accepted).
 fn check_prefix(prefix: &[Dim], full: &[Dim], what: &str, of: &str) -> Result<(), String> {
-    let fits = prefix.len() <= full.len()
-        && prefix.iter().zip(full).all(|(a, b)| a.merge(b).is_some());
+    let fits =
+        prefix.len() <= full.len() && prefix.iter().zip(full).all(|(a, b)| a.merge(b).is_some());
     if fits {
         Ok(())
     } else {
@@ -107,7 +107,8 @@ fn infer_dynamic_stitch(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         match &row {
             None => row = Some(rest),
             Some(r) => {
-                let same = r.len() == rest.len() && r.iter().zip(&rest).all(|(a, b)| a.merge(b).is_some());
+                let same =
+                    r.len() == rest.len() && r.iter().zip(&rest).all(|(a, b)| a.merge(b).is_some());
                 if !same {
                     return Err(format!(
                         "data[{k}] rows are {}, earlier data rows are {}",

@@ -27,13 +27,23 @@ fn segment_min_or_max_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let y = ctx.output(0);
     let g = &mut *ctx.graph;
     let zero = index_scalar(g, 0, index_dtype(g, ids))?;
-    let chosen = g.build("Gather").input(y).input(ids).input(zero).finish1()?;
+    let chosen = g
+        .build("Gather")
+        .input(y)
+        .input(ids)
+        .input(zero)
+        .finish1()?;
     let selected = g.equal(data, chosen)?;
     let dt = g.dtype(data);
     let as_number = g.cast(selected, dt)?;
     let count = g.unsorted_segment_sum(as_number, ids, num)?;
     let share = g.div(dy, count)?;
-    let spread = g.build("Gather").input(share).input(ids).input(zero).finish1()?;
+    let spread = g
+        .build("Gather")
+        .input(share)
+        .input(ids)
+        .input(zero)
+        .finish1()?;
     let zeros = g.zeros_like(data)?;
     let dx = g.select(selected, spread, zeros)?;
     let s = g.shape(data).clone();
@@ -48,7 +58,12 @@ fn sparse_segment_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let op = ctx.op().to_string();
     let g = &mut *ctx.graph;
     let zero = index_scalar(g, 0, index_dtype(g, ids))?;
-    let mut rows = g.build("Gather").input(dy).input(ids).input(zero).finish1()?;
+    let mut rows = g
+        .build("Gather")
+        .input(dy)
+        .input(ids)
+        .input(zero)
+        .finish1()?;
     if op != "SparseSegmentSum" {
         let weights = segment_weights(g, ids, dy, &op)?;
         let rank = g.shape(data).rank();
@@ -65,7 +80,12 @@ fn sparse_segment_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let dt = index_dtype(g, indices);
     let dims = shape_of(g, data, dt)?;
     let first = index_scalar(g, 0, dt)?;
-    let num = g.build("Gather").input(dims).input(first).input(first).finish1()?;
+    let num = g
+        .build("Gather")
+        .input(dims)
+        .input(first)
+        .input(first)
+        .finish1()?;
     let dx = g.unsorted_segment_sum(rows, indices, num)?;
     let s = g.shape(data).clone();
     g.refine_output_shape(dx, s);
@@ -81,9 +101,19 @@ fn segment_weights(g: &mut Graph, ids: Output, dy: Output, op: &str) -> Result<O
     let idt = index_dtype(g, ids);
     let rows = shape_of(g, dy, idt)?;
     let first = index_scalar(g, 0, idt)?;
-    let num = g.build("Gather").input(rows).input(first).input(first).finish1()?;
+    let num = g
+        .build("Gather")
+        .input(rows)
+        .input(first)
+        .input(first)
+        .finish1()?;
     let count = g.unsorted_segment_sum(ones, ids, num)?;
-    let per_position = g.build("Gather").input(count).input(ids).input(first).finish1()?;
+    let per_position = g
+        .build("Gather")
+        .input(count)
+        .input(ids)
+        .input(first)
+        .finish1()?;
     let scale = if op == "SparseSegmentSqrtN" {
         g.sqrt(per_position)?
     } else {

@@ -191,13 +191,28 @@ impl Graph {
     fn segment_op(&mut self, op: &str, data: Output, ids: Output, num: Output) -> Result<Output> {
         self.build(op).input(data).input(ids).input(num).finish1()
     }
-    pub fn unsorted_segment_sum(&mut self, data: Output, ids: Output, num: Output) -> Result<Output> {
+    pub fn unsorted_segment_sum(
+        &mut self,
+        data: Output,
+        ids: Output,
+        num: Output,
+    ) -> Result<Output> {
         self.segment_op("UnsortedSegmentSum", data, ids, num)
     }
-    pub fn unsorted_segment_max(&mut self, data: Output, ids: Output, num: Output) -> Result<Output> {
+    pub fn unsorted_segment_max(
+        &mut self,
+        data: Output,
+        ids: Output,
+        num: Output,
+    ) -> Result<Output> {
         self.segment_op("UnsortedSegmentMax", data, ids, num)
     }
-    pub fn unsorted_segment_min(&mut self, data: Output, ids: Output, num: Output) -> Result<Output> {
+    pub fn unsorted_segment_min(
+        &mut self,
+        data: Output,
+        ids: Output,
+        num: Output,
+    ) -> Result<Output> {
         self.segment_op("UnsortedSegmentMin", data, ids, num)
     }
     /// The mean of each segment (TensorFlow's `unsorted_segment_mean`, a composition): the sum
@@ -215,20 +230,47 @@ impl Graph {
         let safe = self.maximum(count, one)?;
         self.div(sum, safe)
     }
-    pub fn sparse_segment_sum(&mut self, data: Output, indices: Output, ids: Output) -> Result<Output> {
+    pub fn sparse_segment_sum(
+        &mut self,
+        data: Output,
+        indices: Output,
+        ids: Output,
+    ) -> Result<Output> {
         self.segment_op("SparseSegmentSum", data, indices, ids)
     }
-    pub fn sparse_segment_mean(&mut self, data: Output, indices: Output, ids: Output) -> Result<Output> {
+    pub fn sparse_segment_mean(
+        &mut self,
+        data: Output,
+        indices: Output,
+        ids: Output,
+    ) -> Result<Output> {
         self.segment_op("SparseSegmentMean", data, indices, ids)
     }
-    pub fn sparse_segment_sqrt_n(&mut self, data: Output, indices: Output, ids: Output) -> Result<Output> {
+    pub fn sparse_segment_sqrt_n(
+        &mut self,
+        data: Output,
+        indices: Output,
+        ids: Output,
+    ) -> Result<Output> {
         self.segment_op("SparseSegmentSqrtN", data, indices, ids)
     }
     pub fn gather_nd(&mut self, params: Output, indices: Output) -> Result<Output> {
-        self.build("GatherNd").input(params).input(indices).finish1()
+        self.build("GatherNd")
+            .input(params)
+            .input(indices)
+            .finish1()
     }
-    pub fn scatter_nd(&mut self, indices: Output, updates: Output, shape: Output) -> Result<Output> {
-        self.build("ScatterNd").input(indices).input(updates).input(shape).finish1()
+    pub fn scatter_nd(
+        &mut self,
+        indices: Output,
+        updates: Output,
+        shape: Output,
+    ) -> Result<Output> {
+        self.build("ScatterNd")
+            .input(indices)
+            .input(updates)
+            .input(shape)
+            .finish1()
     }
     /// `(y, idx)`: the distinct values of `x` and each element's position in them.
     pub fn unique(&mut self, x: Output) -> Result<(Output, Output)> {

@@ -12,8 +12,8 @@
 
 use crate::attr::AttrKind;
 use crate::dtype::DTypeSet;
-use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::error::Result;
+use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::op_def::{InferCtx, OpDef};
 
 pub fn op_defs() -> Vec<OpDef> {
@@ -21,31 +21,52 @@ pub fn op_defs() -> Vec<OpDef> {
     vec![
         OpDef::new("ResourceSparseApplyGradientDescent", check_sparse_update)
             .doc("var[indices] -= alpha * grad (duplicates summed)")
-            .input("var", r).input("alpha", f).input("grad", f).input("indices", idx)
-            .stateful().no_gradient(),
+            .input("var", r)
+            .input("alpha", f)
+            .input("grad", f)
+            .input("indices", idx)
+            .stateful()
+            .no_gradient(),
         OpDef::new("ResourceSparseApplyMomentum", check_sparse_update)
             .doc(
                 "on rows `indices`: accum = momentum * accum + grad; var -= lr * accum \
                  (Nesterov: lr * (grad + momentum * accum))",
             )
-            .input("var", r).input("accum", r).input("lr", f).input("grad", f)
-            .input("indices", idx).input("momentum", f)
+            .input("var", r)
+            .input("accum", r)
+            .input("lr", f)
+            .input("grad", f)
+            .input("indices", idx)
+            .input("momentum", f)
             .attr_default("use_nesterov", AttrKind::Bool, false)
-            .stateful().no_gradient(),
+            .stateful()
+            .no_gradient(),
         OpDef::new("ResourceSparseApplyAdagrad", check_sparse_update)
             .doc("on rows `indices`: accum += grad^2; var -= lr * grad / sqrt(accum)")
-            .input("var", r).input("accum", r).input("lr", f).input("grad", f)
+            .input("var", r)
+            .input("accum", r)
+            .input("lr", f)
+            .input("grad", f)
             .input("indices", idx)
-            .stateful().no_gradient(),
+            .stateful()
+            .no_gradient(),
         OpDef::new("ResourceSparseApplyAdam", check_sparse_update)
             .doc(
                 "lazy Adam on rows `indices`: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; \
                  var -= lr_t m / (sqrt(v) + eps) + lr_wd var; other rows' m and v are untouched",
             )
-            .input("var", r).input("m", r).input("v", r).input("lr_t", f).input("beta1", f)
-            .input("beta2", f).input("epsilon", f).input("lr_wd", f).input("grad", f)
+            .input("var", r)
+            .input("m", r)
+            .input("v", r)
+            .input("lr_t", f)
+            .input("beta1", f)
+            .input("beta2", f)
+            .input("epsilon", f)
+            .input("lr_wd", f)
+            .input("grad", f)
             .input("indices", idx)
-            .stateful().no_gradient(),
+            .stateful()
+            .no_gradient(),
     ]
 }
 
@@ -70,7 +91,10 @@ fn check_sparse_update(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         }
     }
     if indices.shape.rank().is_some_and(|r| r != 1) {
-        return Err(format!("indices must be a vector, got shape {}", indices.shape));
+        return Err(format!(
+            "indices must be a vector, got shape {}",
+            indices.shape
+        ));
     }
     if grad.shape.rank() == Some(0) || grad.shape.dim(0).merge(&indices.shape.dim(0)).is_none() {
         return Err(format!(

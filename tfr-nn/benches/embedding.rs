@@ -2,12 +2,13 @@
 //! `[rows, 128]` f32 table (`ResourceGather`), a small dense layer (128 -> 16, tanh), a squared
 //! loss, and SGD. The table's gradient is sparse and applied with
 //! `ResourceSparseApplyGradientDescent`, so the step should cost the same at 10k and 10M rows.
-//! Run: `cargo bench --bench embedding` (`EMBEDDING_BENCH_ROWS=10000,100000` to pick sizes; the
+//! Run: `cargo bench -p tfr-nn --bench embedding` (`EMBEDDING_BENCH_ROWS=10000,100000` to pick sizes; the
 //! 10M-row table takes 5 GB).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use tfr::nn::optimizers::{Optimizer, Sgd};
-use tfr::prelude::*;
+use tfr_core::{Session, SessionOptions, Tensor};
+use tfr_graph::{DType, Graph, Shape};
+use tfr_nn::optimizers::{Optimizer, Sgd};
 
 const BATCH: usize = 1024;
 const WIDTH: usize = 128;
@@ -19,7 +20,11 @@ fn table_sizes() -> Vec<usize> {
     match std::env::var("EMBEDDING_BENCH_ROWS") {
         Ok(list) => list
             .split(',')
-            .map(|s| s.trim().parse().expect("EMBEDDING_BENCH_ROWS: comma-separated row counts"))
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("EMBEDDING_BENCH_ROWS: comma-separated row counts")
+            })
             .collect(),
         Err(_) => vec![10_000, 100_000, 1_000_000, 10_000_000],
     }
@@ -54,11 +59,15 @@ fn embedding_step(c: &mut Criterion) {
         let w0 = g
             .constant_from(
                 &[WIDTH, HIDDEN],
-                (0..WIDTH * HIDDEN).map(|i| ((i % 13) as f32 - 6.0) / 50.0).collect(),
+                (0..WIDTH * HIDDEN)
+                    .map(|i| ((i % 13) as f32 - 6.0) / 50.0)
+                    .collect(),
             )
             .unwrap();
         let w = g.variable("w", w0).unwrap();
-        let ids = g.placeholder("ids", DType::I32, Shape::known(&[BATCH])).unwrap();
+        let ids = g
+            .placeholder("ids", DType::I32, Shape::known(&[BATCH]))
+            .unwrap();
         let rows_read = g.resource_gather(&table, ids).unwrap();
         let h = g.matmul(rows_read, w.value).unwrap();
         let y = g.tanh(h).unwrap();
