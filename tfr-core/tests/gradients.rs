@@ -713,6 +713,92 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
             one(move |g, x| g.reverse(x[0], &axes)),
         ));
     }
+    cs.extend(partition_cases());
+    cs
+}
+
+/// Part and Stitch (issue 14); more cases in `tests/sparse_ops.rs`.
+fn partition_cases() -> Vec<Case> {
+    let mut cs = vec![case(
+        "DynamicPartition",
+        "[5, 2] into 3, one partition empty",
+        vec![inp(&[5, 2], U)],
+        |g, x| {
+            let p = ints(g, &[2, 0, 2, 0, 0])?;
+            g.dynamic_partition(x[0], p, 3)
+        },
+    )];
+    for op in ["DynamicStitch", "ParallelDynamicStitch"] {
+        cs.push(case(
+            op,
+            "[2, 3] and [1, 2, 3] into 4 rows",
+            vec![inp(&[2, 3], U), inp(&[1, 2, 3], U)],
+            move |g, x| {
+                let i0 = ints(g, &[2, 0])?;
+                let i1 = g.constant_from(&[1, 2], vec![1i32, 3])?;
+                Ok(vec![g.build(op).inputs([i0, i1, x[0], x[1]]).finish1()?])
+            },
+        ));
+    }
+    cs.extend(segment_cases());
+    cs
+}
+
+/// The segment family, GatherNd and ScatterNd (issue 14). Max/Min inputs are distinct values
+/// (`Dist::Uniform` draws), so each segment's extreme is attained once.
+fn segment_cases() -> Vec<Case> {
+    let mut cs = Vec::new();
+    for (op, max) in [("UnsortedSegmentMax", true), ("UnsortedSegmentMin", false)] {
+        cs.push(case(
+            op,
+            "[5, 2] into 3 segments",
+            vec![inp(&[5, 2], U)],
+            move |g, x| {
+                let ids = ints(g, &[0, 2, 0, 1, 2])?;
+                let n = g.scalar(3i32)?;
+                Ok(vec![if max {
+                    g.unsorted_segment_max(x[0], ids, n)?
+                } else {
+                    g.unsorted_segment_min(x[0], ids, n)?
+                }])
+            },
+        ));
+    }
+    for op in [
+        "SparseSegmentSum",
+        "SparseSegmentMean",
+        "SparseSegmentSqrtN",
+    ] {
+        cs.push(case(
+            op,
+            "[4, 2] rows 3, 0, 3, 1 into segments 0, 0, 2, 2",
+            vec![inp(&[4, 2], U)],
+            move |g, x| {
+                let idx = ints(g, &[3, 0, 3, 1])?;
+                let seg = ints(g, &[0, 0, 2, 2])?;
+                Ok(vec![g.build(op).inputs([x[0], idx, seg]).finish1()?])
+            },
+        ));
+    }
+    cs.push(case(
+        "GatherNd",
+        "[3, 4] at (2, 1), (0, 3), (2, 1)",
+        vec![inp(&[3, 4], U)],
+        one(|g, x| {
+            let i = g.constant_from(&[3, 2], vec![2i32, 1, 0, 3, 2, 1])?;
+            g.gather_nd(x[0], i)
+        }),
+    ));
+    cs.push(case(
+        "ScatterNd",
+        "[2, 3] rows into [4, 3]",
+        vec![inp(&[2, 3], U)],
+        one(|g, x| {
+            let i = g.constant_from(&[2, 1], vec![3i32, 1])?;
+            let shape = ints(g, &[4, 3])?;
+            g.scatter_nd(i, x[0], shape)
+        }),
+    ));
     cs
 }
 

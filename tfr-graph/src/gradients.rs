@@ -17,8 +17,11 @@ use crate::dtype::DType;
 use crate::error::{GraphError, Result};
 use crate::grad::GradCtx;
 use crate::graph::{Graph, NodeId, Output};
-use crate::op_def::{registry, Gradient};
+use crate::indexed_slices::{sum_gradients, Gradient, IndexedSlices};
+use crate::op_def::{registry, Gradient as GradientRule};
 use crate::ops::control_flow_grad::LoopGrads;
+use crate::ops::control_flow_ops::{is_control_flow_op, is_tensor_array_op};
+use crate::ops::embedding_grad::sparse_gradient_rule;
 use crate::validate::{topological_order, topological_order_with};
 use crate::value::{Buffer, TensorValue};
 use half::{bf16, f16};
@@ -72,6 +75,41 @@ pub fn gradients_with(
     grad_ys: Option<&[Output]>,
     unconnected: UnconnectedGradients,
 ) -> Result<Vec<Option<Output>>> {
+    check_arguments(graph, ys, xs, grad_ys)?;
+    graph.with_scope("gradients", |g| {
+        let grads = backprop(g, ys, xs, grad_ys, unconnected)?;
+        grads
+            .into_iter()
+            .zip(xs)
+            .map(|(gr, &x)| {
+                let shape = g.shape(x).clone();
+                gr.map(|gr| gr.to_dense(g, Some(&shape))).transpose()
+            })
+            .collect()
+    })
+}
+
+/// Like [`gradients_with`], but the gradient of a tensor read only by gathers (`Gather` along
+/// axis 0, or `ResourceGather` of the variable whose `ReadVariableOp` value is the `x`) comes
+/// back as [`Gradient::Slices`]: the rows read and their gradients, never densified. Optimizers
+/// apply such gradients with the `ResourceSparseApply*` ops.
+pub fn sparse_gradients(
+    graph: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+    unconnected: UnconnectedGradients,
+) -> Result<Vec<Option<Gradient>>> {
+    check_arguments(graph, ys, xs, grad_ys)?;
+    graph.with_scope("gradients", |g| backprop(g, ys, xs, grad_ys, unconnected))
+}
+
+fn check_arguments(
+    graph: &mut Graph,
+    ys: &[Output],
+    xs: &[Output],
+    grad_ys: Option<&[Output]>,
+) -> Result<()> {
     for &o in ys.iter().chain(xs) {
         graph.check_output(o)?;
     }
@@ -115,7 +153,7 @@ pub fn gradients_with(
             }
         }
     }
-    graph.with_scope("gradients", |g| backprop(g, ys, xs, grad_ys, unconnected))
+    Ok(())
 }
 
 /// Whether a gradient can flow along an edge carrying `o`.
@@ -166,17 +204,25 @@ fn backprop(
     xs: &[Output],
     grad_ys: Option<&[Output]>,
     unconnected: UnconnectedGradients,
-) -> Result<Vec<Option<Output>>> {
+) -> Result<Vec<Option<Gradient>>> {
     let n = g.len();
     let order = gradient_order(g)?;
     let mut x_index: HashMap<Output, Vec<usize>> = HashMap::new();
     for (k, &x) in xs.iter().enumerate() {
         x_index.entry(x).or_default().push(k);
     }
+    // A variable's handle stands for its value `x = ReadVariableOp(handle)`: a gradient reaching
+    // the handle (from `ResourceGather`) is a gradient of `x`.
+    let handle_of_x: HashMap<Output, Output> = xs
+        .iter()
+        .filter(|x| g.node(x.node).op == "ReadVariableOp")
+        .filter_map(|&x| g.node(x.node).inputs.first().map(|&h| (h, x)))
+        .collect();
     // Forward from the xs: `reached[n]` when some input of n depends on an x.
     let mut reached = vec![false; n];
     let depends = |g: &Graph, reached: &[bool], o: Output| {
-        carries_gradient(g, o) && (x_index.contains_key(&o) || reached[o.node.index()])
+        handle_of_x.contains_key(&o)
+            || (carries_gradient(g, o) && (x_index.contains_key(&o) || reached[o.node.index()]))
     };
     // Control flow: loops are differentiated whole (see `ops/control_flow_grad.rs`); a value
     // reaches a loop's Merge again along its back edge, so the forward pass repeats until stable.
@@ -208,7 +254,7 @@ fn backprop(
         }
     }
 
-    let mut pending: HashMap<Output, Vec<Output>> = HashMap::new();
+    let mut pending: HashMap<Output, Vec<Gradient>> = HashMap::new();
     for (k, &y) in ys.iter().enumerate() {
         if !depends(g, &reached, y) {
             continue;
@@ -217,10 +263,10 @@ fn backprop(
             Some(gy) => gy[k],
             None => ones_like(g, y)?,
         };
-        pending.entry(y).or_default().push(gy);
+        pending.entry(y).or_default().push(Gradient::Dense(gy));
     }
 
-    let mut results: Vec<Option<Output>> = vec![None; xs.len()];
+    let mut results: Vec<Option<Gradient>> = vec![None; xs.len()];
     for &id in order.iter().rev() {
         let i = id.index();
         if cf.skips(id) {
@@ -231,21 +277,42 @@ fn backprop(
         if !cf.is_loop_exit(g, id) && (!to_y[i] || !(reached[i] || holds_x)) {
             continue;
         }
+        // Rules and control flow take dense gradients: slices become dense here, once, and
+        // only for a node whose gradient is computed.
+        let op_here = g.node(id).op.as_str();
+        let has_rule = is_control_flow_op(op_here)
+            || is_tensor_array_op(op_here)
+            || sparse_gradient_rule(op_here).is_some()
+            || registry()
+                .get(op_here)
+                .is_some_and(|d| !matches!(d.gradient, GradientRule::NotDifferentiable));
+        let needs_dense = (reached[i] && has_rule) || cf.is_loop_exit(g, id);
         let mut out_grads = Vec::with_capacity(num_outputs);
         for k in 0..num_outputs {
             let o = Output::new(id, k);
             let summed = match pending.remove(&o) {
-                Some(parts) => Some(aggregate(g, o, parts)?),
+                Some(parts) => Some(sum_gradients(g, o, parts)?),
                 None => None,
             };
             for &xk in x_index.get(&o).map(Vec::as_slice).unwrap_or(&[]) {
                 results[xk] = summed;
             }
-            out_grads.push(summed);
+            let dense = match summed {
+                Some(Gradient::Slices(_)) if !needs_dense => None,
+                Some(gr) => {
+                    let shape = g.shape(o).clone();
+                    Some(gr.to_dense(g, Some(&shape))?)
+                }
+                None => None,
+            };
+            out_grads.push(dense);
         }
         if let Some(flows) = cf.gradient(g, id, &out_grads, &reached)? {
             for (input, grad) in flows {
-                pending.entry(input).or_default().push(grad);
+                pending
+                    .entry(input)
+                    .or_default()
+                    .push(Gradient::Dense(grad));
             }
             continue;
         }
@@ -258,18 +325,46 @@ fn backprop(
         let def = registry()
             .get(&op)
             .ok_or_else(|| GraphError::Gradient(format!("node `{name}` has unknown op `{op}`")))?;
+        let wanted: Vec<bool> = inputs.iter().map(|&o| depends(g, &reached, o)).collect();
+        let scope = format!("{name}_grad");
+        // Gathers have a sparse rule for their params (input 0): slices, not a dense scatter.
+        if let Some(sparse_rule) = sparse_gradient_rule(&op).filter(|_| wanted[0]) {
+            let slices = g
+                .with_scope(&scope, |g| {
+                    on_device(g, &device, |g| {
+                        let mut ctx = GradCtx {
+                            graph: g,
+                            node: id,
+                            out_grads: &out_grads,
+                            wanted: &wanted,
+                        };
+                        sparse_rule(&mut ctx)
+                    })
+                })
+                .map_err(|e| match e {
+                    GraphError::Gradient(_) => e,
+                    other => GraphError::Gradient(format!("node `{name}` ({op}): {other}")),
+                })?;
+            if let Some(slices) = slices {
+                let target = handle_of_x.get(&inputs[0]).copied().unwrap_or(inputs[0]);
+                check_slices(g, &name, &op, &slices, target)?;
+                pending
+                    .entry(target)
+                    .or_default()
+                    .push(Gradient::Slices(slices));
+                continue;
+            }
+        }
         let rule = match def.gradient {
-            Gradient::Rule(rule) => rule,
-            Gradient::NotDifferentiable => continue,
-            Gradient::Unset => {
+            GradientRule::Rule(rule) => rule,
+            GradientRule::NotDifferentiable => continue,
+            GradientRule::Unset => {
                 return Err(GraphError::Gradient(format!(
                     "node `{name}` ({op}) lies between the ys and the xs, but op `{op}` has no \
                      gradient rule"
                 )))
             }
         };
-        let wanted: Vec<bool> = inputs.iter().map(|&o| depends(g, &reached, o)).collect();
-        let scope = format!("{name}_grad");
         let in_grads = g
             .with_scope(&scope, |g| {
                 on_device(g, &device, |g| {
@@ -304,13 +399,28 @@ fn backprop(
                     "node `{name}` ({op}): the gradient for input {k} is {gt} but the input is {it}"
                 )));
             }
-            pending.entry(input).or_default().push(grad);
+            pending
+                .entry(input)
+                .or_default()
+                .push(Gradient::Dense(grad));
+        }
+    }
+    // Slices for a variable's value that arrived (through its handle) after the walk passed
+    // the value's `ReadVariableOp`: join them to what that node collected.
+    for (k, &x) in xs.iter().enumerate() {
+        if let Some(parts) = pending
+            .get(&x)
+            .filter(|_| handle_of_x.values().any(|&v| v == x))
+        {
+            let mut parts = parts.clone();
+            parts.extend(results[k]);
+            results[k] = Some(sum_gradients(g, x, parts)?);
         }
     }
     if unconnected == UnconnectedGradients::Zero {
         for (r, &x) in results.iter_mut().zip(xs) {
             if r.is_none() {
-                *r = Some(g.build("ZerosLike").input(x).finish1()?);
+                *r = Some(Gradient::Dense(g.build("ZerosLike").input(x).finish1()?));
             }
         }
     }
@@ -325,17 +435,28 @@ fn on_device<R>(g: &mut Graph, device: &str, f: impl FnOnce(&mut Graph) -> R) ->
     }
 }
 
-/// The sum of the gradients reaching `o` over several paths.
-fn aggregate(g: &mut Graph, o: Output, parts: Vec<Output>) -> Result<Output> {
-    match parts.as_slice() {
-        [one] => Ok(*one),
-        _ => {
-            let sum = g.build("AddN").inputs(parts).finish1()?;
-            let shape = g.shape(o).clone();
-            g.refine_output_shape(sum, shape);
-            Ok(sum)
+/// Checks a sparse rule's slices against the tensor they are the gradient of.
+fn check_slices(
+    g: &Graph,
+    name: &str,
+    op: &str,
+    slices: &IndexedSlices,
+    target: Output,
+) -> Result<()> {
+    let (vt, tt) = (g.output_type(slices.values), g.output_type(target));
+    let rows_fit = match (vt.shape.dims(), tt.shape.dims()) {
+        (Some(v), Some(t)) => {
+            v.len() == t.len() && v.iter().zip(t).skip(1).all(|(a, b)| a.merge(b).is_some())
         }
+        _ => true,
+    };
+    if vt.dtype != tt.dtype || !rows_fit {
+        return Err(GraphError::Gradient(format!(
+            "node `{name}` ({op}): the sparse gradient's values are {vt} but the gathered \
+             tensor is {tt}"
+        )));
     }
+    Ok(())
 }
 
 /// Largest default `grad_ys` (in elements) emitted as a constant; larger ones use `OnesLike`.
@@ -483,6 +604,8 @@ mod registry_tests {
             crate::ops::math_grad::gradients(),
             crate::ops::array_grad::gradients(),
             crate::ops::nn_grad::gradients(),
+            crate::ops::partition_grad::gradients(),
+            crate::ops::segment_grad::gradients(),
         ];
         let mut unknown = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -13,6 +13,7 @@ pub mod fusion;
 pub mod grad;
 pub mod gradients;
 pub mod graph;
+pub mod indexed_slices;
 pub mod op_def;
 pub mod ops;
 pub mod passes;
@@ -24,9 +25,12 @@ pub mod value;
 pub use attr::{AttrKind, AttrValue, Attrs};
 pub use dtype::{DType, DTypeSet};
 pub use error::{GraphError, Result};
-pub use gradients::{gradients, gradients_or_zeros, gradients_with, UnconnectedGradients};
+pub use gradients::{
+    gradients, gradients_or_zeros, gradients_with, sparse_gradients, UnconnectedGradients,
+};
 pub use graph::{Graph, Node, NodeBuilder, NodeId, Output, TensorType};
 pub use half::{bf16, f16};
+pub use indexed_slices::IndexedSlices;
 pub use op_def::{registry, Gradient, OpDef, Registry};
 pub use shape::{broadcast_shapes, Dim, ElementCount, Shape};
 pub use value::{Buffer, Element, TensorValue};

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod datasets;
+pub mod embedding;
 pub mod initializers;
 pub mod layers;
 pub mod losses;

@@ -8,14 +8,18 @@ pub mod control_flow_ops;
 pub mod conv_ops;
 pub mod cwise_ops;
 pub mod data_flow_ops;
+pub mod embedding_ops;
 pub mod grad_ops;
 pub mod io_ops;
 pub mod matmul_op;
 pub mod nn_ops;
 pub mod output_alloc;
+pub mod partition_ops;
 pub mod random_ops;
 pub mod reduction_ops;
+pub mod segment_ops;
 pub mod sendrecv_ops;
+pub mod sparse_training_ops;
 pub mod state_ops;
 pub mod training_ops;
 
@@ -28,13 +32,17 @@ pub fn register_all(r: &mut KernelRegistry) {
     control_flow_ops::register(r);
     cwise_ops::register(r);
     data_flow_ops::register(r);
+    embedding_ops::register(r);
     grad_ops::register(r);
     io_ops::register(r);
     matmul_op::register(r);
     nn_ops::register(r);
+    partition_ops::register(r);
     random_ops::register(r);
     reduction_ops::register(r);
+    segment_ops::register(r);
     sendrecv_ops::register(r);
+    sparse_training_ops::register(r);
     state_ops::register(r);
     training_ops::register(r);
 }

@@ -11,10 +11,10 @@ use crate::num::FloatElem;
 use crate::resource::Var;
 use crate::tensor::Tensor;
 use std::sync::{Arc, RwLockWriteGuard};
-use tfr_graph::DTypeSet;
+use tfr_graph::{DTypeSet, Element};
 
 /// The variable named by resource input `i`.
-fn var_at(ctx: &KernelContext<'_>, i: usize) -> KResult<Arc<Var>> {
+pub(crate) fn var_at(ctx: &KernelContext<'_>, i: usize) -> KResult<Arc<Var>> {
     let name = ctx
         .input(i)
         .as_slice::<String>()?
@@ -24,7 +24,7 @@ fn var_at(ctx: &KernelContext<'_>, i: usize) -> KResult<Arc<Var>> {
     ctx.resources.lookup(&name)
 }
 
-fn lock(var: &Var) -> KResult<RwLockWriteGuard<'_, Option<Tensor>>> {
+pub(crate) fn lock(var: &Var) -> KResult<RwLockWriteGuard<'_, Option<Tensor>>> {
     var.value
         .write()
         .map_err(|_| KernelError::internal("variable lock poisoned"))
@@ -40,7 +40,7 @@ fn owned<'a, T: FloatElem>(
 }
 
 /// [`owned`] for an update of shape `shape`.
-fn owned_as<'a, T: FloatElem>(
+pub(crate) fn owned_as<'a, T: Element>(
     slot: &'a mut Option<Tensor>,
     var: &Var,
     shape: &[usize],

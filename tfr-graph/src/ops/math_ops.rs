@@ -566,7 +566,7 @@ pub fn gradient_op_defs() -> Vec<OpDef> {
     ]
 }
 
-fn infer_unsorted_segment_sum(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+pub(crate) fn infer_unsorted_segment_sum(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let dtype = ctx.dtype(0);
     if ctx.input(2).shape.rank().is_some_and(|r| r > 1) {
         return Err(format!(

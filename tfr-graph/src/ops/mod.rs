@@ -9,13 +9,20 @@ mod builder_args;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
+pub mod embedding_grad;
+pub mod embedding_ops;
 pub mod io_ops;
 pub mod math_grad;
 pub mod math_ops;
 pub mod nn_grad;
 pub mod nn_ops;
+pub mod partition_grad;
+pub mod partition_ops;
 pub mod random_ops;
+pub mod segment_grad;
+pub mod segment_ops;
 pub mod sendrecv_ops;
+pub mod sparse_training_ops;
 pub mod state_ops;
 mod tensor_array_grad;
 pub mod training_ops;
@@ -52,6 +59,10 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(io_ops::op_defs());
     defs.extend(training_ops::op_defs());
     defs.extend(accumulator_ops::op_defs());
+    defs.extend(partition_ops::op_defs());
+    defs.extend(embedding_ops::op_defs());
+    defs.extend(sparse_training_ops::op_defs());
+    defs.extend(segment_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
@@ -68,6 +79,8 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(math_grad::gradients());
     table.extend(array_grad::gradients());
     table.extend(nn_grad::gradients());
+    table.extend(partition_grad::gradients());
+    table.extend(segment_grad::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));

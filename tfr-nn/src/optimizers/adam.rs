@@ -1,6 +1,6 @@
 use super::{slot, LearningRate, Optimizer, StepValues};
 use tfr_graph::ops::state_ops::Variable;
-use tfr_graph::{DType, Graph, Output, Result};
+use tfr_graph::{DType, Graph, IndexedSlices, NodeId, Output, Result};
 
 /// Adam (Kingma & Ba), as TensorFlow's: with `t` the step number (from 1),
 /// `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
@@ -105,17 +105,7 @@ impl Optimizer for Adam {
         let b1 = g.scalar_like(grad, self.beta1 as f64)?;
         let b2 = g.scalar_like(grad, self.beta2 as f64)?;
         if self.fused {
-            let lr = self.lr.output_like(g, grad)?;
-            let correction = if g.dtype(grad) == DType::F32 {
-                step.values[0]
-            } else {
-                let t = g.dtype(grad);
-                g.cast(step.values[0], t)?
-            };
-            let lr_t = g.mul(lr, correction)?;
-            let eps = g.scalar_like(grad, self.epsilon as f64)?;
-            let wd = g.scalar_like(grad, self.weight_decay as f64)?;
-            let lr_wd = g.mul(lr, wd)?;
+            let (lr_t, eps, lr_wd) = self.fused_factors(g, grad, step)?;
             return g.resource_apply_adam(
                 var.handle, m.handle, v.handle, lr_t, b1, b2, eps, lr_wd, grad,
             );
@@ -151,5 +141,59 @@ impl Optimizer for Adam {
             delta = g.add(delta, decay)?;
         }
         g.assign_sub(var, delta)
+    }
+
+    /// Lazy Adam (`ResourceSparseApplyAdam`, TensorFlow's `LazyAdamOptimizer`): only the rows
+    /// of the gradient are updated, their moments included; other rows' moments do not decay
+    /// this step (dense Adam decays them all). On the touched rows a step equals the dense one.
+    fn update_sparse(
+        &mut self,
+        g: &mut Graph,
+        grad: &IndexedSlices,
+        var: &Variable,
+        step: &StepValues,
+    ) -> Result<NodeId> {
+        let m = slot(g, var, "m", 0.0)?;
+        let v = slot(g, var, "v", 0.0)?;
+        let values = grad.values;
+        let b1 = g.scalar_like(values, self.beta1 as f64)?;
+        let b2 = g.scalar_like(values, self.beta2 as f64)?;
+        let (lr_t, eps, lr_wd) = self.fused_factors(g, values, step)?;
+        g.resource_sparse_apply_adam(
+            var.handle,
+            m.handle,
+            v.handle,
+            lr_t,
+            b1,
+            b2,
+            eps,
+            lr_wd,
+            values,
+            grad.indices,
+        )
+    }
+}
+
+impl Adam {
+    /// `lr_t` (the rate with the bias correction), epsilon and `lr * weight_decay`, typed like
+    /// `grad`: the scalars of the fused kernels.
+    fn fused_factors(
+        &self,
+        g: &mut Graph,
+        grad: Output,
+        step: &StepValues,
+    ) -> Result<(Output, Output, Output)> {
+        let lr = self.lr.output_like(g, grad)?;
+        let correction = if g.dtype(grad) == DType::F32 {
+            step.values[0]
+        } else {
+            let t = g.dtype(grad);
+            g.cast(step.values[0], t)?
+        };
+        let lr_t = g.mul(lr, correction)?;
+        let eps = g.scalar_like(grad, self.epsilon as f64)?;
+        let wd = g.scalar_like(grad, self.weight_decay as f64)?;
+        let lr_wd = g.mul(lr, wd)?;
+        Ok((lr_t, eps, lr_wd))
     }
 }

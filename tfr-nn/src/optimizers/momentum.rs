@@ -1,6 +1,6 @@
 use super::{slot, LearningRate, Optimizer, StepValues};
 use tfr_graph::ops::state_ops::Variable;
-use tfr_graph::{Graph, Output, Result};
+use tfr_graph::{Graph, IndexedSlices, NodeId, Output, Result};
 
 /// Momentum, as TensorFlow's: `accum = momentum * accum + grad; var -= lr * accum`, or with
 /// Nesterov `var -= lr * (grad + momentum * accum)`.
@@ -52,5 +52,28 @@ impl Optimizer for Momentum {
         };
         let delta = g.mul(lr, direction)?;
         g.assign_sub(var, delta)
+    }
+
+    /// The same rule on the rows of the gradient only (`ResourceSparseApplyMomentum`): the
+    /// momentum of other rows is not decayed, as in TensorFlow.
+    fn update_sparse(
+        &mut self,
+        g: &mut Graph,
+        grad: &IndexedSlices,
+        var: &Variable,
+        _: &StepValues,
+    ) -> Result<NodeId> {
+        let accum = slot(g, var, "momentum", 0.0)?;
+        let m = g.scalar_like(grad.values, self.momentum as f64)?;
+        let lr = self.lr.output_like(g, grad.values)?;
+        g.resource_sparse_apply_momentum(
+            var.handle,
+            accum.handle,
+            lr,
+            grad.values,
+            grad.indices,
+            m,
+            self.nesterov,
+        )
     }
 }
