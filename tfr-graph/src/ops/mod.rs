@@ -9,6 +9,7 @@ pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
 pub mod io_ops;
+mod loop_saved_values;
 pub mod math_grad;
 pub mod math_ops;
 pub mod nn_grad;
