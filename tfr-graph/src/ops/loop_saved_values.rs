@@ -228,7 +228,8 @@ fn save(
         let (w, _) = g.with_stack(stack, |g| write(g, handle, store.index, o, store.last))?;
         let next = g.build_raw(|g| g.build("NextIteration").input(w).finish1())?;
         g.set_input(store.merge, 1, next)?;
-        g.cf.stores.insert(store_key, FrameStore { last: w, ..store });
+        g.cf.stores
+            .insert(store_key, FrameStore { last: w, ..store });
         return Ok((handle, store.flow));
     }
     let mut levels = Vec::with_capacity(path.len() + 1);
@@ -317,7 +318,13 @@ fn thread_chain(
     Ok(exit)
 }
 
-fn write(g: &mut Graph, handle: Output, index: Output, value: Output, flow: Output) -> Result<Output> {
+fn write(
+    g: &mut Graph,
+    handle: Output,
+    index: Output,
+    value: Output,
+    flow: Output,
+) -> Result<Output> {
     g.build("TensorArrayWriteV3")
         .input(handle)
         .input(index)
