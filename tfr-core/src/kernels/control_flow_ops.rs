@@ -247,7 +247,17 @@ impl TensorArrays {
                             keep_dead: false,
                             aggregate: true,
                             forward_dims,
-                            elems: vec![Elem::Unwritten; fwd.elems.len()],
+                            // A dead element's gradient is dead: a higher-order gradient
+                            // reading it (through a chain of a loop's saved values) gets no
+                            // zeros of an unknown shape.
+                            elems: fwd
+                                .elems
+                                .iter()
+                                .map(|e| match e {
+                                    Elem::Dead => Elem::Dead,
+                                    _ => Elem::Unwritten,
+                                })
+                                .collect(),
                         };
                         let id = st.arrays.len();
                         st.arrays.push(grad);

@@ -8,10 +8,9 @@
 //! - **while_loop**: the gradient of a loop is a loop that runs the body's gradient in reverse,
 //!   once per forward iteration. The forward loop gets an iteration counter (its final value is
 //!   the trip count, so it may depend on data); every forward value the backward body needs is
-//!   written, per iteration, into a TensorArray carried by the forward loop, and read back by the
-//!   backward loop at the same iteration index. Loop invariants' gradients are summed across
-//!   iterations in accumulators of the backward loop. Loops nest: the saved values of an inner
-//!   loop live in arrays created once per outer iteration, whose handles the outer loop saves.
+//!   written, per iteration, into a TensorArray made outside the nest, and read back by the
+//!   backward loop at the same iteration's index (`loop_saved_values.rs`). Loop invariants'
+//!   gradients are summed across iterations in accumulators of the backward loop.
 //!
 //! [`gradients`](crate::gradients::gradients) hands whole loops to [`LoopGrads`]: when its walk
 //! reaches the last `Exit` of a loop it calls [`LoopGrads::loop_gradient`], which builds the
@@ -22,6 +21,7 @@ use super::control_flow_ops::{
     is_back_edge, is_control_flow_op, Ctx, CtxKind, FrameId, FrameMap, WhileOptions,
     CHECKPOINTS_ATTR, COND_PRED_ATTR, ROOT_FRAME,
 };
+use super::loop_saved_values::{read_saved, ReadSide};
 use super::tensor_array_grad::tensor_array_gradient;
 use crate::dtype::DType;
 use crate::error::{GraphError, Result};
@@ -41,6 +41,8 @@ pub(crate) struct GradLoop {
     /// nearest checkpoint (by the forward body value they stand for), and the forward nodes
     /// already copied from them.
     pub recompute: Option<(HashMap<Output, Output>, HashMap<NodeId, NodeId>)>,
+    /// Where the saved values are read from, found on first use.
+    pub read: Option<ReadSide>,
 }
 
 /// An iteration counter added to a forward loop for its gradient.
@@ -54,11 +56,11 @@ pub(crate) struct LoopCounter {
 
 /// The structure of a forward loop, found from the graph.
 #[derive(Clone, Debug)]
-struct ForwardLoop {
+pub(super) struct ForwardLoop {
     name: String,
-    frame: FrameId,
+    pub(super) frame: FrameId,
     parent: FrameId,
-    loop_cond: Output,
+    pub(super) loop_cond: Output,
     parallel_iterations: i64,
     maximum_iterations: i64,
     /// Gradient checkpoint interval (0: save every iteration).
@@ -69,7 +71,7 @@ pub(super) fn cf_error(message: impl Into<String>) -> GraphError {
     GraphError::Gradient(message.into())
 }
 
-fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
+pub(super) fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
     let frames = g.frame_map().clone();
     let frame = frames
         .by_name(name)
@@ -112,7 +114,7 @@ fn forward_loop(g: &mut Graph, name: &str) -> Result<ForwardLoop> {
 
 /// The contexts under which a node runs in forward frame `f`: one loop context per enclosing
 /// loop, each with its counter's index as pivot.
-fn forward_stack(g: &mut Graph, f: FrameId) -> Result<Vec<Ctx>> {
+pub(super) fn forward_stack(g: &mut Graph, f: FrameId) -> Result<Vec<Ctx>> {
     if f == ROOT_FRAME {
         return Ok(Vec::new());
     }
@@ -146,7 +148,7 @@ fn is_gradient_state(g: &Graph, enter: NodeId) -> bool {
     g.node(enter).attrs.get(GRADIENT_STATE_ATTR).is_some()
 }
 
-fn add_forward_var(
+pub(super) fn add_forward_var(
     g: &mut Graph,
     fl: &ForwardLoop,
     init: Output,
@@ -222,8 +224,8 @@ pub(crate) fn ensure_counter(g: &mut Graph, name: &str) -> Result<LoopCounter> {
 }
 
 /// Forward value `o` (in the loop `gl` differentiates) as the backward body at context depth
-/// `d` sees it: written per forward iteration into a TensorArray the forward loop carries, read
-/// back at the backward iteration's index. Dead values stay dead.
+/// `d` sees it: recomputed from a gradient checkpoint, or read back from where the forward loop
+/// saved it (`loop_saved_values.rs`).
 pub(crate) fn saved_value(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> Result<Output> {
     if let Some((map, memo)) = &gl.recompute {
         // Checkpointed loop: copy the forward computation of `o` from the recomputed loop
@@ -244,54 +246,7 @@ pub(crate) fn saved_value(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> 
         }
         return Ok(out);
     }
-    let key = (gl.forward_name.clone(), o);
-    let (handle, flow) = match g.cf.saved.get(&key) {
-        Some(&v) => v,
-        None => {
-            let fl = forward_loop(g, &gl.forward_name)?;
-            let counter = ensure_counter(g, &fl.name)?;
-            let (dtype, shape) = (g.dtype(o), g.shape(o).clone());
-            let parent_stack = forward_stack(g, fl.parent)?;
-            let (ta, _) = g.with_stack(parent_stack, |g| {
-                let zero = g.scalar(0i32)?;
-                g.build("TensorArrayV3")
-                    .input(zero)
-                    .attr("dtype", dtype)
-                    .attr("element_shape", shape.clone())
-                    .attr("dynamic_size", true)
-                    .attr("keep_dead", true)
-                    .finish()
-            })?;
-            let handle = Output::new(ta, 0);
-            let frame = fl.frame;
-            let (_, flow_exit) = add_forward_var(g, &fl, Output::new(ta, 1), |g, flow| {
-                let stack = forward_stack(g, frame)?;
-                let (w, _) = g.with_stack(stack, |g| {
-                    g.build("TensorArrayWriteV3")
-                        .input(handle)
-                        .input(counter.index)
-                        .input(o)
-                        .input(flow)
-                        .attr("keep_dead", true)
-                        .finish1()
-                })?;
-                Ok(w)
-            })?;
-            g.cf.saved.insert(key, (handle, flow_exit));
-            (handle, flow_exit)
-        }
-    };
-    let (dtype, shape) = (g.dtype(o), g.shape(o).clone());
-    let index = gl.index;
-    g.at_depth(d + 1, |g| {
-        g.build("TensorArrayReadV3")
-            .input(handle)
-            .input(index)
-            .input(flow)
-            .attr("dtype", dtype)
-            .attr("element_shape", shape)
-            .finish1()
-    })
+    read_saved(g, gl, o, d)
 }
 
 // ---- the gradient walk's view of control flow ---------------------------------------------------
@@ -704,6 +659,7 @@ impl LoopGrads {
                                 forward_name: forward_name.clone(),
                                 index,
                                 recompute,
+                                read: None,
                             }));
                         }
                     }

@@ -611,6 +611,8 @@ pub(crate) struct CfState {
     pub counters: HashMap<String, super::control_flow_grad::LoopCounter>,
     /// Per forward loop and saved value: the TensorArray handle and its final flow.
     pub saved: HashMap<(String, Output), (Output, Output)>,
+    /// Per forward loop (by frame name) and base frame: the chain of its saved values' writes.
+    pub stores: HashMap<(String, FrameId), super::loop_saved_values::FrameStore>,
     /// Constants hoisted out of loops to the top level, by [`hoisted_key`].
     pub hoisted: HashMap<String, NodeId>,
 }

@@ -12,6 +12,7 @@ pub mod data_flow_ops;
 pub mod embedding_grad;
 pub mod embedding_ops;
 pub mod io_ops;
+mod loop_saved_values;
 pub mod math_grad;
 pub mod math_ops;
 pub mod nn_grad;
