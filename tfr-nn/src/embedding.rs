@@ -37,6 +37,9 @@ fn lookup_error(message: String) -> GraphError {
     }
 }
 
+/// Makes the initial value of shard `p` with the given shape: `init(g, p, shape)`.
+pub type ShardInit<'a> = dyn Fn(&mut Graph, usize, &[usize]) -> Result<Output> + 'a;
+
 /// A table of `rows` rows split into shard variables.
 #[derive(Clone, Debug)]
 pub struct ShardedEmbedding {
@@ -59,7 +62,7 @@ impl ShardedEmbedding {
         num_shards: usize,
         strategy: PartitionStrategy,
         devices: &[&str],
-        init: &dyn Fn(&mut Graph, usize, &[usize]) -> Result<Output>,
+        init: &ShardInit<'_>,
     ) -> Result<ShardedEmbedding> {
         if num_shards == 0 {
             return Err(lookup_error("a table needs at least one shard".into()));

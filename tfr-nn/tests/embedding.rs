@@ -64,9 +64,12 @@ fn train(mut opt: Box<dyn Optimizer>, sparse: bool) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Makes a fresh optimizer for one case.
+type MakeOptimizer = fn() -> Box<dyn Optimizer>;
+
 #[test]
 fn sparse_updates_equal_dense_ones_on_touched_rows_and_leave_the_rest_bit_identical() {
-    let optimizers: Vec<(&str, fn() -> Box<dyn Optimizer>)> = vec![
+    let optimizers: Vec<(&str, MakeOptimizer)> = vec![
         ("sgd", || Box::new(Sgd::new(0.1))),
         ("sgd composed", || {
             let mut s = Sgd::new(0.1);
