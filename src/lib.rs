@@ -23,8 +23,11 @@ pub use tfr_graph::{
 };
 pub use tfr_macros::graph;
 pub use tfr_nn as nn;
+/// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
+pub use ndarray;
 
 pub mod cli;
+pub mod model;
 
 /// The names most programs need.
 pub mod prelude {
