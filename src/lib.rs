@@ -16,6 +16,8 @@
 //! # Ok::<(), tfr::Error>(())
 //! ```
 
+/// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
+pub use ndarray;
 pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
 pub use tfr_distributed as distributed;
 pub use tfr_graph::{
@@ -23,8 +25,6 @@ pub use tfr_graph::{
 };
 pub use tfr_macros::graph;
 pub use tfr_nn as nn;
-/// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
-pub use ndarray;
 
 pub mod cli;
 pub mod model;

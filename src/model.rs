@@ -357,19 +357,25 @@ impl Session {
     /// Runs one step: feeds the inputs (a symbolic dim must have one value across them), runs
     /// `targets`, and returns the `fetches` as typed arrays. A kernel error names the failing
     /// node and the `graph!` line and expression it came from.
-    pub fn run<F: Fetches>(&self, feeds: &[Feed], fetches: F, targets: &[Target]) -> Result<F::Out> {
+    pub fn run<F: Fetches>(
+        &self,
+        feeds: &[Feed],
+        fetches: F,
+        targets: &[Target],
+    ) -> Result<F::Out> {
         check_symbolic(feeds)?;
         let mut outs = Vec::new();
         fetches.outputs(&mut outs);
-        let fs: Vec<(Output, Tensor)> = feeds
-            .iter()
-            .map(|f| (f.output, f.tensor.clone()))
-            .collect();
+        let fs: Vec<(Output, Tensor)> =
+            feeds.iter().map(|f| (f.output, f.tensor.clone())).collect();
         let ts: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
-        let values = self.inner.run(&fs, &outs, &ts).map_err(|e| match &self.sources {
-            Some(s) => s.annotate(e),
-            None => e,
-        })?;
+        let values = self
+            .inner
+            .run(&fs, &outs, &ts)
+            .map_err(|e| match &self.sources {
+                Some(s) => s.annotate(e),
+                None => e,
+            })?;
         fetches.take(&mut values.into_iter())
     }
 }

@@ -137,7 +137,7 @@ pub struct Builder {
     pub errors: Vec<syn::Error>,
     pub(crate) inputs: Vec<InputOut>,
     vars: Vec<TensorOut>,
-    outputs: Vec<TensorOut>,
+    pub(crate) outputs: Vec<TensorOut>,
     targets: Vec<TargetOut>,
     stubs: Vec<StubOut>,
     /// Every float variable, in declaration order (the default `wrt` of `minimize`).
@@ -200,7 +200,7 @@ pub fn build(model: &Model) -> Built {
     } else {
         None
     };
-    dedupe_errors(&mut b.errors);
+    crate::messages::dedupe_errors(&mut b.errors);
     Built {
         graph: b.g,
         inputs: b.inputs,
@@ -495,7 +495,7 @@ impl Builder {
         std::mem::swap(&mut self.g, g);
     }
 
-    fn stub(&mut self, name: &Ident, docs: &[syn::Attribute], kind: Stub) {
+    pub(crate) fn stub(&mut self, name: &Ident, docs: &[syn::Attribute], kind: Stub) {
         self.stubs.push(StubOut {
             name: name.clone(),
             docs: docs.to_vec(),
@@ -738,38 +738,6 @@ impl Builder {
             .map_err(|e| self.graph_err(name, "var", &[], e))
     }
 
-    /// `#[fetch] let h = ..;`: `h` is also a fetch handle of the generated struct.
-    fn fetch_let(&mut self, name: &Ident, val: Option<Val>, docs: &[syn::Attribute]) {
-        if self.nesting > 0 {
-            self.err(
-                name.span(),
-                "`#[fetch]` exposes a value of the model's top level, not one inside a function \
-                 or a `for` loop (return it and fetch it there)",
-            );
-            return;
-        }
-        match val {
-            Some(Val::Tensor(output)) => {
-                let ty = self.g.output_type(output).clone();
-                self.outputs.push(TensorOut {
-                    name: name.clone(),
-                    docs: docs.to_vec(),
-                    dtype: ty.dtype,
-                    shape: ty.shape,
-                    output,
-                    var: None,
-                });
-            }
-            Some(other) => {
-                self.err(
-                    name.span(),
-                    format!("`#[fetch]` exposes a tensor, but `{name}` is {}", describe(&other)),
-                );
-            }
-            None => self.stub(name, docs, Stub::Tensor),
-        }
-    }
-
     fn output(&mut self, name: &Ident, expr: Option<&Expr>, docs: &[syn::Attribute]) {
         let val = match expr {
             Some(e) => {
@@ -923,18 +891,4 @@ fn replace_phrase(s: &str, from: &str, to: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Drops repeats of an error (same spans and messages): a mistake in a `for` loop's body is
-/// made once per iteration but reported once.
-fn dedupe_errors(errors: &mut Vec<syn::Error>) {
-    let mut seen = std::collections::HashSet::new();
-    errors.retain(|e| {
-        let key: Vec<String> = e
-            .clone()
-            .into_iter()
-            .map(|part| format!("{:?} {part}", part.span()))
-            .collect();
-        seen.insert(key)
-    });
 }

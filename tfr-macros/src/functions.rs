@@ -25,10 +25,8 @@ impl Builder {
                 if Rc::ptr_eq(prev, f) {
                     continue;
                 }
-                let mut e = syn::Error::new(
-                    f.name.span(),
-                    format!("function `{key}` is defined twice"),
-                );
+                let mut e =
+                    syn::Error::new(f.name.span(), format!("function `{key}` is defined twice"));
                 e.combine(syn::Error::new(
                     prev.name.span(),
                     format!("`{key}` is first defined here"),
@@ -310,11 +308,16 @@ impl Builder {
                 })
             }
             Expr::Binary(b) => {
-                let (Some(l), Some(r)) = (self.static_number(&b.left)?, self.static_number(&b.right)?)
+                let (Some(l), Some(r)) =
+                    (self.static_number(&b.left)?, self.static_number(&b.right)?)
                 else {
                     return Ok(None);
                 };
-                if !l.shape.is_empty() || !r.shape.is_empty() || l.kind == LitKind::Bool || r.kind == LitKind::Bool {
+                if !l.shape.is_empty()
+                    || !r.shape.is_empty()
+                    || l.kind == LitKind::Bool
+                    || r.kind == LitKind::Bool
+                {
                     return Ok(None);
                 }
                 let float = l.kind == LitKind::Float || r.kind == LitKind::Float;

@@ -9,6 +9,12 @@ pub fn is_rust_loop(name: &str) -> bool {
 }
 
 pub fn rust_loop_message(name: &str) -> String {
+    if name == "for" {
+        return "a `for` loop is a statement, unrolled while the macro expands (`for i in 0..3 \
+                { h = dense(h, 64, relu); }`), not a value; a loop run by the graph is a value: \
+                `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
+            .to_string();
+    }
     format!(
         "`{name}` loops are not graph! syntax (tensors are immutable): write a loop as a value, \
          `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
@@ -181,4 +187,18 @@ pub fn unknown_dim_hint(name: &str) -> String {
              `model M<{name}>` (inputs only); for a fixed size write the number"
         )
     }
+}
+
+/// Drops repeats of an error (same spans and messages): a mistake in a `for` loop's body is
+/// made once per iteration but reported once.
+pub(crate) fn dedupe_errors(errors: &mut Vec<syn::Error>) {
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| {
+        let key: Vec<String> = e
+            .clone()
+            .into_iter()
+            .map(|part| format!("{:?} {part}", part.span()))
+            .collect();
+        seen.insert(key)
+    });
 }

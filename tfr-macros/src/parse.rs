@@ -2,8 +2,8 @@
 //! skipped up to its `;` so that the statements after it are still parsed and checked.
 
 use crate::model::{Binder, DimSpec, FnDef, Item, Model, TypeSpec};
-use std::rc::Rc;
 use proc_macro2::{Span, TokenTree};
+use std::rc::Rc;
 use syn::parse::{Parse, ParseStream};
 use syn::{braced, bracketed, Attribute, Expr, Ident, LitInt, LitStr, Token, Visibility};
 

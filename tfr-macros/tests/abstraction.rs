@@ -41,8 +41,17 @@ fn functions_scope_their_variables_by_call() {
     let m = Blocks::new();
     let g = m.graph();
     let names: Vec<String> = g.variables().iter().map(|v| v.name.clone()).collect();
-    for expected in ["affine/w", "twice/affine/w", "twice/affine_1/w", "dense/kernel", "dense_1/kernel"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    for expected in [
+        "affine/w",
+        "twice/affine/w",
+        "twice/affine_1/w",
+        "dense/kernel",
+        "dense_1/kernel",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
     assert_eq!(g.shape(m.once.output).to_string(), "[B, 4]");
     assert_eq!(g.shape(m.nested.output).to_string(), "[B, 4]");
@@ -156,7 +165,9 @@ fn an_lstm_layer_trains_over_sequences_of_any_length() {
     assert!(last < first * 0.5, "loss {first} -> {last}");
     // Another length, same variables.
     let short = Array3::<f32>::ones((2, 2, 3));
-    let p = s.run(&[m.xs.feed(&short).unwrap()], &m.prediction, &[]).unwrap();
+    let p = s
+        .run(&[m.xs.feed(&short).unwrap()], &m.prediction, &[])
+        .unwrap();
     assert_eq!(p.shape(), &[2, 1]);
 }
 
@@ -183,7 +194,10 @@ fn a_kernel_error_names_the_model_line() {
         .position(|l| l.contains("output rows = gather"))
         .unwrap();
     assert!(
-        e.contains(&format!("graph! model `Gathers`, {}:{line}: `gather(table, index)`", file!())),
+        e.contains(&format!(
+            "graph! model `Gathers`, {}:{line}: `gather(table, index)`",
+            file!()
+        )),
         "{e}"
     );
 }
