@@ -16,6 +16,8 @@
 //! # Ok::<(), tfr::Error>(())
 //! ```
 
+/// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
+pub use ndarray;
 pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
 #[cfg(feature = "distributed")]
 pub use tfr_distributed as distributed;
@@ -26,6 +28,7 @@ pub use tfr_macros::graph;
 pub use tfr_nn as nn;
 
 pub mod cli;
+pub mod model;
 
 /// The names most programs need.
 pub mod prelude {

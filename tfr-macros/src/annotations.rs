@@ -1,8 +1,9 @@
 //! `let h: f32[B, 4] = ..;`: a type on a `let` is an assertion checked while the macro expands.
 //! The value must provably have it: each declared dim must be the inferred one (a `?` proves
 //! nothing, so it does not pass as `B`). A literal takes the declared dtype and shape.
+//! `#[fetch] let h = ..;` exposes the value as a fetch handle of the model.
 
-use crate::check::{type_string, Builder, Failed, Val, R};
+use crate::check::{describe, type_string, Builder, Failed, Stub, TensorOut, Val, R};
 use crate::model::TypeSpec;
 use crate::parse::error_between;
 use syn::{Expr, Ident};
@@ -70,5 +71,40 @@ impl Builder {
             return Err(Failed);
         }
         Ok(Val::Tensor(out))
+    }
+
+    /// `#[fetch] let h = ..;`: `h` is also a fetch handle of the generated struct.
+    pub(crate) fn fetch_let(&mut self, name: &Ident, val: Option<Val>, docs: &[syn::Attribute]) {
+        if self.nesting > 0 {
+            self.err(
+                name.span(),
+                "`#[fetch]` exposes a value of the model's top level, not one inside a function \
+                 or a `for` loop (return it and fetch it there)",
+            );
+            return;
+        }
+        match val {
+            Some(Val::Tensor(output)) => {
+                let ty = self.g.output_type(output).clone();
+                self.outputs.push(TensorOut {
+                    name: name.clone(),
+                    docs: docs.to_vec(),
+                    dtype: ty.dtype,
+                    shape: ty.shape,
+                    output,
+                    var: None,
+                });
+            }
+            Some(other) => {
+                self.err(
+                    name.span(),
+                    format!(
+                        "`#[fetch]` exposes a tensor, but `{name}` is {}",
+                        describe(&other)
+                    ),
+                );
+            }
+            None => self.stub(name, docs, Stub::Tensor),
+        }
     }
 }

@@ -60,6 +60,9 @@ impl Builder {
 
     /// A literal when the expression is one; `None` (no error) for other expressions.
     pub(crate) fn static_lit(&mut self, e: &Expr) -> R<Option<Lit>> {
+        if let Some(l) = self.static_number(e)? {
+            return Ok(Some(l));
+        }
         match e {
             Expr::Lit(_) | Expr::Array(_) | Expr::Unary(_) | Expr::Paren(_) | Expr::Group(_) => {
                 match self.eval(e)? {

@@ -7,10 +7,11 @@
 //! error instead of a cascade.
 
 pub use crate::messages::*;
-use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
+use crate::model::{Binder, DimSpec, FnDef, Item, Model, TypeSpec};
 use crate::parse::{error_between, nearest};
 use proc_macro2::Span;
 use std::collections::HashMap;
+use std::rc::Rc;
 use syn::{Expr, Ident};
 use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{DType, Dim, Graph, GraphError, NodeId, Output, Shape, TensorValue};
@@ -66,6 +67,8 @@ pub(crate) struct Binding {
     pub(crate) span: Span,
     /// The variable, for names declared with `var`.
     pub(crate) var: Option<Variable>,
+    /// Whether `name = ..;` may give it a new value (`let` bindings and function parameters).
+    pub(crate) mutable: bool,
 }
 
 /// A typed input handle to emit.
@@ -121,6 +124,10 @@ pub struct Built {
     pub init: Option<NodeId>,
     pub stubs: Vec<StubOut>,
     pub errors: Vec<syn::Error>,
+    /// Per node id: the index in `sources` of the expression that made it.
+    pub node_sources: Vec<Option<usize>>,
+    /// (line, source text) of the expressions that made nodes.
+    pub sources: Vec<(usize, String)>,
 }
 
 pub struct Builder {
@@ -130,7 +137,7 @@ pub struct Builder {
     pub errors: Vec<syn::Error>,
     pub(crate) inputs: Vec<InputOut>,
     vars: Vec<TensorOut>,
-    outputs: Vec<TensorOut>,
+    pub(crate) outputs: Vec<TensorOut>,
     targets: Vec<TargetOut>,
     stubs: Vec<StubOut>,
     /// Every float variable, in declaration order (the default `wrt` of `minimize`).
@@ -138,6 +145,17 @@ pub struct Builder {
     /// The declared type of the variable whose initializer is being evaluated.
     pub var_type: Option<(DType, Vec<usize>)>,
     statements: usize,
+    /// The model's functions (`fn block(x, c) { .. }`), by name.
+    pub(crate) functions: HashMap<String, Rc<FnDef>>,
+    /// The functions being expanded, outermost first (recursion is refused).
+    pub(crate) call_stack: Vec<String>,
+    /// How many function calls and `for` iterations enclose the current statement: names
+    /// bound there are not fields of the generated struct.
+    pub(crate) nesting: usize,
+    /// Per node id: the index in `sources` of the innermost expression that made it.
+    pub(crate) node_sources: Vec<Option<usize>>,
+    pub(crate) sources: Vec<(usize, String)>,
+    pub(crate) source_index: HashMap<(usize, String), usize>,
 }
 
 /// Builds `model`'s graph, collecting errors.
@@ -155,6 +173,12 @@ pub fn build(model: &Model) -> Built {
         trainable: Vec::new(),
         var_type: None,
         statements: 0,
+        functions: HashMap::new(),
+        call_stack: Vec::new(),
+        nesting: 0,
+        node_sources: Vec::new(),
+        sources: Vec::new(),
+        source_index: HashMap::new(),
     };
     for (i, d) in model.dims.iter().enumerate() {
         if model.dims[..i].iter().any(|e| e == d) {
@@ -176,6 +200,7 @@ pub fn build(model: &Model) -> Built {
     } else {
         None
     };
+    crate::messages::dedupe_errors(&mut b.errors);
     Built {
         graph: b.g,
         inputs: b.inputs,
@@ -185,6 +210,8 @@ pub fn build(model: &Model) -> Built {
         init,
         stubs: b.stubs,
         errors: b.errors,
+        node_sources: b.node_sources,
+        sources: b.sources,
     }
 }
 
@@ -288,7 +315,8 @@ impl Builder {
 
     // ---- statements ----------------------------------------------------------------------
 
-    fn items(&mut self, items: &[Item]) {
+    pub(crate) fn items(&mut self, items: &[Item]) {
+        self.register_functions(items);
         for item in items {
             self.item(item);
             self.statements += 1;
@@ -313,6 +341,14 @@ impl Builder {
                 }
             }
             Item::Input { name, ty, docs } => {
+                if self.nesting > 0 {
+                    self.err(
+                        name.span(),
+                        "an `input` is declared at the top of the model, not in a function or \
+                         a `for` loop (pass it to the function as an argument)",
+                    );
+                    return;
+                }
                 if !self.declare(name) {
                     return;
                 }
@@ -349,6 +385,11 @@ impl Builder {
                         if v.dtype.is_differentiable() {
                             self.trainable.push(v.clone());
                         }
+                        if self.nesting > 0 {
+                            // One per call or iteration: in the graph (and trained), named by
+                            // its scope (`conv_block_1/w`), but not a field.
+                            return;
+                        }
                         self.vars.push(TensorOut {
                             name: name.clone(),
                             docs: docs.clone(),
@@ -365,6 +406,7 @@ impl Builder {
                 }
             }
             Item::Let {
+                fetch,
                 binder,
                 ty,
                 expr,
@@ -387,9 +429,30 @@ impl Builder {
                         self.stub(n, docs, Stub::Target);
                     }
                 }
-                self.bind_pattern(binder, val, expr, docs);
+                self.bind_pattern(binder, val.clone(), expr, docs);
+                if let (true, Binder::Name(n)) = (fetch, binder) {
+                    self.fetch_let(n, val, docs);
+                }
             }
-            Item::Output { name, expr, docs } => self.output(name, expr.as_ref(), docs),
+            Item::Output { name, expr, docs } => {
+                if self.nesting > 0 {
+                    self.err(
+                        name.span(),
+                        "an `output` is declared at the top of the model, not in a function or \
+                         a `for` loop (return the value from the function and output it)",
+                    );
+                    return;
+                }
+                self.output(name, expr.as_ref(), docs)
+            }
+            Item::Fn(_) => {}
+            Item::For {
+                binder,
+                iter,
+                span,
+                items,
+            } => self.for_loop(binder, iter, *span, items),
+            Item::Assign { name, expr } => self.assign(name, expr),
             Item::Block {
                 scope,
                 device,
@@ -432,7 +495,7 @@ impl Builder {
         std::mem::swap(&mut self.g, g);
     }
 
-    fn stub(&mut self, name: &Ident, docs: &[syn::Attribute], kind: Stub) {
+    pub(crate) fn stub(&mut self, name: &Ident, docs: &[syn::Attribute], kind: Stub) {
         self.stubs.push(StubOut {
             name: name.clone(),
             docs: docs.to_vec(),
@@ -441,7 +504,7 @@ impl Builder {
     }
 
     /// Reserves a name; reports a reuse (pointing at the first definition).
-    fn declare(&mut self, name: &Ident) -> bool {
+    pub(crate) fn declare(&mut self, name: &Ident) -> bool {
         let key = name.to_string();
         if let Some(prev) = self.env.get(&key) {
             let first = prev.span;
@@ -469,15 +532,24 @@ impl Builder {
         true
     }
 
-    fn bind(&mut self, name: &Ident, val: Option<Val>, var: Option<Variable>) {
+    pub(crate) fn bind(&mut self, name: &Ident, val: Option<Val>, var: Option<Variable>) {
         self.env.insert(
             name.to_string(),
             Binding {
                 val,
                 span: name.span(),
                 var,
+                mutable: false,
             },
         );
+    }
+
+    /// Binds a name that `name = ..;` may rebind (a `let`, a function's parameter).
+    pub(crate) fn bind_mutable(&mut self, name: &Ident, val: Option<Val>) {
+        self.bind(name, val, None);
+        if let Some(b) = self.env.get_mut(&name.to_string()) {
+            b.mutable = true;
+        }
     }
 
     fn bind_pattern(
@@ -490,14 +562,14 @@ impl Builder {
         match binder {
             Binder::Ignore => {}
             Binder::Name(n) => {
-                if let Some(Val::Target(node)) = &val {
+                if let (Some(Val::Target(node)), 0) = (&val, self.nesting) {
                     self.targets.push(TargetOut {
                         name: n.clone(),
                         docs: docs.to_vec(),
                         node: *node,
                     });
                 }
-                self.bind(n, val, None);
+                self.bind_mutable(n, val);
             }
             Binder::Tuple(parts, span) => {
                 let vals = match val {

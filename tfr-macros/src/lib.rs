@@ -16,7 +16,9 @@ mod body;
 mod check;
 mod control;
 mod expand;
+mod functions;
 mod invariants;
+mod layers;
 mod loops;
 mod lower;
 mod messages;
@@ -24,6 +26,7 @@ mod model;
 mod parse;
 mod registry_call;
 mod signatures;
+mod sources;
 mod spellings;
 mod symbolic;
 mod training;
@@ -34,7 +37,7 @@ use proc_macro::TokenStream;
 /// Defines models whose graphs are built, checked and differentiated at compile time.
 ///
 /// ```
-/// use ndarray::{array, Array1, Array2};
+/// use tfr::ndarray::{array, Array1, Array2};
 /// use tfr::graph;
 ///
 /// graph! {
@@ -86,6 +89,10 @@ use proc_macro::TokenStream;
 /// | `let h: f32[B, 16] = ..;` | the same, asserting the type: an error unless the inferred dtype and shape prove it (a `?` does not prove `B`) |
 /// | `output logits;` / `output p = softmax(logits);` / `output a, b;` | exposes tensors as typed fetch handles |
 /// | `let train = minimize(loss, Adam(0.01));` | a train op: a `let` bound to an op without outputs is exposed as a target |
+/// | `#[fetch] let h = relu(..);` | the same, and `h` is also a fetch handle of the model (an intermediate to inspect) |
+/// | `h = block(h, 64);` | a new value for a `let` name or a function's parameter (how a `for` loop threads a value) |
+/// | `fn block(x, c) { ..; value }` | a function of the model, expanded at each call (below) |
+/// | `for i in 0..3 { .. }` | a loop unrolled while the macro expands (below) |
 /// | `scope "layer1" { .. }` | a name scope: nodes inside are named `layer1/...` |
 /// | `#[device("/device:GPU:0")] { .. }` | a device for the nodes inside (kept on each node for placement) |
 ///
@@ -149,7 +156,12 @@ use proc_macro::TokenStream;
 /// - images (NHWC): `conv2d(x, filter, strides = 1, padding = "SAME")`,
 ///   `max_pool(x, 2, strides = .., padding = "VALID")`, `avg_pool(..)` (a window is one size,
 ///   `[height, width]` or four NHWC sizes);
-/// - `group([a, b])`: a target that runs its arguments.
+/// - `group([a, b])`: a target that runs its arguments;
+/// - layers (below): `dense`, `conv2d_layer`, `flatten`, `lstm`.
+///
+/// Every function takes its arguments by position or by name, in the order of its usage line
+/// (`reduce_sum(x, axis = 1, keep_dims = true)`, `one_hot(labels, depth = 10)`); a name it does
+/// not have is an error that gives the nearest one and the usage.
 ///
 /// ## Symbolic dims
 ///
@@ -178,6 +190,75 @@ use proc_macro::TokenStream;
 ///   `[6, 392]` of `[B, 28, 28, 1]`), the shape is computed when the step runs and the
 ///   `Reshape` kernel checks the count: a mismatch fails the step with an error naming the
 ///   node, `reshape_lineN` after the model's line `N`.
+///
+/// ## Functions, loops and layers
+///
+/// A model is written once and repeated by the macro: functions, `for` loops and layers all
+/// expand while the crate compiles, so the emitted graph holds one copy per call or iteration,
+/// each shape-checked with its own arguments.
+///
+/// - **Functions**: `fn conv_block(x, channels) { let h = ..; value }` declared anywhere in the
+///   model (before or after its calls). Parameters are names without types: each call checks
+///   the body with its arguments' dtypes and shapes (tensors) or values (numbers, usable as
+///   dims: `zeros([channels])`), and an error in the body is reported there and at the call.
+///   A function sees its parameters and the model's other functions, not the caller's names.
+///   Each call runs under a name scope of its own, `conv_block`, `conv_block_1`, ..., so the
+///   variables its body declares (`var w = he_normal([3, 3, 4, channels]);`) are new at each
+///   call (`conv_block_1/w`) and trained by `minimize` like the model's own. Its value is its
+///   last expression (without `;`). A function that calls itself is an error (the expansion
+///   would not end): repeat with `for` or `while_loop`.
+/// - **`for` loops** run over a range with bounds known while the macro runs (`0..3`, `1..=n`
+///   with `n` a loop variable or a function's numeric parameter) or a list of numbers or
+///   tuples (`for (c, n) in [(64, 2), (128, 2)]`); the loop variable is a number, usable in
+///   dims and arithmetic (`dense(h, 64 * (i + 1))`). The body is copied once per value; names
+///   bound in it are local to one iteration, and `h = ..;` gives an outer `let` a new value
+///   (a loop run by the graph, with a trip count known only at run time, is `while_loop`).
+///   A `var` in the body is one variable per iteration (`w`, `w_1`, ...).
+/// - **Layers** make their variables with `tfr-nn`'s initializers, under a scope named after
+///   the layer (`dense`, `dense_1`, ...), and are trained by `minimize`:
+///   - `dense(x, units, activation)`: `activation(x.matmul(kernel) + bias)`, Glorot-uniform
+///     kernel, zero bias;
+///   - `conv2d_layer(x, filters, kernel_size, strides = 1, padding = "SAME", activation = ..)`:
+///     NHWC, He-normal kernel, zero bias (one fused node with `relu`/`relu6`/`linear`);
+///   - `flatten(x)`: `[batch, rest]`, keeping a symbolic batch;
+///   - `lstm(xs, units)`: the last hidden state `[B, units]` of an LSTM over a time-major
+///     `[T, B, features]` sequence (TensorFlow's gate order and forget bias of 1; a `while_loop`
+///     over `T`, so the length may change from step to step);
+///   - activations: `linear` (the default), `relu`, `relu6`, `elu`, `tanh`, `sigmoid`;
+///   - and `max_pool(x, 2)`, `avg_pool(..)` from the function list.
+///
+/// VGG-16 in a dozen lines:
+///
+/// ```
+/// use tfr::graph;
+///
+/// graph! {
+///     model Vgg16<B> {
+///         input images: f32[B, 224, 224, 3];
+///         input labels: i32[B];
+///         fn block(x, channels, convs) {
+///             for _ in 0..convs {
+///                 x = conv2d_layer(x, channels, 3, activation = relu);
+///             }
+///             max_pool(x, 2)
+///         }
+///         let h = images;
+///         for (channels, convs) in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)] {
+///             h = block(h, channels, convs);
+///         }
+///         h = dense(dense(flatten(h), 4096, relu), 4096, relu);
+///         output logits = dense(h, 1000);
+///         output loss = sparse_softmax_cross_entropy(logits, labels);
+///         let train = minimize(loss, Adam(0.001));
+///     }
+/// }
+///
+/// let m = Vgg16::new();
+/// assert_eq!(m.graph().shape(m.logits.output).to_string(), "[B, 1000]");
+/// ```
+///
+/// (A debug build runs such a model slowly unless dependencies are optimized: put
+/// `[profile.dev.package."*"] opt-level = 3` in your `Cargo.toml`, as this workspace does.)
 ///
 /// ## Control flow
 ///
@@ -222,7 +303,7 @@ use proc_macro::TokenStream;
 ///   loop over the saved forward values; of a cond, the taken branch's gradient).
 ///
 /// ```
-/// use ndarray::{arr0, array};
+/// use tfr::ndarray::{arr0, array};
 /// use tfr::graph;
 ///
 /// graph! {
@@ -277,7 +358,7 @@ use proc_macro::TokenStream;
 /// A loop variable that grows, with a data-dependent trip count:
 ///
 /// ```
-/// use ndarray::{arr0, array};
+/// use tfr::ndarray::{arr0, array};
 /// use tfr::graph;
 ///
 /// graph! {
@@ -319,7 +400,7 @@ use proc_macro::TokenStream;
 /// nodes:
 ///
 /// ```
-/// use ndarray::array;
+/// use tfr::ndarray::array;
 /// use tfr::graph;
 ///
 /// graph! {
@@ -350,16 +431,21 @@ use proc_macro::TokenStream;
 ///
 /// For `model Mlp`, a struct `Mlp` with:
 ///
-/// - `Mlp::new()`: loads the graph built at compile time (embedded as postcard bytes,
-///   `Mlp::GRAPH_BYTES`; the node ids are those of the expansion);
+/// - `Mlp::new()`: loads the graph built at compile time (embedded as postcard bytes; the node
+///   ids are those of the expansion);
 /// - `graph()` / `into_graph()`: the `tfr::Graph`, to run with a plain `tfr::Session` or to
 ///   extend with the builder API;
-/// - `session()`: a session with every variable initialized, whose `run(feeds, fetches, targets)`
-///   takes typed feeds and returns typed arrays (a fetch is a handle or a tuple of handles);
-/// - one public field per name: inputs are `Input<T, D>` (`m.x.feed(&array)` checks the rank by
+/// - `session()`: a `tfr::model::Session` with every variable initialized, whose
+///   `run(feeds, fetches, targets)` takes typed feeds and returns typed arrays (a fetch is a
+///   handle or a tuple of handles); a kernel error in a step names the failing node and the
+///   model's line and expression it came from (`... (graph! model `Mlp`, src/main.rs:12:
+///   `gather(table, index)`)`);
+/// - one public field per name, of the types in `tfr::model` (shared by every model, so a
+///   session or a handle can be passed to a helper function): inputs are `Input<T, D>` (`m.x.feed(&array)` checks the rank by
 ///   the type and the static dims when fed: "feed for `x`: expected f32[B, 2], got [4, 3]: dim 1
 ///   is 3, expected 2"; a symbolic dim must agree across the inputs of one step), outputs are
-///   `Fetch<T, D>` (fetched as `ndarray::Array<T, D>`), variables `Var<T, D>` (fetchable too;
+///   `Fetch<T, D>` (fetched as `ndarray::Array<T, D>`, re-exported as `tfr::ndarray`: a crate
+///   using `graph!` needs only `tfr`), `#[fetch] let`s too, variables `Var<T, D>` (fetchable too;
 ///   `.name` is the resource name), targets `Target`; `initializer()` is the init target.
 ///
 /// ## Errors

@@ -16,7 +16,8 @@ use tfr_graph::{registry, DType, Dim, Graph, NodeId, Output, Result as GResult};
 impl Builder {
     // ---- expressions ---------------------------------------------------------------------
 
-    pub fn eval(&mut self, e: &Expr) -> R<Val> {
+    /// Lowers one expression (`eval` records where its nodes come from).
+    pub(crate) fn eval_expr(&mut self, e: &Expr) -> R<Val> {
         match e {
             Expr::Path(_) => match path_ident(e) {
                 Some(id) => self.lookup(id),
@@ -350,6 +351,9 @@ impl Builder {
             ("t", Some(_)) => "transpose".to_string(),
             (other, _) => other.to_string(),
         };
+        if let Some(f) = self.functions.get(&func).cloned() {
+            return self.call_user_function(f, receiver, args, whole);
+        }
         if is_rust_loop(&func) {
             return Err(self.err(name.span(), rust_loop_message(&func)));
         }
@@ -533,6 +537,9 @@ impl Builder {
                 .unwrap_or(false);
             let r = op(&mut self.g, x[0], axes.as_deref(), keep);
             return self.result(r, whole, f, &texts(&["x"]));
+        }
+        if crate::layers::LAYERS.contains(&f) {
+            return self.layer(f, &a, whole);
         }
         let ops = texts(&["x"]);
         let r = match f {

@@ -182,3 +182,17 @@ pub fn unknown_dim_hint(name: &str) -> String {
         )
     }
 }
+
+/// Drops repeats of an error (same spans and messages): a mistake in a `for` loop's body is
+/// made once per iteration but reported once.
+pub(crate) fn dedupe_errors(errors: &mut Vec<syn::Error>) {
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| {
+        let key: Vec<String> = e
+            .clone()
+            .into_iter()
+            .map(|part| format!("{:?} {part}", part.span()))
+            .collect();
+        seen.insert(key)
+    });
+}

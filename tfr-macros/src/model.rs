@@ -1,6 +1,7 @@
 //! The parsed definition of a model: what the user wrote, with spans, before any checking.
 
 use proc_macro2::Span;
+use std::rc::Rc;
 use syn::{Attribute, Expr, Ident, LitInt, LitStr, Pat, Visibility};
 
 /// One `model Name<B, ...> { ... }` definition.
@@ -92,8 +93,9 @@ pub enum Item {
         init: Expr,
         docs: Vec<Attribute>,
     },
-    /// `let h = relu(x.matmul(w) + b);`
+    /// `let h = relu(x.matmul(w) + b);` (`#[fetch] let h = ..;` also exposes it as a fetch)
     Let {
+        fetch: bool,
         binder: Binder,
         /// `let h: f32[B, 4] = ..;`: the type the value must provably have.
         ty: Option<TypeSpec>,
@@ -106,6 +108,19 @@ pub enum Item {
         expr: Option<Expr>,
         docs: Vec<Attribute>,
     },
+    /// `fn conv_block(x, c) { .. value }`: a function of the model, expanded at each call.
+    Fn(Rc<FnDef>),
+    /// `for i in 0..3 { .. }` / `for (c, n) in [(64, 2), (128, 2)] { .. }`: unrolled while the
+    /// macro expands.
+    For {
+        binder: Binder,
+        iter: Expr,
+        /// The `for` keyword, for errors about the loop.
+        span: Span,
+        items: Vec<Item>,
+    },
+    /// `x = block(x, 64);`: a new value for a `let` binding (or a function's parameter).
+    Assign { name: Ident, expr: Expr },
     /// `scope "layer1" { ... }`, `#[device("/device:GPU:0")] { ... }`, or any statement with
     /// `#[scope("..")]` / `#[device("..")]` attributes.
     Block {
@@ -113,4 +128,13 @@ pub enum Item {
         device: Option<LitStr>,
         items: Vec<Item>,
     },
+}
+
+/// `fn name(a, b) { statements; value }` declared in a model.
+pub struct FnDef {
+    pub name: Ident,
+    pub params: Vec<Ident>,
+    pub items: Vec<Item>,
+    /// The function's value: its last expression, without `;`.
+    pub result: Expr,
 }

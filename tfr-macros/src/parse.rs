@@ -1,8 +1,9 @@
 //! Parsing `graph! { ... }` input into [`Model`]s. A malformed statement is reported and
 //! skipped up to its `;` so that the statements after it are still parsed and checked.
 
-use crate::model::{Binder, DimSpec, Item, Model, TypeSpec};
+use crate::model::{Binder, DimSpec, FnDef, Item, Model, TypeSpec};
 use proc_macro2::{Span, TokenTree};
+use std::rc::Rc;
 use syn::parse::{Parse, ParseStream};
 use syn::{braced, bracketed, Attribute, Expr, Ident, LitInt, LitStr, Token, Visibility};
 
@@ -16,7 +17,9 @@ mod kw {
 }
 
 /// The words a model statement may start with.
-const STATEMENT_WORDS: &[&str] = &["input", "var", "let", "output", "scope", "seed"];
+const STATEMENT_WORDS: &[&str] = &[
+    "input", "var", "let", "output", "scope", "seed", "fn", "for",
+];
 
 /// Everything in one macro invocation: the models, and the parse errors found on the way.
 pub struct Input {
@@ -142,9 +145,13 @@ fn parse_item(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<O
     let mut docs = Vec::new();
     let mut scope = None;
     let mut device = None;
+    let mut fetch = None;
     for a in attrs {
         if a.path().is_ident("doc") {
             docs.push(a);
+        } else if a.path().is_ident("fetch") {
+            a.meta.require_path_only()?;
+            fetch = Some(a);
         } else if a.path().is_ident("device") {
             device = Some(string_attr(&a, "device", "/device:GPU:0")?);
         } else if a.path().is_ident("scope") {
@@ -153,11 +160,28 @@ fn parse_item(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<O
             return Err(syn::Error::new_spanned(
                 a.path(),
                 "unknown attribute in graph!: the statement attributes are \
-                 `#[device(\"/device:GPU:0\")]` and `#[scope(\"name\")]`",
+                 `#[device(\"/device:GPU:0\")]`, `#[scope(\"name\")]` and `#[fetch]` (on a \
+                 `let`)",
             ));
         }
     }
-    let item = parse_bare_item(input, docs, errors)?;
+    let mut item = parse_bare_item(input, docs, errors)?;
+    if let Some(a) = fetch {
+        match &mut item {
+            Some(Item::Let {
+                fetch,
+                binder: Binder::Name(_),
+                ..
+            }) => *fetch = true,
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    a,
+                    "`#[fetch]` goes on a `let` of one name: `#[fetch] let h = relu(x);` \
+                     exposes `h` as a fetch handle",
+                ))
+            }
+        }
+    }
     Ok(match (scope, device) {
         (None, None) => item,
         (scope, device) => match item {
@@ -260,6 +284,7 @@ fn parse_bare_item(
         let expr: Expr = input.parse()?;
         input.parse::<Token![;]>()?;
         return Ok(Some(Item::Let {
+            fetch: false,
             binder,
             ty,
             expr,
@@ -315,6 +340,32 @@ fn parse_bare_item(
             items,
         }));
     }
+    if look.peek(Token![fn]) {
+        return parse_fn(input, errors).map(Some);
+    }
+    if look.peek(Token![for]) {
+        let for_token: Token![for] = input.parse()?;
+        let pat = syn::Pat::parse_single(input)?;
+        let binder = Binder::from_pat(&pat)?;
+        input.parse::<Token![in]>()?;
+        let iter = Expr::parse_without_eager_brace(input)?;
+        let body;
+        braced!(body in input);
+        let items = parse_items(&body, errors);
+        return Ok(Some(Item::For {
+            binder,
+            iter,
+            span: for_token.span,
+            items,
+        }));
+    }
+    if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+        let name: Ident = input.parse()?;
+        input.parse::<Token![=]>()?;
+        let expr: Expr = input.parse()?;
+        input.parse::<Token![;]>()?;
+        return Ok(Some(Item::Assign { name, expr }));
+    }
     if look.peek(syn::token::Brace) {
         let body;
         braced!(body in input);
@@ -349,6 +400,115 @@ fn parse_bare_item(
         }
     }
     Err(look.error())
+}
+
+/// Whether the next tokens start a statement (rather than a function's value).
+fn starts_statement(input: ParseStream) -> bool {
+    input.peek(Token![#])
+        || input.peek(Token![let])
+        || input.peek(Token![fn])
+        || input.peek(Token![for])
+        || input.peek(kw::input)
+        || input.peek(kw::var)
+        || input.peek(kw::output)
+        || input.peek(kw::scope) && input.peek2(LitStr)
+        || input.peek(syn::token::Brace)
+        || (input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]))
+}
+
+/// `fn name(a, b) { statements; value }`.
+fn parse_fn(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<Item> {
+    input.parse::<Token![fn]>()?;
+    let name: Ident = input.parse()?;
+    let params_input;
+    syn::parenthesized!(params_input in input);
+    let mut params = Vec::new();
+    while !params_input.is_empty() {
+        let p: Ident = params_input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "a graph! function's parameters are names, without types (shapes are inferred \
+                 at each call): `fn block(x, channels) { .. }`",
+            )
+        })?;
+        if params_input.peek(Token![:]) {
+            return Err(syn::Error::new(
+                params_input.span(),
+                "a graph! function's parameters take no type: shapes and dtypes are checked at \
+                 each call",
+            ));
+        }
+        params.push(p);
+        if !params_input.is_empty() {
+            params_input.parse::<Token![,]>()?;
+        }
+    }
+    if input.peek(Token![->]) {
+        let arrow: Token![->] = input.parse()?;
+        return Err(syn::Error::new(
+            arrow.spans[0],
+            "a graph! function takes no return type: its value's shape is inferred at each call",
+        ));
+    }
+    let body;
+    let braces = braced!(body in input);
+    let mut items = Vec::new();
+    let mut result = None;
+    while !body.is_empty() {
+        if starts_statement(&body) {
+            match parse_item(&body, errors) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err(e) => {
+                    errors.push(e);
+                    skip_statement(&body);
+                }
+            }
+            continue;
+        }
+        let e: Expr = match body.parse() {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(e);
+                skip_statement(&body);
+                continue;
+            }
+        };
+        if body.is_empty() {
+            result = Some(e);
+        } else if body.peek(Token![;]) {
+            let semi: Token![;] = body.parse()?;
+            if body.is_empty() {
+                errors.push(syn::Error::new(
+                    semi.span,
+                    "a function's value is its last expression, without `;`: remove this `;`",
+                ));
+            } else {
+                errors.push(syn::Error::new_spanned(
+                    &e,
+                    "a graph! function holds statements (`let`, `var`, `for`, `x = ..;`) and \
+                     then its value: `fn block(x) { let h = relu(x); h * 2.0 }`",
+                ));
+            }
+        } else {
+            return Err(body.error("expected `;` or the end of the function"));
+        }
+    }
+    let Some(result) = result else {
+        return Err(syn::Error::new(
+            braces.span.join(),
+            format!(
+                "function `{name}` gives no value: end its body with an expression (its value), \
+                 without `;`"
+            ),
+        ));
+    };
+    Ok(Item::Fn(Rc::new(FnDef {
+        name,
+        params,
+        items,
+        result,
+    })))
 }
 
 fn parse_type(input: ParseStream) -> syn::Result<TypeSpec> {

@@ -34,6 +34,8 @@ pub enum Kind {
     Any,
     /// A closure: `|i, x| i < n` (a loop's condition or body, a branch of `cond`).
     Closure,
+    /// A layer's activation, by name: `relu`.
+    Activation,
 }
 
 /// One parameter: name, kind, required.
@@ -90,8 +92,6 @@ pub const UNARY: &[(&str, Unary)] = &[
     ("elu", Graph::elu),
     ("selu", Graph::selu),
     ("softplus", Graph::softplus),
-    ("softmax", Graph::softmax),
-    ("log_softmax", Graph::log_softmax),
     ("identity", Graph::identity),
     ("stop_gradient", Graph::stop_gradient),
     ("zeros_like", Graph::zeros_like),
@@ -305,6 +305,29 @@ pub const OTHERS: &[(&str, &[Param])] = &[
             ("padding", Str, false),
         ],
     ),
+    (
+        "dense",
+        &[
+            ("x", Tensor, true),
+            ("units", Int, true),
+            ("activation", Activation, false),
+        ],
+    ),
+    (
+        "conv2d_layer",
+        &[
+            ("x", Tensor, true),
+            ("filters", Int, true),
+            ("kernel_size", Ints, true),
+            ("strides", Ints, false),
+            ("padding", Str, false),
+            ("activation", Activation, false),
+        ],
+    ),
+    ("flatten", X),
+    ("softmax", &[("x", Tensor, true), ("axis", Int, false)]),
+    ("log_softmax", &[("x", Tensor, true), ("axis", Int, false)]),
+    ("lstm", &[("xs", Tensor, true), ("units", Int, true)]),
     ("max_pool", POOL),
     ("avg_pool", POOL),
     ("assign", &[("var", Vars, true), ("value", Tensor, true)]),

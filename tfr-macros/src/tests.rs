@@ -83,6 +83,15 @@ fn every_function_lowers() {
         ("uniform", "uniform([2], 0.5)"),
         ("conv2d", "conv2d(img, k, strides = 2, padding = \"VALID\")"),
         ("max_pool", "max_pool(img, 2)"),
+        ("dense", "dense(x, 4, relu)"),
+        (
+            "conv2d_layer",
+            "conv2d_layer(img, 4, 3, strides = 2, padding = \"VALID\", activation = tanh)",
+        ),
+        ("flatten", "flatten(img)"),
+        ("lstm", "lstm(expand_dims(x, 0), 4)"),
+        ("softmax", "softmax(x, axis = 0)"),
+        ("log_softmax", "log_softmax(x)"),
         (
             "avg_pool",
             "avg_pool(img, [2, 2], strides = 1, padding = \"SAME\")",
