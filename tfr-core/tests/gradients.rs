@@ -599,7 +599,7 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
         (vec![0, b], vec![(1, 1), (0, 0)]),
     ] {
         cs.push(case(
-            "Pad",
+            "PadV2",
             format!("{shape:?} paddings {pads:?}, padding value as an input"),
             vec![inp(&shape, U), inp(&[], U)],
             one(move |g, x| {
@@ -608,7 +608,7 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
                     .flat_map(|&(p, q)| [p as i32, q as i32])
                     .collect();
                 let p = g.constant_from(&[pads.len(), 2], flat)?;
-                g.build("Pad").input(x[0]).input(p).input(x[1]).finish1()
+                g.build("PadV2").input(x[0]).input(p).input(x[1]).finish1()
             }),
         ));
     }

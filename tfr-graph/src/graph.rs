@@ -194,10 +194,11 @@ impl Graph {
     }
 
     /// Starts building a node of op `op`.
+    /// A TensorFlow alias (`AddV2`, `GatherV2`, ...) builds the tfr op it names.
     pub fn build(&mut self, op: &str) -> NodeBuilder<'_> {
         NodeBuilder {
             graph: self,
-            op: op.to_string(),
+            op: crate::op_def::canonical_op(op).to_string(),
             name: None,
             inputs: Vec::new(),
             control_inputs: Vec::new(),

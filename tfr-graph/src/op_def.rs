@@ -227,8 +227,10 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The definition of `name`, which may be a TensorFlow alias (`AddV2`, `ConcatV2`, ...)
+    /// of a tfr op with identical semantics (see [`crate::ops::tf_names::TF_ALIASES`]).
     pub fn get(&self, name: &str) -> Option<&OpDef> {
-        self.ops.get(name)
+        self.ops.get(canonical_op(name))
     }
     pub fn iter(&self) -> impl Iterator<Item = &OpDef> {
         self.ops.values()
@@ -267,6 +269,16 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The tfr op a TensorFlow op name stands for: the target of an alias in
+/// [`crate::ops::tf_names::TF_ALIASES`], else `name` itself. Nodes store the canonical name,
+/// so kernels are registered once, under it.
+pub fn canonical_op(name: &str) -> &str {
+    crate::ops::tf_names::TF_ALIASES
+        .iter()
+        .find(|(tf, _)| *tf == name)
+        .map_or(name, |(_, tfr)| tfr)
+}
+
 /// The process-wide registry, built once from every op family.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -277,6 +289,12 @@ pub fn registry() -> &'static Registry {
             assert!(
                 ops.insert(name, def).is_none(),
                 "op `{name}` is defined twice"
+            );
+        }
+        for (tf, tfr) in crate::ops::tf_names::TF_ALIASES {
+            assert!(
+                !ops.contains_key(tf) && ops.contains_key(tfr),
+                "alias `{tf}` -> `{tfr}` shadows an op or names no op"
             );
         }
         Registry { ops }

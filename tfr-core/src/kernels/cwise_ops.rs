@@ -409,6 +409,10 @@ pub fn register(r: &mut KernelRegistry) {
     float_unary!(r, "Floor", |x| x.floor());
     float_unary!(r, "Ceil", |x| x.ceil());
     float_unary!(r, "Round", |x| round_half_even(x));
+    // Integers are already rounded (TensorFlow registers Round for int32 and int64 too).
+    r.cpu("Round", DTypeSet::INDEX, |init| {
+        Ok(dispatch_numeric!(init.dtype(), T => map_kernel::<T, _>(|x: T| x), _ => return Err(unsupported(init))))
+    });
     float_unary!(r, "Reciprocal", |x| x.recip());
 
     numeric_binary!(r, "Add", zip_kernel, |a, b| a.add(b));

@@ -31,7 +31,7 @@ pub const UNARY_OPS: &[(&str, DTypeSet, &str)] = &[
     ("Ceil", DTypeSet::FLOAT, "smallest integer >= x"),
     (
         "Round",
-        DTypeSet::FLOAT,
+        DTypeSet::SIGNED,
         "nearest integer, ties to even (banker's rounding)",
     ),
     ("Reciprocal", DTypeSet::FLOAT, "1 / x"),
