@@ -18,6 +18,9 @@ use tfr_graph::{
 
 type GResult<T> = Result<T, GraphError>;
 
+#[path = "gradient_cases/tf_ops.rs"]
+mod tf_ops;
+
 // ---- deterministic random numbers -------------------------------------------------------------
 
 struct Rng(u64);
@@ -1082,6 +1085,7 @@ fn all_cases() -> Vec<Case> {
     let mut cs = math_cases(&mut rng);
     cs.extend(array_cases(&mut rng));
     cs.extend(nn_cases(&mut rng));
+    cs.extend(tf_ops::cases(&mut rng));
     cs
 }
 
@@ -1430,6 +1434,11 @@ fn numeric_check_array_ops() {
 #[test]
 fn numeric_check_nn_ops() {
     check_family(nn_cases(&mut Rng(3)));
+}
+
+#[test]
+fn numeric_check_tf_compat_ops() {
+    check_family(tf_ops::cases(&mut Rng(4)));
 }
 
 /// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.

@@ -372,3 +372,34 @@ fn runtime_shape_mismatch_names_the_node() {
         other => panic!("unexpected {other}"),
     }
 }
+
+/// TensorFlow's rules at the special points (math_grad.py): d xlogy / dx = xlogy(x != 0, y),
+/// so 0 at x == 0; d xdivy / dx = xdivy(x != 0, y); DivNoNan's gradients are 0 where y == 0.
+#[test]
+fn safe_division_gradients_at_the_special_points() {
+    use tfr_graph::gradients;
+    for (op, dx_want, dy_want) in [
+        // x = [0, 2], y = [4, 4]
+        ("Xlogy", [0.0, 4f64.ln()], [0.0, 0.5]),
+        ("Xdivy", [0.0, 0.25], [0.0, -2.0 / 16.0]),
+    ] {
+        let mut g = Graph::new();
+        let x = g.constant_from(&[2], vec![0.0f64, 2.0]).unwrap();
+        let y = g.constant_from(&[2], vec![4.0f64, 4.0]).unwrap();
+        let z = g.build(op).input(x).input(y).finish1().unwrap();
+        let s = g.reduce_sum(z, None, false).unwrap();
+        let d = gradients(&mut g, &[s], &[x, y], None).unwrap();
+        let out = run(&g, &[], &[d[0].unwrap(), d[1].unwrap()]);
+        assert_close(&out[0].to_f64_vec(), &dx_want, 1e-15, op);
+        assert_close(&out[1].to_f64_vec(), &dy_want, 1e-15, op);
+    }
+    let mut g = Graph::new();
+    let x = g.constant_from(&[2], vec![3.0f64, 2.0]).unwrap();
+    let y = g.constant_from(&[2], vec![0.0f64, 4.0]).unwrap();
+    let z = g.div_no_nan(x, y).unwrap();
+    let s = g.reduce_sum(z, None, false).unwrap();
+    let d = gradients(&mut g, &[s], &[x, y], None).unwrap();
+    let out = run(&g, &[], &[d[0].unwrap(), d[1].unwrap()]);
+    assert_eq!(out[0].to_f64_vec(), vec![0.0, 0.25]);
+    assert_eq!(out[1].to_f64_vec(), vec![0.0, -2.0 / 16.0]);
+}
