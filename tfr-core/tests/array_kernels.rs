@@ -929,7 +929,13 @@ fn pad_errors() {
     let x = ph(&mut g, "x", DType::F32);
     let p = ph(&mut g, "paddings", DType::I32);
     let c = g.scalar(0.0f32).unwrap();
-    let pad = g.build("PadV2").input(x).input(p).input(c).finish1().unwrap();
+    let pad = g
+        .build("PadV2")
+        .input(x)
+        .input(p)
+        .input(c)
+        .finish1()
+        .unwrap();
     let xv = t(&[2, 3], vec![0.0f32; 6]);
     expect_error(
         &g,

@@ -43,10 +43,30 @@ fn cumsum_and_cumprod_with_exclusive_and_reverse() {
     let x = t(&[2, 3], vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]);
     // (exclusive, reverse, cumsum along axis 1, cumprod along axis 1)
     let cases = [
-        (false, false, [1.0, 3.0, 6.0, 4.0, 9.0, 15.0], [1.0, 2.0, 6.0, 4.0, 20.0, 120.0]),
-        (true, false, [0.0, 1.0, 3.0, 0.0, 4.0, 9.0], [1.0, 1.0, 2.0, 1.0, 4.0, 20.0]),
-        (false, true, [6.0, 5.0, 3.0, 15.0, 11.0, 6.0], [6.0, 6.0, 3.0, 120.0, 30.0, 6.0]),
-        (true, true, [5.0, 3.0, 0.0, 11.0, 6.0, 0.0], [6.0, 3.0, 1.0, 30.0, 6.0, 1.0]),
+        (
+            false,
+            false,
+            [1.0, 3.0, 6.0, 4.0, 9.0, 15.0],
+            [1.0, 2.0, 6.0, 4.0, 20.0, 120.0],
+        ),
+        (
+            true,
+            false,
+            [0.0, 1.0, 3.0, 0.0, 4.0, 9.0],
+            [1.0, 1.0, 2.0, 1.0, 4.0, 20.0],
+        ),
+        (
+            false,
+            true,
+            [6.0, 5.0, 3.0, 15.0, 11.0, 6.0],
+            [6.0, 6.0, 3.0, 120.0, 30.0, 6.0],
+        ),
+        (
+            true,
+            true,
+            [5.0, 3.0, 0.0, 11.0, 6.0, 0.0],
+            [6.0, 3.0, 1.0, 30.0, 6.0, 1.0],
+        ),
     ];
     for (exclusive, reverse, sum, prod) in cases {
         for axis in [1, -1] {
@@ -73,7 +93,8 @@ fn scan_errors_name_the_node() {
     let (node, message) = kernel_error(scan("Cumsum", x.clone(), 2, false, false).unwrap_err());
     assert_eq!(node, "scan");
     assert!(message.contains("axis 2 is out of range"), "{message}");
-    let (node, _) = kernel_error(scan("Cumprod", Tensor::scalar(1.0f32), 0, false, false).unwrap_err());
+    let (node, _) =
+        kernel_error(scan("Cumprod", Tensor::scalar(1.0f32), 0, false, false).unwrap_err());
     assert_eq!(node, "scan");
     // A constant axis is checked when the graph is built.
     let mut g = Graph::new();
@@ -108,15 +129,27 @@ fn top_k(x: Tensor, k: i32, sorted: bool) -> Result<(Tensor, Tensor), Error> {
 
 #[test]
 fn top_k_sorts_and_breaks_ties_by_lower_index() {
-    let x = t(&[2, 5], vec![1.0f32, 3.0, 3.0, 2.0, 5.0, 0.0, -1.0, 7.0, 7.0, 7.0]);
+    let x = t(
+        &[2, 5],
+        vec![1.0f32, 3.0, 3.0, 2.0, 5.0, 0.0, -1.0, 7.0, 7.0, 7.0],
+    );
     let (v, i) = top_k(x.clone(), 3, true).unwrap();
     assert_eq!(v.shape(), &[2, 3]);
-    assert_eq!(v.to_vec::<f32>().unwrap(), vec![5.0, 3.0, 3.0, 7.0, 7.0, 7.0]);
+    assert_eq!(
+        v.to_vec::<f32>().unwrap(),
+        vec![5.0, 3.0, 3.0, 7.0, 7.0, 7.0]
+    );
     assert_eq!(i.dtype(), DType::I32);
     assert_eq!(i.to_vec::<i32>().unwrap(), vec![4, 1, 2, 2, 3, 4]);
     let (v, i) = top_k(x.clone(), 5, false).unwrap();
-    assert_eq!(v.to_vec::<f32>().unwrap(), vec![5.0, 3.0, 3.0, 2.0, 1.0, 7.0, 7.0, 7.0, 0.0, -1.0]);
-    assert_eq!(i.to_vec::<i32>().unwrap(), vec![4, 1, 2, 3, 0, 2, 3, 4, 0, 1]);
+    assert_eq!(
+        v.to_vec::<f32>().unwrap(),
+        vec![5.0, 3.0, 3.0, 2.0, 1.0, 7.0, 7.0, 7.0, 0.0, -1.0]
+    );
+    assert_eq!(
+        i.to_vec::<i32>().unwrap(),
+        vec![4, 1, 2, 3, 0, 2, 3, 4, 0, 1]
+    );
     let (v, i) = top_k(x, 0, true).unwrap();
     assert_eq!((v.shape(), i.shape()), (&[2usize, 0][..], &[2usize, 0][..]));
     // Integers, 1-D.
@@ -172,7 +205,9 @@ fn where_returns_int64_coordinates() {
     assert_eq!(out[1].shape(), &[2, 1]);
     assert_eq!(out[1].to_vec::<i64>().unwrap(), vec![1, 3]);
     // Nothing true: [0, rank]; a true scalar: [1, 0].
-    let out = s.run(&[(f, t(&[2, 2], vec![0.0f32; 4]))], &[wf], &[]).unwrap();
+    let out = s
+        .run(&[(f, t(&[2, 2], vec![0.0f32; 4]))], &[wf], &[])
+        .unwrap();
     assert_eq!(out[0].shape(), &[0, 2]);
     let out = s.run(&[(f, Tensor::scalar(3.0f32))], &[wf], &[]).unwrap();
     assert_eq!(out[0].shape(), &[1, 0]);
@@ -195,30 +230,78 @@ fn in_top_k_counts_ties_as_in() {
     let preds = t(
         &[4, 4],
         vec![
-            0.1f32, 0.3, 0.3, 0.2, // target 2 ties the maximum: in the top 1
-            0.5, 0.1, 0.2, 0.2, // target 3: one class above, out of the top 1
-            0.1, f32::NAN, 0.3, 0.2, // a NaN in the row: false
-            0.1, 0.2, 0.3, 0.4, // target 7 out of range: false
+            0.1f32,
+            0.3,
+            0.3,
+            0.2, // target 2 ties the maximum: in the top 1
+            0.5,
+            0.1,
+            0.2,
+            0.2, // target 3: one class above, out of the top 1
+            0.1,
+            f32::NAN,
+            0.3,
+            0.2, // a NaN in the row: false
+            0.1,
+            0.2,
+            0.3,
+            0.4, // target 7 out of range: false
         ],
     );
     let s = session(&g);
     let targets = t(&[4], vec![2i32, 3, 2, 7]);
     let out = s
-        .run(&[(p, preds.clone()), (tg, targets.clone()), (k, Tensor::scalar(1i32))], &[y], &[])
+        .run(
+            &[
+                (p, preds.clone()),
+                (tg, targets.clone()),
+                (k, Tensor::scalar(1i32)),
+            ],
+            &[y],
+            &[],
+        )
         .unwrap();
-    assert_eq!(out[0].to_vec::<bool>().unwrap(), vec![true, false, false, false]);
+    assert_eq!(
+        out[0].to_vec::<bool>().unwrap(),
+        vec![true, false, false, false]
+    );
     let out = s
-        .run(&[(p, preds.clone()), (tg, targets.clone()), (k, Tensor::scalar(2i32))], &[y], &[])
+        .run(
+            &[
+                (p, preds.clone()),
+                (tg, targets.clone()),
+                (k, Tensor::scalar(2i32)),
+            ],
+            &[y],
+            &[],
+        )
         .unwrap();
-    assert_eq!(out[0].to_vec::<bool>().unwrap(), vec![true, true, false, false]);
+    assert_eq!(
+        out[0].to_vec::<bool>().unwrap(),
+        vec![true, true, false, false]
+    );
     // Targets not matching the rows: an error naming the node.
     let e = s
-        .run(&[(p, preds), (tg, t(&[2], vec![0i32, 1])), (k, Tensor::scalar(1i32))], &[y], &[])
+        .run(
+            &[
+                (p, preds),
+                (tg, t(&[2], vec![0i32, 1])),
+                (k, Tensor::scalar(1i32)),
+            ],
+            &[y],
+            &[],
+        )
         .unwrap_err();
     assert_eq!(kernel_error(e).0, "intopk");
     // int64 targets need an int64 k.
     let t64 = ph(&mut g, "t64", DType::I64);
-    let e = g.build("InTopKV2").name("mixed").input(p).input(t64).input(k).finish1();
+    let e = g
+        .build("InTopKV2")
+        .name("mixed")
+        .input(p)
+        .input(t64)
+        .input(k)
+        .finish1();
     assert!(e.unwrap_err().to_string().contains("mixed"));
 }
 
@@ -234,19 +317,30 @@ fn check_numerics_fails_the_step_naming_node_and_message() {
         .finish1()
         .unwrap();
     let s = session(&g);
-    let ok = s.run(&[(x, t(&[2], vec![1.0f32, -2.0]))], &[y], &[]).unwrap();
+    let ok = s
+        .run(&[(x, t(&[2], vec![1.0f32, -2.0]))], &[y], &[])
+        .unwrap();
     assert_eq!(ok[0].to_vec::<f32>().unwrap(), vec![1.0, -2.0]);
     for (vals, what) in [
         (vec![1.0f32, f32::NAN], "Tensor had NaN values"),
         (vec![f32::INFINITY, 0.0], "Tensor had Inf values"),
-        (vec![f32::NEG_INFINITY, f32::NAN], "Tensor had Inf and NaN values"),
+        (
+            vec![f32::NEG_INFINITY, f32::NAN],
+            "Tensor had Inf and NaN values",
+        ),
     ] {
         let e = s.run(&[(x, t(&[2], vals))], &[y], &[]).unwrap_err();
         let text = e.to_string();
         let (node, message) = kernel_error(e);
         assert_eq!(node, "check_logits");
-        assert!(message.contains("logits are bad") && message.contains(what), "{message}");
-        assert!(text.contains("check_logits") && text.contains("CheckNumerics"), "{text}");
+        assert!(
+            message.contains("logits are bad") && message.contains(what),
+            "{message}"
+        );
+        assert!(
+            text.contains("check_logits") && text.contains("CheckNumerics"),
+            "{text}"
+        );
     }
     // Integer input: a graph error.
     let i = g.constant_from(&[1], vec![1i32]).unwrap();
@@ -292,7 +386,9 @@ fn assert_fails_the_step_naming_the_node_and_printing_data() {
     // summarize = 3 elements per tensor by default.
     assert_eq!(message, "assertion failed: [1 2 3...] [0.5]");
     // A non-scalar condition.
-    let e = s.run(&[(c, t(&[2], vec![true, true]))], &[], &[a]).unwrap_err();
+    let e = s
+        .run(&[(c, t(&[2], vec![true, true]))], &[], &[a])
+        .unwrap_err();
     let (node, message) = kernel_error(e);
     assert_eq!(node, "positive_check");
     assert!(message.contains("scalar"), "{message}");

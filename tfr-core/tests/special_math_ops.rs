@@ -41,13 +41,28 @@ fn binary(op: &str, dtype: DType, xs: &[f64], ys: &[f64]) -> Vec<f64> {
 
 /// Checks `op` in f64 (tight) and f32 (single-precision tolerance).
 fn check_unary(op: &str, xs: &[f64], want: &[f64]) {
-    assert_close(&unary(op, DType::F64, xs), want, 1e-13, &format!("{op} f64"));
+    assert_close(
+        &unary(op, DType::F64, xs),
+        want,
+        1e-13,
+        &format!("{op} f64"),
+    );
     assert_close(&unary(op, DType::F32, xs), want, 2e-5, &format!("{op} f32"));
 }
 
 fn check_binary(op: &str, xs: &[f64], ys: &[f64], want: &[f64]) {
-    assert_close(&binary(op, DType::F64, xs, ys), want, 1e-13, &format!("{op} f64"));
-    assert_close(&binary(op, DType::F32, xs, ys), want, 2e-5, &format!("{op} f32"));
+    assert_close(
+        &binary(op, DType::F64, xs, ys),
+        want,
+        1e-13,
+        &format!("{op} f64"),
+    );
+    assert_close(
+        &binary(op, DType::F32, xs, ys),
+        want,
+        2e-5,
+        &format!("{op} f32"),
+    );
 }
 
 #[test]
@@ -55,55 +70,113 @@ fn trigonometric_and_hyperbolic() {
     check_unary(
         "Tan",
         &[-1.2, -0.3, 0.0, 0.7, 1.5],
-        &[-2.5721516221263188, -0.30933624960962325, 0.0, 0.8422883804630794, 14.101419947171719],
+        &[
+            -2.5721516221263188,
+            -0.30933624960962325,
+            0.0,
+            0.8422883804630794,
+            14.101419947171719,
+        ],
     );
     let xs = [-0.9, -0.3, 0.0, 0.45, 0.99];
     check_unary(
         "Asin",
         &xs,
-        &[-1.1197695149986342, -0.3046926540153975, 0.0, 0.4667653390472964, 1.4292568534704693],
+        &[
+            -1.1197695149986342,
+            -0.3046926540153975,
+            0.0,
+            0.4667653390472964,
+            1.4292568534704693,
+        ],
     );
     check_unary(
         "Acos",
         &xs,
-        &[2.6905658417935308, 1.8754889808102941, 1.5707963267948966, 1.1040309877476002, 0.1415394733244273],
+        &[
+            2.6905658417935308,
+            1.8754889808102941,
+            std::f64::consts::FRAC_PI_2,
+            1.1040309877476002,
+            0.1415394733244273,
+        ],
     );
     check_unary(
         "Atan",
         &[-5.0, -0.3, 0.0, 0.7, 100.0],
-        &[-1.373400766945016, -0.2914567944778671, 0.0, 0.6107259643892086, 1.5607966601082315],
+        &[
+            -1.373400766945016,
+            -0.2914567944778671,
+            0.0,
+            0.6107259643892086,
+            1.5607966601082315,
+        ],
     );
     let hs = [-3.0, -0.3, 0.0, 0.7, 5.0];
     check_unary(
         "Sinh",
         &hs,
-        &[-10.017874927409903, -0.3045202934471426, 0.0, 0.7585837018395335, 74.20321057778875],
+        &[
+            -10.017874927409903,
+            -0.3045202934471426,
+            0.0,
+            0.7585837018395335,
+            74.20321057778875,
+        ],
     );
     check_unary(
         "Cosh",
         &hs,
-        &[10.067661995777765, 1.0453385141288605, 1.0, 1.255169005630943, 74.20994852478785],
+        &[
+            10.067661995777765,
+            1.0453385141288605,
+            1.0,
+            1.255169005630943,
+            74.20994852478785,
+        ],
     );
     check_unary(
         "Asinh",
         &[-3.0, -0.3, 0.0, 0.7, 50.0],
-        &[-1.8184464592320668, -0.29567304756342244, 0.0, 0.6526665660823557, 4.605270170991424],
+        &[
+            -1.8184464592320668,
+            -0.29567304756342244,
+            0.0,
+            0.6526665660823557,
+            4.605270170991424,
+        ],
     );
     check_unary(
         "Acosh",
         &[1.0, 1.5, 2.0, 10.0, 1e3],
-        &[0.0, 0.9624236501192069, 1.3169578969248168, 2.993222846126381, 7.600902209541989],
+        &[
+            0.0,
+            0.9624236501192069,
+            1.3169578969248168,
+            2.993222846126381,
+            7.600902209541989,
+        ],
     );
     check_unary(
         "Atanh",
         &[-0.9, -0.3, 0.0, 0.5, 0.99],
-        &[-1.4722194895832204, -0.3095196042031117, 0.0, 0.5493061443340549, 2.6466524123622457],
+        &[
+            -1.4722194895832204,
+            -0.3095196042031117,
+            0.0,
+            0.5493061443340549,
+            2.6466524123622457,
+        ],
     );
     // Outside the domain: NaN; atanh(+-1) = +-inf.
     check_unary("Asin", &[1.5, -2.0], &[f64::NAN, f64::NAN]);
     check_unary("Acos", &[1.5], &[f64::NAN]);
     check_unary("Acosh", &[0.5], &[f64::NAN]);
-    check_unary("Atanh", &[1.0, -1.0, 2.0], &[f64::INFINITY, f64::NEG_INFINITY, f64::NAN]);
+    check_unary(
+        "Atanh",
+        &[1.0, -1.0, 2.0],
+        &[f64::INFINITY, f64::NEG_INFINITY, f64::NAN],
+    );
 }
 
 #[test]
@@ -135,8 +208,18 @@ fn gamma_family_and_erfc() {
         -1000.5755719318103,
         3.384438132685525,
     ];
-    assert_close(&unary("Digamma", DType::F64, &xs), &want, 1e-13, "Digamma f64");
-    assert_close(&unary("Digamma", DType::F32, &xs), &want, 1e-4, "Digamma f32");
+    assert_close(
+        &unary("Digamma", DType::F64, &xs),
+        &want,
+        1e-13,
+        "Digamma f64",
+    );
+    assert_close(
+        &unary("Digamma", DType::F32, &xs),
+        &want,
+        1e-4,
+        "Digamma f32",
+    );
     // Poles of digamma: NaN (Eigen's convention, which TensorFlow uses).
     check_unary("Digamma", &[0.0, -2.0], &[f64::NAN, f64::NAN]);
     check_unary(
@@ -161,13 +244,23 @@ fn polygamma_of_orders_0_to_3() {
         "Polygamma",
         &ones,
         &xs,
-        &[4.934802200544679, 1.6449340668482264, 0.49035775610023485, 0.10516633568168575],
+        &[
+            4.934802200544679,
+            1.6449340668482264,
+            0.49035775610023485,
+            0.10516633568168575,
+        ],
     );
     check_binary(
         "Polygamma",
         &[2.0; 4],
         &xs,
-        &[-16.82879664423432, -2.4041138063191885, -0.2362040516417274, -0.011049834970802067],
+        &[
+            -16.82879664423432,
+            -2.4041138063191885,
+            -0.2362040516417274,
+            -0.011049834970802067,
+        ],
     );
     check_binary(
         "Polygamma",
@@ -194,7 +287,10 @@ fn rint_and_round_tie_to_even() {
     let mut g = Graph::new();
     let x = g.constant_from(&[3], vec![-3i32, 0, 7]).unwrap();
     let y = g.round(x).unwrap();
-    assert_eq!(run(&g, &[], &[y])[0].to_vec::<i32>().unwrap(), vec![-3, 0, 7]);
+    assert_eq!(
+        run(&g, &[], &[y])[0].to_vec::<i32>().unwrap(),
+        vec![-3, 0, 7]
+    );
 }
 
 #[test]
@@ -242,7 +338,13 @@ fn safe_divisions_follow_tensorflow() {
         "Xlogy",
         &[0.0, 0.0, 2.0, 0.5, -1.5],
         &[0.0, 5.0, 3.0, 0.1, 2.0],
-        &[0.0, 0.0, 2.1972245773362196, -1.1512925464970227, -1.0397207708399179],
+        &[
+            0.0,
+            0.0,
+            2.1972245773362196,
+            -1.1512925464970227,
+            -1.0397207708399179,
+        ],
     );
     // Xdivy: 0 where x == 0, else x / y (so x != 0, y == 0 is inf).
     check_binary(
@@ -277,8 +379,12 @@ fn safe_divisions_follow_tensorflow() {
 #[test]
 fn logical_xor() {
     let mut g = Graph::new();
-    let x = g.constant_from(&[4], vec![false, false, true, true]).unwrap();
-    let y = g.constant_from(&[4], vec![false, true, false, true]).unwrap();
+    let x = g
+        .constant_from(&[4], vec![false, false, true, true])
+        .unwrap();
+    let y = g
+        .constant_from(&[4], vec![false, true, false, true])
+        .unwrap();
     let z = g.logical_xor(x, y).unwrap();
     assert_eq!(
         run(&g, &[], &[z])[0].to_vec::<bool>().unwrap(),
@@ -300,8 +406,18 @@ fn leaky_relu_softsign_and_l2_loss() {
         assert_eq!(g.shape(l2), &Shape::scalar());
         let out = run(&g, &[(x, t)], &[lr, lr3, ss, l2]);
         let tol = if dtype == DType::F32 { 1e-6 } else { 1e-15 };
-        assert_close(&out[0].to_f64_vec(), &[-0.4, -0.1, 0.0, 0.5, 3.0], tol, "LeakyRelu");
-        assert_close(&out[1].to_f64_vec(), &[-0.6, -0.15, 0.0, 0.5, 3.0], tol, "LeakyRelu 0.3");
+        assert_close(
+            &out[0].to_f64_vec(),
+            &[-0.4, -0.1, 0.0, 0.5, 3.0],
+            tol,
+            "LeakyRelu",
+        );
+        assert_close(
+            &out[1].to_f64_vec(),
+            &[-0.6, -0.15, 0.0, 0.5, 3.0],
+            tol,
+            "LeakyRelu 0.3",
+        );
         assert_close(
             &out[2].to_f64_vec(),
             &[-2.0 / 3.0, -1.0 / 3.0, 0.0, 1.0 / 3.0, 0.75],
@@ -317,7 +433,15 @@ fn leaky_relu_softsign_and_l2_loss() {
 #[test]
 fn integer_inputs_are_errors_naming_the_node() {
     for op in [
-        "Tan", "Asin", "Lgamma", "Digamma", "Erfc", "Rint", "IsNan", "LeakyRelu", "Softsign",
+        "Tan",
+        "Asin",
+        "Lgamma",
+        "Digamma",
+        "Erfc",
+        "Rint",
+        "IsNan",
+        "LeakyRelu",
+        "Softsign",
         "L2Loss",
     ] {
         let mut g = Graph::new();
@@ -331,22 +455,47 @@ fn integer_inputs_are_errors_naming_the_node() {
             other => panic!("{op}: unexpected error {other}"),
         }
     }
-    for op in ["Atan2", "Xlogy", "Xdivy", "DivNoNan", "RealDiv", "Polygamma"] {
+    for op in [
+        "Atan2",
+        "Xlogy",
+        "Xdivy",
+        "DivNoNan",
+        "RealDiv",
+        "Polygamma",
+    ] {
         let mut g = Graph::new();
         let x = g.constant_from(&[2], vec![1i64, 2]).unwrap();
-        let err = g.build(op).name("bad").input(x).input(x).finish1().unwrap_err();
+        let err = g
+            .build(op)
+            .name("bad")
+            .input(x)
+            .input(x)
+            .finish1()
+            .unwrap_err();
         assert!(err.to_string().contains("bad"), "{op}: {err}");
     }
     // Mixed float dtypes.
     let mut g = Graph::new();
     let x = g.constant_from(&[1], vec![1.0f32]).unwrap();
     let y = g.constant_from(&[1], vec![1.0f64]).unwrap();
-    let err = g.build("Atan2").name("mixed").input(x).input(y).finish1().unwrap_err();
+    let err = g
+        .build("Atan2")
+        .name("mixed")
+        .input(x)
+        .input(y)
+        .finish1()
+        .unwrap_err();
     assert!(err.to_string().contains("mixed"), "{err}");
     // Incompatible shapes.
     let a = g.constant_from(&[2], vec![1.0f32, 2.0]).unwrap();
     let b = g.constant_from(&[3], vec![1.0f32, 2.0, 3.0]).unwrap();
-    let err = g.build("Xlogy").name("shapes").input(a).input(b).finish1().unwrap_err();
+    let err = g
+        .build("Xlogy")
+        .name("shapes")
+        .input(a)
+        .input(b)
+        .finish1()
+        .unwrap_err();
     assert!(err.to_string().contains("shapes"), "{err}");
 }
 
@@ -356,7 +505,13 @@ fn runtime_shape_mismatch_names_the_node() {
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F32, Shape::unknown()).unwrap();
     let y = g.placeholder("y", DType::F32, Shape::unknown()).unwrap();
-    let z = g.build("Atan2").name("quad").input(x).input(y).finish1().unwrap();
+    let z = g
+        .build("Atan2")
+        .name("quad")
+        .input(x)
+        .input(y)
+        .finish1()
+        .unwrap();
     let err = session(&g)
         .run(
             &[

@@ -45,7 +45,10 @@ fn aliases_build_the_tfr_op() {
     let y = g.constant_from(&[], vec![0.25f32]).unwrap();
     let z = g.build("AddV2").input(x).input(y).finish1().unwrap();
     assert_eq!(g.node(z.node).op, "Add");
-    assert_eq!(run(&g, &[], &[z])[0].to_vec::<f32>().unwrap(), vec![1.75, 2.25]);
+    assert_eq!(
+        run(&g, &[], &[z])[0].to_vec::<f32>().unwrap(),
+        vec![1.75, 2.25]
+    );
 }
 
 #[test]
@@ -54,7 +57,13 @@ fn select_v2_broadcasts_all_three() {
     let c = g.constant_from(&[2, 1], vec![true, false]).unwrap();
     let a = g.constant_from(&[3], vec![1i32, 2, 3]).unwrap();
     let b = g.constant_from(&[], vec![-1i32]).unwrap();
-    let z = g.build("SelectV2").input(c).input(a).input(b).finish1().unwrap();
+    let z = g
+        .build("SelectV2")
+        .input(c)
+        .input(a)
+        .input(b)
+        .finish1()
+        .unwrap();
     let out = &run(&g, &[], &[z])[0];
     assert_eq!(out.shape(), &[2, 3]);
     assert_eq!(out.to_vec::<i32>().unwrap(), vec![1, 2, 3, -1, -1, -1]);
@@ -66,13 +75,24 @@ fn concat_v2_takes_the_axis_last() {
     let a = g.constant_from(&[2, 1], vec![1i64, 2]).unwrap();
     let b = g.constant_from(&[2, 2], vec![3i64, 4, 5, 6]).unwrap();
     let axis = g.scalar(-1i32).unwrap();
-    let z = g.build("ConcatV2").input(a).input(b).input(axis).finish1().unwrap();
+    let z = g
+        .build("ConcatV2")
+        .input(a)
+        .input(b)
+        .input(axis)
+        .finish1()
+        .unwrap();
     let out = &run(&g, &[], &[z])[0];
     assert_eq!(out.shape(), &[2, 3]);
     assert_eq!(out.to_vec::<i64>().unwrap(), vec![1, 3, 4, 2, 5, 6]);
 }
 
-fn gather_v2(params: Tensor, indices: Tensor, axis: i32, batch_dims: i64) -> Result<Tensor, String> {
+fn gather_v2(
+    params: Tensor,
+    indices: Tensor,
+    axis: i32,
+    batch_dims: i64,
+) -> Result<Tensor, String> {
     let mut g = Graph::new();
     let p = ph(&mut g, "p", params.dtype());
     let i = ph(&mut g, "i", indices.dtype());
@@ -208,7 +228,13 @@ fn batch_matmul_v2_broadcasts_batch_dims_with_adjoints() {
     let mut g = Graph::new();
     let x = g.constant_from(&[2, 2, 2], vec![0f32; 8]).unwrap();
     let y = g.constant_from(&[3, 2, 2], vec![0f32; 12]).unwrap();
-    let e = g.build("BatchMatMulV2").name("bmm").input(x).input(y).finish1().unwrap_err();
+    let e = g
+        .build("BatchMatMulV2")
+        .name("bmm")
+        .input(x)
+        .input(y)
+        .finish1()
+        .unwrap_err();
     assert!(e.to_string().contains("bmm"), "{e}");
 }
 
@@ -238,24 +264,46 @@ fn div_truncates_integers_and_real_div_is_float_only() {
     let mut g = Graph::new();
     let a = ph(&mut g, "a", DType::I32);
     let b = ph(&mut g, "b", DType::I32);
-    let q = g.build("Div").name("idiv").input(a).input(b).finish1().unwrap();
+    let q = g
+        .build("Div")
+        .name("idiv")
+        .input(a)
+        .input(b)
+        .finish1()
+        .unwrap();
     let s = session(&g);
     let out = s
         .run(
-            &[(a, t(&[4], vec![-7i32, 7, -7, 7])), (b, t(&[4], vec![2i32, -2, -2, 2]))],
+            &[
+                (a, t(&[4], vec![-7i32, 7, -7, 7])),
+                (b, t(&[4], vec![2i32, -2, -2, 2])),
+            ],
             &[q],
             &[],
         )
         .unwrap();
     assert_eq!(out[0].to_vec::<i32>().unwrap(), vec![-3, -3, 3, 3]);
     let e = s
-        .run(&[(a, t(&[1], vec![1i32])), (b, t(&[1], vec![0i32]))], &[q], &[])
+        .run(
+            &[(a, t(&[1], vec![1i32])), (b, t(&[1], vec![0i32]))],
+            &[q],
+            &[],
+        )
         .unwrap_err();
     let (node, message) = kernel_node(e);
     assert_eq!(node, "idiv");
     assert!(message.contains("division by zero"), "{message}");
-    let e = g.build("RealDiv").name("rd").input(a).input(b).finish1().unwrap_err();
-    assert!(matches!(&e, GraphError::InvalidNode { node, .. } if node == "rd"), "{e}");
+    let e = g
+        .build("RealDiv")
+        .name("rd")
+        .input(a)
+        .input(b)
+        .finish1()
+        .unwrap_err();
+    assert!(
+        matches!(&e, GraphError::InvalidNode { node, .. } if node == "rd"),
+        "{e}"
+    );
     // Float Div and RealDiv agree.
     let x = g.constant_from(&[2], vec![-7.0f32, 1.0]).unwrap();
     let y = g.constant_from(&[2], vec![2.0f32, 3.0]).unwrap();
@@ -273,7 +321,13 @@ fn pad_has_no_value_input_and_pad_v2_takes_one() {
     let p = g.constant_from(&[2, 2], vec![1i32, 0, 0, 2]).unwrap();
     let v = g.scalar(9i32).unwrap();
     let pad = g.build("Pad").input(x).input(p).finish1().unwrap();
-    let pad2 = g.build("PadV2").input(x).input(p).input(v).finish1().unwrap();
+    let pad2 = g
+        .build("PadV2")
+        .input(x)
+        .input(p)
+        .input(v)
+        .finish1()
+        .unwrap();
     assert_eq!(g.shape(pad), &Shape::known(&[3, 4]));
     let out = run(&g, &[], &[pad, pad2]);
     assert_eq!(
@@ -285,17 +339,42 @@ fn pad_has_no_value_input_and_pad_v2_takes_one() {
         vec![9, 9, 9, 9, 1, 2, 9, 9, 3, 4, 9, 9]
     );
     // Pad with a value, PadV2 without one: arity errors naming the node.
-    let e = g.build("Pad").name("p3").input(x).input(p).input(v).finish1().unwrap_err();
-    assert!(e.to_string().contains("p3") && e.to_string().contains("expects 2 inputs"), "{e}");
-    let e = g.build("PadV2").name("p2").input(x).input(p).finish1().unwrap_err();
+    let e = g
+        .build("Pad")
+        .name("p3")
+        .input(x)
+        .input(p)
+        .input(v)
+        .finish1()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("p3") && e.to_string().contains("expects 2 inputs"),
+        "{e}"
+    );
+    let e = g
+        .build("PadV2")
+        .name("p2")
+        .input(x)
+        .input(p)
+        .finish1()
+        .unwrap_err();
     assert!(e.to_string().contains("p2"), "{e}");
     // Negative paddings at run time name the node.
     let xp = ph(&mut g, "xp", DType::F32);
     let pp = ph(&mut g, "pp", DType::I32);
-    let y = g.build("Pad").name("padneg").input(xp).input(pp).finish1().unwrap();
+    let y = g
+        .build("Pad")
+        .name("padneg")
+        .input(xp)
+        .input(pp)
+        .finish1()
+        .unwrap();
     let e = session(&g)
         .run(
-            &[(xp, t(&[1], vec![1.0f32])), (pp, t(&[1, 2], vec![-1i32, 0]))],
+            &[
+                (xp, t(&[1], vec![1.0f32])),
+                (pp, t(&[1, 2], vec![-1i32, 0])),
+            ],
             &[y],
             &[],
         )
@@ -344,7 +423,10 @@ fn arg_max_and_min_honour_output_type() {
         Err(e) => e.to_string(),
         Ok(y) => session(&g).run(&[], &[y], &[]).unwrap_err().to_string(),
     };
-    assert!(message.contains("am") && message.contains("output_type"), "{message}");
+    assert!(
+        message.contains("am") && message.contains("output_type"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -379,7 +461,9 @@ fn strided_slice_errors_name_the_node() {
         ..StridedSliceMasks::default()
     };
     let c = g.constant_from(&[2, 2], vec![0f32; 4]).unwrap();
-    let e = g.strided_slice(c, &[0, 0], &[0, 0], &[1, 1], two).unwrap_err();
+    let e = g
+        .strided_slice(c, &[0, 0], &[0, 0], &[1, 1], two)
+        .unwrap_err();
     assert!(e.to_string().contains("ellipsis"), "{e}");
 }
 
@@ -392,7 +476,9 @@ fn strided_slice_grad_with_all_masks() {
     let begin = g.constant_from(&[4], vec![0i32, 0, 1, 0]).unwrap();
     let end = g.constant_from(&[4], vec![0i32, 0, 2, 0]).unwrap();
     let strides = g.constant_from(&[4], vec![1i32, 1, 1, -2]).unwrap();
-    let dy = g.constant_from(&[2, 1, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let dy = g
+        .constant_from(&[2, 1, 2], vec![1.0f32, 2.0, 3.0, 4.0])
+        .unwrap();
     let dx = g
         .build("StridedSliceGrad")
         .input(shape)

@@ -921,7 +921,9 @@ fn position(flat: usize, shape: &[usize]) -> String {
 
 fn gather_kernel(init: &KernelInit<'_>) -> Factory {
     let batch_dims = init.attrs.int_opt("batch_dims").copied().unwrap_or(0);
-    Ok(Box::new(move |ctx: &mut KernelContext<'_>| gather(ctx, batch_dims)))
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        gather(ctx, batch_dims)
+    }))
 }
 
 /// GatherV2: `out[b.., p.., i.., s..] = params[b.., p.., indices[b.., i..], s..]`, where the
@@ -965,7 +967,7 @@ fn gather(ctx: &mut KernelContext<'_>, batch_dims: i64) -> KResult {
     let batches: usize = ps[..b].iter().product();
     let outer: usize = ps[b..a].iter().product();
     let inner: usize = ps[a + 1..].iter().product();
-    let per_batch = if batches == 0 { 0 } else { offsets.len() / batches };
+    let per_batch = offsets.len().checked_div(batches).unwrap_or(0);
     let total = num_elements(&out)?;
     let y = typed!(params.dtype(), T => {
         let src = params.as_slice::<T>()?;

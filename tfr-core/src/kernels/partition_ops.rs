@@ -87,7 +87,7 @@ fn partition_rows<T: Element>(
 
 fn dynamic_stitch(ctx: &mut KernelContext<'_>) -> KResult {
     let total = ctx.num_inputs();
-    if total % 2 != 0 || total == 0 {
+    if !total.is_multiple_of(2) || total == 0 {
         return Err(KernelError::invalid(format!(
             "expects as many indices as data tensors, got {total} inputs"
         )));

@@ -191,10 +191,9 @@ fn tuple_offsets(
         )));
     }
     let inner = num_elements(&shape[k..])?;
-    let count = if k == 0 {
-        num_elements(&indices.shape()[..indices.rank() - 1])?
-    } else {
-        values.len() / k
+    let count = match values.len().checked_div(k) {
+        Some(count) => count,
+        None => num_elements(&indices.shape()[..indices.rank() - 1])?,
     };
     let mut offsets = Vec::with_capacity(count);
     for t in 0..count {

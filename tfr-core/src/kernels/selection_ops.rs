@@ -13,12 +13,18 @@ use tfr_graph::{DTypeSet, Element};
 type Factory = Result<Box<dyn OpKernel>, String>;
 
 pub fn register(r: &mut KernelRegistry) {
-    r.cpu("Cumsum", DTypeSet::NUMERIC, |init| scan_factory(init, false));
-    r.cpu("Cumprod", DTypeSet::NUMERIC, |init| scan_factory(init, true));
+    r.cpu("Cumsum", DTypeSet::NUMERIC, |init| {
+        scan_factory(init, false)
+    });
+    r.cpu("Cumprod", DTypeSet::NUMERIC, |init| {
+        scan_factory(init, true)
+    });
     r.cpu("TopKV2", DTypeSet::NUMERIC, |init| {
         Ok(dispatch_numeric!(init.dtype(), T => top_k::<T>(), _ => return Err(unsupported(init))))
     });
-    r.cpu("Where", DTypeSet::NUMERIC_OR_BOOL, |_| Ok(Box::new(where_kernel)));
+    r.cpu("Where", DTypeSet::NUMERIC_OR_BOOL, |_| {
+        Ok(Box::new(where_kernel))
+    });
     r.cpu("InTopKV2", DTypeSet::FLOAT, |init| {
         Ok(dispatch_float!(init.dtype(), T => in_top_k::<T>(), _ => return Err(unsupported(init))))
     });
@@ -42,7 +48,9 @@ fn scalar_int(ctx: &KernelContext<'_>, i: usize, name: &str) -> KResult<i64> {
 fn scan_factory(init: &KernelInit<'_>, product: bool) -> Factory {
     let exclusive = init.attrs.bool_opt("exclusive").copied().unwrap_or(false);
     let reverse = init.attrs.bool_opt("reverse").copied().unwrap_or(false);
-    Ok(dispatch_numeric!(init.dtype(), T => scan_kernel::<T>(product, exclusive, reverse), _ => return Err(unsupported(init))))
+    Ok(
+        dispatch_numeric!(init.dtype(), T => scan_kernel::<T>(product, exclusive, reverse), _ => return Err(unsupported(init))),
+    )
 }
 
 fn scan_kernel<T: Numeric>(product: bool, exclusive: bool, reverse: bool) -> Box<dyn OpKernel> {
@@ -114,10 +122,14 @@ fn top_k<T: Numeric>() -> Box<dyn OpKernel> {
         let x = ctx.input(0);
         let shape = x.shape();
         let Some(&n) = shape.last() else {
-            return Err(KernelError::invalid("input must be at least 1-D, got a scalar"));
+            return Err(KernelError::invalid(
+                "input must be at least 1-D, got a scalar",
+            ));
         };
         if k < 0 {
-            return Err(KernelError::invalid(format!("k must be non-negative, got {k}")));
+            return Err(KernelError::invalid(format!(
+                "k must be non-negative, got {k}"
+            )));
         }
         if k as u64 > n as u64 {
             return Err(KernelError::invalid(format!(
@@ -125,7 +137,7 @@ fn top_k<T: Numeric>() -> Box<dyn OpKernel> {
             )));
         }
         let k = k as usize;
-        let rows = if n == 0 { 0 } else { x.num_elements() / n };
+        let rows = x.num_elements().checked_div(n).unwrap_or(0);
         let mut out_shape = x.dims().clone();
         *out_shape.last_mut().expect("rank >= 1") = k;
         let total = num_elements(&out_shape)?;
@@ -151,7 +163,10 @@ fn top_k<T: Numeric>() -> Box<dyn OpKernel> {
                 indices.push(i as i32);
             }
         }
-        ctx.set_output(Tensor::from_parts(out_shape.clone(), T::into_buffer(values)));
+        ctx.set_output(Tensor::from_parts(
+            out_shape.clone(),
+            T::into_buffer(values),
+        ));
         ctx.set_output(Tensor::from_parts(out_shape, i32::into_buffer(indices)));
         Ok(())
     })
@@ -234,7 +249,10 @@ fn in_top_k<T: Numeric>() -> Box<dyn OpKernel> {
             };
             out.push(in_top);
         }
-        ctx.set_output(Tensor::from_parts([batch][..].into(), bool::into_buffer(out)));
+        ctx.set_output(Tensor::from_parts(
+            [batch][..].into(),
+            bool::into_buffer(out),
+        ));
         Ok(())
     })
 }

@@ -67,9 +67,21 @@ pub fn register(r: &mut KernelRegistry) {
     float_test!(r, "IsInf", f64::is_infinite);
     float_test!(r, "IsFinite", f64::is_finite);
     f64_binary!(r, "Atan2", f64::atan2);
-    f64_binary!(r, "Xlogy", |x: f64, y: f64| if x == 0.0 { 0.0 } else { x * y.ln() });
-    f64_binary!(r, "Xdivy", |x: f64, y: f64| if x == 0.0 { 0.0 } else { x / y });
-    f64_binary!(r, "DivNoNan", |x: f64, y: f64| if y == 0.0 { 0.0 } else { x / y });
+    f64_binary!(r, "Xlogy", |x: f64, y: f64| if x == 0.0 {
+        0.0
+    } else {
+        x * y.ln()
+    });
+    f64_binary!(r, "Xdivy", |x: f64, y: f64| if x == 0.0 {
+        0.0
+    } else {
+        x / y
+    });
+    f64_binary!(r, "DivNoNan", |x: f64, y: f64| if y == 0.0 {
+        0.0
+    } else {
+        x / y
+    });
     f64_binary!(r, "Polygamma", polygamma);
     // RealDiv in the input's own precision (as Div), not through f64.
     r.cpu("RealDiv", DTypeSet::FLOAT, |init| {
@@ -117,6 +129,8 @@ pub fn digamma(x: f64) -> f64 {
 /// The Hurwitz zeta function zeta(s, q) = sum_k (k + q)^-s (Cephes' algorithm, as Eigen's
 /// `zeta`): NaN for s < 1, +inf at s = 1; at a non-positive integer q, +inf for even integer
 /// s and NaN otherwise.
+// Cephes' constants, kept digit for digit as published.
+#[allow(clippy::excessive_precision)]
 pub fn zeta(s: f64, q: f64) -> f64 {
     const A: [f64; 12] = [
         12.0,

@@ -43,11 +43,23 @@ pub(super) fn cases(rng: &mut Rng) -> Vec<Case> {
         ));
     }
     let binary: &[(&'static str, Dist, Dist)] = &[
-        ("Atan2", Dist::AwayFromZero(0.3, 2.0), Dist::AwayFromZero(0.3, 2.0)),
+        (
+            "Atan2",
+            Dist::AwayFromZero(0.3, 2.0),
+            Dist::AwayFromZero(0.3, 2.0),
+        ),
         // x away from 0: at x == 0 TensorFlow's rule gives 0 for dx (tested by value in
         // tests/special_math_ops.rs), where central differences see log(y) or 1 / y.
-        ("Xlogy", Dist::AwayFromZero(0.2, 2.0), Dist::Uniform(0.5, 2.0)),
-        ("Xdivy", Dist::AwayFromZero(0.2, 2.0), Dist::AwayFromZero(0.5, 2.0)),
+        (
+            "Xlogy",
+            Dist::AwayFromZero(0.2, 2.0),
+            Dist::Uniform(0.5, 2.0),
+        ),
+        (
+            "Xdivy",
+            Dist::AwayFromZero(0.2, 2.0),
+            Dist::AwayFromZero(0.5, 2.0),
+        ),
         ("DivNoNan", U, Dist::AwayFromZero(0.5, 2.0)),
         ("RealDiv", U, Dist::AwayFromZero(0.5, 2.0)),
     ];
@@ -108,7 +120,12 @@ pub(super) fn cases(rng: &mut Rng) -> Vec<Case> {
             }
         }
     }
-    for (shape, k) in [(vec![5], 3i64), (vec![2, 4], 2), (vec![2, 1, 3], 3), (vec![3, 2], 0)] {
+    for (shape, k) in [
+        (vec![5], 3i64),
+        (vec![2, 4], 2),
+        (vec![2, 1, 3], 3),
+        (vec![3, 2], 0),
+    ] {
         cs.push(case(
             "TopKV2",
             format!("{shape:?} k {k}"),
@@ -147,7 +164,13 @@ pub(super) fn cases(rng: &mut Rng) -> Vec<Case> {
     for (pshape, ishape, idx, axis, batch_dims) in [
         (vec![2, 3, 2], vec![2, 2], vec![2i32, 0, 1, 1], 1i32, 1i64),
         (vec![2, 3, 2], vec![2, 1], vec![1, 0], 2, 1),
-        (vec![2, 2, 3], vec![2, 2, 2], vec![0, 2, 2, 1, 1, 1, 0, 0], 2, 2),
+        (
+            vec![2, 2, 3],
+            vec![2, 2, 2],
+            vec![0, 2, 2, 1, 1, 1, 0, 0],
+            2,
+            2,
+        ),
         (vec![2, 4, 3], vec![2], vec![3, 0], 1, -1),
     ] {
         cs.push(case(

@@ -40,7 +40,10 @@ fn infer_l2_loss(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, Str
 impl Graph {
     /// `LeakyRelu` with slope `alpha` below zero.
     pub fn leaky_relu(&mut self, x: Output, alpha: f64) -> Result<Output> {
-        self.build("LeakyRelu").input(x).attr("alpha", alpha).finish1()
+        self.build("LeakyRelu")
+            .input(x)
+            .attr("alpha", alpha)
+            .finish1()
     }
     pub fn softsign(&mut self, x: Output) -> Result<Output> {
         self.build("Softsign").input(x).finish1()

@@ -438,8 +438,8 @@ fn gather_grad(ctx: &mut GradCtx<'_>) -> Grads {
         let (Some(rp), Some(ri)) = (rp, ri) else {
             return Err(ctx.error("the gradient of Gather with batch_dims needs known ranks"));
         };
-        let b = super::array_ops::gather_batch_dims(batch_dims, a, rp, ri)
-            .map_err(|e| ctx.error(e))?;
+        let b =
+            super::array_ops::gather_batch_dims(batch_dims, a, rp, ri).map_err(|e| ctx.error(e))?;
         let d = batch_gather_grad(ctx.graph, p, idx, dy, (a, b, rp, ri))?;
         return Ok(vec![Some(shaped_like(ctx.graph, d, p)), None, None]);
     }
@@ -531,7 +531,11 @@ fn batch_gather_grad(
     let offsets = g.mul(range, n)?;
     let ones = index_vector(g, &vec![1; q], dt)?;
     let off_shape = g.concat(&[batch_shape, ones], 0)?;
-    let offsets = g.build("Reshape").input(offsets).input(off_shape).finish1()?;
+    let offsets = g
+        .build("Reshape")
+        .input(offsets)
+        .input(off_shape)
+        .finish1()?;
     let global = g.add(idx, offsets)?;
     // dy: batch, params[b..a], index dims, params[a+1..] -> batch, index dims, the rest.
     let perm: Vec<i64> = (0..b)

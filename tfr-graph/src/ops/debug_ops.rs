@@ -78,7 +78,11 @@ pub fn gradients() -> Vec<(&'static str, Gradient)> {
 
 fn check_numerics_grad(ctx: &mut GradCtx<'_>) -> Grads {
     // As TensorFlow: the gradient passes through, checked in turn.
-    let message = ctx.attrs().string_opt("message").cloned().unwrap_or_default();
+    let message = ctx
+        .attrs()
+        .string_opt("message")
+        .cloned()
+        .unwrap_or_default();
     let dy = ctx.dy()?;
     let checked = ctx.graph.check_numerics(
         dy,

@@ -78,7 +78,7 @@ fn check_prefix(prefix: &[Dim], full: &[Dim], what: &str, of: &str) -> Result<()
 
 fn infer_dynamic_stitch(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let total = ctx.inputs.len();
-    if total % 2 != 0 {
+    if !total.is_multiple_of(2) {
         return Err(format!(
             "expects as many indices as data tensors, got {total} inputs in all"
         ));

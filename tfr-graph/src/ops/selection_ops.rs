@@ -137,7 +137,11 @@ fn infer_where(ctx: &InferCtx<'_>) -> IResult {
 
 fn infer_in_top_k(ctx: &InferCtx<'_>) -> IResult {
     ctx.same_dtype(&[1, 2])?;
-    let (p, t, k) = (&ctx.input(0).shape, &ctx.input(1).shape, &ctx.input(2).shape);
+    let (p, t, k) = (
+        &ctx.input(0).shape,
+        &ctx.input(1).shape,
+        &ctx.input(2).shape,
+    );
     if p.rank().is_some_and(|r| r != 2) {
         return Err(format!("predictions must be 2-D, got shape {p}"));
     }
@@ -164,7 +168,13 @@ fn infer_in_top_k(ctx: &InferCtx<'_>) -> IResult {
 
 impl Graph {
     /// `Cumsum` along `axis`.
-    pub fn cumsum(&mut self, x: Output, axis: i64, exclusive: bool, reverse: bool) -> Result<Output> {
+    pub fn cumsum(
+        &mut self,
+        x: Output,
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    ) -> Result<Output> {
         let a = self.scalar(checked_i32("cumsum", "axis", axis)?)?;
         self.build("Cumsum")
             .input(x)
@@ -174,7 +184,13 @@ impl Graph {
             .finish1()
     }
     /// `Cumprod` along `axis`.
-    pub fn cumprod(&mut self, x: Output, axis: i64, exclusive: bool, reverse: bool) -> Result<Output> {
+    pub fn cumprod(
+        &mut self,
+        x: Output,
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    ) -> Result<Output> {
         let a = self.scalar(checked_i32("cumprod", "axis", axis)?)?;
         self.build("Cumprod")
             .input(x)
@@ -219,7 +235,14 @@ fn flag(ctx: &GradCtx<'_>, name: &str) -> bool {
     ctx.attrs().bool_opt(name).copied().unwrap_or(false)
 }
 
-fn scan(g: &mut Graph, op: &str, x: Output, axis: Output, exclusive: bool, reverse: bool) -> Result<Output> {
+fn scan(
+    g: &mut Graph,
+    op: &str,
+    x: Output,
+    axis: Output,
+    exclusive: bool,
+    reverse: bool,
+) -> Result<Output> {
     g.build(op)
         .input(x)
         .input(axis)

@@ -251,34 +251,43 @@ fn xdivy_grad(ctx: &mut GradCtx<'_>) -> Grads {
 fn div_no_nan_grad(ctx: &mut GradCtx<'_>) -> Grads {
     // dx = div_no_nan(dy, y), dy = dy * div_no_nan(div_no_nan(-x, y), y)
     let (x, y) = (ctx.input(0)?, ctx.input(1)?);
-    broadcast_grads(ctx, [&|g, dy| g.div_no_nan(dy, y), &|g, dy| {
-        let nx = g.neg(x)?;
-        let a = g.div_no_nan(nx, y)?;
-        let b = g.div_no_nan(a, y)?;
-        g.mul(dy, b)
-    }])
+    broadcast_grads(
+        ctx,
+        [&|g, dy| g.div_no_nan(dy, y), &|g, dy| {
+            let nx = g.neg(x)?;
+            let a = g.div_no_nan(nx, y)?;
+            let b = g.div_no_nan(a, y)?;
+            g.mul(dy, b)
+        }],
+    )
 }
 
 fn real_div_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let (x, y) = (ctx.input(0)?, ctx.input(1)?);
-    broadcast_grads(ctx, [&|g, dy| g.real_div(dy, y), &|g, dy| {
-        // -dy * x / y^2
-        let nx = g.neg(x)?;
-        let a = g.real_div(nx, y)?;
-        let b = g.real_div(a, y)?;
-        g.mul(dy, b)
-    }])
+    broadcast_grads(
+        ctx,
+        [&|g, dy| g.real_div(dy, y), &|g, dy| {
+            // -dy * x / y^2
+            let nx = g.neg(x)?;
+            let a = g.real_div(nx, y)?;
+            let b = g.real_div(a, y)?;
+            g.mul(dy, b)
+        }],
+    )
 }
 
 fn polygamma_grad(ctx: &mut GradCtx<'_>) -> Grads {
     // d/dx polygamma(a, x) = polygamma(a + 1, x); the order gets none (as TensorFlow).
     let (a, x) = (ctx.input(0)?, ctx.input(1)?);
-    let mut out = broadcast_grads(ctx, [&|_, dy| Ok(dy), &|g, dy| {
-        let one = g.scalar_like(a, 1.0)?;
-        let a1 = g.add(a, one)?;
-        let d = g.polygamma(a1, x)?;
-        g.mul(dy, d)
-    }])?;
+    let mut out = broadcast_grads(
+        ctx,
+        [&|_, dy| Ok(dy), &|g, dy| {
+            let one = g.scalar_like(a, 1.0)?;
+            let a1 = g.add(a, one)?;
+            let d = g.polygamma(a1, x)?;
+            g.mul(dy, d)
+        }],
+    )?;
     out[0] = None;
     Ok(out)
 }

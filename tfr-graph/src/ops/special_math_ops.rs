@@ -19,9 +19,15 @@ pub const SPECIAL_UNARY_OPS: &[(&str, &str)] = &[
     ("Cosh", "hyperbolic cosine"),
     ("Asinh", "inverse hyperbolic sine"),
     ("Acosh", "inverse hyperbolic cosine, NaN below 1"),
-    ("Atanh", "inverse hyperbolic tangent, +-inf at +-1, NaN outside"),
+    (
+        "Atanh",
+        "inverse hyperbolic tangent, +-inf at +-1, NaN outside",
+    ),
     ("Lgamma", "log |Gamma(x)|; +inf at non-positive integers"),
-    ("Digamma", "Gamma'(x) / Gamma(x); NaN at non-positive integers (Eigen)"),
+    (
+        "Digamma",
+        "Gamma'(x) / Gamma(x); NaN at non-positive integers (Eigen)",
+    ),
     ("Erfc", "1 - erf(x), accurate for large x"),
     ("Rint", "nearest integer, ties to even"),
 ];
@@ -35,7 +41,10 @@ pub const FLOAT_TEST_OPS: &[(&str, &str)] = &[
 
 /// Float binary ops with broadcasting: (name, summary).
 pub const SPECIAL_BINARY_OPS: &[(&str, &str)] = &[
-    ("Atan2", "atan(y / x) in the quadrant of (x, y); inputs are (y, x)"),
+    (
+        "Atan2",
+        "atan(y / x) in the quadrant of (x, y); inputs are (y, x)",
+    ),
     ("Xlogy", "x * log(y), 0 where x == 0"),
     ("Xdivy", "x / y, 0 where x == 0"),
     ("DivNoNan", "x / y, 0 where y == 0"),
