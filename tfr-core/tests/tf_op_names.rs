@@ -503,3 +503,20 @@ fn strided_slice_grad_with_all_masks() {
     want[12 + 4 + 1] = 4.0;
     assert_eq!(out.to_vec::<f32>().unwrap(), want);
 }
+
+/// A stored graph naming a TensorFlow alias loads as the tfr op and runs.
+#[test]
+fn loaded_graphs_resolve_aliases() {
+    let mut g = Graph::new();
+    let x = g.constant_from(&[2], vec![1i32, 2]).unwrap();
+    let y = g.constant_from(&[2], vec![10i32, 20]).unwrap();
+    let z = g.add(x, y).unwrap();
+    let name = g.node(z.node).name.clone();
+    let json = g.to_json().replace("\"op\": \"Add\"", "\"op\": \"AddV2\"");
+    assert!(json.contains("AddV2"), "{json}");
+    let loaded = Graph::from_json(&json).unwrap();
+    let id = loaded.find(&name).unwrap();
+    assert_eq!(loaded.node(id).op, "Add");
+    let out = run(&loaded, &[], &[Output::new(id, 0)]);
+    assert_eq!(out[0].to_vec::<i32>().unwrap(), vec![11, 22]);
+}
