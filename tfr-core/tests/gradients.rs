@@ -252,7 +252,7 @@ fn math_cases(rng: &mut Rng) -> Vec<Case> {
         let cond: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
         let sc2 = sc.clone();
         cs.push(case(
-            "Select",
+            "SelectV2",
             format!("{sc:?} {st:?} {se:?}"),
             vec![inp(&st, U), inp(&se, U)],
             one(move |g, x| {

@@ -31,7 +31,6 @@ fn kernel_node(e: Error) -> (String, String) {
 fn aliases_build_the_tfr_op() {
     for (tf, tfr) in [
         ("AddV2", "Add"),
-        ("SelectV2", "Select"),
         ("ConcatV2", "Concat"),
         ("GatherV2", "Gather"),
         ("BatchMatMulV2", "BatchMatMul"),
@@ -67,6 +66,98 @@ fn select_v2_broadcasts_all_three() {
     let out = &run(&g, &[], &[z])[0];
     assert_eq!(out.shape(), &[2, 3]);
     assert_eq!(out.to_vec::<i32>().unwrap(), vec![1, 2, 3, -1, -1, -1]);
+}
+
+/// TensorFlow's Select (V1): no broadcasting; a vector condition picks rows of `t` / `e`.
+#[test]
+fn select_v1_picks_rows_with_a_vector_condition() {
+    let mut g = Graph::new();
+    let t2 = g
+        .constant_from(&[3, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .unwrap();
+    let e2 = g
+        .constant_from(&[3, 2], vec![-1.0f32, -2.0, -3.0, -4.0, -5.0, -6.0])
+        .unwrap();
+    let rows = g.constant_from(&[3], vec![true, false, true]).unwrap();
+    let full = g
+        .constant_from(&[3, 2], vec![true, false, false, true, true, false])
+        .unwrap();
+    let scalar = g.scalar(false).unwrap();
+    let mut fetch = Vec::new();
+    for c in [rows, full, scalar] {
+        fetch.push(
+            g.build("Select")
+                .input(c)
+                .input(t2)
+                .input(e2)
+                .finish1()
+                .unwrap(),
+        );
+    }
+    assert_eq!(g.shape(fetch[0]), &Shape::known(&[3, 2]));
+    let out = run(&g, &[], &fetch);
+    assert_eq!(
+        out[0].to_vec::<f32>().unwrap(),
+        vec![1.0, 2.0, -3.0, -4.0, 5.0, 6.0]
+    );
+    assert_eq!(
+        out[1].to_vec::<f32>().unwrap(),
+        vec![1.0, -2.0, -3.0, 4.0, 5.0, -6.0]
+    );
+    assert_eq!(
+        out[2].to_vec::<f32>().unwrap(),
+        vec![-1.0, -2.0, -3.0, -4.0, -5.0, -6.0]
+    );
+    // The same vector condition in SelectV2 broadcasts along the last dim instead: a [3]
+    // condition against [3, 2] is a shape error there.
+    assert!(g
+        .build("SelectV2")
+        .input(rows)
+        .input(t2)
+        .input(e2)
+        .finish1()
+        .is_err());
+    // V1 does not broadcast 'then' against 'else', nor a condition of another shape.
+    let row = g.constant_from(&[2], vec![0.0f32, 0.0]).unwrap();
+    let e = g
+        .build("Select")
+        .name("sel")
+        .input(rows)
+        .input(t2)
+        .input(row)
+        .finish1();
+    assert!(e.unwrap_err().to_string().contains("sel"));
+    let c2 = g.constant_from(&[2], vec![true, false]).unwrap();
+    let e = g
+        .build("Select")
+        .name("sel2")
+        .input(c2)
+        .input(t2)
+        .input(e2)
+        .finish1();
+    assert!(e.unwrap_err().to_string().contains("sel2"));
+    // Shapes known only at run time: the kernel checks and names the node.
+    let c = ph(&mut g, "c", DType::Bool);
+    let tp = ph(&mut g, "tp", DType::F32);
+    let s = g
+        .build("Select")
+        .name("sel3")
+        .input(c)
+        .input(tp)
+        .input(tp)
+        .finish1()
+        .unwrap();
+    let err = session(&g)
+        .run(
+            &[
+                (c, t(&[2], vec![true, false])),
+                (tp, t(&[3, 2], vec![0.0f32; 6])),
+            ],
+            &[s],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(kernel_node(err).0, "sel3");
 }
 
 #[test]

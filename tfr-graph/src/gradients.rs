@@ -610,6 +610,7 @@ mod registry_tests {
             crate::ops::activation_ops::gradients(),
             crate::ops::selection_ops::gradients(),
             crate::ops::debug_ops::gradients(),
+            crate::ops::tf_names::gradients(),
         ];
         let mut unknown = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -151,6 +151,18 @@ pub(super) fn cases(rng: &mut Rng) -> Vec<Case> {
             g.mul(p, p)
         }),
     ));
+    // TensorFlow's Select (V1): a vector condition picks rows.
+    for cond in [vec![true, false, true], vec![false, false, true]] {
+        cs.push(case(
+            "Select",
+            format!("V1, rows {cond:?}"),
+            vec![inp(&[3, 2], U), inp(&[3, 2], U)],
+            one(move |g, x| {
+                let c = g.constant_from(&[3], cond.clone())?;
+                g.build("Select").input(c).input(x[0]).input(x[1]).finish1()
+            }),
+        ));
+    }
     cs.push(case(
         "Pad",
         "TensorFlow's two-input Pad (zeros)",

@@ -97,6 +97,7 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(activation_ops::gradients());
     table.extend(selection_ops::gradients());
     table.extend(debug_ops::gradients());
+    table.extend(tf_names::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));

@@ -2,26 +2,26 @@
 //! the same order, same attributes, same values), its name is an alias: [`Graph::build`] and
 //! the registry resolve it to the tfr op, so a node built as `AddV2` is stored as `Add`.
 //! Where the semantics differ, the TensorFlow name is an op of its own (here: `Pad`, which has
-//! no value input, beside `PadV2`; `RealDiv`, float-only, in `special_math_ops.rs`).
+//! no value input, beside `PadV2`; `Select`, TensorFlow's V1 select without broadcasting,
+//! beside the broadcasting `SelectV2`; `RealDiv`, float-only, in `special_math_ops.rs`).
 //!
 //! TensorFlow names that are *not* accepted because a tfr op of that name has the newer
-//! semantics: `Select` (tfr's broadcasts like `SelectV2`; TF's V1 also accepts a vector
-//! condition matching the first dim), `Concat` (TF's V1 takes the axis first), `Gather` (TF's
-//! V1 has no axis input: tfr's `Gather` reports the arity), `Reverse` (TF's V1 takes a bool
-//! mask).
+//! semantics: `Concat` (TF's V1 takes the axis first), `Gather` (TF's V1 has no axis input:
+//! tfr's `Gather` reports the arity), `Reverse` (TF's V1 takes a bool mask).
 //!
 //! [`Graph::build`]: crate::Graph::build
 
 use super::array_ops::infer_pad;
 use crate::dtype::DTypeSet;
-use crate::op_def::OpDef;
+use crate::error::Result;
+use crate::grad::GradCtx;
+use crate::graph::{Output, TensorType};
+use crate::op_def::{Gradient, InferCtx, OpDef};
 
 /// (TensorFlow name, tfr op) pairs with identical semantics.
 pub const TF_ALIASES: &[(&str, &str)] = &[
     // x + y with broadcasting; tfr's Add is TF's AddV2 (no string concatenation).
     ("AddV2", "Add"),
-    // Broadcasting select.
-    ("SelectV2", "Select"),
     // values..., axis last.
     ("ConcatV2", "Concat"),
     // params, indices, axis, attr batch_dims.
@@ -36,9 +36,76 @@ pub const TF_ALIASES: &[(&str, &str)] = &[
 ];
 
 pub fn op_defs() -> Vec<OpDef> {
-    vec![OpDef::new("Pad", infer_pad)
-        .doc("TensorFlow's Pad: pads with zeros; paddings is [rank, 2] (PadV2 takes the value)")
-        .input("input", DTypeSet::ANY)
-        .input("paddings", DTypeSet::INDEX)
-        .output("output")]
+    vec![
+        OpDef::new("Pad", infer_pad)
+            .doc("TensorFlow's Pad: pads with zeros; paddings is [rank, 2] (PadV2 takes the value)")
+            .input("input", DTypeSet::ANY)
+            .input("paddings", DTypeSet::INDEX)
+            .output("output"),
+        OpDef::new("Select", infer_select_v1)
+            .doc(
+                "TensorFlow's Select (V1): t and e of one shape; condition a scalar (picks all \
+                 of t or e), of t's shape, or a vector picking rows along t's first dim",
+            )
+            .input("condition", DTypeSet::BOOL)
+            .input("t", DTypeSet::ANY)
+            .input("e", DTypeSet::ANY)
+            .output("output")
+            .cheap(),
+    ]
+}
+
+fn infer_select_v1(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
+    let dtype = ctx.same_dtype(&[1, 2])?;
+    let (c, t, e) = (
+        &ctx.input(0).shape,
+        &ctx.input(1).shape,
+        &ctx.input(2).shape,
+    );
+    let shape = t
+        .merge(e)
+        .map_err(|m| format!("'then' {t} and 'else' {e} must have the same shape: {m}"))?;
+    match (c.rank(), shape.rank()) {
+        (Some(0), _) | (None, _) | (_, None) => {}
+        (Some(1), Some(r)) if r > 1 => {
+            if c.dim(0).merge(&shape.dim(0)).is_none() {
+                return Err(format!(
+                    "a vector condition {c} must match the first dim of 'then' {shape}"
+                ));
+            }
+        }
+        _ => {
+            c.merge(&shape).map_err(|m| {
+                format!("condition {c} must be a scalar, a vector or of the shape {shape}: {m}")
+            })?;
+        }
+    }
+    Ok(vec![TensorType { dtype, shape }])
+}
+
+// ---- gradients --------------------------------------------------------------------------------
+
+pub fn gradients() -> Vec<(&'static str, Gradient)> {
+    vec![("Select", Gradient::Rule(select_v1_grad))]
+}
+
+/// As TensorFlow's `_SelectGrad`: Select(c, dy, 0) to t and Select(c, 0, dy) to e, with the
+/// V1 op itself (same shapes, so nothing to sum).
+fn select_v1_grad(ctx: &mut GradCtx<'_>) -> Result<Vec<Option<Output>>> {
+    let (c, dy) = (ctx.input(0)?, ctx.dy()?);
+    let g = &mut *ctx.graph;
+    let zeros = g.zeros_like(dy)?;
+    let dt = g
+        .build("Select")
+        .input(c)
+        .input(dy)
+        .input(zeros)
+        .finish1()?;
+    let de = g
+        .build("Select")
+        .input(c)
+        .input(zeros)
+        .input(dy)
+        .finish1()?;
+    Ok(vec![None, Some(dt), Some(de)])
 }
