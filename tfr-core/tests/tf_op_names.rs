@@ -611,3 +611,89 @@ fn loaded_graphs_resolve_aliases() {
     let out = run(&loaded, &[], &[Output::new(id, 0)]);
     assert_eq!(out[0].to_vec::<i32>().unwrap(), vec![11, 22]);
 }
+
+/// TensorFlow's inferred attributes (`T`, `Tidx`, `Tparams`, `N`, ...) are accepted when they
+/// agree with the node, and errors naming the node when they do not.
+#[test]
+fn tensorflow_type_attributes_are_checked_not_rejected() {
+    let mut g = Graph::new();
+    let x = g.constant_from(&[2], vec![1.0f32, 2.0]).unwrap();
+    let y = g.constant_from(&[2], vec![3.0f32, 4.0]).unwrap();
+    let axis = g.scalar(0i32).unwrap();
+    let z = g
+        .build("AddV2")
+        .input(x)
+        .input(y)
+        .attr("T", DType::F32)
+        .finish1()
+        .unwrap();
+    let c = g
+        .build("ConcatV2")
+        .input(x)
+        .input(y)
+        .input(axis)
+        .attr("N", 2i64)
+        .attr("T", DType::F32)
+        .attr("Tidx", DType::I32)
+        .finish1()
+        .unwrap();
+    let idx = g.constant_from(&[1], vec![1i64]).unwrap();
+    let gv = g
+        .build("GatherV2")
+        .input(x)
+        .input(idx)
+        .input(axis)
+        .attr("Tparams", DType::F32)
+        .attr("Tindices", DType::I64)
+        .attr("Taxis", DType::I32)
+        .finish1()
+        .unwrap();
+    let out = run(&g, &[], &[z, c, gv]);
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![4.0, 6.0]);
+    assert_eq!(out[1].to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(out[2].to_vec::<f32>().unwrap(), vec![2.0]);
+    // A type attribute that names no dtype of the node, a wrong N, an unknown attribute.
+    let e = g
+        .build("AddV2")
+        .name("wrong_t")
+        .input(x)
+        .input(y)
+        .attr("T", DType::F64)
+        .finish1()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("wrong_t") && e.to_string().contains("`T`"),
+        "{e}"
+    );
+    let e = g
+        .build("ConcatV2")
+        .name("wrong_n")
+        .input(x)
+        .input(y)
+        .input(axis)
+        .attr("N", 3i64)
+        .finish1()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("wrong_n") && e.to_string().contains("`N`"),
+        "{e}"
+    );
+    let e = g
+        .build("AddV2")
+        .name("n_without_list")
+        .input(x)
+        .input(y)
+        .attr("N", 2i64)
+        .finish1()
+        .unwrap_err();
+    assert!(e.to_string().contains("n_without_list"), "{e}");
+    let e = g
+        .build("AddV2")
+        .name("unknown")
+        .input(x)
+        .input(y)
+        .attr("bogus", 1i64)
+        .finish1()
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown attribute `bogus`"), "{e}");
+}

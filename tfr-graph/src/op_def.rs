@@ -212,8 +212,9 @@ impl OpDef {
                 },
             }
         }
-        for name in attrs.0.keys() {
-            if !self.attrs.iter().any(|d| d.name == name) && !name.starts_with('_') {
+        for (name, value) in &attrs.0 {
+            let tf_type = crate::ops::tf_names::is_tf_inferred_attr(name, value);
+            if !self.attrs.iter().any(|d| d.name == name) && !name.starts_with('_') && !tf_type {
                 return Err(format!("unknown attribute `{name}`"));
             }
         }

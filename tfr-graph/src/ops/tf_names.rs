@@ -12,6 +12,7 @@
 //! [`Graph::build`]: crate::Graph::build
 
 use super::array_ops::infer_pad;
+use crate::attr::AttrValue;
 use crate::dtype::DTypeSet;
 use crate::error::Result;
 use crate::grad::GradCtx;
@@ -34,6 +35,72 @@ pub const TF_ALIASES: &[(&str, &str)] = &[
     // for the same dtypes as TruncateMod (tensorflow/core/kernels/cwise_op_mod.cc).
     ("Mod", "TruncateMod"),
 ];
+
+/// TensorFlow's type attributes (`T`, `Tidx`, ...). tfr infers dtypes from the inputs, so an op
+/// does not declare them; a node built with one (as a graph written against TensorFlow's op
+/// definitions is) keeps it only when it names the dtype of one of the node's inputs or
+/// outputs (checked in `Graph::infer_node`).
+pub const TF_TYPE_ATTRS: &[&str] = &[
+    "T",
+    "Tidx",
+    "Tindices",
+    "Tparams",
+    "Taxis",
+    "Tpaddings",
+    "Tshape",
+    "Tmultiples",
+    "Tperm",
+    "Tk",
+    "TI",
+    "Tlabels",
+    "Tcond",
+    "Tsegmentids",
+    "Tnumsegments",
+    "Treal",
+    "Tout",
+    "SrcT",
+    "index_type",
+];
+
+/// Whether `name` = `value` is a TensorFlow attribute tfr infers instead of declaring: a type
+/// attribute of [`TF_TYPE_ATTRS`], or `N`, the length of a list input (checked with the types).
+pub fn is_tf_inferred_attr(name: &str, value: &AttrValue) -> bool {
+    match value {
+        AttrValue::DType(_) => TF_TYPE_ATTRS.contains(&name),
+        AttrValue::Int(_) => name == "N",
+        _ => false,
+    }
+}
+
+/// Checks an undeclared TensorFlow attribute against the node: a type attribute must name the
+/// dtype of an input or output, `N` the length of the op's list input.
+pub fn check_tf_inferred_attr(
+    def: &OpDef,
+    name: &str,
+    value: &AttrValue,
+    inputs: &[TensorType],
+    outputs: &[TensorType],
+) -> std::result::Result<(), String> {
+    match value {
+        AttrValue::DType(dt) if !inputs.iter().chain(outputs).any(|t| t.dtype == *dt) => Err(
+            format!("TensorFlow type attribute `{name}` = {dt} matches no input or output dtype"),
+        ),
+        AttrValue::Int(n) => {
+            let fixed = def.inputs.iter().filter(|a| !a.list).count();
+            let has_list = def.inputs.iter().any(|a| a.list);
+            let len = inputs.len().saturating_sub(fixed) as i64;
+            if has_list && *n == len {
+                Ok(())
+            } else {
+                Err(format!(
+                    "attribute `N` = {n} does not match the op's list input ({} tensors)",
+                    if has_list { len } else { 0 }
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
 
 pub fn op_defs() -> Vec<OpDef> {
     vec![
