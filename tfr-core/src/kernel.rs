@@ -162,7 +162,9 @@ impl KernelRegistry {
     pub fn cpu(&mut self, op: &'static str, dtypes: DTypeSet, factory: KernelFactory) {
         self.register(op, DeviceType::Cpu, dtypes, factory);
     }
+    /// The factory for `op` (or the tfr op a TensorFlow alias of it names) on `device`.
     pub fn find(&self, op: &str, device: DeviceType, dtype: DType) -> Option<KernelFactory> {
+        let op = tfr_graph::op_def::canonical_op(op);
         self.kernels
             .get(&(op, device))?
             .iter()
@@ -170,10 +172,12 @@ impl KernelRegistry {
             .map(|d| d.factory)
     }
     pub fn has_op(&self, op: &str, device: DeviceType) -> bool {
+        let op = tfr_graph::op_def::canonical_op(op);
         self.kernels.contains_key(&(op, device))
     }
     /// The dtypes a kernel exists for.
     pub fn dtypes(&self, op: &str, device: DeviceType) -> Vec<DType> {
+        let op = tfr_graph::op_def::canonical_op(op);
         let Some(defs) = self.kernels.get(&(op, device)) else {
             return Vec::new();
         };

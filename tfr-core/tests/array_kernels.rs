@@ -153,7 +153,7 @@ fn data_movement_for<T: TestElem>() {
     let paddings = g.constant_from(&[2, 2], vec![1i32, 0, 0, 1]).unwrap();
     let cv = g.constant_from(&[], vec![T::of(1)]).unwrap();
     let pad = g
-        .build("Pad")
+        .build("PadV2")
         .input(a)
         .input(paddings)
         .input(cv)
@@ -929,7 +929,13 @@ fn pad_errors() {
     let x = ph(&mut g, "x", DType::F32);
     let p = ph(&mut g, "paddings", DType::I32);
     let c = g.scalar(0.0f32).unwrap();
-    let pad = g.build("Pad").input(x).input(p).input(c).finish1().unwrap();
+    let pad = g
+        .build("PadV2")
+        .input(x)
+        .input(p)
+        .input(c)
+        .finish1()
+        .unwrap();
     let xv = t(&[2, 3], vec![0.0f32; 6]);
     expect_error(
         &g,
@@ -949,7 +955,7 @@ fn pad_errors() {
     );
     let cv = ph(&mut g, "cv", DType::F32);
     let pad2 = g
-        .build("Pad")
+        .build("PadV2")
         .input(x)
         .input(p)
         .input(cv)

@@ -18,6 +18,9 @@ use tfr_graph::{
 
 type GResult<T> = Result<T, GraphError>;
 
+#[path = "gradient_cases/tf_ops.rs"]
+mod tf_ops;
+
 // ---- deterministic random numbers -------------------------------------------------------------
 
 struct Rng(u64);
@@ -249,7 +252,7 @@ fn math_cases(rng: &mut Rng) -> Vec<Case> {
         let cond: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
         let sc2 = sc.clone();
         cs.push(case(
-            "Select",
+            "SelectV2",
             format!("{sc:?} {st:?} {se:?}"),
             vec![inp(&st, U), inp(&se, U)],
             one(move |g, x| {
@@ -599,7 +602,7 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
         (vec![0, b], vec![(1, 1), (0, 0)]),
     ] {
         cs.push(case(
-            "Pad",
+            "PadV2",
             format!("{shape:?} paddings {pads:?}, padding value as an input"),
             vec![inp(&shape, U), inp(&[], U)],
             one(move |g, x| {
@@ -608,7 +611,7 @@ fn array_cases(rng: &mut Rng) -> Vec<Case> {
                     .flat_map(|&(p, q)| [p as i32, q as i32])
                     .collect();
                 let p = g.constant_from(&[pads.len(), 2], flat)?;
-                g.build("Pad").input(x[0]).input(p).input(x[1]).finish1()
+                g.build("PadV2").input(x[0]).input(p).input(x[1]).finish1()
             }),
         ));
     }
@@ -1082,6 +1085,7 @@ fn all_cases() -> Vec<Case> {
     let mut cs = math_cases(&mut rng);
     cs.extend(array_cases(&mut rng));
     cs.extend(nn_cases(&mut rng));
+    cs.extend(tf_ops::cases(&mut rng));
     cs
 }
 
@@ -1430,6 +1434,11 @@ fn numeric_check_array_ops() {
 #[test]
 fn numeric_check_nn_ops() {
     check_family(nn_cases(&mut Rng(3)));
+}
+
+#[test]
+fn numeric_check_tf_compat_ops() {
+    check_family(tf_ops::cases(&mut Rng(4)));
 }
 
 /// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.

@@ -440,7 +440,9 @@ fn sparse_segment_reductions() {
 #[test]
 fn gather_nd_scatter_nd_and_unique() {
     let mut g = Graph::new();
-    let p = g.constant_from(&[2, 3, 2], (0..12).collect()).unwrap();
+    let p = g
+        .constant_from(&[2, 3, 2], (0..12).collect::<Vec<i32>>())
+        .unwrap();
     let rows = g.constant_from(&[2, 1], vec![1i32, 0]).unwrap();
     let elems = g.constant_from(&[2, 3], vec![1i32, 2, 1, 0, 0, 0]).unwrap();
     let a = g.gather_nd(p, rows).unwrap();

@@ -606,6 +606,11 @@ mod registry_tests {
             crate::ops::nn_grad::gradients(),
             crate::ops::partition_grad::gradients(),
             crate::ops::segment_grad::gradients(),
+            crate::ops::special_math_grad::gradients(),
+            crate::ops::activation_ops::gradients(),
+            crate::ops::selection_ops::gradients(),
+            crate::ops::debug_ops::gradients(),
+            crate::ops::tf_names::gradients(),
         ];
         let mut unknown = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -194,10 +194,11 @@ impl Graph {
     }
 
     /// Starts building a node of op `op`.
+    /// A TensorFlow alias (`AddV2`, `GatherV2`, ...) builds the tfr op it names.
     pub fn build(&mut self, op: &str) -> NodeBuilder<'_> {
         NodeBuilder {
             graph: self,
-            op: op.to_string(),
+            op: crate::op_def::canonical_op(op).to_string(),
             name: None,
             inputs: Vec::new(),
             control_inputs: Vec::new(),
@@ -386,6 +387,16 @@ impl Graph {
             const_inputs: &consts,
         };
         let outputs = (def.infer)(&ctx).map_err(invalid)?;
+        // Undeclared TensorFlow attributes (`T`, `Tidx`, `N`, ...) must agree with the node.
+        for (attr, value) in &attrs.0 {
+            if def.attrs.iter().any(|d| d.name == attr)
+                || !crate::ops::tf_names::is_tf_inferred_attr(attr, value)
+            {
+                continue;
+            }
+            crate::ops::tf_names::check_tf_inferred_attr(def, attr, value, &types, &outputs)
+                .map_err(invalid)?;
+        }
         // Sizes derived from inputs and attributes stay within TensorFlow's bounds, so no
         // consumer's inference or kernel overflows on them.
         for (k, t) in outputs.iter().enumerate() {

@@ -212,8 +212,9 @@ impl OpDef {
                 },
             }
         }
-        for name in attrs.0.keys() {
-            if !self.attrs.iter().any(|d| d.name == name) && !name.starts_with('_') {
+        for (name, value) in &attrs.0 {
+            let tf_type = crate::ops::tf_names::is_tf_inferred_attr(name, value);
+            if !self.attrs.iter().any(|d| d.name == name) && !name.starts_with('_') && !tf_type {
                 return Err(format!("unknown attribute `{name}`"));
             }
         }
@@ -227,8 +228,10 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The definition of `name`, which may be a TensorFlow alias (`AddV2`, `ConcatV2`, ...)
+    /// of a tfr op with identical semantics (see [`crate::ops::tf_names::TF_ALIASES`]).
     pub fn get(&self, name: &str) -> Option<&OpDef> {
-        self.ops.get(name)
+        self.ops.get(canonical_op(name))
     }
     pub fn iter(&self) -> impl Iterator<Item = &OpDef> {
         self.ops.values()
@@ -267,6 +270,16 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The tfr op a TensorFlow op name stands for: the target of an alias in
+/// [`crate::ops::tf_names::TF_ALIASES`], else `name` itself. Nodes store the canonical name,
+/// so kernels are registered once, under it.
+pub fn canonical_op(name: &str) -> &str {
+    crate::ops::tf_names::TF_ALIASES
+        .iter()
+        .find(|(tf, _)| *tf == name)
+        .map_or(name, |(_, tfr)| tfr)
+}
+
 /// The process-wide registry, built once from every op family.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -277,6 +290,12 @@ pub fn registry() -> &'static Registry {
             assert!(
                 ops.insert(name, def).is_none(),
                 "op `{name}` is defined twice"
+            );
+        }
+        for (tf, tfr) in crate::ops::tf_names::TF_ALIASES {
+            assert!(
+                !ops.contains_key(tf) && ops.contains_key(tfr),
+                "alias `{tf}` -> `{tfr}` shadows an op or names no op"
             );
         }
         Registry { ops }

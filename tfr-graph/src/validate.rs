@@ -69,6 +69,13 @@ pub(crate) fn topological_order_with(
 /// with the inferred shape (it may refine it, as `Graph::refine_output_shape` does) and within
 /// [`Shape::check_bounds`](crate::Shape::check_bounds).
 pub(crate) fn reinfer(graph: &mut Graph) -> Result<()> {
+    // A stored TensorFlow alias (`AddV2`) becomes the tfr op it names, as `Graph::build` does.
+    for node in graph.nodes_mut() {
+        let canonical = crate::op_def::canonical_op(&node.op);
+        if canonical != node.op {
+            node.op = canonical.to_string();
+        }
+    }
     for id in topological_order(graph)? {
         let node = graph.node(id);
         let (name, op, inputs) = (node.name.clone(), node.op.clone(), node.inputs.clone());

@@ -100,7 +100,7 @@ fn constant_sizes_that_overflow_are_errors_not_panics() {
         .unwrap();
     let zero = g.scalar(0.0f32).unwrap();
     let e = g
-        .build("Pad")
+        .build("PadV2")
         .name("pad")
         .input(x)
         .input(p)

@@ -69,7 +69,7 @@ pub fn piecewise_constant(
     if values.len() != boundaries.len() + 1 {
         return Err(tfr_graph::GraphError::InvalidNode {
             node: "piecewise_constant".into(),
-            op: "Select".into(),
+            op: "SelectV2".into(),
             message: format!(
                 "needs one more value than boundaries, got {} values and {} boundaries",
                 values.len(),

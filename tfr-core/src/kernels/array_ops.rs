@@ -674,7 +674,14 @@ fn pad(ctx: &mut KernelContext<'_>) -> KResult {
             "paddings must be non-negative, got {v} in {flat:?}"
         )));
     }
-    let c = ctx.input(2);
+    // TensorFlow's `Pad` has no value input and pads with zeros; `PadV2` takes a scalar.
+    let zero;
+    let c = if ctx.num_inputs() > 2 {
+        ctx.input(2)
+    } else {
+        zero = cast_tensor(&Tensor::scalar(0i32), x.dtype())?;
+        &zero
+    };
     if c.num_elements() != 1 || c.rank() > 0 || c.dtype() != x.dtype() {
         return Err(invalid(format!(
             "constant_value must be a {} scalar, got {}{:?}",
@@ -914,19 +921,19 @@ fn position(flat: usize, shape: &[usize]) -> String {
 
 fn gather_kernel(init: &KernelInit<'_>) -> Factory {
     let batch_dims = init.attrs.int_opt("batch_dims").copied().unwrap_or(0);
-    if batch_dims != 0 {
-        return Err(format!(
-            "batch_dims other than 0 is not supported, got {batch_dims}"
-        ));
-    }
-    stateless(gather)
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        gather(ctx, batch_dims)
+    }))
 }
 
-fn gather(ctx: &mut KernelContext<'_>) -> KResult {
+/// GatherV2: `out[b.., p.., i.., s..] = params[b.., p.., indices[b.., i..], s..]`, where the
+/// first `batch_dims` dims are shared by params and indices.
+fn gather(ctx: &mut KernelContext<'_>, batch_dims: i64) -> KResult {
     let axis = scalar_arg(ctx, 2, "axis")?;
     let params = ctx.input(0);
     let indices = ctx.input(1);
     let ps = params.shape();
+    let is = indices.shape();
     if ps.is_empty() {
         return Err(invalid(
             "params must be at least 1-D, got a scalar".to_string(),
@@ -934,6 +941,13 @@ fn gather(ctx: &mut KernelContext<'_>) -> KResult {
     }
     let a = norm_axis(axis, ps.len(), "axis")
         .map_err(|e| invalid(format!("{} (params shape {ps:?})", e.message)))?;
+    let b = tfr_graph::ops::array_ops::gather_batch_dims(batch_dims, a, ps.len(), is.len())
+        .map_err(invalid)?;
+    if ps[..b] != is[..b] {
+        return Err(invalid(format!(
+            "the first batch_dims = {b} dims of params {ps:?} and indices {is:?} must match"
+        )));
+    }
     let dim = ps[a];
     let idx = index_values(indices, "indices")?;
     let mut offsets = Vec::with_capacity(idx.len());
@@ -942,24 +956,30 @@ fn gather(ctx: &mut KernelContext<'_>) -> KResult {
             return Err(invalid(format!(
                 "indices{} = {i} is not in [0, {dim}) (gathering along axis {a} of params with \
                  shape {ps:?})",
-                position(k, indices.shape())
+                position(k, is)
             )));
         }
         offsets.push(i as usize);
     }
     let mut out: Dims = ps[..a].into();
-    out.extend_from_slice(indices.shape());
+    out.extend_from_slice(&is[b..]);
     out.extend_from_slice(&ps[a + 1..]);
-    let outer: usize = ps[..a].iter().product();
+    let batches: usize = ps[..b].iter().product();
+    let outer: usize = ps[b..a].iter().product();
     let inner: usize = ps[a + 1..].iter().product();
+    let per_batch = offsets.len().checked_div(batches).unwrap_or(0);
     let total = num_elements(&out)?;
     let y = typed!(params.dtype(), T => {
         let src = params.as_slice::<T>()?;
         let mut v = alloc::<T>(total)?;
-        for o in 0..outer {
-            let block = &src[o * dim * inner..(o + 1) * dim * inner];
-            for &i in &offsets {
-                v.extend_from_slice(&block[i * inner..(i + 1) * inner]);
+        for bi in 0..batches {
+            let ids = &offsets[bi * per_batch..(bi + 1) * per_batch];
+            for o in 0..outer {
+                let start = (bi * outer + o) * dim * inner;
+                let block = &src[start..start + dim * inner];
+                for &i in ids {
+                    v.extend_from_slice(&block[i * inner..(i + 1) * inner]);
+                }
             }
         }
         from_vec(&out, v)
@@ -1214,6 +1234,7 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("Reverse", any, |_| stateless(reverse));
     r.cpu("Tile", any, |_| stateless(tile));
     r.cpu("BroadcastTo", any, |_| stateless(broadcast_to));
+    r.cpu("PadV2", any, |_| stateless(pad));
     r.cpu("Pad", any, |_| stateless(pad));
     r.cpu("Concat", any, |_| stateless(concat));
     r.cpu("Split", DTypeSet::INDEX, split_kernel);

@@ -409,6 +409,10 @@ pub fn register(r: &mut KernelRegistry) {
     float_unary!(r, "Floor", |x| x.floor());
     float_unary!(r, "Ceil", |x| x.ceil());
     float_unary!(r, "Round", |x| round_half_even(x));
+    // Integers are already rounded (TensorFlow registers Round for int32 and int64 too).
+    r.cpu("Round", DTypeSet::INDEX, |init| {
+        Ok(dispatch_numeric!(init.dtype(), T => map_kernel::<T, _>(|x: T| x), _ => return Err(unsupported(init))))
+    });
     float_unary!(r, "Reciprocal", |x| x.recip());
 
     numeric_binary!(r, "Add", zip_kernel, |a, b| a.add(b));
@@ -451,7 +455,8 @@ pub fn register(r: &mut KernelRegistry) {
         Ok(map_kernel::<bool, _>(|a| !a))
     });
 
-    r.cpu("Select", DTypeSet::BOOL, select_kernel);
+    r.cpu("SelectV2", DTypeSet::BOOL, select_kernel);
+    r.cpu("Select", DTypeSet::BOOL, select_v1_kernel);
     r.cpu("ClipByValue", DTypeSet::NUMERIC, |init| {
         Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| minimum(maximum(x, lo), hi)), _ => return Err(unsupported(init))))
     });
@@ -530,6 +535,60 @@ fn select_typed<T: Element>() -> Box<dyn OpKernel> {
             out.push(if cv[i] { tv[j].clone() } else { ev[k].clone() })
         });
         ctx.set_output(Tensor::from_parts(shape, T::into_buffer(out)));
+        Ok(())
+    })
+}
+
+/// TensorFlow's Select (V1): `t` and `e` of one shape (no broadcasting); the condition is a
+/// scalar (all of `t` or all of `e`), of their shape, or a vector choosing rows along dim 0.
+fn select_v1_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let dtype = init
+        .inputs
+        .get(1)
+        .map(|t| t.dtype)
+        .ok_or("Select needs 3 inputs")?;
+    Ok(dispatch_any!(dtype, T => select_v1_typed::<T>(), _ => return Err(unsupported(init))))
+}
+
+fn select_v1_typed<T: Element>() -> Box<dyn OpKernel> {
+    Box::new(|ctx: &mut KernelContext<'_>| {
+        let (c, t, e) = (ctx.input(0), ctx.input(1), ctx.input(2));
+        if t.shape() != e.shape() {
+            return Err(KernelError::invalid(format!(
+                "'then' and 'else' must have the same shape, got {:?} and {:?}",
+                t.shape(),
+                e.shape()
+            )));
+        }
+        let cv = c.as_slice::<bool>()?;
+        if c.rank() == 0 {
+            let pick = if cv[0] { t.clone() } else { e.clone() };
+            ctx.set_output(pick);
+            return Ok(());
+        }
+        let (tv, ev) = (t.as_slice::<T>()?, e.as_slice::<T>()?);
+        let row = if c.shape() == t.shape() {
+            1
+        } else if c.rank() == 1 && t.rank() > 1 && c.shape()[0] == t.shape()[0] {
+            t.num_elements().checked_div(c.shape()[0]).unwrap_or(0)
+        } else {
+            return Err(KernelError::invalid(format!(
+                "condition of shape {:?} must be a scalar, a vector of the first dim of 'then' \
+                 or of the shape of 'then' {:?}",
+                c.shape(),
+                t.shape()
+            )));
+        };
+        let out: Vec<T> = (0..tv.len())
+            .map(|i| {
+                if cv[i / row] {
+                    tv[i].clone()
+                } else {
+                    ev[i].clone()
+                }
+            })
+            .collect();
+        ctx.set_output(Tensor::from_parts(t.dims().clone(), T::into_buffer(out)));
         Ok(())
     })
 }

@@ -2,12 +2,14 @@
 //! `register(&mut KernelRegistry)` that adds its kernels.
 
 pub mod accumulator_ops;
+pub mod activation_ops;
 pub mod array_ops;
 pub mod broadcast;
 pub mod control_flow_ops;
 pub mod conv_ops;
 pub mod cwise_ops;
 pub mod data_flow_ops;
+pub mod debug_ops;
 pub mod embedding_ops;
 pub mod grad_ops;
 pub mod io_ops;
@@ -18,8 +20,10 @@ pub mod partition_ops;
 pub mod random_ops;
 pub mod reduction_ops;
 pub mod segment_ops;
+pub mod selection_ops;
 pub mod sendrecv_ops;
 pub mod sparse_training_ops;
+pub mod special_math_ops;
 pub mod state_ops;
 pub mod training_ops;
 
@@ -27,11 +31,13 @@ use crate::kernel::KernelRegistry;
 
 pub fn register_all(r: &mut KernelRegistry) {
     accumulator_ops::register(r);
+    activation_ops::register(r);
     array_ops::register(r);
     conv_ops::register(r);
     control_flow_ops::register(r);
     cwise_ops::register(r);
     data_flow_ops::register(r);
+    debug_ops::register(r);
     embedding_ops::register(r);
     grad_ops::register(r);
     io_ops::register(r);
@@ -41,8 +47,10 @@ pub fn register_all(r: &mut KernelRegistry) {
     random_ops::register(r);
     reduction_ops::register(r);
     segment_ops::register(r);
+    selection_ops::register(r);
     sendrecv_ops::register(r);
     sparse_training_ops::register(r);
+    special_math_ops::register(r);
     state_ops::register(r);
     training_ops::register(r);
 }

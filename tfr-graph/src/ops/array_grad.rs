@@ -38,6 +38,7 @@ pub fn gradients() -> Vec<(&'static str, Gradient)> {
         ("Split", Rule(split_grad)),
         ("Slice", Rule(slice_grad)),
         ("StridedSlice", Rule(strided_slice_grad)),
+        ("PadV2", Rule(pad_grad)),
         ("Pad", Rule(pad_grad)),
         ("Tile", Rule(tile_grad)),
         ("Pack", Rule(pack_grad)),
@@ -231,7 +232,7 @@ fn slice_grad(ctx: &mut GradCtx<'_>) -> Grads {
     };
     let zero = g.scalar_like(dy, 0.0)?;
     let d = g
-        .build("Pad")
+        .build("PadV2")
         .input(dy)
         .input(paddings)
         .input(zero)
@@ -300,7 +301,13 @@ fn strided_slice_grad_grad(ctx: &mut GradCtx<'_>) -> Grads {
 }
 
 fn pad_grad(ctx: &mut GradCtx<'_>) -> Grads {
-    let (x, p, cv, dy) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?, ctx.dy()?);
+    // `PadV2` (x, paddings, value) or TensorFlow's two-input `Pad` (zeros).
+    let (x, p, dy) = (ctx.input(0)?, ctx.input(1)?, ctx.dy()?);
+    let cv = if ctx.num_inputs() > 2 {
+        Some(ctx.input(2)?)
+    } else {
+        None
+    };
     let want_value = ctx.wants(2);
     let g = &mut *ctx.graph;
     let dt = index_dtype(g, p);
@@ -326,6 +333,9 @@ fn pad_grad(ctx: &mut GradCtx<'_>) -> Grads {
         .finish1()?;
     let dx = shaped_like(g, dx, x);
     // The padding value's gradient: everything that did not come from x.
+    let Some(cv) = cv else {
+        return Ok(vec![Some(dx), None]);
+    };
     let dv = if want_value {
         let all = sum_all(g, dy)?;
         let inner = sum_all(g, dx)?;
@@ -423,6 +433,16 @@ fn gather_grad(ctx: &mut GradCtx<'_>) -> Grads {
             return Err(ctx.error("a negative Gather axis needs params of known rank"));
         }
     };
+    let batch_dims = ctx.attrs().int_opt("batch_dims").copied().unwrap_or(0);
+    if batch_dims != 0 {
+        let (Some(rp), Some(ri)) = (rp, ri) else {
+            return Err(ctx.error("the gradient of Gather with batch_dims needs known ranks"));
+        };
+        let b =
+            super::array_ops::gather_batch_dims(batch_dims, a, rp, ri).map_err(|e| ctx.error(e))?;
+        let d = batch_gather_grad(ctx.graph, p, idx, dy, (a, b, rp, ri))?;
+        return Ok(vec![Some(shaped_like(ctx.graph, d, p)), None, None]);
+    }
     let g = &mut *ctx.graph;
     let dt = index_dtype(g, idx);
     let num = match g.shape(p).dim(a).known() {
@@ -474,6 +494,80 @@ fn gather_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let bv = index_vector(g, &back, DType::I32)?;
     let d = g.build("Transpose").input(summed).input(bv).finish1()?;
     Ok(vec![Some(shaped_like(g, d, p)), None, None])
+}
+
+/// Gather with `b` batch dims along axis `a` (params of rank `rp`, indices of rank `ri`): the
+/// indices are made global over the flattened batch (`i + batch * params[a]`), dy's index dims
+/// are moved next to the batch dims, and one UnsortedSegmentSum scatters into
+/// `[batch * params[a]] + params[b..a] + params[a+1..]`, which is reshaped and transposed back.
+fn batch_gather_grad(
+    g: &mut Graph,
+    p: Output,
+    idx: Output,
+    dy: Output,
+    (a, b, rp, ri): (usize, usize, usize, usize),
+) -> Result<Output> {
+    let dt = index_dtype(g, idx);
+    let q = ri - b;
+    let sp = g.build("Shape").input(p).attr("out_type", dt).finish1()?;
+    let gather_dims = |g: &mut Graph, s: Output, dims: &[i64]| -> Result<Output> {
+        let at = index_vector(g, dims, dt)?;
+        let zero = index_scalar(g, 0, dt)?;
+        g.build("Gather").input(s).input(at).input(zero).finish1()
+    };
+    let batch: Vec<i64> = (0..b as i64).collect();
+    let batch_shape = gather_dims(g, sp, &batch)?;
+    let zero_axis = index_vector(g, &[0], dt)?;
+    let nb = g
+        .build("Prod")
+        .input(batch_shape)
+        .input(zero_axis)
+        .finish1()?;
+    let n = gather_dims(g, sp, &[a as i64])?;
+    let n = g.reshape(n, &[])?;
+    // offsets[batch..] = flat batch index * params[a], broadcast over the index dims.
+    let (zero, one) = (index_scalar(g, 0, dt)?, index_scalar(g, 1, dt)?);
+    let range = g.range(zero, nb, one)?;
+    let offsets = g.mul(range, n)?;
+    let ones = index_vector(g, &vec![1; q], dt)?;
+    let off_shape = g.concat(&[batch_shape, ones], 0)?;
+    let offsets = g
+        .build("Reshape")
+        .input(offsets)
+        .input(off_shape)
+        .finish1()?;
+    let global = g.add(idx, offsets)?;
+    // dy: batch, params[b..a], index dims, params[a+1..] -> batch, index dims, the rest.
+    let perm: Vec<i64> = (0..b)
+        .chain(a..a + q)
+        .chain(b..a)
+        .chain(a + q..rp - 1 + q)
+        .map(|v| v as i64)
+        .collect();
+    let pv = index_vector(g, &perm, DType::I32)?;
+    let moved = g.build("Transpose").input(dy).input(pv).finish1()?;
+    let total = g.mul(nb, n)?;
+    let summed = g
+        .build("UnsortedSegmentSum")
+        .input(moved)
+        .input(global)
+        .input(total)
+        .finish1()?;
+    // [batch * params[a]] + rest -> batch + [params[a]] + params[b..a] + params[a+1..].
+    let order: Vec<i64> = (0..b)
+        .chain(std::iter::once(a))
+        .chain(b..a)
+        .chain(a + 1..rp)
+        .map(|v| v as i64)
+        .collect();
+    let shape = gather_dims(g, sp, &order)?;
+    let unflat = g.build("Reshape").input(summed).input(shape).finish1()?;
+    let mut back = vec![0i64; rp];
+    for (k, &o) in order.iter().enumerate() {
+        back[o as usize] = k as i64;
+    }
+    let bv = index_vector(g, &back, DType::I32)?;
+    g.build("Transpose").input(unflat).input(bv).finish1()
 }
 
 /// OneHot: the on value gets the gradient summed where the index hit, the off value elsewhere.

@@ -52,7 +52,7 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("ellipsis_mask", AttrKind::Int, 0i64)
             .attr_default("new_axis_mask", AttrKind::Int, 0i64)
             .attr_default("shrink_axis_mask", AttrKind::Int, 0i64),
-        OpDef::new("Pad", infer_pad).doc("pads with constant_value; paddings is [rank, 2]")
+        OpDef::new("PadV2", infer_pad).doc("pads with constant_value; paddings is [rank, 2]")
             .input("input", any).input("paddings", idx).input("constant_value", any)
             .output("output"),
         OpDef::new("Tile", infer_tile).input("input", any).input("multiples", idx)
@@ -538,8 +538,13 @@ fn infer_strided_slice(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     }
 }
 
-fn infer_pad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
-    let dtype = ctx.same_dtype(&[0, 2])?;
+/// `PadV2` (input, paddings, constant_values) and TensorFlow's `Pad` (input, paddings: zeros).
+pub(crate) fn infer_pad(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let dtype = if ctx.inputs.len() > 2 {
+        ctx.same_dtype(&[0, 2])?
+    } else {
+        ctx.dtype(0)
+    };
     let s = &ctx.input(0).shape;
     let (Some(dims), Some(p)) = (s.dims(), ctx.const_ints(1)) else {
         return one(
@@ -644,17 +649,57 @@ fn infer_unpack(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 fn infer_gather(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let p = &ctx.input(0).shape;
     let i = &ctx.input(1).shape;
-    if *ctx.attrs.int("batch_dims")? != 0 {
-        return Err("batch_dims other than 0 is not supported".into());
-    }
+    let batch_dims = *ctx.attrs.int("batch_dims")?;
     let (Some(pd), Some(id), Some(axis)) = (p.dims(), i.dims(), ctx.const_ints(2)) else {
         return one(ctx.dtype(0), Shape::unknown());
     };
     let axis = normalize_axis(axis.first().copied().unwrap_or(0), pd.len())?;
+    let b = gather_batch_dims(batch_dims, axis, pd.len(), id.len())?;
+    for k in 0..b {
+        if let (Dim::Known(x), Dim::Known(y)) = (&pd[k], &id[k]) {
+            if x != y {
+                return Err(format!(
+                    "params dim {k} ({x}) and indices dim {k} ({y}) must match: they are batch \
+                     dims (batch_dims = {batch_dims})"
+                ));
+            }
+        }
+    }
     let mut out = pd[..axis].to_vec();
-    out.extend(id.iter().cloned());
+    out.extend(id[b..].iter().cloned());
     out.extend(pd[axis + 1..].iter().cloned());
     one(ctx.dtype(0), Shape::new(out))
+}
+
+/// GatherV2's `batch_dims` normalized against the indices' rank (TensorFlow adds the rank to a
+/// negative value) and checked: at most rank(indices), below rank(params), at most `axis`.
+pub fn gather_batch_dims(
+    batch_dims: i64,
+    axis: usize,
+    params_rank: usize,
+    indices_rank: usize,
+) -> Result<usize, String> {
+    let b = if batch_dims < 0 {
+        batch_dims + indices_rank as i64
+    } else {
+        batch_dims
+    };
+    if b < 0 || b > indices_rank as i64 {
+        return Err(format!(
+            "batch_dims = {batch_dims} must be in [-{indices_rank}, {indices_rank}] for indices \
+             of rank {indices_rank}"
+        ));
+    }
+    let b = b as usize;
+    if b > 0 && b >= params_rank {
+        return Err(format!(
+            "batch_dims = {b} must be less than the rank of params ({params_rank})"
+        ));
+    }
+    if axis < b {
+        return Err(format!("axis {axis} must be at least batch_dims = {b}"));
+    }
+    Ok(b)
 }
 
 fn infer_one_hot(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -888,7 +933,7 @@ impl Graph {
         let p =
             self.constant(TensorValue::new(&[paddings.len(), 2], flat).expect("length matches"))?;
         let v = self.scalar_like(x, value)?;
-        self.build("Pad").input(x).input(p).input(v).finish1()
+        self.build("PadV2").input(x).input(p).input(v).finish1()
     }
     pub fn tile(&mut self, x: Output, multiples: &[i64]) -> Result<Output> {
         let m = index_const(self, "tile", "multiples", multiples)?;

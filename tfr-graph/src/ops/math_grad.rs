@@ -52,7 +52,7 @@ pub fn gradients() -> Vec<(&'static str, Gradient)> {
         ("LogicalAnd", No),
         ("LogicalOr", No),
         ("LogicalNot", No),
-        ("Select", Rule(select_grad)),
+        ("SelectV2", Rule(select_grad)),
         ("ClipByValue", Rule(clip_grad)),
         ("Cast", Rule(cast_grad)),
         ("AddN", Rule(add_n_grad)),

@@ -31,7 +31,7 @@ pub const UNARY_OPS: &[(&str, DTypeSet, &str)] = &[
     ("Ceil", DTypeSet::FLOAT, "smallest integer >= x"),
     (
         "Round",
-        DTypeSet::FLOAT,
+        DTypeSet::SIGNED,
         "nearest integer, ties to even (banker's rounding)",
     ),
     ("Reciprocal", DTypeSet::FLOAT, "1 / x"),
@@ -149,8 +149,8 @@ pub fn op_defs() -> Vec<OpDef> {
             .cheap(),
     );
     defs.push(
-        OpDef::new("Select", infer_select)
-            .doc("condition ? t : e elementwise, all three broadcast (SelectV2)")
+        OpDef::new("SelectV2", infer_select)
+            .doc("condition ? t : e elementwise, all three broadcast (TensorFlow's SelectV2)")
             .input("condition", DTypeSet::BOOL)
             .input("t", DTypeSet::ANY)
             .input("e", DTypeSet::ANY)
@@ -451,9 +451,13 @@ impl Graph {
         self.build("Cast").input(x).attr("DstT", dtype).finish1()
     }
 
-    /// `Select`: `cond ? t : e` with broadcasting.
+    /// `SelectV2`: `cond ? t : e` with broadcasting.
     pub fn select(&mut self, cond: Output, t: Output, e: Output) -> Result<Output> {
-        self.build("Select").input(cond).input(t).input(e).finish1()
+        self.build("SelectV2")
+            .input(cond)
+            .input(t)
+            .input(e)
+            .finish1()
     }
 
     pub fn clip_by_value(&mut self, x: Output, lo: Output, hi: Output) -> Result<Output> {

@@ -3,12 +3,14 @@
 //! `<family>_grad.rs`.
 
 pub mod accumulator_ops;
+pub mod activation_ops;
 pub mod array_grad;
 pub mod array_ops;
 mod builder_args;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
+pub mod debug_ops;
 pub mod embedding_grad;
 pub mod embedding_ops;
 pub mod io_ops;
@@ -22,10 +24,14 @@ pub mod partition_ops;
 pub mod random_ops;
 pub mod segment_grad;
 pub mod segment_ops;
+pub mod selection_ops;
 pub mod sendrecv_ops;
 pub mod sparse_training_ops;
+pub mod special_math_grad;
+pub mod special_math_ops;
 pub mod state_ops;
 mod tensor_array_grad;
+pub mod tf_names;
 pub mod training_ops;
 
 use crate::dtype::DType;
@@ -64,6 +70,11 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(embedding_ops::op_defs());
     defs.extend(sparse_training_ops::op_defs());
     defs.extend(segment_ops::op_defs());
+    defs.extend(tf_names::op_defs());
+    defs.extend(special_math_ops::op_defs());
+    defs.extend(activation_ops::op_defs());
+    defs.extend(selection_ops::op_defs());
+    defs.extend(debug_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
@@ -82,6 +93,11 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(nn_grad::gradients());
     table.extend(partition_grad::gradients());
     table.extend(segment_grad::gradients());
+    table.extend(special_math_grad::gradients());
+    table.extend(activation_ops::gradients());
+    table.extend(selection_ops::gradients());
+    table.extend(debug_ops::gradients());
+    table.extend(tf_names::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));
