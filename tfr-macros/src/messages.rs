@@ -9,6 +9,12 @@ pub fn is_rust_loop(name: &str) -> bool {
 }
 
 pub fn rust_loop_message(name: &str) -> String {
+    if name == "for" {
+        return "a `for` loop is a statement, unrolled while the macro expands (`for i in 0..3 \
+                { h = dense(h, 64, relu); }`), not a value; a loop run by the graph is a value: \
+                `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
+            .to_string();
+    }
     format!(
         "`{name}` loops are not graph! syntax (tensors are immutable): write a loop as a value, \
          `let (i, x) = while_loop(|i, x| i < n, |i, x| (i + 1, x * 2.0), (0, x0));`"
