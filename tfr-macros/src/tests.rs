@@ -206,7 +206,7 @@ fn control_flow_errors() {
             "already defined",
         ),
         ("let a = |v| v;", "a closure is"),
-        ("let a = for i in x { i };", "`for` loops"),
+        ("let a = for i in x { i };", "a `for` loop is a statement"),
         (
             "let a = while_loop(|v| p, |v| undefined_name, x);",
             "undefined name",
