@@ -27,12 +27,15 @@ impl Default for ChannelOptions {
     }
 }
 
-/// A connected client of the worker service of `task` at `address`.
-pub async fn connect(
+/// A client of a task's worker service.
+pub type WorkerConn = WorkerClient<Channel>;
+
+/// A connected channel to `address` (`host:port`); `task` names the peer in errors.
+pub async fn connect_channel(
     address: &str,
     task: &str,
     options: &ChannelOptions,
-) -> Result<WorkerClient<Channel>> {
+) -> Result<Channel> {
     let unreachable = |message: String| Error::Unreachable {
         task: task.to_string(),
         address: address.to_string(),
@@ -45,7 +48,7 @@ pub async fn connect(
         .http2_keep_alive_interval(options.keepalive)
         .keep_alive_timeout(options.keepalive)
         .keep_alive_while_idle(true);
-    let channel = tokio::time::timeout(options.connect_timeout, endpoint.connect())
+    tokio::time::timeout(options.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| {
             unreachable(format!(
@@ -53,7 +56,12 @@ pub async fn connect(
                 options.connect_timeout
             ))
         })?
-        .map_err(|e| unreachable(source_chain(&e)))?;
+        .map_err(|e| unreachable(source_chain(&e)))
+}
+
+/// A connected client of the worker service of `task` at `address`.
+pub async fn connect(address: &str, task: &str, options: &ChannelOptions) -> Result<WorkerConn> {
+    let channel = connect_channel(address, task, options).await?;
     Ok(WorkerClient::new(channel)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes))

@@ -1,9 +1,11 @@
-//! A task's server: the worker service on a tokio runtime of its own thread, so any process
+//! A task's server: the worker and master services on a tokio runtime of its own thread, so any process
 //! can host one ([`Server::start`]); the `tfr-server` binary is a thin wrapper.
 
 use crate::channel::ChannelOptions;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
+use crate::master_service::MasterService;
+use crate::proto::master::master_server::MasterServer;
 use crate::proto::worker_server::WorkerServer;
 use crate::worker::WorkerService;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +29,7 @@ pub struct Server {
     address: SocketAddr,
     task: TaskId,
     service: WorkerService,
+    master: MasterService,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -63,9 +66,16 @@ impl Server {
             .local_addr()
             .map_err(|e| server_error(task, e.to_string()))?;
         let service = WorkerService::new(&task.name(), options.channel.clone());
+        let master = {
+            let _context = runtime.enter();
+            MasterService::new(cluster, options.channel.clone())?
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let limit = options.channel.max_message_bytes;
         let svc = WorkerServer::new(service.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let master_svc = MasterServer::new(master.clone())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let keepalive = options.channel.keepalive;
@@ -102,6 +112,7 @@ impl Server {
                         .http2_keepalive_interval(Some(keepalive))
                         .http2_keepalive_timeout(Some(keepalive))
                         .add_service(svc)
+                        .add_service(master_svc)
                         .serve_with_incoming_shutdown(incoming, shutdown)
                         .await
                         .map_err(|e| server_error(&name, e))
@@ -112,6 +123,7 @@ impl Server {
             address,
             task: task.clone(),
             service,
+            master,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -129,6 +141,11 @@ impl Server {
     /// The task's worker service (its resources hold the task's variables).
     pub fn service(&self) -> &WorkerService {
         &self.service
+    }
+
+    /// The task's master service (its sessions).
+    pub fn master(&self) -> &MasterService {
+        &self.master
     }
 
     /// Stops serving and waits for the server to end.

@@ -15,8 +15,9 @@ use crate::error::Error;
 use crate::proto::worker_client::WorkerClient;
 use crate::proto::worker_server::Worker;
 use crate::proto::{
-    Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest, RegisterGraphResponse,
-    RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse, StepRequest,
+    DeregisterGraphRequest, Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest,
+    RegisterGraphResponse, RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse,
+    StepRequest,
 };
 use crate::wire::{tensor_from_proto, tensor_to_proto};
 use std::collections::HashMap;
@@ -53,8 +54,33 @@ pub struct WorkerState {
     graphs: RwLock<HashMap<u64, Arc<Registered>>>,
     next_handle: AtomicU64,
     steps: Mutex<HashMap<u64, Arc<LocalRendezvous>>>,
+    /// Steps that ended or were aborted here, most recent last: a late `RunGraph` or
+    /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
+    ended: Mutex<EndedSteps>,
     peers: Mutex<HashMap<String, WorkerClient<Channel>>>,
     channel: ChannelOptions,
+}
+
+/// The most recent ended step ids (a bounded memory: step ids never repeat).
+#[derive(Default)]
+struct EndedSteps {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl EndedSteps {
+    const CAPACITY: usize = 1 << 16;
+
+    fn insert(&mut self, step_id: u64) {
+        if self.set.insert(step_id) {
+            self.order.push_back(step_id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The service tonic serves; cheap to clone.
@@ -95,6 +121,7 @@ impl WorkerService {
                 graphs: RwLock::new(HashMap::new()),
                 next_handle: AtomicU64::new(1),
                 steps: Mutex::new(HashMap::new()),
+                ended: Mutex::new(EndedSteps::default()),
                 peers: Mutex::new(HashMap::new()),
                 channel,
             }),
@@ -119,6 +146,18 @@ impl WorkerState {
         if let Some(r) = steps.get(&step_id) {
             return Ok(r.clone());
         }
+        if self
+            .ended
+            .lock()
+            .map_err(|_| self.internal("ended steps"))?
+            .set
+            .contains(&step_id)
+        {
+            return Err(Status::cancelled(format!(
+                "step {step_id:#x} already ended or was aborted on {}",
+                self.task
+            )));
+        }
         // No partition count: a partition waiting on a remote value is no deadlock here.
         let r = Arc::new(LocalRendezvous::default());
         self.resources
@@ -129,7 +168,13 @@ impl WorkerState {
     }
 
     fn end_step(&self, step_id: u64, why: &str) {
-        let removed = self.steps.lock().ok().and_then(|mut s| s.remove(&step_id));
+        // Marked ended under the steps lock: `step` cannot make it anew meanwhile.
+        let removed = self.steps.lock().ok().and_then(|mut s| {
+            if let Ok(mut ended) = self.ended.lock() {
+                ended.insert(step_id);
+            }
+            s.remove(&step_id)
+        });
         if let Some(r) = removed {
             self.resources.remove_state(&rendezvous_key(step_id));
             // Wakes a receive still waiting (a peer that will never ask).
@@ -391,6 +436,22 @@ impl Worker for WorkerService {
         Ok(Response::new(RegisterGraphResponse { handle }))
     }
 
+    async fn deregister_graph(
+        &self,
+        request: Request<DeregisterGraphRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let handles = request.into_inner().handles;
+        let mut graphs = self
+            .state
+            .graphs
+            .write()
+            .map_err(|_| self.state.internal("graphs"))?;
+        for h in handles {
+            graphs.remove(&h);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn run_graph(
         &self,
         request: Request<RunGraphRequest>,
@@ -428,12 +489,10 @@ impl Worker for WorkerService {
     }
 
     async fn abort_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
+        // Wakes the step's waiting receives with the reason; a `RunGraph` of the step that
+        // arrives later fails at once.
         let req = request.into_inner();
-        let r = self.state.step(req.step_id)?;
-        r.abort(KernelError {
-            code: Code::Cancelled,
-            message: req.reason,
-        });
+        self.state.end_step(req.step_id, &req.reason);
         Ok(Response::new(Empty {}))
     }
 

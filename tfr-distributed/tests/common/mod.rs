@@ -183,3 +183,36 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A task's worker status, asked directly (bounded by the deadline).
+pub fn worker_status(address: &str) -> tfr_distributed::proto::StatusResponse {
+    use tfr_distributed::proto::{worker_client::WorkerClient, Empty};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut c = WorkerClient::connect(format!("http://{address}"))
+                .await
+                .expect("connect");
+            c.status(Empty {}).await.expect("status").into_inner()
+        })
+        .await
+        .expect("status within 10 s")
+    })
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within `limit`.
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?} (hang)"))
+}
