@@ -1,9 +1,12 @@
 //! Channels to tasks: TCP_NODELAY, bounded connection time, message size limits, HTTP/2
 //! keep-alive (a peer that stops answering is noticed instead of waited on forever).
 
+use crate::auth::{AddSecret, Secret};
 use crate::error::{Error, Result};
+use crate::proto::master::master_client::MasterClient;
 use crate::proto::worker_client::WorkerClient;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// How a process talks to tasks.
@@ -15,6 +18,8 @@ pub struct ChannelOptions {
     pub max_message_bytes: usize,
     /// Interval of HTTP/2 pings; a peer that does not answer one within the same time is dead.
     pub keepalive: Duration,
+    /// The cluster's shared secret: sent with every call; a server given one requires it.
+    pub secret: Option<Secret>,
 }
 
 impl Default for ChannelOptions {
@@ -23,12 +28,19 @@ impl Default for ChannelOptions {
             connect_timeout: Duration::from_secs(5),
             max_message_bytes: 1 << 30,
             keepalive: Duration::from_secs(10),
+            secret: None,
         }
     }
 }
 
+/// A channel whose calls carry the cluster secret (when there is one).
+pub type AuthChannel = InterceptedService<Channel, AddSecret>;
+
 /// A client of a task's worker service.
-pub type WorkerConn = WorkerClient<Channel>;
+pub type WorkerConn = WorkerClient<AuthChannel>;
+
+/// A client of a server's master service.
+pub type MasterConn = MasterClient<AuthChannel>;
 
 /// A connected channel to `address` (`host:port`); `task` names the peer in errors.
 pub async fn connect_channel(
@@ -62,9 +74,11 @@ pub async fn connect_channel(
 /// A connected client of the worker service of `task` at `address`.
 pub async fn connect(address: &str, task: &str, options: &ChannelOptions) -> Result<WorkerConn> {
     let channel = connect_channel(address, task, options).await?;
-    Ok(WorkerClient::new(channel)
-        .max_decoding_message_size(options.max_message_bytes)
-        .max_encoding_message_size(options.max_message_bytes))
+    Ok(
+        WorkerClient::with_interceptor(channel, AddSecret::new(options.secret.as_ref()))
+            .max_decoding_message_size(options.max_message_bytes)
+            .max_encoding_message_size(options.max_message_bytes),
+    )
 }
 
 /// An error and its causes on one line (transport errors hide the useful part in a source).

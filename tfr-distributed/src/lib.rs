@@ -8,6 +8,7 @@
 //!
 //! RPC is gRPC (tonic and prost; the protos are compiled at build time by protox).
 
+pub mod auth;
 pub mod cancel;
 pub mod channel;
 pub mod clients;
@@ -35,6 +36,7 @@ pub mod proto {
     pub use worker::*;
 }
 
+pub use auth::Secret;
 pub use channel::ChannelOptions;
 pub use cluster::{ClusterConfig, ClusterSpec, TaskId};
 pub use error::{Error, Result};

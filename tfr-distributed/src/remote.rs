@@ -3,7 +3,8 @@
 //! steps by name; the master places, partitions and runs them over the cluster. The client is
 //! not part of the cluster and needs no cluster spec.
 
-use crate::channel::{connect_channel, source_chain, ChannelOptions};
+use crate::auth::AddSecret;
+use crate::channel::{connect_channel, source_chain, ChannelOptions, MasterConn};
 use crate::error::{Error, Result};
 use crate::master::{invalid, CancelToken, RunOptions};
 use crate::proto::master::master_client::MasterClient;
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tfr_core::Tensor;
 use tfr_graph::{Graph, NodeId, Output};
-use tonic::transport::Channel;
 
 /// How a remote session runs.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ impl Default for RemoteSessionOptions {
 /// A session whose steps a master service runs. `Send + Sync`.
 pub struct RemoteSession {
     runtime: tokio::runtime::Runtime,
-    client: MasterClient<Channel>,
+    client: MasterConn,
     address: String,
     session: u64,
     graph: Graph,
@@ -81,9 +81,12 @@ impl RemoteSession {
             .map_err(|e| invalid("session", format!("cannot start a runtime: {e}")))?;
         let limit = options.channel.max_message_bytes;
         let channel = runtime.block_on(connect_channel(&address, "master", &options.channel))?;
-        let client = MasterClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        let client = MasterClient::with_interceptor(
+            channel,
+            AddSecret::new(options.channel.secret.as_ref()),
+        )
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
         let mut s = RemoteSession {
             runtime,
             client,
@@ -119,6 +122,11 @@ impl RemoteSession {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The session's id on the master.
+    pub fn session_id(&self) -> u64 {
+        self.session
     }
 
     fn error(&self, s: &tonic::Status) -> Error {

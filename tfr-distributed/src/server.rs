@@ -1,6 +1,7 @@
 //! A task's server: the worker and master services on a tokio runtime of its own thread, so any process
 //! can host one ([`Server::start`]); the `tfr-server` binary is a thin wrapper.
 
+use crate::auth::CheckSecret;
 use crate::channel::ChannelOptions;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
@@ -11,6 +12,7 @@ use crate::worker::WorkerService;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 
 /// How a server runs.
 #[derive(Clone, Debug, Default)]
@@ -72,12 +74,20 @@ impl Server {
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let limit = options.channel.max_message_bytes;
-        let svc = WorkerServer::new(service.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let master_svc = MasterServer::new(master.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        // Every call of both services passes the secret check first (when there is a secret).
+        let check = CheckSecret::new(options.channel.secret.clone());
+        let svc = InterceptedService::new(
+            WorkerServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            check.clone(),
+        );
+        let master_svc = InterceptedService::new(
+            MasterServer::new(master.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            check,
+        );
         let keepalive = options.channel.keepalive;
         // Listen for signals before `start` returns: a SIGTERM sent as soon as the address is
         // printed would otherwise meet the default action and kill the process.

@@ -10,9 +10,8 @@
 //! steps when the client says `CleanupStep` (after every task has run, so all values were
 //! pulled).
 
-use crate::channel::{connect, source_chain, ChannelOptions};
+use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
 use crate::error::Error;
-use crate::proto::worker_client::WorkerClient;
 use crate::proto::worker_server::Worker;
 use crate::proto::{
     DeregisterGraphRequest, Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest,
@@ -29,7 +28,6 @@ use tfr_core::resource::ResourceMgr;
 use tfr_core::{Executable, KernelError, Tensor};
 use tfr_graph::passes::StepGraph;
 use tfr_graph::{Graph, NodeId, Output};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// A registered partition: its executable, built once.
@@ -57,7 +55,7 @@ pub struct WorkerState {
     /// Steps that ended or were aborted here, most recent last: a late `RunGraph` or
     /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
     ended: Mutex<EndedSteps>,
-    peers: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    peers: Mutex<HashMap<String, WorkerConn>>,
     channel: ChannelOptions,
 }
 
@@ -185,7 +183,7 @@ impl WorkerState {
         }
     }
 
-    async fn peer(&self, address: &str, task: &str) -> Result<WorkerClient<Channel>, Error> {
+    async fn peer(&self, address: &str, task: &str) -> Result<WorkerConn, Error> {
         if let Some(c) = self.peers.lock().ok().and_then(|p| p.get(address).cloned()) {
             return Ok(c);
         }
