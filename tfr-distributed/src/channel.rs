@@ -20,6 +20,8 @@ pub struct ChannelOptions {
     pub keepalive: Duration,
     /// The cluster's shared secret: sent with every call; a server given one requires it.
     pub secret: Option<Secret>,
+    /// Tensors sent to peers travel in chunks of at most this many bytes.
+    pub chunk_bytes: usize,
 }
 
 impl Default for ChannelOptions {
@@ -29,9 +31,14 @@ impl Default for ChannelOptions {
             max_message_bytes: 1 << 30,
             keepalive: Duration::from_secs(10),
             secret: None,
+            chunk_bytes: 4 << 20,
         }
     }
 }
+
+/// HTTP/2 flow-control windows of every channel and server.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// A channel whose calls carry the cluster secret (when there is one).
 pub type AuthChannel = InterceptedService<Channel, AddSecret>;
@@ -59,7 +66,10 @@ pub async fn connect_channel(
         .connect_timeout(options.connect_timeout)
         .http2_keep_alive_interval(options.keepalive)
         .keep_alive_timeout(options.keepalive)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // Large HTTP/2 windows: a streamed tensor is not throttled by 64 KiB flow control.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     tokio::time::timeout(options.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| {

@@ -121,6 +121,8 @@ impl Server {
                         .tcp_nodelay(true)
                         .http2_keepalive_interval(Some(keepalive))
                         .http2_keepalive_timeout(Some(keepalive))
+                        .initial_stream_window_size(crate::channel::STREAM_WINDOW)
+                        .initial_connection_window_size(crate::channel::CONNECTION_WINDOW)
                         .add_service(svc)
                         .add_service(master_svc)
                         .serve_with_incoming_shutdown(incoming, shutdown)

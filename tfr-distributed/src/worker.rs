@@ -14,11 +14,11 @@ use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
 use crate::error::Error;
 use crate::proto::worker_server::Worker;
 use crate::proto::{
-    DeregisterGraphRequest, Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest,
+    DeregisterGraphRequest, Empty, RecvTensorChunk, RecvTensorRequest, RegisterGraphRequest,
     RegisterGraphResponse, RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse,
     StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_proto};
+use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +56,8 @@ pub struct WorkerState {
     /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
     ended: Mutex<EndedSteps>,
     peers: Mutex<HashMap<String, WorkerConn>>,
+    tensors_sent: AtomicU64,
+    chunks_sent: AtomicU64,
     channel: ChannelOptions,
 }
 
@@ -121,6 +123,8 @@ impl WorkerService {
                 steps: Mutex::new(HashMap::new()),
                 ended: Mutex::new(EndedSteps::default()),
                 peers: Mutex::new(HashMap::new()),
+                tensors_sent: AtomicU64::new(0),
+                chunks_sent: AtomicU64::new(0),
                 channel,
             }),
         }
@@ -390,25 +394,31 @@ impl RemoteRendezvous<'_> {
             .peer(&recv.address, &recv.task)
             .await
             .map_err(|e| fail(Code::Internal, e.to_string()))?;
-        let response = client
+        let to_kernel = |s: Status| {
+            let code = if s.code() == tonic::Code::Cancelled {
+                Code::Cancelled
+            } else {
+                Code::Internal
+            };
+            fail(code, status_text(&s))
+        };
+        let mut stream = client
             .recv_tensor(RecvTensorRequest {
                 step_id: self.step_id,
                 key: recv.key.clone(),
             })
             .await
-            .map_err(|s| {
-                let code = if s.code() == tonic::Code::Cancelled {
-                    Code::Cancelled
-                } else {
-                    Code::Internal
-                };
-                fail(code, status_text(&s))
-            })?;
-        let proto = response
-            .into_inner()
-            .tensor
-            .ok_or_else(|| fail(Code::Internal, "the answer holds no tensor".into()))?;
-        tensor_from_proto(&proto, &recv.key).map_err(|e| fail(Code::Internal, e.to_string()))
+            .map_err(to_kernel)?
+            .into_inner();
+        let mut tensor = ChunkAssembler::new(&recv.key);
+        while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
+            tensor
+                .push(chunk)
+                .map_err(|e| fail(Code::Internal, e.to_string()))?;
+        }
+        tensor
+            .finish()
+            .map_err(|e| fail(Code::Internal, e.to_string()))
     }
 }
 
@@ -463,10 +473,16 @@ impl Worker for WorkerService {
         Ok(Response::new(RunGraphResponse { fetches }))
     }
 
+    type RecvTensorStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RecvTensorChunk, Status>> + Send + 'static>,
+    >;
+
+    /// Waits for the key's value in the step's local rendezvous and streams it in chunks
+    /// of `ChannelOptions::chunk_bytes`.
     async fn recv_tensor(
         &self,
         request: Request<RecvTensorRequest>,
-    ) -> Result<Response<RecvTensorResponse>, Status> {
+    ) -> Result<Response<Self::RecvTensorStream>, Status> {
         let req = request.into_inner();
         let r = self.state.step(req.step_id)?;
         let key = req.key.clone();
@@ -474,10 +490,15 @@ impl Worker for WorkerService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
-        let tensor = tensor_to_proto(&t).map_err(|e| invalid(e.to_string()))?;
-        Ok(Response::new(RecvTensorResponse {
-            tensor: Some(tensor),
-        }))
+        let chunks = tensor_to_chunks(&t, self.state.channel.chunk_bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        self.state.tensors_sent.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .chunks_sent
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn cleanup_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
@@ -501,6 +522,8 @@ impl Worker for WorkerService {
             registered_graphs: s.graphs.read().map(|g| g.len()).unwrap_or(0) as u64,
             active_steps: s.steps.lock().map(|g| g.len()).unwrap_or(0) as u64,
             variables: s.resources.variable_names(),
+            tensors_sent: s.tensors_sent.load(Ordering::Relaxed),
+            chunks_sent: s.chunks_sent.load(Ordering::Relaxed),
         }))
     }
 }

@@ -3,7 +3,8 @@
 //! from `--cluster-env VAR` (JSON, as TF_CONFIG; its `task` part names the task when
 //! --job/--task are absent). `--secret-file FILE` or `--secret-env VAR` make every call carry
 //! the cluster secret (the server requires it and sends it to its peers);
-//! `--max-message-bytes N` bounds every message. Prints
+//! `--max-message-bytes N` bounds every message; `--chunk-bytes N` sets the size of the
+//! chunks tensors are streamed to peers in. Prints
 //! `tfr-server <task> listening on <address>` once it accepts connections.
 
 use std::io::Write;
@@ -12,7 +13,7 @@ use tfr_distributed::{ChannelOptions, ClusterConfig, Secret, Server, ServerOptio
 
 const USAGE: &str = "usage: tfr-server (--cluster FILE | --cluster-env VAR) [--job JOB --task N] \
                      [--bind HOST:PORT] [--secret-file FILE | --secret-env VAR] \
-                     [--max-message-bytes N]";
+                     [--max-message-bytes N] [--chunk-bytes N]";
 
 fn number(flag: &str, v: &str) -> Result<usize, String> {
     v.parse::<usize>()
@@ -58,6 +59,7 @@ fn run() -> Result<(), String> {
             "--max-message-bytes" => {
                 channel.max_message_bytes = number("--max-message-bytes", &value()?)?
             }
+            "--chunk-bytes" => channel.chunk_bytes = number("--chunk-bytes", &value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
