@@ -263,3 +263,63 @@ fn the_master_notices_a_dead_task_and_recovers_when_it_restarts() {
     assert_eq!(value(&r), 12.0);
     assert_eq!(worker_status(&dead).registered_graphs, 2);
 }
+
+#[test]
+fn a_client_that_goes_away_mid_step_cancels_the_step() {
+    use tfr_distributed::proto::master::master_client::MasterClient;
+    use tfr_distributed::proto::master::{CreateSessionRequest, NamedTensor, RunStepRequest};
+    let mut cluster = Cluster::start(&[("worker", 2)]);
+    let live = cluster.tasks[0].address.clone();
+    let (g, a, y) = two_task_graph();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let step = |session: u64| RunStepRequest {
+        session,
+        feeds: vec![NamedTensor {
+            name: g.output_name(a),
+            tensor: Some(tfr_distributed::wire::tensor_to_proto(&Tensor::scalar(2.0f32)).unwrap()),
+        }],
+        fetches: vec![g.output_name(y)],
+        ..Default::default()
+    };
+    let mut client = rt
+        .block_on(MasterClient::connect(format!("http://{live}")))
+        .unwrap();
+    let session = rt
+        .block_on(client.create_session(CreateSessionRequest {
+            graph: g.to_bytes(),
+            options: None,
+        }))
+        .unwrap()
+        .into_inner()
+        .session;
+    rt.block_on(client.run_step(step(session))).unwrap();
+    cluster.signal("worker", 1, "STOP");
+    // The client gives up on the step after 500 ms and drops the call.
+    let r = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(500), client.run_step(step(session))).await
+    });
+    assert!(r.is_err(), "the step cannot finish while task 1 is stopped");
+    // The master cancels the abandoned step: task 0 stops waiting for task 1's value.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if worker_status(&live).active_steps == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned step still runs on task 0"
+        );
+        // Drives the client's connection (it sends the reset of the dropped call).
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    }
+    cluster.signal("worker", 1, "CONT");
+    let out = rt
+        .block_on(client.run_step(step(session)))
+        .unwrap()
+        .into_inner();
+    let v = tfr_distributed::wire::tensor_from_proto(&out.fetches[0], "y").unwrap();
+    assert_eq!(v.scalar_value::<f32>().unwrap(), 6.0);
+}
