@@ -39,6 +39,8 @@ impl Default for ChannelOptions {
 /// HTTP/2 flow-control windows of every channel and server.
 pub const STREAM_WINDOW: u32 = 16 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// The largest HTTP/2 frame accepted (the default, 16 KiB, cuts a 4 MiB chunk into 256).
+pub const MAX_FRAME: u32 = 1 << 20;
 
 /// A channel whose calls carry the cluster secret (when there is one).
 pub type AuthChannel = InterceptedService<Channel, AddSecret>;
@@ -69,7 +71,8 @@ pub async fn connect_channel(
         .keep_alive_while_idle(true)
         // Large HTTP/2 windows: a streamed tensor is not throttled by 64 KiB flow control.
         .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW);
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME);
     tokio::time::timeout(options.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| {

@@ -123,6 +123,7 @@ impl Server {
                         .http2_keepalive_timeout(Some(keepalive))
                         .initial_stream_window_size(crate::channel::STREAM_WINDOW)
                         .initial_connection_window_size(crate::channel::CONNECTION_WINDOW)
+                        .max_frame_size(crate::channel::MAX_FRAME)
                         .add_service(svc)
                         .add_service(master_svc)
                         .serve_with_incoming_shutdown(incoming, shutdown)
