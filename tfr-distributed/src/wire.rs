@@ -230,7 +230,7 @@ impl ChunkAssembler {
         let Some((dtype, _, gathered)) = &mut self.head else {
             return Err(Error::Wire("unreachable: no head".into()));
         };
-        if c.data.len() % dtype.size_of().max(1) != 0 {
+        if !c.data.len().is_multiple_of(dtype.size_of().max(1)) {
             let (len, size) = (c.data.len(), dtype.size_of());
             return Err(self.bad(format!(
                 "a chunk of {len} bytes is no whole number of {size}-byte elements"
