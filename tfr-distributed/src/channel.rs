@@ -7,7 +7,7 @@ use crate::proto::master::master_client::MasterClient;
 use crate::proto::worker_client::WorkerClient;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// How a process talks to tasks.
 #[derive(Clone, Debug)]
@@ -22,6 +22,62 @@ pub struct ChannelOptions {
     pub secret: Option<Secret>,
     /// Tensors sent to peers travel in chunks of at most this many bytes.
     pub chunk_bytes: usize,
+    /// TLS (tonic's rustls): peers are verified against its CA and, on a server, the
+    /// server presents its identity. None: plain HTTP/2.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate authority that signed the servers' certificates (for a self-signed
+    /// certificate, the certificate itself).
+    pub ca_pem: Vec<u8>,
+    /// A server's certificate chain and private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name verified in the servers' certificates (default: the host of each address).
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Reads the CA and, when given, a certificate and key, from PEM files; errors name the
+    /// file.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<TlsConfig> {
+        let read = |p: &std::path::Path, what: &str| {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Error::Server(format!("TLS {what} `{}`: {e}", p.display())))?;
+            if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+                return Err(Error::Server(format!(
+                    "TLS {what} `{}` is not PEM (no `-----BEGIN` line)",
+                    p.display()
+                )));
+            }
+            Ok(bytes)
+        };
+        let ca_pem = read(ca, "CA certificate")?;
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert, "certificate")?, read(key, "private key")?)),
+            None => None,
+        };
+        Ok(TlsConfig {
+            ca_pem,
+            identity,
+            domain: None,
+        })
+    }
 }
 
 impl Default for ChannelOptions {
@@ -32,6 +88,7 @@ impl Default for ChannelOptions {
             keepalive: Duration::from_secs(10),
             secret: None,
             chunk_bytes: 4 << 20,
+            tls: None,
         }
     }
 }
@@ -62,7 +119,12 @@ pub async fn connect_channel(
         address: address.to_string(),
         message,
     };
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|e| unreachable(format!("bad address: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(options.connect_timeout)
@@ -73,6 +135,16 @@ pub async fn connect_channel(
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME);
+    if let Some(tls) = &options.tls {
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        let domain = tls.domain.clone().unwrap_or_else(|| host.to_string());
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .domain_name(domain);
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| unreachable(format!("TLS: {}", source_chain(&e))))?;
+    }
     tokio::time::timeout(options.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| {

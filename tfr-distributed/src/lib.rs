@@ -37,7 +37,7 @@ pub mod proto {
 }
 
 pub use auth::Secret;
-pub use channel::ChannelOptions;
+pub use channel::{ChannelOptions, TlsConfig};
 pub use cluster::{ClusterConfig, ClusterSpec, TaskId};
 pub use error::{Error, Result};
 pub use master::{CancelToken, ClusterSessionOptions, RunOptions, TaskHealth};

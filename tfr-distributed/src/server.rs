@@ -2,7 +2,7 @@
 //! can host one ([`Server::start`]); the `tfr-server` binary is a thin wrapper.
 
 use crate::auth::CheckSecret;
-use crate::channel::ChannelOptions;
+use crate::channel::{source_chain, ChannelOptions};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::master_service::MasterService;
@@ -99,6 +99,18 @@ impl Server {
         } else {
             None
         };
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &options.channel.tls {
+            let (cert, key) = tls
+                .identity
+                .as_ref()
+                .ok_or_else(|| server_error(task, "TLS needs the server's certificate and key"))?;
+            let config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| server_error(task, format!("TLS: {}", source_chain(&e))))?;
+        }
         let name = task.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tfr-server-{}-{}", task.job, task.index))
@@ -117,7 +129,7 @@ impl Server {
                             }
                         }
                     };
-                    tonic::transport::Server::builder()
+                    builder
                         .tcp_nodelay(true)
                         .http2_keepalive_interval(Some(keepalive))
                         .http2_keepalive_timeout(Some(keepalive))

@@ -4,16 +4,19 @@
 //! --job/--task are absent). `--secret-file FILE` or `--secret-env VAR` make every call carry
 //! the cluster secret (the server requires it and sends it to its peers);
 //! `--max-message-bytes N` bounds every message; `--chunk-bytes N` sets the size of the
-//! chunks tensors are streamed to peers in. Prints
+//! chunks tensors are streamed to peers in. `--tls-cert FILE --tls-key FILE --tls-ca FILE`
+//! serve TLS (tonic's rustls) and verify peers against the CA. Prints
 //! `tfr-server <task> listening on <address>` once it accepts connections.
 
 use std::io::Write;
 use std::path::PathBuf;
+use tfr_distributed::channel::TlsConfig;
 use tfr_distributed::{ChannelOptions, ClusterConfig, Secret, Server, ServerOptions, TaskId};
 
 const USAGE: &str = "usage: tfr-server (--cluster FILE | --cluster-env VAR) [--job JOB --task N] \
                      [--bind HOST:PORT] [--secret-file FILE | --secret-env VAR] \
-                     [--max-message-bytes N] [--chunk-bytes N]";
+                     [--max-message-bytes N] [--chunk-bytes N] \
+                     [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
 
 fn number(flag: &str, v: &str) -> Result<usize, String> {
     v.parse::<usize>()
@@ -26,6 +29,7 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let (mut file, mut env, mut job, mut task, mut bind) = (None, None, None, None, None);
     let mut secret = None;
+    let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
     let mut channel = ChannelOptions::default();
     while let Some(a) = args.next() {
         let mut value = || {
@@ -60,6 +64,9 @@ fn run() -> Result<(), String> {
                 channel.max_message_bytes = number("--max-message-bytes", &value()?)?
             }
             "--chunk-bytes" => channel.chunk_bytes = number("--chunk-bytes", &value()?)?,
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -79,6 +86,17 @@ fn run() -> Result<(), String> {
         _ => return Err(format!("name the task with --job and --task\n{USAGE}")),
     };
     channel.secret = secret;
+    channel.tls = match (&tls_cert, &tls_key) {
+        (Some(cert), Some(key)) => {
+            // The CA that signed the peers' certificates (this task calls its peers too).
+            let ca = tls_ca
+                .as_deref()
+                .ok_or_else(|| format!("TLS needs --tls-ca as well\n{USAGE}"))?;
+            Some(TlsConfig::from_files(ca, Some((cert, key))).map_err(|e| e.to_string())?)
+        }
+        (None, None) if tls_ca.is_none() => None,
+        _ => return Err(format!("TLS needs both --tls-cert and --tls-key\n{USAGE}")),
+    };
     let options = ServerOptions {
         bind,
         channel,
