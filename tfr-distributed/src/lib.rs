@@ -1,28 +1,48 @@
 //! `tfr-distributed`: tfr over many processes. Tasks (grouped into jobs such as `ps` and
-//! `worker`, see [`ClusterSpec`]) each run a [`Server`] hosting the worker service; a
-//! [`ClusterSession`] places and partitions a step over the tasks, registers each task's
-//! partition once and runs a step as one `RunGraph` per task. Cross-task `_Send`/`_Recv` go
-//! through a remote rendezvous: the receiving task asks the sending task's `RecvTensor`.
+//! `worker`, see [`ClusterSpec`]) each run a [`Server`] hosting the worker service and the
+//! master service. A [`ClusterSession`] does the master's work in the client's process; a
+//! [`RemoteSession`] is a thin client of a server's master service (`grpc://host:port`). The
+//! master places and partitions a step over the tasks, registers each task's partition once
+//! and runs a step as one `RunGraph` per task. Cross-task `_Send`/`_Recv` go through a remote
+//! rendezvous: the receiving task asks the sending task's `RecvTensor`.
 //!
 //! RPC is gRPC (tonic and prost; the protos are compiled at build time by protox).
 
+pub mod auth;
+pub mod cancel;
 pub mod channel;
+pub mod clients;
 pub mod cluster;
 pub mod error;
+pub mod master;
+pub mod master_service;
+pub mod remote;
 pub mod server;
 pub mod session;
 pub mod wire;
 pub mod worker;
 
-/// The generated gRPC messages and services (`proto/worker.proto`).
+/// The generated gRPC messages and services (`proto/worker.proto`, `proto/master.proto`).
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
-    tonic::include_proto!("tfr.worker");
+    /// The worker service (`tfr.worker`), also re-exported here.
+    pub mod worker {
+        tonic::include_proto!("tfr.worker");
+    }
+    /// The master service (`tfr.master`).
+    pub mod master {
+        tonic::include_proto!("tfr.master");
+    }
+    pub use worker::*;
 }
 
-pub use channel::ChannelOptions;
+pub use auth::Secret;
+pub use channel::{ChannelOptions, TlsConfig};
 pub use cluster::{ClusterConfig, ClusterSpec, TaskId};
 pub use error::{Error, Result};
+pub use master::{CancelToken, ClusterSessionOptions, RunOptions, TaskHealth};
+pub use master_service::MasterService;
+pub use remote::{RemoteSession, RemoteSessionOptions};
 pub use server::{Server, ServerOptions};
-pub use session::{ClusterSession, ClusterSessionOptions};
+pub use session::ClusterSession;
 pub use worker::WorkerService;

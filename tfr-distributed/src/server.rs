@@ -1,14 +1,18 @@
-//! A task's server: the worker service on a tokio runtime of its own thread, so any process
+//! A task's server: the worker and master services on a tokio runtime of its own thread, so any process
 //! can host one ([`Server::start`]); the `tfr-server` binary is a thin wrapper.
 
-use crate::channel::ChannelOptions;
+use crate::auth::CheckSecret;
+use crate::channel::{source_chain, ChannelOptions};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
+use crate::master_service::MasterService;
+use crate::proto::master::master_server::MasterServer;
 use crate::proto::worker_server::WorkerServer;
 use crate::worker::WorkerService;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 
 /// How a server runs.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +31,7 @@ pub struct Server {
     address: SocketAddr,
     task: TaskId,
     service: WorkerService,
+    master: MasterService,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -63,11 +68,26 @@ impl Server {
             .local_addr()
             .map_err(|e| server_error(task, e.to_string()))?;
         let service = WorkerService::new(&task.name(), options.channel.clone());
+        let master = {
+            let _context = runtime.enter();
+            MasterService::new(cluster, options.channel.clone())?
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let limit = options.channel.max_message_bytes;
-        let svc = WorkerServer::new(service.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        // Every call of both services passes the secret check first (when there is a secret).
+        let check = CheckSecret::new(options.channel.secret.clone());
+        let svc = InterceptedService::new(
+            WorkerServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            check.clone(),
+        );
+        let master_svc = InterceptedService::new(
+            MasterServer::new(master.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            check,
+        );
         let keepalive = options.channel.keepalive;
         // Listen for signals before `start` returns: a SIGTERM sent as soon as the address is
         // printed would otherwise meet the default action and kill the process.
@@ -79,6 +99,18 @@ impl Server {
         } else {
             None
         };
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &options.channel.tls {
+            let (cert, key) = tls
+                .identity
+                .as_ref()
+                .ok_or_else(|| server_error(task, "TLS needs the server's certificate and key"))?;
+            let config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| server_error(task, format!("TLS: {}", source_chain(&e))))?;
+        }
         let name = task.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tfr-server-{}-{}", task.job, task.index))
@@ -97,11 +129,15 @@ impl Server {
                             }
                         }
                     };
-                    tonic::transport::Server::builder()
+                    builder
                         .tcp_nodelay(true)
                         .http2_keepalive_interval(Some(keepalive))
                         .http2_keepalive_timeout(Some(keepalive))
+                        .initial_stream_window_size(crate::channel::STREAM_WINDOW)
+                        .initial_connection_window_size(crate::channel::CONNECTION_WINDOW)
+                        .max_frame_size(crate::channel::MAX_FRAME)
                         .add_service(svc)
+                        .add_service(master_svc)
                         .serve_with_incoming_shutdown(incoming, shutdown)
                         .await
                         .map_err(|e| server_error(&name, e))
@@ -112,6 +148,7 @@ impl Server {
             address,
             task: task.clone(),
             service,
+            master,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -129,6 +166,11 @@ impl Server {
     /// The task's worker service (its resources hold the task's variables).
     pub fn service(&self) -> &WorkerService {
         &self.service
+    }
+
+    /// The task's master service (its sessions).
+    pub fn master(&self) -> &MasterService {
+        &self.master
     }
 
     /// Stops serving and waits for the server to end.

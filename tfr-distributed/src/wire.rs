@@ -2,20 +2,46 @@
 //! `tfr_core::kernels::io_ops`). Decoding checks everything a peer could get wrong.
 
 use crate::error::{Error, Result};
-use crate::proto::TensorProto;
+use crate::proto::{RecvTensorChunk, TensorProto};
 use tfr_core::kernels::io_ops::{decode, dtype_from_safetensors, encode, safetensors_dtype};
 use tfr_core::Tensor;
+use tfr_graph::{Buffer, DType};
 
 /// The wire form of `t`; resource handles do not travel.
 pub fn tensor_to_proto(t: &Tensor) -> Result<TensorProto> {
     let dtype = safetensors_dtype(t.dtype())
         .ok_or_else(|| Error::Wire(format!("a {} tensor cannot be sent", t.dtype())))?;
-    let mut data = Vec::with_capacity(t.num_elements() * t.dtype().size_of());
-    encode(&t.buffer(), &mut data).map_err(|e| Error::Wire(e.message))?;
+    let data = encode_fast(&t.buffer())?;
     Ok(TensorProto {
         dtype: dtype.to_string(),
         dims: t.shape().iter().map(|&d| d as u64).collect(),
         data,
+    })
+}
+
+/// Little-endian bytes of a buffer. The common numeric types are written into a
+/// preallocated vector element by element in place (which compiles to a plain copy on
+/// little-endian machines); the rest by the checkpoint encoder.
+fn encode_fast(buf: &tfr_graph::Buffer) -> Result<Vec<u8>> {
+    macro_rules! le {
+        ($v:expr, $n:expr) => {{
+            let mut out = vec![0u8; $v.len() * $n];
+            for (dst, x) in out.chunks_exact_mut($n).zip($v.iter()) {
+                dst.copy_from_slice(&x.to_le_bytes());
+            }
+            out
+        }};
+    }
+    Ok(match buf {
+        Buffer::F32(v) => le!(v, 4),
+        Buffer::F64(v) => le!(v, 8),
+        Buffer::I32(v) => le!(v, 4),
+        Buffer::I64(v) => le!(v, 8),
+        other => {
+            let mut out = Vec::new();
+            encode(other, &mut out).map_err(|e| Error::Wire(e.message))?;
+            out
+        }
     })
 }
 
@@ -42,6 +68,204 @@ pub fn tensor_from_proto(p: &TensorProto, what: &str) -> Result<Tensor> {
     let buffer = decode(dtype, &p.data)
         .ok_or_else(|| bad(format!("bytes that are no valid {dtype} values")))?;
     Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))
+}
+
+/// `t` as a stream of chunks of at most `chunk_bytes` data bytes each (at least one chunk,
+/// each a whole number of elements). The common numeric types are encoded chunk by chunk, so
+/// no buffer of the whole tensor's size is made on the sending side.
+pub fn tensor_to_chunks(t: &Tensor, chunk_bytes: usize) -> Result<Vec<RecvTensorChunk>> {
+    let dtype = safetensors_dtype(t.dtype())
+        .ok_or_else(|| Error::Wire(format!("a {} tensor cannot be sent", t.dtype())))?;
+    let dims: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let size = t.dtype().size_of().max(1);
+    let per_chunk = (chunk_bytes / size).max(1);
+    let n = t.num_elements();
+    let total = (n * size) as u64;
+    let head = |i: usize, data: bytes::Bytes| RecvTensorChunk {
+        dtype: if i == 0 {
+            dtype.to_string()
+        } else {
+            String::new()
+        },
+        dims: if i == 0 { dims.clone() } else { Vec::new() },
+        total_bytes: total,
+        data,
+    };
+    macro_rules! chunked {
+        ($v:expr, $w:expr) => {{
+            let v = $v;
+            let mut out = Vec::with_capacity(n.div_ceil(per_chunk).max(1));
+            let mut lo = 0;
+            loop {
+                let hi = (lo + per_chunk).min(n);
+                let mut bytes = vec![0u8; (hi - lo) * $w];
+                for (dst, x) in bytes.chunks_exact_mut($w).zip(&v[lo..hi]) {
+                    dst.copy_from_slice(&x.to_le_bytes());
+                }
+                out.push(head(out.len(), bytes.into()));
+                lo = hi;
+                if lo >= n {
+                    break;
+                }
+            }
+            out
+        }};
+    }
+    let buffer = t.buffer();
+    Ok(match &*buffer {
+        Buffer::F32(v) => chunked!(v, 4),
+        Buffer::F64(v) => chunked!(v, 8),
+        Buffer::I32(v) => chunked!(v, 4),
+        Buffer::I64(v) => chunked!(v, 8),
+        _ => {
+            let data = bytes::Bytes::from(tensor_to_proto(t)?.data);
+            let step = per_chunk * size;
+            let count = data.len().div_ceil(step).max(1);
+            (0..count)
+                .map(|i| {
+                    let lo = i * step;
+                    head(i, data.slice(lo..(lo + step).min(data.len())))
+                })
+                .collect()
+        }
+    })
+}
+
+/// A tensor being reassembled: the numeric types decoded chunk by chunk into their final
+/// buffer, the rest gathered as bytes and decoded at the end.
+enum Gathered {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Bytes(Vec<u8>),
+}
+
+impl Gathered {
+    fn new(dtype: DType, total: usize) -> Gathered {
+        let n = total / dtype.size_of().max(1);
+        match dtype {
+            DType::F32 => Gathered::F32(Vec::with_capacity(n)),
+            DType::F64 => Gathered::F64(Vec::with_capacity(n)),
+            DType::I32 => Gathered::I32(Vec::with_capacity(n)),
+            DType::I64 => Gathered::I64(Vec::with_capacity(n)),
+            _ => Gathered::Bytes(Vec::with_capacity(total)),
+        }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        macro_rules! le {
+            ($v:expr, $t:ty, $w:expr) => {
+                $v.extend(
+                    b.chunks_exact($w)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $w]))),
+                )
+            };
+        }
+        match self {
+            Gathered::F32(v) => le!(v, f32, 4),
+            Gathered::F64(v) => le!(v, f64, 8),
+            Gathered::I32(v) => le!(v, i32, 4),
+            Gathered::I64(v) => le!(v, i64, 8),
+            Gathered::Bytes(v) => v.extend_from_slice(b),
+        }
+    }
+}
+
+/// Reassembles a tensor from its chunks, checking that they add up; `what` names it.
+pub struct ChunkAssembler {
+    what: String,
+    head: Option<(DType, Vec<usize>, Gathered)>,
+    received: usize,
+    total: usize,
+}
+
+impl ChunkAssembler {
+    pub fn new(what: &str) -> ChunkAssembler {
+        ChunkAssembler {
+            what: what.to_string(),
+            head: None,
+            received: 0,
+            total: 0,
+        }
+    }
+
+    fn bad(&self, m: String) -> Error {
+        Error::Wire(format!("{}: {m}", self.what))
+    }
+
+    /// Takes the next chunk.
+    pub fn push(&mut self, c: RecvTensorChunk) -> Result<()> {
+        if self.head.is_none() {
+            let dtype = dtype_from_safetensors(&c.dtype)
+                .ok_or_else(|| self.bad(format!("unknown dtype `{}`", c.dtype)))?;
+            // The dims bound what the data may be: reserve no more than they need.
+            let needed = c
+                .dims
+                .iter()
+                .try_fold(dtype.size_of() as u64, |n, &d| n.checked_mul(d));
+            let total = match (needed, usize::try_from(c.total_bytes)) {
+                (Some(n), Ok(total)) if n == c.total_bytes => total,
+                _ => {
+                    return Err(self.bad(format!(
+                        "{} bytes announced for a {dtype} tensor of dims {:?}",
+                        c.total_bytes, c.dims
+                    )))
+                }
+            };
+            let dims = c
+                .dims
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| self.bad(format!("dimension {d}"))))
+                .collect::<Result<Vec<_>>>()?;
+            self.total = total;
+            self.head = Some((dtype, dims, Gathered::new(dtype, total)));
+        }
+        let total = self.total;
+        if self.received + c.data.len() > total {
+            return Err(self.bad(format!(
+                "chunks add up to more than the announced {total} bytes"
+            )));
+        }
+        let Some((dtype, _, gathered)) = &mut self.head else {
+            return Err(Error::Wire("unreachable: no head".into()));
+        };
+        if !c.data.len().is_multiple_of(dtype.size_of().max(1)) {
+            let (len, size) = (c.data.len(), dtype.size_of());
+            return Err(self.bad(format!(
+                "a chunk of {len} bytes is no whole number of {size}-byte elements"
+            )));
+        }
+        gathered.push(&c.data);
+        self.received += c.data.len();
+        Ok(())
+    }
+
+    /// The tensor, once every chunk arrived.
+    pub fn finish(self) -> Result<Tensor> {
+        let bad = |m: String| Error::Wire(format!("{}: {m}", self.what));
+        if self.received != self.total || self.head.is_none() {
+            return Err(match self.head {
+                None => bad("the stream ended before its first chunk".into()),
+                Some(_) => bad(format!(
+                    "the stream ended after {} of {} bytes",
+                    self.received, self.total
+                )),
+            });
+        }
+        let Some((dtype, dims, gathered)) = self.head else {
+            return Err(bad("the stream ended before its first chunk".into()));
+        };
+        let buffer = match gathered {
+            Gathered::F32(v) => Buffer::F32(v),
+            Gathered::F64(v) => Buffer::F64(v),
+            Gathered::I32(v) => Buffer::I32(v),
+            Gathered::I64(v) => Buffer::I64(v),
+            Gathered::Bytes(b) => decode(dtype, &b)
+                .ok_or_else(|| bad(format!("bytes that are no valid {dtype} values")))?,
+        };
+        Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +315,63 @@ mod tests {
         };
         let m = tensor_from_proto(&bools, "t").unwrap_err().to_string();
         assert!(m.contains("no valid"), "{m}");
+    }
+
+    #[test]
+    fn chunks_round_trip_and_bad_streams_are_errors() {
+        let t = Tensor::new(&[1000], (0..1000).map(|i| i as f32 * 0.5).collect()).unwrap();
+        let chunks = tensor_to_chunks(&t, 300).unwrap();
+        assert_eq!(chunks.len(), 14); // 4000 bytes in chunks of 300
+        let mut a = ChunkAssembler::new("t");
+        for c in chunks.clone() {
+            a.push(c).unwrap();
+        }
+        assert_eq!(a.finish().unwrap(), t);
+        // A scalar and an empty tensor are one chunk each.
+        for t in [
+            Tensor::scalar(3i64),
+            Tensor::new(&[0], Vec::<f32>::new()).unwrap(),
+        ] {
+            let c = tensor_to_chunks(&t, 8).unwrap();
+            assert_eq!(c.len(), 1);
+            let mut a = ChunkAssembler::new("t");
+            a.push(c[0].clone()).unwrap();
+            assert_eq!(a.finish().unwrap(), t);
+        }
+        // Other dtypes travel as bytes, also cut in chunks.
+        let b = Tensor::new(&[10], (0..10).map(|i| i % 3 == 0).collect()).unwrap();
+        let c = tensor_to_chunks(&b, 3).unwrap();
+        assert_eq!(c.len(), 4);
+        let mut a = ChunkAssembler::new("t");
+        for c in c {
+            a.push(c).unwrap();
+        }
+        assert_eq!(a.finish().unwrap(), b);
+        // A chunk that splits an element.
+        let mut odd = chunks[0].clone();
+        odd.data = odd.data.slice(0..6);
+        let m = ChunkAssembler::new("t").push(odd).unwrap_err().to_string();
+        assert!(m.contains("no whole number of 4-byte elements"), "{m}");
+        // A missing chunk.
+        let mut a = ChunkAssembler::new("key k");
+        for c in chunks.iter().take(13).cloned() {
+            a.push(c).unwrap();
+        }
+        let m = a.finish().unwrap_err().to_string();
+        assert!(m.contains("key k") && m.contains("3900 of 4000"), "{m}");
+        // A repeated chunk.
+        let mut a = ChunkAssembler::new("t");
+        let mut r = Ok(());
+        for c in chunks.iter().chain(&chunks[13..]).cloned() {
+            r = r.and(a.push(c));
+        }
+        assert!(r.unwrap_err().to_string().contains("more than"));
+        // A head whose byte count does not fit its dims, or no chunk at all.
+        let mut head = chunks[0].clone();
+        head.total_bytes = u64::MAX;
+        let m = ChunkAssembler::new("t").push(head).unwrap_err().to_string();
+        assert!(m.contains("announced"), "{m}");
+        let m = ChunkAssembler::new("t").finish().unwrap_err().to_string();
+        assert!(m.contains("before its first chunk"), "{m}");
     }
 }

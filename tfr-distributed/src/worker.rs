@@ -10,15 +10,15 @@
 //! steps when the client says `CleanupStep` (after every task has run, so all values were
 //! pulled).
 
-use crate::channel::{connect, source_chain, ChannelOptions};
+use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
 use crate::error::Error;
-use crate::proto::worker_client::WorkerClient;
 use crate::proto::worker_server::Worker;
 use crate::proto::{
-    Empty, RecvTensorRequest, RecvTensorResponse, RegisterGraphRequest, RegisterGraphResponse,
-    RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse, StepRequest,
+    DeregisterGraphRequest, Empty, RecvTensorChunk, RecvTensorRequest, RegisterGraphRequest,
+    RegisterGraphResponse, RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse,
+    StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_proto};
+use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,7 +28,6 @@ use tfr_core::resource::ResourceMgr;
 use tfr_core::{Executable, KernelError, Tensor};
 use tfr_graph::passes::StepGraph;
 use tfr_graph::{Graph, NodeId, Output};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// A registered partition: its executable, built once.
@@ -53,8 +52,35 @@ pub struct WorkerState {
     graphs: RwLock<HashMap<u64, Arc<Registered>>>,
     next_handle: AtomicU64,
     steps: Mutex<HashMap<u64, Arc<LocalRendezvous>>>,
-    peers: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    /// Steps that ended or were aborted here, most recent last: a late `RunGraph` or
+    /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
+    ended: Mutex<EndedSteps>,
+    peers: Mutex<HashMap<String, WorkerConn>>,
+    tensors_sent: AtomicU64,
+    chunks_sent: AtomicU64,
     channel: ChannelOptions,
+}
+
+/// The most recent ended step ids (a bounded memory: step ids never repeat).
+#[derive(Default)]
+struct EndedSteps {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl EndedSteps {
+    const CAPACITY: usize = 1 << 16;
+
+    fn insert(&mut self, step_id: u64) {
+        if self.set.insert(step_id) {
+            self.order.push_back(step_id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The service tonic serves; cheap to clone.
@@ -95,7 +121,10 @@ impl WorkerService {
                 graphs: RwLock::new(HashMap::new()),
                 next_handle: AtomicU64::new(1),
                 steps: Mutex::new(HashMap::new()),
+                ended: Mutex::new(EndedSteps::default()),
                 peers: Mutex::new(HashMap::new()),
+                tensors_sent: AtomicU64::new(0),
+                chunks_sent: AtomicU64::new(0),
                 channel,
             }),
         }
@@ -119,6 +148,18 @@ impl WorkerState {
         if let Some(r) = steps.get(&step_id) {
             return Ok(r.clone());
         }
+        if self
+            .ended
+            .lock()
+            .map_err(|_| self.internal("ended steps"))?
+            .set
+            .contains(&step_id)
+        {
+            return Err(Status::cancelled(format!(
+                "step {step_id:#x} already ended or was aborted on {}",
+                self.task
+            )));
+        }
         // No partition count: a partition waiting on a remote value is no deadlock here.
         let r = Arc::new(LocalRendezvous::default());
         self.resources
@@ -129,7 +170,13 @@ impl WorkerState {
     }
 
     fn end_step(&self, step_id: u64, why: &str) {
-        let removed = self.steps.lock().ok().and_then(|mut s| s.remove(&step_id));
+        // Marked ended under the steps lock: `step` cannot make it anew meanwhile.
+        let removed = self.steps.lock().ok().and_then(|mut s| {
+            if let Ok(mut ended) = self.ended.lock() {
+                ended.insert(step_id);
+            }
+            s.remove(&step_id)
+        });
         if let Some(r) = removed {
             self.resources.remove_state(&rendezvous_key(step_id));
             // Wakes a receive still waiting (a peer that will never ask).
@@ -140,7 +187,7 @@ impl WorkerState {
         }
     }
 
-    async fn peer(&self, address: &str, task: &str) -> Result<WorkerClient<Channel>, Error> {
+    async fn peer(&self, address: &str, task: &str) -> Result<WorkerConn, Error> {
         if let Some(c) = self.peers.lock().ok().and_then(|p| p.get(address).cloned()) {
             return Ok(c);
         }
@@ -347,25 +394,31 @@ impl RemoteRendezvous<'_> {
             .peer(&recv.address, &recv.task)
             .await
             .map_err(|e| fail(Code::Internal, e.to_string()))?;
-        let response = client
+        let to_kernel = |s: Status| {
+            let code = if s.code() == tonic::Code::Cancelled {
+                Code::Cancelled
+            } else {
+                Code::Internal
+            };
+            fail(code, status_text(&s))
+        };
+        let mut stream = client
             .recv_tensor(RecvTensorRequest {
                 step_id: self.step_id,
                 key: recv.key.clone(),
             })
             .await
-            .map_err(|s| {
-                let code = if s.code() == tonic::Code::Cancelled {
-                    Code::Cancelled
-                } else {
-                    Code::Internal
-                };
-                fail(code, status_text(&s))
-            })?;
-        let proto = response
-            .into_inner()
-            .tensor
-            .ok_or_else(|| fail(Code::Internal, "the answer holds no tensor".into()))?;
-        tensor_from_proto(&proto, &recv.key).map_err(|e| fail(Code::Internal, e.to_string()))
+            .map_err(to_kernel)?
+            .into_inner();
+        let mut tensor = ChunkAssembler::new(&recv.key);
+        while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
+            tensor
+                .push(chunk)
+                .map_err(|e| fail(Code::Internal, e.to_string()))?;
+        }
+        tensor
+            .finish()
+            .map_err(|e| fail(Code::Internal, e.to_string()))
     }
 }
 
@@ -391,6 +444,22 @@ impl Worker for WorkerService {
         Ok(Response::new(RegisterGraphResponse { handle }))
     }
 
+    async fn deregister_graph(
+        &self,
+        request: Request<DeregisterGraphRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let handles = request.into_inner().handles;
+        let mut graphs = self
+            .state
+            .graphs
+            .write()
+            .map_err(|_| self.state.internal("graphs"))?;
+        for h in handles {
+            graphs.remove(&h);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn run_graph(
         &self,
         request: Request<RunGraphRequest>,
@@ -404,10 +473,16 @@ impl Worker for WorkerService {
         Ok(Response::new(RunGraphResponse { fetches }))
     }
 
+    type RecvTensorStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RecvTensorChunk, Status>> + Send + 'static>,
+    >;
+
+    /// Waits for the key's value in the step's local rendezvous and streams it in chunks
+    /// of `ChannelOptions::chunk_bytes`.
     async fn recv_tensor(
         &self,
         request: Request<RecvTensorRequest>,
-    ) -> Result<Response<RecvTensorResponse>, Status> {
+    ) -> Result<Response<Self::RecvTensorStream>, Status> {
         let req = request.into_inner();
         let r = self.state.step(req.step_id)?;
         let key = req.key.clone();
@@ -415,10 +490,15 @@ impl Worker for WorkerService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
-        let tensor = tensor_to_proto(&t).map_err(|e| invalid(e.to_string()))?;
-        Ok(Response::new(RecvTensorResponse {
-            tensor: Some(tensor),
-        }))
+        let chunks = tensor_to_chunks(&t, self.state.channel.chunk_bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        self.state.tensors_sent.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .chunks_sent
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn cleanup_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
@@ -428,12 +508,10 @@ impl Worker for WorkerService {
     }
 
     async fn abort_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
+        // Wakes the step's waiting receives with the reason; a `RunGraph` of the step that
+        // arrives later fails at once.
         let req = request.into_inner();
-        let r = self.state.step(req.step_id)?;
-        r.abort(KernelError {
-            code: Code::Cancelled,
-            message: req.reason,
-        });
+        self.state.end_step(req.step_id, &req.reason);
         Ok(Response::new(Empty {}))
     }
 
@@ -444,6 +522,8 @@ impl Worker for WorkerService {
             registered_graphs: s.graphs.read().map(|g| g.len()).unwrap_or(0) as u64,
             active_steps: s.steps.lock().map(|g| g.len()).unwrap_or(0) as u64,
             variables: s.resources.variable_names(),
+            tensors_sent: s.tensors_sent.load(Ordering::Relaxed),
+            chunks_sent: s.chunks_sent.load(Ordering::Relaxed),
         }))
     }
 }

@@ -1,18 +1,36 @@
 //! `tfr-server --cluster cluster.json --job worker --task 0 [--bind ADDR]`: runs one task of a
-//! cluster until SIGTERM or SIGINT. The spec may also come from `--cluster-env VAR` (JSON, as
-//! TF_CONFIG; its `task` part names the task when --job/--task are absent). Prints
+//! cluster (its worker and master services) until SIGTERM or SIGINT. The spec may also come
+//! from `--cluster-env VAR` (JSON, as TF_CONFIG; its `task` part names the task when
+//! --job/--task are absent). `--secret-file FILE` or `--secret-env VAR` make every call carry
+//! the cluster secret (the server requires it and sends it to its peers);
+//! `--max-message-bytes N` bounds every message; `--chunk-bytes N` sets the size of the
+//! chunks tensors are streamed to peers in. `--tls-cert FILE --tls-key FILE --tls-ca FILE`
+//! serve TLS (tonic's rustls) and verify peers against the CA. Prints
 //! `tfr-server <task> listening on <address>` once it accepts connections.
 
 use std::io::Write;
 use std::path::PathBuf;
-use tfr_distributed::{ClusterConfig, Server, ServerOptions, TaskId};
+use tfr_distributed::channel::TlsConfig;
+use tfr_distributed::{ChannelOptions, ClusterConfig, Secret, Server, ServerOptions, TaskId};
 
 const USAGE: &str = "usage: tfr-server (--cluster FILE | --cluster-env VAR) [--job JOB --task N] \
-                     [--bind HOST:PORT]";
+                     [--bind HOST:PORT] [--secret-file FILE | --secret-env VAR] \
+                     [--max-message-bytes N] [--chunk-bytes N] \
+                     [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
+
+fn number(flag: &str, v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{flag} `{v}` is not a positive number of bytes"))
+}
 
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let (mut file, mut env, mut job, mut task, mut bind) = (None, None, None, None, None);
+    let mut secret = None;
+    let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
+    let mut channel = ChannelOptions::default();
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -36,6 +54,19 @@ fn run() -> Result<(), String> {
                         .map_err(|_| format!("--bind `{v}` is not HOST:PORT (an IP address)"))?,
                 )
             }
+            "--secret-file" => {
+                secret = Some(Secret::from_file(value()?.as_ref()).map_err(|e| e.to_string())?)
+            }
+            "--secret-env" => {
+                secret = Some(Secret::from_env(&value()?).map_err(|e| e.to_string())?)
+            }
+            "--max-message-bytes" => {
+                channel.max_message_bytes = number("--max-message-bytes", &value()?)?
+            }
+            "--chunk-bytes" => channel.chunk_bytes = number("--chunk-bytes", &value()?)?,
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -54,10 +85,22 @@ fn run() -> Result<(), String> {
         (None, None, Some(t)) => t,
         _ => return Err(format!("name the task with --job and --task\n{USAGE}")),
     };
+    channel.secret = secret;
+    channel.tls = match (&tls_cert, &tls_key) {
+        (Some(cert), Some(key)) => {
+            // The CA that signed the peers' certificates (this task calls its peers too).
+            let ca = tls_ca
+                .as_deref()
+                .ok_or_else(|| format!("TLS needs --tls-ca as well\n{USAGE}"))?;
+            Some(TlsConfig::from_files(ca, Some((cert, key))).map_err(|e| e.to_string())?)
+        }
+        (None, None) if tls_ca.is_none() => None,
+        _ => return Err(format!("TLS needs both --tls-cert and --tls-key\n{USAGE}")),
+    };
     let options = ServerOptions {
         bind,
+        channel,
         stop_on_signal: true,
-        ..ServerOptions::default()
     };
     let server = Server::start(&config.cluster, &task, options).map_err(|e| e.to_string())?;
     println!(

@@ -35,6 +35,9 @@ pub struct Task {
 /// A cluster of running `tfr-server` processes; kills them all on drop.
 pub struct Cluster {
     pub spec: ClusterSpec,
+    /// Extra arguments and environment of every server.
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
     pub spec_path: std::path::PathBuf,
     pub tasks: Vec<Task>,
     _dir: TempDir,
@@ -64,6 +67,11 @@ impl Drop for TempDir {
 impl Cluster {
     /// Starts one server per task of `jobs` (name, number of tasks).
     pub fn start(jobs: &[(&str, usize)]) -> Cluster {
+        Self::start_with(jobs, &[], &[])
+    }
+
+    /// Starts one server per task, each with `args` and environment `envs`.
+    pub fn start_with(jobs: &[(&str, usize)], args: &[&str], envs: &[(&str, &str)]) -> Cluster {
         let total = jobs.iter().map(|j| j.1).sum();
         let mut ports = free_ports(total).into_iter();
         let mut map = BTreeMap::new();
@@ -79,6 +87,11 @@ impl Cluster {
         let spec = ClusterSpec::new(map.clone()).expect("valid spec");
         let mut cluster = Cluster {
             spec,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             spec_path,
             tasks: Vec::new(),
             _dir: dir,
@@ -105,6 +118,8 @@ impl Cluster {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tfr-server"))
             .args(["--cluster", self.spec_path.to_str().expect("utf-8 path")])
             .args(["--job", &t.job, "--task", &t.index.to_string()])
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -182,4 +197,37 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A task's worker status, asked directly (bounded by the deadline).
+pub fn worker_status(address: &str) -> tfr_distributed::proto::StatusResponse {
+    use tfr_distributed::proto::{worker_client::WorkerClient, Empty};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut c = WorkerClient::connect(format!("http://{address}"))
+                .await
+                .expect("connect");
+            c.status(Empty {}).await.expect("status").into_inner()
+        })
+        .await
+        .expect("status within 10 s")
+    })
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within `limit`.
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?} (hang)"))
 }
