@@ -215,5 +215,5 @@ fn partitioners_choose_shard_counts_and_reject_bad_input() {
     let e = PartitionedVariable::new(&mut g, "v", unknown, Partitioner::FixedSize(2), &[])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`u`") && e.contains("fully known"), "{e}");
+    assert!(e.contains("`u:0`") && e.contains("fully known"), "{e}");
 }
