@@ -128,7 +128,10 @@ fn sharded_checkpoint_saves_one_shard_per_ps_task_and_restores() {
     for (k, op) in saver.save_ops().into_iter().enumerate() {
         let name = &m.g.node(op).name;
         let (_, device) = placed.iter().find(|(n, _)| n == name).unwrap();
-        assert!(device.contains(&format!("/job:ps/replica:0/task:{k}")), "{name} on {device}");
+        assert!(
+            device.contains(&format!("/job:ps/replica:0/task:{k}")),
+            "{name} on {device}"
+        );
     }
     r.0.run(&[], &[], &[m.ops.init]).unwrap();
     for step in 0..3 {
@@ -143,14 +146,25 @@ fn sharded_checkpoint_saves_one_shard_per_ps_task_and_restores() {
     // Each file holds its task's variables only.
     let shard0 = Checkpoint::open(&files[0]).unwrap();
     assert_eq!(
-        shard0.tensor("w", Some(DType::F32)).unwrap().to_vec::<f32>().unwrap(),
+        shard0
+            .tensor("w", Some(DType::F32))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
         saved[0]
     );
-    assert_eq!(shard0.tensor("global_step", Some(DType::I64)).unwrap(), Tensor::scalar(3i64));
+    assert_eq!(
+        shard0.tensor("global_step", Some(DType::I64)).unwrap(),
+        Tensor::scalar(3i64)
+    );
     assert!(shard0.tensor("b", None).is_err());
     let shard1 = Checkpoint::open(&files[1]).unwrap();
     assert_eq!(
-        shard1.tensor("b", Some(DType::F32)).unwrap().to_vec::<f32>().unwrap(),
+        shard1
+            .tensor("b", Some(DType::F32))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
         saved[1]
     );
     assert_eq!(saver.latest::<Error>().unwrap(), Some(prefix.clone()));
@@ -181,7 +195,10 @@ fn sharded_checkpoint_saves_one_shard_per_ps_task_and_restores() {
     assert!(files.iter().all(|f| !f.exists()), "old shards kept");
     // A missing shard is an error naming it; a truncated shard is skipped for an older one.
     let e = saver.restore(&r, &prefix).unwrap_err().to_string();
-    assert!(e.contains("model-3-0-of-2.safetensors") && e.contains("no such shard"), "{e}");
+    assert!(
+        e.contains("model-3-0-of-2.safetensors") && e.contains("no such shard"),
+        "{e}"
+    );
     let saver = saver.with_max_to_keep(None);
     let p7 = saver.save(&r, 7).unwrap();
     let f7 = saver.shard_files(&p7);
@@ -196,12 +213,13 @@ fn sharded_checkpoint_saves_one_shard_per_ps_task_and_restores() {
 #[test]
 fn a_killed_ps_task_is_restarted_and_training_resumes_from_the_latest_checkpoint() {
     const STEPS: i64 = 30;
-    const KILL_AFTER: i64 = 12;
+    const KILL_AFTER: i64 = 15;
     let mut cluster = Cluster::start(&[("ps", 2), ("worker", 1)]);
     let dir = TempDir::new("recover");
     let spec = cluster.spec.clone();
     let ckpt = dir.0.clone();
     let (progress_tx, progress_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     let trainer = thread::spawn(move || {
         let mut m = model(2, 0);
         let saver = ShardedSaver::new::<Error>(&mut m.g, &m.vars, &ckpt, "model").unwrap();
@@ -216,35 +234,43 @@ fn a_killed_ps_task_is_restarted_and_training_resumes_from_the_latest_checkpoint
         let make = move || Remote::new(&spec, &g, STEP_TIMEOUT);
         let mut s = MonitoredSession::new(make, m.ops.clone(), Some(saver), config)?;
         let mut losses: Vec<(i64, f32)> = Vec::new();
+        let mut paused = false;
         loop {
-            let gs = s.global_step()?;
-            if gs >= STEPS {
+            let out = s.run_at_step(
+                |gs| {
+                    let (x, y) = batch(gs);
+                    vec![(m.x, x), (m.y, y)]
+                },
+                &[m.loss],
+                &[m.train],
+            )?;
+            let (gs, out) = out.expect("no end of input here");
+            let loss = out[0].scalar_value::<f32>().unwrap();
+            losses.push((gs, loss));
+            if gs + 1 == KILL_AFTER && !paused {
+                paused = true;
+                // Hold here while ps:1 is killed: the next step finds it gone.
+                let _ = progress_tx.send(gs + 1);
+                let _ = go_rx.recv_timeout(LIMIT);
+            }
+            if gs + 1 >= STEPS {
                 break;
             }
-            let (x, y) = batch(gs);
-            let out = s.run(&[(m.x, x), (m.y, y)], &[m.loss], &[m.train])?;
-            let loss = out.expect("no end of input here")[0]
-                .scalar_value::<f32>()
-                .unwrap();
-            losses.push((gs, loss));
-            let _ = progress_tx.send(gs + 1);
         }
         let events = s.events().to_vec();
         s.finish()?;
         Ok::<_, TrainError<Error>>((losses, events))
     });
-    // Kill ps:1 (it holds b) mid-training, then bring it back on its port.
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let reached = progress_rx.recv_timeout(left).expect("training progresses");
-        if reached >= KILL_AFTER {
-            break;
-        }
-    }
+    // Kill ps:1 (it holds b) mid-training; the trainer goes on while it is down (its task
+    // unreachable), then it comes back on its port, empty.
+    let reached = progress_rx
+        .recv_timeout(LIMIT)
+        .expect("training progresses");
+    assert_eq!(reached, KILL_AFTER);
     cluster.signal("ps", 1, "KILL");
     cluster.wait_exit("ps", 1, Duration::from_secs(10));
-    thread::sleep(Duration::from_millis(500));
+    go_tx.send(()).unwrap();
+    thread::sleep(Duration::from_millis(800));
     cluster.launch(1);
     let (losses, events) = bounded("the trainer", move || trainer.join().unwrap()).unwrap();
 
@@ -263,8 +289,14 @@ fn a_killed_ps_task_is_restarted_and_training_resumes_from_the_latest_checkpoint
         panic!("no restore after the loss: {events:?}")
     };
     assert!(prefix.ends_with(format!("model-{back_to}")), "{prefix:?}");
-    assert_eq!(back_to % 5, 0, "checkpoints are every 5 steps");
-    assert!(*back_to >= 10, "{events:?}");
+    // It is a checkpoint saved before the kill (every 5 steps), not the initial values.
+    assert!(
+        events[..lost]
+            .iter()
+            .any(|e| matches!(e, Event::Saved { global_step, .. } if global_step == back_to)),
+        "{events:?}"
+    );
+    assert!(*back_to >= 5 && *back_to < KILL_AFTER, "{events:?}");
     // The steps before the kill went past the checkpoint; after it, training repeated them
     // from the checkpoint's values: the same loss at the restored step.
     let first = losses.iter().position(|(gs, _)| gs == back_to).unwrap();
@@ -405,17 +437,18 @@ fn the_end_of_the_data_ends_every_worker_cleanly() {
                             ts.iter().flat_map(|t| t.to_vec::<f32>().unwrap()).collect();
                         Tensor::new(&[ts.len(), 4, cols], data).unwrap()
                     };
-                    s.runner()
-                        .0
-                        .run(
-                            &[(w.data_x, stack(&xs, 3)), (w.data_y, stack(&ys, 1))],
-                            &[],
-                            &[w.fill, w.close],
-                        )
-                        .map_err(|e| TrainError::Step {
+                    let runner = &s.runner().0;
+                    let fill = |feeds: &[(Output, Tensor)], op: NodeId| {
+                        runner.run(feeds, &[], &[op]).map_err(|e| TrainError::Step {
                             what: "filling the queue".into(),
                             source: e,
-                        })?;
+                        })
+                    };
+                    fill(
+                        &[(w.data_x, stack(&xs, 3)), (w.data_y, stack(&ys, 1))],
+                        w.fill,
+                    )?;
+                    fill(&[], w.close)?;
                     let _ = ready_tx.send(());
                 }
                 let mut steps = 0i64;
@@ -429,7 +462,10 @@ fn the_end_of_the_data_ends_every_worker_cleanly() {
             })
         })
         .collect();
-    ready_rx.recv_timeout(LIMIT).expect("the chief filled the queue");
+    drop(ready_tx);
+    ready_rx
+        .recv_timeout(LIMIT)
+        .expect("the chief filled the queue");
     let results: Vec<_> = workers
         .into_iter()
         .map(|w| bounded("a worker", move || w.join().unwrap()).unwrap())

@@ -127,6 +127,12 @@ pub struct MonitoredSession<R: StepRunner, F: FnMut() -> std::result::Result<R, 
 
 type Result<T, E> = std::result::Result<T, TrainError<E>>;
 
+enum Attempt {
+    Done(Vec<Tensor>),
+    End,
+    Recovered,
+}
+
 impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSession<R, F> {
     /// Makes a session with `make` and prepares the model (chief: restore or initialize;
     /// others: wait until ready). Lost tasks while preparing count as a recovery.
@@ -187,43 +193,78 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
     }
 
     /// Runs one step. `Ok(None)` at the end of the input; a lost task is recovered from (see
-    /// the module doc) and the step run again; other errors are returned.
+    /// the module doc) and the step run again with the same feeds (as TensorFlow's
+    /// recoverable session does); other errors are returned.
     pub fn run(
         &mut self,
         feeds: &[(Output, Tensor)],
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Option<Vec<Tensor>>, R::Error> {
+        loop {
+            match self.attempt(feeds, fetches, targets)? {
+                Attempt::Done(values) => return Ok(Some(values)),
+                Attempt::End => return Ok(None),
+                Attempt::Recovered => {}
+            }
+        }
+    }
+
+    /// Like [`MonitoredSession::run`] for feeds that depend on the global step (e.g. which
+    /// batch to train on): `feeds(step)` is called with the global step read before each
+    /// try, so the step run again after a recovery gets the feeds of the restored step.
+    /// Returns that step with the fetched values. Costs one more read of the global step.
+    pub fn run_at_step(
+        &mut self,
+        mut feeds: impl FnMut(i64) -> Vec<(Output, Tensor)>,
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Option<(i64, Vec<Tensor>)>, R::Error> {
+        loop {
+            let step = self.global_step()?;
+            match self.attempt(&feeds(step), fetches, targets)? {
+                Attempt::Done(values) => return Ok(Some((step, values))),
+                Attempt::End => return Ok(None),
+                Attempt::Recovered => {}
+            }
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<Attempt, R::Error> {
         let saving =
             self.config.is_chief && self.saver.is_some() && self.config.save_every_steps.is_some();
         let mut all = fetches.to_vec();
         if saving {
             all.push(self.ops.global_step);
         }
-        loop {
-            match self.runner.run_step(feeds, &all, targets) {
-                Ok(mut values) => {
-                    if saving {
-                        let step = values
-                            .pop()
-                            .and_then(|t| t.scalar_value::<i64>().ok())
-                            .ok_or_else(|| TrainError::InvalidArgument {
-                                builder: "MonitoredSession".into(),
-                                arg: "global_step".into(),
-                                message: "expected an i64 scalar".into(),
-                            })?;
-                        self.maybe_save(step)?;
-                    }
-                    return Ok(Some(values));
+        match self.runner.run_step(feeds, &all, targets) {
+            Ok(mut values) => {
+                if saving {
+                    let step = values
+                        .pop()
+                        .and_then(|t| t.scalar_value::<i64>().ok())
+                        .ok_or_else(|| TrainError::InvalidArgument {
+                            builder: "MonitoredSession".into(),
+                            arg: "global_step".into(),
+                            message: "expected an i64 scalar".into(),
+                        })?;
+                    self.maybe_save(step)?;
                 }
-                Err(e) => match self.runner.classify(&e) {
-                    Failure::EndOfInput => return Ok(None),
-                    Failure::TaskLost(task) => {
-                        self.recover(task, TrainError::step("a training step", e))?
-                    }
-                    Failure::Other => return Err(TrainError::step("a training step", e)),
-                },
+                Ok(Attempt::Done(values))
             }
+            Err(e) => match self.runner.classify(&e) {
+                Failure::EndOfInput => Ok(Attempt::End),
+                Failure::TaskLost(task) => {
+                    self.recover(task, TrainError::step("a training step", e))?;
+                    Ok(Attempt::Recovered)
+                }
+                Failure::Other => Err(TrainError::step("a training step", e)),
+            },
         }
     }
 
@@ -242,8 +283,7 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
         if !self.config.is_chief || self.saver.is_none() {
             return Ok(None);
         }
-        let step = self.global_step()?;
-        self.save_at(step).map(Some)
+        self.save_at().map(Some)
     }
 
     /// Ends training: the chief saves a last checkpoint unless it saved this global step.
@@ -255,7 +295,7 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
         if self.last_saved == Some(step) {
             return Ok(None);
         }
-        self.save_at(step).map(Some)
+        self.save_at().map(Some)
     }
 
     fn maybe_save(&mut self, step: i64) -> Result<(), R::Error> {
@@ -265,12 +305,22 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
             Some(last) => step >= last.saturating_add(every),
         };
         if due {
-            self.save_at(step)?;
+            self.save_at()?;
         }
         Ok(())
     }
 
-    fn save_at(&mut self, step: i64) -> Result<PathBuf, R::Error> {
+    /// Saves a checkpoint named by the global step read now (the step that triggered it may
+    /// have been read before that step's own increment).
+    fn save_at(&mut self) -> Result<PathBuf, R::Error> {
+        let step = self.global_step()?;
+        if self.last_saved == Some(step) {
+            if let Some(saver) = &self.saver {
+                if let Some(prefix) = saver.latest()? {
+                    return Ok(prefix);
+                }
+            }
+        }
         let Some(saver) = self.saver.take() else {
             return Err(TrainError::InvalidArgument {
                 builder: "MonitoredSession::save".into(),

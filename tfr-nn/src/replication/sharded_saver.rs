@@ -102,7 +102,10 @@ impl ShardedSaver {
             let names: Vec<String> = group.iter().map(|v| v.name.clone()).collect();
             let build = |g: &mut Graph| -> tfr_graph::Result<(NodeId, NodeId)> {
                 g.with_scope(&format!("{scope}/shard_{i}"), |g| {
-                    let filename = g.string_constant(&[staging.as_str()])?;
+                    let filename = g.constant(tfr_graph::TensorValue {
+                        shape: vec![],
+                        data: tfr_graph::Buffer::Resource(vec![staging.clone()]),
+                    })?;
                     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
                     let values = group
                         .iter()
