@@ -369,8 +369,11 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
             vec![ops.local_step_init],
         )
     };
+    // Place what the optimizer added (its slots join their variables' tasks).
+    setter.apply(&mut g)?;
     let init = g.global_variables_initializer()?;
-    // The model: every variable on a ps task (the local step stays on its worker).
+    // The model: every variable on a ps task, optimizer slots included (the local step of
+    // synchronous training stays on its worker).
     let model_vars: Vec<_> = g
         .variables()
         .iter()
