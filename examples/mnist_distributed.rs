@@ -154,13 +154,17 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
         ));
     }
     if a.kill_worker_at.is_some() && a.workers < 2 {
-        return Err("--kill-worker-at kills the last non-chief worker: needs --workers >= 2".into());
+        return Err(
+            "--kill-worker-at kills the last non-chief worker: needs --workers >= 2".into(),
+        );
     }
     if a.kill_ps_at.is_some() && !a.asynchronous {
-        return Err("--kill-ps-at needs --async: after a ps restart, the surviving ps tasks' \
+        return Err(
+            "--kill-ps-at needs --async: after a ps restart, the surviving ps tasks' \
                     accumulators are ahead of the restored global step and would drop every \
                     gradient (their step never moves back)"
-            .into());
+                .into(),
+        );
     }
     Ok(Some(a))
 }
@@ -320,10 +324,9 @@ fn serve(mut it: impl Iterator<Item = String>) -> Result<(), String> {
         it.next().ok_or("--serve FILE JOB INDEX")?,
         it.next().ok_or("--serve FILE JOB INDEX")?,
     );
-    let index: u32 = index
-        .parse()
-        .map_err(|_| format!("task index `{index}`"))?;
-    let config = ClusterConfig::from_file(std::path::Path::new(&file)).map_err(|e| e.to_string())?;
+    let index: u32 = index.parse().map_err(|_| format!("task index `{index}`"))?;
+    let config =
+        ClusterConfig::from_file(std::path::Path::new(&file)).map_err(|e| e.to_string())?;
     let task = TaskId::new(&job, index);
     let options = ServerOptions {
         stop_on_signal: true,
@@ -360,8 +363,8 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
         (train, None, Vec::new())
     } else {
         let m = args.workers - args.backup;
-        let mut sync = SyncReplicas::new(Adam::new(1e-3f32), m, args.workers)?
-            .take_timeout_ms(120_000);
+        let mut sync =
+            SyncReplicas::new(Adam::new(1e-3f32), m, args.workers)?.take_timeout_ms(120_000);
         let ops = sync.minimize(&mut g, model.loss.output, &vars, &gs, &setter)?;
         (
             ops.train,
@@ -536,7 +539,10 @@ fn report<R: StepRunner, F: FnMut() -> Result<R, R::Error>>(
             Event::Saved { prefix, .. } => {
                 println!("worker {task}: checkpoint {}", prefix.display())
             }
-            Event::Lost { task: lost, attempt } => {
+            Event::Lost {
+                task: lost,
+                attempt,
+            } => {
                 println!("worker {task}: lost {lost}, recovering (attempt {attempt})")
             }
         }
@@ -628,7 +634,10 @@ fn run(it: impl Iterator<Item = String>) -> Result<(), Box<dyn std::error::Error
             std::thread::sleep(Duration::from_millis(20));
         }
         if let Some(k) = tasks.kill(job, index) {
-            println!("-- killed /job:{job}/task:{index} (SIGKILL) at global step {}", progress.load(Ordering::Relaxed));
+            println!(
+                "-- killed /job:{job}/task:{index} (SIGKILL) at global step {}",
+                progress.load(Ordering::Relaxed)
+            );
             std::thread::sleep(Duration::from_secs(2));
             tasks.launch(k)?;
             println!("-- restarted /job:{job}/task:{index}");

@@ -182,7 +182,7 @@ impl PartitionedVariable {
     pub fn assign(&self, g: &mut Graph, value: Output) -> Result<NodeId> {
         let got = g.shape(value);
         let want = tfr_graph::Shape::known(&self.shape);
-        if want.merge(&got).is_err() || g.dtype(value) != self.dtype {
+        if want.merge(got).is_err() || g.dtype(value) != self.dtype {
             return Err(invalid(
                 "value",
                 format!(
