@@ -319,7 +319,8 @@ pub fn read_state(dir: impl AsRef<Path>) -> Result<Option<CheckpointState>> {
     Ok(Some(state))
 }
 
-fn write_state(dir: &Path, state: &CheckpointState) -> Result<()> {
+/// Writes the pointer file of `dir` (atomically: a temporary, synced and renamed).
+pub fn write_state(dir: &Path, state: &CheckpointState) -> Result<()> {
     let mut text = format!("model_checkpoint_path: \"{}\"\n", state.latest);
     for f in &state.all {
         text.push_str(&format!("all_model_checkpoint_paths: \"{f}\"\n"));
