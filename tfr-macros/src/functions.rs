@@ -149,7 +149,7 @@ impl Builder {
 
     /// `for i in 0..3 { .. }`: the body once per value, in order. Names bound in the body are
     /// local to one iteration; `x = ..;` on a name bound outside carries over.
-    pub(crate) fn for_loop(&mut self, binder: &Binder, iter: &Expr, span: Span, items: &[Item]) {
+    pub(crate) fn for_loop(&mut self, binder: &Binder, iter: &Expr, _span: Span, items: &[Item]) {
         let Ok(values) = self.loop_values(iter) else {
             return;
         };
@@ -157,7 +157,7 @@ impl Builder {
             let outer: Vec<String> = self.env.keys().cloned().collect();
             let saved = self.env.clone();
             self.nesting += 1;
-            let ok = self.bind_loop_value(binder, value, iter, span);
+            let ok = self.bind_loop_value(binder, value, iter);
             if ok {
                 self.items(items);
             }
@@ -176,7 +176,7 @@ impl Builder {
         }
     }
 
-    fn bind_loop_value(&mut self, binder: &Binder, value: Val, iter: &Expr, span: Span) -> bool {
+    fn bind_loop_value(&mut self, binder: &Binder, value: Val, iter: &Expr) -> bool {
         match (binder, value) {
             (Binder::Ignore, _) => true,
             (Binder::Name(n), v) => {
@@ -189,7 +189,7 @@ impl Builder {
             (Binder::Tuple(parts, _), Val::Tuple(vals)) if parts.len() == vals.len() => parts
                 .iter()
                 .zip(vals)
-                .all(|(p, v)| self.bind_loop_value(p, v, iter, span)),
+                .all(|(p, v)| self.bind_loop_value(p, v, iter)),
             (Binder::Tuple(parts, s), v) => {
                 self.err(
                     *s,
