@@ -17,6 +17,8 @@ use tfr_graph::{Attrs, DType, DTypeSet, Element, Shape};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TaOp {
     Create,
+    /// Look up the array of a name, making it on first use.
+    ByName,
     Write,
     Read,
     Stack,
@@ -35,6 +37,7 @@ pub(crate) struct TaNode {
     pub keep_dead: bool,
     keep_first: bool,
     num_elements: i64,
+    /// The gradient source (`TensorArrayGradV3`) or the array's name (`TensorArrayByName`).
     source: String,
 }
 
@@ -43,6 +46,7 @@ impl TaNode {
     pub(crate) fn parse(op: &str, attrs: &Attrs) -> Option<Result<TaNode, String>> {
         let op = match op {
             "TensorArrayV3" => TaOp::Create,
+            "TensorArrayByName" => TaOp::ByName,
             "TensorArrayWriteV3" => TaOp::Write,
             "TensorArrayReadV3" => TaOp::Read,
             "TensorArrayStackV3" => TaOp::Stack,
@@ -63,7 +67,11 @@ impl TaNode {
             keep_dead: attrs.bool_opt("keep_dead").copied().unwrap_or(false),
             keep_first: attrs.bool_opt("keep_first").copied().unwrap_or(false),
             num_elements: attrs.int_opt("num_elements").copied().unwrap_or(-1),
-            source: attrs.string_opt("source").cloned().unwrap_or_default(),
+            source: attrs
+                .string_opt("source")
+                .or_else(|| attrs.string_opt("shared_name"))
+                .cloned()
+                .unwrap_or_default(),
         }))
     }
 }
@@ -98,6 +106,8 @@ pub(crate) struct TensorArrays {
 struct Inner {
     arrays: Vec<ArrayState>,
     grads: HashMap<(usize, String), usize>,
+    /// The arrays made by `TensorArrayByName`, by name.
+    names: HashMap<String, usize>,
 }
 
 fn handle_of(t: &Tensor) -> KResult<usize> {
@@ -222,6 +232,26 @@ impl TensorArrays {
                 });
                 out.push(Some(Tensor::scalar(format!("ta:{id}"))));
                 out.push(Some(flow.clone()));
+            }
+            TaOp::ByName => {
+                let id = match st.names.get(&node.source) {
+                    Some(&id) => id,
+                    None => {
+                        let id = st.arrays.len();
+                        st.arrays.push(ArrayState {
+                            dtype: node.dtype,
+                            element_shape: node.element_shape.clone(),
+                            dynamic_size: true,
+                            keep_dead: node.keep_dead,
+                            aggregate: false,
+                            forward_dims: Vec::new(),
+                            elems: Vec::new(),
+                        });
+                        st.names.insert(node.source.clone(), id);
+                        id
+                    }
+                };
+                out.push(Some(Tensor::scalar(format!("ta:{id}"))));
             }
             TaOp::Grad => {
                 let h = handle_of(input(inputs, 0)?)?;
@@ -468,6 +498,7 @@ pub fn register(r: &mut KernelRegistry) {
     }
     for op in [
         "TensorArrayV3",
+        "TensorArrayByName",
         "TensorArrayWriteV3",
         "TensorArrayReadV3",
         "TensorArrayStackV3",

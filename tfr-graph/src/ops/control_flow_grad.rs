@@ -796,7 +796,7 @@ fn checkpoint_arrays(g: &mut Graph, shape: &LoopShape, every: i64) -> Result<Che
     let mut arrays = Vec::with_capacity(shape.vars.len());
     for v in &shape.vars {
         let key = (format!("{}#checkpoints", shape.name), v.body_input);
-        if let Some(&a) = g.cf.saved.get(&key) {
+        if let Some(&a) = g.cf.checkpoints.get(&key) {
             arrays.push(a);
             continue;
         }
@@ -829,7 +829,7 @@ fn checkpoint_arrays(g: &mut Graph, shape: &LoopShape, every: i64) -> Result<Che
             })?;
             Ok(w)
         })?;
-        g.cf.saved.insert(key, (handle, flow_exit));
+        g.cf.checkpoints.insert(key, (handle, flow_exit));
         arrays.push((handle, flow_exit));
     }
     Ok(Checkpoints { every, arrays })

@@ -134,6 +134,16 @@ pub fn op_defs() -> Vec<OpDef> {
             .stateful()
             .no_gradient()
             .cheap(),
+        OpDef::new("TensorArrayByName", infer_ta_by_name)
+            .doc("the handle of the per-step array named `shared_name`, made (dynamically sized) on first use: how a loop's gradient reaches the arrays of its saved values at any depth without entering a handle into every loop")
+            .output("handle")
+            .attr("shared_name", AttrKind::Str)
+            .attr("dtype", AttrKind::DType)
+            .attr_default("element_shape", AttrKind::Shape, Shape::unknown())
+            .attr_default("keep_dead", AttrKind::Bool, false)
+            .stateful()
+            .no_gradient()
+            .cheap(),
         OpDef::new("TensorArrayWriteV3", infer_flow_out)
             .doc("writes `value` at `index`; a dead value is remembered as dead when keep_dead; with keep_first, later writes to a written element are ignored")
             .input("handle", res)
@@ -294,6 +304,13 @@ fn infer_ta_create(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
         TensorType::new(DType::Resource, Shape::scalar()),
         flow_type(),
     ])
+}
+
+fn infer_ta_by_name(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    if ctx.attrs.string("shared_name")?.is_empty() {
+        return Err("shared_name must not be empty".into());
+    }
+    Ok(vec![TensorType::new(DType::Resource, Shape::scalar())])
 }
 
 fn infer_ta_create_grad(_: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
@@ -610,9 +627,12 @@ pub(crate) struct CfState {
     /// Per forward loop (by frame name): its iteration counter, added when a gradient needs it.
     pub counters: HashMap<String, super::control_flow_grad::LoopCounter>,
     /// Per forward loop and saved value: the TensorArray handle and its final flow.
-    pub saved: HashMap<(String, Output), (Output, Output)>,
-    /// Per forward loop (by frame name) and base frame: the chain of its saved values' writes.
-    pub stores: HashMap<(String, FrameId), super::loop_saved_values::FrameStore>,
+    pub saved: HashMap<(String, Output), super::loop_saved_values::SavedArray>,
+    /// Per checkpointed loop and loop variable: the array of its checkpoints (handle and final
+    /// flow).
+    pub checkpoints: HashMap<(String, Output), (Output, Output)>,
+    /// Per forward loop frame and base frame: the chain of its saved values' writes.
+    pub stores: HashMap<(FrameId, FrameId), super::loop_saved_values::FrameChain>,
     /// Constants hoisted out of loops to the top level, by [`hoisted_key`].
     pub hoisted: HashMap<String, NodeId>,
 }
@@ -964,6 +984,27 @@ impl Graph {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Makes `output` (of the same type) the input of `NextIteration` node `node`: how a
+    /// gradient appends a link to a chain of flows it threads through a forward loop.
+    pub(crate) fn set_next_iteration_input(&mut self, node: NodeId, output: Output) -> Result<()> {
+        let n = self.get_node(node)?;
+        let same_type = n.inputs.first().is_some_and(|&old| {
+            self.output_type(old).dtype == self.output_type(output).dtype
+        });
+        if n.op != "NextIteration" || !same_type {
+            return Err(GraphError::InvalidNode {
+                node: n.name.clone(),
+                op: n.op.clone(),
+                message: format!(
+                    "cannot take `{}` as its input (a NextIteration of the same dtype)",
+                    self.output_name(output)
+                ),
+            });
+        }
+        self.nodes_mut()[node.index()].inputs[0] = output;
         Ok(())
     }
 

@@ -2,13 +2,15 @@
 //! backward loop reads them back (TensorFlow's `GradLoopState.AddForwardAccumulator` and
 //! `AddBackpropAccumulatedValue`).
 //!
-//! A value `v` computed in forward loop frame `F` is written, every iteration, into a
-//! TensorArray made once in the *base* frame: the frame outside the outermost of the loops
-//! around `F` that the same gradient differentiates (the frame `gradients` was called in, for a
-//! plain nest). Its handle enters every loop down to `F` as an invariant. So a nest keeps each
-//! value in one array, as TensorFlow keeps it in one stack made outside the outermost loop:
-//! there is no array per outer iteration whose handle and flow the outer loop would save in
-//! two arrays of its own, and so on outwards (which doubled the gradient graph per level).
+//! A value `v` computed in forward loop frame `F` is written, every iteration, into one array
+//! for the whole step: the *base* frame is the frame outside the outermost of the loops around
+//! `F` that the same gradient differentiates (the frame `gradients` was called in, for a plain
+//! nest). Under the root frame the array is named (`TensorArrayByName`) and every node that
+//! uses it, at any depth, looks it up by name in its own frame: no handle enters the loops of
+//! the nest, so a value saved at depth k costs O(1) nodes, not a chain of k Enters (which made
+//! the gradient graph of a nest quadratic in its depth). Under a loop frame (a nest inside a
+//! cond of its parent's body) the base makes the array once per iteration (`TensorArrayV3`)
+//! and its handle enters the loops below.
 //!
 //! **Flat indices.** Element `k` of the array holds the value of the `k`-th iteration of `F`
 //! in the step, counting the iterations of all instances of `F` (one per iteration of the loops
@@ -18,41 +20,55 @@
 //! loop of `F` reads element `start + j` for forward iteration `j`, `start` being a value of
 //! the parent frame that the parent's backward loop reads back like any other.
 //!
-//! **Order.** The writes of `F` form one chain of flows: a loop variable of `F` whose next
-//! value is the iteration's last write, threaded as a loop variable through every loop between
-//! `F` and the base (the instance of `F` in a parent iteration starts from the flow the
-//! previous instance ended with). The chain orders by data, so neither `parallel_iterations`
-//! nor the executor's scheduling can reorder an instance's writes before the previous
-//! instance's, and the size read at an instance's start is exact. The reads take the chain's
-//! final flow in the base frame, so they run after every write; a higher-order gradient flows
-//! back along it (and the loop variables threading it) into the values written.
+//! **Order.** Each loop of the nest has one chain of flows, a loop variable of that loop alone:
+//! its writes are links of the chain, and each loop nested in it starts its own chain from the
+//! value the parent's chain has when the parent's iteration starts and ends it in a link of the
+//! parent's chain (an `Add` of the two flows). So the parent's next iteration, and the next
+//! instance of the nested loop with it, starts after every write of the instances before, and
+//! the size read at an instance's start is exact, whatever `parallel_iterations` or the
+//! executor's scheduling. The outermost chain's exit is the nest's final flow, in the base
+//! frame; every read takes it, so it runs after every write; a higher-order gradient flows back
+//! along the chains into the values written.
 //!
 //! A loop inside a cond of its parent's body runs in some parent iterations only, and its flow
-//! would be dead after one that did not run: for such a loop the base is its parent, whose
-//! iterations each make the arrays (the parent saves their handles and flows like any value).
+//! would be dead after one that did not run: for such a loop the base is its parent.
 
 use super::control_flow_grad::{
-    add_forward_var, ensure_counter, forward_loop, forward_stack, ForwardLoop, GradLoop,
-    GRADIENT_STATE_ATTR,
+    add_forward_var, ensure_counter, forward_loop, forward_stack, GradLoop, GRADIENT_STATE_ATTR,
 };
 use super::control_flow_ops::{CtxKind, FrameId, FrameMap, ROOT_FRAME};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::graph::{Graph, NodeId, Output};
+use crate::shape::Shape;
 use std::collections::{HashMap, HashSet};
 
-/// The arrays of one forward loop frame's saved values, for one base frame.
+/// The chain of the writes made in one forward loop frame, for one base frame: a loop variable
+/// of that loop.
 #[derive(Clone, Debug)]
-pub(crate) struct FrameStore {
-    /// The flat index of the current iteration (int32, in the forward frame).
-    index: Output,
-    /// The flat index of an instance's first iteration (int32, in the parent frame); `None`
-    /// when the parent is the base frame (one instance, from 0).
-    start: Option<Output>,
-    /// The chain's last link in the forward frame (the last write) and the Merge of the chain's
-    /// loop variable, whose back edge takes it.
+pub(crate) struct FrameChain {
+    /// The variable's value when an iteration starts (in the frame).
+    body: Output,
+    /// The chain's last link in the frame, which its `NextIteration` takes.
     last: Output,
-    merge: NodeId,
-    /// The chain's final flow, in the base frame.
+    next_iteration: NodeId,
+    /// The variable's exit, in the parent frame.
+    exit: Output,
+    /// Made when the frame saves its first value: the flat index of the current iteration (in
+    /// the frame) and of an instance's first iteration (in the parent frame; `None` when the
+    /// parent is the base, which runs one instance, from 0).
+    index: Option<(Output, Option<Output>)>,
+}
+
+/// The array one forward value is saved in.
+#[derive(Clone, Debug)]
+pub(crate) struct SavedArray {
+    name: String,
+    dtype: DType,
+    shape: Shape,
+    /// Under a loop base frame: the handle of the array that frame makes per iteration.
+    made: Option<Output>,
+    /// The nest's final flow, in the base frame.
     flow: Output,
 }
 
@@ -66,8 +82,8 @@ pub(crate) struct ReadSide {
 }
 
 /// Forward value `o` (in the loop `gl` differentiates) as the backward body at context depth
-/// `d` sees it: written per forward iteration into an array of the base frame, read back at
-/// the backward iteration's flat index. Dead values stay dead.
+/// `d` sees it: written per forward iteration into an array of the step, read back at the
+/// backward iteration's flat index. Dead values stay dead.
 pub(crate) fn read_saved(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> Result<Output> {
     let read = match &gl.read {
         Some(r) => r.clone(),
@@ -81,19 +97,23 @@ pub(crate) fn read_saved(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> R
         }
     };
     let key = (format!("{}@{}", gl.forward_name, read.base), o);
-    let (handle, flow) = match g.cf.saved.get(&key) {
-        Some(&v) => v,
+    let array = match g.cf.saved.get(&key) {
+        Some(a) => a.clone(),
         None => {
-            let v = save(g, gl, o, read.base, &read.path)?;
-            g.cf.saved.insert(key, v);
-            v
+            let a = save(g, gl, o, read.base, &read.path)?;
+            g.cf.saved.insert(key, a.clone());
+            a
         }
     };
     let index = match read.index {
         Some(i) => i,
         None => {
-            let store_key = (gl.forward_name.clone(), read.base);
-            let start = g.cf.stores.get(&store_key).and_then(|s| s.start);
+            let start = g
+                .cf
+                .stores
+                .get(&(gl.forward_frame, read.base))
+                .and_then(|c| c.index)
+                .and_then(|(_, start)| start);
             match start {
                 Some(s) => g.at_depth(d + 1, |g| g.add(gl.index, s))?,
                 None => gl.index,
@@ -110,16 +130,30 @@ pub(crate) fn read_saved(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> R
             ..read
         });
     }
-    let (dtype, shape) = (g.dtype(o), g.shape(o).clone());
     g.at_depth(d + 1, |g| {
+        let handle = array_handle(g, &array)?;
         g.build("TensorArrayReadV3")
             .input(handle)
             .input(index)
-            .input(flow)
-            .attr("dtype", dtype)
-            .attr("element_shape", shape)
+            .input(array.flow)
+            .attr("dtype", array.dtype)
+            .attr("element_shape", array.shape.clone())
             .finish1()
     })
+}
+
+/// The handle of `array` as a node built now (in the innermost open context) sees it.
+fn array_handle(g: &mut Graph, array: &SavedArray) -> Result<Output> {
+    match array.made {
+        Some(h) => g.capture_here(h),
+        None => g
+            .build("TensorArrayByName")
+            .attr("shared_name", array.name.clone())
+            .attr("dtype", array.dtype)
+            .attr("element_shape", array.shape.clone())
+            .attr("keep_dead", true)
+            .finish1(),
+    }
 }
 
 /// The base frame of the arrays for forward frame `f` (read by the backward loop at context
@@ -198,138 +232,145 @@ fn runs_every_iteration(g: &mut Graph, frames: &FrameMap, f: FrameId, p: FrameId
     Ok(true)
 }
 
-/// Makes the array for forward value `o` in the base frame and adds its write to the chain of
-/// the forward frame's writes (making the chain on first use). Returns the array's handle and
-/// the chain's final flow.
+/// Makes the array for forward value `o` of the loop `gl` differentiates and adds its write to
+/// that loop's chain (making the chains of the nest on first use).
 fn save(
     g: &mut Graph,
     gl: &GradLoop,
     o: Output,
     base: FrameId,
     path: &[FrameId],
-) -> Result<(Output, Output)> {
+) -> Result<SavedArray> {
+    let f = gl.forward_frame;
+    let base_name = g.frame_map().frames[base as usize].name.clone();
+    let name = format!("{}:{}@{base_name}", g.node(o.node).name, o.index);
     let (dtype, shape) = (g.dtype(o), g.shape(o).clone());
-    let base_stack = forward_stack(g, base)?;
-    let (ta, _) = g.with_stack(base_stack, |g| {
-        let zero = g.scalar(0i32)?;
-        g.build("TensorArrayV3")
-            .input(zero)
-            .attr("dtype", dtype)
-            .attr("element_shape", shape)
-            .attr("dynamic_size", true)
-            .attr("keep_dead", true)
-            .finish()
-    })?;
-    let handle = Output::new(ta, 0);
-    let store_key = (gl.forward_name.clone(), base);
-    if let Some(store) = g.cf.stores.get(&store_key).cloned() {
-        // Append the write to the chain: it becomes the chain variable's next value.
-        let stack = forward_stack(g, gl.forward_frame)?;
-        let (w, _) = g.with_stack(stack, |g| write(g, handle, store.index, o, store.last))?;
-        let next = g.build_raw(|g| g.build("NextIteration").input(w).finish1())?;
-        g.set_input(store.merge, 1, next)?;
-        g.cf.stores
-            .insert(store_key, FrameStore { last: w, ..store });
-        return Ok((handle, store.flow));
-    }
-    let mut levels = Vec::with_capacity(path.len() + 1);
-    for &f in path.iter().chain([&gl.forward_frame]) {
-        let name = g.frame_map().frames[f as usize].name.clone();
-        levels.push(forward_loop(g, &name)?);
-    }
-    let forward_name = gl.forward_name.clone();
-    let mut made = None;
-    let mut first_write = |g: &mut Graph, bodies: &[Output]| -> Result<Output> {
-        let counter = ensure_counter(g, &forward_name)?;
-        let flow_in = bodies[bodies.len() - 1];
-        // An instance starts at the array's size at the parent's iteration.
-        let start = match bodies.len() {
-            1 => None,
-            n => {
-                let stack = forward_stack(g, levels[n - 2].frame)?;
-                let (s, _) = g.with_stack(stack, |g| {
-                    g.build("TensorArraySizeV3")
-                        .input(handle)
-                        .input(bodies[n - 2])
-                        .finish1()
-                })?;
-                Some(s)
-            }
-        };
-        let stack = forward_stack(g, levels[bodies.len() - 1].frame)?;
-        let ((index, w), _) = g.with_stack(stack, |g| {
-            let index = match start {
-                Some(s) => g.add(counter.index, s)?,
-                None => counter.index,
-            };
-            Ok((index, write(g, handle, index, o, flow_in)?))
+    let made = if base == ROOT_FRAME {
+        None
+    } else {
+        let stack = forward_stack(g, base)?;
+        let (ta, _) = g.with_stack(stack, |g| {
+            let zero = g.scalar(0i32)?;
+            g.build("TensorArrayV3")
+                .input(zero)
+                .attr("dtype", dtype)
+                .attr("element_shape", shape.clone())
+                .attr("dynamic_size", true)
+                .attr("keep_dead", true)
+                .finish()
         })?;
-        made = Some((index, start, w, flow_in));
-        Ok(w)
+        Some(Output::new(ta, 0))
     };
-    let mut bodies = Vec::with_capacity(levels.len());
-    let flow = thread_chain(
-        g,
-        &levels,
-        Output::new(ta, 1),
-        &mut bodies,
-        &mut first_write,
-    )?;
-    let (index, start, last, flow_in) =
-        made.ok_or_else(|| super::control_flow_grad::cf_error("saved-value chain not built"))?;
-    // flow_in = Identity(Switch(Merge, pred)[1]).
-    let switch = g.node(flow_in.node).inputs[0].node;
-    let merge = g.node(switch).inputs[0].node;
-    g.cf.stores.insert(
-        store_key,
-        FrameStore {
-            index,
-            start,
-            last,
-            merge,
-            flow,
-        },
-    );
-    Ok((handle, flow))
-}
-
-/// Adds a loop variable to each loop of `levels` (outermost first), each starting from the
-/// body value of the one outside it (the outermost from `init`) and taking as next value the
-/// exit of the one inside it; the innermost's next value is `innermost(bodies)`, given the body
-/// values of all levels. Returns the outermost variable's exit.
-fn thread_chain(
-    g: &mut Graph,
-    levels: &[ForwardLoop],
-    init: Output,
-    bodies: &mut Vec<Output>,
-    innermost: &mut dyn FnMut(&mut Graph, &[Output]) -> Result<Output>,
-) -> Result<Output> {
-    let Some((fl, rest)) = levels.split_first() else {
-        return Ok(init);
+    let chain = frame_chain(g, f, base)?;
+    let outermost = path.first().copied().unwrap_or(f);
+    let array = SavedArray {
+        name,
+        dtype,
+        shape,
+        made,
+        flow: g.cf.stores[&(outermost, base)].exit,
     };
-    let (_, exit) = add_forward_var(g, fl, init, |g, body| {
-        bodies.push(body);
-        if rest.is_empty() {
-            innermost(g, bodies)
-        } else {
-            thread_chain(g, rest, body, bodies, innermost)
+    let (index, _) = match chain.index {
+        Some(ix) => ix,
+        None => {
+            let ix = flat_index(g, f, base, &array)?;
+            if let Some(c) = g.cf.stores.get_mut(&(f, base)) {
+                c.index = Some(ix);
+            }
+            ix
         }
+    };
+    let last = g.cf.stores[&(f, base)].last;
+    let stack = forward_stack(g, f)?;
+    let (w, _) = g.with_stack(stack, |g| {
+        let handle = array_handle(g, &array)?;
+        g.build("TensorArrayWriteV3")
+            .input(handle)
+            .input(index)
+            .input(o)
+            .input(last)
+            .attr("keep_dead", true)
+            .finish1()
     })?;
-    Ok(exit)
+    extend_chain(g, f, base, w)?;
+    Ok(array)
 }
 
-fn write(
+/// The chain of forward frame `f` for base frame `base`, made on first use (with the chains
+/// of the loops between `f` and the base).
+fn frame_chain(g: &mut Graph, f: FrameId, base: FrameId) -> Result<FrameChain> {
+    if let Some(c) = g.cf.stores.get(&(f, base)) {
+        return Ok(c.clone());
+    }
+    let parent = g.frame_map().parent(f);
+    let init = if parent == base {
+        let stack = forward_stack(g, base)?;
+        g.with_stack(stack, |g| g.scalar(0f32))?.0
+    } else {
+        frame_chain(g, parent, base)?.body
+    };
+    let name = g.frame_map().frames[f as usize].name.clone();
+    let fl = forward_loop(g, &name)?;
+    let (body, exit) = add_forward_var(g, &fl, init, |_, body| Ok(body))?;
+    // body = Identity(Switch(Merge, pred)[1]); the Merge's back edge is the NextIteration.
+    let switch = g.node(body.node).inputs[0].node;
+    let merge = g.node(switch).inputs[0].node;
+    let next_iteration = g.node(merge).inputs[1].node;
+    let chain = FrameChain {
+        body,
+        last: body,
+        next_iteration,
+        exit,
+        index: None,
+    };
+    g.cf.stores.insert((f, base), chain.clone());
+    if parent != base {
+        // The parent's next iteration (and the next instance of `f`) waits for this instance.
+        let parent_last = g.cf.stores[&(parent, base)].last;
+        let stack = forward_stack(g, parent)?;
+        let (joined, _) = g.with_stack(stack, |g| g.add(parent_last, exit))?;
+        extend_chain(g, parent, base, joined)?;
+    }
+    Ok(chain)
+}
+
+/// Makes `link` (in frame `f`) the last link of `f`'s chain.
+fn extend_chain(g: &mut Graph, f: FrameId, base: FrameId, link: Output) -> Result<()> {
+    let chain = g
+        .cf
+        .stores
+        .get_mut(&(f, base))
+        .ok_or_else(|| super::control_flow_grad::cf_error("saved-value chain not built"))?;
+    chain.last = link;
+    let next_iteration = chain.next_iteration;
+    g.set_next_iteration_input(next_iteration, link)
+}
+
+/// The flat index of forward frame `f`'s current iteration (in `f`) and of an instance's first
+/// iteration (in the parent, unless the parent is the base): the size of `array`, one of the
+/// frame's arrays, when the instance starts.
+fn flat_index(
     g: &mut Graph,
-    handle: Output,
-    index: Output,
-    value: Output,
-    flow: Output,
-) -> Result<Output> {
-    g.build("TensorArrayWriteV3")
-        .input(handle)
-        .input(index)
-        .input(value)
-        .input(flow)
-        .attr("keep_dead", true)
-        .finish1()
+    f: FrameId,
+    base: FrameId,
+    array: &SavedArray,
+) -> Result<(Output, Option<Output>)> {
+    let name = g.frame_map().frames[f as usize].name.clone();
+    let counter = ensure_counter(g, &name)?;
+    let parent = g.frame_map().parent(f);
+    if parent == base {
+        return Ok((counter.index, None));
+    }
+    let parent_body = frame_chain(g, parent, base)?.body;
+    let stack = forward_stack(g, parent)?;
+    let (start, _) = g.with_stack(stack, |g| {
+        let handle = array_handle(g, array)?;
+        g.build("TensorArraySizeV3")
+            .input(handle)
+            .input(parent_body)
+            .finish1()
+    })?;
+    let stack = forward_stack(g, f)?;
+    let (index, _) = g.with_stack(stack, |g| g.add(counter.index, start))?;
+    Ok((index, Some(start)))
 }
