@@ -83,8 +83,7 @@ usage: mnist_distributed [--workers N] [--ps N] [--backup N] [--async] [--steps 
   --save-every N      the chief checkpoints every N global steps (default 100)
   --log-every N       a progress line per worker every N of its steps (default 50)
   --kill-worker-at S  SIGKILL the last worker task at global step S, then restart it
-  --kill-ps-at S      SIGKILL ps task 0 at global step S, then restart it (needs --async:
-                      see the README on synchronous recovery)
+  --kill-ps-at S      SIGKILL ps task 0 at global step S, then restart it
   --out DIR           checkpoints (default $TFR_DATA/mnist-distributed)";
 
 struct Args {
@@ -156,14 +155,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     if a.kill_worker_at.is_some() && a.workers < 2 {
         return Err(
             "--kill-worker-at kills the last non-chief worker: needs --workers >= 2".into(),
-        );
-    }
-    if a.kill_ps_at.is_some() && !a.asynchronous {
-        return Err(
-            "--kill-ps-at needs --async: after a ps restart, the surviving ps tasks' \
-                    accumulators are ahead of the restored global step and would drop every \
-                    gradient (their step never moves back)"
-                .into(),
         );
     }
     Ok(Some(a))
@@ -358,9 +349,9 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
     let setter = ReplicaDeviceSetter::new(args.ps, &format!("/job:worker/task:{task}"))?
         .strategy(PsStrategy::GreedyBySize);
     setter.apply(&mut g)?;
-    let (train, chief_update, local_init) = if args.asynchronous {
+    let (train, chief_update, local_init, chief_init) = if args.asynchronous {
         let train = Adam::new(1e-3f32).minimize(&mut g, model.loss.output, &vars, Some(&gs))?;
-        (train, None, Vec::new())
+        (train, None, Vec::new(), Vec::new())
     } else {
         let m = args.workers - args.backup;
         let mut sync =
@@ -370,6 +361,7 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
             ops.train,
             Some((ops.chief_update, ops.close_token_queue)),
             vec![ops.local_step_init],
+            vec![ops.chief_init],
         )
     };
     // Place what the optimizer added (its slots join their variables' tasks).
@@ -385,6 +377,7 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
         .collect();
     let mut ops = ModelOps::new(&mut g, &model_vars, init, &gs)?;
     ops.local_init = local_init;
+    ops.chief_init = chief_init;
     setter.apply(&mut g)?;
     let saver = if task == 0 {
         let dir = args.out.join("checkpoints");

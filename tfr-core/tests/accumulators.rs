@@ -116,8 +116,8 @@ fn gradients_for_an_older_step_are_dropped() {
     );
     apply(&s, &f, 3, [1.0, 2.0]).unwrap();
     assert_eq!(count(&s, &f), 1);
-    // The global step never moves backwards: setting 1 keeps 3.
-    s.run(&[(f.step, Tensor::scalar(1i64))], &[], &[f.set_step])
+    // Setting the step it already has changes nothing.
+    s.run(&[(f.step, Tensor::scalar(3i64))], &[], &[f.set_step])
         .unwrap();
     apply(&s, &f, 2, [100.0, 100.0]).unwrap();
     assert_eq!(count(&s, &f), 1);
@@ -133,6 +133,31 @@ fn gradients_for_an_older_step_are_dropped() {
     apply(&s, &f, 4, [5.0, 7.0]).unwrap();
     let mean = s.run(&[], &[take], &[]).unwrap();
     assert_eq!(mean[0].to_vec::<f32>().unwrap(), vec![5.0, 7.0]);
+}
+
+/// A chief that restored a checkpoint moves the step back (TensorFlow sets it unconditionally):
+/// gradients for the restored step count again, and what was held for the later step is gone.
+#[test]
+fn the_global_step_moves_back_after_a_restore() {
+    let mut f = fixture();
+    let take = f
+        .graph
+        .accumulator_take_gradient(&f.acc, 1, Some(5_000))
+        .unwrap();
+    let s = session(&f.graph);
+    s.run(&[(f.step, Tensor::scalar(15i64))], &[], &[f.set_step])
+        .unwrap();
+    apply(&s, &f, 15, [100.0, 100.0]).unwrap();
+    assert_eq!(count(&s, &f), 1);
+    s.run(&[(f.step, Tensor::scalar(10i64))], &[], &[f.set_step])
+        .unwrap();
+    assert_eq!(count(&s, &f), 0, "the step-15 gradient is dropped");
+    apply(&s, &f, 9, [100.0, 100.0]).unwrap();
+    assert_eq!(count(&s, &f), 0, "older than 10 is still stale");
+    apply(&s, &f, 10, [3.0, 4.0]).unwrap();
+    assert_eq!(count(&s, &f), 1);
+    let mean = s.run(&[], &[take], &[]).unwrap();
+    assert_eq!(mean[0].to_vec::<f32>().unwrap(), vec![3.0, 4.0]);
 }
 
 #[test]

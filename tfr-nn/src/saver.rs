@@ -86,27 +86,9 @@ impl Saver {
             k += 1;
             scope = format!("save_{k}");
         }
-        let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
-        let dtypes: Vec<DType> = vars.iter().map(|v| v.dtype).collect();
         let (filename, save_op, restore_op) = g.with_scope(&scope, |g| -> Result<_> {
             let filename = g.placeholder("filename", DType::Resource, Shape::scalar())?;
-            let values = vars
-                .iter()
-                .map(|v| g.read_variable(v))
-                .collect::<tfr_graph::Result<Vec<_>>>()?;
-            let save_op = g.save(filename, &names, &values)?;
-            let shapes: Vec<Shape> = vars.iter().map(|v| v.shape.clone()).collect();
-            let restored = g.restore_shaped(filename, &names, &dtypes, &shapes)?;
-            let assigns = vars
-                .iter()
-                .zip(restored)
-                .map(|(v, t)| g.assign(v, t).map(|o| o.node))
-                .collect::<tfr_graph::Result<Vec<_>>>()?;
-            let restore_op = g
-                .build("NoOp")
-                .name("restore_all")
-                .control_inputs(assigns)
-                .finish()?;
+            let (save_op, restore_op) = save_and_restore_ops(g, filename, vars, "restore_all")?;
             Ok((filename, save_op, restore_op))
         })?;
         Ok(Saver {
@@ -240,6 +222,36 @@ impl Saver {
         let why: String = skipped.iter().map(|(_, e)| format!("\n  {e}")).collect();
         Err(file_error(dir, format!("no checkpoint restores:{why}")))
     }
+}
+
+/// A `Save` of `vars` (by their names) to the file `filename` names, and a `NoOp` called
+/// `restore_name` that assigns every variable its value restored from that file.
+pub(crate) fn save_and_restore_ops(
+    g: &mut Graph,
+    filename: Output,
+    vars: &[Variable],
+    restore_name: &str,
+) -> tfr_graph::Result<(NodeId, NodeId)> {
+    let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+    let values = vars
+        .iter()
+        .map(|v| g.read_variable(v))
+        .collect::<tfr_graph::Result<Vec<_>>>()?;
+    let save_op = g.save(filename, &names, &values)?;
+    let dtypes: Vec<DType> = vars.iter().map(|v| v.dtype).collect();
+    let shapes: Vec<Shape> = vars.iter().map(|v| v.shape.clone()).collect();
+    let restored = g.restore_shaped(filename, &names, &dtypes, &shapes)?;
+    let assigns = vars
+        .iter()
+        .zip(restored)
+        .map(|(v, t)| g.assign(v, t).map(|o| o.node))
+        .collect::<tfr_graph::Result<Vec<_>>>()?;
+    let restore_op = g
+        .build("NoOp")
+        .name(restore_name)
+        .control_inputs(assigns)
+        .finish()?;
+    Ok((save_op, restore_op))
 }
 
 /// A checkpoint [`Saver::restore_latest_valid`] restored.

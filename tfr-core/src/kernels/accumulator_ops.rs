@@ -134,12 +134,15 @@ impl Accumulator {
         }
     }
 
-    /// Moves the global step forward to `step` (a smaller value leaves it). Moving forward
-    /// also drops what is held: those gradients were computed for an older step (they arrived
-    /// after the last take, late), and must not count towards the next one.
+    /// Sets the global step to `step`. As in TensorFlow, it may move backwards: a chief that
+    /// restored a checkpoint resets its accumulators to the restored step, or the gradients
+    /// of every worker (computed for that step) would be dropped as stale forever. A change
+    /// also drops what is held: those gradients were computed for another step (late ones that
+    /// arrived after the last take, or ones from before a restore) and must not count towards
+    /// the next.
     pub fn set_global_step(&self, step: i64) -> KResult {
         let mut st = self.lock()?;
-        if step > st.global_step {
+        if step != st.global_step {
             st.global_step = step;
             st.dropped += st.count as u64;
             st.count = 0;

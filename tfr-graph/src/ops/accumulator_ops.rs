@@ -55,9 +55,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .no_gradient(),
         OpDef::new("AccumulatorSetGlobalStep", infer_set_step)
             .doc(
-                "moves the accumulator's global step to `new_global_step` (never backwards), \
-                 dropping the gradients it holds (late ones, for the old step); gradients \
-                 applied for older steps are dropped from then on",
+                "sets the accumulator's global step to `new_global_step` (backwards too, as after \
+                 a restore), dropping the gradients it holds when it changes (computed for \
+                 another step); gradients applied for older steps are dropped from then on",
             )
             .input("handle", DTypeSet::RESOURCE)
             .input("new_global_step", DTypeSet::of(&[DType::I64]))

@@ -16,11 +16,11 @@
 
 use super::error::TrainError;
 use super::runner::StepRunner;
-use crate::saver::{read_state, write_state, CheckpointState};
+use crate::saver::{read_state, save_and_restore_ops, write_state, CheckpointState};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tfr_graph::ops::state_ops::Variable;
-use tfr_graph::{DType, Graph, NodeId, Shape};
+use tfr_graph::{Graph, NodeId};
 
 struct Shard {
     /// The device holding the shard's variables ("" when they have none).
@@ -99,6 +99,7 @@ impl ShardedSaver {
         for (i, (device, group)) in groups.into_iter().enumerate() {
             let staging = dir.join(staging_name(basename, i, n));
             let staging = staging.to_string_lossy().into_owned();
+            let group: Vec<Variable> = group.into_iter().cloned().collect();
             let names: Vec<String> = group.iter().map(|v| v.name.clone()).collect();
             let build = |g: &mut Graph| -> tfr_graph::Result<(NodeId, NodeId)> {
                 g.with_scope(&format!("{scope}/shard_{i}"), |g| {
@@ -106,26 +107,7 @@ impl ShardedSaver {
                         shape: vec![],
                         data: tfr_graph::Buffer::Resource(vec![staging.clone()]),
                     })?;
-                    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                    let values = group
-                        .iter()
-                        .map(|v| g.read_variable(v))
-                        .collect::<tfr_graph::Result<Vec<_>>>()?;
-                    let save_op = g.save(filename, &name_refs, &values)?;
-                    let dtypes: Vec<DType> = group.iter().map(|v| v.dtype).collect();
-                    let shapes: Vec<Shape> = group.iter().map(|v| v.shape.clone()).collect();
-                    let restored = g.restore_shaped(filename, &name_refs, &dtypes, &shapes)?;
-                    let assigns = group
-                        .iter()
-                        .zip(restored)
-                        .map(|(v, t)| g.assign(v, t).map(|o| o.node))
-                        .collect::<tfr_graph::Result<Vec<_>>>()?;
-                    let restore_op = g
-                        .build("NoOp")
-                        .name("restore")
-                        .control_inputs(assigns)
-                        .finish()?;
-                    Ok((save_op, restore_op))
+                    save_and_restore_ops(g, filename, &group, "restore")
                 })
             };
             let (save_op, restore_op) = if device.is_empty() {

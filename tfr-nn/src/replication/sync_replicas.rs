@@ -38,6 +38,9 @@ pub struct SyncTrainOps {
     pub local_step_init: NodeId,
     /// Closes the token queue: workers waiting for a token end with an out-of-range error.
     pub close_token_queue: NodeId,
+    /// Sets every accumulator's global step to the global step's value: run by the chief after
+    /// it initialized or restored the variables (e.g. in `ModelOps::chief_init`).
+    pub chief_init: NodeId,
     pub global_step: Variable,
     /// This worker's local step, a variable on the worker's own device.
     pub local_step: Variable,
@@ -159,6 +162,18 @@ impl<O: Optimizer> SyncReplicas<O> {
             let step_now = g.read_variable(global_step)?;
             let local_step_init = g.assign(&local_step, step_now)?.node;
             let close_token_queue = g.queue_close(&token_queue, false)?;
+            // TF's `chief_init_op`: the accumulators adopt the (initialized or restored) global
+            // step, backwards too, or after a restore every gradient would be stale.
+            let step_now = g.read_variable(global_step)?;
+            let adopts = accumulators
+                .iter()
+                .map(|acc| g.accumulator_set_global_step(acc, step_now))
+                .collect::<Result<Vec<_>>>()?;
+            let chief_init = g
+                .build("NoOp")
+                .name("chief_init")
+                .control_inputs(adopts)
+                .finish()?;
             Ok((
                 local_step,
                 token_queue,
@@ -166,10 +181,18 @@ impl<O: Optimizer> SyncReplicas<O> {
                 train,
                 local_step_init,
                 close_token_queue,
+                chief_init,
             ))
         })?;
-        let (local_step, token_queue, accumulators, train, local_step_init, close_token_queue) =
-            ops;
+        let (
+            local_step,
+            token_queue,
+            accumulators,
+            train,
+            local_step_init,
+            close_token_queue,
+            chief_init,
+        ) = ops;
 
         // The chief's update runs on the ps tasks only (no worker needed to aggregate): its
         // stateless nodes go to the global step's task, updates stay with their variables.
@@ -212,6 +235,7 @@ impl<O: Optimizer> SyncReplicas<O> {
             chief_update,
             local_step_init,
             close_token_queue,
+            chief_init,
             global_step: global_step.clone(),
             local_step,
             accumulators,
