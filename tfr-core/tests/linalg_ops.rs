@@ -30,13 +30,19 @@ fn ints(v: &[i64]) -> Vec<f64> {
 
 /// `x` ([b, m, n] flattened) as matrices.
 fn mat(v: &[f64], m: usize, n: usize, b: usize) -> Vec<Vec<f64>> {
-    (0..m).map(|i| v[b * m * n + i * n..b * m * n + (i + 1) * n].to_vec()).collect()
+    (0..m)
+        .map(|i| v[b * m * n + i * n..b * m * n + (i + 1) * n].to_vec())
+        .collect()
 }
 
 fn matmul(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let (m, k, n) = (a.len(), b.len(), b[0].len());
     (0..m)
-        .map(|i| (0..n).map(|j| (0..k).map(|p| a[i][p] * b[p][j]).sum()).collect())
+        .map(|i| {
+            (0..n)
+                .map(|j| (0..k).map(|p| a[i][p] * b[p][j]).sum())
+                .collect()
+        })
         .collect()
 }
 
@@ -78,7 +84,10 @@ fn band_part_errors() {
     let x = loose(&mut g, "x", DType::F32);
     let y = g.matrix_band_part(x, 5, 0).unwrap();
     let e = run_err(&g, &[(x, t(&[2, 3], vec![0f32; 6]))], y).to_string();
-    assert!(e.contains("num_lower") && e.contains("MatrixBandPart"), "{e}");
+    assert!(
+        e.contains("num_lower") && e.contains("MatrixBandPart"),
+        "{e}"
+    );
     let e = run_err(&g, &[(x, t(&[3], vec![0f32; 3]))], y).to_string();
     assert!(e.contains("rank >= 2"), "{e}");
     // Known shapes: refused when the node is built.
@@ -97,7 +106,13 @@ fn v1_diagonal_ops() {
     let x: Vec<f64> = (0..2 * 3 * 4).map(|v| v as f64).collect();
     let (px, tx) = feed(&mut g, "x", DType::F64, &[2, 3, 4], &x);
     let part = g.matrix_diag_part(px).unwrap();
-    let (nd, tnd) = feed(&mut g, "nd", DType::F64, &[2, 3], &[-1., -2., -3., -4., -5., -6.]);
+    let (nd, tnd) = feed(
+        &mut g,
+        "nd",
+        DType::F64,
+        &[2, 3],
+        &[-1., -2., -3., -4., -5., -6.],
+    );
     let set = g.matrix_set_diag(px, nd).unwrap();
     let out = run(&g, &[(d, td), (px, tx), (nd, tnd)], &[m, part, set]);
     let mut want = vec![0.0; 18];
@@ -117,7 +132,9 @@ fn v1_diagonal_ops() {
     }
     assert_eq!(out[2].to_f64_vec(), want);
     // A diagonal of the wrong length.
-    let bad = g.placeholder("bad", DType::F64, Shape::known(&[2, 4])).unwrap();
+    let bad = g
+        .placeholder("bad", DType::F64, Shape::known(&[2, 4]))
+        .unwrap();
     let e = g.matrix_set_diag(px, bad).unwrap_err().to_string();
     assert!(e.contains("diagonal must have shape"), "{e}");
 }
@@ -139,12 +156,25 @@ fn diag_part_v3(k: (i64, i64), pad: f64, align: &str) -> (Vec<usize>, Vec<f64>) 
 #[test]
 fn diag_part_v3_matches_tensorflow_docs() {
     let rl = "RIGHT_LEFT";
-    assert_eq!(diag_part_v3((0, 0), 0.0, rl), (vec![2, 3], ints(&[1, 6, 7, 5, 2, 7])));
-    assert_eq!(diag_part_v3((1, 1), 0.0, rl), (vec![2, 3], ints(&[2, 7, 6, 4, 3, 8])));
-    let band = ints(&[0, 3, 8, 2, 7, 6, 1, 6, 7, 5, 8, 0, 0, 3, 4, 4, 3, 8, 5, 2, 7, 1, 6, 0]);
+    assert_eq!(
+        diag_part_v3((0, 0), 0.0, rl),
+        (vec![2, 3], ints(&[1, 6, 7, 5, 2, 7]))
+    );
+    assert_eq!(
+        diag_part_v3((1, 1), 0.0, rl),
+        (vec![2, 3], ints(&[2, 7, 6, 4, 3, 8]))
+    );
+    let band = ints(&[
+        0, 3, 8, 2, 7, 6, 1, 6, 7, 5, 8, 0, 0, 3, 4, 4, 3, 8, 5, 2, 7, 1, 6, 0,
+    ]);
     assert_eq!(diag_part_v3((-1, 2), 0.0, rl), (vec![2, 4, 3], band));
-    let left_right = ints(&[3, 8, 0, 2, 7, 6, 1, 6, 7, 0, 5, 8, 3, 4, 0, 4, 3, 8, 5, 2, 7, 0, 1, 6]);
-    assert_eq!(diag_part_v3((-1, 2), 0.0, "LEFT_RIGHT"), (vec![2, 4, 3], left_right));
+    let left_right = ints(&[
+        3, 8, 0, 2, 7, 6, 1, 6, 7, 0, 5, 8, 3, 4, 0, 4, 3, 8, 5, 2, 7, 0, 1, 6,
+    ]);
+    assert_eq!(
+        diag_part_v3((-1, 2), 0.0, "LEFT_RIGHT"),
+        (vec![2, 4, 3], left_right)
+    );
     let short = ints(&[5, 8, 9, 0, 1, 6, 5, 0]);
     assert_eq!(diag_part_v3((-2, -1), 0.0, rl), (vec![2, 2, 2], short));
     let padded = ints(&[9, 9, 4, 9, 3, 8, 2, 7, 6, 9, 9, 2, 9, 3, 4, 4, 3, 8]);
@@ -157,7 +187,9 @@ fn diag_v3_and_set_diag_v3_match_tensorflow_docs() {
     let diags = ints(&[0, 8, 9, 1, 2, 3, 4, 5, 0, 0, 2, 3, 6, 7, 9, 9, 1, 0]);
     let mut g = Graph::new();
     let (d, td) = feed(&mut g, "d", DType::F64, &[2, 3, 3], &diags);
-    let m = g.matrix_diag_v3(d, (-1, 1), -1, -1, 0.0, "RIGHT_LEFT").unwrap();
+    let m = g
+        .matrix_diag_v3(d, (-1, 1), -1, -1, 0.0, "RIGHT_LEFT")
+        .unwrap();
     let want = ints(&[1, 8, 0, 4, 2, 9, 0, 5, 3, 6, 2, 0, 9, 7, 3, 0, 1, 9]);
     let out = run(&g, &[(d, td)], &[m]).remove(0);
     assert_eq!(out.shape(), &[2, 3, 3]);
@@ -165,17 +197,26 @@ fn diag_v3_and_set_diag_v3_match_tensorflow_docs() {
     // A rectangular matrix with a subdiagonal, explicit sizes and padding.
     let mut g = Graph::new();
     let (d, td) = feed(&mut g, "d", DType::F32, &[2], &[1., 2.]);
-    let m = g.matrix_diag_v3(d, (-1, -1), 3, 4, 0.0, "RIGHT_LEFT").unwrap();
-    let p = g.matrix_diag_v3(d, (-1, -1), 3, -1, 9.0, "RIGHT_LEFT").unwrap();
+    let m = g
+        .matrix_diag_v3(d, (-1, -1), 3, 4, 0.0, "RIGHT_LEFT")
+        .unwrap();
+    let p = g
+        .matrix_diag_v3(d, (-1, -1), 3, -1, 9.0, "RIGHT_LEFT")
+        .unwrap();
     let out = run(&g, &[(d, td)], &[m, p]);
     assert_eq!(out[0].shape(), &[3, 4]);
-    assert_eq!(out[0].to_f64_vec(), ints(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0]));
+    assert_eq!(
+        out[0].to_f64_vec(),
+        ints(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0])
+    );
     assert_eq!(out[1].shape(), &[3, 2]);
     assert_eq!(out[1].to_f64_vec(), ints(&[9, 9, 1, 9, 9, 2]));
     // MatrixSetDiagV3 of a band of the docs' 3 x 4 matrices of 7s.
     let mut g = Graph::new();
     let (x, tx) = feed(&mut g, "x", DType::F64, &[2, 3, 4], &[7.0; 24]);
-    let dv = ints(&[0, 9, 1, 6, 5, 8, 1, 2, 3, 4, 5, 0, 0, 1, 2, 5, 6, 4, 6, 1, 2, 3, 4, 0]);
+    let dv = ints(&[
+        0, 9, 1, 6, 5, 8, 1, 2, 3, 4, 5, 0, 0, 1, 2, 5, 6, 4, 6, 1, 2, 3, 4, 0,
+    ]);
     let (d, td) = feed(&mut g, "d", DType::F64, &[2, 4, 3], &dv);
     let s = g.matrix_set_diag_v3(x, d, (-1, 2), "RIGHT_LEFT").unwrap();
     let want = ints(&[
@@ -187,24 +228,46 @@ fn diag_v3_and_set_diag_v3_match_tensorflow_docs() {
 #[test]
 fn diag_v3_errors() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::known(&[3, 4])).unwrap();
-    let e = g.matrix_diag_part_v3(x, (2, 1), 0.0, "RIGHT_LEFT").unwrap_err().to_string();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[3, 4]))
+        .unwrap();
+    let e = g
+        .matrix_diag_part_v3(x, (2, 1), 0.0, "RIGHT_LEFT")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("k[0] = 2"), "{e}");
-    let e = g.matrix_diag_part_v3(x, (0, 5), 0.0, "RIGHT_LEFT").unwrap_err().to_string();
+    let e = g
+        .matrix_diag_part_v3(x, (0, 5), 0.0, "RIGHT_LEFT")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("outside"), "{e}");
-    let e = g.matrix_diag_part_v3(x, (0, 0), 0.0, "UP_DOWN").unwrap_err().to_string();
+    let e = g
+        .matrix_diag_part_v3(x, (0, 0), 0.0, "UP_DOWN")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("align"), "{e}");
-    let d = g.placeholder("d", DType::F32, Shape::known(&[2, 3])).unwrap();
-    let e = g.matrix_diag_v3(d, (0, 2), -1, -1, 0.0, "RIGHT_LEFT").unwrap_err().to_string();
+    let d = g
+        .placeholder("d", DType::F32, Shape::known(&[2, 3]))
+        .unwrap();
+    let e = g
+        .matrix_diag_v3(d, (0, 2), -1, -1, 0.0, "RIGHT_LEFT")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("diagonals"), "{e}");
     // In the kernel: a set-diagonal of the wrong shape.
     let mut g = Graph::new();
     let x = loose(&mut g, "x", DType::F32);
     let d = loose(&mut g, "d", DType::F32);
     let s = g.matrix_set_diag_v3(x, d, (0, 1), "RIGHT_LEFT").unwrap();
-    let feeds = [(x, t(&[3, 3], vec![0f32; 9])), (d, t(&[2, 2], vec![0f32; 4]))];
+    let feeds = [
+        (x, t(&[3, 3], vec![0f32; 9])),
+        (d, t(&[2, 2], vec![0f32; 4])),
+    ];
     let e = run_err(&g, &feeds, s).to_string();
-    assert!(e.contains("diagonal must have shape [2, 3]") && e.contains("MatrixSetDiagV3"), "{e}");
+    assert!(
+        e.contains("diagonal must have shape [2, 3]") && e.contains("MatrixSetDiagV3"),
+        "{e}"
+    );
 }
 
 // ---- MatrixInverse, MatrixDeterminant, Cholesky -----------------------------------------------
@@ -252,17 +315,29 @@ fn inverse_times_matrix_is_identity() {
     let (x, tx) = feed(&mut g, "x", DType::F64, &[2, 2], &[4., 7., 2., 6.]);
     let inv = g.matrix_inverse(x, false).unwrap();
     let got = run(&g, &[(x, tx)], &[inv])[0].to_f64_vec();
-    assert_close(&got, &[0.6, -0.7, -0.2, 0.4], 1e-14, "inverse of [[4, 7], [2, 6]]");
+    assert_close(
+        &got,
+        &[0.6, -0.7, -0.2, 0.4],
+        1e-14,
+        "inverse of [[4, 7], [2, 6]]",
+    );
 }
 
 #[test]
 fn singular_and_non_square_inverse_errors() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::known(&[2, 2])).unwrap();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[2, 2]))
+        .unwrap();
     let inv = g.matrix_inverse(x, false).unwrap();
     let e = run_err(&g, &[(x, t(&[2, 2], vec![1f32, 2., 2., 4.]))], inv).to_string();
-    assert!(e.contains("not invertible") && e.contains("MatrixInverse"), "{e}");
-    let y = g.placeholder("y", DType::F32, Shape::known(&[2, 3])).unwrap();
+    assert!(
+        e.contains("not invertible") && e.contains("MatrixInverse"),
+        "{e}"
+    );
+    let y = g
+        .placeholder("y", DType::F32, Shape::known(&[2, 3]))
+        .unwrap();
     let e = g.matrix_inverse(y, false).unwrap_err().to_string();
     assert!(e.contains("square"), "{e}");
     let mut g = Graph::new();
@@ -302,7 +377,12 @@ fn cholesky_reconstructs_its_input() {
     let (x, tx) = feed(&mut g, "x", DType::F64, &[3, 3], &a);
     let l = g.cholesky(x).unwrap();
     let got = run(&g, &[(x, tx)], &[l])[0].to_f64_vec();
-    assert_close(&got, &[2., 0., 0., 6., 1., 0., -8., 5., 3.], 1e-14, "cholesky");
+    assert_close(
+        &got,
+        &[2., 0., 0., 6., 1., 0., -8., 5., 3.],
+        1e-14,
+        "cholesky",
+    );
     for dtype in [DType::F64, DType::F32] {
         let (b, n) = (2, 5);
         let r = random(b * n * n, 3);
@@ -326,7 +406,10 @@ fn cholesky_reconstructs_its_input() {
             let want = &a[k * n * n..(k + 1) * n * n];
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
             assert_close(&flat(&matmul(&lm, &lt)), want, tol, "L L^T");
-            assert!((0..n).all(|i| (i + 1..n).all(|j| lm[i][j] == 0.0)), "upper zeros");
+            assert!(
+                (0..n).all(|i| (i + 1..n).all(|j| lm[i][j] == 0.0)),
+                "upper zeros"
+            );
         }
     }
 }
@@ -334,10 +417,15 @@ fn cholesky_reconstructs_its_input() {
 #[test]
 fn cholesky_of_a_matrix_not_positive_definite_is_an_error() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F64, Shape::known(&[2, 2])).unwrap();
+    let x = g
+        .placeholder("x", DType::F64, Shape::known(&[2, 2]))
+        .unwrap();
     let l = g.cholesky(x).unwrap();
     let e = run_err(&g, &[(x, t(&[2, 2], vec![1.0, 2.0, 2.0, 1.0]))], l).to_string();
-    assert!(e.contains("Cholesky decomposition was not successful"), "{e}");
+    assert!(
+        e.contains("Cholesky decomposition was not successful"),
+        "{e}"
+    );
     assert!(e.contains(&g.node(l.node).name), "names the node: {e}");
 }
 
@@ -375,7 +463,9 @@ fn triangular_solve_all_flags_and_broadcasting() {
                         })
                         .collect();
                     let op: Vec<Vec<f64>> = if adjoint {
-                        (0..m).map(|r| (0..m).map(|c| tri[c][r]).collect()).collect()
+                        (0..m)
+                            .map(|r| (0..m).map(|c| tri[c][r]).collect())
+                            .collect()
                     } else {
                         tri
                     };
@@ -395,9 +485,16 @@ fn triangular_solve_all_flags_and_broadcasting() {
 #[test]
 fn triangular_solve_errors() {
     let mut g = Graph::new();
-    let a = g.placeholder("a", DType::F32, Shape::known(&[3, 3])).unwrap();
-    let b = g.placeholder("b", DType::F32, Shape::known(&[4, 2])).unwrap();
-    let e = g.matrix_triangular_solve(a, b, true, false).unwrap_err().to_string();
+    let a = g
+        .placeholder("a", DType::F32, Shape::known(&[3, 3]))
+        .unwrap();
+    let b = g
+        .placeholder("b", DType::F32, Shape::known(&[4, 2]))
+        .unwrap();
+    let e = g
+        .matrix_triangular_solve(a, b, true, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("number of rows"), "{e}");
     let mut g = Graph::new();
     let a = loose(&mut g, "a", DType::F32);
@@ -408,7 +505,10 @@ fn triangular_solve_errors() {
         (b, t(&[3, 3, 1], vec![1f32; 9])),
     ];
     let e = run_err(&g, &feeds, x).to_string();
-    assert!(e.contains("do not broadcast") && e.contains("MatrixTriangularSolve"), "{e}");
+    assert!(
+        e.contains("do not broadcast") && e.contains("MatrixTriangularSolve"),
+        "{e}"
+    );
 }
 
 // ---- Einsum -----------------------------------------------------------------------------------
@@ -471,7 +571,11 @@ fn einsum_run(eq: &str, ops: &[(&[usize], &[f64])], dtype: DType) -> Tensor {
     let xs: Vec<Output> = feeds.iter().map(|f| f.0).collect();
     let y = g.einsum(&xs, eq).unwrap();
     let out = run(&g, &feeds, &[y]).remove(0);
-    assert_eq!(g.shape(y).to_known().as_deref(), Some(out.shape()), "{eq}: static shape");
+    assert_eq!(
+        g.shape(y).to_known().as_deref(),
+        Some(out.shape()),
+        "{eq}: static shape"
+    );
     out
 }
 
@@ -506,7 +610,10 @@ fn einsum_matches_explicit_loops() {
             let xs: Vec<Output> = shapes
                 .iter()
                 .enumerate()
-                .map(|(i, s)| g.placeholder(&format!("x{i}"), DType::F32, Shape::known(s)).unwrap())
+                .map(|(i, s)| {
+                    g.placeholder(&format!("x{i}"), DType::F32, Shape::known(s))
+                        .unwrap()
+                })
                 .collect();
             let e = g.einsum(&xs, eq).unwrap_err().to_string();
             assert!(e.contains("1 or 2"), "{e}");
@@ -517,8 +624,11 @@ fn einsum_matches_explicit_loops() {
             .enumerate()
             .map(|(i, s)| random(s.iter().product(), 100 + i as u64))
             .collect();
-        let ops: Vec<(&[usize], &[f64])> =
-            shapes.iter().zip(&vals).map(|(s, v)| (*s, v.as_slice())).collect();
+        let ops: Vec<(&[usize], &[f64])> = shapes
+            .iter()
+            .zip(&vals)
+            .map(|(s, v)| (*s, v.as_slice()))
+            .collect();
         let (shape, want) = naive_einsum(eq, &ops);
         for dtype in [DType::F64, DType::F32] {
             let out = einsum_run(eq, &ops, dtype);
@@ -528,7 +638,11 @@ fn einsum_matches_explicit_loops() {
         }
     }
     // Integers.
-    let out = einsum_run("ij,jk->ik", &[(&[2, 2], &[1., 2., 3., 4.]), (&[2, 2], &[5., 6., 7., 8.])], DType::I32);
+    let out = einsum_run(
+        "ij,jk->ik",
+        &[(&[2, 2], &[1., 2., 3., 4.]), (&[2, 2], &[5., 6., 7., 8.])],
+        DType::I32,
+    );
     assert_eq!(out.to_f64_vec(), vec![19., 22., 43., 50.]);
 }
 
@@ -561,9 +675,22 @@ fn einsum_ellipsis_broadcasts() {
         .collect();
     assert_eq!(out.to_f64_vec(), want);
     let w = random(4 * 2, 4);
-    let out = einsum_run("bij,jk->bik", &[(&[2, 3, 4], &x), (&[4, 2], &w)], DType::F64);
-    let out2 = einsum_run("...j,jk->...k", &[(&[2, 3, 4], &x), (&[4, 2], &w)], DType::F64);
-    assert_close(&out2.to_f64_vec(), &out.to_f64_vec(), 1e-12, "...j,jk->...k");
+    let out = einsum_run(
+        "bij,jk->bik",
+        &[(&[2, 3, 4], &x), (&[4, 2], &w)],
+        DType::F64,
+    );
+    let out2 = einsum_run(
+        "...j,jk->...k",
+        &[(&[2, 3, 4], &x), (&[4, 2], &w)],
+        DType::F64,
+    );
+    assert_close(
+        &out2.to_f64_vec(),
+        &out.to_f64_vec(),
+        1e-12,
+        "...j,jk->...k",
+    );
     // Empty dims.
     let out = einsum_run("ij,jk->ik", &[(&[2, 0], &[]), (&[0, 3], &[])], DType::F64);
     assert_eq!(out.to_f64_vec(), vec![0.0; 6]);
@@ -572,8 +699,12 @@ fn einsum_ellipsis_broadcasts() {
 #[test]
 fn einsum_errors() {
     let mut g = Graph::new();
-    let a = g.placeholder("a", DType::F32, Shape::known(&[2, 3])).unwrap();
-    let b = g.placeholder("b", DType::F32, Shape::known(&[4, 5])).unwrap();
+    let a = g
+        .placeholder("a", DType::F32, Shape::known(&[2, 3]))
+        .unwrap();
+    let b = g
+        .placeholder("b", DType::F32, Shape::known(&[4, 5]))
+        .unwrap();
     for (eq, needle) in [
         ("ij,jk->ik", "label 'j'"),
         ("ij,jk->iz", "appears in no input"),
@@ -591,17 +722,26 @@ fn einsum_errors() {
     let b = loose(&mut g, "b", DType::F32);
     let y = g.einsum(&[a, b], "ij,jk->ik").unwrap();
     assert_eq!(g.shape(y), &Shape::new(vec![Dim::Unknown, Dim::Unknown]));
-    let feeds = [(a, t(&[2, 3], vec![0f32; 6])), (b, t(&[4, 5], vec![0f32; 20]))];
+    let feeds = [
+        (a, t(&[2, 3], vec![0f32; 6])),
+        (b, t(&[4, 5], vec![0f32; 20])),
+    ];
     let e = run_err(&g, &feeds, y).to_string();
     assert!(e.contains("label 'j'") && e.contains("Einsum"), "{e}");
-    let feeds = [(a, t(&[2, 3, 1], vec![0f32; 6])), (b, t(&[3, 5], vec![0f32; 15]))];
+    let feeds = [
+        (a, t(&[2, 3, 1], vec![0f32; 6])),
+        (b, t(&[3, 5], vec![0f32; 15])),
+    ];
     let e = run_err(&g, &feeds, y).to_string();
     assert!(e.contains("rank 3"), "{e}");
     let mut g = Graph::new();
     let a = loose(&mut g, "a", DType::F32);
     let b = loose(&mut g, "b", DType::F32);
     let y = g.einsum(&[a, b], "...i,...i->...").unwrap();
-    let feeds = [(a, t(&[2, 3], vec![0f32; 6])), (b, t(&[4, 3], vec![0f32; 12]))];
+    let feeds = [
+        (a, t(&[2, 3], vec![0f32; 6])),
+        (b, t(&[4, 3], vec![0f32; 12])),
+    ];
     let e = run_err(&g, &feeds, y).to_string();
     assert!(e.contains("do not broadcast"), "{e}");
 }
@@ -618,21 +758,33 @@ fn multinomial_frequencies_follow_softmax() {
     let s = g.multinomial(l, n as i64, Some(7), DType::I64).unwrap();
     assert_eq!(g.shape(s), &Shape::known(&[2, n]));
     let session = Session::new(&g, SessionOptions::default()).unwrap();
-    let first = session.run(&[(l, tl.clone())], &[s], &[]).unwrap().remove(0);
+    let first = session
+        .run(&[(l, tl.clone())], &[s], &[])
+        .unwrap()
+        .remove(0);
     assert_eq!(first.dtype(), DType::I64);
     let v = first.to_f64_vec();
     for row in 0..2 {
         let r = &logits[row * 3..row * 3 + 3];
         let z: f64 = r.iter().map(|x| x.exp()).sum();
         for c in 0..3 {
-            let freq = v[row * n..(row + 1) * n].iter().filter(|&&x| x == c as f64).count() as f64
+            let freq = v[row * n..(row + 1) * n]
+                .iter()
+                .filter(|&&x| x == c as f64)
+                .count() as f64
                 / n as f64;
             let p = r[c].exp() / z;
-            assert!((freq - p).abs() < 0.015, "row {row} class {c}: {freq} vs {p}");
+            assert!(
+                (freq - p).abs() < 0.015,
+                "row {row} class {c}: {freq} vs {p}"
+            );
         }
     }
     // The next run continues the stream; a new session replays it.
-    let second = session.run(&[(l, tl.clone())], &[s], &[]).unwrap().remove(0);
+    let second = session
+        .run(&[(l, tl.clone())], &[s], &[])
+        .unwrap()
+        .remove(0);
     assert_ne!(second.to_f64_vec(), v);
     let again = Session::new(&g, SessionOptions::default()).unwrap();
     let replay = again.run(&[(l, tl)], &[s], &[]).unwrap().remove(0);
@@ -648,9 +800,15 @@ fn multinomial_output_dtype_and_errors() {
     assert_eq!((out.dtype(), out.shape()), (DType::I32, &[1usize, 5][..]));
     assert!(out.to_f64_vec().iter().all(|&v| v == 0.0 || v == 1.0));
     let v = g.placeholder("v", DType::F32, Shape::known(&[3])).unwrap();
-    let e = g.multinomial(v, 5, None, DType::I64).unwrap_err().to_string();
+    let e = g
+        .multinomial(v, 5, None, DType::I64)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("2-D"), "{e}");
-    let e = g.multinomial(l, -1, None, DType::I64).unwrap_err().to_string();
+    let e = g
+        .multinomial(l, -1, None, DType::I64)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("non-negative"), "{e}");
     let mut g = Graph::new();
     let l = loose(&mut g, "l", DType::F32);
@@ -669,7 +827,13 @@ fn bincount_counts_and_sums_weights() {
     let (a, ta) = feed(&mut g, "a", DType::I32, &[7], &[1., 1., 2., 5., 0., 7., 1.]);
     let empty = g.constant_from::<f32>(&[0], vec![]).unwrap();
     let counts = g.bincount(a, 6, empty).unwrap();
-    let (w, tw) = feed(&mut g, "w", DType::F64, &[7], &[0.5, 1., 2., 3., 4., 5., 6.]);
+    let (w, tw) = feed(
+        &mut g,
+        "w",
+        DType::F64,
+        &[7],
+        &[0.5, 1., 2., 3., 4., 5., 6.],
+    );
     let weighted = g.bincount(a, 3, w).unwrap();
     let out = run(&g, &[(a, ta), (w, tw)], &[counts, weighted]);
     assert_eq!(out[0].dtype(), DType::F32);
@@ -680,11 +844,26 @@ fn bincount_counts_and_sums_weights() {
     let a = loose(&mut g, "a", DType::I32);
     let s = loose(&mut g, "s", DType::I32);
     let w = loose(&mut g, "w", DType::F32);
-    let y = g.build("Bincount").input(a).input(s).input(w).finish1().unwrap();
+    let y = g
+        .build("Bincount")
+        .input(a)
+        .input(s)
+        .input(w)
+        .finish1()
+        .unwrap();
     let run_with = |g: &Graph, av: Vec<i32>, size: i32, wv: Vec<f32>| {
         let n = av.len();
         let wn = wv.len();
-        run_err(g, &[(a, t(&[n], av)), (s, Tensor::scalar(size)), (w, t(&[wn], wv))], y).to_string()
+        run_err(
+            g,
+            &[
+                (a, t(&[n], av)),
+                (s, Tensor::scalar(size)),
+                (w, t(&[wn], wv)),
+            ],
+            y,
+        )
+        .to_string()
     };
     let e = run_with(&g, vec![1, -1], 3, vec![]);
     assert!(e.contains("non-negative") && e.contains("Bincount"), "{e}");
@@ -700,7 +879,13 @@ fn dense_bincount_rows_and_binary_output() {
     let (a, ta) = feed(&mut g, "a", DType::I32, &[2, 3], &[0., 1., 1., 2., 2., 9.]);
     let size = g.scalar(3i32).unwrap();
     let empty = g.constant_from::<i64>(&[0], vec![]).unwrap();
-    let y = g.build("DenseBincount").input(a).input(size).input(empty).finish1().unwrap();
+    let y = g
+        .build("DenseBincount")
+        .input(a)
+        .input(size)
+        .input(empty)
+        .finish1()
+        .unwrap();
     let b = g
         .build("DenseBincount")
         .input(a)
