@@ -767,13 +767,13 @@ fn multinomial_frequencies_follow_softmax() {
     for row in 0..2 {
         let r = &logits[row * 3..row * 3 + 3];
         let z: f64 = r.iter().map(|x| x.exp()).sum();
-        for c in 0..3 {
+        for (c, lc) in r.iter().enumerate() {
             let freq = v[row * n..(row + 1) * n]
                 .iter()
                 .filter(|&&x| x == c as f64)
                 .count() as f64
                 / n as f64;
-            let p = r[c].exp() / z;
+            let p = lc.exp() / z;
             assert!(
                 (freq - p).abs() < 0.015,
                 "row {row} class {c}: {freq} vs {p}"

@@ -469,8 +469,8 @@ fn cholesky(ctx: &KernelContext<'_>) -> KResult<(Dims, Vec<f64>)> {
         let l = &mut out[b * n * n..(b + 1) * n * n];
         for j in 0..n {
             let d = a[j * n + j] - (0..j).map(|k| l[j * n + k] * l[j * n + k]).sum::<f64>();
-            // `!(d > 0)` also catches NaN.
-            if !(d > 0.0) {
+            // Not positive, or NaN.
+            if d.is_nan() || d <= 0.0 {
                 return Err(KernelError::invalid(format!(
                     "Cholesky decomposition was not successful: matrix {b} of the batch (input \
                      shape {:?}) is not symmetric positive definite (pivot {j} is {d})",

@@ -171,8 +171,8 @@ fn bincount<T: Numeric>(dense: bool, binary: bool) -> Box<dyn OpKernel> {
             let at = (i / per_row.max(1)) * size + v as usize;
             out[at] = if binary {
                 T::ONE
-            } else if weighted {
-                out[at].add(weights[i])
+            } else if let Some(&w) = weights.get(i) {
+                out[at].add(w)
             } else {
                 out[at].add(T::ONE)
             };
