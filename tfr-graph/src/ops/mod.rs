@@ -11,9 +11,12 @@ pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
 pub mod debug_ops;
+pub mod einsum;
 pub mod embedding_grad;
 pub mod embedding_ops;
 pub mod io_ops;
+pub mod linalg_grad;
+pub mod linalg_ops;
 mod loop_saved_values;
 pub mod math_grad;
 pub mod math_ops;
@@ -22,6 +25,7 @@ pub mod nn_ops;
 pub mod partition_grad;
 pub mod partition_ops;
 pub mod random_ops;
+pub mod sampling_ops;
 pub mod segment_grad;
 pub mod segment_ops;
 pub mod selection_ops;
@@ -75,6 +79,8 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(activation_ops::op_defs());
     defs.extend(selection_ops::op_defs());
     defs.extend(debug_ops::op_defs());
+    defs.extend(linalg_ops::op_defs());
+    defs.extend(sampling_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
@@ -98,6 +104,7 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(selection_ops::gradients());
     table.extend(debug_ops::gradients());
     table.extend(tf_names::gradients());
+    table.extend(linalg_grad::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));
