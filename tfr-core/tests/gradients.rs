@@ -21,6 +21,9 @@ type GResult<T> = Result<T, GraphError>;
 #[path = "gradient_cases/tf_ops.rs"]
 mod tf_ops;
 
+#[path = "gradient_cases/spatial_ops.rs"]
+mod spatial_ops;
+
 // ---- deterministic random numbers -------------------------------------------------------------
 
 struct Rng(u64);
@@ -1086,6 +1089,7 @@ fn all_cases() -> Vec<Case> {
     cs.extend(array_cases(&mut rng));
     cs.extend(nn_cases(&mut rng));
     cs.extend(tf_ops::cases(&mut rng));
+    cs.extend(spatial_ops::cases(&mut rng));
     cs
 }
 
@@ -1439,6 +1443,11 @@ fn numeric_check_nn_ops() {
 #[test]
 fn numeric_check_tf_compat_ops() {
     check_family(tf_ops::cases(&mut Rng(4)));
+}
+
+#[test]
+fn numeric_check_spatial_ops() {
+    check_family(spatial_ops::cases(&mut Rng(5)));
 }
 
 /// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.
