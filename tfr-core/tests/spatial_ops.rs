@@ -10,6 +10,9 @@ use tfr_graph::{gradients, DType, Graph, Output, Shape};
 
 // ---- helpers ----------------------------------------------------------------------------------
 
+/// A documented example: (input shape, input or argument, output shape, output).
+type Example<A> = (&'static [usize], A, &'static [usize], Vec<f32>);
+
 fn run(g: &Graph, feeds: &[(Output, Tensor)], fetches: &[Output]) -> Vec<Tensor> {
     Session::new(g, SessionOptions::default())
         .unwrap()
@@ -162,12 +165,12 @@ fn mirror_pad_matches_tensorflow_docs() {
     // tf.pad docs: t = [[1, 2, 3], [4, 5, 6]], paddings = [[1, 1], [2, 2]].
     let t = t32(&[2, 3], &range(6));
     let reflect = [
-        6., 5., 4., 5., 6., 5., 4., 3., 2., 1., 2., 3., 2., 1., 6., 5., 4., 5., 6., 5., 4., 3.,
-        2., 1., 2., 3., 2., 1.,
+        6., 5., 4., 5., 6., 5., 4., 3., 2., 1., 2., 3., 2., 1., 6., 5., 4., 5., 6., 5., 4., 3., 2.,
+        1., 2., 3., 2., 1.,
     ];
     let symmetric = [
-        2., 1., 1., 2., 3., 3., 2., 2., 1., 1., 2., 3., 3., 2., 5., 4., 4., 5., 6., 6., 5., 5.,
-        4., 4., 5., 6., 6., 5.,
+        2., 1., 1., 2., 3., 3., 2., 2., 1., 1., 2., 3., 3., 2., 5., 4., 4., 5., 6., 6., 5., 5., 4.,
+        4., 5., 6., 6., 5.,
     ];
     for (mode, want) in [("REFLECT", reflect), ("SYMMETRIC", symmetric)] {
         let y = eval1(
@@ -245,7 +248,8 @@ fn mirror_pad_errors() {
         .finish1()
         .unwrap();
     let xv = t32(&[2, 3], &range(6));
-    let feed = |pv: Vec<i32>, shape: &[usize]| vec![(x, xv.clone()), (p, Tensor::new(shape, pv).unwrap())];
+    let feed =
+        |pv: Vec<i32>, shape: &[usize]| vec![(x, xv.clone()), (p, Tensor::new(shape, pv).unwrap())];
     let e = run_err(&g, &feed(vec![0, 0, 0, 3], &[2, 2]), y);
     assert_kernel_error(e, "mp", &["axis 1 of size 3", "padded by (0, 3)"]);
     let e = run_err(&g, &feed(vec![-1, 0, 0, 0], &[2, 2]), y);
@@ -273,7 +277,7 @@ fn mirror_pad_errors() {
 #[test]
 fn depth_to_space_and_back_match_tensorflow_docs() {
     // (input shape, input, output shape, output) from the DepthToSpace docs (block 2).
-    let cases: [(&[usize], Vec<f32>, &[usize], Vec<f32>); 3] = [
+    let cases: [Example<Vec<f32>>; 3] = [
         (&[1, 1, 1, 4], range(4), &[1, 2, 2, 1], range(4)),
         (&[1, 1, 1, 12], range(12), &[1, 2, 2, 3], range(12)),
         (
@@ -317,15 +321,30 @@ fn depth_to_space_errors() {
     let e = g.space_to_depth(x, 2).unwrap_err();
     assert!(e.to_string().contains("width (3)"), "{e}");
     let e = g.depth_to_space(x, 1).unwrap_err();
-    assert!(e.to_string().contains("block_size must be at least 2"), "{e}");
+    assert!(
+        e.to_string().contains("block_size must be at least 2"),
+        "{e}"
+    );
     let v = ph(&mut g, "v", DType::F32, &[2, 3, 4]);
     let e = g.depth_to_space(v, 2).unwrap_err();
     assert!(e.to_string().contains("4-D"), "{e}");
     // At run time.
     let mut g = Graph::new();
     let x = ph_unknown(&mut g, "x", DType::F32, 4);
-    let d = g.build("DepthToSpace").name("d2s").input(x).attr("block_size", 2i64).finish1().unwrap();
-    let s = g.build("SpaceToDepth").name("s2d").input(x).attr("block_size", 2i64).finish1().unwrap();
+    let d = g
+        .build("DepthToSpace")
+        .name("d2s")
+        .input(x)
+        .attr("block_size", 2i64)
+        .finish1()
+        .unwrap();
+    let s = g
+        .build("SpaceToDepth")
+        .name("s2d")
+        .input(x)
+        .attr("block_size", 2i64)
+        .finish1()
+        .unwrap();
     let xv = t32(&[1, 3, 2, 2], &range(12));
     assert_kernel_error(run_err(&g, &[(x, xv.clone())], d), "d2s", &["depth (2)"]);
     assert_kernel_error(run_err(&g, &[(x, xv)], s), "s2d", &["height (3)"]);
@@ -353,7 +372,7 @@ fn space_to_batch_matches_tensorflow_docs() {
         0., 1., 3., 0., 9., 11., 0., 2., 4., 0., 10., 12., 0., 5., 7., 0., 13., 15., 0., 6., 8.,
         0., 14., 16.,
     ];
-    let cases: [(&[usize], [[i32; 2]; 2], &[usize], Vec<f32>); 4] = [
+    let cases: [Example<[[i32; 2]; 2]>; 4] = [
         (&[1, 2, 2, 1], [[0, 0], [0, 0]], &[4, 1, 1, 1], range(4)),
         (&[1, 2, 2, 3], [[0, 0], [0, 0]], &[4, 1, 1, 3], range(12)),
         (
@@ -368,12 +387,8 @@ fn space_to_batch_matches_tensorflow_docs() {
     ];
     for (xs, p, ys, want) in cases {
         let n: usize = xs.iter().product();
-        let extra = |g: &mut Graph| {
-            vec![
-                g.constant_from(&[2], vec![2i32, 2]).unwrap(),
-                pairs(g, &p),
-            ]
-        };
+        let extra =
+            |g: &mut Graph| vec![g.constant_from(&[2], vec![2i32, 2]).unwrap(), pairs(g, &p)];
         let y = eval1("SpaceToBatchND", t32(xs, &range(n)), extra, &[]);
         assert_eq!(y.shape(), ys, "{xs:?}");
         assert_eq!(f32s(&y), want, "{xs:?}");
@@ -393,7 +408,11 @@ fn space_to_batch_static_shapes_and_rank3() {
     let z = g.batch_to_space_nd(y, &[2], &[(1, 0)]).unwrap();
     assert_eq!(g.shape(z), &Shape::known(&[2, 3, 4, 5]));
     let v: Vec<f64> = (0..120).map(f64::from).collect();
-    let out = run(&g, &[(x, Tensor::new(&[2, 3, 4, 5], v.clone()).unwrap())], &[y, z]);
+    let out = run(
+        &g,
+        &[(x, Tensor::new(&[2, 3, 4, 5], v.clone()).unwrap())],
+        &[y, z],
+    );
     assert_eq!(out[1].to_vec::<f64>().unwrap(), v);
     // Batch 0 of the output is image 0 at padded rows 0 and 2 (the padding row, then row 1).
     let y0 = &out[0].to_vec::<f64>().unwrap()[..40];
@@ -402,7 +421,11 @@ fn space_to_batch_static_shapes_and_rank3() {
     // Unknown block_shape: the rank survives.
     let b = ph(&mut g, "b", DType::I32, &[1]);
     let pc = pairs(&mut g, &[[0, 0]]);
-    let w = g.build("SpaceToBatchND").inputs([x, b, pc]).finish1().unwrap();
+    let w = g
+        .build("SpaceToBatchND")
+        .inputs([x, b, pc])
+        .finish1()
+        .unwrap();
     assert_eq!(g.shape(w), &Shape::unknown_dims(4));
 }
 
@@ -410,25 +433,47 @@ fn space_to_batch_static_shapes_and_rank3() {
 fn space_to_batch_errors() {
     let mut g = Graph::new();
     let x = ph(&mut g, "x", DType::F32, &[1, 3, 4, 1]);
-    let e = g.space_to_batch_nd(x, &[2, 2], &[(0, 0), (0, 0)]).unwrap_err();
+    let e = g
+        .space_to_batch_nd(x, &[2, 2], &[(0, 0), (0, 0)])
+        .unwrap_err();
     assert!(e.to_string().contains("divisible by block_shape[0]"), "{e}");
-    let e = g.space_to_batch_nd(x, &[0, 2], &[(0, 1), (0, 0)]).unwrap_err();
+    let e = g
+        .space_to_batch_nd(x, &[0, 2], &[(0, 1), (0, 0)])
+        .unwrap_err();
     assert!(e.to_string().contains("at least 1"), "{e}");
-    let e = g.space_to_batch_nd(x, &[2, 2], &[(0, -1), (0, 0)]).unwrap_err();
+    let e = g
+        .space_to_batch_nd(x, &[2, 2], &[(0, -1), (0, 0)])
+        .unwrap_err();
     assert!(e.to_string().contains("non-negative"), "{e}");
-    let e = g.space_to_batch_nd(x, &[1, 1, 1, 1], &[(0, 0); 4]).unwrap_err();
+    let e = g
+        .space_to_batch_nd(x, &[1, 1, 1, 1], &[(0, 0); 4])
+        .unwrap_err();
     assert!(e.to_string().contains("rank at least 5"), "{e}");
-    let e = g.batch_to_space_nd(x, &[3, 1], &[(0, 0), (0, 0)]).unwrap_err();
+    let e = g
+        .batch_to_space_nd(x, &[3, 1], &[(0, 0), (0, 0)])
+        .unwrap_err();
     assert!(e.to_string().contains("batch (1)"), "{e}");
-    let e = g.batch_to_space_nd(x, &[1, 1], &[(2, 2), (0, 0)]).unwrap_err();
+    let e = g
+        .batch_to_space_nd(x, &[1, 1], &[(2, 2), (0, 0)])
+        .unwrap_err();
     assert!(e.to_string().contains("exceed"), "{e}");
     // At run time, with the block shape and paddings fed.
     let mut g = Graph::new();
     let x = ph_unknown(&mut g, "x", DType::F32, 4);
     let b = ph_unknown(&mut g, "b", DType::I32, 1);
     let p = ph_unknown(&mut g, "p", DType::I32, 2);
-    let s2b = g.build("SpaceToBatchND").name("s2b").inputs([x, b, p]).finish1().unwrap();
-    let b2s = g.build("BatchToSpaceND").name("b2s").inputs([x, b, p]).finish1().unwrap();
+    let s2b = g
+        .build("SpaceToBatchND")
+        .name("s2b")
+        .inputs([x, b, p])
+        .finish1()
+        .unwrap();
+    let b2s = g
+        .build("BatchToSpaceND")
+        .name("b2s")
+        .inputs([x, b, p])
+        .finish1()
+        .unwrap();
     let xv = t32(&[2, 3, 4, 1], &range(24));
     let feed = |bv: Vec<i32>, pv: Vec<i32>| {
         let m = bv.len();
@@ -489,18 +534,41 @@ fn resize_values_derived_from_tensorflow_rules() {
         let got: Vec<f64> = y.to_f64_vec();
         assert_close(&got, &want, 1e-6, &format!("bilinear {align} {half}"));
     }
-    let nn = |align, half| f32s(&resize("ResizeNearestNeighbor", x.clone(), [3, 3], align, half));
+    let nn = |align, half| {
+        f32s(&resize(
+            "ResizeNearestNeighbor",
+            x.clone(),
+            [3, 3],
+            align,
+            half,
+        ))
+    };
     assert_eq!(nn(false, false), vec![1., 1., 2., 1., 1., 2., 3., 3., 4.]);
     assert_eq!(nn(true, false), vec![1., 2., 2., 3., 4., 4., 3., 4., 4.]);
     assert_eq!(nn(false, true), vec![1., 2., 2., 3., 4., 4., 3., 4., 4.]);
     // Downsampling 4x4 (values 0..15) to 2x2.
-    let x = t32(&[1, 4, 4, 1], &(0..16).map(|v| v as f32).collect::<Vec<_>>());
+    let x = t32(
+        &[1, 4, 4, 1],
+        &(0..16).map(|v| v as f32).collect::<Vec<_>>(),
+    );
     let down = |op, align, half| f32s(&resize(op, x.clone(), [2, 2], align, half));
-    assert_eq!(down("ResizeNearestNeighbor", false, false), vec![0., 2., 8., 10.]);
-    assert_eq!(down("ResizeNearestNeighbor", false, true), vec![5., 7., 13., 15.]);
-    assert_eq!(down("ResizeNearestNeighbor", true, false), vec![0., 3., 12., 15.]);
+    assert_eq!(
+        down("ResizeNearestNeighbor", false, false),
+        vec![0., 2., 8., 10.]
+    );
+    assert_eq!(
+        down("ResizeNearestNeighbor", false, true),
+        vec![5., 7., 13., 15.]
+    );
+    assert_eq!(
+        down("ResizeNearestNeighbor", true, false),
+        vec![0., 3., 12., 15.]
+    );
     assert_eq!(down("ResizeBilinear", false, false), vec![0., 2., 8., 10.]);
-    assert_eq!(down("ResizeBilinear", false, true), vec![2.5, 4.5, 10.5, 12.5]);
+    assert_eq!(
+        down("ResizeBilinear", false, true),
+        vec![2.5, 4.5, 10.5, 12.5]
+    );
     assert_eq!(down("ResizeBilinear", true, false), vec![0., 3., 12., 15.]);
     // ResizeBilinear's output is float32 whatever the input, as in TensorFlow.
     let xi = Tensor::new(&[1, 2, 2, 1], vec![1i32, 2, 3, 4]).unwrap();
@@ -508,7 +576,10 @@ fn resize_values_derived_from_tensorflow_rules() {
     assert_eq!(y.dtype(), DType::F32);
     assert_eq!(f32s(&y), aligned.map(|v| v as f32).to_vec());
     let xd = Tensor::new(&[1, 2, 2, 1], vec![1.0f64, 2., 3., 4.]).unwrap();
-    assert_eq!(resize("ResizeBilinear", xd, [3, 3], true, false).dtype(), DType::F32);
+    assert_eq!(
+        resize("ResizeBilinear", xd, [3, 3], true, false).dtype(),
+        DType::F32
+    );
     let y = resize("ResizeNearestNeighbor", xi, [3, 3], true, false);
     assert_eq!(y.to_vec::<i32>().unwrap(), vec![1, 2, 2, 3, 4, 4, 3, 4, 4]);
 }
@@ -566,7 +637,11 @@ fn reference_resize(
                 for ch in 0..c {
                     if bilinear {
                         let coord = |i: usize, s: f32, size: usize| {
-                            let v = if half { (i as f32 + 0.5) * s - 0.5 } else { i as f32 * s };
+                            let v = if half {
+                                (i as f32 + 0.5) * s - 0.5
+                            } else {
+                                i as f32 * s
+                            };
                             let lo = v.floor().max(0.0) as usize;
                             let hi = (v.ceil() as usize).min(size - 1);
                             (lo, hi, v - v.floor())
@@ -578,7 +653,11 @@ fn reference_resize(
                         out.push((top + (bot - top) * ly) as f64);
                     } else {
                         let idx = |i: usize, s: f32, size: usize| {
-                            let v = if half { (i as f32 + 0.5) * s } else { i as f32 * s };
+                            let v = if half {
+                                (i as f32 + 0.5) * s
+                            } else {
+                                i as f32 * s
+                            };
                             let j = if align { v.round() } else { v.floor() };
                             (j.max(0.0) as usize).min(size - 1)
                         };
@@ -593,16 +672,29 @@ fn reference_resize(
 
 #[test]
 fn resizes_match_the_reference() {
-    let shapes = [([2, 3, 5, 2], [7, 4]), ([1, 6, 4, 3], [2, 9]), ([1, 1, 1, 1], [3, 2])];
+    let shapes = [
+        ([2, 3, 5, 2], [7, 4]),
+        ([1, 6, 4, 3], [2, 9]),
+        ([1, 1, 1, 1], [3, 2]),
+    ];
     for (k, (d, size)) in shapes.into_iter().enumerate() {
         let x = random(d.iter().product(), k as u64 + 3);
         for (align, half) in [(false, false), (true, false), (false, true)] {
             for bilinear in [true, false] {
-                let op = if bilinear { "ResizeBilinear" } else { "ResizeNearestNeighbor" };
+                let op = if bilinear {
+                    "ResizeBilinear"
+                } else {
+                    "ResizeNearestNeighbor"
+                };
                 let s = [size[0] as i32, size[1] as i32];
                 let y = resize(op, tensor(DType::F32, &d, &x), s, align, half);
                 let want = reference_resize(&x, d, size, align, half, bilinear);
-                assert_close(&y.to_f64_vec(), &want, 1e-6, &format!("{op} {d:?} {align} {half}"));
+                assert_close(
+                    &y.to_f64_vec(),
+                    &want,
+                    1e-6,
+                    &format!("{op} {d:?} {align} {half}"),
+                );
             }
         }
     }
@@ -614,33 +706,67 @@ fn resize_errors() {
     let x = ph(&mut g, "x", DType::F32, &[1, 2, 2, 1]);
     let e = g.resize_bilinear(x, [3, 3], true, true).unwrap_err();
     assert!(e.to_string().contains("half_pixel_centers"), "{e}");
-    let e = g.resize_nearest_neighbor(x, [0, 3], false, false).unwrap_err();
+    let e = g
+        .resize_nearest_neighbor(x, [0, 3], false, false)
+        .unwrap_err();
     assert!(e.to_string().contains("positive"), "{e}");
     let v = ph(&mut g, "v", DType::F32, &[2, 2, 1]);
     let e = g.resize_bilinear(v, [3, 3], false, false).unwrap_err();
     assert!(e.to_string().contains("4-D"), "{e}");
     let s3 = g.constant_from(&[3], vec![1i32, 2, 3]).unwrap();
-    let e = g.build("ResizeBilinear").inputs([x, s3]).finish1().unwrap_err();
+    let e = g
+        .build("ResizeBilinear")
+        .inputs([x, s3])
+        .finish1()
+        .unwrap_err();
     assert!(e.to_string().contains("2 elements"), "{e}");
     // At run time: a fed size, an empty image.
     let mut g = Graph::new();
     let x = ph_unknown(&mut g, "x", DType::F32, 4);
     let s = ph_unknown(&mut g, "s", DType::I32, 1);
-    let y = g.build("ResizeBilinear").name("rb").inputs([x, s]).finish1().unwrap();
+    let y = g
+        .build("ResizeBilinear")
+        .name("rb")
+        .inputs([x, s])
+        .finish1()
+        .unwrap();
     let xv = t32(&[1, 2, 2, 1], &range(4));
-    let e = run_err(&g, &[(x, xv.clone()), (s, Tensor::new(&[2], vec![3, -1]).unwrap())], y);
+    let e = run_err(
+        &g,
+        &[
+            (x, xv.clone()),
+            (s, Tensor::new(&[2], vec![3, -1]).unwrap()),
+        ],
+        y,
+    );
     assert_kernel_error(e, "rb", &["size must be positive", "[3, -1]"]);
     let e = run_err(&g, &[(x, xv), (s, Tensor::new(&[1], vec![3]).unwrap())], y);
     assert_kernel_error(e, "rb", &["2 elements"]);
     let empty = t32(&[1, 0, 2, 1], &[]);
-    let e = run_err(&g, &[(x, empty), (s, Tensor::new(&[2], vec![3, 3]).unwrap())], y);
+    let e = run_err(
+        &g,
+        &[(x, empty), (s, Tensor::new(&[2], vec![3, 3]).unwrap())],
+        y,
+    );
     assert_kernel_error(e, "rb", &["non-zero height and width"]);
     // ResizeBilinearGrad: grads and image disagree on channels.
     let mut g = Graph::new();
     let gr = ph_unknown(&mut g, "g", DType::F32, 4);
     let im = ph_unknown(&mut g, "im", DType::F32, 4);
-    let y = g.build("ResizeBilinearGrad").name("rbg").inputs([gr, im]).finish1().unwrap();
-    let e = run_err(&g, &[(gr, t32(&[1, 3, 3, 2], &[0.; 18])), (im, t32(&[1, 2, 2, 1], &[0.; 4]))], y);
+    let y = g
+        .build("ResizeBilinearGrad")
+        .name("rbg")
+        .inputs([gr, im])
+        .finish1()
+        .unwrap();
+    let e = run_err(
+        &g,
+        &[
+            (gr, t32(&[1, 3, 3, 2], &[0.; 18])),
+            (im, t32(&[1, 2, 2, 1], &[0.; 4])),
+        ],
+        y,
+    );
     assert_kernel_error(e, "rbg", &["batch and channels"]);
 }
 
@@ -648,15 +774,46 @@ fn resize_errors() {
 fn resize_and_rearrangement_gradients_are_numeric() {
     let x = random(2 * 3 * 4 * 2, 11);
     for (align, half) in [(false, false), (true, false), (false, true)] {
-        check_gradient(&[2, 3, 4, 2], |g, x| {
-            let y = g.resize_nearest_neighbor(x, [5, 7], align, half).unwrap();
-            g.identity(y).unwrap()
-        }, &x, "ResizeNearestNeighbor");
+        check_gradient(
+            &[2, 3, 4, 2],
+            |g, x| {
+                let y = g.resize_nearest_neighbor(x, [5, 7], align, half).unwrap();
+                g.identity(y).unwrap()
+            },
+            &x,
+            "ResizeNearestNeighbor",
+        );
     }
-    check_gradient(&[2, 3, 4, 2], |g, x| g.mirror_pad(x, &[(1, 0), (2, 1), (3, 3), (0, 1)], "REFLECT").unwrap(), &x, "MirrorPad REFLECT");
-    check_gradient(&[2, 3, 4, 2], |g, x| g.mirror_pad(x, &[(2, 0), (3, 3), (0, 4), (2, 2)], "SYMMETRIC").unwrap(), &x, "MirrorPad SYMMETRIC");
-    check_gradient(&[2, 3, 4, 2], |g, x| g.space_to_batch_nd(x, &[2, 3], &[(1, 0), (1, 1)]).unwrap(), &x, "SpaceToBatchND");
-    check_gradient(&[2, 4, 4, 2], |g, x| g.space_to_depth(x, 2).unwrap(), &random(64, 3), "SpaceToDepth");
+    check_gradient(
+        &[2, 3, 4, 2],
+        |g, x| {
+            g.mirror_pad(x, &[(1, 0), (2, 1), (3, 3), (0, 1)], "REFLECT")
+                .unwrap()
+        },
+        &x,
+        "MirrorPad REFLECT",
+    );
+    check_gradient(
+        &[2, 3, 4, 2],
+        |g, x| {
+            g.mirror_pad(x, &[(2, 0), (3, 3), (0, 4), (2, 2)], "SYMMETRIC")
+                .unwrap()
+        },
+        &x,
+        "MirrorPad SYMMETRIC",
+    );
+    check_gradient(
+        &[2, 3, 4, 2],
+        |g, x| g.space_to_batch_nd(x, &[2, 3], &[(1, 0), (1, 1)]).unwrap(),
+        &x,
+        "SpaceToBatchND",
+    );
+    check_gradient(
+        &[2, 4, 4, 2],
+        |g, x| g.space_to_depth(x, 2).unwrap(),
+        &random(64, 3),
+        "SpaceToDepth",
+    );
 }
 
 // ---- depthwise convolution and Conv3D --------------------------------------------------------
@@ -701,7 +858,11 @@ fn reference_conv(
                                     if (0..3).any(|i| p[i] < 0 || p[i] as usize >= xd[i + 1]) {
                                         continue;
                                     }
-                                    let base = (((b * xd[1] + p[0] as usize) * xd[2] + p[1] as usize) * xd[3] + p[2] as usize) * c;
+                                    let base = (((b * xd[1] + p[0] as usize) * xd[2]
+                                        + p[1] as usize)
+                                        * xd[3]
+                                        + p[2] as usize)
+                                        * c;
                                     let tap = ((kz * fd[1] + ky) * fd[2] + kx) * fd[3];
                                     if depthwise {
                                         let (ic, m) = (oc / fd[4], oc % fd[4]);
@@ -727,10 +888,19 @@ fn reference_conv(
 fn depthwise_conv_matches_a_literal_and_the_reference() {
     // 1x1 filter: output channel c * 2 + m is x[c] * filter[c, m].
     let mut g = Graph::new();
-    let x = g.constant_from(&[1, 1, 2, 2], vec![1.0f32, 2., 3., 4.]).unwrap();
-    let f = g.constant_from(&[1, 1, 2, 2], vec![1.0f32, 2., 3., 4.]).unwrap();
-    let y = g.depthwise_conv2d_native(x, f, &[1, 1, 1, 1], "VALID", &[1, 1, 1, 1]).unwrap();
-    assert_eq!(f32s(&run(&g, &[], &[y])[0]), vec![1., 2., 6., 8., 3., 6., 12., 16.]);
+    let x = g
+        .constant_from(&[1, 1, 2, 2], vec![1.0f32, 2., 3., 4.])
+        .unwrap();
+    let f = g
+        .constant_from(&[1, 1, 2, 2], vec![1.0f32, 2., 3., 4.])
+        .unwrap();
+    let y = g
+        .depthwise_conv2d_native(x, f, &[1, 1, 1, 1], "VALID", &[1, 1, 1, 1])
+        .unwrap();
+    assert_eq!(
+        f32s(&run(&g, &[], &[y])[0]),
+        vec![1., 2., 6., 8., 3., 6., 12., 16.]
+    );
     let cases = [
         ([2, 5, 6, 3], [3, 3, 3, 2], [1, 1], [1, 1], "SAME"),
         ([1, 7, 6, 2], [3, 2, 2, 1], [2, 3], [1, 1], "VALID"),
@@ -740,40 +910,109 @@ fn depthwise_conv_matches_a_literal_and_the_reference() {
         let xv = random(xd.iter().product(), 20 + k as u64);
         let fv = random(fd.iter().product(), 40 + k as u64);
         let padding = Padding::parse(pad).unwrap();
-        let (want, od) = reference_conv(&xv, [xd[0], 1, xd[1], xd[2], xd[3]], &fv, [1, fd[0], fd[1], fd[2], fd[3]], [1, s[0], s[1]], [1, d[0], d[1]], padding, true);
+        let (want, od) = reference_conv(
+            &xv,
+            [xd[0], 1, xd[1], xd[2], xd[3]],
+            &fv,
+            [1, fd[0], fd[1], fd[2], fd[3]],
+            [1, s[0], s[1]],
+            [1, d[0], d[1]],
+            padding,
+            true,
+        );
         for dtype in [DType::F32, DType::F64] {
             let mut g = Graph::new();
             let x = ph(&mut g, "x", dtype, &xd);
             let f = ph(&mut g, "f", dtype, &fd);
-            let y = g.depthwise_conv2d_native(x, f, &[1, s[0] as i64, s[1] as i64, 1], pad, &[1, d[0] as i64, d[1] as i64, 1]).unwrap();
+            let y = g
+                .depthwise_conv2d_native(
+                    x,
+                    f,
+                    &[1, s[0] as i64, s[1] as i64, 1],
+                    pad,
+                    &[1, d[0] as i64, d[1] as i64, 1],
+                )
+                .unwrap();
             assert_eq!(g.shape(y), &Shape::known(&[od[0], od[2], od[3], od[4]]));
-            let out = run(&g, &[(x, tensor(dtype, &xd, &xv)), (f, tensor(dtype, &fd, &fv))], &[y]);
+            let out = run(
+                &g,
+                &[(x, tensor(dtype, &xd, &xv)), (f, tensor(dtype, &fd, &fv))],
+                &[y],
+            );
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-            assert_close(&out[0].to_f64_vec(), &want, tol, &format!("depthwise case {k} {dtype}"));
+            assert_close(
+                &out[0].to_f64_vec(),
+                &want,
+                tol,
+                &format!("depthwise case {k} {dtype}"),
+            );
         }
         // Gradients of both inputs, numerically.
-        check_gradient(&xd, |g, x| {
-            let f = g.constant_from(&fd, fv.clone()).unwrap();
-            g.depthwise_conv2d_native(x, f, &[1, s[0] as i64, s[1] as i64, 1], pad, &[1, d[0] as i64, d[1] as i64, 1]).unwrap()
-        }, &xv, &format!("depthwise dx case {k}"));
-        check_gradient(&fd, |g, f| {
-            let x = g.constant_from(&xd, xv.clone()).unwrap();
-            g.depthwise_conv2d_native(x, f, &[1, s[0] as i64, s[1] as i64, 1], pad, &[1, d[0] as i64, d[1] as i64, 1]).unwrap()
-        }, &fv, &format!("depthwise dfilter case {k}"));
+        check_gradient(
+            &xd,
+            |g, x| {
+                let f = g.constant_from(&fd, fv.clone()).unwrap();
+                g.depthwise_conv2d_native(
+                    x,
+                    f,
+                    &[1, s[0] as i64, s[1] as i64, 1],
+                    pad,
+                    &[1, d[0] as i64, d[1] as i64, 1],
+                )
+                .unwrap()
+            },
+            &xv,
+            &format!("depthwise dx case {k}"),
+        );
+        check_gradient(
+            &fd,
+            |g, f| {
+                let x = g.constant_from(&xd, xv.clone()).unwrap();
+                g.depthwise_conv2d_native(
+                    x,
+                    f,
+                    &[1, s[0] as i64, s[1] as i64, 1],
+                    pad,
+                    &[1, d[0] as i64, d[1] as i64, 1],
+                )
+                .unwrap()
+            },
+            &fv,
+            &format!("depthwise dfilter case {k}"),
+        );
     }
 }
 
 #[test]
 fn conv3d_matches_the_reference() {
     let cases = [
-        ([1, 3, 4, 5, 2], [2, 3, 2, 2, 3], [1, 1, 1], [1, 1, 1], "SAME"),
-        ([2, 5, 4, 4, 1], [3, 2, 2, 1, 2], [2, 1, 2], [1, 1, 1], "VALID"),
-        ([1, 5, 5, 4, 2], [2, 2, 2, 2, 1], [1, 2, 1], [2, 1, 2], "SAME"),
+        (
+            [1, 3, 4, 5, 2],
+            [2, 3, 2, 2, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            "SAME",
+        ),
+        (
+            [2, 5, 4, 4, 1],
+            [3, 2, 2, 1, 2],
+            [2, 1, 2],
+            [1, 1, 1],
+            "VALID",
+        ),
+        (
+            [1, 5, 5, 4, 2],
+            [2, 2, 2, 2, 1],
+            [1, 2, 1],
+            [2, 1, 2],
+            "SAME",
+        ),
     ];
     for (k, (xd, fd, s, d, pad)) in cases.into_iter().enumerate() {
         let xv = random(xd.iter().product(), 60 + k as u64);
         let fv = random(fd.iter().product(), 80 + k as u64);
-        let (want, od) = reference_conv(&xv, xd, &fv, fd, s, d, Padding::parse(pad).unwrap(), false);
+        let (want, od) =
+            reference_conv(&xv, xd, &fv, fd, s, d, Padding::parse(pad).unwrap(), false);
         let strides = [1, s[0] as i64, s[1] as i64, s[2] as i64, 1];
         let dil = [1, d[0] as i64, d[1] as i64, d[2] as i64, 1];
         for dtype in [DType::F32, DType::F64] {
@@ -782,18 +1021,37 @@ fn conv3d_matches_the_reference() {
             let f = ph(&mut g, "f", dtype, &fd);
             let y = g.conv3d(x, f, &strides, pad, &dil).unwrap();
             assert_eq!(g.shape(y), &Shape::known(&od));
-            let out = run(&g, &[(x, tensor(dtype, &xd, &xv)), (f, tensor(dtype, &fd, &fv))], &[y]);
+            let out = run(
+                &g,
+                &[(x, tensor(dtype, &xd, &xv)), (f, tensor(dtype, &fd, &fv))],
+                &[y],
+            );
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-            assert_close(&out[0].to_f64_vec(), &want, tol, &format!("conv3d case {k} {dtype}"));
+            assert_close(
+                &out[0].to_f64_vec(),
+                &want,
+                tol,
+                &format!("conv3d case {k} {dtype}"),
+            );
         }
-        check_gradient(&xd, |g, x| {
-            let f = g.constant_from(&fd, fv.clone()).unwrap();
-            g.conv3d(x, f, &strides, pad, &dil).unwrap()
-        }, &xv, &format!("conv3d dx case {k}"));
-        check_gradient(&fd, |g, f| {
-            let x = g.constant_from(&xd, xv.clone()).unwrap();
-            g.conv3d(x, f, &strides, pad, &dil).unwrap()
-        }, &fv, &format!("conv3d dfilter case {k}"));
+        check_gradient(
+            &xd,
+            |g, x| {
+                let f = g.constant_from(&fd, fv.clone()).unwrap();
+                g.conv3d(x, f, &strides, pad, &dil).unwrap()
+            },
+            &xv,
+            &format!("conv3d dx case {k}"),
+        );
+        check_gradient(
+            &fd,
+            |g, f| {
+                let x = g.constant_from(&xd, xv.clone()).unwrap();
+                g.conv3d(x, f, &strides, pad, &dil).unwrap()
+            },
+            &fv,
+            &format!("conv3d dfilter case {k}"),
+        );
     }
 }
 
@@ -802,12 +1060,18 @@ fn convolution_errors() {
     let mut g = Graph::new();
     let x4 = ph(&mut g, "x4", DType::F32, &[1, 4, 4, 2]);
     let f4 = ph(&mut g, "f4", DType::F32, &[2, 2, 3, 1]);
-    let e = g.depthwise_conv2d_native(x4, f4, &[1, 1, 1, 1], "SAME", &[1; 4]).unwrap_err();
+    let e = g
+        .depthwise_conv2d_native(x4, f4, &[1, 1, 1, 1], "SAME", &[1; 4])
+        .unwrap_err();
     assert!(e.to_string().contains("in_channels"), "{e}");
     let f4 = ph(&mut g, "f4b", DType::F32, &[5, 2, 2, 1]);
-    let e = g.depthwise_conv2d_native(x4, f4, &[1, 1, 1, 1], "VALID", &[1; 4]).unwrap_err();
+    let e = g
+        .depthwise_conv2d_native(x4, f4, &[1, 1, 1, 1], "VALID", &[1; 4])
+        .unwrap_err();
     assert!(e.to_string().contains("VALID"), "{e}");
-    let e = g.depthwise_conv2d_native(x4, f4, &[2, 1, 1, 1], "SAME", &[1; 4]).unwrap_err();
+    let e = g
+        .depthwise_conv2d_native(x4, f4, &[2, 1, 1, 1], "SAME", &[1; 4])
+        .unwrap_err();
     assert!(e.to_string().contains("batch and channel"), "{e}");
     let x5 = ph(&mut g, "x5", DType::F32, &[1, 4, 4, 4, 2]);
     let f5 = ph(&mut g, "f5", DType::F32, &[2, 2, 2, 3, 1]);
@@ -824,25 +1088,72 @@ fn convolution_errors() {
     let mut g = Graph::new();
     let x = ph_unknown(&mut g, "x", DType::F32, 5);
     let f = ph_unknown(&mut g, "f", DType::F32, 5);
-    let y = g.build("Conv3D").name("c3").inputs([x, f]).attr("strides", vec![1i64; 5]).attr("padding", "VALID").finish1().unwrap();
+    let y = g
+        .build("Conv3D")
+        .name("c3")
+        .inputs([x, f])
+        .attr("strides", vec![1i64; 5])
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
     let xv = t32(&[1, 2, 2, 2, 1], &[0.; 8]);
-    let e = run_err(&g, &[(x, xv.clone()), (f, t32(&[1, 1, 1, 2, 1], &[0.; 2]))], y);
+    let e = run_err(
+        &g,
+        &[(x, xv.clone()), (f, t32(&[1, 1, 1, 2, 1], &[0.; 2]))],
+        y,
+    );
     assert_kernel_error(e, "c3", &["in_channels (2"]);
-    let e = run_err(&g, &[(x, xv.clone()), (f, t32(&[3, 1, 1, 1, 1], &[0.; 3]))], y);
+    let e = run_err(
+        &g,
+        &[(x, xv.clone()), (f, t32(&[3, 1, 1, 1, 1], &[0.; 3]))],
+        y,
+    );
     assert_kernel_error(e, "c3", &["larger than the input"]);
     let sizes = g.constant_from(&[5], vec![1i32, 2, 2, 2, 1]).unwrap();
     let dy = ph_unknown(&mut g, "dy", DType::F32, 5);
-    let bi = g.build("Conv3DBackpropInputV2").name("c3bi").inputs([sizes, f, dy]).attr("strides", vec![1i64; 5]).attr("padding", "VALID").finish1().unwrap();
-    let e = run_err(&g, &[(f, t32(&[1, 1, 1, 1, 1], &[1.])), (dy, t32(&[1, 1, 1, 1, 1], &[1.]))], bi);
-    assert_kernel_error(e, "c3bi", &["out_backprop has shape [1, 1, 1, 1, 1]", "[1, 2, 2, 2, 1]"]);
-    let nc = g.build("Conv3D").inputs([x, f]).attr("strides", vec![1i64; 5]).attr("padding", "VALID").attr("data_format", "NCDHW").finish1().unwrap();
+    let bi = g
+        .build("Conv3DBackpropInputV2")
+        .name("c3bi")
+        .inputs([sizes, f, dy])
+        .attr("strides", vec![1i64; 5])
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
+    let e = run_err(
+        &g,
+        &[
+            (f, t32(&[1, 1, 1, 1, 1], &[1.])),
+            (dy, t32(&[1, 1, 1, 1, 1], &[1.])),
+        ],
+        bi,
+    );
+    assert_kernel_error(
+        e,
+        "c3bi",
+        &["out_backprop has shape [1, 1, 1, 1, 1]", "[1, 2, 2, 2, 1]"],
+    );
+    let nc = g
+        .build("Conv3D")
+        .inputs([x, f])
+        .attr("strides", vec![1i64; 5])
+        .attr("padding", "VALID")
+        .attr("data_format", "NCDHW")
+        .finish1()
+        .unwrap();
     let e = run_err(&g, &[(x, xv), (f, t32(&[1, 1, 1, 2, 1], &[0.; 2]))], nc);
     assert!(e.to_string().contains("NDHWC"), "{e}");
 }
 
 // ---- 3-D pooling -----------------------------------------------------------------------------
 
-fn reference_pool3d(x: &[f64], xd: [usize; 5], k: [usize; 3], s: [usize; 3], padding: Padding, max: bool) -> Vec<f64> {
+fn reference_pool3d(
+    x: &[f64],
+    xd: [usize; 5],
+    k: [usize; 3],
+    s: [usize; 3],
+    padding: Padding,
+    max: bool,
+) -> Vec<f64> {
     let mut geo = [(0, 0); 3];
     for i in 0..3 {
         let (o, p, _) = window_geometry(xd[i + 1], k[i], s[i], 1, padding).unwrap();
@@ -859,11 +1170,20 @@ fn reference_pool3d(x: &[f64], xd: [usize; 5], k: [usize; 3], s: [usize; 3], pad
                         for kz in 0..k[0] {
                             for ky in 0..k[1] {
                                 for kx in 0..k[2] {
-                                    let p = [(z * s[0] + kz) as isize - geo[0].1 as isize, (y * s[1] + ky) as isize - geo[1].1 as isize, (w * s[2] + kx) as isize - geo[2].1 as isize];
+                                    let p = [
+                                        (z * s[0] + kz) as isize - geo[0].1 as isize,
+                                        (y * s[1] + ky) as isize - geo[1].1 as isize,
+                                        (w * s[2] + kx) as isize - geo[2].1 as isize,
+                                    ];
                                     if (0..3).any(|i| p[i] < 0 || p[i] as usize >= xd[i + 1]) {
                                         continue;
                                     }
-                                    let v = x[(((b * xd[1] + p[0] as usize) * xd[2] + p[1] as usize) * xd[3] + p[2] as usize) * c + ch];
+                                    let v = x[(((b * xd[1] + p[0] as usize) * xd[2]
+                                        + p[1] as usize)
+                                        * xd[3]
+                                        + p[2] as usize)
+                                        * c
+                                        + ch];
                                     acc = if max { acc.max(v) } else { acc + v };
                                     n += 1;
                                 }
@@ -894,18 +1214,42 @@ fn pool3d_matches_the_reference() {
             let want = reference_pool3d(&xv, xd, ks, s, padding, max);
             let mut g = Graph::new();
             let x = ph(&mut g, "x", DType::F64, &xd);
-            let y = if max { g.max_pool3d(x, &ksize, &strides, pad) } else { g.avg_pool3d(x, &ksize, &strides, pad) }.unwrap();
+            let y = if max {
+                g.max_pool3d(x, &ksize, &strides, pad)
+            } else {
+                g.avg_pool3d(x, &ksize, &strides, pad)
+            }
+            .unwrap();
             let out = run(&g, &[(x, tensor(DType::F64, &xd, &xv))], &[y]);
-            assert_close(&out[0].to_f64_vec(), &want, 1e-12, &format!("pool case {k} max {max}"));
-            check_gradient(&xd, |g, x| {
-                if max { g.max_pool3d(x, &ksize, &strides, pad) } else { g.avg_pool3d(x, &ksize, &strides, pad) }.unwrap()
-            }, &xv, &format!("pool3d gradient case {k} max {max}"));
+            assert_close(
+                &out[0].to_f64_vec(),
+                &want,
+                1e-12,
+                &format!("pool case {k} max {max}"),
+            );
+            check_gradient(
+                &xd,
+                |g, x| {
+                    if max {
+                        g.max_pool3d(x, &ksize, &strides, pad)
+                    } else {
+                        g.avg_pool3d(x, &ksize, &strides, pad)
+                    }
+                    .unwrap()
+                },
+                &xv,
+                &format!("pool3d gradient case {k} max {max}"),
+            );
         }
     }
     // SAME average over the window's elements inside the input: [1, 2, 3] by 2, stride 2.
     let mut g = Graph::new();
-    let x = g.constant_from(&[1, 1, 1, 3, 1], vec![1.0f32, 2., 3.]).unwrap();
-    let y = g.avg_pool3d(x, &[1, 1, 1, 2, 1], &[1, 1, 1, 2, 1], "SAME").unwrap();
+    let x = g
+        .constant_from(&[1, 1, 1, 3, 1], vec![1.0f32, 2., 3.])
+        .unwrap();
+    let y = g
+        .avg_pool3d(x, &[1, 1, 1, 2, 1], &[1, 1, 1, 2, 1], "SAME")
+        .unwrap();
     assert_eq!(f32s(&run(&g, &[], &[y])[0]), vec![1.5, 3.]);
 }
 
@@ -919,9 +1263,28 @@ fn max_pool3d_grad_ties_follow_tensorflow_cpu() {
     let k = [1i64, 2, 2, 2, 1];
     let y = g.max_pool3d(x, &k, &k, "VALID").unwrap();
     let dy = g.constant_from(&[1, 1, 1, 1, 1], vec![3.0f32]).unwrap();
-    let dx = g.build("MaxPool3DGrad").inputs([x, y, dy]).attr("ksize", k.to_vec()).attr("strides", k.to_vec()).attr("padding", "VALID").finish1().unwrap();
-    let gg_in = g.constant_from(&[1, 2, 2, 2, 1], vec![5.0f32, 6., 7., 8., 9., 10., 11., 12.]).unwrap();
-    let gg = g.build("MaxPool3DGradGrad").inputs([x, y, gg_in]).attr("ksize", k.to_vec()).attr("strides", k.to_vec()).attr("padding", "VALID").finish1().unwrap();
+    let dx = g
+        .build("MaxPool3DGrad")
+        .inputs([x, y, dy])
+        .attr("ksize", k.to_vec())
+        .attr("strides", k.to_vec())
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
+    let gg_in = g
+        .constant_from(
+            &[1, 2, 2, 2, 1],
+            vec![5.0f32, 6., 7., 8., 9., 10., 11., 12.],
+        )
+        .unwrap();
+    let gg = g
+        .build("MaxPool3DGradGrad")
+        .inputs([x, y, gg_in])
+        .attr("ksize", k.to_vec())
+        .attr("strides", k.to_vec())
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
     let out = run(&g, &[], &[dx, gg]);
     assert_eq!(f32s(&out[0]), vec![3., 3., 0., 3., 0., 3., 3., 0.]);
     assert_eq!(f32s(&out[1]), vec![5.]);
@@ -931,11 +1294,17 @@ fn max_pool3d_grad_ties_follow_tensorflow_cpu() {
 fn pool3d_errors() {
     let mut g = Graph::new();
     let x = ph(&mut g, "x", DType::F32, &[1, 2, 2, 2, 1]);
-    let e = g.max_pool3d(x, &[1, 3, 1, 1, 1], &[1; 5], "VALID").unwrap_err();
+    let e = g
+        .max_pool3d(x, &[1, 3, 1, 1, 1], &[1; 5], "VALID")
+        .unwrap_err();
     assert!(e.to_string().contains("larger than the input"), "{e}");
-    let e = g.avg_pool3d(x, &[1, 1, 1, 1, 2], &[1; 5], "VALID").unwrap_err();
+    let e = g
+        .avg_pool3d(x, &[1, 1, 1, 1, 2], &[1; 5], "VALID")
+        .unwrap_err();
     assert!(e.to_string().contains("batch and channel"), "{e}");
-    let e = g.avg_pool3d(x, &[1, 0, 1, 1, 1], &[1; 5], "VALID").unwrap_err();
+    let e = g
+        .avg_pool3d(x, &[1, 0, 1, 1, 1], &[1; 5], "VALID")
+        .unwrap_err();
     assert!(e.to_string().contains("positive"), "{e}");
     let x4 = ph(&mut g, "x4", DType::F32, &[1, 2, 2, 1]);
     let e = g.max_pool3d(x4, &[1; 5], &[1; 5], "VALID").unwrap_err();
@@ -943,12 +1312,28 @@ fn pool3d_errors() {
     // At run time: a window larger than the fed input, a gradient of the wrong shape.
     let mut g = Graph::new();
     let x = ph_unknown(&mut g, "x", DType::F32, 5);
-    let y = g.build("MaxPool3D").name("mp3").input(x).attr("ksize", vec![1i64, 2, 2, 2, 1]).attr("strides", vec![1i64; 5]).attr("padding", "VALID").finish1().unwrap();
+    let y = g
+        .build("MaxPool3D")
+        .name("mp3")
+        .input(x)
+        .attr("ksize", vec![1i64, 2, 2, 2, 1])
+        .attr("strides", vec![1i64; 5])
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
     let e = run_err(&g, &[(x, t32(&[1, 1, 2, 2, 1], &[0.; 4]))], y);
     assert_kernel_error(e, "mp3", &["larger than the input"]);
     let sizes = g.constant_from(&[5], vec![1i32, 2, 2, 2, 1]).unwrap();
     let d = ph_unknown(&mut g, "d", DType::F32, 5);
-    let ag = g.build("AvgPool3DGrad").name("apg").inputs([sizes, d]).attr("ksize", vec![1i64, 2, 2, 2, 1]).attr("strides", vec![1i64; 5]).attr("padding", "VALID").finish1().unwrap();
+    let ag = g
+        .build("AvgPool3DGrad")
+        .name("apg")
+        .inputs([sizes, d])
+        .attr("ksize", vec![1i64, 2, 2, 2, 1])
+        .attr("strides", vec![1i64; 5])
+        .attr("padding", "VALID")
+        .finish1()
+        .unwrap();
     let e = run_err(&g, &[(d, t32(&[1, 2, 1, 1, 1], &[0.; 2]))], ag);
     assert_kernel_error(e, "apg", &["grad has shape [1, 2, 1, 1, 1]"]);
 }

@@ -95,8 +95,8 @@ impl Geom {
         let k = [t / (wh * ww), (t / ww) % wh, t % ww];
         let mut at = 0;
         for i in 0..3 {
-            let v = (pos[i] * self.stride[i] + k[i] * self.dilation[i]) as isize
-                - self.pad[i] as isize;
+            let v =
+                (pos[i] * self.stride[i] + k[i] * self.dilation[i]) as isize - self.pad[i] as isize;
             if v < 0 || v as usize >= self.input[i] {
                 return None;
             }
@@ -194,13 +194,7 @@ impl ConvSpec {
 }
 
 fn conv_forward<T: FloatElem>(s: &ConvSpec, x: &[T], f: &[T]) -> KResult<Vec<T>> {
-    let (osp, isp, cin, cout, row) = (
-        s.g.out_spatial(),
-        s.g.in_spatial(),
-        s.cin,
-        s.cout(),
-        s.row,
-    );
+    let (osp, isp, cin, cout, row) = (s.g.out_spatial(), s.g.in_spatial(), s.cin, s.cout(), s.row);
     let mut out = vec![T::zero(); num_elements(&[s.g.n, osp, cout])?];
     chunks(&mut out, cout, s.work(), |k, orow| {
         let (b, o) = (k / osp, k % osp);
@@ -219,13 +213,7 @@ fn conv_forward<T: FloatElem>(s: &ConvSpec, x: &[T], f: &[T]) -> KResult<Vec<T>>
 }
 
 fn conv_backprop_input<T: FloatElem>(s: &ConvSpec, f: &[T], dy: &[T]) -> KResult<Vec<T>> {
-    let (osp, isp, cin, cout, row) = (
-        s.g.out_spatial(),
-        s.g.in_spatial(),
-        s.cin,
-        s.cout(),
-        s.row,
-    );
+    let (osp, isp, cin, cout, row) = (s.g.out_spatial(), s.g.in_spatial(), s.cin, s.cout(), s.row);
     let mut dx = vec![T::zero(); num_elements(&[s.g.n, isp, cin])?];
     chunks(&mut dx, isp * cin, s.work(), |b, dxb| {
         for o in 0..osp {
@@ -235,10 +223,7 @@ fn conv_backprop_input<T: FloatElem>(s: &ConvSpec, f: &[T], dy: &[T]) -> KResult
                 for ic in 0..cin {
                     let d = &dyrow[s.out_off(ic)..][..row];
                     let w = &fblk[ic * row..][..row];
-                    let acc = d
-                        .iter()
-                        .zip(w)
-                        .fold(T::zero(), |a, (&dv, &wv)| a + dv * wv);
+                    let acc = d.iter().zip(w).fold(T::zero(), |a, (&dv, &wv)| a + dv * wv);
                     dxb[i * cin + ic] = dxb[i * cin + ic] + acc;
                 }
             });
@@ -248,13 +233,7 @@ fn conv_backprop_input<T: FloatElem>(s: &ConvSpec, f: &[T], dy: &[T]) -> KResult
 }
 
 fn conv_backprop_filter<T: FloatElem>(s: &ConvSpec, x: &[T], dy: &[T]) -> KResult<Vec<T>> {
-    let (osp, isp, cin, cout, row) = (
-        s.g.out_spatial(),
-        s.g.in_spatial(),
-        s.cin,
-        s.cout(),
-        s.row,
-    );
+    let (osp, isp, cin, cout, row) = (s.g.out_spatial(), s.g.in_spatial(), s.cin, s.cout(), s.row);
     let mut df = vec![T::zero(); num_elements(&[s.g.taps(), cin, row])?];
     if df.is_empty() {
         return Ok(df);
@@ -533,7 +512,14 @@ fn pool_windows<T: FloatElem>(
 }
 
 /// MaxPool3DGrad and AvgPool3DGrad: each window's gradient spread over the input.
-fn pool_grad<T: FloatElem>(g: &Geom, c: usize, kind: PoolKind, x: &[T], y: &[T], dy: &[T]) -> KResult<Vec<T>> {
+fn pool_grad<T: FloatElem>(
+    g: &Geom,
+    c: usize,
+    kind: PoolKind,
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+) -> KResult<Vec<T>> {
     let (osp, isp) = (g.out_spatial(), g.in_spatial());
     let mut dx = vec![T::zero(); num_elements(&[g.n, isp, c])?];
     let tol = T::from_f64(MAX_POOL3D_GRAD_TOLERANCE);
@@ -594,13 +580,23 @@ fn pool_kernel<T: FloatElem>(p: Pool3dParams, kind: PoolKind) -> Box<dyn OpKerne
                 return Ok(());
             }
             PoolKind::MaxGrad => {
-                check_shape(ctx.input(1), &pooled, "orig_output", "the pooled orig_input")?;
+                check_shape(
+                    ctx.input(1),
+                    &pooled,
+                    "orig_output",
+                    "the pooled orig_input",
+                )?;
                 check_shape(ctx.input(2), &pooled, "grad", "the pooled orig_input")?;
                 let (y, dy) = (ctx.input(1).as_slice::<T>()?, ctx.input(2).as_slice::<T>()?);
                 tensor(&d, pool_grad(&g, d[4], kind, x, y, dy)?)
             }
             _ => {
-                check_shape(ctx.input(1), &pooled, "orig_output", "the pooled orig_input")?;
+                check_shape(
+                    ctx.input(1),
+                    &pooled,
+                    "orig_output",
+                    "the pooled orig_input",
+                )?;
                 check_shape(ctx.input(2), &d, "grad", "orig_input")?;
                 let (y, gr) = (ctx.input(1).as_slice::<T>()?, ctx.input(2).as_slice::<T>()?);
                 tensor(&pooled, pool_windows(&g, d[4], x, kind, y, gr)?)
@@ -647,7 +643,9 @@ fn conv_factory(init: &KernelInit<'_>) -> Factory {
     } else {
         (ConvKind::Forward, init.dtype())
     };
-    Ok(dispatch_float!(dtype, T => conv_kernel::<T>(conv, kind), _ => return Err(unsupported(init))))
+    Ok(
+        dispatch_float!(dtype, T => conv_kernel::<T>(conv, kind), _ => return Err(unsupported(init))),
+    )
 }
 
 fn pool_factory(init: &KernelInit<'_>) -> Factory {
@@ -673,11 +671,20 @@ pub fn register(r: &mut KernelRegistry) {
     let i32s = DTypeSet::of(&[DType::I32]);
     r.cpu("DepthwiseConv2dNative", DTypeSet::FLOAT, conv_factory);
     r.cpu("DepthwiseConv2dNativeBackpropInput", i32s, conv_factory);
-    r.cpu("DepthwiseConv2dNativeBackpropFilter", DTypeSet::FLOAT, conv_factory);
+    r.cpu(
+        "DepthwiseConv2dNativeBackpropFilter",
+        DTypeSet::FLOAT,
+        conv_factory,
+    );
     r.cpu("Conv3D", DTypeSet::FLOAT, conv_factory);
     r.cpu("Conv3DBackpropInputV2", DTypeSet::INDEX, conv_factory);
     r.cpu("Conv3DBackpropFilterV2", DTypeSet::FLOAT, conv_factory);
-    for op in ["MaxPool3D", "AvgPool3D", "MaxPool3DGrad", "MaxPool3DGradGrad"] {
+    for op in [
+        "MaxPool3D",
+        "AvgPool3D",
+        "MaxPool3DGrad",
+        "MaxPool3DGradGrad",
+    ] {
         r.cpu(op, DTypeSet::FLOAT, pool_factory);
     }
     r.cpu("AvgPool3DGrad", i32s, pool_factory);

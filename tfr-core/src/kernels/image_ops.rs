@@ -24,6 +24,8 @@ use tfr_graph::ops::nn_ops::DataFormat;
 use tfr_graph::{DType, DTypeSet, Element};
 
 type Factory = Result<Box<dyn OpKernel>, String>;
+/// (before, after) per dim.
+type Pairs = Vec<(usize, usize)>;
 
 fn invalid(m: impl Into<String>) -> KernelError {
     KernelError::invalid(m)
@@ -294,10 +296,7 @@ impl SpaceBatch {
 }
 
 /// Reads and checks block_shape (input 1) and paddings/crops (input 2) against `x`.
-fn space_batch_args(
-    ctx: &KernelContext<'_>,
-    what: &str,
-) -> KResult<(Vec<usize>, Vec<(usize, usize)>)> {
+fn space_batch_args(ctx: &KernelContext<'_>, what: &str) -> KResult<(Vec<usize>, Pairs)> {
     let bt = ctx.input(1);
     if bt.rank() != 1 {
         return Err(invalid(format!(
@@ -374,7 +373,7 @@ fn batch_to_space<T: Element>(dtype: DType) -> Box<dyn OpKernel> {
         let d = x.shape();
         let m = block.len();
         let prod = num_elements(&block)?;
-        if d[0] % prod != 0 {
+        if !d[0].is_multiple_of(prod) {
             return Err(invalid(format!(
                 "the input's batch ({}) must be divisible by the product of block_shape \
                  {block:?} ({prod})",
@@ -516,7 +515,9 @@ fn resize_bilinear<T: Numeric>(align: bool, half: bool) -> Box<dyn OpKernel> {
         let [n, h, w, c] = d;
         let ax = bilinear_axes(d, [oh, ow], align, half);
         let src = ctx.input(0).as_slice::<T>()?;
-        let at = |b: usize, y: usize, x: usize, ch: usize| src[((b * h + y) * w + x) * c + ch].to_f64() as f32;
+        let at = |b: usize, y: usize, x: usize, ch: usize| {
+            src[((b * h + y) * w + x) * c + ch].to_f64() as f32
+        };
         let out_dims = [n, oh, ow, c];
         let mut out: Vec<f32> = alloc(num_elements(&out_dims)?)?;
         for b in 0..n {
@@ -648,7 +649,9 @@ fn resize_nearest_grad<T: Numeric>(align: bool, half: bool) -> Box<dyn OpKernel>
 fn mirror_factory(init: &KernelInit<'_>) -> Factory {
     let mode = MirrorMode::parse(init.attrs.string("mode")?)?;
     Ok(match init.op {
-        "MirrorPad" => dispatch_any!(init.dtype(), T => mirror_pad::<T>(mode), _ => return Err(unsupported(init))),
+        "MirrorPad" => {
+            dispatch_any!(init.dtype(), T => mirror_pad::<T>(mode), _ => return Err(unsupported(init)))
+        }
         _ => dispatch_numeric!(init.dtype(), T => mirror_pad_grad::<T>(mode),
             _ => return Err(unsupported(init))),
     })
@@ -665,16 +668,24 @@ fn block_factory(init: &KernelInit<'_>) -> Factory {
         ));
     }
     Ok(match init.op {
-        "DepthToSpace" => dispatch_any!(init.dtype(), T => depth_to_space::<T>(bs), _ => return Err(unsupported(init))),
-        _ => dispatch_any!(init.dtype(), T => space_to_depth::<T>(bs), _ => return Err(unsupported(init))),
+        "DepthToSpace" => {
+            dispatch_any!(init.dtype(), T => depth_to_space::<T>(bs), _ => return Err(unsupported(init)))
+        }
+        _ => {
+            dispatch_any!(init.dtype(), T => space_to_depth::<T>(bs), _ => return Err(unsupported(init)))
+        }
     })
 }
 
 fn space_batch_factory(init: &KernelInit<'_>) -> Factory {
     let dtype = init.dtype();
     Ok(match init.op {
-        "SpaceToBatchND" => dispatch_any!(dtype, T => space_to_batch::<T>(dtype), _ => return Err(unsupported(init))),
-        _ => dispatch_any!(dtype, T => batch_to_space::<T>(dtype), _ => return Err(unsupported(init))),
+        "SpaceToBatchND" => {
+            dispatch_any!(dtype, T => space_to_batch::<T>(dtype), _ => return Err(unsupported(init)))
+        }
+        _ => {
+            dispatch_any!(dtype, T => batch_to_space::<T>(dtype), _ => return Err(unsupported(init)))
+        }
     })
 }
 
@@ -688,8 +699,10 @@ fn resize_factory(init: &KernelInit<'_>) -> Factory {
             dispatch_float!(dt, T => resize_bilinear_grad::<T>(align, half),
                 _ => return Err(unsupported(init)))
         }
-        "ResizeNearestNeighbor" => dispatch_numeric!(init.dtype(), T => resize_nearest::<T>(align, half),
-            _ => return Err(unsupported(init))),
+        "ResizeNearestNeighbor" => {
+            dispatch_numeric!(init.dtype(), T => resize_nearest::<T>(align, half),
+            _ => return Err(unsupported(init)))
+        }
         _ => dispatch_numeric!(init.dtype(), T => resize_nearest_grad::<T>(align, half),
             _ => return Err(unsupported(init))),
     })
@@ -703,7 +716,15 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("SpaceToBatchND", DTypeSet::ANY, space_batch_factory);
     r.cpu("BatchToSpaceND", DTypeSet::ANY, space_batch_factory);
     r.cpu("ResizeBilinear", DTypeSet::NUMERIC, resize_factory);
-    r.cpu("ResizeBilinearGrad", DTypeSet::of(&[DType::F32]), resize_factory);
+    r.cpu(
+        "ResizeBilinearGrad",
+        DTypeSet::of(&[DType::F32]),
+        resize_factory,
+    );
     r.cpu("ResizeNearestNeighbor", DTypeSet::NUMERIC, resize_factory);
-    r.cpu("ResizeNearestNeighborGrad", DTypeSet::NUMERIC, resize_factory);
+    r.cpu(
+        "ResizeNearestNeighborGrad",
+        DTypeSet::NUMERIC,
+        resize_factory,
+    );
 }

@@ -141,7 +141,8 @@ fn conv_family(
     dilations: Vec<i64>,
     padding: &'static str,
 ) {
-    let label = format!("x {x:?} filter {f:?} strides {strides:?} dilations {dilations:?} {padding}");
+    let label =
+        format!("x {x:?} filter {f:?} strides {strides:?} dilations {dilations:?} {padding}");
     let build = move |strides: Vec<i64>, dilations: Vec<i64>| {
         move |g: &mut Graph, op: &str, inputs: Vec<Output>| {
             g.build(op)
@@ -190,13 +191,58 @@ fn conv_cases(cs: &mut Vec<Case>) {
         "DepthwiseConv2dNativeBackpropFilter",
     ];
     let ones4 = vec![1i64; 4];
-    conv_family(cs, dw, vec![1, 4, 4, 2], vec![3, 3, 2, 2], vec![1, 4, 4, 4], ones4.clone(), ones4.clone(), "SAME");
-    conv_family(cs, dw, vec![2, 5, 4, 1], vec![2, 2, 1, 3], vec![2, 2, 2, 3], vec![1, 2, 2, 1], ones4.clone(), "VALID");
-    conv_family(cs, dw, vec![1, 5, 5, 2], vec![2, 2, 2, 1], vec![1, 5, 5, 2], ones4, vec![1, 2, 2, 1], "SAME");
+    conv_family(
+        cs,
+        dw,
+        vec![1, 4, 4, 2],
+        vec![3, 3, 2, 2],
+        vec![1, 4, 4, 4],
+        ones4.clone(),
+        ones4.clone(),
+        "SAME",
+    );
+    conv_family(
+        cs,
+        dw,
+        vec![2, 5, 4, 1],
+        vec![2, 2, 1, 3],
+        vec![2, 2, 2, 3],
+        vec![1, 2, 2, 1],
+        ones4.clone(),
+        "VALID",
+    );
+    conv_family(
+        cs,
+        dw,
+        vec![1, 5, 5, 2],
+        vec![2, 2, 2, 1],
+        vec![1, 5, 5, 2],
+        ones4,
+        vec![1, 2, 2, 1],
+        "SAME",
+    );
     let c3 = ["Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2"];
     let ones5 = vec![1i64; 5];
-    conv_family(cs, c3, vec![1, 3, 4, 3, 2], vec![2, 2, 2, 2, 3], vec![1, 3, 4, 3, 3], ones5.clone(), ones5.clone(), "SAME");
-    conv_family(cs, c3, vec![1, 4, 3, 4, 1], vec![2, 1, 2, 1, 2], vec![1, 2, 3, 2, 2], vec![1, 2, 1, 2, 1], ones5, "VALID");
+    conv_family(
+        cs,
+        c3,
+        vec![1, 3, 4, 3, 2],
+        vec![2, 2, 2, 2, 3],
+        vec![1, 3, 4, 3, 3],
+        ones5.clone(),
+        ones5.clone(),
+        "SAME",
+    );
+    conv_family(
+        cs,
+        c3,
+        vec![1, 4, 3, 4, 1],
+        vec![2, 1, 2, 1, 2],
+        vec![1, 2, 3, 2, 2],
+        vec![1, 2, 1, 2, 1],
+        ones5,
+        "VALID",
+    );
 }
 
 fn pool_cases(cs: &mut Vec<Case>) {

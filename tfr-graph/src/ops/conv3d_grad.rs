@@ -88,13 +88,27 @@ const CONV3D: ConvOps = ConvOps {
 };
 
 /// The input backprop of `dy` against `filter`, shaped like `x`.
-fn input_grad(g: &mut Graph, ops: &ConvOps, x: Output, f: Output, dy: Output, a: &Attrs) -> Result<Output> {
+fn input_grad(
+    g: &mut Graph,
+    ops: &ConvOps,
+    x: Output,
+    f: Output,
+    dy: Output,
+    a: &Attrs,
+) -> Result<Output> {
     let sizes = shape_of(g, x, DType::I32)?;
     node1(g, ops.input, &[sizes, f, dy], a, Some(x))
 }
 
 /// The filter backprop of `dy` against `x`, shaped like `filter`.
-fn filter_grad(g: &mut Graph, ops: &ConvOps, x: Output, f: Output, dy: Output, a: &Attrs) -> Result<Output> {
+fn filter_grad(
+    g: &mut Graph,
+    ops: &ConvOps,
+    x: Output,
+    f: Output,
+    dy: Output,
+    a: &Attrs,
+) -> Result<Output> {
     let sizes = shape_of(g, f, DType::I32)?;
     node1(g, ops.filter, &[x, sizes, dy], a, Some(f))
 }
@@ -195,7 +209,13 @@ fn avg_pool3d_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let a = copied(ctx, POOL_ATTRS);
     let g = &mut *ctx.graph;
     let sizes = shape_of(g, x, DType::I32)?;
-    Ok(vec![Some(node1(g, "AvgPool3DGrad", &[sizes, dy], &a, Some(x))?)])
+    Ok(vec![Some(node1(
+        g,
+        "AvgPool3DGrad",
+        &[sizes, dy],
+        &a,
+        Some(x),
+    )?)])
 }
 
 /// AvgPool3DGrad is linear in `grad`; its adjoint is AvgPool3D.

@@ -148,7 +148,9 @@ fn dims_of(s: &Shape, rank: usize, what: &str, layout: &str) -> Res<Vec<Dim>> {
 fn sizes_shape(ctx: &InferCtx<'_>, i: usize, rank: usize, what: &str) -> Res<Shape> {
     let s = ctx.input(i).shape.clone();
     if s.rank().is_some_and(|r| r != 1) || s.dim(0).known().is_some_and(|n| n != rank) {
-        return Err(format!("{what} must be a vector of {rank} sizes, got shape {s}"));
+        return Err(format!(
+            "{what} must be a vector of {rank} sizes, got shape {s}"
+        ));
     }
     Ok(match shape_from_tensor(ctx, i)? {
         sh if sh.rank() == Some(rank) => sh,
@@ -254,15 +256,9 @@ fn volume(s: &Shape, what: &str, format: VolumeFormat) -> Res<Vec<Dim>> {
 }
 
 fn to_layout(format: VolumeFormat, d: Vec<Dim>) -> Shape {
-    let [n, a, b, c, ch]: [Dim; 5] = d.try_into().unwrap_or_else(|_| {
-        [
-            Dim::Unknown,
-            Dim::Unknown,
-            Dim::Unknown,
-            Dim::Unknown,
-            Dim::Unknown,
-        ]
-    });
+    let [n, a, b, c, ch]: [Dim; 5] = d
+        .try_into()
+        .unwrap_or(std::array::from_fn(|_| Dim::Unknown));
     Shape::new(format.from_ndhwc([n, a, b, c, ch]).to_vec())
 }
 
@@ -272,7 +268,13 @@ fn conv3d_out(x: &[Dim], f: &[Dim], p: &Conv3dParams) -> Res<Shape> {
         "the input's channels differ from the filter's in_channels (filter dim 3)".into()
     })?;
     let mut out = vec![x[0].clone()];
-    out.extend(window_out(&x[1..4], &f[..3], &p.strides, &p.dilations, p.padding)?);
+    out.extend(window_out(
+        &x[1..4],
+        &f[..3],
+        &p.strides,
+        &p.dilations,
+        p.padding,
+    )?);
     out.push(f[4].clone());
     Ok(to_layout(p.format, out))
 }
@@ -319,7 +321,13 @@ fn infer_conv3d_backprop_filter(ctx: &InferCtx<'_>) -> InferResult {
 fn pool3d_out(x: &[Dim], p: &Pool3dParams) -> Res<Shape> {
     let window: Vec<Dim> = p.ksize.iter().map(|&k| Dim::Known(k)).collect();
     let mut out = vec![x[0].clone()];
-    out.extend(window_out(&x[1..4], &window, &p.strides, &[1; 3], p.padding)?);
+    out.extend(window_out(
+        &x[1..4],
+        &window,
+        &p.strides,
+        &[1; 3],
+        p.padding,
+    )?);
     out.push(x[4].clone());
     Ok(to_layout(p.format, out))
 }

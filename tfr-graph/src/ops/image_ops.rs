@@ -113,7 +113,9 @@ pub fn check_mirror_padding(
 fn check_pairs_shape(ctx: &InferCtx<'_>, i: usize, what: &str) -> std::result::Result<(), String> {
     let s = &ctx.input(i).shape;
     if s.rank().is_some_and(|r| r != 2) || s.dim(1).known().is_some_and(|d| d != 2) {
-        return Err(format!("{what} must be a matrix of shape [n, 2], got shape {s}"));
+        return Err(format!(
+            "{what} must be a matrix of shape [n, 2], got shape {s}"
+        ));
     }
     Ok(())
 }
@@ -347,7 +349,10 @@ fn infer_batch_to_space(ctx: &InferCtx<'_>) -> InferResult {
 /// The `align_corners` and `half_pixel_centers` attributes, which TensorFlow forbids together.
 pub fn resize_attrs(attrs: &crate::attr::Attrs) -> std::result::Result<(bool, bool), String> {
     let align = attrs.bool_opt("align_corners").copied().unwrap_or(false);
-    let half = attrs.bool_opt("half_pixel_centers").copied().unwrap_or(false);
+    let half = attrs
+        .bool_opt("half_pixel_centers")
+        .copied()
+        .unwrap_or(false);
     if align && half {
         return Err("if half_pixel_centers is true, align_corners must be false".into());
     }
@@ -504,12 +509,7 @@ fn ints_const(g: &mut Graph, builder: &str, arg: &str, v: &[i64]) -> Result<Outp
 
 impl Graph {
     /// `MirrorPad` with `mode` "REFLECT" or "SYMMETRIC" and one (before, after) per dim.
-    pub fn mirror_pad(
-        &mut self,
-        x: Output,
-        paddings: &[(i64, i64)],
-        mode: &str,
-    ) -> Result<Output> {
+    pub fn mirror_pad(&mut self, x: Output, paddings: &[(i64, i64)], mode: &str) -> Result<Output> {
         let p = pairs_const(self, "mirror_pad", "paddings", paddings)?;
         self.build("MirrorPad")
             .input(x)
@@ -540,9 +540,7 @@ impl Graph {
     ) -> Result<Output> {
         let b = ints_const(self, "space_to_batch_nd", "block_shape", block_shape)?;
         let p = pairs_const(self, "space_to_batch_nd", "paddings", paddings)?;
-        self.build("SpaceToBatchND")
-            .inputs([x, b, p])
-            .finish1()
+        self.build("SpaceToBatchND").inputs([x, b, p]).finish1()
     }
     /// `BatchToSpaceND` with one block size and one (before, after) crop per spatial dim.
     pub fn batch_to_space_nd(
@@ -553,9 +551,7 @@ impl Graph {
     ) -> Result<Output> {
         let b = ints_const(self, "batch_to_space_nd", "block_shape", block_shape)?;
         let c = pairs_const(self, "batch_to_space_nd", "crops", crops)?;
-        self.build("BatchToSpaceND")
-            .inputs([x, b, c])
-            .finish1()
+        self.build("BatchToSpaceND").inputs([x, b, c]).finish1()
     }
     /// `ResizeBilinear` of NHWC `images` to `size` = [height, width] (a float32 result).
     pub fn resize_bilinear(
@@ -565,7 +561,13 @@ impl Graph {
         align_corners: bool,
         half_pixel_centers: bool,
     ) -> Result<Output> {
-        self.resize("ResizeBilinear", images, size, align_corners, half_pixel_centers)
+        self.resize(
+            "ResizeBilinear",
+            images,
+            size,
+            align_corners,
+            half_pixel_centers,
+        )
     }
     /// `ResizeNearestNeighbor` of NHWC `images` to `size` = [height, width].
     pub fn resize_nearest_neighbor(

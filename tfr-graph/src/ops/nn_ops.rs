@@ -719,7 +719,11 @@ fn image_shape(format: DataFormat, nhwc: [Dim; 4]) -> Shape {
 }
 
 /// Merges two dims or explains the conflict.
-pub(crate) fn merge_dim(a: &Dim, b: &Dim, what: impl Fn() -> String) -> std::result::Result<Dim, String> {
+pub(crate) fn merge_dim(
+    a: &Dim,
+    b: &Dim,
+    what: impl Fn() -> String,
+) -> std::result::Result<Dim, String> {
     a.merge(b).ok_or_else(|| format!("{}: {a} vs {b}", what()))
 }
 
