@@ -204,6 +204,19 @@ fn depthwise_out(x: &[Dim], f: &[Dim], p: &ConvParams) -> Res<Shape> {
     Ok(Shape::new(p.format.from_nhwc(nhwc).to_vec()))
 }
 
+/// Depthwise convolution's attributes: Conv2D's, and no explicit paddings.
+fn depthwise_params(attrs: &Attrs) -> Res<ConvParams> {
+    if let Some(v) = attrs
+        .ints_opt("explicit_paddings")
+        .filter(|v| !v.is_empty())
+    {
+        return Err(format!(
+            "explicit_paddings are not supported (padding must be SAME or VALID), got {v:?}"
+        ));
+    }
+    ConvParams::from_attrs(attrs)
+}
+
 fn image_nhwc(s: &Shape, what: &str, p: &ConvParams) -> Res<Vec<Dim>> {
     let layout = format!("({})", p.format.name());
     Ok(p.format.nhwc(&dims_of(s, 4, what, &layout)?).to_vec())
@@ -211,7 +224,7 @@ fn image_nhwc(s: &Shape, what: &str, p: &ConvParams) -> Res<Vec<Dim>> {
 
 fn infer_depthwise(ctx: &InferCtx<'_>) -> InferResult {
     let dtype = ctx.same_dtype(&[0, 1])?;
-    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let p = depthwise_params(ctx.attrs)?;
     let x = image_nhwc(&ctx.input(0).shape, "input", &p)?;
     let f = dims_of(&ctx.input(1).shape, 4, "filter", DW_FILTER)?;
     let shape = depthwise_out(&x, &f, &p)?;
@@ -220,7 +233,7 @@ fn infer_depthwise(ctx: &InferCtx<'_>) -> InferResult {
 
 fn infer_depthwise_backprop_input(ctx: &InferCtx<'_>) -> InferResult {
     let dtype = ctx.same_dtype(&[1, 2])?;
-    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let p = depthwise_params(ctx.attrs)?;
     let sizes = sizes_shape(ctx, 0, 4, "input_sizes")?;
     let x = image_nhwc(&sizes, "input_sizes", &p)?;
     let f = dims_of(&ctx.input(1).shape, 4, "filter", DW_FILTER)?;
@@ -234,7 +247,7 @@ fn infer_depthwise_backprop_input(ctx: &InferCtx<'_>) -> InferResult {
 
 fn infer_depthwise_backprop_filter(ctx: &InferCtx<'_>) -> InferResult {
     let dtype = ctx.same_dtype(&[0, 2])?;
-    let p = ConvParams::from_attrs(ctx.attrs)?;
+    let p = depthwise_params(ctx.attrs)?;
     let x = image_nhwc(&ctx.input(0).shape, "input", &p)?;
     let sizes = sizes_shape(ctx, 1, 4, "filter_sizes")?;
     let f = dims_of(&sizes, 4, "filter_sizes", DW_FILTER)?;
@@ -400,6 +413,9 @@ fn depthwise_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
         .attr("padding", AttrKind::Str)
         .attr_default("data_format", AttrKind::Str, "NHWC")
         .attr_default("dilations", AttrKind::Ints, ONES4.to_vec())
+        // TensorFlow's attribute for padding "EXPLICIT", which tfr does not support: only the
+        // empty default is accepted (checked in the shape function).
+        .attr_default("explicit_paddings", AttrKind::Ints, Vec::<i64>::new())
 }
 
 fn conv3d_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
