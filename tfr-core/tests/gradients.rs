@@ -23,6 +23,8 @@ mod tf_ops;
 
 #[path = "gradient_cases/linalg_ops.rs"]
 mod linalg_ops;
+#[path = "gradient_cases/spatial_ops.rs"]
+mod spatial_ops;
 
 // ---- deterministic random numbers -------------------------------------------------------------
 
@@ -1090,6 +1092,7 @@ fn all_cases() -> Vec<Case> {
     cs.extend(nn_cases(&mut rng));
     cs.extend(tf_ops::cases(&mut rng));
     cs.extend(linalg_ops::cases(&mut rng));
+    cs.extend(spatial_ops::cases(&mut rng));
     cs
 }
 
@@ -1448,6 +1451,11 @@ fn numeric_check_tf_compat_ops() {
 #[test]
 fn numeric_check_linalg_ops() {
     check_family(linalg_ops::cases(&mut Rng(5)));
+}
+
+#[test]
+fn numeric_check_spatial_ops() {
+    check_family(spatial_ops::cases(&mut Rng(5)));
 }
 
 /// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.

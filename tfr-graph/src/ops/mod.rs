@@ -9,11 +9,15 @@ pub mod array_ops;
 mod builder_args;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
+pub mod conv3d_grad;
+pub mod conv3d_ops;
 pub mod data_flow_ops;
 pub mod debug_ops;
 pub mod einsum;
 pub mod embedding_grad;
 pub mod embedding_ops;
+pub mod image_grad;
+pub mod image_ops;
 pub mod io_ops;
 pub mod linalg_grad;
 pub mod linalg_ops;
@@ -81,6 +85,8 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(debug_ops::op_defs());
     defs.extend(linalg_ops::op_defs());
     defs.extend(sampling_ops::op_defs());
+    defs.extend(image_ops::op_defs());
+    defs.extend(conv3d_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
@@ -105,6 +111,8 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(debug_ops::gradients());
     table.extend(tf_names::gradients());
     table.extend(linalg_grad::gradients());
+    table.extend(image_grad::gradients());
+    table.extend(conv3d_grad::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));

@@ -697,7 +697,7 @@ fn filter_dims(s: &Shape, what: &str) -> std::result::Result<[Dim; 4], String> {
 }
 
 /// The static size of a windowed op's output along one dim.
-fn window_dim(
+pub(crate) fn window_dim(
     input: &Dim,
     window: &Dim,
     stride: usize,
@@ -719,7 +719,11 @@ fn image_shape(format: DataFormat, nhwc: [Dim; 4]) -> Shape {
 }
 
 /// Merges two dims or explains the conflict.
-fn merge_dim(a: &Dim, b: &Dim, what: impl Fn() -> String) -> std::result::Result<Dim, String> {
+pub(crate) fn merge_dim(
+    a: &Dim,
+    b: &Dim,
+    what: impl Fn() -> String,
+) -> std::result::Result<Dim, String> {
     a.merge(b).ok_or_else(|| format!("{}: {a} vs {b}", what()))
 }
 
