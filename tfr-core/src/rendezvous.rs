@@ -11,6 +11,9 @@
 //! with a per-partition *mailbox* (the control-flow machine parks the receiving node and goes on
 //! with other work; it only waits, in [`LocalRendezvous::wait`], when nothing else is ready).
 //!
+//! A rendezvous may have a *forwarder* (the distributed runtime's): a value sent under a key
+//! whose receiver is in another process is handed to it instead of being kept here.
+//!
 //! The rendezvous knows how many partitions still run. When every one of them waits and no
 //! value is on its way to any of them, no partition can ever send again: the step is aborted
 //! with an error naming the keys waited for, instead of hanging.
@@ -18,11 +21,15 @@
 use crate::error::{Code, KResult, KernelError};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// A received value: `None` when the sender's value was dead.
 pub type Received = Option<Tensor>;
+
+/// Takes a sent value whose receiver is elsewhere (`Ok`), or gives it back (`Err`) to be kept
+/// for a receiver here.
+pub type Forwarder = Arc<dyn Fn(&str, Received) -> Result<(), Received> + Send + Sync>;
 
 /// Exchanges tensors by key within one step.
 pub trait Rendezvous: Send + Sync {
@@ -91,6 +98,7 @@ impl State {
 pub struct LocalRendezvous {
     state: Mutex<State>,
     arrived: Condvar,
+    forwarder: OnceLock<Forwarder>,
 }
 
 impl LocalRendezvous {
@@ -119,12 +127,31 @@ impl LocalRendezvous {
             .0)
     }
 
+    /// Hands values sent here to `forwarder` first (see [`Forwarder`]); the first one set
+    /// stays.
+    pub fn set_forwarder(&self, forwarder: Forwarder) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
     /// Sends `value` (`None`: dead) under `key`.
     pub fn send_value(&self, key: &str, value: Received) -> KResult {
         let mut s = self.lock()?;
         if let Some(e) = s.abort_error(&format!("sending `{key}`")) {
             return Err(e);
         }
+        let value = match self.forwarder.get() {
+            Some(forward) => {
+                drop(s);
+                match forward(key, value) {
+                    Ok(()) => return Ok(()),
+                    Err(value) => {
+                        s = self.lock()?;
+                        value
+                    }
+                }
+            }
+            None => value,
+        };
         if let Some((mailbox, token)) = s.waiters.remove(key) {
             s.mailboxes[mailbox].push_back((token, value));
         } else if s.ready.insert(key.to_string(), value).is_some() {

@@ -13,8 +13,8 @@ use crate::channel::ChannelOptions;
 pub use crate::clients::{ClusterClients, TaskHealth};
 use crate::error::{Error, Result};
 use crate::proto::{
-    DeregisterGraphRequest, Feed, OutputRef, RegisterGraphRequest, RemoteRecv, RunGraphRequest,
-    StepRequest,
+    DeregisterGraphRequest, Feed, OutputRef, RegisterGraphRequest, RemoteRecv, RemoteSend,
+    RunGraphRequest, StepRequest,
 };
 use crate::wire::{tensor_from_proto, tensor_to_proto};
 use std::collections::HashMap;
@@ -394,6 +394,32 @@ impl MasterCore {
         Ok(step)
     }
 
+    /// The push route of frame-aware `_Send` node `n` of a partition on device `from`, when
+    /// its receiver is on another task.
+    fn remote_send(&self, n: &tfr_graph::Node, from: usize) -> Result<Option<RemoteSend>> {
+        let cluster = &self.cluster;
+        let attr = |name: &str| {
+            n.attrs
+                .string(name)
+                .map_err(|e| invalid("graph", format!("node `{}`: {e}", n.name)))
+        };
+        let to = attr("recv_device")?;
+        let receiver = cluster
+            .devices
+            .iter()
+            .position(|d| &d.name() == to)
+            .ok_or_else(|| invalid("graph", format!("node `{}`: no device `{to}`", n.name)))?;
+        let (sender, receiver) = (&cluster.tasks[from], &cluster.tasks[receiver]);
+        if sender.address == receiver.address {
+            return Ok(None);
+        }
+        Ok(Some(RemoteSend {
+            tensor_name: attr("tensor_name")?.clone(),
+            address: receiver.address.clone(),
+            task: receiver.id.name(),
+        }))
+    }
+
     /// Places and partitions a signature and registers each task's partition.
     async fn compile(&self, key: &StepKey) -> Result<Program> {
         let cluster = &self.cluster;
@@ -409,16 +435,17 @@ impl MasterCore {
             let task = part.device;
             let g = &part.step.graph;
             let mut remote_recvs = Vec::new();
+            let mut remote_sends = Vec::new();
             for n in g.nodes() {
                 if is_frame_aware_transfer(n) {
-                    return Err(invalid(
-                        "graph",
-                        format!(
-                            "node `{}`: control flow across tasks is not supported yet; \
-                             place each loop or cond on one task",
-                            n.name
-                        ),
-                    ));
+                    // Keys are known only as the loop runs: the sender pushes each value to
+                    // the receiving task, whose receive waits in its own rendezvous.
+                    if n.op == "_Send" {
+                        if let Some(send) = self.remote_send(n, task)? {
+                            remote_sends.push(send);
+                        }
+                    }
+                    continue;
                 }
                 if n.op == "_Recv" {
                     let key = n
@@ -469,6 +496,7 @@ impl MasterCore {
                     .collect(),
                 targets: part.step.targets.iter().map(|t| t.0).collect(),
                 remote_recvs,
+                remote_sends,
                 rendezvous_arg: part
                     .step
                     .feeds

@@ -6,7 +6,10 @@
 //! local rendezvous for the step; for each key another task produces, the [`RemoteRendezvous`]
 //! asks that task's `RecvTensor` when the step starts and puts the value in the local
 //! rendezvous. `RecvTensor` waits on the local rendezvous for the key this task's `_Send`
-//! produces. A step whose partition sends nothing is cleaned up when `RunGraph` ends; other
+//! produces. Inside loops and conds keys carry the frame instance and iteration and are known
+//! only as the step runs: there the sender pushes instead, a forwarder on its step's rendezvous
+//! sending each value (or "dead") whose receiver is elsewhere with `PushTensor`, which puts it
+//! into the receiving task's rendezvous. A step whose partition sends nothing is cleaned up when `RunGraph` ends; other
 //! steps when the client says `CleanupStep` (after every task has run, so all values were
 //! pulled).
 
@@ -14,16 +17,16 @@ use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
 use crate::error::Error;
 use crate::proto::worker_server::Worker;
 use crate::proto::{
-    DeregisterGraphRequest, Empty, RecvTensorChunk, RecvTensorRequest, RegisterGraphRequest,
-    RegisterGraphResponse, RemoteRecv, RunGraphRequest, RunGraphResponse, StatusResponse,
-    StepRequest,
+    DeregisterGraphRequest, Empty, PushTensorRequest, RecvTensorChunk, RecvTensorRequest,
+    RegisterGraphRequest, RegisterGraphResponse, RemoteRecv, RemoteSend, RunGraphRequest,
+    RunGraphResponse, StatusResponse, StepRequest,
 };
 use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tfr_core::error::Code;
-use tfr_core::rendezvous::{LocalRendezvous, Rendezvous};
+use tfr_core::rendezvous::{Forwarder, LocalRendezvous, Received, Rendezvous};
 use tfr_core::resource::ResourceMgr;
 use tfr_core::{Executable, KernelError, Tensor};
 use tfr_graph::passes::StepGraph;
@@ -43,6 +46,8 @@ struct Registered {
     /// Other tasks pull values from this partition: keep the step until `CleanupStep`.
     has_sends: bool,
     remote_recvs: Vec<RemoteRecv>,
+    /// Frame-aware sends to other tasks (their values are pushed).
+    pushes: bool,
 }
 
 /// The state of one task's worker service.
@@ -56,6 +61,9 @@ pub struct WorkerState {
     /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
     ended: Mutex<EndedSteps>,
     peers: Mutex<HashMap<String, WorkerConn>>,
+    /// Where the values of frame-aware sends go, by tensor name (the name ends with the
+    /// receiving device, so one name has one route whichever graph registered it).
+    push_routes: RwLock<HashMap<String, RemoteSend>>,
     tensors_sent: AtomicU64,
     chunks_sent: AtomicU64,
     channel: ChannelOptions,
@@ -123,6 +131,7 @@ impl WorkerService {
                 steps: Mutex::new(HashMap::new()),
                 ended: Mutex::new(EndedSteps::default()),
                 peers: Mutex::new(HashMap::new()),
+                push_routes: RwLock::new(HashMap::new()),
                 tensors_sent: AtomicU64::new(0),
                 chunks_sent: AtomicU64::new(0),
                 channel,
@@ -216,6 +225,74 @@ impl WorkerState {
         });
     }
 
+    /// The forwarder of `step_id`'s rendezvous: a value whose tensor name has a push route
+    /// is pushed to its task (in the background; a failure aborts the step here).
+    fn forwarder(self: &Arc<Self>, step_id: u64, local: &Arc<LocalRendezvous>) -> Forwarder {
+        let state = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // Weak: the rendezvous owns its forwarder.
+        let local = Arc::downgrade(local);
+        Arc::new(move |key: &str, value: Received| {
+            // `tensor;frame;iteration` (see `tfr_core::kernels::sendrecv_ops::transfer_key`).
+            let name = key.rsplitn(3, ';').last().unwrap_or(key);
+            let route = state
+                .push_routes
+                .read()
+                .ok()
+                .and_then(|r| r.get(name).cloned());
+            let Some(route) = route else {
+                return Err(value);
+            };
+            let (state, local, key) = (state.clone(), local.clone(), key.to_string());
+            runtime.spawn(async move {
+                if let Err(e) = state.push(step_id, &route, key, value).await {
+                    if let Some(local) = local.upgrade() {
+                        local.abort(e);
+                    }
+                }
+            });
+            Ok(())
+        })
+    }
+
+    /// Pushes the value of `key` (`None`: dead) to the task of `route`.
+    async fn push(
+        &self,
+        step_id: u64,
+        route: &RemoteSend,
+        key: String,
+        value: Received,
+    ) -> Result<(), KernelError> {
+        let fail = |m: String| KernelError {
+            code: Code::Internal,
+            message: format!(
+                "pushing `{key}` to {} at {}: {m}",
+                route.task, route.address
+            ),
+        };
+        let tensor = value
+            .as_ref()
+            .map(tensor_to_proto)
+            .transpose()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut client = self
+            .peer(&route.address, &route.task)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let request = PushTensorRequest {
+            step_id,
+            key: key.clone(),
+            tensor,
+        };
+        match client.push_tensor(request).await {
+            Ok(_) => Ok(()),
+            // The receiver's step ended: it needed no more values (a receive that was dead
+            // by its control inputs does not wait for its key).
+            Err(s) if s.code() == tonic::Code::Cancelled => Ok(()),
+            Err(s) => Err(fail(status_text(&s))),
+        }
+    }
+
     fn register(&self, req: RegisterGraphRequest) -> Result<u64, Status> {
         let graph = Graph::from_bytes(&req.graph).map_err(|e| {
             invalid(format!(
@@ -279,6 +356,15 @@ impl WorkerState {
             .map(|&t| node(t, "a target"))
             .collect::<Result<Vec<_>, Status>>()?;
         let has_sends = graph.nodes().iter().any(|n| n.op == "_Send");
+        {
+            let mut routes = self
+                .push_routes
+                .write()
+                .map_err(|_| self.internal("push routes"))?;
+            for send in &req.remote_sends {
+                routes.insert(send.tensor_name.clone(), send.clone());
+            }
+        }
         let step = StepGraph {
             origin: vec![None; n],
             graph,
@@ -304,6 +390,7 @@ impl WorkerState {
                     has_rendezvous: req.rendezvous_arg.is_some(),
                     has_sends,
                     remote_recvs: req.remote_recvs,
+                    pushes: !req.remote_sends.is_empty(),
                 }),
             );
         Ok(handle)
@@ -340,6 +427,9 @@ impl WorkerState {
             let r = self.step(req.step_id)?;
             for recv in &reg.remote_recvs {
                 self.spawn_fetch(req.step_id, r.clone(), recv.clone());
+            }
+            if reg.pushes {
+                r.set_forwarder(self.forwarder(req.step_id, &r));
             }
             feeds.push(Tensor::scalar(rendezvous_key(req.step_id)));
             Some(r)
@@ -499,6 +589,25 @@ impl Worker for WorkerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(
             chunks.into_iter().map(Ok),
         ))))
+    }
+
+    /// A value of a frame-aware transfer whose sender is on another task (see `RemoteSend`).
+    async fn push_tensor(
+        &self,
+        request: Request<PushTensorRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let value = req
+            .tensor
+            .as_ref()
+            .map(|t| tensor_from_proto(t, &format!("pushed `{}`", req.key)))
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))?;
+        self.state
+            .step(req.step_id)?
+            .send_value(&req.key, value)
+            .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn cleanup_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {

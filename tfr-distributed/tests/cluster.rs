@@ -412,30 +412,3 @@ fn a_failing_node_aborts_the_step_on_every_task_naming_task_and_node() {
         .unwrap();
     assert_eq!(again[0].to_vec::<i32>().unwrap(), vec![12, 12]);
 }
-
-#[test]
-fn control_flow_across_tasks_is_refused_naming_the_node() {
-    let cluster = Cluster::start(&[("worker", 2)]);
-    let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
-    let p = g.placeholder("p", DType::Bool, Shape::scalar()).unwrap();
-    let y = g
-        .with_device("/job:worker/task:0", |g| {
-            g.cond(
-                p,
-                |g| Ok(vec![g.with_device("/job:worker/task:1", |g| g.neg(x))?]),
-                |g| Ok(vec![g.identity(x)?]),
-            )
-        })
-        .unwrap();
-    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
-    let e = s
-        .run(
-            &[(x, Tensor::scalar(1.0f32)), (p, Tensor::scalar(true))],
-            &y,
-            &[],
-        )
-        .unwrap_err();
-    let m = e.to_string();
-    assert!(m.contains("control flow across tasks"), "{m}");
-}

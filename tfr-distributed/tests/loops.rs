@@ -10,6 +10,7 @@ use common::Cluster;
 use std::time::Duration;
 use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_distributed::{ChannelOptions, ClusterSession, ClusterSessionOptions};
+use tfr_graph::device::DeviceSpec;
 use tfr_graph::ops::control_flow_ops::WhileOptions;
 use tfr_graph::{gradients, DType, Graph, GraphError, Output, Shape};
 
@@ -113,9 +114,12 @@ fn a_loop_spanning_two_tasks_and_its_gradient_match_one_process() -> GResult<()>
         let placed = ds
             .placement(&[dist.x, dist.limit], &fetches(&dist), &[])
             .unwrap();
-        for task in ["/job:worker/task:0", "/job:worker/task:1", "/job:ps/task:0"] {
+        for task in [W0, W1, PS] {
+            let want = DeviceSpec::parse(task).unwrap();
             assert!(
-                placed.iter().any(|(_, d)| d.starts_with(task)),
+                placed
+                    .iter()
+                    .any(|(_, d)| want.matches(&DeviceSpec::parse(d).unwrap())),
                 "nothing placed on {task}: {placed:?}"
             );
         }
@@ -173,4 +177,49 @@ fn a_cond_with_branches_on_two_tasks_matches_one_process() -> GResult<()> {
         assert_eq!(got, want, "p={p}");
     }
     Ok(())
+}
+
+/// A task killed while a loop spanning it runs: the step fails with an error naming the task
+/// within the deadline (the other task's receive, parked on a value that will never come, is
+/// woken by the abort), never a hang.
+#[test]
+fn killing_a_task_in_the_middle_of_a_spanning_loop_fails_the_step_naming_it() {
+    let mut cluster = Cluster::start(&[("worker", 2)]);
+    let mut g = Graph::new();
+    let n = g.placeholder("n", DType::I64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0i64).unwrap();
+    let r = g
+        .with_device(W0, |g| {
+            g.while_loop(
+                |g, v| g.less(v[0], n),
+                |g, v| {
+                    let one = g.scalar(1i64)?;
+                    Ok(vec![g.with_device(W1, |g| g.add(v[0], one))?])
+                },
+                &[zero],
+                &WhileOptions::default(),
+            )
+        })
+        .unwrap();
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    // A short run first: the loop works across the two tasks.
+    let out = s.run(&[(n, Tensor::scalar(50i64))], &r, &[]).unwrap();
+    assert_eq!(out[0].scalar_value::<i64>().unwrap(), 50);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let step = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let result = s.run(&[(n, Tensor::scalar(i64::MAX))], &r, &[]);
+        let _ = done_tx.send(());
+        (result, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(done_rx.try_recv().is_err(), "the long loop ended early");
+    cluster.signal("worker", 1, "KILL");
+    let (result, took) = common::bounded("the step", Duration::from_secs(90), move || {
+        step.join().unwrap()
+    });
+    let e = result.expect_err("a step whose task died must fail");
+    let m = e.to_string();
+    assert!(m.contains("/job:worker/task:1"), "{m}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
 }

@@ -19,6 +19,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr("tensor_name", AttrKind::Str)
             .attr("send_device", AttrKind::Str)
             .attr("recv_device", AttrKind::Str)
+            // Inside control flow: the key carries the frame instance and iteration, and the
+            // value may be dead (set by partitioning; `tfr_core::kernels::sendrecv_ops`).
+            .attr_default("frame_aware", AttrKind::Bool, false)
             .stateful()
             .no_gradient(),
         OpDef::new("_Recv", infer_recv)
@@ -30,6 +33,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("shape", AttrKind::Shape, Shape::unknown())
             .attr("send_device", AttrKind::Str)
             .attr("recv_device", AttrKind::Str)
+            // Inside control flow: the key carries the frame instance and iteration, and the
+            // value may be dead (set by partitioning; `tfr_core::kernels::sendrecv_ops`).
+            .attr_default("frame_aware", AttrKind::Bool, false)
             .stateful()
             .no_gradient(),
     ]
