@@ -991,9 +991,10 @@ impl Graph {
     /// gradient appends a link to a chain of flows it threads through a forward loop.
     pub(crate) fn set_next_iteration_input(&mut self, node: NodeId, output: Output) -> Result<()> {
         let n = self.get_node(node)?;
-        let same_type = n.inputs.first().is_some_and(|&old| {
-            self.output_type(old).dtype == self.output_type(output).dtype
-        });
+        let same_type = n
+            .inputs
+            .first()
+            .is_some_and(|&old| self.output_type(old).dtype == self.output_type(output).dtype);
         if n.op != "NextIteration" || !same_type {
             return Err(GraphError::InvalidNode {
                 node: n.name.clone(),

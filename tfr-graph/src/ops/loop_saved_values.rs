@@ -108,12 +108,11 @@ pub(crate) fn read_saved(g: &mut Graph, gl: &GradLoop, o: Output, d: usize) -> R
     let index = match read.index {
         Some(i) => i,
         None => {
-            let start = g
-                .cf
-                .stores
-                .get(&(gl.forward_frame, read.base))
-                .and_then(|c| c.index)
-                .and_then(|(_, start)| start);
+            let start =
+                g.cf.stores
+                    .get(&(gl.forward_frame, read.base))
+                    .and_then(|c| c.index)
+                    .and_then(|(_, start)| start);
             match start {
                 Some(s) => g.at_depth(d + 1, |g| g.add(gl.index, s))?,
                 None => gl.index,
@@ -336,11 +335,10 @@ fn frame_chain(g: &mut Graph, f: FrameId, base: FrameId) -> Result<FrameChain> {
 
 /// Makes `link` (in frame `f`) the last link of `f`'s chain.
 fn extend_chain(g: &mut Graph, f: FrameId, base: FrameId, link: Output) -> Result<()> {
-    let chain = g
-        .cf
-        .stores
-        .get_mut(&(f, base))
-        .ok_or_else(|| super::control_flow_grad::cf_error("saved-value chain not built"))?;
+    let chain =
+        g.cf.stores
+            .get_mut(&(f, base))
+            .ok_or_else(|| super::control_flow_grad::cf_error("saved-value chain not built"))?;
     chain.last = link;
     let next_iteration = chain.next_iteration;
     g.set_next_iteration_input(next_iteration, link)

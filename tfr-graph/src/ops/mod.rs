@@ -7,6 +7,7 @@ pub mod activation_ops;
 pub mod array_grad;
 pub mod array_ops;
 mod builder_args;
+pub mod candidate_sampling_ops;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod data_flow_ops;
@@ -75,6 +76,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(activation_ops::op_defs());
     defs.extend(selection_ops::op_defs());
     defs.extend(debug_ops::op_defs());
+    defs.extend(candidate_sampling_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
