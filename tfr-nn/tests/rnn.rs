@@ -316,3 +316,40 @@ fn bad_inputs_are_errors() {
     let e = cell.step(&mut g, wrong, (zs, zs)).unwrap_err().to_string();
     assert!(e.contains("[batch, 4]"), "{e}");
 }
+
+/// The paper's LM, shrunk: a repeated batch is learned with either softmax.
+#[test]
+fn small_language_model_learns_a_batch() {
+    use tfr_nn::models::lstm_lm::{lstm_lm, LstmLmConfig, Softmax};
+    for softmax in [Softmax::Full, Softmax::Sampled(8)] {
+        let mut g = Graph::new();
+        let c = LstmLmConfig {
+            vocab: 40,
+            embedding: 8,
+            hidden: 8,
+            layers: 2,
+            steps: 5,
+            batch: 3,
+            learning_rate: 1.0,
+            ..LstmLmConfig::paper(40, softmax)
+        };
+        let m = lstm_lm(&mut g, &c).unwrap();
+        let init = g.global_variables_initializer().unwrap();
+        let s = Session::new(&g, SessionOptions::default()).unwrap();
+        s.run(&[], &[], &[init]).unwrap();
+        let ids: Vec<i32> = (0..15).map(|i| (i * 7 % 40) as i32).collect();
+        let tgt: Vec<i32> = (0..15).map(|i| ((i * 7 + 7) % 40) as i32).collect();
+        let feeds = [
+            (m.ids, Tensor::new(&[3, 5], ids).unwrap()),
+            (m.targets, Tensor::new(&[3, 5], tgt).unwrap()),
+        ];
+        let eval = |s: &Session| s.run(&feeds, &[m.eval_loss], &[]).unwrap()[0].to_f64_vec()[0];
+        let before = eval(&s);
+        assert!((before - 40f64.ln()).abs() < 0.5, "{before}");
+        for _ in 0..200 {
+            s.run(&feeds, &[], &[m.train]).unwrap();
+        }
+        let after = eval(&s);
+        assert!(after < before * 0.6, "{softmax:?}: {before} -> {after}");
+    }
+}
