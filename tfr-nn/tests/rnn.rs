@@ -337,8 +337,8 @@ fn small_language_model_learns_a_batch() {
         let init = g.global_variables_initializer().unwrap();
         let s = Session::new(&g, SessionOptions::default()).unwrap();
         s.run(&[], &[], &[init]).unwrap();
-        let ids: Vec<i32> = (0..15).map(|i| (i * 7 % 40) as i32).collect();
-        let tgt: Vec<i32> = (0..15).map(|i| ((i * 7 + 7) % 40) as i32).collect();
+        let ids: Vec<i32> = (0..15).map(|i| i * 7 % 40).collect();
+        let tgt: Vec<i32> = (0..15).map(|i| (i * 7 + 7) % 40).collect();
         let feeds = [
             (m.ids, Tensor::new(&[3, 5], ids).unwrap()),
             (m.targets, Tensor::new(&[3, 5], tgt).unwrap()),
