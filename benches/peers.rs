@@ -3,7 +3,7 @@
 //! Prints one JSON line per workload (fw = "tfr"), like the peers' scripts, so
 //! `benches/peers/compare.py` can put them side by side.
 //!
-//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64,while1000,while1000_grad]`.
+//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64,while1000,while1000_grad,lstm,lstm_sampled100k,lstm_full100k]`.
 
 use std::time::Instant;
 use tfr::prelude::*;
@@ -448,6 +448,66 @@ fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
     Ok(())
 }
 
+/// The LSTM language model of ../shared/PEERS.md (`lstm`: vocabulary 10k, embedding 200,
+/// 2 x 200 LSTM, 20 steps, batch 20, full softmax, SGD; peers' ids uniform in the vocabulary)
+/// with `tfr_nn::models::lstm_lm`, unrolled (`callable`) and as a `scan` loop (`loop`); with
+/// `sampled`, sampled softmax (512 log-uniform samples) at vocabulary `vocab`.
+fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<()> {
+    use tfr::nn::models::lstm_lm::{lstm_lm, LstmLmConfig, Softmax};
+    use tfr::nn::rnn::LstmImpl;
+    let softmax = sampled.map_or(Softmax::Full, Softmax::Sampled);
+    let bench = match sampled {
+        None if vocab == 10_000 => "lstm".to_string(),
+        None => format!("lstm_full{}k", vocab / 1000),
+        Some(n) => format!("lstm_sampled{n}_{}k", vocab / 1000),
+    };
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut ids = || -> Vec<i32> {
+        (0..400)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % vocab as u64) as i32
+            })
+            .collect()
+    };
+    let feeds = [
+        Tensor::new(&[20, 20], ids())?,
+        Tensor::new(&[20, 20], ids())?,
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let imps = [("callable", LstmImpl::Unrolled), ("loop", LstmImpl::Loop)];
+    for (variant, imp) in imps {
+        if variant == "loop" && std::env::var_os("LSTM_NO_LOOP").is_some() {
+            continue;
+        }
+        let mut g = Graph::new();
+        let mut c = LstmLmConfig::paper(vocab, softmax);
+        c.implementation = imp;
+        let m = lstm_lm(&mut g, &c)?;
+        let init = g.global_variables_initializer()?;
+        for (v2, inter_op) in [
+            (variant.to_string(), threads),
+            (format!("{variant}_intra_op"), 1),
+        ] {
+            let sess = Session::new(&g, options(inter_op))?;
+            sess.run(&[], &[], &[init])?;
+            let step = sess.make_callable(&[m.ids, m.targets], &[m.loss], &[m.train])?;
+            let r = pool.install(|| {
+                measure(|| {
+                    step.call(&feeds).expect("step");
+                })
+            });
+            report(&bench, &v2, threads, r);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> tfr::Result<()> {
     let args = parse_args();
     for b in &args.benches {
@@ -460,6 +520,9 @@ fn main() -> tfr::Result<()> {
             "cnn64" => cnn(args.threads)?,
             "while1000" => while1000(args.threads, false)?,
             "while1000_grad" => while1000(args.threads, true)?,
+            "lstm" => lstm_lm(args.threads, 10_000, None)?,
+            "lstm_full100k" => lstm_lm(args.threads, 100_000, None)?,
+            "lstm_sampled100k" => lstm_lm(args.threads, 100_000, Some(512))?,
             other => eprintln!("# tfr    {other}: not implemented yet"),
         }
     }

@@ -15,6 +15,8 @@ pub mod optimizers;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
 pub mod replication;
+pub mod rnn;
+pub mod sampled_losses;
 #[cfg(feature = "runtime")]
 pub mod saver;
 pub mod schedules;

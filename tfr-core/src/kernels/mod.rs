@@ -5,6 +5,7 @@ pub mod accumulator_ops;
 pub mod activation_ops;
 pub mod array_ops;
 pub mod broadcast;
+pub mod candidate_sampling_ops;
 pub mod control_flow_ops;
 pub mod conv3d_ops;
 pub mod conv_ops;
@@ -38,6 +39,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     accumulator_ops::register(r);
     activation_ops::register(r);
     array_ops::register(r);
+    candidate_sampling_ops::register(r);
     conv_ops::register(r);
     conv3d_ops::register(r);
     control_flow_ops::register(r);

@@ -7,6 +7,7 @@ pub mod activation_ops;
 pub mod array_grad;
 pub mod array_ops;
 mod builder_args;
+pub mod candidate_sampling_ops;
 pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod conv3d_grad;
@@ -87,6 +88,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(sampling_ops::op_defs());
     defs.extend(image_ops::op_defs());
     defs.extend(conv3d_ops::op_defs());
+    defs.extend(candidate_sampling_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;

@@ -3,10 +3,12 @@
 //! the network on an NHWC image batch of any batch size (the spatial size must be large enough
 //! for the architecture's VALID windows) and returns the logits; variables live under the
 //! model's name scope. `training` switches dropout (and is otherwise unused).
+//! `lstm_lm` is the paper's LSTM language model.
 
 mod alexnet;
 mod googlenet;
 mod lenet;
+pub mod lstm_lm;
 mod overfeat;
 mod vgg;
 
