@@ -30,6 +30,8 @@ pub struct Task {
     pub index: u32,
     pub address: String,
     pub child: Option<Child>,
+    /// The network namespace the task runs in (bound to `address` there), if any.
+    pub netns: Option<String>,
 }
 
 /// A cluster of running `tfr-server` processes; kills them all on drop.
@@ -41,6 +43,8 @@ pub struct Cluster {
     pub spec_path: std::path::PathBuf,
     pub tasks: Vec<Task>,
     _dir: TempDir,
+    /// Dropped after the tasks (fields drop in order): the namespaces they ran in.
+    _net: Option<Hosts>,
 }
 
 /// A directory removed on drop.
@@ -95,6 +99,7 @@ impl Cluster {
             spec_path,
             tasks: Vec::new(),
             _dir: dir,
+            _net: None,
         };
         for (job, addrs) in &map {
             for (i, address) in addrs.iter().enumerate() {
@@ -103,6 +108,7 @@ impl Cluster {
                     index: i as u32,
                     address: address.clone(),
                     child: None,
+                    netns: None,
                 });
             }
         }
@@ -115,7 +121,17 @@ impl Cluster {
     /// Starts (or restarts) task `k` and waits until it listens.
     pub fn launch(&mut self, k: usize) {
         let t = &mut self.tasks[k];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tfr-server"))
+        let server = env!("CARGO_BIN_EXE_tfr-server");
+        let mut command = match &t.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the server: the child is the server itself.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, server, "--bind", &t.address]);
+                c
+            }
+            None => Command::new(server),
+        };
+        let mut child = command
             .args(["--cluster", self.spec_path.to_str().expect("utf-8 path")])
             .args(["--job", &t.job, "--task", &t.index.to_string()])
             .args(&self.args)
@@ -230,4 +246,164 @@ pub fn bounded<T: Send + 'static>(
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?} (hang)"))
+}
+
+/// Separate "hosts" on one machine: one network namespace per task, all joined by veth pairs
+/// to a bridge in a namespace of their own, and the test process (the client) on that bridge
+/// too. Addresses are private (10.x.y.0/24) and traffic never leaves the machine. Removed on
+/// drop (deleting a namespace deletes its interfaces).
+pub struct Hosts {
+    namespaces: Vec<String>,
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Hosts {
+    /// `n` namespaced hosts; returns their addresses (without port), or why it cannot
+    /// (not root, no `ip`, no namespaces in this container).
+    pub fn new(n: usize) -> Result<(Hosts, Vec<String>), String> {
+        // Root: the effective uid as `id -u` prints it.
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| format!("id -u: {e}"))?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not root (network namespaces need CAP_NET_ADMIN)".into());
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pid = std::process::id();
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A subnet and names per test process and cluster, so concurrent tests do not collide.
+        let id = pid.wrapping_mul(31).wrapping_add(k);
+        let subnet = format!("10.{}.{}", 100 + (id >> 8) % 100, id % 256);
+        let tag = format!("{:x}", id % 0xffff);
+        let hub = format!("tfrhub{tag}");
+        let mut hosts = Hosts {
+            namespaces: Vec::new(),
+        };
+        ip(&["netns", "add", &hub])?;
+        hosts.namespaces.push(hub.clone());
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        // The client's leg, in this process's namespace.
+        let (client, client_peer) = (format!("tfc{tag}"), format!("tfcp{tag}"));
+        ip(&[
+            "link",
+            "add",
+            &client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &client_peer,
+        ])?;
+        ip(&["link", "set", &client_peer, "netns", &hub])?;
+        ip(&[
+            "-n",
+            &hub,
+            "link",
+            "set",
+            &client_peer,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &client])?;
+        ip(&["link", "set", &client, "up"])?;
+        let mut addresses = Vec::new();
+        for k in 0..n {
+            let ns = format!("tfrh{tag}x{k}");
+            ip(&["netns", "add", &ns])?;
+            hosts.namespaces.push(ns.clone());
+            let (leg, peer) = (format!("tfv{tag}x{k}"), format!("tfp{tag}x{k}"));
+            ip(&["link", "add", &leg, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &leg, "netns", &ns])?;
+            ip(&["link", "set", &peer, "netns", &hub])?;
+            ip(&["-n", &hub, "link", "set", &peer, "master", "br0", "up"])?;
+            let address = format!("{subnet}.{}", k + 2);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                &leg,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &leg, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            addresses.push(address);
+        }
+        Ok((hosts, addresses))
+    }
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], each task on its own namespaced host (see [`Hosts`]); `Err`
+    /// says why that is not possible here (the caller skips with the reason printed).
+    pub fn start_on_hosts(jobs: &[(&str, usize)]) -> Result<Cluster, String> {
+        let total = jobs.iter().map(|j| j.1).sum();
+        let (hosts, addresses) = Hosts::new(total)?;
+        let mut addresses = addresses.into_iter();
+        let mut map = BTreeMap::new();
+        for (job, n) in jobs {
+            let addrs: Vec<String> = (0..*n)
+                .map(|_| format!("{}:2222", addresses.next().expect("address")))
+                .collect();
+            map.insert(job.to_string(), addrs);
+        }
+        let dir = TempDir::new("hosts");
+        let spec_path = dir.0.join("cluster.json");
+        std::fs::write(&spec_path, serde_json::to_string(&map).expect("json")).expect("write");
+        let spec = ClusterSpec::new(map.clone()).expect("valid spec");
+        let mut cluster = Cluster {
+            spec,
+            args: Vec::new(),
+            envs: Vec::new(),
+            spec_path,
+            tasks: Vec::new(),
+            _dir: dir,
+            _net: None,
+        };
+        let mut k = 0;
+        for (job, addrs) in &map {
+            for (i, address) in addrs.iter().enumerate() {
+                cluster.tasks.push(Task {
+                    job: job.clone(),
+                    index: i as u32,
+                    address: address.clone(),
+                    child: None,
+                    netns: Some(hosts.namespaces[k + 1].clone()),
+                });
+                k += 1;
+            }
+        }
+        cluster._net = Some(hosts);
+        for k in 0..cluster.tasks.len() {
+            cluster.launch(k);
+        }
+        Ok(cluster)
+    }
 }
