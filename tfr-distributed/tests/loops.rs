@@ -239,3 +239,40 @@ fn killing_a_task_in_the_middle_of_a_spanning_loop_fails_the_step_naming_it() {
     assert!(m.contains("/job:worker/task:1"), "{m}");
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
+
+/// Prints the iteration rate of a loop whose body spans two tasks (every iteration pushes the
+/// predicate and the loop value across): `cargo test -p tfr-distributed --test loops
+/// spanning_loop_rate -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn spanning_loop_rate() {
+    let cluster = Cluster::start(&[("worker", 2)]);
+    let mut g = Graph::new();
+    let n = g.placeholder("n", DType::I64, Shape::scalar()).unwrap();
+    let zero = g.scalar(0i64).unwrap();
+    let r = g
+        .with_device(W0, |g| {
+            g.while_loop(
+                |g, v| g.less(v[0], n),
+                |g, v| {
+                    let one = g.scalar(1i64)?;
+                    Ok(vec![g.with_device(W1, |g| g.add(v[0], one))?])
+                },
+                &[zero],
+                &WhileOptions::default(),
+            )
+        })
+        .unwrap();
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    s.run(&[(n, Tensor::scalar(10i64))], &r, &[]).unwrap();
+    for iterations in [100i64, 1000, 5000] {
+        let start = std::time::Instant::now();
+        let out = s.run(&[(n, Tensor::scalar(iterations))], &r, &[]).unwrap();
+        let took = start.elapsed();
+        assert_eq!(out[0].scalar_value::<i64>().unwrap(), iterations);
+        println!(
+            "{iterations} iterations across 2 tasks: {took:?} ({:.1} µs per iteration)",
+            took.as_secs_f64() * 1e6 / iterations as f64
+        );
+    }
+}
