@@ -81,7 +81,10 @@ fn start(jobs: &[(&str, usize)]) -> Result<(ClusterSpec, Tasks), String> {
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("no free port: {e}"))?;
-    let mut ports = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port());
+    let mut ports = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.port());
     for (job, n) in jobs {
         let addrs = (0..*n)
             .map(|_| ports.next().map(|p| format!("127.0.0.1:{p}")))
@@ -307,7 +310,8 @@ fn straggler(m: usize, delay: Duration, updates: usize) -> Result<Vec<f64>, Stri
         let gs = global_step(&mut g).map_err(|x| e(&x))?;
         let pred = g.matmul(x, w.value).map_err(|x| e(&x))?;
         let loss = mean_squared_error(&mut g, pred, y).map_err(|x| e(&x))?;
-        let setter = ReplicaDeviceSetter::new(1, &format!("/job:worker/task:{k}")).map_err(|x| e(&x))?;
+        let setter =
+            ReplicaDeviceSetter::new(1, &format!("/job:worker/task:{k}")).map_err(|x| e(&x))?;
         let mut sync = SyncReplicas::new(Sgd::new(0.01), m, N)
             .map_err(|x| e(&x))?
             .take_timeout_ms(60_000);
@@ -367,8 +371,7 @@ fn straggler(m: usize, delay: Duration, updates: usize) -> Result<Vec<f64>, Stri
                         std::thread::sleep(delay);
                     }
                     // Ends with the closed token queue (out of range).
-                    if r
-                        .s
+                    if r.s
                         .run(&[(r.x, x.clone()), (r.y, y.clone())], &[], &[r.train])
                         .is_err()
                     {
@@ -449,7 +452,10 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if SPARSE_ROWS % a.ps != 0 || a.ps > 16 {
-        return Err(format!("--ps: {} must divide {SPARSE_ROWS} (and be <= 16)", a.ps));
+        return Err(format!(
+            "--ps: {} must divide {SPARSE_ROWS} (and be <= 16)",
+            a.ps
+        ));
     }
     Ok(a)
 }
@@ -542,7 +548,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let delay = Duration::from_millis(args.straggler_ms);
     println!("\nsynchronous training, 3 workers, 1 ps, tiny model:");
-    for (m, label) in [(3, "m = 3 of 3, no straggler"), (2, "m = 2 of 3, no straggler")] {
+    for (m, label) in [
+        (3, "m = 3 of 3, no straggler"),
+        (2, "m = 2 of 3, no straggler"),
+    ] {
         let mut t = straggler(m, Duration::ZERO, 60)?;
         println!("  {label}: median update interval {:.3} ms", median(&mut t));
     }

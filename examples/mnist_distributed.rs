@@ -403,7 +403,7 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
         .node(gs.handle.node)
         .device
         .rsplit_once("/task:")
-        .and_then(|(_, k)| k.parse().ok())
+        .and_then(|(_, k)| k.split('/').next()?.parse().ok())
         .unwrap_or(0);
     Ok(Program {
         step_ps,
