@@ -451,7 +451,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if SPARSE_ROWS % a.ps != 0 || a.ps > 16 {
+    if !SPARSE_ROWS.is_multiple_of(a.ps) || a.ps > 16 {
         return Err(format!(
             "--ps: {} must divide {SPARSE_ROWS} (and be <= 16)",
             a.ps
