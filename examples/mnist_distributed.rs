@@ -7,12 +7,14 @@
 //! inside a `MonitoredSession`: the chief initializes or restores, writes sharded checkpoints
 //! (one Save per ps task) every `--save-every` global steps; the others wait until the model
 //! is ready. `--kill-worker-at STEP` SIGKILLs the last worker task at that global step and
-//! restarts it (its client recovers and rejoins); `--kill-ps-at STEP` SIGKILLs ps task 0 and
-//! restarts it (every client recovers, the chief restores the latest checkpoint).
+//! restarts it (its client recovers and rejoins); `--kill-ps-at STEP` SIGKILLs a ps task (one
+//! that does not hold the global step, when there are several) and restarts it (every client
+//! recovers, the chief restores the latest checkpoint; synchronous training too).
 //!
 //! ```sh
 //! cargo run --release --example mnist_distributed -- --workers 3 --ps 2 --backup 1 --steps 300
 //! cargo run --release --example mnist_distributed -- --async --kill-ps-at 150
+//! cargo run --release --example mnist_distributed -- --kill-ps-at 150
 //! ```
 //!
 //! MNIST is fetched once (as by the `mnist` example) and cached under `$TFR_DATA`.
@@ -83,7 +85,8 @@ usage: mnist_distributed [--workers N] [--ps N] [--backup N] [--async] [--steps 
   --save-every N      the chief checkpoints every N global steps (default 100)
   --log-every N       a progress line per worker every N of its steps (default 50)
   --kill-worker-at S  SIGKILL the last worker task at global step S, then restart it
-  --kill-ps-at S      SIGKILL ps task 0 at global step S, then restart it
+  --kill-ps-at S      SIGKILL a ps task (one without the global step if --ps >= 2) at
+                      global step S, then restart it
   --out DIR           checkpoints (default $TFR_DATA/mnist-distributed)";
 
 struct Args {
@@ -336,9 +339,12 @@ struct Program {
     train: NodeId,
     global_step: Output,
     ops: ModelOps,
-    /// Synchronous training: the chief's update and the token queue's close.
-    chief_update: Option<(NodeId, NodeId)>,
+    /// Synchronous training: the chief's update, the token queue's close and the release of
+    /// workers waiting for a token.
+    chief_update: Option<(NodeId, NodeId, NodeId)>,
     saver: Option<ShardedSaver>,
+    /// The ps task holding the global step (and the token queue).
+    step_ps: usize,
 }
 
 fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Error>> {
@@ -349,9 +355,9 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
     let setter = ReplicaDeviceSetter::new(args.ps, &format!("/job:worker/task:{task}"))?
         .strategy(PsStrategy::GreedyBySize);
     setter.apply(&mut g)?;
-    let (train, chief_update, local_init, chief_init) = if args.asynchronous {
+    let (train, chief_update, local_init, chief_init, sync_ready) = if args.asynchronous {
         let train = Adam::new(1e-3f32).minimize(&mut g, model.loss.output, &vars, Some(&gs))?;
-        (train, None, Vec::new(), Vec::new())
+        (train, None, Vec::new(), Vec::new(), None)
     } else {
         let m = args.workers - args.backup;
         let mut sync =
@@ -359,23 +365,30 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
         let ops = sync.minimize(&mut g, model.loss.output, &vars, &gs, &setter)?;
         (
             ops.train,
-            Some((ops.chief_update, ops.close_token_queue)),
+            Some((ops.chief_update, ops.close_token_queue, ops.release_workers)),
             vec![ops.local_step_init],
             vec![ops.chief_init],
+            Some((ops.ready, ops.accumulators_step.name.clone())),
         )
     };
     // Place what the optimizer added (its slots join their variables' tasks).
     setter.apply(&mut g)?;
     let init = g.global_variables_initializer()?;
     // The model: every variable on a ps task, optimizer slots included (the local step of
-    // synchronous training stays on its worker).
+    // synchronous training stays on its worker, and the step its accumulators were moved to
+    // is no model state: restored, it would let workers start before the chief's init).
+    let marker = sync_ready.as_ref().map(|(_, name)| name.clone());
     let model_vars: Vec<_> = g
         .variables()
         .iter()
         .filter(|v| g.node(v.handle.node).device.starts_with("/job:ps"))
+        .filter(|v| Some(&v.name) != marker.as_ref())
         .cloned()
         .collect();
     let mut ops = ModelOps::new(&mut g, &model_vars, init, &gs)?;
+    if let Some((ready, _)) = sync_ready {
+        ops = ops.with_ready_flag(&mut g, ready, "the accumulators at the global step")?;
+    }
     ops.local_init = local_init;
     ops.chief_init = chief_init;
     setter.apply(&mut g)?;
@@ -386,7 +399,14 @@ fn program(args: &Args, task: usize) -> Result<Program, Box<dyn std::error::Erro
     } else {
         None
     };
+    let step_ps = g
+        .node(gs.handle.node)
+        .device
+        .rsplit_once("/task:")
+        .and_then(|(_, k)| k.split('/').next()?.parse().ok())
+        .unwrap_or(0);
     Ok(Program {
+        step_ps,
         g,
         model,
         train,
@@ -435,9 +455,11 @@ fn worker(
     let mut s = MonitoredSession::new(connect(spec, &p.g), p.ops.clone(), saver, config)?;
     report(task, &mut s);
     let aggregator = match (task, p.chief_update) {
-        (0, Some((update, close))) => {
+        (0, Some((update, close, release))) => {
             let mut ops = p.ops.clone();
             ops.local_init.clear();
+            // A lost ps task stops the updates: wake the workers waiting for a token.
+            ops.on_lost = vec![release];
             let config = MonitoredConfig {
                 is_chief: false,
                 save_every_steps: None,
@@ -619,7 +641,10 @@ fn run(it: impl Iterator<Item = String>) -> Result<(), Box<dyn std::error::Error
         kills.push((at, "worker", args.workers - 1));
     }
     if let Some(at) = args.kill_ps_at {
-        kills.push((at, "ps", 0));
+        // A ps task without the global step when there is one: the surviving accumulators
+        // and token queue are then ahead of the restored step (the harder case).
+        let step_ps = program(&args, 0)?.step_ps;
+        kills.push((at, "ps", (step_ps + 1) % args.ps));
     }
     kills.sort();
     for (at, job, index) in kills {

@@ -190,6 +190,31 @@ fn take_waits_for_gradients_applied_by_other_threads() {
 }
 
 #[test]
+fn a_take_waiting_when_the_global_step_is_set_fails_and_takes_nothing() {
+    // A take left waiting by a step that failed elsewhere (an orphan) must not take the
+    // gradients applied after the chief re-initialized the accumulator.
+    let mut f = fixture();
+    let take = f.graph.accumulator_take_gradient(&f.acc, 1, None).unwrap();
+    let s = session(&f.graph);
+    let taker = {
+        let s = s.clone();
+        thread::spawn(move || s.run(&[], &[take], &[]))
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert!(!taker.is_finished());
+    s.run(&[(f.step, Tensor::scalar(3i64))], &[], &[f.set_step])
+        .unwrap();
+    let e = bounded(move || taker.join().unwrap()).unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled);
+    assert!(e.to_string().contains("was set (to 3)"), "{e}");
+    // The next gradient stays for the next take.
+    apply(&s, &f, 3, [2.0, 4.0]).unwrap();
+    assert_eq!(count(&s, &f), 1);
+    let mean = s.run(&[], &[take], &[]).unwrap();
+    assert_eq!(mean[0].to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+}
+
+#[test]
 fn a_bounded_take_fails_instead_of_hanging() {
     let mut f = fixture();
     let take = f

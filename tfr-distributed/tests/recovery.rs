@@ -21,7 +21,7 @@ use tfr_graph::{DType, Graph, NodeId, Output, Shape};
 use tfr_nn::losses::mean_squared_error;
 use tfr_nn::replication::{
     global_step, Event, ModelOps, MonitoredConfig, MonitoredSession, ReplicaDeviceSetter,
-    ShardedSaver, TrainError,
+    ShardedSaver, SyncReplicas, SyncTrainOps, TrainError,
 };
 use tfr_nn::{Optimizer, Sgd};
 
@@ -313,6 +313,309 @@ fn a_killed_ps_task_is_restarted_and_training_resumes_from_the_latest_checkpoint
     // Training went on to the end, and the loss came down.
     assert_eq!(losses.last().unwrap().0, STEPS - 1);
     assert!(losses.last().unwrap().1 < losses[0].1 / 4.0, "{losses:?}");
+}
+
+/// A worker's synchronous linear regression over 2 ps tasks, 1 of 2 gradients per update
+/// (one backup): round robin puts w and the global step (with the token queue) on ps:0, b on
+/// ps:1. The readiness checks include the accumulators being at the global step.
+fn sync_model(task: usize) -> (Model, SyncTrainOps) {
+    let mut g = Graph::new();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[4, 3]))
+        .unwrap();
+    let y = g
+        .placeholder("y", DType::F32, Shape::known(&[4, 1]))
+        .unwrap();
+    let w0 = g.constant_from(&[3, 1], vec![0.1f32, 0.2, 0.3]).unwrap();
+    let w = g.variable("w", w0).unwrap();
+    let b0 = g.constant_from(&[1], vec![0.0f32]).unwrap();
+    let b = g.variable("b", b0).unwrap();
+    let gs = global_step(&mut g).unwrap();
+    let xw = g.matmul(x, w.value).unwrap();
+    let pred = g.add(xw, b.value).unwrap();
+    let loss = mean_squared_error(&mut g, pred, y).unwrap();
+    let setter = ReplicaDeviceSetter::new(2, &format!("/job:worker/task:{task}")).unwrap();
+    let mut sync = SyncReplicas::new(Sgd::new(0.1), 1, 2)
+        .unwrap()
+        .take_timeout_ms(20_000);
+    let vars = vec![w, b, gs.clone()];
+    let sync_ops = sync
+        .minimize(&mut g, loss, &vars[..2], &gs, &setter)
+        .unwrap();
+    let init = g.global_variables_initializer().unwrap();
+    let mut ops = ModelOps::new(&mut g, &vars, init, &gs)
+        .unwrap()
+        .with_ready_flag(&mut g, sync_ops.ready, "accumulators")
+        .unwrap();
+    ops.chief_init = vec![sync_ops.chief_init];
+    ops.local_init = vec![sync_ops.local_step_init];
+    setter.apply(&mut g).unwrap();
+    let m = Model {
+        g,
+        x,
+        y,
+        loss,
+        train: sync_ops.train,
+        vars,
+        ops,
+    };
+    (m, sync_ops)
+}
+
+/// Mean squared error of y = x w + b on a batch, in plain Rust.
+fn mse(w: &[f32], b: f32, (x, y): &(Tensor, Tensor)) -> f32 {
+    let (x, y) = (x.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+    let se: f32 = x
+        .chunks(3)
+        .zip(&y)
+        .map(|(r, t)| {
+            let p = r[0] * w[0] + r[1] * w[1] + r[2] * w[2] + b;
+            (p - t) * (p - t)
+        })
+        .sum();
+    se / y.len() as f32
+}
+
+/// One step of the chief worker: (global step, loss, w, b), the parameters as read by it.
+type Record = (i64, f32, Vec<f32>, f32);
+
+#[test]
+fn sync_training_recovers_from_a_killed_ps_task_without_the_global_step() {
+    const STEPS: i64 = 40;
+    const KILL_AT: i64 = 14;
+    let mut cluster = Cluster::start(&[("ps", 2), ("worker", 2)]);
+    let dir = TempDir::new("sync-recover");
+    let recovering = |poll_ms: u64, is_chief: bool| MonitoredConfig {
+        is_chief,
+        save_every_steps: is_chief.then_some(6),
+        ready_timeout: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(poll_ms),
+        max_recoveries: 3,
+        recovery_timeout: Duration::from_secs(30),
+    };
+    let (progress_tx, progress_rx) = mpsc::channel::<i64>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (other_tx, other_rx) = mpsc::channel::<i64>();
+    // The other worker (the backup of m = 1 of n = 2), on batch(2 gs + 1), started first. It
+    // is slower (20 ms per step) and looks for the model every 100 ms, so the chief worker's
+    // first step after a restore reads the restored values.
+    let other = {
+        let spec = cluster.spec.clone();
+        let config = recovering(100, false);
+        thread::spawn(move || {
+            let (m, _) = sync_model(1);
+            let g = m.g.clone();
+            let make = move || Remote::new(&spec, &g, STEP_TIMEOUT);
+            let mut s = MonitoredSession::new(make, m.ops.clone(), None, config)?;
+            let mut steps = 0;
+            while let Some((gs, _)) = s.run_at_step(
+                |gs| {
+                    let (x, y) = batch(2 * gs + 1);
+                    vec![(m.x, x), (m.y, y)]
+                },
+                &[],
+                &[m.train],
+            )? {
+                steps += 1;
+                let _ = other_tx.send(gs);
+                // A slower worker: the chief worker's steps drive training until it holds.
+                thread::sleep(Duration::from_millis(20));
+            }
+            Ok::<_, TrainError<Error>>((steps, s.events().to_vec()))
+        })
+    };
+    // The chief worker: restores or initializes, checkpoints every 4 steps, trains on
+    // batch(2 gs); records what every step read.
+    let chief = {
+        let (spec, ckpt) = (cluster.spec.clone(), dir.0.clone());
+        let config = recovering(50, true);
+        thread::spawn(move || {
+            let (mut m, _) = sync_model(0);
+            // Global step and token queue on ps:0, b (and its accumulator) on ps:1.
+            let on = |k: usize| m.g.node(m.vars[k].handle.node).device.clone();
+            assert!(on(2).contains("/job:ps/task:0"), "global step on {}", on(2));
+            assert!(on(1).contains("/job:ps/task:1"), "b on {}", on(1));
+            let saver = ShardedSaver::new::<Error>(&mut m.g, &m.vars, &ckpt, "model")
+                .unwrap()
+                .with_max_to_keep(None);
+            let saver = Some(saver);
+            let g = m.g.clone();
+            let make = move || Remote::new(&spec, &g, STEP_TIMEOUT);
+            let mut s = MonitoredSession::new(make, m.ops.clone(), saver, config)?;
+            let mut records: Vec<Record> = Vec::new();
+            let mut paused_at = None;
+            let fetches = [m.loss, m.vars[0].value, m.vars[1].value];
+            while let Some((gs, out)) = s.run_at_step(
+                |gs| {
+                    let (x, y) = batch(2 * gs);
+                    vec![(m.x, x), (m.y, y)]
+                },
+                &fetches,
+                &[m.train],
+            )? {
+                let v: Vec<Vec<f32>> = out.iter().map(|t| t.to_vec::<f32>().unwrap()).collect();
+                records.push((gs, v[0][0], v[1].clone(), v[2][0]));
+                if gs >= KILL_AT && paused_at.is_none() {
+                    // Hold here while ps:1 is killed.
+                    paused_at = Some(records.len());
+                    let _ = progress_tx.send(gs);
+                    let _ = go_rx.recv_timeout(LIMIT);
+                }
+            }
+            let events = s.events().to_vec();
+            s.finish()?;
+            Ok::<_, TrainError<Error>>((records, events, paused_at.unwrap_or(0)))
+        })
+    };
+    // The aggregation loop (the chief's queue runner), its own session; on a lost task it
+    // wakes the workers waiting for tokens. Closes the token queue at the end.
+    let aggregator = {
+        let spec = cluster.spec.clone();
+        let config = recovering(50, false);
+        thread::spawn(move || {
+            let (m, sync) = sync_model(0);
+            let mut ops = m.ops.clone();
+            ops.local_init.clear();
+            ops.on_lost = vec![sync.release_workers];
+            let g = m.g.clone();
+            let make = move || Remote::new(&spec, &g, STEP_TIMEOUT);
+            let mut s = MonitoredSession::new(make, ops, None, config)?;
+            let result = loop {
+                match s.run(&[], &[], &[sync.chief_update]) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+                match s.global_step() {
+                    Ok(gs) if gs >= STEPS => break Ok(()),
+                    Ok(_) => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = s.run(&[], &[], &[sync.close_token_queue]);
+            let last = s.global_step();
+            result.and(last).map(|gs| (gs, s.events().to_vec()))
+        })
+    };
+    // Once both workers trained, the chief worker holds at step KILL_AT while the other one
+    // trains 4 more steps; then ps:1 is SIGKILLed (the accumulator on ps:0, the global step
+    // and the tokens are ahead of the latest checkpoint), and started again, empty.
+    let deadline = Instant::now() + LIMIT;
+    let mut other_step = other_rx
+        .recv_timeout(LIMIT)
+        .expect("the other worker trains");
+    let paused = progress_rx
+        .recv_timeout(LIMIT)
+        .expect("the chief worker reaches the kill step");
+    // The chief worker holds; the other worker (m = 1) moves the global step on.
+    while other_step < paused + 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        other_step = other_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("the other worker stopped at {other_step}: {e}"));
+    }
+    cluster.signal("ps", 1, "KILL");
+    cluster.wait_exit("ps", 1, Duration::from_secs(10));
+    go_tx.send(()).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let restart = cluster
+        .tasks
+        .iter()
+        .position(|t| t.job == "ps" && t.index == 1);
+    cluster.launch(restart.unwrap());
+
+    let (records, events, paused_at) = bounded("the chief worker", move || chief.join().unwrap())
+        .unwrap_or_else(|e| panic!("the chief worker failed: {e}"));
+    let (last_step, agg_events) = bounded("the aggregator", move || aggregator.join().unwrap())
+        .unwrap_or_else(|e| panic!("the aggregator failed: {e}"));
+    let (other_steps, other_events) = bounded("the other worker", move || other.join().unwrap())
+        .unwrap_or_else(|e| panic!("the other worker failed: {e}"));
+
+    // The chief noticed the loss and restored a checkpoint saved before it, older than the
+    // steps it had run (the surviving state was ahead of it).
+    let lost = events
+        .iter()
+        .position(|e| matches!(e, Event::Lost { task, .. } if task.contains("ps")))
+        .unwrap_or_else(|| panic!("no lost task noticed: {events:?}"));
+    let Some(Event::Restored {
+        global_step: back_to,
+        prefix,
+        ..
+    }) = events[lost..]
+        .iter()
+        .find(|e| matches!(e, Event::Restored { .. }))
+        .cloned()
+    else {
+        panic!("no restore after the loss: {events:?}")
+    };
+    assert!(
+        events[..lost]
+            .iter()
+            .any(|e| matches!(e, Event::Saved { global_step, .. } if *global_step == back_to)),
+        "{events:?}"
+    );
+    assert!(prefix.ends_with(format!("model-{back_to}")), "{prefix:?}");
+    // The first step after the restore ran at the restored step on the checkpoint's values,
+    // and its loss is the loss of those values (it continues from the checkpoint).
+    let files: Vec<_> = (0..2)
+        .map(|k| dir.0.join(format!("model-{back_to}-{k}-of-2.safetensors")))
+        .collect();
+    let w = Checkpoint::open(&files[0])
+        .unwrap()
+        .tensor("w", Some(DType::F32))
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = Checkpoint::open(&files[1])
+        .unwrap()
+        .tensor("b", Some(DType::F32))
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()[0];
+    // The global step had gone past the checkpoint (the other worker trained on meanwhile).
+    assert!(
+        back_to >= 6 && back_to < other_step,
+        "restored {back_to}, the global step was at {other_step}"
+    );
+    let back = paused_at;
+    let first_after = records[back..]
+        .iter()
+        .position(|r| r.0 == back_to && r.2 == w && r.3 == b)
+        .map(|i| i + back)
+        .unwrap_or_else(|| {
+            panic!(
+                "no step at {back_to} on the checkpoint's values {w:?} {b} after the restore: \
+                 {:?}; events {events:?}",
+                &records[back - 1..]
+            )
+        });
+    let (_, loss, _, _) = &records[first_after];
+    let want = mse(&w, b, &batch(2 * back_to));
+    assert!(
+        (loss - want).abs() <= 1e-5 * want.max(1.0),
+        "loss {loss} at the restored step, the checkpoint's values give {want}"
+    );
+    // The same loss as when that step first ran (the checkpoint holds that step's values).
+    if let Some(before) = records[..back].iter().find(|r| r.0 == back_to && r.2 == w) {
+        assert!(
+            (before.1 - loss).abs() <= 1e-6 * loss.max(1.0),
+            "{before:?} vs {loss}"
+        );
+    }
+    // Training went on to the end and the loss came down; the other processes recovered.
+    assert!(last_step >= STEPS, "{last_step}");
+    assert!(records.last().unwrap().0 >= back_to + 6, "{records:?}");
+    assert!(
+        records.last().unwrap().1 < records[0].1 / 4.0,
+        "{records:?}"
+    );
+    assert!(other_steps > 0);
+    for (who, ev) in [("aggregator", &agg_events), ("other worker", &other_events)] {
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::Lost { .. })),
+            "the {who} did not notice the loss: {ev:?}"
+        );
+    }
 }
 
 #[test]

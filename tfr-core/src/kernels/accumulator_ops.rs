@@ -20,6 +20,8 @@ struct AccumulatorState {
     global_step: i64,
     /// Gradients dropped because they were computed for an older step (for diagnostics).
     dropped: u64,
+    /// Incremented by every `set_global_step`: a take that began under another epoch fails.
+    epoch: u64,
 }
 
 /// Gradients of one dtype and shape, summed until a take.
@@ -44,6 +46,7 @@ impl Accumulator {
                 count: 0,
                 global_step: 0,
                 dropped: 0,
+                epoch: 0,
             }),
             changed: Condvar::new(),
         }
@@ -92,7 +95,23 @@ impl Accumulator {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock()?;
-        while st.count < num_required {
+        let epoch = st.epoch;
+        loop {
+            if st.epoch != epoch {
+                // A take orphaned by an aborted step (its step cannot be cancelled from
+                // outside) must not steal the gradients meant for the next update.
+                return Err(KernelError {
+                    code: Code::Cancelled,
+                    message: format!(
+                        "accumulator `{}`: its global step was set (to {}) while this take \
+                         waited for gradients (a chief re-initialized after a restore?)",
+                        self.name, st.global_step
+                    ),
+                });
+            }
+            if st.count >= num_required {
+                break;
+            }
             st = match deadline {
                 None => self.changed.wait(st).map_err(|_| self.poisoned())?,
                 Some(d) => {
@@ -139,9 +158,14 @@ impl Accumulator {
     /// of every worker (computed for that step) would be dropped as stale forever. A change
     /// also drops what is held: those gradients were computed for another step (late ones that
     /// arrived after the last take, or ones from before a restore) and must not count towards
-    /// the next.
+    /// the next. A take waiting meanwhile fails (cancelled): it was left waiting by a step
+    /// that failed elsewhere (e.g. a chief update whose other task died), and would otherwise
+    /// take the gradients of the restarted training. (The chief's own update never waits
+    /// across a set: its sets follow its takes.)
     pub fn set_global_step(&self, step: i64) -> KResult {
         let mut st = self.lock()?;
+        st.epoch = st.epoch.wrapping_add(1);
+        self.changed.notify_all();
         if step != st.global_step {
             st.global_step = step;
             st.dropped += st.count as u64;

@@ -6,7 +6,7 @@
 //! (a dead send still sends, as "dead", so the receiver is dead too) and may be sent once per
 //! iteration: the key then carries the frame instance and the iteration.
 
-use crate::error::{KResult, KernelError};
+use crate::error::{Code, KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::rendezvous::{LocalRendezvous, Received, Rendezvous};
 use crate::resource::ResourceMgr;
@@ -54,7 +54,13 @@ fn find_rendezvous(resources: &ResourceMgr, handle: &Tensor) -> KResult<Arc<Loca
         .ok_or_else(|| KernelError::internal("empty rendezvous handle"))?;
     resources
         .find_state::<LocalRendezvous>(&key)?
-        .ok_or_else(|| KernelError::internal(format!("no rendezvous `{key}` in this step")))
+        // Gone only when the step ended or was aborted on this task (e.g. another task of
+        // the step failed while this partition was starting): a consequence, not a cause, so
+        // cancelled (a distributed master reports the failure that caused it instead).
+        .ok_or_else(|| KernelError {
+            code: Code::Cancelled,
+            message: format!("no rendezvous `{key}` in this step (it ended or was aborted)"),
+        })
 }
 
 /// The rendezvous named by resource input `i`.

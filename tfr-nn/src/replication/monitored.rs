@@ -36,6 +36,10 @@ pub struct ModelOps {
     pub chief_init: Vec<NodeId>,
     /// Run by every worker once the model is ready (e.g. `SyncTrainOps::local_step_init`).
     pub local_init: Vec<NodeId>,
+    /// Run once when a lost task is noticed, before preparing the model again: on the old
+    /// session, or (when that fails) on the first new session that runs them; best effort
+    /// (errors ignored). E.g. the aggregation loop's `SyncTrainOps::release_workers`.
+    pub on_lost: Vec<NodeId>,
 }
 
 impl ModelOps {
@@ -60,7 +64,17 @@ impl ModelOps {
             global_step: global_step.value,
             chief_init: Vec::new(),
             local_init: Vec::new(),
+            on_lost: Vec::new(),
         })
+    }
+
+    /// Adds a bool scalar `flag` to the readiness checks, reported as `name` while it is
+    /// false (e.g. `SyncTrainOps::ready`: the chief moved the accumulators to the step).
+    pub fn with_ready_flag(mut self, g: &mut Graph, flag: Output, name: &str) -> GraphResult<Self> {
+        let one = g.expand_dims(flag, 0)?;
+        self.ready = g.with_scope("model_ready", |g| g.concat(&[self.ready, one], 0))?;
+        self.ready_names.push(name.to_string());
+        Ok(self)
     }
 }
 
@@ -311,33 +325,46 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
     }
 
     /// Saves a checkpoint named by the global step read now (the step that triggered it may
-    /// have been read before that step's own increment).
+    /// have been read before that step's own increment). A task lost during the save is
+    /// recovered from (the chief restores the latest checkpoint, with its saver in place),
+    /// then the save is tried again at the step read then (usually the restored one, saved
+    /// already).
     fn save_at(&mut self) -> Result<PathBuf, R::Error> {
-        let step = self.global_step()?;
-        if self.last_saved == Some(step) {
-            if let Some(saver) = &self.saver {
-                if let Some(prefix) = saver.latest()? {
-                    return Ok(prefix);
+        loop {
+            let step = self.global_step()?;
+            if self.last_saved == Some(step) {
+                if let Some(saver) = &self.saver {
+                    if let Some(prefix) = saver.latest()? {
+                        return Ok(prefix);
+                    }
                 }
             }
+            let at = u64::try_from(step).unwrap_or(0);
+            let result = match &self.saver {
+                Some(saver) => saver.save(&self.runner, at),
+                None => {
+                    return Err(TrainError::InvalidArgument {
+                        builder: "MonitoredSession::save".into(),
+                        arg: "saver".into(),
+                        message: "this session has no saver".into(),
+                    })
+                }
+            };
+            match result {
+                Ok(prefix) => {
+                    self.last_saved = Some(step);
+                    self.events.push(Event::Saved {
+                        prefix: prefix.clone(),
+                        global_step: step,
+                    });
+                    return Ok(prefix);
+                }
+                Err(e) => match self.lost_task(&e) {
+                    Some(task) => self.recover(task, e)?,
+                    None => return Err(e),
+                },
+            }
         }
-        let Some(saver) = self.saver.take() else {
-            return Err(TrainError::InvalidArgument {
-                builder: "MonitoredSession::save".into(),
-                arg: "saver".into(),
-                message: "this session has no saver".into(),
-            });
-        };
-        let at = u64::try_from(step).unwrap_or(0);
-        let result = self.retrying(|r| saver.save(r, at));
-        self.saver = Some(saver);
-        let prefix = result?;
-        self.last_saved = Some(step);
-        self.events.push(Event::Saved {
-            prefix: prefix.clone(),
-            global_step: step,
-        });
-        Ok(prefix)
     }
 
     /// Runs `f` on the session, recovering from lost tasks as [`MonitoredSession::run`] does.
@@ -376,11 +403,18 @@ impl<R: StepRunner, F: FnMut() -> std::result::Result<R, R::Error>> MonitoredSes
             task: task.clone(),
             attempt: self.recoveries,
         });
+        // Best effort on the old session; when that fails (it may need the lost task), on
+        // the first new one.
+        let mut released = self.ops.on_lost.is_empty()
+            || self.runner.run_step(&[], &[], &self.ops.on_lost).is_ok();
         let deadline = Instant::now() + self.config.recovery_timeout;
         loop {
             let last = match (self.make)() {
                 Ok(r) => {
                     self.runner = r;
+                    if !released {
+                        released = self.runner.run_step(&[], &[], &self.ops.on_lost).is_ok();
+                    }
                     match self.prepare() {
                         Ok(()) => return Ok(()),
                         Err(e) if self.lost_task(&e).is_some() => e.to_string(),

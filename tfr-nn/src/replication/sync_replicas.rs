@@ -41,6 +41,22 @@ pub struct SyncTrainOps {
     /// Sets every accumulator's global step to the global step's value: run by the chief after
     /// it initialized or restored the variables (e.g. in `ModelOps::chief_init`).
     pub chief_init: NodeId,
+    /// A bool scalar: the accumulators were moved to the current global step (by `chief_init`
+    /// or the last `chief_update`). Workers must not train before it holds: after a restore
+    /// to an older step, a gradient applied before `chief_init` is dropped by a surviving
+    /// accumulator (or cleared by `chief_init`), and its worker would wait for a token that
+    /// needs it. Add it to the readiness checks (`ModelOps::with_ready_flag`).
+    pub ready: Output,
+    /// The step the accumulators were last moved to (a variable on the global step's task,
+    /// -1 when initialized). Not model state: keep it out of checkpoints (a restored value
+    /// would make `ready` hold before `chief_init` ran).
+    pub accumulators_step: Variable,
+    /// Pushes `max(n, m)` tokens of step -1: wakes the workers waiting for a token when the
+    /// chief's update cannot go on (a lost ps task), so their steps end (the next one finds
+    /// the lost task and recovers) instead of waiting for their step timeout. A worker taking
+    /// such a token computes one gradient that is dropped. Run it where the aggregation
+    /// loop notices a lost task (e.g. `ModelOps::on_lost` of the aggregator's session).
+    pub release_workers: NodeId,
     pub global_step: Variable,
     /// This worker's local step, a variable on the worker's own device.
     pub local_step: Variable,
@@ -142,6 +158,10 @@ impl<O: Optimizer> SyncReplicas<O> {
             let token_queue = g.with_device(&step_device, |g| {
                 g.fifo_queue("token_queue", &[DType::I64], &[Shape::scalar()], None)
             })?;
+            let accumulators_step = g.with_device(&step_device, |g| {
+                let none = g.scalar(-1i64)?;
+                g.variable("accumulators_step", none)
+            })?;
             let mut accumulators = Vec::with_capacity(vars.len());
             let mut applies = Vec::with_capacity(vars.len());
             for (k, (grad, var)) in grads.iter().enumerate() {
@@ -151,9 +171,19 @@ impl<O: Optimizer> SyncReplicas<O> {
                 applies.push(g.accumulator_apply_gradient(&acc, local_step.value, *grad)?);
                 accumulators.push(acc);
             }
-            // A worker's step: gradients in, then wait for the token of the next step.
+            // A worker's step: gradients in, then wait for the token of the next step. It
+            // adopts the token's step, but never one ahead of the global step: after a restore
+            // to an older step, tokens pushed before it (and `release_workers`' -1 tokens)
+            // only make the next gradient stale instead of tagging it with a future step.
             let token = g.with_control_dependencies(&applies, |g| g.queue_dequeue(&token_queue))?;
-            let adopt = g.assign(&local_step, token[0])?;
+            // (The global step read after the token arrived: read before, it may be older.)
+            let step_after = g.with_device(&step_device, |g| {
+                let now = g.with_control_dependencies(&[token[0].node], |g| {
+                    g.read_variable(global_step)
+                })?;
+                g.minimum(token[0], now)
+            })?;
+            let adopt = g.assign(&local_step, step_after)?;
             let train = g
                 .build("NoOp")
                 .name("train")
@@ -162,6 +192,13 @@ impl<O: Optimizer> SyncReplicas<O> {
             let step_now = g.read_variable(global_step)?;
             let local_step_init = g.assign(&local_step, step_now)?.node;
             let close_token_queue = g.queue_close(&token_queue, false)?;
+            let release_workers = g.with_device(&step_device, |g| {
+                let count = i64::try_from(n.max(m))
+                    .map_err(|_| invalid("total_num_replicas", format!("{n} is too large")))?;
+                let stale = g.scalar(-1i64)?;
+                let tokens = g.fill(&[count], stale)?;
+                g.queue_enqueue_many(&token_queue, &[tokens])
+            })?;
             // TF's `chief_init_op`: the accumulators adopt the (initialized or restored) global
             // step, backwards too, or after a restore every gradient would be stale.
             let step_now = g.read_variable(global_step)?;
@@ -169,12 +206,20 @@ impl<O: Optimizer> SyncReplicas<O> {
                 .iter()
                 .map(|acc| g.accumulator_set_global_step(acc, step_now))
                 .collect::<Result<Vec<_>>>()?;
+            let mark =
+                g.with_control_dependencies(&adopts, |g| g.assign(&accumulators_step, step_now))?;
             let chief_init = g
                 .build("NoOp")
                 .name("chief_init")
-                .control_inputs(adopts)
+                .control_input(mark.node)
                 .finish()?;
+            let marked = g.read_variable(&accumulators_step)?;
+            let step_read = g.read_variable(global_step)?;
+            let ready = g.equal(marked, step_read)?;
             Ok((
+                release_workers,
+                accumulators_step,
+                ready,
                 local_step,
                 token_queue,
                 accumulators,
@@ -185,6 +230,9 @@ impl<O: Optimizer> SyncReplicas<O> {
             ))
         })?;
         let (
+            release_workers,
+            accumulators_step,
+            ready,
             local_step,
             token_queue,
             accumulators,
@@ -214,7 +262,11 @@ impl<O: Optimizer> SyncReplicas<O> {
             }
             let count = i64::try_from(n.max(m))
                 .map_err(|_| invalid("total_num_replicas", format!("{n} is too large")))?;
-            let tokens = g.with_control_dependencies(&published, |g| g.fill(&[count], new_step))?;
+            let mark = g.with_control_dependencies(&published, |g| {
+                g.assign(&accumulators_step, new_step)
+            })?;
+            let tokens =
+                g.with_control_dependencies(&[mark.node], |g| g.fill(&[count], new_step))?;
             let push = g.queue_enqueue_many(&token_queue, &[tokens])?;
             g.build("NoOp")
                 .name("chief_update")
@@ -236,6 +288,9 @@ impl<O: Optimizer> SyncReplicas<O> {
             local_step_init,
             close_token_queue,
             chief_init,
+            ready,
+            accumulators_step,
+            release_workers,
             global_step: global_step.clone(),
             local_step,
             accumulators,
