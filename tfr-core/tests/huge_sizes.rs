@@ -5,7 +5,7 @@
 use tfr_core::{Code, Tensor};
 use tfr_graph::{DType, Graph, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 /// 2^60 elements: the byte count fits `isize`, so the allocation itself is tried and fails

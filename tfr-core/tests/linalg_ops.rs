@@ -6,7 +6,7 @@
 use tfr_core::Tensor;
 use tfr_graph::{DType, Dim, Graph, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn feed(g: &mut Graph, name: &str, dtype: DType, shape: &[usize], v: &[f64]) -> (Output, Tensor) {

@@ -7,7 +7,7 @@
 //! the tests below also check that the writes of the inner loops' instances stay in order with
 //! data-dependent trip counts, `parallel_iterations` > 1 and the parallel executor.
 //!
-//! `cargo test -p tfr-core --test loop_gradient_scaling print_gradient_graph_sizes -- --ignored --nocapture`
+//! `cargo test -p tfr-core --test suite loop_gradient_scaling::print_gradient_graph_sizes -- --ignored --nocapture`
 //! prints the table of `benches/RESULTS.md`.
 
 use std::time::Instant;

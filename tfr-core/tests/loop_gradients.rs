@@ -5,7 +5,7 @@
 //! - higher-order gradients through loops (checked against central differences of the first
 //!   derivative), and errors, never zeros, where a path cannot be differentiated.
 
-mod common;
+use crate::common;
 
 use common::assert_close;
 use tfr_core::{Session, SessionOptions, Tensor};

@@ -5,7 +5,7 @@ use tfr_graph::{DType, Graph, Output, Shape};
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Reference reduction of a row-major tensor over `axes` (normalized).

@@ -326,7 +326,7 @@ fn nest_costs_grow_with_the_work_not_exponentially() -> GResult<()> {
 }
 
 /// Prints nodes, frames, iterations and step time per depth for `benches/RESULTS.md`:
-/// `cargo test --release -p tfr-core --test nested_loops nest_cost_table -- --ignored --nocapture`
+/// `cargo test --release -p tfr-core --test suite nested_loops::nest_cost_table -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn nest_cost_table() -> GResult<()> {

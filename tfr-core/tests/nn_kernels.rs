@@ -3,7 +3,7 @@
 use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_graph::{DType, Graph, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Reference softmax of each `cols`-long row (in f64, max subtracted).

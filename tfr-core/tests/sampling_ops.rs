@@ -4,7 +4,7 @@
 use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_graph::{DType, Graph, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn feed(g: &mut Graph, name: &str, dtype: DType, shape: &[usize], v: &[f64]) -> (Output, Tensor) {

@@ -5,7 +5,7 @@
 use tfr_core::{Error, Tensor};
 use tfr_graph::{gradients, DType, Graph, GraphError, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn ph(g: &mut Graph, name: &str, dtype: DType) -> Output {

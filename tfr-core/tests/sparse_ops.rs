@@ -2,7 +2,7 @@
 //! hand-computed references (TensorFlow's semantics), gradients against central differences,
 //! out-of-range indices as errors naming the node.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, random, run, run_err, session, t};
 use tfr_core::{Code, Error, Tensor};

@@ -7,7 +7,7 @@
 use tfr_core::{Error, Tensor};
 use tfr_graph::{DType, Graph, GraphError, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn feed(g: &mut Graph, name: &str, dtype: DType, xs: &[f64]) -> (Output, Tensor) {

@@ -8,7 +8,7 @@ use tfr_core::{Error, Tensor};
 use tfr_graph::ops::array_ops::StridedSliceMasks;
 use tfr_graph::{registry, DType, Graph, GraphError, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn iota_f(shape: &[usize]) -> Tensor {

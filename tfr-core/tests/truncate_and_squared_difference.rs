@@ -4,7 +4,7 @@
 use tfr_core::{Code, Tensor};
 use tfr_graph::{gradients, registry, DType, Gradient, Graph, GraphError, Output, Shape};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn binary(

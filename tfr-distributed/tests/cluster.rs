@@ -1,7 +1,7 @@
 //! Steps over real `tfr-server` processes: the single-process results, shared `ps`
 //! variables, dead tasks and bad input over the wire.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use std::time::{Duration, Instant};

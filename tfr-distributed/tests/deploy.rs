@@ -2,7 +2,7 @@
 //! this machine: the spec from an environment variable, the task index from a StatefulSet-style
 //! hostname, all interfaces, the secret from the environment. A thin client then runs a step.
 
-mod common;
+use crate::common;
 
 use common::{bounded, free_ports};
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! a running step can be cancelled, and the master notices a dead task and recovers when it
 //! comes back. Every wait is bounded.
 
-mod common;
+use crate::common;
 
 use common::{bounded, worker_status, Cluster};
 use std::time::{Duration, Instant};

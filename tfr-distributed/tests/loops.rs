@@ -4,7 +4,7 @@
 //! and a `cond` whose untaken branch lives on another task (dead values over the wire). Each
 //! must give exactly the single-process result.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use std::time::Duration;
@@ -241,8 +241,8 @@ fn killing_a_task_in_the_middle_of_a_spanning_loop_fails_the_step_naming_it() {
 }
 
 /// Prints the iteration rate of a loop whose body spans two tasks (every iteration pushes the
-/// predicate and the loop value across): `cargo test -p tfr-distributed --test loops
-/// spanning_loop_rate -- --ignored --nocapture`.
+/// predicate and the loop value across):
+/// `cargo test -p tfr-distributed --test suite loops::spanning_loop_rate -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn spanning_loop_rate() {

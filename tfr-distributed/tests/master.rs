@@ -1,7 +1,7 @@
 //! A thin client driving a cluster through a server's master service (`grpc://host:port`):
 //! the in-process results, cached steps, extension, closing, and bad input.
 
-mod common;
+use crate::common;
 
 use common::{worker_status, Cluster};
 use std::time::Duration;

@@ -5,8 +5,8 @@
 //! without a chief failing cleanly, and the end of the data ending every worker. Every wait
 //! has a deadline; the cluster guard kills every process, also when a test fails.
 
-mod common;
-mod remote;
+use crate::common;
+use crate::remote;
 
 use common::{Cluster, TempDir};
 use remote::Remote;

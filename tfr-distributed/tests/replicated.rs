@@ -7,7 +7,7 @@
 //! take fails cleanly; asynchronous training loses no update and converges. Every wait has a
 //! deadline.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use std::sync::mpsc;

@@ -1,7 +1,7 @@
 //! The shared secret (every RPC of both services; a call without it or with a wrong one is
 //! `Unauthenticated` and changes nothing) and message size limits, over real processes.
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! here with the `openssl` command; the test is skipped, saying so, where it is missing); a step across
 //! two tasks (peer transfers included) runs over TLS, and a plain-text client is refused.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, TempDir};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Large tensors between tasks travel as streams of chunks (RecvTensor is server-streaming):
 //! a 10 MB tensor in 1 MB chunks arrives equal to what was sent.
 
-mod common;
+use crate::common;
 
 use common::{worker_status, Cluster};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! TensorFlow aliases, and the ops declared not differentiable. It is generated from the
 //! registry, and this test fails when it is stale, so the document never drifts from the code.
 //!
-//! Regenerate with `TFR_WRITE_OPS_MD=1 cargo test -p tfr-graph --test op_list`.
+//! Regenerate with `TFR_WRITE_OPS_MD=1 cargo test -p tfr-graph --test suite op_list::`.
 
 use std::fmt::Write as _;
 use tfr_graph::op_def::Gradient;
@@ -29,7 +29,7 @@ fn render() -> String {
         "# The op registry\n\n\
          Generated from `tfr_graph::registry()` by `tfr-graph/tests/op_list.rs` (which fails when \
          this file is stale; regenerate with `TFR_WRITE_OPS_MD=1 cargo test -p tfr-graph --test \
-         op_list`).\n\n\
+         suite op_list::`).\n\n\
          {} ops ({} public, {} internal ones whose names start with `_`), plus {} TensorFlow \
          names that are aliases of them.\n",
         ops.len(),
@@ -109,7 +109,7 @@ fn docs_ops_md_is_the_registry() {
     assert!(
         have == want,
         "docs/ops.md is stale: regenerate it with \
-         `TFR_WRITE_OPS_MD=1 cargo test -p tfr-graph --test op_list`"
+         `TFR_WRITE_OPS_MD=1 cargo test -p tfr-graph --test suite op_list::`"
     );
 }
 

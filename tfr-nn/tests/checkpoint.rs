@@ -429,7 +429,8 @@ fn sigkill_during_save_keeps_previous_checkpoint() {
     let dir = TempDir::new("sigkill");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "sigkill_during_save_keeps_previous_checkpoint",
+            // The test's name inside the crate's one test binary (`tests/suite.rs`).
+            "checkpoint::sigkill_during_save_keeps_previous_checkpoint",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -1,6 +1,6 @@
 //! The idx reader on files the tests write (every malformed file is an error naming it, never a
 //! panic), the MNIST loader on a small fabricated cache and tarball, and, behind `#[ignore]`,
-//! the real download (`cargo test -p tfr-nn --test datasets -- --ignored`).
+//! the real download (`cargo test -p tfr-nn --test suite datasets:: -- --ignored`).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,30 @@
+//! Every integration test of this crate in one binary: one link instead of one per file
+//! (CI builds on 2 cores with limited disk). Run one file's tests with
+//! `cargo test -p tfr-core --test suite <file>::`.
+
+mod accumulators;
+mod array_kernels;
+mod candidate_sampling;
+mod common;
+mod control_flow;
+mod conv_kernels;
+mod devices_control_flow;
+mod gradients;
+mod huge_sizes;
+mod linalg_ops;
+mod loop_gradient_scaling;
+mod loop_gradients;
+mod math_kernels;
+mod nested_loops;
+mod nn_kernels;
+mod placement;
+mod queues;
+mod random_kernels;
+mod sampling_ops;
+mod selection_and_debug_ops;
+mod session_basics;
+mod sparse_ops;
+mod spatial_ops;
+mod special_math_ops;
+mod tf_op_names;
+mod truncate_and_squared_difference;

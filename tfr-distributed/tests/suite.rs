@@ -1,0 +1,16 @@
+//! Every integration test of this crate in one binary: one link instead of one per file
+//! (CI builds on 2 cores with limited disk). Run one file's tests with
+//! `cargo test -p tfr-distributed --test suite <file>::`.
+
+mod cluster;
+mod common;
+mod deploy;
+mod failure;
+mod loops;
+mod master;
+mod recovery;
+mod remote;
+mod replicated;
+mod security;
+mod tls;
+mod transfer;
