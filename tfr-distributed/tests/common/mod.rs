@@ -14,11 +14,33 @@ use tfr_distributed::ClusterSpec;
 /// How long a server may take to start listening.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Ports free right now (bound then released; the servers bind them next).
+/// Ports free right now (bound then released; the servers bind them next). They are drawn at
+/// random below the kernel's ephemeral range, so the outgoing connections of concurrent tests
+/// cannot take them in between; a server that still loses its port is restarted on a new set
+/// (see [`Cluster::start_with`]).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000u16, ephemeral_low)
+    } else {
+        (ephemeral_low, u16::MAX)
+    };
+    let random = RandomState::new();
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    for attempt in 0u64.. {
+        if listeners.len() == n {
+            break;
+        }
+        assert!(attempt < 10_000, "no {n} free ports in {low}..{high}");
+        let port = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("local address").port())
@@ -74,52 +96,81 @@ impl Cluster {
         Self::start_with(jobs, &[], &[])
     }
 
-    /// Starts one server per task, each with `args` and environment `envs`.
+    /// Starts one server per task, each with `args` and environment `envs`. A server that
+    /// exits before it listens (its port was taken after [`free_ports`] released it) makes the
+    /// whole cluster start again on new ports: every task reads the same spec.
     pub fn start_with(jobs: &[(&str, usize)], args: &[&str], envs: &[(&str, &str)]) -> Cluster {
         let total = jobs.iter().map(|j| j.1).sum();
-        let mut ports = free_ports(total).into_iter();
-        let mut map = BTreeMap::new();
-        for (job, n) in jobs {
-            let addrs: Vec<String> = (0..*n)
-                .map(|_| format!("127.0.0.1:{}", ports.next().expect("port")))
+        let mut last_error = String::new();
+        for _ in 0..4 {
+            let mut ports = free_ports(total).into_iter();
+            let map = job_map(jobs, || {
+                format!("127.0.0.1:{}", ports.next().expect("port"))
+            });
+            let mut cluster = Cluster::new(map, vec![None; total], "cluster");
+            cluster.args = args.iter().map(|a| a.to_string()).collect();
+            cluster.envs = envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            map.insert(job.to_string(), addrs);
+            match (0..total).try_for_each(|k| cluster.try_launch(k)) {
+                Ok(()) => return cluster,
+                Err(e) => last_error = e,
+            }
         }
-        let dir = TempDir::new("cluster");
+        panic!("the cluster did not start: {last_error}")
+    }
+
+    /// A cluster of tasks not started yet, the `k`-th (in job order) in namespace `netns[k]`.
+    fn new(map: BTreeMap<String, Vec<String>>, netns: Vec<Option<String>>, tag: &str) -> Cluster {
+        let dir = TempDir::new(tag);
         let spec_path = dir.0.join("cluster.json");
         std::fs::write(&spec_path, serde_json::to_string(&map).expect("json")).expect("write");
         let spec = ClusterSpec::new(map.clone()).expect("valid spec");
-        let mut cluster = Cluster {
+        let mut netns = netns.into_iter();
+        let tasks = map
+            .iter()
+            .flat_map(|(job, addrs)| {
+                addrs
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, address)| (job, i, address))
+            })
+            .map(|(job, i, address)| Task {
+                job: job.clone(),
+                index: i as u32,
+                address: address.clone(),
+                child: None,
+                netns: netns.next().flatten(),
+            })
+            .collect();
+        Cluster {
             spec,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            args: Vec::new(),
+            envs: Vec::new(),
             spec_path,
-            tasks: Vec::new(),
+            tasks,
             _dir: dir,
             _net: None,
-        };
-        for (job, addrs) in &map {
-            for (i, address) in addrs.iter().enumerate() {
-                cluster.tasks.push(Task {
-                    job: job.clone(),
-                    index: i as u32,
-                    address: address.clone(),
-                    child: None,
-                    netns: None,
-                });
-            }
         }
-        for k in 0..cluster.tasks.len() {
-            cluster.launch(k);
-        }
-        cluster
     }
 
-    /// Starts (or restarts) task `k` and waits until it listens.
+    /// Restarts task `k` on its own address (e.g. after killing it) and waits until it listens;
+    /// retried while the old process's port is being released.
     pub fn launch(&mut self, k: usize) {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match self.try_launch(k) {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("{last_error}")
+    }
+
+    /// Starts task `k` and waits until it listens; `Err` if it exits first.
+    fn try_launch(&mut self, k: usize) -> Result<(), String> {
         let t = &mut self.tasks[k];
         let server = env!("CARGO_BIN_EXE_tfr-server");
         let mut command = match &t.netns {
@@ -154,11 +205,21 @@ impl Cluster {
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("listening on") => {
                     assert!(line.contains(&t.address), "{line} (expected {})", t.address);
-                    return;
+                    return Ok(());
                 }
                 Ok(_) => {}
-                Err(e) => panic!(
-                    "tfr-server /job:{}/task:{} did not start within {START_DEADLINE:?}: {e}",
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Some(mut c) = t.child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    return Err(format!(
+                        "tfr-server /job:{}/task:{} exited before listening on {}",
+                        t.job, t.index, t.address
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "tfr-server /job:{}/task:{} did not start within {START_DEADLINE:?}",
                     t.job, t.index
                 ),
             }
@@ -213,6 +274,16 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Job name -> task addresses, each address from `next_address` in job order.
+fn job_map(
+    jobs: &[(&str, usize)],
+    mut next_address: impl FnMut() -> String,
+) -> BTreeMap<String, Vec<String>> {
+    jobs.iter()
+        .map(|(job, n)| (job.to_string(), (0..*n).map(|_| next_address()).collect()))
+        .collect()
 }
 
 /// A task's worker status, asked directly (bounded by the deadline).
@@ -367,39 +438,16 @@ impl Cluster {
         let total = jobs.iter().map(|j| j.1).sum();
         let (hosts, addresses) = Hosts::new(total)?;
         let mut addresses = addresses.into_iter();
-        let mut map = BTreeMap::new();
-        for (job, n) in jobs {
-            let addrs: Vec<String> = (0..*n)
-                .map(|_| format!("{}:2222", addresses.next().expect("address")))
-                .collect();
-            map.insert(job.to_string(), addrs);
-        }
-        let dir = TempDir::new("hosts");
-        let spec_path = dir.0.join("cluster.json");
-        std::fs::write(&spec_path, serde_json::to_string(&map).expect("json")).expect("write");
-        let spec = ClusterSpec::new(map.clone()).expect("valid spec");
-        let mut cluster = Cluster {
-            spec,
-            args: Vec::new(),
-            envs: Vec::new(),
-            spec_path,
-            tasks: Vec::new(),
-            _dir: dir,
-            _net: None,
-        };
-        let mut k = 0;
-        for (job, addrs) in &map {
-            for (i, address) in addrs.iter().enumerate() {
-                cluster.tasks.push(Task {
-                    job: job.clone(),
-                    index: i as u32,
-                    address: address.clone(),
-                    child: None,
-                    netns: Some(hosts.namespaces[k + 1].clone()),
-                });
-                k += 1;
-            }
-        }
+        let map = job_map(jobs, || {
+            format!("{}:2222", addresses.next().expect("address"))
+        });
+        // Namespace 0 is the bridge's; task k runs in namespace k + 1.
+        let netns = hosts.namespaces[1..=total]
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect();
+        let mut cluster = Cluster::new(map, netns, "hosts");
         cluster._net = Some(hosts);
         for k in 0..cluster.tasks.len() {
             cluster.launch(k);
