@@ -9,30 +9,7 @@ use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{Graph, NodeId};
 use tfr_nn::saver::{Saver, POINTER_FILE};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!(
-            "tfr-ckpt-fallback-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::common::TempDir;
 
 /// A variable `v` of 16 floats that `bump` raises by 1 each; checkpoints at steps 1, 2, 3 hold
 /// 1.0, 2.0, 3.0. Returns the saver, a session holding 3.0, and `v`.

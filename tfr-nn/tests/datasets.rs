@@ -3,33 +3,13 @@
 //! the real download (`cargo test -p tfr-nn --test suite datasets:: -- --ignored`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tfr_graph::DType;
 use tfr_nn::datasets::idx::{parse_idx, read_idx, read_idx_expect, IdxArray, IdxData, IdxType};
 use tfr_nn::datasets::mnist::{self, Mnist, FILES};
 use tfr_nn::datasets::DatasetError;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("tfr-data-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::common::TempDir;
 
 #[test]
 fn idx_reads_every_element_type_big_endian() {

