@@ -12,12 +12,16 @@ use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_graph::{Buffer, DType, Dim, Graph, Output, Shape};
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+/// A graph, its feeds and its fetches.
+type Case = (Graph, Vec<(Output, Tensor)>, Vec<Output>);
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -105,9 +109,13 @@ fn constant(g: &mut Graph, shape: &[usize], seed: u64) -> BoxResult<Output> {
     Ok(g.constant_from(shape, values(shape.iter().product(), seed))?)
 }
 
-fn mlp() -> BoxResult<(Graph, Vec<(Output, Tensor)>, Vec<Output>)> {
+fn mlp() -> BoxResult<Case> {
     let mut g = Graph::new();
-    let x = g.placeholder("input", DType::F32, Shape::new(vec![Dim::Unknown, Dim::Known(8)]))?;
+    let x = g.placeholder(
+        "input",
+        DType::F32,
+        Shape::new(vec![Dim::Unknown, Dim::Known(8)]),
+    )?;
     let w1 = constant(&mut g, &[8, 16], 1)?;
     let b1 = constant(&mut g, &[16], 2)?;
     let h = g.matmul(x, w1)?;
@@ -121,7 +129,7 @@ fn mlp() -> BoxResult<(Graph, Vec<(Output, Tensor)>, Vec<Output>)> {
     Ok((g, feeds, vec![probs, m]))
 }
 
-fn convnet() -> BoxResult<(Graph, Vec<(Output, Tensor)>, Vec<Output>)> {
+fn convnet() -> BoxResult<Case> {
     let mut g = Graph::new();
     let x = g.placeholder("images", DType::F32, Shape::known(&[2, 8, 8, 3]))?;
     let f = constant(&mut g, &[3, 3, 3, 4], 11)?;
@@ -139,9 +147,7 @@ fn convnet() -> BoxResult<(Graph, Vec<(Output, Tensor)>, Vec<Output>)> {
 }
 
 fn main() -> BoxResult<()> {
-    let out = std::env::args()
-        .nth(1)
-        .ok_or("usage: tf_interop OUTDIR")?;
+    let out = std::env::args().nth(1).ok_or("usage: tf_interop OUTDIR")?;
     let out = Path::new(&out);
     let (g, feeds, fetches) = mlp()?;
     write_case(&out.join("graphs/mlp"), &g, &feeds, &fetches)?;
@@ -152,7 +158,11 @@ fn main() -> BoxResult<()> {
     w.add_graph(&g2)?;
     for step in 0..20 {
         w.add_scalar("loss", 2.0 * (-(step as f32) / 8.0).exp(), step)?;
-        w.add_histogram("weights", values(256, step as u64).into_iter().map(f64::from), step)?;
+        w.add_histogram(
+            "weights",
+            values(256, step as u64).into_iter().map(f64::from),
+            step,
+        )?;
     }
     let pixels: Vec<u8> = (0..28 * 28).map(|i| ((i % 28) * 9) as u8).collect();
     w.add_image("digit", 28, 28, 1, &pixels, 19)?;

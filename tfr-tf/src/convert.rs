@@ -285,15 +285,15 @@ pub fn attr_from_proto(
         Some(Value::I(i)) => AttrValue::Int(*i),
         Some(Value::F(f)) => AttrValue::Float(*f as f64),
         Some(Value::B(b)) => AttrValue::Bool(*b),
-        Some(Value::Type(t)) => AttrValue::DType(
-            from_tf_dtype(*t).map_err(|e| ("a dtype tfr has".to_string(), e))?,
-        ),
-        Some(Value::Shape(s)) => AttrValue::Shape(
-            shape_from_proto(s).map_err(|e| ("a valid shape".to_string(), e))?,
-        ),
-        Some(Value::Tensor(t)) => AttrValue::Tensor(
-            tensor_from_proto(t).map_err(|e| ("a valid tensor".to_string(), e))?,
-        ),
+        Some(Value::Type(t)) => {
+            AttrValue::DType(from_tf_dtype(*t).map_err(|e| ("a dtype tfr has".to_string(), e))?)
+        }
+        Some(Value::Shape(s)) => {
+            AttrValue::Shape(shape_from_proto(s).map_err(|e| ("a valid shape".to_string(), e))?)
+        }
+        Some(Value::Tensor(t)) => {
+            AttrValue::Tensor(tensor_from_proto(t).map_err(|e| ("a valid tensor".to_string(), e))?)
+        }
         Some(Value::List(l)) => {
             let others = !l.s.is_empty()
                 || !l.b.is_empty()

@@ -69,11 +69,7 @@ impl SummaryWriter {
     ) -> Result<SummaryWriter> {
         let dir = logdir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let base = format!(
-            "events.out.tfevents.{}.{}",
-            now() as u64,
-            hostname()
-        );
+        let base = format!("events.out.tfevents.{}.{}", now() as u64, hostname());
         // A second writer in the same second gets its own file.
         let (path, file) = (0..1000)
             .map(|k| {
@@ -86,10 +82,10 @@ impl SummaryWriter {
                 let f = OpenOptions::new().write(true).create_new(true).open(&p);
                 (p, f)
             })
-            .find(|(_, f)| {
-                !matches!(f, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
-            })
-            .ok_or_else(|| TfError::Writer(format!("no free event file name in {}", dir.display())))?;
+            .find(|(_, f)| !matches!(f, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists))
+            .ok_or_else(|| {
+                TfError::Writer(format!("no free event file name in {}", dir.display()))
+            })?;
         let file = file.map_err(|e| io_error(&path, e))?;
         let (tx, rx) = mpsc::channel();
         let error = Arc::new(Mutex::new(None));
@@ -131,7 +127,10 @@ impl SummaryWriter {
     /// Queues one event.
     pub fn add_event(&self, event: Event) -> Result<()> {
         self.check()?;
-        let tx = self.tx.as_ref().ok_or_else(|| TfError::Writer("closed".into()))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| TfError::Writer("closed".into()))?;
         tx.send(Msg::Record(event.encode_to_vec()))
             .map_err(|_| TfError::Writer("the writer thread stopped".into()))
     }
@@ -207,7 +206,10 @@ impl SummaryWriter {
     /// Waits until everything queued so far is written and flushed.
     pub fn flush(&self) -> Result<()> {
         self.check()?;
-        let tx = self.tx.as_ref().ok_or_else(|| TfError::Writer("closed".into()))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| TfError::Writer("closed".into()))?;
         let (done_tx, done_rx) = mpsc::channel();
         tx.send(Msg::Flush(done_tx))
             .map_err(|_| TfError::Writer("the writer thread stopped".into()))?;

@@ -55,10 +55,9 @@ pub fn to_graph_def_with(g: &Graph, options: &ExportOptions) -> Result<GraphDef>
         let mut in_types: Vec<DType> = Vec::with_capacity(node.inputs.len());
         for &i in &node.inputs {
             let src = g.get_node(i.node).map_err(|e| node_err(e.to_string()))?;
-            let t = src
-                .outputs
-                .get(i.index as usize)
-                .ok_or_else(|| node_err(format!("input `{}:{}` does not exist", src.name, i.index)))?;
+            let t = src.outputs.get(i.index as usize).ok_or_else(|| {
+                node_err(format!("input `{}:{}` does not exist", src.name, i.index))
+            })?;
             in_types.push(t.dtype);
             input.push(if i.index == 0 {
                 src.name.clone()

@@ -48,7 +48,11 @@ impl Imported {
         if control {
             return Err(bad("a control input names no tensor".into()));
         }
-        let id = self.node(name)?;
+        let id = self
+            .names
+            .get(name)
+            .copied()
+            .ok_or_else(|| bad(format!("no node of the imported graph is named `{name}`")))?;
         let node = self.graph.node(id);
         if index as usize >= node.outputs.len() {
             return Err(bad(format!(
@@ -197,7 +201,11 @@ fn import_node(
                 let known: Vec<&str> = def.attrs.iter().map(|a| a.name).collect();
                 return Err(attr_err(
                     name,
-                    format!("an attribute of tfr's `{}` ({})", def.name, known.join(", ")),
+                    format!(
+                        "an attribute of tfr's `{}` ({})",
+                        def.name,
+                        known.join(", ")
+                    ),
                     format!("{} tfr does not support", proto_kind(v)),
                 ));
             }

@@ -25,9 +25,11 @@ pub mod proto {
 }
 
 pub use error::{Result, TfError};
-pub use export::{graph_def_bytes, tf_op_name, to_graph_def, to_graph_def_with, write_graph_def, ExportOptions};
+pub use events::{event_files, read_events, scalars, SummaryWriter, FILE_VERSION};
+pub use export::{
+    graph_def_bytes, tf_op_name, to_graph_def, to_graph_def_with, write_graph_def, ExportOptions,
+};
 pub use import::{
     decode_graph_def, import_graph_def, import_graph_def_with, read_graph_def, ImportOptions,
     Imported,
 };
-pub use events::{event_files, read_events, scalars, SummaryWriter, FILE_VERSION};

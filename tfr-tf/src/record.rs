@@ -58,9 +58,12 @@ pub fn parse_records(path: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
             offset: pos as u64,
             message,
         };
-        let header = bytes
-            .get(pos..pos + 12)
-            .ok_or_else(|| err(format!("truncated header ({} bytes left)", bytes.len() - pos)))?;
+        let header = bytes.get(pos..pos + 12).ok_or_else(|| {
+            err(format!(
+                "truncated header ({} bytes left)",
+                bytes.len() - pos
+            ))
+        })?;
         let len_bytes: [u8; 8] = header[..8].try_into().expect("8 bytes");
         let len_crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
         if masked_crc32c(&len_bytes) != len_crc {

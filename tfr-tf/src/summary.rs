@@ -26,7 +26,10 @@ pub fn default_bucket_limits() -> &'static [f64] {
 /// A histogram of `values` as TensorFlow encodes it: bucket i counts the values in
 /// [limit[i-1], limit[i]); runs of empty buckets are merged into one. Non-finite values are an
 /// error naming the tag (TensorFlow's HistogramSummary rejects them too).
-pub fn histogram(tag: &str, values: impl IntoIterator<Item = f64>) -> Result<proto::HistogramProto> {
+pub fn histogram(
+    tag: &str,
+    values: impl IntoIterator<Item = f64>,
+) -> Result<proto::HistogramProto> {
     let limits = default_bucket_limits();
     let mut counts = vec![0.0f64; limits.len()];
     let (mut min, mut max) = (f64::MAX, -f64::MAX);
@@ -91,7 +94,9 @@ pub fn image(
         4 => png::ColorType::Rgba,
         c => return Err(bad(format!("images have 1 to 4 channels, got {c}"))),
     };
-    let expected = height.checked_mul(width).and_then(|n| n.checked_mul(channels));
+    let expected = height
+        .checked_mul(width)
+        .and_then(|n| n.checked_mul(channels));
     if expected != Some(pixels.len()) || height == 0 || width == 0 {
         return Err(bad(format!(
             "{} bytes for a {height}x{width}x{channels} image",

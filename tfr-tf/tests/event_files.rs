@@ -14,7 +14,10 @@ fn crc32c_matches_known_values() {
     assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
     assert_eq!(crc32c(b""), 0);
     let c = crc32c(b"abc");
-    assert_eq!(masked_crc32c(b"abc"), ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8));
+    assert_eq!(
+        masked_crc32c(b"abc"),
+        c.rotate_right(15).wrapping_add(0xa282_ead8)
+    );
 }
 
 #[test]
@@ -24,12 +27,18 @@ fn records_roundtrip_and_corruption_is_reported() {
         write_record(&mut buf, r).unwrap();
     }
     let recs = parse_records("mem", &buf).unwrap();
-    assert_eq!(recs, vec![b"first".to_vec(), vec![], b"third record".to_vec()]);
+    assert_eq!(
+        recs,
+        vec![b"first".to_vec(), vec![], b"third record".to_vec()]
+    );
     // Flipping any byte breaks a CRC (or the length), never panics.
     for pos in 0..buf.len() {
         let mut b = buf.clone();
         b[pos] ^= 0x10;
-        assert!(parse_records("mem", &b).is_err(), "flip at {pos} went unnoticed");
+        assert!(
+            parse_records("mem", &b).is_err(),
+            "flip at {pos} went unnoticed"
+        );
     }
     for len in 1..buf.len() {
         let r = parse_records("mem", &buf[..len]);
@@ -63,7 +72,10 @@ fn histogram_uses_tensorflows_buckets() {
     // Zero falls in [0, 1e-12): the bucket whose limit is 1e-12.
     let k = h.bucket_limit.iter().position(|&l| l == 1e-12).unwrap();
     assert_eq!(h.bucket[k], 1.0);
-    assert!(histogram("bad", [1.0, f64::NAN]).unwrap_err().to_string().contains("`bad`"));
+    assert!(histogram("bad", [1.0, f64::NAN])
+        .unwrap_err()
+        .to_string()
+        .contains("`bad`"));
 }
 
 #[test]
@@ -75,7 +87,8 @@ fn summary_writer_writes_what_tensorboard_reads() {
     for step in 0..5 {
         w.add_scalar("loss", 1.0 / (step + 1) as f32, step).unwrap();
     }
-    w.add_histogram("weights", (0..100).map(|i| i as f64 / 10.0), 3).unwrap();
+    w.add_histogram("weights", (0..100).map(|i| i as f64 / 10.0), 3)
+        .unwrap();
     let pixels: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
     w.add_image("digit", 4, 3, 3, &pixels, 4).unwrap();
     assert!(w.add_image("bad", 4, 3, 3, &pixels[1..], 4).is_err());

@@ -6,7 +6,9 @@ use tfr_tf::proto::{attr_value::Value, DataType, TensorProto};
 use tfr_tf::{decode_graph_def, import_graph_def, TfError};
 
 fn err(gd: &tfr_tf::proto::GraphDef) -> String {
-    import_graph_def(gd).expect_err("import must fail").to_string()
+    import_graph_def(gd)
+        .expect_err("import must fail")
+        .to_string()
 }
 
 #[test]
@@ -22,7 +24,10 @@ fn missing_ops_are_listed_together() {
             assert_eq!(
                 ops,
                 vec![
-                    ("FancyOp".to_string(), vec!["a".to_string(), "c".to_string()]),
+                    (
+                        "FancyOp".to_string(),
+                        vec!["a".to_string(), "c".to_string()]
+                    ),
                     ("OtherOp".to_string(), vec!["b".to_string()]),
                 ]
             );
@@ -30,7 +35,10 @@ fn missing_ops_are_listed_together() {
         other => panic!("expected UnsupportedOps, got {other:?}"),
     }
     let msg = err(&gd);
-    assert!(msg.contains("`FancyOp` (node a, c)") && msg.contains("`OtherOp`"), "{msg}");
+    assert!(
+        msg.contains("`FancyOp` (node a, c)") && msg.contains("`OtherOp`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -46,10 +54,16 @@ fn unknown_inputs_and_cycles() {
     assert!(matches!(import_graph_def(&gd), Err(TfError::Cycle { .. })));
     let gd = graph(vec![placeholder("x", &[1]), placeholder("x", &[1])]);
     assert!(matches!(import_graph_def(&gd), Err(TfError::DuplicateName(n)) if n == "x"));
-    let gd = graph(vec![placeholder("x", &[1]), node("y", "Relu", &["x:3"], vec![])]);
+    let gd = graph(vec![
+        placeholder("x", &[1]),
+        node("y", "Relu", &["x:3"], vec![]),
+    ]);
     let msg = err(&gd);
     assert!(msg.contains("`y`"), "{msg}");
-    let gd = graph(vec![placeholder("x", &[1]), node("y", "Relu", &["^x", "x"], vec![])]);
+    let gd = graph(vec![
+        placeholder("x", &[1]),
+        node("y", "Relu", &["^x", "x"], vec![]),
+    ]);
     assert!(err(&gd).contains("follows a control input"));
 }
 
@@ -66,7 +80,10 @@ fn wrong_attribute_kinds_name_node_and_attribute() {
         ),
     ]);
     let msg = err(&gd);
-    assert!(msg.contains("`mm`") && msg.contains("`transpose_a`"), "{msg}");
+    assert!(
+        msg.contains("`mm`") && msg.contains("`transpose_a`"),
+        "{msg}"
+    );
     assert!(msg.contains("expected a bool, got an int"), "{msg}");
 
     let gd = graph(vec![
@@ -89,7 +106,12 @@ fn wrong_attribute_kinds_name_node_and_attribute() {
     // An attribute tfr's op lacks, with a value that matters.
     let gd = graph(vec![
         placeholder("x", &[2]),
-        node("r", "Relu", &["x"], vec![("T", t.clone()), ("alpha", av(Value::F(0.2)))]),
+        node(
+            "r",
+            "Relu",
+            &["x"],
+            vec![("T", t.clone()), ("alpha", av(Value::F(0.2)))],
+        ),
     ]);
     let msg = err(&gd);
     assert!(msg.contains("`r`") && msg.contains("`alpha`"), "{msg}");
@@ -109,7 +131,10 @@ fn wrong_attribute_kinds_name_node_and_attribute() {
         vec![("dtype", ty(DataType::DtString))],
     )]);
     let msg = err(&gd);
-    assert!(msg.contains("`p`") && msg.contains("`dtype`") && msg.contains("DT_STRING"), "{msg}");
+    assert!(
+        msg.contains("`p`") && msg.contains("`dtype`") && msg.contains("DT_STRING"),
+        "{msg}"
+    );
 
     // A Const whose dtype attribute disagrees with its value.
     let mut c = fconst("c", &[1], &[1.0], false);
@@ -125,7 +150,11 @@ fn wrong_attribute_kinds_name_node_and_attribute() {
             "conv",
             "Conv2D",
             &["x", "f"],
-            vec![("T", t), ("strides", ints(&[1, 1, 1, 1])), ("padding", s("WEIRD"))],
+            vec![
+                ("T", t),
+                ("strides", ints(&[1, 1, 1, 1])),
+                ("padding", s("WEIRD")),
+            ],
         ),
     ]);
     assert!(err(&gd).contains("conv"));
@@ -138,7 +167,10 @@ fn bad_tensors_are_errors() {
         t.tensor_content = vec![0; 7];
     }
     let msg = err(&graph(vec![c]));
-    assert!(msg.contains("`c`") && msg.contains("`value`") && msg.contains("7 bytes"), "{msg}");
+    assert!(
+        msg.contains("`c`") && msg.contains("`value`") && msg.contains("7 bytes"),
+        "{msg}"
+    );
     // A single value asked to fill an enormous shape is refused before allocating.
     let huge = TensorProto {
         dtype: DataType::DtFloat as i32,
@@ -150,7 +182,10 @@ fn bad_tensors_are_errors() {
         "big",
         "Const",
         &[],
-        vec![("dtype", ty(DataType::DtFloat)), ("value", av(Value::Tensor(huge)))],
+        vec![
+            ("dtype", ty(DataType::DtFloat)),
+            ("value", av(Value::Tensor(huge))),
+        ],
     );
     let msg = err(&graph(vec![c]));
     assert!(msg.contains("`big`"), "{msg}");
@@ -160,7 +195,10 @@ fn bad_tensors_are_errors() {
         &[],
         vec![
             ("dtype", ty(DataType::DtFloat)),
-            ("shape", av(Value::Shape(crate::graphdef_import::shape(&[-5])))),
+            (
+                "shape",
+                av(Value::Shape(crate::graphdef_import::shape(&[-5]))),
+            ),
         ],
     );
     assert!(err(&graph(vec![neg])).contains("size -5"));

@@ -151,7 +151,12 @@ fn tf_dense_layer() {
             &["dense/MatMul:0", "dense/bias"],
             vec![("T", t.clone()), ("data_format", s("NHWC"))],
         ),
-        node("dense/Relu", "Relu", &["dense/BiasAdd"], vec![("T", t.clone())]),
+        node(
+            "dense/Relu",
+            "Relu",
+            &["dense/BiasAdd"],
+            vec![("T", t.clone())],
+        ),
         node("output", "Identity", &["dense/Relu"], vec![("T", t)]),
     ]);
     let im = import_graph_def(&gd).unwrap();
@@ -194,11 +199,7 @@ fn tf_conv_reshape_sum() {
             "total",
             "Sum",
             &["flat", "axis"],
-            vec![
-                ("T", t),
-                ("Tidx", i32t),
-                ("keep_dims", av(Value::B(false))),
-            ],
+            vec![("T", t), ("Tidx", i32t), ("keep_dims", av(Value::B(false)))],
         ),
     ]);
     let im = import_graph_def(&gd).unwrap();
@@ -211,7 +212,12 @@ fn tf_conv_reshape_sum() {
 #[test]
 fn unsorted_nodes_aliases_control_inputs_devices() {
     let t = ty(DataType::DtFloat);
-    let mut sum = node("sum", "AddV2", &["a", "b:0", "^noop"], vec![("T", t.clone())]);
+    let mut sum = node(
+        "sum",
+        "AddV2",
+        &["a", "b:0", "^noop"],
+        vec![("T", t.clone())],
+    );
     sum.device = "/job:localhost/replica:0/task:0/device:CPU:0".into();
     let gd = graph(vec![
         node("out", "Mul", &["sum", "a"], vec![("T", t)]),
@@ -234,7 +240,10 @@ fn unsorted_nodes_aliases_control_inputs_devices() {
     .unwrap();
     assert_eq!(cleared.graph.node(cleared.node("sum").unwrap()).device, "");
     let a = Tensor::new(&[2], vec![3f32, 4.0]).unwrap();
-    assert_eq!(run(&cleared, &[("a:0", a)], &["out:0"])[0], vec![12.0, 24.0]);
+    assert_eq!(
+        run(&cleared, &[("a:0", a)], &["out:0"])[0],
+        vec![12.0, 24.0]
+    );
 }
 
 #[test]

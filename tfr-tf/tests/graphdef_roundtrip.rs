@@ -20,11 +20,16 @@ fn roundtrip(g: &Graph, feeds: &[(&str, Tensor)], fetches: &[&str]) -> tfr_tf::p
         .iter()
         .map(|(n, t)| (g.output_by_name(n).unwrap(), t.clone()))
         .collect();
-    let orig_fetches: Vec<Output> = fetches.iter().map(|n| g.output_by_name(n).unwrap()).collect();
+    let orig_fetches: Vec<Output> = fetches
+        .iter()
+        .map(|n| g.output_by_name(n).unwrap())
+        .collect();
     let want = run(g, &orig_feeds, &orig_fetches);
     let session =
         tfr_core::Session::new(&imported.graph, tfr_core::SessionOptions::default()).unwrap();
-    let got = imported.run(&session, feeds, fetches).expect("run imported");
+    let got = imported
+        .run(&session, feeds, fetches)
+        .expect("run imported");
     for (k, (w, o)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w.shape(), o.shape(), "fetch {}", fetches[k]);
         assert_eq!(w.to_f64_vec(), o.to_f64_vec(), "fetch {}", fetches[k]);
@@ -33,7 +38,10 @@ fn roundtrip(g: &Graph, feeds: &[(&str, Tensor)], fetches: &[&str]) -> tfr_tf::p
     for n in g.nodes() {
         let id = imported.node(&n.name).unwrap();
         let m = imported.graph.node(id);
-        assert_eq!((&m.op, &m.outputs, &m.device), (&n.op, &n.outputs, &n.device));
+        assert_eq!(
+            (&m.op, &m.outputs, &m.device),
+            (&n.op, &n.outputs, &n.device)
+        );
     }
     gd
 }
@@ -52,7 +60,11 @@ fn weights(g: &mut Graph, shape: &[usize], seed: u64) -> Output {
 fn mlp_roundtrip() {
     let mut g = Graph::new();
     let x = g
-        .placeholder("input", DType::F32, Shape::new(vec![Dim::Unknown, Dim::Known(8)]))
+        .placeholder(
+            "input",
+            DType::F32,
+            Shape::new(vec![Dim::Unknown, Dim::Known(8)]),
+        )
         .unwrap();
     let w1 = weights(&mut g, &[8, 16], 1);
     let b1 = weights(&mut g, &[16], 2);
@@ -62,8 +74,16 @@ fn mlp_roundtrip() {
     let w2 = weights(&mut g, &[16, 4], 3);
     let logits = g.matmul_t(h, w2, false, false).unwrap();
     let probs = g.softmax(logits).unwrap();
-    g.build("Identity").name("probs").input(probs).finish1().unwrap();
-    let gd = roundtrip(&g, &[("input:0", tensor(&[5, 8], 7))], &["probs:0", "input"]);
+    g.build("Identity")
+        .name("probs")
+        .input(probs)
+        .finish1()
+        .unwrap();
+    let gd = roundtrip(
+        &g,
+        &[("input:0", tensor(&[5, 8], 7))],
+        &["probs:0", "input"],
+    );
     let ops: Vec<&str> = gd.node.iter().map(|n| n.op.as_str()).collect();
     assert!(ops.contains(&"MatMul") && ops.contains(&"BiasAdd") && ops.contains(&"Softmax"));
     // TensorFlow's required type attributes are written.
@@ -84,13 +104,25 @@ fn conv_pool_roundtrip() {
     let b = weights(&mut g, &[4], 12);
     let c = g.bias_add(c, b).unwrap();
     let c = g.relu(c).unwrap();
-    let p = g.max_pool(c, &[1, 2, 2, 1], &[1, 2, 2, 1], "VALID", "NHWC").unwrap();
-    let a = g.avg_pool(p, &[1, 2, 2, 1], &[1, 1, 1, 1], "SAME", "NHWC").unwrap();
+    let p = g
+        .max_pool(c, &[1, 2, 2, 1], &[1, 2, 2, 1], "VALID", "NHWC")
+        .unwrap();
+    let a = g
+        .avg_pool(p, &[1, 2, 2, 1], &[1, 1, 1, 1], "SAME", "NHWC")
+        .unwrap();
     let flat = g.reshape(a, &[-1, 64]).unwrap();
     let m = g.reduce_mean(flat, Some(&[1]), false).unwrap();
     g.build("Identity").name("out").input(m).finish1().unwrap();
-    g.build("Identity").name("flat").input(flat).finish1().unwrap();
-    let gd = roundtrip(&g, &[("images", tensor(&[2, 8, 8, 3], 13))], &["out", "flat:0"]);
+    g.build("Identity")
+        .name("flat")
+        .input(flat)
+        .finish1()
+        .unwrap();
+    let gd = roundtrip(
+        &g,
+        &[("images", tensor(&[2, 8, 8, 3], 13))],
+        &["out", "flat:0"],
+    );
     let reshape = gd.node.iter().find(|n| n.op == "Reshape").unwrap();
     assert!(reshape.attr.contains_key("Tshape"));
 }
@@ -98,7 +130,9 @@ fn conv_pool_roundtrip() {
 #[test]
 fn elementwise_and_reductions_roundtrip() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::known(&[3, 4])).unwrap();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[3, 4]))
+        .unwrap();
     let y = weights(&mut g, &[3, 4], 21);
     let s = g.add(x, y).unwrap();
     let d = g.sub(s, y).unwrap();
@@ -116,7 +150,9 @@ fn elementwise_and_reductions_roundtrip() {
     let hc = g
         .constant(TensorValue::new(&[2], vec![tfr_graph::f16::from_f32(1.5); 2]).unwrap())
         .unwrap();
-    let bc = g.constant(TensorValue::new(&[2], vec![true, false]).unwrap()).unwrap();
+    let bc = g
+        .constant(TensorValue::new(&[2], vec![true, false]).unwrap())
+        .unwrap();
     for (name, o) in [
         ("tr", tr),
         ("mx", mx),
@@ -135,7 +171,10 @@ fn elementwise_and_reductions_roundtrip() {
         &["tr", "mx", "i", "am", "cmp", "half", "hc", "bc"],
     );
     let ops: Vec<&str> = gd.node.iter().map(|n| n.op.as_str()).collect();
-    assert!(ops.contains(&"AddV2") && ops.contains(&"ConcatV2"), "{ops:?}");
+    assert!(
+        ops.contains(&"AddV2") && ops.contains(&"ConcatV2"),
+        "{ops:?}"
+    );
 }
 
 #[test]
@@ -153,14 +192,34 @@ fn control_inputs_devices_and_variables_roundtrip() {
         .unwrap();
     g.build("Identity").name("z").input(z).finish1().unwrap();
     let gd = to_graph_def(&g).unwrap();
-    let zn = gd.node.iter().find(|n| n.name == g.node(z.node).name).unwrap();
-    assert!(zn.input.iter().any(|i| i.starts_with('^')), "{:?}", zn.input);
+    let zn = gd
+        .node
+        .iter()
+        .find(|n| n.name == g.node(z.node).name)
+        .unwrap();
+    assert!(
+        zn.input.iter().any(|i| i.starts_with('^')),
+        "{:?}",
+        zn.input
+    );
     let imported = import_graph_def(&gd).unwrap();
     let s = tfr_core::Session::new(&imported.graph, Default::default()).unwrap();
+    let init_name = &g.node(init_op).name;
+    s.run(&[], &[], &[imported.node(init_name).unwrap()])
+        .unwrap();
     let xs = tensor(&[2], 32);
     let got = imported.run(&s, &[("x", xs.clone())], &["z:0"]).unwrap();
-    let want = run(&g, &[(x, xs)], &[g.output_by_name("z").unwrap()]);
-    assert_eq!(got[0].to_vec::<f32>().unwrap(), want[0].to_vec::<f32>().unwrap());
-    let mul = imported.graph.node(imported.node(&g.node(y.node).name).unwrap());
+    let s0 = tfr_core::Session::new(&g, Default::default()).unwrap();
+    s0.run(&[], &[], &[init_op]).unwrap();
+    let want = s0
+        .run(&[(x, xs)], &[g.output_by_name("z").unwrap()], &[])
+        .unwrap();
+    assert_eq!(
+        got[0].to_vec::<f32>().unwrap(),
+        want[0].to_vec::<f32>().unwrap()
+    );
+    let mul = imported
+        .graph
+        .node(imported.node(&g.node(y.node).name).unwrap());
     assert_eq!(mul.device, "/device:CPU:0");
 }
