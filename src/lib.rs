@@ -26,6 +26,8 @@ pub use tfr_graph::{
 };
 pub use tfr_macros::graph;
 pub use tfr_nn as nn;
+/// TensorFlow GraphDef import/export and TensorBoard event files.
+pub use tfr_tf as tf;
 
 pub mod cli;
 pub mod model;

@@ -1,0 +1,35 @@
+//! `tfr-tf`: TensorFlow interoperability.
+//!
+//! - GraphDef export ([`to_graph_def`], [`write_graph_def`]) and import
+//!   ([`import_graph_def`], [`read_graph_def`]), with feeds and fetches by TF tensor name.
+//! - TensorBoard event files: [`SummaryWriter`] writes them (TFRecord framing, masked CRC32C,
+//!   flushed by a background thread), [`read_events`] reads and checks them.
+//!
+//! The protobuf messages are the crate's own `.proto` files (`proto/`), wire-compatible with
+//! TensorFlow's, compiled by protox and prost at build time.
+
+pub mod convert;
+pub mod error;
+pub mod events;
+pub mod export;
+pub mod import;
+pub mod parse;
+pub mod record;
+pub mod summary;
+pub mod tf_attrs;
+
+pub mod proto {
+    //! The TensorFlow-compatible messages, generated from `proto/*.proto` by prost.
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
+}
+
+pub use error::{Result, TfError};
+pub use events::{event_files, read_events, scalars, SummaryWriter, FILE_VERSION};
+pub use export::{
+    graph_def_bytes, tf_op_name, to_graph_def, to_graph_def_with, write_graph_def, ExportOptions,
+};
+pub use import::{
+    decode_graph_def, import_graph_def, import_graph_def_with, read_graph_def, ImportOptions,
+    Imported,
+};
