@@ -4,6 +4,7 @@
 //! rendered by plotters' `ab_glyph` (no system fonts needed).
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 use std::error::Error;
 use std::path::Path;
@@ -151,7 +152,7 @@ pub fn plot_curves(
         Text::new(
             format!("{a:.2}%"),
             (e, a),
-            labels.clone().pos(Pos::new(HPos::Center, VPos::Bottom)),
+            TextStyle::from(labels.clone()).pos(Pos::new(HPos::Center, VPos::Bottom)),
         )
     }))?;
     c.configure_series_labels()

@@ -103,7 +103,7 @@ impl RunMetadata {
         use std::fmt::Write;
         let rows = self.op_summary();
         let mut s = format!(
-            "step {:.1} µs, {} node runs\n{:<32} {:>7} {:>12} {:>7} {:>12}\n",
+            "step {:.1} µs, {} node runs\n{:<36} {:>7} {:>12} {:>7} {:>12}\n",
             self.step_us,
             self.step_stats.len(),
             "op",
@@ -115,7 +115,7 @@ impl RunMetadata {
         let mut line = |op: &str, count: usize, total: f64, share: f64, bytes: u64| {
             let _ = writeln!(
                 s,
-                "{op:<32} {count:>7} {total:>12.1} {:>6.1}% {bytes:>12}",
+                "{op:<36} {count:>7} {total:>12.1} {:>6.1}% {bytes:>12}",
                 100.0 * share
             );
         };
