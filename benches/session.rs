@@ -1,6 +1,8 @@
 //! Step-overhead and kernel benchmarks matching the workloads in ../shared/PEERS.md:
 //! null step (add two fed scalars), a chain of 100 elementwise ops on a [16] tensor, and an
-//! f32 1024^3 matmul. Run: `cargo bench --bench session`.
+//! f32 1024^3 matmul. Run: `cargo bench --bench session`. The `*_traced` cases run the same
+//! step with `RunOptions { trace: true }` (the cost of a timeline); chain100 and the transfer
+//! loop print the per-op summary of one traced step first.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tfr::graph::ops::control_flow_ops::WhileOptions;
@@ -24,6 +26,10 @@ fn null_step(c: &mut Criterion) {
     let feeds = [ta.clone(), tb.clone()];
     c.bench_function("null_step/callable", |bench| {
         bench.iter(|| black_box(call.call(black_box(&feeds)).unwrap()))
+    });
+    let trace = RunOptions { trace: true };
+    c.bench_function("null_step/callable_traced", |bench| {
+        bench.iter(|| black_box(call.call_with_options(&trace, black_box(&feeds)).unwrap()))
     });
     c.bench_function("null_step/session_run", |bench| {
         bench.iter(|| {
@@ -54,9 +60,23 @@ fn chain100(c: &mut Criterion) {
     let s = Session::new(&g, single_thread()).unwrap();
     let call = s.make_callable(&[x], &[y], &[]).unwrap();
     let xv = [Tensor::new(&[16], (0..16).map(|i| i as f32 * 0.1).collect()).unwrap()];
+    let trace = RunOptions { trace: true };
+    print_op_summary("chain100", &call, &xv);
     c.bench_function("chain100/callable", |bench| {
         bench.iter(|| black_box(call.call(black_box(&xv)).unwrap()))
     });
+    c.bench_function("chain100/callable_traced", |bench| {
+        bench.iter(|| black_box(call.call_with_options(&trace, black_box(&xv)).unwrap()))
+    });
+}
+
+/// Time by op type in one traced step (after a warm-up step).
+fn print_op_summary(name: &str, call: &tfr::Callable, feeds: &[Tensor]) {
+    call.call(feeds).unwrap();
+    let (_, md) = call
+        .call_with_options(&RunOptions { trace: true }, feeds)
+        .unwrap();
+    println!("{name}: one traced step\n{}", md.op_summary_table(10));
 }
 
 fn matmul1024(c: &mut Criterion) {
@@ -153,6 +173,11 @@ fn transfer_loop(c: &mut Criterion) {
         )
         .unwrap();
         let call = s.make_callable(&[x], &[r[1]], &[]).unwrap();
+        print_op_summary(
+            &format!("transfer/loop100_{devices}_devices"),
+            &call,
+            &feeds,
+        );
         c.bench_function(&format!("transfer/loop100_{devices}_devices"), |bench| {
             bench.iter(|| black_box(call.call(&feeds).unwrap()))
         });

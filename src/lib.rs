@@ -18,7 +18,10 @@
 
 /// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
 pub use ndarray;
-pub use tfr_core::{self as core, Callable, Code, Error, Result, Session, SessionOptions, Tensor};
+pub use tfr_core::{
+    self as core, Callable, Code, Error, Result, RunMetadata, RunOptions, Session, SessionOptions,
+    Tensor,
+};
 #[cfg(feature = "distributed")]
 pub use tfr_distributed as distributed;
 pub use tfr_graph::{
@@ -34,6 +37,6 @@ pub mod model;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use tfr_core::{Session, SessionOptions, Tensor};
+    pub use tfr_core::{RunMetadata, RunOptions, Session, SessionOptions, Tensor};
     pub use tfr_graph::{DType, Dim, Graph, NodeId, Output, Shape};
 }

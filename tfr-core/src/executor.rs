@@ -7,6 +7,8 @@
 //!   value takes it, so a kernel holding the only reference may reuse the buffer in place;
 //! - parallel: nodes become ready as their pending counts reach zero; cheap ones run inline,
 //!   expensive ones are spawned on the session's rayon pool.
+//!
+//! [`Executable::run_traced`] records a timeline of the step (`executor/trace.rs`).
 
 use crate::error::{Error, KernelError, Result};
 use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
@@ -67,6 +69,8 @@ pub struct Executable {
     /// For graphs with control flow or TensorArrays: the frame-aware program that runs them.
     cf: Option<CfProgram>,
     cf_stats: CfCounters,
+    /// The device's name, for step timelines (set by the session).
+    device: String,
 }
 
 /// Builds a kernel for one node on the CPU.
@@ -232,12 +236,39 @@ impl Executable {
                 && !runs_on_caller(g),
             cf,
             cf_stats: CfCounters::default(),
+            device: "/device:CPU:0".into(),
         })
     }
 
     /// Overrides the static types of feeds that were pruned away (they are still checked).
     pub fn set_feed_type(&mut self, k: usize, ty: TensorType) {
         self.feeds[k].ty = ty;
+    }
+
+    /// Names the device this executable runs on (in step timelines).
+    pub fn set_device(&mut self, name: impl Into<String>) {
+        self.device = name.into();
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The node runs `trace` recorded, with names resolved (and taken out of `trace`).
+    pub fn trace_stats(&self, trace: &StepTrace) -> Vec<NodeExecStats> {
+        trace.resolve(
+            |i| {
+                self.nodes
+                    .get(i as usize)
+                    .map_or(("?", "?"), |n| (n.name.as_str(), n.op.as_str()))
+            },
+            |f| {
+                self.cf
+                    .as_ref()
+                    .and_then(|p| p.frames.get(f as usize))
+                    .map_or("", |t| t.name.as_str())
+            },
+        )
     }
 
     pub fn num_nodes(&self) -> usize {
@@ -345,28 +376,45 @@ impl Executable {
         resources: &ResourceMgr,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<Vec<Tensor>> {
+        self.run_traced(feeds, resources, pool, None)
+    }
+
+    /// [`run`](Self::run), recording each node run into `trace` when given (read it back with
+    /// [`trace_stats`](Self::trace_stats)).
+    pub fn run_traced(
+        &self,
+        feeds: &[Tensor],
+        resources: &ResourceMgr,
+        pool: Option<&rayon::ThreadPool>,
+        trace: Option<&StepTrace>,
+    ) -> Result<Vec<Tensor>> {
         self.check_feeds(feeds)?;
         if let Some(prog) = &self.cf {
             return match pool {
                 // A partition's transfers run on the sequential machine (it parks receives).
                 Some(pool) if self.parallel && !prog.has_transfers => {
-                    self.run_cf_parallel(prog, feeds, resources, pool)
+                    self.run_cf_parallel(prog, feeds, resources, pool, trace)
                 }
-                _ => self.run_cf_sequential(prog, feeds, resources),
+                _ => self.run_cf_sequential(prog, feeds, resources, trace),
             };
         }
         match pool {
-            Some(pool) if self.parallel => self.run_parallel(feeds, resources, pool),
-            _ => self.run_sequential(feeds, resources),
+            Some(pool) if self.parallel => self.run_parallel(feeds, resources, pool, trace),
+            _ => self.run_sequential(feeds, resources, trace),
         }
     }
 
-    fn run_sequential(&self, feeds: &[Tensor], resources: &ResourceMgr) -> Result<Vec<Tensor>> {
+    fn run_sequential(
+        &self,
+        feeds: &[Tensor],
+        resources: &ResourceMgr,
+        trace: Option<&StepTrace>,
+    ) -> Result<Vec<Tensor>> {
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.num_values);
         values.resize_with(self.num_values, || None);
         // One context reused for every node: no per-node allocation or large moves.
         let mut ctx = KernelContext::new(SmallVec::new(), resources, feeds);
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             ctx.reset_inputs();
             for r in &node.inputs {
                 let v = if r.last {
@@ -384,12 +432,16 @@ impl Executable {
                     }
                 }
             }
+            let span = Span::start(trace);
             node.kernel
                 .compute(&mut ctx)
                 .map_err(|e| Self::kernel_error(node, e))?;
             Self::finish_node(node, ctx.outputs())?;
-            for (i, t) in ctx.drain_outputs().enumerate() {
-                let s = node.out_base + i;
+            span.end(i as u32, 0, 0, || {
+                outputs_bytes(ctx.outputs().iter().map(Some))
+            });
+            for (k, t) in ctx.drain_outputs().enumerate() {
+                let s = node.out_base + k;
                 if self.keep[s] {
                     values[s] = Some(t);
                 }
@@ -411,6 +463,7 @@ impl Executable {
         feeds: &[Tensor],
         resources: &ResourceMgr,
         pool: &rayon::ThreadPool,
+        trace: Option<&StepTrace>,
     ) -> Result<Vec<Tensor>> {
         let state = StepState {
             values: (0..self.num_values)
@@ -425,6 +478,7 @@ impl Executable {
             failed: AtomicBool::new(false),
             feeds,
             resources,
+            trace,
         };
         pool.scope(|scope| {
             for &r in &self.roots {
@@ -473,11 +527,13 @@ impl Executable {
             inputs.push(v);
         }
         let mut ctx = KernelContext::new(inputs, state.resources, state.feeds);
+        let span = Span::start(state.trace);
         node.kernel
             .compute(&mut ctx)
             .map_err(|e| Self::kernel_error(node, e))?;
         let outputs = ctx.into_outputs();
         Self::finish_node(node, &outputs)?;
+        span.end(i as u32, 0, 0, || outputs_bytes(outputs.iter().map(Some)));
         for (k, t) in outputs.into_iter().enumerate() {
             let s = node.out_base + k;
             if self.keep[s] {
@@ -524,6 +580,7 @@ struct StepState<'a> {
     failed: AtomicBool,
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
+    trace: Option<&'a StepTrace>,
 }
 
 /// Steps holding an op that may wait for another step (a queue's enqueue or dequeue) run on the
@@ -544,11 +601,14 @@ pub fn is_arg(node: &Node) -> bool {
 mod cf_program;
 mod cf_stats;
 mod frames;
+mod trace;
 
 use cf_program::{CfKind, CfNode, CfProgram, FrameTemplate};
 use cf_stats::CfCounters;
 pub use cf_stats::ControlFlowStats;
 use frames::{Entry, FastCtx, IterState, Machine, Task};
+use trace::{outputs_bytes, Span};
+pub use trace::{NodeExecStats, OpSummary, RunMetadata, RunOptions, StepTrace};
 
 /// A node made ready, with its inputs taken (parallel machine).
 struct Job {
@@ -564,6 +624,7 @@ struct CfShared<'a, 'p> {
     error: Mutex<Option<Error>>,
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
+    trace: Option<&'a StepTrace>,
 }
 
 use crate::kernels::control_flow_ops::{TaOp, TensorArrays};
@@ -663,6 +724,7 @@ impl Executable {
         prog: &CfProgram,
         feeds: &[Tensor],
         resources: &ResourceMgr,
+        trace: Option<&StepTrace>,
     ) -> Result<Vec<Tensor>> {
         let arrays = TensorArrays::default();
         let mut m = Machine::new(prog);
@@ -671,6 +733,7 @@ impl Executable {
             arrays: &arrays,
             resources,
             feeds,
+            trace,
         });
         let mut ready: Vec<Task> = Vec::with_capacity(64);
         m.start(&mut ready);
@@ -681,6 +744,7 @@ impl Executable {
         loop {
             while let Some(t) = ready.pop() {
                 let dead = m.take_inputs(t, &mut inputs);
+                let span = Span::start(trace.filter(|_| !dead && prog.timed(t.node)));
                 let transfer = if prog.has_transfers {
                     cf_transfer(prog, &m, &mut transfers, t, dead, &mut inputs, resources)?
                 } else {
@@ -696,6 +760,9 @@ impl Executable {
                     }
                     Transfer::Parked => continue,
                 }
+                span.end(t.node, prog.nodes[t.node as usize].frame, t.iter, || {
+                    outputs_bytes(outs.iter().map(Option::as_ref))
+                });
                 m.propagate(t, dead, &mut outs, &mut ready);
                 m.finish(t, &mut ready);
                 if let Some(e) = m.error.take() {
@@ -731,6 +798,7 @@ impl Executable {
         feeds: &[Tensor],
         resources: &ResourceMgr,
         pool: &rayon::ThreadPool,
+        trace: Option<&StepTrace>,
     ) -> Result<Vec<Tensor>> {
         let mut m = Machine::new(prog);
         let mut ready = Vec::new();
@@ -750,6 +818,7 @@ impl Executable {
             error: Mutex::new(None),
             feeds,
             resources,
+            trace,
         };
         pool.scope(|s| {
             let sh = &sh;
@@ -782,6 +851,7 @@ impl Executable {
             if sh.failed.load(Ordering::Relaxed) {
                 return;
             }
+            let span = Span::start(sh.trace.filter(|_| !j.dead && prog.timed(j.t.node)));
             let r = self.cf_compute(
                 prog,
                 j.t,
@@ -797,6 +867,12 @@ impl Executable {
                 slot.get_or_insert(e);
                 return;
             }
+            span.end(
+                j.t.node,
+                prog.nodes[j.t.node as usize].frame,
+                j.t.iter,
+                || outputs_bytes(outs.iter().map(Option::as_ref)),
+            );
             let mut m = sh.machine.lock().unwrap_or_else(|p| p.into_inner());
             m.propagate(j.t, j.dead, &mut outs, &mut ready);
             m.finish(j.t, &mut ready);
@@ -1031,6 +1107,18 @@ struct LoopPlan {
 }
 
 impl CfProgram {
+    /// Whether a step timeline records node `n`: kernels, TensorArray ops and transfers; the
+    /// forwarding ops (Merge, Switch, Enter, Exit, NextIteration, LoopCond, Identity in a
+    /// frame) are the machine's bookkeeping, run inline or aliased away by loop plans.
+    fn timed(&self, n: u32) -> bool {
+        self.nodes.get(n as usize).is_some_and(|c| {
+            matches!(
+                c.kind,
+                CfKind::Kernel | CfKind::TensorArray(_) | CfKind::Send(_) | CfKind::Recv(_)
+            )
+        })
+    }
+
     /// Marks the loop plans' steps whose kernel has a scalar fast path.
     fn mark_scalar_steps(&mut self, exec: &[ExecNode]) {
         let nodes = &self.nodes;
@@ -1346,7 +1434,8 @@ impl Machine<'_> {
             }
         }
         let mut iter: u64 = 0;
-        if plan.all_scalar {
+        // A traced step times each kernel: no register-file loop.
+        if plan.all_scalar && fast.trace.is_none() {
             let regs: Option<Vec<Scalar>> = vars
                 .iter()
                 .chain(&invs)
@@ -1375,9 +1464,11 @@ impl Machine<'_> {
         loop {
             for step in &plan.pre {
                 let en = &fast.exec.nodes[step.node as usize];
+                let span = Span::start(fast.trace);
                 if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
                     run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
                 }
+                step_span_end(span, prog, step, iter, &vals);
             }
             let pred = match plan.pred {
                 ValRef::Var(j) => vars[j as usize].as_ref(),
@@ -1415,9 +1506,11 @@ impl Machine<'_> {
             }
             for step in &plan.body {
                 let en = &fast.exec.nodes[step.node as usize];
+                let span = Span::start(fast.trace);
                 if !(step.scalar && run_scalar_step(en, step, &vars, &invs, &mut vals)) {
                     run_step(fast, prog, step, &mut vars, &invs, &mut vals, &mut ctx)?;
                 }
+                step_span_end(span, prog, step, iter, &vals);
             }
             if plan.next_from_vals {
                 // No next value is a loop variable: assign in place (scalars by value).
@@ -1543,6 +1636,29 @@ fn scalar_loop(
             }
         }
         *iter += 1;
+    }
+}
+
+/// Records a plan step's run (not when its outputs are dead: it did not run).
+#[inline(always)]
+fn step_span_end(
+    span: Span<'_>,
+    prog: &CfProgram,
+    step: &PlanStep,
+    iter: u64,
+    vals: &[Option<Tensor>],
+) {
+    if !span.is_on() {
+        return;
+    }
+    let out = &vals[step.out_base as usize..(step.out_base + step.n_out) as usize];
+    if step.n_out == 0 || out.iter().any(Option::is_some) {
+        span.end(
+            step.node,
+            prog.nodes[step.node as usize].frame,
+            iter,
+            || outputs_bytes(out.iter().map(Option::as_ref)),
+        );
     }
 }
 

@@ -18,7 +18,9 @@ pub mod session;
 pub mod tensor;
 
 pub use error::{Code, Error, KernelError, Result};
-pub use executor::{ControlFlowStats, Executable};
+pub use executor::{
+    ControlFlowStats, Executable, NodeExecStats, OpSummary, RunMetadata, RunOptions,
+};
 pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
 pub use session::{Callable, Program, Session, SessionOptions};
 pub use tensor::{Scalar, Tensor};

@@ -5,7 +5,7 @@
 
 use crate::device::Device;
 use crate::error::{Code, Error, KernelError, Result};
-use crate::executor::Executable;
+use crate::executor::{Executable, RunMetadata, RunOptions, StepTrace};
 use crate::passes::fold_constants;
 use crate::placement::{partition, place, to_dot};
 use crate::rendezvous::{LocalRendezvous, Rendezvous};
@@ -171,7 +171,28 @@ impl Session {
         };
         let program = self.program(key)?;
         let values: Vec<Tensor> = feeds.iter().map(|f| f.1.clone()).collect();
-        self.execute(&program, &values)
+        self.execute(&program, &values, None)
+    }
+
+    /// [`Session::run`] with per-step options; the metadata holds the step's timeline when
+    /// `options.trace` is set (one [`NodeExecStats`](crate::executor::NodeExecStats) per node
+    /// run; see [`RunMetadata::to_chrome_trace`] and [`RunMetadata::op_summary`]), and is
+    /// empty otherwise.
+    pub fn run_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Result<(Vec<Tensor>, RunMetadata)> {
+        let key = StepKey {
+            feeds: feeds.iter().map(|f| f.0).collect(),
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+        };
+        let program = self.program(key)?;
+        let values: Vec<Tensor> = feeds.iter().map(|f| f.1.clone()).collect();
+        self.execute_with_options(&program, &values, options)
     }
 
     /// Like [`Session::run`], naming outputs as `"node"` or `"node:i"` and targets by node name.
@@ -335,6 +356,10 @@ impl Session {
             .all(|&d| d == assignment.first().copied().unwrap_or(0))
         {
             let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;
+            let device = assignment.first().copied().unwrap_or(0);
+            if let Some(d) = self.inner.devices.get(device) {
+                exec.set_device(d.name());
+            }
             for (k, arg) in step.feeds.iter().enumerate() {
                 if arg.is_none() {
                     exec.set_feed_type(k, feed_types[k].clone());
@@ -348,6 +373,9 @@ impl Session {
         for part in partition(&step, &assignment, &self.inner.devices)? {
             // Partitions run their nodes in order (see `placement`): one thread each.
             let mut exec = Executable::build(&part.step, &names, 1)?;
+            if let Some(d) = self.inner.devices.get(part.device) {
+                exec.set_device(d.name());
+            }
             for (k, arg) in part.step.feeds.iter().enumerate() {
                 if arg.is_none() {
                     let ty = feed_types
@@ -366,10 +394,56 @@ impl Session {
         Ok(Program::Partitioned(programs))
     }
 
-    fn execute(&self, program: &Arc<Program>, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Runs a step, traced when `options.trace`: every executable records into a
+    /// [`StepTrace`] of its device, all timed from one start.
+    fn execute_with_options(
+        &self,
+        program: &Arc<Program>,
+        feeds: &[Tensor],
+        options: &RunOptions,
+    ) -> Result<(Vec<Tensor>, RunMetadata)> {
+        if !options.trace {
+            return Ok((self.execute(program, feeds, None)?, RunMetadata::default()));
+        }
+        let start = std::time::Instant::now();
+        let execs: Vec<&Executable> = match &**program {
+            Program::Single(exec) => vec![exec],
+            Program::Partitioned(parts) => parts.iter().map(|p| &p.exec).collect(),
+        };
+        let traces: Arc<[StepTrace]> = execs
+            .iter()
+            .map(|e| StepTrace::new(e.device(), start))
+            .collect();
+        let values = self.execute(program, feeds, Some(&traces))?;
+        let step_us = start.elapsed().as_nanos() as f64 / 1e3;
+        let mut step_stats: Vec<_> = execs
+            .iter()
+            .zip(traces.iter())
+            .flat_map(|(e, t)| e.trace_stats(t))
+            .collect();
+        step_stats.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
+        Ok((
+            values,
+            RunMetadata {
+                step_stats,
+                step_us,
+            },
+        ))
+    }
+
+    /// Runs a step; `traces` (one per executable of the program) record its timeline.
+    fn execute(
+        &self,
+        program: &Arc<Program>,
+        feeds: &[Tensor],
+        traces: Option<&Arc<[StepTrace]>>,
+    ) -> Result<Vec<Tensor>> {
         let inner = &self.inner;
         let parts = match &**program {
-            Program::Single(exec) => return exec.run(feeds, &inner.resources, inner.pool.as_ref()),
+            Program::Single(exec) => {
+                let trace = traces.and_then(|t| t.first());
+                return exec.run_traced(feeds, &inner.resources, inner.pool.as_ref(), trace);
+            }
             Program::Partitioned(parts) => parts,
         };
         let key = format!(
@@ -393,20 +467,22 @@ impl Session {
         let mut dispatched = 0;
         for (i, part) in parts.iter().enumerate().skip(1) {
             let job = {
-                let (session, program, values, rendezvous, tx) = (
+                let (session, program, values, rendezvous, tx, traces) = (
                     self.clone(),
                     program.clone(),
                     values.clone(),
                     rendezvous.clone(),
                     tx.clone(),
+                    traces.cloned(),
                 );
                 move || -> Box<dyn FnOnce() + Send> {
                     // Everything the job holds is dropped before its result is sent: the
                     // caller may drop the session as soon as it has all results.
                     let r = {
-                        let (session, program, values, rendezvous) =
-                            (session, program, values, rendezvous);
-                        session.run_partition(&program, i, &values, &rendezvous)
+                        let (session, program, values, rendezvous, traces) =
+                            (session, program, values, rendezvous, traces);
+                        let trace = traces.as_deref().and_then(|t| t.get(i));
+                        session.run_partition(&program, i, &values, &rendezvous, trace)
                     };
                     // Sent once the thread is idle again (see `Device::run`).
                     Box::new(move || {
@@ -431,7 +507,8 @@ impl Session {
             }
         }
         drop(tx);
-        results[0] = Some(self.run_partition(program, 0, &values, &rendezvous));
+        let trace = traces.and_then(|t| t.first());
+        results[0] = Some(self.run_partition(program, 0, &values, &rendezvous, trace));
         for _ in 0..dispatched {
             match rx.recv() {
                 Ok((i, r)) => results[i] = Some(r),
@@ -486,6 +563,7 @@ impl Session {
         i: usize,
         values: &[Tensor],
         rendezvous: &LocalRendezvous,
+        trace: Option<&StepTrace>,
     ) -> Result<Vec<Tensor>> {
         let Program::Partitioned(parts) = program else {
             return Err(option_error("session", "not a partitioned step"));
@@ -493,7 +571,8 @@ impl Session {
         let part = &parts[i];
         let device = || self.inner.devices[part.device].name();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            part.exec.run(values, &self.inner.resources, None)
+            part.exec
+                .run_traced(values, &self.inner.resources, None, trace)
         }))
         .unwrap_or_else(|_| {
             Err(option_error(
@@ -536,7 +615,17 @@ pub struct Callable {
 impl Callable {
     /// Runs the step with feed values in the order the callable was made with.
     pub fn call(&self, feeds: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.session.execute(&self.program, feeds)
+        self.session.execute(&self.program, feeds, None)
+    }
+
+    /// [`call`](Self::call) with per-step options (see [`Session::run_with_options`]).
+    pub fn call_with_options(
+        &self,
+        options: &RunOptions,
+        feeds: &[Tensor],
+    ) -> Result<(Vec<Tensor>, RunMetadata)> {
+        self.session
+            .execute_with_options(&self.program, feeds, options)
     }
 
     /// The compiled program (after pruning, optimization and placement).

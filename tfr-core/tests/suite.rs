@@ -26,5 +26,6 @@ mod session_basics;
 mod sparse_ops;
 mod spatial_ops;
 mod special_math_ops;
+mod step_trace;
 mod tf_op_names;
 mod truncate_and_squared_difference;

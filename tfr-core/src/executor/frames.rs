@@ -109,6 +109,8 @@ pub(super) struct FastCtx<'p> {
     pub(super) arrays: &'p TensorArrays,
     pub(super) resources: &'p ResourceMgr,
     pub(super) feeds: &'p [Tensor],
+    /// The step's timeline, when traced.
+    pub(super) trace: Option<&'p super::StepTrace>,
 }
 
 impl<'p> Machine<'p> {
