@@ -31,7 +31,10 @@ pub enum TfError {
     UnknownInput { node: String, input: String },
     #[error("two nodes are named `{0}`")]
     DuplicateName(String),
-    #[error("the graph has a cycle through {}", .nodes.join(", "))]
+    #[error(
+        "the graph has a cycle that is not a while loop's NextIteration -> Merge back edge, through {}",
+        .nodes.join(", ")
+    )]
     Cycle { nodes: Vec<String> },
     /// A feed or fetch name (`"input:0"`) that does not resolve.
     #[error("tensor name `{name}`: {message}")]

@@ -1,6 +1,6 @@
 //! TensorFlow `GraphDef` -> tfr graph.
 
-use crate::convert::{attr_from_proto, proto_kind};
+use crate::convert::{attr_from_proto, proto_kind, shape_from_proto};
 use crate::error::{io_error, Result, TfError};
 use crate::parse::{structure, InputRef};
 use crate::proto::{self, GraphDef, NodeDef};
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use tfr_core::{Session, Tensor};
 use tfr_graph::ops::tf_names::is_tf_inferred_attr;
-use tfr_graph::{registry, AttrValue, DType, Graph, NodeId, Output};
+use tfr_graph::{registry, AttrValue, DType, Graph, NodeId, Output, Shape};
 
 /// Options of [`import_graph_def_with`].
 #[derive(Clone, Debug, Default)]
@@ -113,9 +113,26 @@ pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<I
     let mut names = HashMap::with_capacity(gd.node.len());
     for &i in &st.order {
         let nd = &gd.node[i];
-        let id = import_node(&mut graph, nd, &st.inputs[i], &ids, options)?;
+        let id = import_node(
+            &mut graph,
+            nd,
+            &st.inputs[i],
+            &st.back_edges[i],
+            &ids,
+            options,
+        )?;
         ids[i] = Some(id);
         names.insert(nd.name.clone(), id);
+    }
+    // A v1 while loop's Merge was built with a stand-in for its NextIteration input.
+    for (i, positions) in st.back_edges.iter().enumerate() {
+        for &k in positions {
+            let (InputRef::Data { node, index }, Some(merge)) = (&st.inputs[i][k], ids[i]) else {
+                continue;
+            };
+            let next = built(&gd.node[i], ids[*node])?;
+            graph.set_input(merge, k, Output::new(next, *index as usize))?;
+        }
     }
     Ok(Imported { graph, names })
 }
@@ -140,10 +157,31 @@ fn check_ops(gd: &GraphDef) -> Result<()> {
     }
 }
 
+fn built(nd: &NodeDef, id: Option<NodeId>) -> Result<NodeId> {
+    id.ok_or_else(|| TfError::Node {
+        node: nd.name.clone(),
+        op: nd.op.clone(),
+        message: "an input was not built before the node".into(),
+    })
+}
+
+/// The shape TensorFlow recorded for a loop Merge's output (its shape invariant), or unknown.
+fn recorded_merge_shape(nd: &NodeDef) -> Shape {
+    let shapes = match nd.attr.get("_output_shapes").and_then(|v| v.value.as_ref()) {
+        Some(proto::attr_value::Value::List(list)) => &list.shape,
+        _ => return Shape::unknown(),
+    };
+    shapes
+        .first()
+        .and_then(|p| shape_from_proto(p).ok())
+        .unwrap_or_else(Shape::unknown)
+}
+
 fn import_node(
     graph: &mut Graph,
     nd: &NodeDef,
     refs: &[InputRef],
+    back_edges: &[usize],
     ids: &[Option<NodeId>],
     options: &ImportOptions,
 ) -> Result<NodeId> {
@@ -159,16 +197,25 @@ fn import_node(
         expected,
         got,
     };
+    // A back edge's source is built later: its slot holds the Merge's first other input.
+    let stand_in = refs.iter().enumerate().find_map(|(k, r)| match *r {
+        InputRef::Data { node, index } if !back_edges.contains(&k) => Some((node, index)),
+        _ => None,
+    });
     let mut b = graph.build(&nd.op).name(&nd.name);
-    for r in refs {
+    for (k, r) in refs.iter().enumerate() {
         match *r {
             InputRef::Data { node, index } => {
-                let id = ids[node].ok_or_else(|| TfError::Node {
-                    node: nd.name.clone(),
-                    op: nd.op.clone(),
-                    message: "an input was not built before the node".into(),
-                })?;
-                b = b.input(Output::new(id, index as usize));
+                let (node, index) = if back_edges.contains(&k) {
+                    stand_in.ok_or_else(|| TfError::Node {
+                        node: nd.name.clone(),
+                        op: nd.op.clone(),
+                        message: "every input of the loop's Merge is a NextIteration".into(),
+                    })?
+                } else {
+                    (node, index)
+                };
+                b = b.input(Output::new(built(nd, ids[node])?, index as usize));
             }
             InputRef::Control { node } => {
                 if let Some(id) = ids[node] {
@@ -224,6 +271,9 @@ fn import_node(
         b = b.device(&nd.device);
     }
     let id = b.finish()?;
+    if !back_edges.is_empty() {
+        graph.relax_merge_shape(id, recorded_merge_shape(nd))?;
+    }
     let node = graph.node(id);
     for (name, t) in deferred {
         let dtypes: Vec<DType> = node

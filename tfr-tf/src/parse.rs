@@ -28,10 +28,14 @@ pub fn split_input(s: &str) -> Option<(&str, u32, bool)> {
     }
 }
 
-/// The resolved inputs of every node and an order in which every node follows its inputs.
+/// The resolved inputs of every node and an order in which every node follows its inputs,
+/// except along the back edges of TensorFlow v1 while loops.
 pub struct Structure {
     pub inputs: Vec<Vec<InputRef>>,
     pub order: Vec<usize>,
+    /// `back_edges[i]` lists the positions of node `i`'s data inputs that are a loop's back edge
+    /// (a `Merge` fed by a `NextIteration`): they are set once the whole graph is built.
+    pub back_edges: Vec<Vec<usize>>,
 }
 
 pub fn structure(gd: &GraphDef) -> Result<Structure> {
@@ -75,17 +79,46 @@ pub fn structure(gd: &GraphDef) -> Result<Structure> {
         }
         inputs.push(refs);
     }
-    let order = topological(gd, &inputs)?;
-    Ok(Structure { inputs, order })
+    let back_edges: Vec<Vec<usize>> = gd
+        .node
+        .iter()
+        .zip(&inputs)
+        .map(|(n, refs)| {
+            if n.op != "Merge" {
+                return Vec::new();
+            }
+            refs.iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    matches!(r, InputRef::Data { node, .. } if gd.node[*node].op == "NextIteration")
+                })
+                .map(|(k, _)| k)
+                .collect()
+        })
+        .collect();
+    let order = topological(gd, &inputs, &back_edges)?;
+    Ok(Structure {
+        inputs,
+        order,
+        back_edges,
+    })
 }
 
-/// Kahn's algorithm; what is left when no node is ready lies on (or behind) a cycle.
-fn topological(gd: &GraphDef, inputs: &[Vec<InputRef>]) -> Result<Vec<usize>> {
+/// Kahn's algorithm over every edge but the loops' back edges; what is left when no node is
+/// ready lies on (or behind) a cycle.
+fn topological(
+    gd: &GraphDef,
+    inputs: &[Vec<InputRef>],
+    back_edges: &[Vec<usize>],
+) -> Result<Vec<usize>> {
     let n = gd.node.len();
     let mut pending = vec![0usize; n];
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, refs) in inputs.iter().enumerate() {
-        for r in refs {
+        for (k, r) in refs.iter().enumerate() {
+            if back_edges[i].contains(&k) {
+                continue;
+            }
             let src = match *r {
                 InputRef::Data { node, .. } | InputRef::Control { node } => node,
             };
@@ -109,11 +142,7 @@ fn topological(gd: &GraphDef, inputs: &[Vec<InputRef>]) -> Result<Vec<usize>> {
             .filter(|&i| pending[i] > 0)
             .map(|i| gd.node[i].name.clone())
             .collect();
-        let loops = (0..n).any(|i| pending[i] > 0 && gd.node[i].op == "NextIteration");
         nodes.truncate(8);
-        if loops {
-            nodes.push("(a TensorFlow v1 while loop: not imported)".into());
-        }
         return Err(TfError::Cycle { nodes });
     }
     Ok(order)

@@ -223,3 +223,35 @@ fn control_inputs_devices_and_variables_roundtrip() {
         .node(imported.node(&g.node(y.node).name).unwrap());
     assert_eq!(mul.device, "/device:CPU:0");
 }
+
+/// A tfr `while_loop` and its gradient (saved values, gradient loop) go out as a GraphDef with
+/// its NextIteration -> Merge back edges and come back computing the same values.
+#[test]
+fn while_loop_and_its_gradient_roundtrip() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::known(&[3])).unwrap();
+    let w = weights(&mut g, &[3], 41);
+    let zero = g.scalar(0i32).unwrap();
+    let out = g
+        .while_loop(
+            |g, v| {
+                let n = g.scalar(4i32)?;
+                g.less(v[0], n)
+            },
+            |g, v| {
+                let one = g.scalar(1i32)?;
+                let s = g.sin(v[1])?;
+                let m = g.mul(v[1], w)?;
+                Ok(vec![g.add(v[0], one)?, g.add(m, s)?])
+            },
+            &[zero, x],
+            &tfr_graph::ops::control_flow_ops::WhileOptions::default(),
+        )
+        .unwrap();
+    let y = g.reduce_sum(out[1], None, false).unwrap();
+    let dx = tfr_graph::gradients(&mut g, &[y], &[x], None).unwrap()[0].unwrap();
+    g.build("Identity").name("y").input(y).finish1().unwrap();
+    g.build("Identity").name("dx").input(dx).finish1().unwrap();
+    let gd = roundtrip(&g, &[("x", tensor(&[3], 42))], &["y:0", "dx:0"]);
+    assert!(gd.node.iter().any(|n| n.op == "NextIteration"));
+}

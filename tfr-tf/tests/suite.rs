@@ -6,3 +6,4 @@ mod event_files;
 mod graphdef_errors;
 mod graphdef_import;
 mod graphdef_roundtrip;
+mod graphdef_while;

@@ -987,6 +987,30 @@ impl Graph {
         Ok(())
     }
 
+    /// Widens the static shape of output 0 of the `Merge` node `node` to `shape`, a loop
+    /// variable's shape invariant: how an importer builds a loop whose back edge is only set
+    /// (with [`Graph::set_input`]) after the body. Call it before any consumer of the Merge is
+    /// built; `shape` must allow the Merge's current shape.
+    pub fn relax_merge_shape(&mut self, node: NodeId, shape: Shape) -> Result<()> {
+        let n = self.get_node(node)?;
+        let invalid = |message: String| GraphError::InvalidNode {
+            node: n.name.clone(),
+            op: n.op.clone(),
+            message,
+        };
+        if n.op != "Merge" {
+            return Err(invalid("only a Merge node's shape can be relaxed".into()));
+        }
+        if !shape_fits(&shape, &n.outputs[0].shape) {
+            return Err(invalid(format!(
+                "shape {shape} does not allow the merge's shape {}",
+                n.outputs[0].shape
+            )));
+        }
+        self.relax_output_shape(Output::new(node, 0), shape);
+        Ok(())
+    }
+
     /// Makes `output` (of the same type) the input of `NextIteration` node `node`: how a
     /// gradient appends a link to a chain of flows it threads through a forward loop.
     pub(crate) fn set_next_iteration_input(&mut self, node: NodeId, output: Output) -> Result<()> {
