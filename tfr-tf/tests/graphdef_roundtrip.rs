@@ -255,3 +255,22 @@ fn while_loop_and_its_gradient_roundtrip() {
     let gd = roundtrip(&g, &[("x", tensor(&[3], 42))], &["y:0", "dx:0"]);
     assert!(gd.node.iter().any(|n| n.op == "NextIteration"));
 }
+
+/// A constant of resource handles (how a Save op names its variables) goes out as TensorFlow's
+/// `resource_handle_val` and comes back with the same names.
+#[test]
+fn resource_handle_constants_roundtrip() {
+    let mut g = Graph::new();
+    let names = vec!["fc1/w".to_string(), "fc1/b".to_string()];
+    let value = TensorValue {
+        shape: vec![2],
+        data: tfr_graph::value::Buffer::Resource(names.clone()),
+    };
+    let c = g.constant(value.clone()).unwrap();
+    let gd = to_graph_def(&g).unwrap();
+    let bytes = gd.encode_to_vec();
+    let imported = import_graph_def(&GraphDef::decode(bytes.as_slice()).unwrap()).unwrap();
+    let id = imported.node(&g.node(c.node).name).unwrap();
+    let back = imported.graph.const_value(Output::new(id, 0)).unwrap();
+    assert_eq!(back, &value);
+}
