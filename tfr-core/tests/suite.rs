@@ -18,6 +18,7 @@ mod math_kernels;
 mod nested_loops;
 mod nn_kernels;
 mod placement;
+mod quantization_ops;
 mod queues;
 mod random_kernels;
 mod sampling_ops;

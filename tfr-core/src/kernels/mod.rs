@@ -22,6 +22,8 @@ pub mod matmul_op;
 pub mod nn_ops;
 pub mod output_alloc;
 pub mod partition_ops;
+pub mod qgemm;
+pub mod quantization_ops;
 pub mod random_ops;
 pub mod reduction_ops;
 pub mod sampling_ops;
@@ -55,6 +57,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     matmul_op::register(r);
     nn_ops::register(r);
     partition_ops::register(r);
+    quantization_ops::register(r);
     random_ops::register(r);
     reduction_ops::register(r);
     sampling_ops::register(r);

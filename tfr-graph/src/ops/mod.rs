@@ -29,6 +29,7 @@ pub mod nn_grad;
 pub mod nn_ops;
 pub mod partition_grad;
 pub mod partition_ops;
+pub mod quantization_ops;
 pub mod random_ops;
 pub mod sampling_ops;
 pub mod segment_grad;
@@ -89,6 +90,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(image_ops::op_defs());
     defs.extend(conv3d_ops::op_defs());
     defs.extend(candidate_sampling_ops::op_defs());
+    defs.extend(quantization_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
@@ -115,6 +117,7 @@ fn gradient_table() -> Vec<(&'static str, crate::op_def::Gradient)> {
     table.extend(linalg_grad::gradients());
     table.extend(image_grad::gradients());
     table.extend(conv3d_grad::gradients());
+    table.extend(quantization_ops::gradients());
     // Random draws and state ops: not differentiable (most declare it in their definitions).
     table.push(("RandomShuffle", NotDifferentiable));
     table.push(("ReadVariableOp", NotDifferentiable));

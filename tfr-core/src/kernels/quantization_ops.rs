@@ -1,0 +1,600 @@
+//! Kernels of `tfr_graph::ops::quantization_ops`, with TensorFlow's arithmetic
+//! (`quantization_utils.h`, `quantize_op.cc`, `dequantize_op.cc`, `fake_quant_ops_functor.h`):
+//! a uint8 tensor stands for TF's quint8, an int32 one for qint32. The range math is in
+//! [`codes`], shared by every kernel and by the tests' references.
+
+use super::output_alloc::alloc;
+use super::qgemm::{best_path, qgemm_u8};
+use crate::error::{KResult, KernelError};
+use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::tensor::Tensor;
+use tfr_graph::ops::quantization_ops::{QuantizeMode, RoundMode};
+use tfr_graph::{DType, DTypeSet};
+
+/// TensorFlow's conversions between real values and the codes of a `bits`-bit type whose
+/// lowest code is `lowest` (0 for quint8, -2^31 for qint32), over the range `[min, max]`.
+pub mod codes {
+    /// The code of `x` (TF's `FloatToQuantizedUnclamped`): may lie outside the type.
+    pub fn float_to_code_unclamped(x: f32, min: f32, max: f32, bits: u32, lowest: i64) -> i64 {
+        if min == max {
+            return 0;
+        }
+        let steps = (1u64 << bits) as f64;
+        let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
+        let scale = steps / range;
+        (x as f64 * scale).round() as i64 - (min as f64 * scale).round() as i64 + lowest
+    }
+    /// The code of `x`, clamped to the type (TF's `FloatToQuantized`).
+    pub fn float_to_code(x: f32, min: f32, max: f32, bits: u32, lowest: i64) -> i64 {
+        let highest = lowest + ((1i128 << bits) - 1) as i64;
+        float_to_code_unclamped(x, min, max, bits, lowest).clamp(lowest, highest)
+    }
+    /// The real value of `code` (TF's `QuantizedToFloat`).
+    pub fn code_to_float(code: i64, min: f32, max: f32, bits: u32, lowest: i64) -> f32 {
+        if min == max {
+            return min;
+        }
+        let steps = (1u64 << bits) as f64;
+        let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
+        let scale = range / steps;
+        let min_rounded = (min as f64 / scale as f32 as f64).round() * scale as f32 as f64;
+        (min_rounded + (code - lowest) as f64 * scale) as f32
+    }
+    /// The real value one code step stands for (TF's `FloatForOneQuantizedLevel`).
+    pub fn float_per_code(min: f32, max: f32, bits: u32) -> f32 {
+        (max - min) / ((1u64 << bits) - 1) as f32
+    }
+    /// The range of an int32 product of two 8-bit ranges (TF's
+    /// `QuantizationRangeForMultiplication<quint8, quint8, qint32>`).
+    pub fn product_range(min_a: f32, max_a: f32, min_b: f32, max_b: f32) -> (f32, f32) {
+        let one = float_per_code(min_a, max_a, 8) * float_per_code(min_b, max_b, 8);
+        (one * i32::MIN as f32, one * i32::MAX as f32)
+    }
+    /// The symmetric int32 range a quantized sum is formed in (TF's
+    /// `GetOutputMinAndMaxForQuantizedAdd`): 2^17 times the largest input magnitude.
+    pub fn sum_range(min_a: f32, max_a: f32, min_b: f32, max_b: f32) -> (f32, f32) {
+        let m = max_a.max(-min_a).max(max_b.max(-min_b)) * (1u32 << 17) as f32;
+        (-m, m)
+    }
+    /// An 8-bit code re-expressed in another range and type (TF's `RequantizeInNewRange`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn requantize(
+        code: i64,
+        min: f32,
+        max: f32,
+        (bits, lowest): (u32, i64),
+        new_min: f32,
+        new_max: f32,
+        (new_bits, new_lowest): (u32, i64),
+    ) -> i64 {
+        let x = code_to_float(code, min, max, bits, lowest);
+        float_to_code(x, new_min, new_max, new_bits, new_lowest)
+    }
+    /// quint8's (bits, lowest code).
+    pub const QUINT8: (u32, i64) = (8, 0);
+    /// qint32's (bits, lowest code).
+    pub const QINT32: (u32, i64) = (32, i32::MIN as i64);
+}
+
+use codes::{QINT32, QUINT8};
+
+pub fn register(r: &mut KernelRegistry) {
+    r.cpu("QuantizeV2", DTypeSet::of(&[DType::F32]), quantize_factory);
+    r.cpu(
+        "Dequantize",
+        DTypeSet::of(&[DType::U8, DType::I32]),
+        dequantize_factory,
+    );
+    r.cpu("QuantizedMatMul", DTypeSet::of(&[DType::U8]), |init| {
+        let ta = init.attrs.bool_opt("transpose_a").copied().unwrap_or(false);
+        let tb = init.attrs.bool_opt("transpose_b").copied().unwrap_or(false);
+        Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+            quantized_matmul(ctx, ta, tb)
+        }))
+    });
+    r.cpu("QuantizedBiasAdd", DTypeSet::of(&[DType::U8]), |_| {
+        Ok(Box::new(quantized_bias_add))
+    });
+    r.cpu(
+        "QuantizedRelu",
+        DTypeSet::of(&[DType::U8, DType::I32]),
+        |_| Ok(Box::new(quantized_relu)),
+    );
+    r.cpu("Requantize", DTypeSet::of(&[DType::I32]), |_| {
+        Ok(Box::new(requantize))
+    });
+    r.cpu("RequantizationRange", DTypeSet::of(&[DType::I32]), |_| {
+        Ok(Box::new(requantization_range))
+    });
+    r.cpu(
+        "FakeQuantWithMinMaxVars",
+        DTypeSet::of(&[DType::F32]),
+        |init| {
+            let (lo, hi) = fake_quant_levels(init)?;
+            Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+                fake_quant(ctx, lo, hi)
+            }))
+        },
+    );
+    r.cpu(
+        "FakeQuantWithMinMaxVarsGradient",
+        DTypeSet::of(&[DType::F32]),
+        |init| {
+            let (lo, hi) = fake_quant_levels(init)?;
+            Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+                fake_quant_grad(ctx, lo, hi)
+            }))
+        },
+    );
+}
+
+/// A range input's values (one per channel, or one), checked finite and ordered against `max`.
+fn range_values(
+    ctx: &KernelContext<'_>,
+    min_i: usize,
+    max_i: usize,
+) -> KResult<(Vec<f32>, Vec<f32>)> {
+    let min = ctx.input(min_i).as_slice::<f32>()?.to_vec();
+    let max = ctx.input(max_i).as_slice::<f32>()?.to_vec();
+    if min.len() != max.len() || min.is_empty() {
+        return Err(KernelError::invalid(format!(
+            "the range has {} minima and {} maxima",
+            min.len(),
+            max.len()
+        )));
+    }
+    for (k, (&lo, &hi)) in min.iter().zip(&max).enumerate() {
+        if !lo.is_finite() || !hi.is_finite() {
+            return Err(KernelError::invalid(format!(
+                "range {k} is [{lo}, {hi}]: both ends must be finite"
+            )));
+        }
+        if lo > hi {
+            return Err(KernelError::invalid(format!(
+                "range {k} is [{lo}, {hi}]: min must not exceed max"
+            )));
+        }
+    }
+    Ok((min, max))
+}
+
+fn scalar_range(ctx: &KernelContext<'_>, min_i: usize, max_i: usize) -> KResult<(f32, f32)> {
+    let (min, max) = range_values(ctx, min_i, max_i)?;
+    if min.len() != 1 {
+        return Err(KernelError::invalid(format!(
+            "expected one range, got {} (per-channel ranges are not accepted here)",
+            min.len()
+        )));
+    }
+    Ok((min[0], max[0]))
+}
+
+/// (outer, channels, inner) of a shape split at `axis` (-1: the whole tensor is one channel).
+fn channel_split(shape: &[usize], axis: i64) -> KResult<(usize, usize, usize)> {
+    if axis == -1 {
+        return Ok((1, 1, shape.iter().product()));
+    }
+    let a = usize::try_from(axis)
+        .ok()
+        .filter(|&a| a < shape.len())
+        .ok_or_else(|| {
+            KernelError::invalid(format!("axis {axis} is out of range for shape {shape:?}"))
+        })?;
+    Ok((
+        shape[..a].iter().product(),
+        shape[a],
+        shape[a + 1..].iter().product(),
+    ))
+}
+
+// ---- QuantizeV2 / Dequantize ------------------------------------------------------------------
+
+struct QuantizeAttrs {
+    mode: QuantizeMode,
+    round: RoundMode,
+    narrow: bool,
+    axis: i64,
+    ensure_minimum_range: f32,
+}
+
+fn quantize_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let mode = QuantizeMode::parse(init.attrs.string("mode")?)?;
+    let round = RoundMode::parse(init.attrs.string("round_mode")?)?;
+    if round == RoundMode::HalfToEven && mode != QuantizeMode::Scaled {
+        return Err("round_mode HALF_TO_EVEN is only supported with mode SCALED".into());
+    }
+    let a = QuantizeAttrs {
+        mode,
+        round,
+        narrow: *init.attrs.boolean("narrow_range")?,
+        axis: *init.attrs.int("axis")?,
+        ensure_minimum_range: *init.attrs.float("ensure_minimum_range")? as f32,
+    };
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        quantize(ctx, &a)
+    }))
+}
+
+fn round_with(x: f32, mode: RoundMode) -> f32 {
+    match mode {
+        RoundMode::HalfAwayFromZero => x.round(),
+        RoundMode::HalfToEven => x.round_ties_even(),
+    }
+}
+
+fn quantize(ctx: &mut KernelContext<'_>, a: &QuantizeAttrs) -> KResult {
+    let input = ctx.input(0);
+    let shape = input.shape().to_vec();
+    let x = input.as_slice::<f32>()?;
+    let (mins, maxs) = range_values(ctx, 1, 2)?;
+    let (outer, channels, inner) = channel_split(&shape, a.axis)?;
+    if mins.len() != channels {
+        return Err(KernelError::invalid(format!(
+            "{} ranges for {channels} channel(s) along axis {}",
+            mins.len(),
+            a.axis
+        )));
+    }
+    let mut out: Vec<u8> = alloc(x.len())?;
+    out.resize(x.len(), 0);
+    let (mut out_min, mut out_max) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
+    for ch in 0..channels {
+        // TF widens the range to hold 0 and to span at least ensure_minimum_range.
+        let (lo_in, hi_in) = (mins[ch], maxs[ch]);
+        let mut lo = lo_in.min(0.0);
+        let eps = lo_in.abs().max(hi_in.abs()).max(1.0) * a.ensure_minimum_range;
+        let mut hi = hi_in.max(lo + eps).max(0.0);
+        let quantize_one: Box<dyn Fn(f32) -> u8> = match a.mode {
+            QuantizeMode::MinCombined => {
+                let scale = (255.0f64 / (hi - lo) as f64) as f32;
+                Box::new(move |v: f32| ((v.clamp(lo, hi) - lo) * scale + 0.5) as u8)
+            }
+            QuantizeMode::MinFirst => {
+                Box::new(move |v: f32| codes::float_to_code(v, lo, hi, QUINT8.0, QUINT8.1) as u8)
+            }
+            QuantizeMode::Scaled => {
+                let min_code = if a.narrow { 1.0f32 } else { 0.0 };
+                let max_code = 255.0f32;
+                let from_min = if min_code * lo > 0.0 {
+                    min_code / lo
+                } else {
+                    f32::MAX
+                };
+                let from_max = if max_code * hi > 0.0 {
+                    max_code / hi
+                } else {
+                    f32::MAX
+                };
+                let scale = from_min.min(from_max);
+                lo = min_code / scale;
+                hi = max_code / scale;
+                let round = a.round;
+                Box::new(move |v: f32| {
+                    round_with(v.clamp(lo, hi) * scale, round).clamp(min_code, max_code) as u8
+                })
+            }
+        };
+        for o in 0..outer {
+            let base = (o * channels + ch) * inner;
+            for (q, &v) in out[base..base + inner]
+                .iter_mut()
+                .zip(&x[base..base + inner])
+            {
+                *q = quantize_one(v);
+            }
+        }
+        out_min.push(lo);
+        out_max.push(hi);
+    }
+    let range_shape: &[usize] = if a.axis == -1 { &[] } else { &[channels] };
+    ctx.set_output(Tensor::new(&shape, out)?);
+    ctx.set_output(Tensor::new(range_shape, out_min)?);
+    ctx.set_output(Tensor::new(range_shape, out_max)?);
+    Ok(())
+}
+
+fn dequantize_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let mode = QuantizeMode::parse(init.attrs.string("mode")?)?;
+    let narrow = *init.attrs.boolean("narrow_range")?;
+    let axis = *init.attrs.int("axis")?;
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        dequantize(ctx, mode, narrow, axis)
+    }))
+}
+
+fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axis: i64) -> KResult {
+    let input = ctx.input(0);
+    let shape = input.shape().to_vec();
+    let codes_f64: Vec<f64> = match input.dtype() {
+        DType::U8 => input.as_slice::<u8>()?.iter().map(|&v| v as f64).collect(),
+        _ => input.as_slice::<i32>()?.iter().map(|&v| v as f64).collect(),
+    };
+    let (bits, lowest) = if input.dtype() == DType::U8 {
+        QUINT8
+    } else {
+        QINT32
+    };
+    let highest = (lowest as i128 + (1i128 << bits) - 1) as f64;
+    let (mins, maxs) = range_values(ctx, 1, 2)?;
+    let (outer, channels, inner) = channel_split(&shape, axis)?;
+    if mins.len() != channels {
+        return Err(KernelError::invalid(format!(
+            "{} ranges for {channels} channel(s) along axis {axis}",
+            mins.len()
+        )));
+    }
+    let mut out: Vec<f32> = alloc(codes_f64.len())?;
+    out.resize(codes_f64.len(), 0.0);
+    for ch in 0..channels {
+        let (lo, hi) = (mins[ch], maxs[ch]);
+        let f: Box<dyn Fn(f64) -> f32> = match mode {
+            QuantizeMode::MinCombined => {
+                // Signed types are shifted by half their range (TF's half_range_).
+                let half = if lowest < 0 {
+                    (highest - lowest as f64 + 1.0) / 2.0
+                } else {
+                    0.0
+                };
+                let scale = (hi - lo) / (highest - lowest as f64) as f32;
+                Box::new(move |q: f64| ((q + half) as f32) * scale + lo)
+            }
+            QuantizeMode::MinFirst => {
+                Box::new(move |q: f64| codes::code_to_float(q as i64, lo, hi, bits, lowest))
+            }
+            QuantizeMode::Scaled => {
+                let min_code = lowest as f64 + if narrow { 1.0 } else { 0.0 };
+                let scale = if lowest == 0 {
+                    hi / highest as f32
+                } else {
+                    (lo / min_code as f32).max(hi / highest as f32)
+                };
+                Box::new(move |q: f64| q as f32 * scale)
+            }
+        };
+        for o in 0..outer {
+            let base = (o * channels + ch) * inner;
+            for (y, &q) in out[base..base + inner]
+                .iter_mut()
+                .zip(&codes_f64[base..base + inner])
+            {
+                *y = f(q);
+            }
+        }
+    }
+    ctx.set_output(Tensor::new(&shape, out)?);
+    Ok(())
+}
+
+// ---- QuantizedMatMul / QuantizedBiasAdd -------------------------------------------------------
+
+fn matrix(t: &Tensor, transpose: bool, what: &str) -> KResult<(Vec<u8>, usize, usize)> {
+    let s = t.shape();
+    if s.len() != 2 {
+        return Err(KernelError::invalid(format!(
+            "{what} must be a matrix, got shape {s:?}"
+        )));
+    }
+    let v = t.as_slice::<u8>()?;
+    if !transpose {
+        return Ok((v.to_vec(), s[0], s[1]));
+    }
+    let (r, c) = (s[0], s[1]);
+    let mut out = vec![0u8; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    Ok((out, c, r))
+}
+
+fn quantized_matmul(ctx: &mut KernelContext<'_>, ta: bool, tb: bool) -> KResult {
+    let (min_a, max_a) = scalar_range(ctx, 2, 3)?;
+    let (min_b, max_b) = scalar_range(ctx, 4, 5)?;
+    let (a, m, k) = matrix(ctx.input(0), ta, "a")?;
+    let (b, kb, n) = matrix(ctx.input(1), tb, "b")?;
+    if k != kb {
+        return Err(KernelError::invalid(format!(
+            "matrix size-incompatible: a is {m}x{k}, b is {kb}x{n} (after transposes)"
+        )));
+    }
+    let za = codes::float_to_code_unclamped(0.0, min_a, max_a, QUINT8.0, QUINT8.1) as i32;
+    let zb = codes::float_to_code_unclamped(0.0, min_b, max_b, QUINT8.0, QUINT8.1) as i32;
+    let mut c: Vec<i32> = alloc(m * n)?;
+    c.resize(m * n, 0);
+    qgemm_u8(&a, &b, &mut c, m, k, n, za, zb, best_path());
+    let (min_c, max_c) = codes::product_range(min_a, max_a, min_b, max_b);
+    ctx.set_output(Tensor::new(&[m, n], c)?);
+    ctx.set_output(Tensor::scalar(min_c));
+    ctx.set_output(Tensor::scalar(max_c));
+    Ok(())
+}
+
+fn quantized_bias_add(ctx: &mut KernelContext<'_>) -> KResult {
+    let (min_x, max_x) = scalar_range(ctx, 2, 3)?;
+    let (min_b, max_b) = scalar_range(ctx, 4, 5)?;
+    let x = ctx.input(0);
+    let bias = ctx.input(1).as_slice::<u8>()?;
+    let shape = x.shape().to_vec();
+    let channels = *shape.last().unwrap_or(&0);
+    if shape.is_empty() || bias.len() != channels || ctx.input(1).shape().len() != 1 {
+        return Err(KernelError::invalid(format!(
+            "bias of shape {:?} must be a vector as long as the input's last dim (input {shape:?})",
+            ctx.input(1).shape()
+        )));
+    }
+    let (lo, hi) = codes::sum_range(min_x, max_x, min_b, max_b);
+    let to_total = |code: u8, min: f32, max: f32| {
+        codes::requantize(code as i64, min, max, QUINT8, lo, hi, QINT32)
+    };
+    let zero = codes::float_to_code(0.0, lo, hi, QINT32.0, QINT32.1);
+    // Each of the 256 codes maps to one int32 code: a table per operand.
+    let x_table: Vec<i64> = (0..=255u8).map(|c| to_total(c, min_x, max_x)).collect();
+    let bias_total: Vec<i64> = bias.iter().map(|&c| to_total(c, min_b, max_b)).collect();
+    let xs = x.as_slice::<u8>()?;
+    let mut out: Vec<i32> = alloc(xs.len())?;
+    for row in xs.chunks_exact(channels.max(1)) {
+        for (&c, &bt) in row.iter().zip(&bias_total) {
+            out.push(
+                (x_table[c as usize] + bt - zero).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+            );
+        }
+    }
+    ctx.set_output(Tensor::new(&shape, out)?);
+    ctx.set_output(Tensor::scalar(lo));
+    ctx.set_output(Tensor::scalar(hi));
+    Ok(())
+}
+
+// ---- QuantizedRelu / Requantize / RequantizationRange -----------------------------------------
+
+fn quantized_relu(ctx: &mut KernelContext<'_>) -> KResult {
+    let (lo, hi) = scalar_range(ctx, 1, 2)?;
+    let x = ctx.input(0);
+    let shape = x.shape().to_vec();
+    let out: Vec<u8> = match x.dtype() {
+        DType::U8 => {
+            let zero = codes::float_to_code(0.0, lo, hi, QUINT8.0, QUINT8.1) as u8;
+            x.as_slice::<u8>()?.iter().map(|&c| c.max(zero)).collect()
+        }
+        _ => {
+            // int32 codes: relu in their range, then 8 bits over the same range (TF's out_type).
+            let zero = codes::float_to_code(0.0, lo, hi, QINT32.0, QINT32.1);
+            x.as_slice::<i32>()?
+                .iter()
+                .map(|&c| {
+                    codes::requantize((c as i64).max(zero), lo, hi, QINT32, lo, hi, QUINT8) as u8
+                })
+                .collect()
+        }
+    };
+    ctx.set_output(Tensor::new(&shape, out)?);
+    ctx.set_output(Tensor::scalar(lo));
+    ctx.set_output(Tensor::scalar(hi));
+    Ok(())
+}
+
+fn requantize(ctx: &mut KernelContext<'_>) -> KResult {
+    let (lo, hi) = scalar_range(ctx, 1, 2)?;
+    let (new_lo, new_hi) = scalar_range(ctx, 3, 4)?;
+    if new_lo > 0.0 {
+        return Err(KernelError::invalid(format!(
+            "requested_output_min must be <= 0, got {new_lo}"
+        )));
+    }
+    let x = ctx.input(0);
+    let shape = x.shape().to_vec();
+    let out: Vec<u8> = x
+        .as_slice::<i32>()?
+        .iter()
+        .map(|&c| codes::requantize(c as i64, lo, hi, QINT32, new_lo, new_hi, QUINT8) as u8)
+        .collect();
+    ctx.set_output(Tensor::new(&shape, out)?);
+    ctx.set_output(Tensor::scalar(new_lo));
+    ctx.set_output(Tensor::scalar(new_hi));
+    Ok(())
+}
+
+fn requantization_range(ctx: &mut KernelContext<'_>) -> KResult {
+    let (lo, hi) = scalar_range(ctx, 1, 2)?;
+    let x = ctx.input(0).as_slice::<i32>()?;
+    let (used_lo, used_hi) = match (x.iter().min(), x.iter().max()) {
+        (Some(&a), Some(&b)) => (
+            codes::code_to_float(a as i64, lo, hi, QINT32.0, QINT32.1),
+            codes::code_to_float(b as i64, lo, hi, QINT32.0, QINT32.1),
+        ),
+        _ => (0.0, 0.0),
+    };
+    // As TF: the minimum is kept at or below zero, so 0.0 stays representable.
+    ctx.set_output(Tensor::scalar(used_lo.min(0.0)));
+    ctx.set_output(Tensor::scalar(used_hi));
+    Ok(())
+}
+
+// ---- FakeQuantWithMinMaxVars ------------------------------------------------------------------
+
+fn fake_quant_levels(init: &KernelInit<'_>) -> Result<(f32, f32), String> {
+    let bits = *init.attrs.int("num_bits")?;
+    if !(2..=16).contains(&bits) {
+        return Err(format!("num_bits must be in [2, 16], got {bits}"));
+    }
+    let narrow = *init.attrs.boolean("narrow_range")?;
+    Ok((if narrow { 1.0 } else { 0.0 }, ((1i64 << bits) - 1) as f32))
+}
+
+/// TF's `Nudge`: the range moved so that 0.0 falls on a level; (nudged min, max, scale).
+pub fn nudge(min: f32, max: f32, quant_min: f32, quant_max: f32) -> (f32, f32, f32) {
+    let scale = (max - min) / (quant_max - quant_min);
+    let zero_from_min = quant_min - min / scale;
+    let zero = if zero_from_min < quant_min {
+        quant_min
+    } else if zero_from_min > quant_max {
+        quant_max
+    } else {
+        zero_from_min.round()
+    };
+    (
+        (quant_min - zero) * scale,
+        (quant_max - zero) * scale,
+        scale,
+    )
+}
+
+fn fake_quant_range(ctx: &KernelContext<'_>, lo: f32, hi: f32) -> KResult<(f32, f32, f32)> {
+    let (min, max) = scalar_range(ctx, 1, 2)?;
+    Ok(nudge(min, max, lo, hi))
+}
+
+fn fake_quant(ctx: &mut KernelContext<'_>, lo: f32, hi: f32) -> KResult {
+    let (nmin, nmax, scale) = fake_quant_range(ctx, lo, hi)?;
+    let inv = (hi - lo) / (nmax - nmin);
+    let x = ctx.input(0);
+    let shape = x.shape().to_vec();
+    let out: Vec<f32> = x
+        .as_slice::<f32>()?
+        .iter()
+        .map(|&v| {
+            if scale == 0.0 || !scale.is_finite() {
+                return nmin;
+            }
+            ((v.clamp(nmin, nmax) - nmin) * inv + 0.5).floor() * scale + nmin
+        })
+        .collect();
+    ctx.set_output(Tensor::new(&shape, out)?);
+    Ok(())
+}
+
+fn fake_quant_grad(ctx: &mut KernelContext<'_>, lo: f32, hi: f32) -> KResult {
+    let g = ctx.input(0).as_slice::<f32>()?;
+    let x = ctx.input(1);
+    let shape = x.shape().to_vec();
+    let xs = x.as_slice::<f32>()?;
+    if g.len() != xs.len() {
+        return Err(KernelError::invalid(format!(
+            "gradients of shape {:?} do not match inputs of shape {shape:?}",
+            ctx.input(0).shape()
+        )));
+    }
+    let (min, max) = scalar_range(ctx, 2, 3)?;
+    let (nmin, nmax, _) = nudge(min, max, lo, hi);
+    let (mut below, mut above) = (0.0f32, 0.0f32);
+    let dx: Vec<f32> = g
+        .iter()
+        .zip(xs)
+        .map(|(&g, &v)| {
+            if v < nmin {
+                below += g;
+                0.0
+            } else if v > nmax {
+                above += g;
+                0.0
+            } else {
+                g
+            }
+        })
+        .collect();
+    ctx.set_output(Tensor::new(&shape, dx)?);
+    ctx.set_output(Tensor::scalar(below));
+    ctx.set_output(Tensor::scalar(above));
+    Ok(())
+}

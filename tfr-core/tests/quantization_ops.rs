@@ -1,0 +1,408 @@
+//! 8-bit quantization ops (TF's QuantizeV2, Dequantize, QuantizedMatMul, QuantizedBiasAdd,
+//! QuantizedRelu, Requantize, RequantizationRange, FakeQuantWithMinMaxVars): codes worked out by
+//! hand from TF's formulas, the int8 products of every implementation equal to the reference
+//! bit for bit, results within the quantization error of their f32 counterparts, and bad ranges
+//! as errors.
+
+use tfr_core::kernels::qgemm::{qgemm_u8, QGemmPath};
+use tfr_core::kernels::quantization_ops::codes;
+use tfr_core::{Code, Tensor};
+use tfr_graph::ops::quantization_ops::{QuantizeMode, Quantized};
+use tfr_graph::{gradients, DType, Graph, Output, Shape};
+
+use crate::common;
+use common::*;
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    random(n, seed)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.9) as u8)
+        .collect()
+}
+
+#[test]
+fn every_int8_product_path_equals_the_reference() {
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (3, 5, 7),
+        (4, 4, 16),
+        (17, 33, 65),
+        (64, 300, 40),
+        (2, 1030, 3),
+    ] {
+        let a = bytes(m * k, (m * 31 + k) as u64);
+        let b = bytes(k * n, (k * 17 + n) as u64);
+        for &(za, zb) in &[(0, 0), (128, 7), (-5, 300), (255, 255)] {
+            let mut want = vec![0i32; m * n];
+            qgemm_u8(&a, &b, &mut want, m, k, n, za, zb, QGemmPath::Reference);
+            for path in [QGemmPath::Portable, QGemmPath::Vnni] {
+                let mut got = vec![-1i32; m * n];
+                qgemm_u8(&a, &b, &mut got, m, k, n, za, zb, path);
+                assert_eq!(got, want, "{path:?} {m}x{k}x{n} zero points {za}, {zb}");
+            }
+        }
+    }
+}
+
+fn quantize_graph(
+    x: Tensor,
+    min: f32,
+    max: f32,
+    mode: &str,
+    round: &str,
+) -> tfr_core::Result<Vec<Tensor>> {
+    let mut g = Graph::new();
+    let xp = g
+        .placeholder("x", DType::F32, Shape::known(x.shape()))
+        .unwrap();
+    let lo = g.scalar(min).unwrap();
+    let hi = g.scalar(max).unwrap();
+    let id = g
+        .build("QuantizeV2")
+        .inputs([xp, lo, hi])
+        .attr("mode", mode)
+        .attr("round_mode", round)
+        .finish()
+        .unwrap();
+    let outs: Vec<Output> = (0..3).map(|i| Output::new(id, i)).collect();
+    common::session(&g).run(&[(xp, x)], &outs, &[])
+}
+
+fn codes_of(out: &[Tensor]) -> (Vec<u8>, f32, f32) {
+    (
+        out[0].to_vec::<u8>().unwrap(),
+        out[1].scalar_value::<f32>().unwrap(),
+        out[2].scalar_value::<f32>().unwrap(),
+    )
+}
+
+#[test]
+fn quantize_modes_give_tensorflows_codes() {
+    let x = t(&[5], vec![-1.0f32, 0.0, 0.5, 1.0, 7.0]);
+    // MIN_COMBINED over [-1, 1]: (x + 1) * 127.5, rounded half up, clamped.
+    let out = quantize_graph(x.clone(), -1.0, 1.0, "MIN_COMBINED", "HALF_AWAY_FROM_ZERO").unwrap();
+    assert_eq!(codes_of(&out), (vec![0, 128, 191, 255, 255], -1.0, 1.0));
+    // MIN_FIRST: round(x * 127.5) - round(-127.5): -1 -> 0, 0 -> 128, 0.5 -> 192, 1 -> 256 -> 255.
+    let out = quantize_graph(x.clone(), -1.0, 1.0, "MIN_FIRST", "HALF_AWAY_FROM_ZERO").unwrap();
+    assert_eq!(codes_of(&out), (vec![0, 128, 192, 255, 255], -1.0, 1.0));
+    // SCALED for an unsigned type: the range becomes [0, 2], scale 127.5.
+    let out = quantize_graph(x.clone(), -1.0, 2.0, "SCALED", "HALF_AWAY_FROM_ZERO").unwrap();
+    assert_eq!(codes_of(&out), (vec![0, 0, 64, 128, 255], 0.0, 2.0));
+    let halves = t(&[2], vec![1.0f32 / 127.5 * 0.5, 1.0f32 / 127.5 * 2.5]);
+    let away = quantize_graph(halves.clone(), 0.0, 2.0, "SCALED", "HALF_AWAY_FROM_ZERO").unwrap();
+    let even = quantize_graph(halves, 0.0, 2.0, "SCALED", "HALF_TO_EVEN").unwrap();
+    assert_eq!(away[0].to_vec::<u8>().unwrap(), vec![1, 3]);
+    assert_eq!(even[0].to_vec::<u8>().unwrap(), vec![0, 2]);
+    // The range is widened to hold 0 and to span at least 1% of its magnitude.
+    let out = quantize_graph(
+        t(&[1], vec![0.75f32]),
+        0.5,
+        1.0,
+        "MIN_COMBINED",
+        "HALF_AWAY_FROM_ZERO",
+    )
+    .unwrap();
+    assert_eq!(codes_of(&out), (vec![191], 0.0, 1.0));
+    let out = quantize_graph(
+        t(&[1], vec![0.0f32]),
+        0.0,
+        0.0,
+        "MIN_COMBINED",
+        "HALF_AWAY_FROM_ZERO",
+    )
+    .unwrap();
+    assert_eq!(codes_of(&out).2, 0.01);
+}
+
+#[test]
+fn bad_ranges_and_modes_are_errors() {
+    let x = t(&[2], vec![0.0f32, 1.0]);
+    let e =
+        quantize_graph(x.clone(), 1.0, -1.0, "MIN_COMBINED", "HALF_AWAY_FROM_ZERO").unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.to_string().contains("min must not exceed max"), "{e}");
+    let e = quantize_graph(
+        x.clone(),
+        f32::NAN,
+        1.0,
+        "MIN_COMBINED",
+        "HALF_AWAY_FROM_ZERO",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("finite"), "{e}");
+    let mut g = Graph::new();
+    let xp = g.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+    let lo = g.scalar(0f32).unwrap();
+    let e = g
+        .build("QuantizeV2")
+        .inputs([xp, lo, lo])
+        .attr("mode", "MIN_MAX")
+        .finish()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("MIN_COMBINED, MIN_FIRST or SCALED"),
+        "{e}"
+    );
+    let v = g.constant_from(&[2], vec![0f32, 1.0]).unwrap();
+    let e = g
+        .build("QuantizeV2")
+        .inputs([xp, v, lo])
+        .finish()
+        .unwrap_err();
+    assert!(e.to_string().contains("must be a scalar"), "{e}");
+    let e = quantize_graph(x, 0.0, 1.0, "MIN_COMBINED", "HALF_TO_EVEN").unwrap_err();
+    assert!(
+        e.to_string().contains("only supported with mode SCALED"),
+        "{e}"
+    );
+}
+
+/// Quantize then dequantize lands within half a step of the input (MIN_FIRST: a step and a half,
+/// since TF rounds `min` to a code with the scale in f64 when encoding but in f32 when decoding,
+/// so a range whose `min` falls on half a code, as every symmetric one does, may shift by one).
+#[test]
+fn dequantize_inverts_quantize_within_half_a_step() {
+    let vals: Vec<f32> = random(200, 9).iter().map(|v| (v * 3.0) as f32).collect();
+    for mode in [
+        QuantizeMode::MinCombined,
+        QuantizeMode::MinFirst,
+        QuantizeMode::Scaled,
+    ] {
+        let mut g = Graph::new();
+        let x = g
+            .placeholder("x", DType::F32, Shape::known(&[200]))
+            .unwrap();
+        let lo = g.scalar(-3.0f32).unwrap();
+        let hi = g.scalar(3.0f32).unwrap();
+        let q = g.quantize(x, lo, hi, mode).unwrap();
+        let y = g.dequantize(q, mode).unwrap();
+        let out = run(&g, &[(x, t(&[200], vals.clone()))], &[y, q.min, q.max]);
+        let (lo, hi) = (
+            out[1].scalar_value::<f32>().unwrap(),
+            out[2].scalar_value::<f32>().unwrap(),
+        );
+        let step = (hi - lo) / 255.0;
+        for (got, want) in out[0].to_vec::<f32>().unwrap().iter().zip(&vals) {
+            let want = want.clamp(lo, hi);
+            let bound = if mode == QuantizeMode::MinFirst {
+                step * 1.5
+            } else {
+                step * 0.5
+            };
+            assert!(
+                (got - want).abs() <= bound + 1e-5,
+                "{mode:?}: {got} vs {want} (step {step})"
+            );
+        }
+    }
+}
+
+#[test]
+fn per_channel_quantize_uses_each_channels_range() {
+    let mut g = Graph::new();
+    let x = g
+        .constant_from(&[2, 2], vec![1.0f32, 10.0, -1.0, 5.0])
+        .unwrap();
+    let lo = g.constant_from(&[2], vec![-1.0f32, 0.0]).unwrap();
+    let hi = g.constant_from(&[2], vec![1.0f32, 10.0]).unwrap();
+    let id = g
+        .build("QuantizeV2")
+        .inputs([x, lo, hi])
+        .attr("axis", 1i64)
+        .finish()
+        .unwrap();
+    assert_eq!(g.shape(Output::new(id, 1)), &Shape::known(&[2]));
+    let out = run(&g, &[], &[Output::new(id, 0)]);
+    // Column 0 over [-1, 1], column 1 over [0, 10].
+    assert_eq!(out[0].to_vec::<u8>().unwrap(), vec![255, 255, 0, 128]);
+}
+
+fn quantized_input(g: &mut Graph, vals: &[f32], shape: &[usize], lo: f32, hi: f32) -> Quantized {
+    let x = g.constant_from(shape, vals.to_vec()).unwrap();
+    let lo = g.scalar(lo).unwrap();
+    let hi = g.scalar(hi).unwrap();
+    g.quantize(x, lo, hi, QuantizeMode::MinFirst).unwrap()
+}
+
+fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            for j in 0..n {
+                c[i * n + j] += a[i * k + p] * b[p * n + j];
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn quantized_matmul_matches_f32_within_the_quantization_error() {
+    let (m, k, n) = (5, 37, 6);
+    let a: Vec<f32> = random(m * k, 1)
+        .iter()
+        .map(|v| (v * 2.0 - 0.3) as f32)
+        .collect();
+    let b: Vec<f32> = random(k * n, 2).iter().map(|v| *v as f32).collect();
+    let mut g = Graph::new();
+    let qa = quantized_input(&mut g, &a, &[m, k], -2.5, 2.0);
+    let qb = quantized_input(&mut g, &b, &[k, n], -1.0, 1.0);
+    let c = g.quantized_matmul(qa, qb, false, false).unwrap();
+    let cf = g.dequantize(c, QuantizeMode::MinFirst).unwrap();
+    let out = run(&g, &[], &[cf, c.min, c.max]);
+    let want = matmul_f32(&a, &b, m, k, n);
+    let (ea, eb) = (4.5 / 255.0 / 2.0, 2.0 / 255.0 / 2.0);
+    let bound = k as f32 * (ea * 1.0 + eb * 2.5 + ea * eb) + 1e-3;
+    for (got, want) in out[0].to_vec::<f32>().unwrap().iter().zip(&want) {
+        assert!(
+            (got - want).abs() <= bound,
+            "{got} vs {want} (bound {bound})"
+        );
+    }
+    let (lo, hi) = codes::product_range(-2.5, 2.0, -1.0, 1.0);
+    assert_eq!(out[1].scalar_value::<f32>().unwrap(), lo);
+    assert_eq!(out[2].scalar_value::<f32>().unwrap(), hi);
+    // Transposed operands give the same codes.
+    let mut g2 = Graph::new();
+    let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+    let qa = quantized_input(&mut g2, &at, &[k, m], -2.5, 2.0);
+    let qb = quantized_input(&mut g2, &b, &[k, n], -1.0, 1.0);
+    let ct = g2.quantized_matmul(qa, qb, true, false).unwrap();
+    let c1 = run(&g, &[], &[c.value]).remove(0).to_vec::<i32>().unwrap();
+    let c2 = run(&g2, &[], &[ct.value])
+        .remove(0)
+        .to_vec::<i32>()
+        .unwrap();
+    assert_eq!(c1, c2);
+    // Mismatched inner dims are a build error.
+    let qb2 = quantized_input(&mut g2, &b[..6], &[6, 1], -1.0, 1.0);
+    let e = g2.quantized_matmul(qa, qb2, false, false).unwrap_err();
+    assert!(e.to_string().contains("inner dims"), "{e}");
+}
+
+#[test]
+fn requantize_bias_add_and_relu_keep_values_within_a_step() {
+    let x: Vec<f32> = vec![-1.5, -0.2, 0.0, 0.7, 1.9, 3.0];
+    let bias: Vec<f32> = vec![0.5, -0.25, 1.0];
+    let mut g = Graph::new();
+    let qx = quantized_input(&mut g, &x, &[2, 3], -2.0, 3.0);
+    let qb = quantized_input(&mut g, &bias, &[3], -1.0, 1.0);
+    let sum = g.quantized_bias_add(qx, qb).unwrap();
+    let (lo, hi) = g.requantization_range(sum).unwrap();
+    let q8 = g.requantize(sum, lo, hi).unwrap();
+    let back = g.dequantize(q8, QuantizeMode::MinFirst).unwrap();
+    let relu = g.quantized_relu(q8).unwrap();
+    let relu_f = g.dequantize(relu, QuantizeMode::MinFirst).unwrap();
+    let out = run(&g, &[], &[back, lo, hi, relu_f, sum.min, sum.max]);
+    let want: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + bias[i % 3]).collect();
+    let (lo, hi) = (
+        out[1].scalar_value::<f32>().unwrap(),
+        out[2].scalar_value::<f32>().unwrap(),
+    );
+    assert!(
+        (-1.05..=0.0).contains(&lo) && (3.95..=4.05).contains(&hi),
+        "[{lo}, {hi}]"
+    );
+    let step = (hi - lo) / 255.0 + 5.0 / 255.0 + 2.0 / 255.0;
+    for (got, w) in out[0].to_vec::<f32>().unwrap().iter().zip(&want) {
+        assert!((got - w).abs() <= step, "{got} vs {w}");
+    }
+    for (got, w) in out[3].to_vec::<f32>().unwrap().iter().zip(&want) {
+        assert!((got - w.max(0.0)).abs() <= step, "relu {got} vs {w}");
+    }
+    let (slo, shi) = codes::sum_range(-2.0, 3.0, -1.0, 1.0);
+    assert_eq!(
+        (
+            out[4].scalar_value::<f32>().unwrap(),
+            out[5].scalar_value::<f32>().unwrap()
+        ),
+        (slo, shi)
+    );
+    // A requested range above zero is refused, as in TF.
+    let mut g = Graph::new();
+    let qx = quantized_input(&mut g, &x, &[6], -2.0, 3.0);
+    let qb = quantized_input(&mut g, &bias, &[3], -1.0, 1.0);
+    let qx = Quantized {
+        value: g.reshape(qx.value, &[2, 3]).unwrap(),
+        ..qx
+    };
+    let sum = g.quantized_bias_add(qx, qb).unwrap();
+    let one = g.scalar(1.0f32).unwrap();
+    let two = g.scalar(2.0f32).unwrap();
+    let q = g.requantize(sum, one, two).unwrap();
+    let e = common::session(&g).run(&[], &[q.value], &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("requested_output_min must be <= 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn code_conversions_follow_tensorflow() {
+    // quint8 over [-1, 3]: 256 steps over 4 * 256/255, so 63.75 codes per unit; min -1 is
+    // code -64 before the shift, 0.0 is code 64 and decodes to 0.
+    assert_eq!(codes::float_to_code(0.0, -1.0, 3.0, 8, 0), 64);
+    assert_eq!(codes::float_to_code(1.0, -1.0, 3.0, 8, 0), 128);
+    assert!(codes::code_to_float(64, -1.0, 3.0, 8, 0).abs() < 1e-6);
+    assert_eq!(codes::float_to_code(5.0, -1.0, 3.0, 8, 0), 255);
+    assert_eq!(codes::float_to_code_unclamped(5.0, -1.0, 3.0, 8, 0), 383);
+    // A degenerate range maps everything to code 0 and back to min.
+    assert_eq!(codes::float_to_code(3.0, 2.0, 2.0, 8, 0), 0);
+    assert_eq!(codes::code_to_float(9, 2.0, 2.0, 8, 0), 2.0);
+}
+
+fn fake_quant_graph(x: &[f32], min: f32, max: f32) -> (Graph, Output, Output, [Output; 3]) {
+    let mut g = Graph::new();
+    let xp = g
+        .placeholder("x", DType::F32, Shape::known(&[x.len()]))
+        .unwrap();
+    let lo = g.scalar(min).unwrap();
+    let hi = g.scalar(max).unwrap();
+    let y = g.fake_quant(xp, lo, hi, 8, false).unwrap();
+    let w = g
+        .constant_from(&[x.len()], (1..=x.len()).map(|v| v as f32).collect())
+        .unwrap();
+    let wy = g.mul(y, w).unwrap();
+    let loss = g.reduce_sum(wy, None, false).unwrap();
+    let d = gradients(&mut g, &[loss], &[xp, lo, hi], None).unwrap();
+    let d = [d[0].unwrap(), d[1].unwrap(), d[2].unwrap()];
+    (g, xp, y, d)
+}
+
+#[test]
+fn fake_quant_nudges_the_range_and_passes_gradients_straight_through() {
+    // [-0.1, 1.0]: the zero point 23.18 is nudged to 23, so the range becomes
+    // [-23 s, 232 s] with s = 1.1 / 255.
+    let s = 1.1f32 / 255.0;
+    let (nmin, nmax) = (-23.0 * s, 232.0 * s);
+    let x = vec![-0.5f32, 0.0, 0.3, 0.95, 1.5];
+    let (g, xp, y, d) = fake_quant_graph(&x, -0.1, 1.0);
+    let out = run(&g, &[(xp, t(&[5], x.clone()))], &[y, d[0], d[1], d[2]]);
+    let ys = out[0].to_vec::<f32>().unwrap();
+    assert_eq!(ys[1], 0.0, "0 is a level");
+    assert!(
+        (ys[0] - nmin).abs() < 1e-6 && (ys[4] - nmax).abs() < 1e-6,
+        "{ys:?}"
+    );
+    for (&yv, &xv) in ys[2..4].iter().zip(&x[2..4]) {
+        assert!((yv - xv).abs() <= s / 2.0 + 1e-6);
+        let level = (yv - nmin) / s;
+        assert!(
+            (level - level.round()).abs() < 1e-3,
+            "{yv} is not on a level"
+        );
+    }
+    // Inside the range the upstream gradient (the weights 1..=5) passes; outside it goes to
+    // min (x below) or max (x above).
+    assert_eq!(
+        out[1].to_vec::<f32>().unwrap(),
+        vec![0.0, 2.0, 3.0, 4.0, 0.0]
+    );
+    assert_eq!(out[2].scalar_value::<f32>().unwrap(), 1.0);
+    assert_eq!(out[3].scalar_value::<f32>().unwrap(), 5.0);
+    let (g, xp, y, _) = fake_quant_graph(&x, 1.0, -1.0);
+    let e = common::session(&g)
+        .run(&[(xp, t(&[5], x))], &[y], &[])
+        .unwrap_err();
+    assert!(e.to_string().contains("min must not exceed max"), "{e}");
+}
