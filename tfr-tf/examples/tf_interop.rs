@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use tfr_core::{Session, SessionOptions, Tensor};
-use tfr_graph::{Buffer, DType, Dim, Graph, Output, Shape};
+use tfr_graph::{DType, Dim, Graph, Output, Shape};
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// A graph, its feeds and its fetches.
@@ -27,54 +27,6 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// A `.npy` file (format 1.0, little-endian, C order).
-fn write_npy(path: &Path, t: &Tensor) -> BoxResult<()> {
-    let mut data = Vec::new();
-    let descr = match t.buffer().as_ref() {
-        Buffer::F32(v) => {
-            v.iter().for_each(|x| data.extend(x.to_le_bytes()));
-            "<f4"
-        }
-        Buffer::F64(v) => {
-            v.iter().for_each(|x| data.extend(x.to_le_bytes()));
-            "<f8"
-        }
-        Buffer::I32(v) => {
-            v.iter().for_each(|x| data.extend(x.to_le_bytes()));
-            "<i4"
-        }
-        Buffer::I64(v) => {
-            v.iter().for_each(|x| data.extend(x.to_le_bytes()));
-            "<i8"
-        }
-        Buffer::U8(v) => {
-            data.extend_from_slice(v);
-            "|u1"
-        }
-        Buffer::Bool(v) => {
-            data.extend(v.iter().map(|&b| b as u8));
-            "|b1"
-        }
-        other => return Err(format!("no .npy writer for {:?}", other.dtype()).into()),
-    };
-    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    std::fs::write(path, out)?;
-    Ok(())
-}
-
 fn write_case(
     dir: &Path,
     g: &Graph,
@@ -87,12 +39,12 @@ fn write_case(
     let got = s.run(feeds, fetches, &[])?;
     let mut feed_json = Vec::new();
     for (k, (o, t)) in feeds.iter().enumerate() {
-        write_npy(&dir.join(format!("feed{k}.npy")), t)?;
+        tfr_tf::write_npy(dir.join(format!("feed{k}.npy")), t)?;
         feed_json.push(format!("\"{}\": \"feed{k}.npy\"", g.output_name(*o)));
     }
     let mut fetch_json = Vec::new();
     for (k, (o, t)) in fetches.iter().zip(&got).enumerate() {
-        write_npy(&dir.join(format!("fetch{k}.npy")), t)?;
+        tfr_tf::write_npy(dir.join(format!("fetch{k}.npy")), t)?;
         fetch_json.push(format!("\"{}\": \"fetch{k}.npy\"", g.output_name(*o)));
     }
     let json = format!(

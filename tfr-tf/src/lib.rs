@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod import;
+pub mod npy;
 pub mod parse;
 pub mod record;
 pub mod summary;
@@ -33,3 +34,4 @@ pub use import::{
     decode_graph_def, import_graph_def, import_graph_def_with, read_graph_def, ImportOptions,
     Imported,
 };
+pub use npy::{read_case, read_npy, write_npy, GraphCase};

@@ -111,6 +111,8 @@ pub fn type_attrs(op: &str, inputs: &[DType], outputs: &[DType]) -> Vec<(&'stati
 pub fn ignorable(attr: &str, value: &AttrValue) -> bool {
     match (attr, value) {
         ("use_cudnn_on_gpu", _) | ("debug_name", _) => true,
+        // MatMul/BatchMatMul hints (TF 2.x) that an operand is a gradient: no effect on values.
+        ("grad_a" | "grad_b" | "grad_x" | "grad_y", AttrValue::Bool(_)) => true,
         ("explicit_paddings", AttrValue::Ints(v)) => v.is_empty(),
         ("container", AttrValue::Str(s)) => s.is_empty(),
         ("allowed_devices", AttrValue::Ints(v)) => v.is_empty(),

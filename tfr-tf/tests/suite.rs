@@ -7,3 +7,4 @@ mod graphdef_errors;
 mod graphdef_import;
 mod graphdef_roundtrip;
 mod graphdef_while;
+mod keras_fixtures;
