@@ -406,3 +406,138 @@ fn fake_quant_nudges_the_range_and_passes_gradients_straight_through() {
         .unwrap_err();
     assert!(e.to_string().contains("min must not exceed max"), "{e}");
 }
+
+fn conv_f32(
+    x: &[f32],
+    xs: [usize; 4],
+    f: &[f32],
+    fs: [usize; 4],
+    stride: usize,
+    same: bool,
+) -> (Vec<f32>, [usize; 4]) {
+    let [n, h, w, c] = xs;
+    let [fh, fw, _, oc] = fs;
+    let (oh, ow, ph, pw) = if same {
+        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+        let nh = ((oh - 1) * stride + fh).saturating_sub(h);
+        let nw = ((ow - 1) * stride + fw).saturating_sub(w);
+        (oh, ow, nh / 2, nw / 2)
+    } else {
+        ((h - fh) / stride + 1, (w - fw) / stride + 1, 0, 0)
+    };
+    let mut out = vec![0f32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let mut s = 0f32;
+                    for i in 0..fh {
+                        for j in 0..fw {
+                            let (y, xx) = (
+                                (oy * stride + i) as isize - ph as isize,
+                                (ox * stride + j) as isize - pw as isize,
+                            );
+                            if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            for ch in 0..c {
+                                s += x[((b * h + y as usize) * w + xx as usize) * c + ch]
+                                    * f[((i * fw + j) * c + ch) * oc + o];
+                            }
+                        }
+                    }
+                    out[((b * oh + oy) * ow + ox) * oc + o] = s;
+                }
+            }
+        }
+    }
+    (out, [n, oh, ow, oc])
+}
+
+#[test]
+fn quantized_conv2d_matches_f32_within_the_quantization_error() {
+    let (xs, fs) = ([2, 7, 6, 3], [3, 3, 3, 4]);
+    let x: Vec<f32> = random(2 * 7 * 6 * 3, 5)
+        .iter()
+        .map(|v| (v + 0.5) as f32)
+        .collect();
+    let f: Vec<f32> = random(3 * 3 * 3 * 4, 6).iter().map(|v| *v as f32).collect();
+    for (stride, same) in [(1, true), (2, true), (1, false), (2, false)] {
+        let mut g = Graph::new();
+        let qx = quantized_input(&mut g, &x, &xs, -0.5, 1.5);
+        let qf = quantized_input(&mut g, &f, &fs, -1.0, 1.0);
+        let padding = if same { "SAME" } else { "VALID" };
+        let y = g
+            .quantized_conv2d(qx, qf, [stride as i64; 2], padding)
+            .unwrap();
+        let yf = g.dequantize(y, QuantizeMode::MinFirst).unwrap();
+        let out = run(&g, &[], &[yf]);
+        let (want, shape) = conv_f32(&x, xs, &f, fs, stride, same);
+        assert_eq!(out[0].shape(), &shape);
+        let (ex, ef) = (2.0 / 255.0, 2.0 / 255.0);
+        let bound = 27.0 * (ex * 1.0 + ef * 1.5 + ex * ef) + 1e-3;
+        for (got, w) in out[0].to_vec::<f32>().unwrap().iter().zip(&want) {
+            assert!(
+                (got - w).abs() <= bound,
+                "stride {stride} {padding}: {got} vs {w}"
+            );
+        }
+    }
+    // SAME padding needs a code for 0.0: a range without 0 is an error.
+    let mut g = Graph::new();
+    let xv = g.constant_from(&xs, vec![7u8; 2 * 7 * 6 * 3]).unwrap();
+    let lo = g.scalar(0.5f32).unwrap();
+    let hi = g.scalar(1.0f32).unwrap();
+    let qx = Quantized {
+        value: xv,
+        min: lo,
+        max: hi,
+    };
+    let qf = quantized_input(&mut g, &f, &fs, -1.0, 1.0);
+    let y = g.quantized_conv2d(qx, qf, [1, 1], "SAME").unwrap();
+    let e = common::session(&g).run(&[], &[y.value], &[]).unwrap_err();
+    assert!(e.to_string().contains("does not hold 0.0"), "{e}");
+}
+
+#[test]
+fn quantized_pools_work_on_codes() {
+    let xs = [1, 5, 5, 2];
+    let x: Vec<f32> = random(50, 8).iter().map(|v| *v as f32).collect();
+    let mut g = Graph::new();
+    let qx = quantized_input(&mut g, &x, &xs, -1.0, 1.0);
+    let mx = g.quantized_pool(qx, true, [2, 2], [2, 2], "SAME").unwrap();
+    let av = g
+        .quantized_pool(qx, false, [3, 3], [1, 1], "VALID")
+        .unwrap();
+    let out = run(&g, &[], &[qx.value, mx.value, av.value, mx.min, mx.max]);
+    let codes = out[0].to_vec::<u8>().unwrap();
+    let at = |y: usize, x: usize, c: usize| codes[(y * 5 + x) * 2 + c] as u32;
+    assert_eq!(out[1].shape(), &[1, 3, 3, 2]);
+    let mx_codes = out[1].to_vec::<u8>().unwrap();
+    for oy in 0..3 {
+        for ox in 0..3 {
+            for c in 0..2 {
+                let mut m = 0;
+                for y in 2 * oy..(2 * oy + 2).min(5) {
+                    for x in 2 * ox..(2 * ox + 2).min(5) {
+                        m = m.max(at(y, x, c));
+                    }
+                }
+                assert_eq!(mx_codes[(oy * 3 + ox) * 2 + c] as u32, m);
+            }
+        }
+    }
+    let av_codes = out[2].to_vec::<u8>().unwrap();
+    assert_eq!(out[2].shape(), &[1, 3, 3, 2]);
+    let s: u32 = (0..3)
+        .flat_map(|y| (0..3).map(move |x| (y, x)))
+        .map(|(y, x)| at(y + 1, x + 2, 1))
+        .sum();
+    assert_eq!(
+        av_codes[(3 + 2) * 2 + 1] as u32,
+        s / 9,
+        "truncated mean of codes"
+    );
+    assert_eq!(out[3].scalar_value::<f32>().unwrap(), -1.0);
+    assert_eq!(out[4].scalar_value::<f32>().unwrap(), 1.0);
+}

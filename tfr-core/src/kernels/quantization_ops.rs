@@ -158,7 +158,11 @@ fn range_values(
     Ok((min, max))
 }
 
-fn scalar_range(ctx: &KernelContext<'_>, min_i: usize, max_i: usize) -> KResult<(f32, f32)> {
+pub(super) fn scalar_range(
+    ctx: &KernelContext<'_>,
+    min_i: usize,
+    max_i: usize,
+) -> KResult<(f32, f32)> {
     let (min, max) = range_values(ctx, min_i, max_i)?;
     if min.len() != 1 {
         return Err(KernelError::invalid(format!(

@@ -520,7 +520,7 @@ impl LrnParams {
 /// The default `strides`/`dilations` (all ones).
 const ONES4: [i64; 4] = [1, 1, 1, 1];
 
-fn conv_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+pub(crate) fn conv_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
     OpDef::new(name, infer)
         .attr("strides", AttrKind::Ints)
         .attr("padding", AttrKind::Str)
@@ -528,7 +528,7 @@ fn conv_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
         .attr_default("dilations", AttrKind::Ints, ONES4.to_vec())
 }
 
-fn pool_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
+pub(crate) fn pool_op(name: &'static str, infer: crate::op_def::InferFn) -> OpDef {
     OpDef::new(name, infer)
         .attr("ksize", AttrKind::Ints)
         .attr("strides", AttrKind::Ints)
@@ -741,7 +741,7 @@ fn conv_output_dims(
     Ok([x[0].clone(), oh, ow, f[3].clone()])
 }
 
-fn infer_conv2d(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+pub(crate) fn infer_conv2d(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let dtype = ctx.same_dtype(&[0, 1])?;
     let p = ConvParams::from_attrs(ctx.attrs)?;
     let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
@@ -880,7 +880,7 @@ fn pool_output_dims(x: &[Dim; 4], p: &PoolParams) -> std::result::Result<[Dim; 4
     Ok([x[0].clone(), oh, ow, x[3].clone()])
 }
 
-fn infer_pool(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+pub(crate) fn infer_pool(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let p = PoolParams::from_attrs(ctx.attrs)?;
     let x = image_dims(&ctx.input(0).shape, "input", p.format)?;
     Ok(vec![TensorType {

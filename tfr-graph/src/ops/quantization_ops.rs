@@ -14,7 +14,7 @@ use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
 use crate::grad::GradCtx;
-use crate::graph::{Graph, Output, TensorType};
+use crate::graph::{Graph, NodeId, Output, TensorType};
 use crate::op_def::{normalize_axis, Gradient, InferCtx, OpDef};
 use crate::shape::{Dim, Shape};
 
@@ -239,6 +239,27 @@ fn infer_requantization_range(ctx: &InferCtx<'_>) -> std::result::Result<Vec<Ten
     Ok(vec![scalar_f32(), scalar_f32()])
 }
 
+fn infer_quantized_conv2d(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
+    check_range_inputs(ctx, &[2, 3, 4, 5])?;
+    if ctx.attrs.string("data_format")? != "NHWC" {
+        return Err("quantized convolutions take NHWC inputs only".into());
+    }
+    let mut out = super::nn_ops::infer_conv2d(ctx)?;
+    out[0].dtype = DType::I32;
+    out.extend([scalar_f32(), scalar_f32()]);
+    Ok(out)
+}
+
+fn infer_quantized_pool(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
+    check_range_inputs(ctx, &[1, 2])?;
+    if ctx.attrs.string("data_format")? != "NHWC" {
+        return Err("quantized pooling takes NHWC inputs only".into());
+    }
+    let mut out = super::nn_ops::infer_pool(ctx)?;
+    out.extend([scalar_f32(), scalar_f32()]);
+    Ok(out)
+}
+
 fn check_num_bits(ctx: &InferCtx<'_>) -> std::result::Result<(), String> {
     let bits = *ctx.attrs.int("num_bits")?;
     if !(2..=16).contains(&bits) {
@@ -318,6 +339,37 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("transpose_b", AttrKind::Bool, false)
             .attr_default("Tactivation", AttrKind::DType, DType::U8)
             .no_gradient(),
+        super::nn_ops::conv_op("QuantizedConv2D", infer_quantized_conv2d)
+            .doc("2-D convolution of 8-bit input and filter (NHWC), int32 accumulation of (x - zero_x)(f - zero_f); SAME padding pads with the code of 0.0")
+            .input("input", QUINT8)
+            .input("filter", QUINT8)
+            .input("min_input", F32)
+            .input("max_input", F32)
+            .input("min_filter", F32)
+            .input("max_filter", F32)
+            .output("output")
+            .output("min_output")
+            .output("max_output")
+            .attr_default("out_type", AttrKind::DType, DType::I32)
+            .no_gradient(),
+        super::nn_ops::pool_op("QuantizedMaxPool", infer_quantized_pool)
+            .doc("max over each window of 8-bit codes (the range is kept)")
+            .input("input", QUINT8)
+            .input("min_input", F32)
+            .input("max_input", F32)
+            .output("output")
+            .output("min_output")
+            .output("max_output")
+            .no_gradient(),
+        super::nn_ops::pool_op("QuantizedAvgPool", infer_quantized_pool)
+            .doc("mean over each window's codes inside the input, truncated to a code (the range is kept)")
+            .input("input", QUINT8)
+            .input("min_input", F32)
+            .input("max_input", F32)
+            .output("output")
+            .output("min_output")
+            .output("max_output")
+            .no_gradient(),
         OpDef::new("QuantizedBiasAdd", infer_quantized_bias_add)
             .doc("8-bit input + 8-bit bias along the last dim, as int32 over a symmetric range 2^17 times the inputs' largest")
             .input("input", QUINT8)
@@ -393,6 +445,17 @@ pub struct Quantized {
     pub max: Output,
 }
 
+impl Quantized {
+    /// Outputs 0, 1 and 2 of a quantized op's node.
+    pub fn of(node: NodeId) -> Quantized {
+        Quantized {
+            value: Output::new(node, 0),
+            min: Output::new(node, 1),
+            max: Output::new(node, 2),
+        }
+    }
+}
+
 impl Graph {
     /// `QuantizeV2` to uint8 over `[min, max]`, per tensor.
     pub fn quantize(
@@ -409,11 +472,7 @@ impl Graph {
             .input(max)
             .attr("mode", mode.name())
             .finish()?;
-        Ok(Quantized {
-            value: Output::new(id, 0),
-            min: Output::new(id, 1),
-            max: Output::new(id, 2),
-        })
+        Ok(Quantized::of(id))
     }
     /// `Dequantize` of `q` back to f32.
     pub fn dequantize(&mut self, q: Quantized, mode: QuantizeMode) -> Result<Output> {
@@ -435,11 +494,7 @@ impl Graph {
             b = b.attr(name, v);
         }
         let id = b.finish()?;
-        Ok(Quantized {
-            value: Output::new(id, 0),
-            min: Output::new(id, 1),
-            max: Output::new(id, 2),
-        })
+        Ok(Quantized::of(id))
     }
     /// `QuantizedMatMul`: int32 `a @ b` with its range.
     pub fn quantized_matmul(
@@ -454,6 +509,45 @@ impl Graph {
             &[a.value, b.value, a.min, a.max, b.min, b.max],
             &[("transpose_a", transpose_a), ("transpose_b", transpose_b)],
         )
+    }
+    /// `QuantizedConv2D` (NHWC): int32 codes of the convolution and their range.
+    pub fn quantized_conv2d(
+        &mut self,
+        x: Quantized,
+        filter: Quantized,
+        strides: [i64; 2],
+        padding: &str,
+    ) -> Result<Quantized> {
+        let id = self
+            .build("QuantizedConv2D")
+            .inputs([x.value, filter.value, x.min, x.max, filter.min, filter.max])
+            .attr("strides", vec![1, strides[0], strides[1], 1])
+            .attr("padding", padding)
+            .finish()?;
+        Ok(Quantized::of(id))
+    }
+    /// `QuantizedMaxPool` or `QuantizedAvgPool` (`max`: which) over `ksize` windows (NHWC).
+    pub fn quantized_pool(
+        &mut self,
+        x: Quantized,
+        max: bool,
+        ksize: [i64; 2],
+        strides: [i64; 2],
+        padding: &str,
+    ) -> Result<Quantized> {
+        let op = if max {
+            "QuantizedMaxPool"
+        } else {
+            "QuantizedAvgPool"
+        };
+        let id = self
+            .build(op)
+            .inputs([x.value, x.min, x.max])
+            .attr("ksize", vec![1, ksize[0], ksize[1], 1])
+            .attr("strides", vec![1, strides[0], strides[1], 1])
+            .attr("padding", padding)
+            .finish()?;
+        Ok(Quantized::of(id))
     }
     /// `QuantizedBiasAdd`: int32 `x + bias` along the last dim.
     pub fn quantized_bias_add(&mut self, x: Quantized, bias: Quantized) -> Result<Quantized> {
