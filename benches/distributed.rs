@@ -29,6 +29,8 @@ const SERVE: &str = "TFR_DIST_BENCH_SERVE";
 
 /// Server mode: `TFR_DIST_BENCH_SERVE=<cluster json>;<job>;<task>`.
 fn serve(spec: &str) -> Result<(), String> {
+    // As `tfr-server` does.
+    tfr_distributed::keep_freed_buffers();
     let mut parts = spec.splitn(3, ';');
     let (json, job, task) = match (parts.next(), parts.next(), parts.next()) {
         (Some(j), Some(job), Some(t)) => (j, job, t),

@@ -115,6 +115,8 @@ fn run() -> Result<(), String> {
 }
 
 fn main() {
+    // Streamed tensors reuse freed buffers instead of faulting in fresh pages.
+    tfr_distributed::keep_freed_buffers();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);
