@@ -9,6 +9,11 @@
 //!   streamed in 4 MiB chunks); throughput in bytes per second.
 //! - `dispatch/4_tasks`: one step = one small subgraph on each of 4 worker tasks, each fetched;
 //!   throughput in subgraphs per second.
+//! - `mlp_step/*`: the MLP 784-512-512-10 SGD step of `../shared/PEERS.md` (batch 64 and 256)
+//!   in one process, and with its variables on a `ps` task and its compute on a `worker` task.
+//!
+//! The transfer and dispatch groups also print the CPU time all processes used per unit
+//! (from /proc): on a shared machine it varies less than the wall time.
 //!
 //! Run: `cargo bench -p tfr-distributed --bench distributed` (also registered in the root
 //! package: `cargo bench --bench distributed`).
@@ -117,7 +122,79 @@ fn start(jobs: &[(&str, usize)]) -> (ClusterSpec, Tasks) {
     (ClusterSpec::new(map).expect("spec"), tasks)
 }
 
+/// CPU time (user + system) process `pid` used so far, from /proc (Linux; USER_HZ = 100).
+fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After `pid (comm) state`: utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by this process and the tasks.
+fn cpu_total(tasks: &Tasks) -> Duration {
+    std::iter::once(std::process::id())
+        .chain(tasks.0.iter().map(Child::id))
+        .filter_map(cpu_of)
+        .sum()
+}
+
+/// Runs `step` `n` times; prints the wall time and the CPU time of every process per unit
+/// (`per_step` units per step): on a shared machine the CPU figure is the steadier one.
+fn cpu_per_unit(what: &str, tasks: &Tasks, n: usize, per_step: usize, mut step: impl FnMut()) {
+    let (cpu0, t0) = (cpu_total(tasks), Instant::now());
+    for _ in 0..n {
+        step();
+    }
+    let (wall, cpu) = (t0.elapsed(), cpu_total(tasks) - cpu0);
+    let units = (n * per_step) as f64;
+    println!(
+        "{what}: {n} steps, wall {:.1} us per unit ({:.0} per s); CPU of all processes {:.1} us \
+         per unit ({:.0} per CPU-second)",
+        wall.as_secs_f64() * 1e6 / units,
+        units / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / units,
+        units / cpu.as_secs_f64().max(1e-9)
+    );
+}
+
+/// Whether the command line's benchmark filter (criterion's positional argument, matched as
+/// a substring here) selects a benchmark named `name` (or no filter is given): the groups not
+/// selected start no processes.
+fn selected(name: &str) -> bool {
+    const VALUED: [&str; 12] = [
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--output-format",
+        "--color",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--profile-time",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || !VALUED.contains(&args[i - 1].as_str()))
+        })
+        .map(|(_, a)| a)
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| name.contains(f.trim_end_matches('$')) || f.contains(name))
+}
+
 fn null_step(c: &mut Criterion) {
+    if !selected("null_step/") {
+        return;
+    }
     let (spec, _tasks) = start(&[("worker", 1)]);
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
@@ -153,7 +230,10 @@ fn null_step(c: &mut Criterion) {
 
 fn transfer(c: &mut Criterion) {
     const N: usize = 25_000_000; // 100 MB of f32
-    let (spec, _tasks) = start(&[("worker", 2)]);
+    if !selected("transfer/100MB_between_two_tasks") {
+        return;
+    }
+    let (spec, tasks) = start(&[("worker", 2)]);
     let mut g = Graph::new();
     let (big, init) = g.with_device("/job:worker/task:0", |g| {
         let v = g.scalar(1.5f32).unwrap();
@@ -180,12 +260,18 @@ fn transfer(c: &mut Criterion) {
     group.bench_function("100MB_between_two_tasks", |b| {
         b.iter(|| black_box(s.run(&[], &[], &[read.node]).unwrap()))
     });
+    cpu_per_unit("transfer/100MB (unit: 100 MB step)", &tasks, 20, 1, || {
+        black_box(s.run(&[], &[], &[read.node]).unwrap());
+    });
     group.finish();
 }
 
 fn dispatch(c: &mut Criterion) {
     const TASKS: usize = 4;
-    let (spec, _tasks) = start(&[("worker", TASKS)]);
+    if !selected("dispatch/4_tasks") {
+        return;
+    }
+    let (spec, tasks) = start(&[("worker", TASKS)]);
     let mut g = Graph::new();
     let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
     let ys: Vec<_> = (0..TASKS)
@@ -203,6 +289,15 @@ fn dispatch(c: &mut Criterion) {
     group.bench_function("4_tasks", |b| {
         b.iter(|| black_box(s.run(&[(x, Tensor::scalar(1.0f32))], &ys, &[]).unwrap()))
     });
+    cpu_per_unit(
+        "dispatch/4_tasks (unit: subgraph)",
+        &tasks,
+        3000,
+        TASKS,
+        || {
+            black_box(s.run(&[(x, Tensor::scalar(1.0f32))], &ys, &[]).unwrap());
+        },
+    );
     // Several clients at once (each a session with its own runtime): subgraphs started per
     // second by 4 concurrent client threads.
     let clients: Vec<ClusterSession> = (0..4)
@@ -230,6 +325,97 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
+/// The MLP 784-512-512-10 SGD step of `../shared/PEERS.md` (ReLU, mean sparse softmax
+/// cross-entropy, lr 0.01), built as `benches/peers.rs` builds it; with `ps`, its variables
+/// (and their updates) go to `/job:ps/task:0` and the rest to `/job:worker/task:0`, as
+/// TensorFlow's `replica_device_setter` places them.
+struct Mlp {
+    g: Graph,
+    x: tfr_graph::Output,
+    y: tfr_graph::Output,
+    loss: tfr_graph::Output,
+    train: tfr_graph::NodeId,
+    init: tfr_graph::NodeId,
+    feeds: [Tensor; 2],
+}
+
+fn mlp(batch: usize, ps: bool) -> Mlp {
+    use tfr_nn::layers::{dense, Activation};
+    use tfr_nn::optimizers::{Optimizer, Sgd};
+    let mut g = Graph::new();
+    g.seed = Some(0);
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[batch, 784]))
+        .unwrap();
+    let y = g
+        .placeholder("y", DType::I32, Shape::known(&[batch]))
+        .unwrap();
+    let mut h = x;
+    let mut vars = Vec::new();
+    for (i, units) in [512, 512].into_iter().enumerate() {
+        let l = dense(&mut g, &format!("fc{i}"), h, units, Activation::Relu, None).unwrap();
+        vars.extend([l.kernel, l.bias]);
+        h = l.output;
+    }
+    let out = dense(&mut g, "logits", h, 10, Activation::Linear, None).unwrap();
+    vars.extend([out.kernel, out.bias]);
+    let loss = tfr_nn::losses::sparse_softmax_cross_entropy(&mut g, out.output, y).unwrap();
+    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None).unwrap();
+    let init = g.global_variables_initializer().unwrap();
+    if ps {
+        tfr_nn::replication::ReplicaDeviceSetter::new(1, "/job:worker/task:0")
+            .unwrap()
+            .apply(&mut g)
+            .unwrap();
+    }
+    let xs: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0)
+        .collect();
+    let ys: Vec<i32> = (0..batch).map(|i| (i * 7 % 10) as i32).collect();
+    let feeds = [
+        Tensor::new(&[batch, 784], xs).unwrap(),
+        Tensor::new(&[batch], ys).unwrap(),
+    ];
+    Mlp {
+        g,
+        x,
+        y,
+        loss,
+        train,
+        init,
+        feeds,
+    }
+}
+
+/// The distributed overhead of a real step: the MLP step in one process (`tfr_core::Session`,
+/// default options) against the same step with its variables on a `ps` task and its compute
+/// on a `worker` task (a `ClusterSession` in the bench process as the client and master).
+fn mlp_step(c: &mut Criterion) {
+    if !selected("mlp_step/") {
+        return;
+    }
+    let (spec, _tasks) = start(&[("ps", 1), ("worker", 1)]);
+    let mut group = c.benchmark_group("mlp_step");
+    group.sample_size(20);
+    for batch in [64, 256] {
+        let m = mlp(batch, false);
+        let s = tfr_core::Session::new(&m.g, tfr_core::SessionOptions::default()).unwrap();
+        s.run(&[], &[], &[m.init]).unwrap();
+        let step = s.make_callable(&[m.x, m.y], &[m.loss], &[m.train]).unwrap();
+        group.bench_function(format!("one_process_batch{batch}"), |b| {
+            b.iter(|| black_box(step.call(&m.feeds).unwrap()))
+        });
+        let m = mlp(batch, true);
+        let s = ClusterSession::new(&spec, &m.g, ClusterSessionOptions::default()).unwrap();
+        s.run(&[], &[], &[m.init]).unwrap();
+        let feeds = [(m.x, m.feeds[0].clone()), (m.y, m.feeds[1].clone())];
+        group.bench_function(format!("ps_worker_batch{batch}"), |b| {
+            b.iter(|| black_box(s.run(&feeds, &[m.loss], &[m.train]).unwrap()))
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(SERVE) {
         if let Err(e) = serve(&spec) {
@@ -242,5 +428,6 @@ fn main() {
     null_step(&mut c);
     transfer(&mut c);
     dispatch(&mut c);
+    mlp_step(&mut c);
     c.final_summary();
 }

@@ -48,6 +48,13 @@ struct Registered {
     remote_recvs: Vec<RemoteRecv>,
     /// Frame-aware sends to other tasks (their values are pushed).
     pushes: bool,
+    /// How long the last run took (µs; at first, as if long).
+    last_run_us: AtomicU64,
+}
+
+impl Registered {
+    /// A self-contained partition whose last run took less runs on the runtime's thread.
+    const INLINE_MAX_US: u64 = 500;
 }
 
 /// The state of one task's worker service.
@@ -391,6 +398,7 @@ impl WorkerState {
                     has_sends,
                     remote_recvs: req.remote_recvs,
                     pushes: !req.remote_sends.is_empty(),
+                    last_run_us: AtomicU64::new(u64::MAX),
                 }),
             );
         Ok(handle)
@@ -438,11 +446,24 @@ impl WorkerState {
         };
         // The partition may wait on values from other tasks: keep this runtime thread's
         // other work moving meanwhile.
-        let result = tokio::task::block_in_place(|| {
+        let go = || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 reg.exec.run(&feeds, &self.resources, None)
             }))
-        });
+        };
+        // A partition that may wait on other tasks, or whose last run was long, runs off the
+        // runtime's thread (block_in_place: the thread's other work moves to another thread,
+        // which costs a thread hand-off per step); a short self-contained one runs in place.
+        let inline = rendezvous.is_none()
+            && reg.last_run_us.load(Ordering::Relaxed) < Registered::INLINE_MAX_US;
+        let started = std::time::Instant::now();
+        let result = if inline {
+            go()
+        } else {
+            tokio::task::block_in_place(go)
+        };
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        reg.last_run_us.store(took, Ordering::Relaxed);
         let result = result.unwrap_or_else(|_| {
             Err(tfr_core::Error::InvalidArgument {
                 arg: "step".into(),
