@@ -8,7 +8,9 @@
 //! - `transfer_100MB`: a 100 MB f32 variable on task 0 read by an op on task 1 (RecvTensor,
 //!   streamed in 4 MiB chunks); throughput in bytes per second.
 //! - `dispatch/4_tasks`: one step = one small subgraph on each of 4 worker tasks, each fetched;
-//!   throughput in subgraphs per second.
+//!   throughput in subgraphs per second. The fed `x` lives on one task, which sends it to the
+//!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
+//!   a step is exactly one RunGraph per task.
 //! - `mlp_step/*`: the MLP 784-512-512-10 SGD step of `../shared/PEERS.md` (batch 64 and 256)
 //!   in one process, and with its variables on a `ps` task and its compute on a `worker` task.
 //!
@@ -298,6 +300,37 @@ fn dispatch(c: &mut Criterion) {
             black_box(s.run(&[(x, Tensor::scalar(1.0f32))], &ys, &[]).unwrap());
         },
     );
+    // The same with a feed per task (placed there): each task's subgraph takes its value from
+    // the RunGraph message, so a step is exactly one RunGraph per task and nothing else (above,
+    // `x` lives on one task and the other three receive it from there).
+    let mut gi = Graph::new();
+    let mut xs = Vec::new();
+    let mut yis = Vec::new();
+    for k in 0..TASKS {
+        let (xk, yk) = gi
+            .with_device(&format!("/job:worker/task:{k}"), |g| {
+                let xk = g.placeholder(&format!("x{k}"), DType::F32, Shape::scalar())?;
+                let c = g.scalar(k as f32)?;
+                Ok::<_, tfr_graph::GraphError>((xk, g.add(xk, c)?))
+            })
+            .unwrap();
+        xs.push(xk);
+        yis.push(yk);
+    }
+    let si = ClusterSession::new(&spec, &gi, ClusterSessionOptions::default()).unwrap();
+    let feeds: Vec<_> = xs.iter().map(|&xk| (xk, Tensor::scalar(1.0f32))).collect();
+    group.bench_function("4_tasks_feed_per_task", |b| {
+        b.iter(|| black_box(si.run(&feeds, &yis, &[]).unwrap()))
+    });
+    cpu_per_unit(
+        "dispatch/4_tasks_feed_per_task (unit: subgraph)",
+        &tasks,
+        3000,
+        TASKS,
+        || {
+            black_box(si.run(&feeds, &yis, &[]).unwrap());
+        },
+    );
     // Several clients at once (each a session with its own runtime): subgraphs started per
     // second by 4 concurrent client threads.
     let clients: Vec<ClusterSession> = (0..4)
@@ -394,7 +427,7 @@ fn mlp_step(c: &mut Criterion) {
     if !selected("mlp_step/") {
         return;
     }
-    let (spec, _tasks) = start(&[("ps", 1), ("worker", 1)]);
+    let (spec, tasks) = start(&[("ps", 1), ("worker", 1)]);
     let mut group = c.benchmark_group("mlp_step");
     group.sample_size(20);
     for batch in [64, 256] {
@@ -405,6 +438,15 @@ fn mlp_step(c: &mut Criterion) {
         group.bench_function(format!("one_process_batch{batch}"), |b| {
             b.iter(|| black_box(step.call(&m.feeds).unwrap()))
         });
+        cpu_per_unit(
+            &format!("mlp_step/one_process_batch{batch}"),
+            &tasks,
+            100,
+            1,
+            || {
+                black_box(step.call(&m.feeds).unwrap());
+            },
+        );
         let m = mlp(batch, true);
         let s = ClusterSession::new(&spec, &m.g, ClusterSessionOptions::default()).unwrap();
         s.run(&[], &[], &[m.init]).unwrap();
@@ -412,6 +454,15 @@ fn mlp_step(c: &mut Criterion) {
         group.bench_function(format!("ps_worker_batch{batch}"), |b| {
             b.iter(|| black_box(s.run(&feeds, &[m.loss], &[m.train]).unwrap()))
         });
+        cpu_per_unit(
+            &format!("mlp_step/ps_worker_batch{batch}"),
+            &tasks,
+            100,
+            1,
+            || {
+                black_box(s.run(&feeds, &[m.loss], &[m.train]).unwrap());
+            },
+        );
     }
     group.finish();
 }

@@ -596,11 +596,26 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::RecvTensorStream>, Status> {
         let req = request.into_inner();
         let r = self.state.step(req.step_id)?;
-        let key = req.key.clone();
-        let t = tokio::task::spawn_blocking(move || r.recv(&key))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
+        let to_status = |e: KernelError| Status::new(code_to_status(e.code), e.message);
+        // A value sent already is taken at once; otherwise a blocking thread waits for it.
+        let mailbox = r.mailbox().map_err(to_status)?;
+        let value = match r.recv_async(&req.key, mailbox, 0).map_err(to_status)? {
+            Some(v) => v,
+            None => tokio::task::spawn_blocking(move || r.wait(mailbox))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(to_status)?
+                .pop()
+                .map(|(_, v)| v)
+                .ok_or_else(|| Status::internal(format!("`{}` arrived empty", req.key)))?,
+        };
+        let t = value.ok_or_else(|| {
+            Status::internal(format!(
+                "`{}` arrived dead outside control flow (the partitioner marks transfers of \
+                 graphs with control flow)",
+                req.key
+            ))
+        })?;
         let chunks = tensor_to_chunks(&t, self.state.channel.chunk_bytes)
             .map_err(|e| invalid(e.to_string()))?;
         self.state.tensors_sent.fetch_add(1, Ordering::Relaxed);
