@@ -142,6 +142,47 @@ enum Gathered {
     I32(Vec<i32>),
     I64(Vec<i64>),
     Bytes(Vec<u8>),
+    /// A kept tensor no one else holds any more, filled in place (see [`RecvBuffers`]).
+    Reused(Tensor),
+}
+
+/// Large received tensors kept for reuse: a tensor of the same dtype and size received later
+/// (the next step's) is written into the buffer of one no one else holds any more, instead of
+/// into fresh pages the system must zero and map (for 100 MB, a fifth of the transfer's CPU).
+/// At most [`RecvBuffers::KEEP`] tensors and [`RecvBuffers::KEEP_BYTES`] bytes are kept, the
+/// most recent first.
+#[derive(Default)]
+pub struct RecvBuffers {
+    kept: std::sync::Mutex<std::collections::VecDeque<Tensor>>,
+}
+
+impl RecvBuffers {
+    pub const KEEP: usize = 4;
+    pub const KEEP_BYTES: usize = 1 << 30;
+
+    /// A kept tensor of `dtype` and `n` elements that no one else holds.
+    fn take(&self, dtype: DType, n: usize) -> Option<Tensor> {
+        let mut kept = self.kept.lock().ok()?;
+        let i = kept.iter_mut().position(|t| {
+            t.dtype() == dtype && t.num_elements() == n && t.buffer_mut().is_some()
+        })?;
+        kept.remove(i)
+    }
+
+    fn keep(&self, t: &Tensor) {
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        kept.push_front(t.clone());
+        let bytes = |k: &std::collections::VecDeque<Tensor>| {
+            k.iter()
+                .map(|t| t.num_elements() * t.dtype().size_of())
+                .sum::<usize>()
+        };
+        while kept.len() > Self::KEEP || (kept.len() > 1 && bytes(&kept) > Self::KEEP_BYTES) {
+            kept.pop_back();
+        }
+    }
 }
 
 /// `v` (a large zeroed allocation: fresh pages the system maps on first write), after asking
@@ -209,8 +250,8 @@ impl Gathered {
     }
 
     /// Stores `b`, the bytes from offset `at` (the caller checked that they fit, in whole
-    /// elements).
-    fn put(&mut self, at: usize, b: &[u8]) {
+    /// elements); false when a reused buffer turns out shared.
+    fn put(&mut self, at: usize, b: &[u8]) -> bool {
         fn le<T: bytemuck::Pod>(v: &mut [T], at: usize, b: &[u8], from: fn(&[u8]) -> T) {
             let w = std::mem::size_of::<T>();
             let dst = &mut v[at / w..(at + b.len()) / w];
@@ -236,7 +277,24 @@ impl Gathered {
                 i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
             }),
             Gathered::Bytes(v) => v.extend_from_slice(b),
+            Gathered::Reused(t) => match t.buffer_mut() {
+                Some(Buffer::F32(v)) => le(v, at, b, |c| {
+                    f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+                }),
+                Some(Buffer::F64(v)) => le(v, at, b, |c| {
+                    f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+                }),
+                Some(Buffer::I32(v)) => le(v, at, b, |c| {
+                    i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+                }),
+                Some(Buffer::I64(v)) => le(v, at, b, |c| {
+                    i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+                }),
+                // `RecvBuffers::take` gives only unshared tensors of these types.
+                _ => return false,
+            },
         }
+        true
     }
 }
 
@@ -246,6 +304,7 @@ pub struct ChunkAssembler {
     head: Option<(DType, Vec<usize>, Gathered)>,
     received: usize,
     total: usize,
+    buffers: Option<std::sync::Arc<RecvBuffers>>,
 }
 
 impl ChunkAssembler {
@@ -255,6 +314,16 @@ impl ChunkAssembler {
             head: None,
             received: 0,
             total: 0,
+            buffers: None,
+        }
+    }
+
+    /// An assembler that writes a large tensor into a kept buffer when one is free, and keeps
+    /// the result for later ones.
+    pub fn reusing(what: &str, buffers: std::sync::Arc<RecvBuffers>) -> ChunkAssembler {
+        ChunkAssembler {
+            buffers: Some(buffers),
+            ..ChunkAssembler::new(what)
         }
     }
 
@@ -287,7 +356,16 @@ impl ChunkAssembler {
                 .map(|&d| usize::try_from(d).map_err(|_| self.bad(format!("dimension {d}"))))
                 .collect::<Result<Vec<_>>>()?;
             self.total = total;
-            self.head = Some((dtype, dims, Gathered::new(dtype, total)));
+            let n = total / dtype.size_of().max(1);
+            let reused = match &self.buffers {
+                Some(b) if total >= HUGE_PAGE_MIN_BYTES => b.take(dtype, n),
+                _ => None,
+            };
+            let gathered = match reused {
+                Some(t) => Gathered::Reused(t),
+                None => Gathered::new(dtype, total),
+            };
+            self.head = Some((dtype, dims, gathered));
         }
         let total = self.total;
         if self.received + c.data.len() > total {
@@ -304,7 +382,9 @@ impl ChunkAssembler {
                 "a chunk of {len} bytes is no whole number of {size}-byte elements"
             )));
         }
-        gathered.put(self.received, &c.data);
+        if !gathered.put(self.received, &c.data) {
+            return Err(self.bad("the kept receive buffer is shared".into()));
+        }
         self.received += c.data.len();
         Ok(())
     }
@@ -331,8 +411,21 @@ impl ChunkAssembler {
             Gathered::I64(v) => Buffer::I64(v),
             Gathered::Bytes(b) => decode(dtype, &b)
                 .ok_or_else(|| bad(format!("bytes that are no valid {dtype} values")))?,
+            Gathered::Reused(t) => {
+                let t = t.reshaped(&dims).map_err(|e| bad(e.to_string()))?;
+                if let Some(b) = &self.buffers {
+                    b.keep(&t);
+                }
+                return Ok(t);
+            }
         };
-        Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))
+        let t = Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))?;
+        if let Some(b) = &self.buffers {
+            if self.total >= HUGE_PAGE_MIN_BYTES {
+                b.keep(&t);
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -420,6 +513,36 @@ mod tests {
             }
             assert_eq!(a.finish().unwrap(), t);
         }
+        // A kept buffer no one holds any more takes the next tensor of its size in place; one
+        // still held does not.
+        let buffers = std::sync::Arc::new(RecvBuffers::default());
+        let big = |k: usize| {
+            let n = HUGE_PAGE_MIN_BYTES / 4 + 3;
+            Tensor::new(&[n], (0..n).map(|i| (i + k) as f32).collect()).unwrap()
+        };
+        let recv = |t: &Tensor| {
+            let mut a = ChunkAssembler::reusing("t", buffers.clone());
+            for c in tensor_to_chunks(t, 1 << 20).unwrap() {
+                a.push(c).unwrap();
+            }
+            a.finish().unwrap()
+        };
+        let first = recv(&big(0));
+        let held = first.clone();
+        let second = recv(&big(1));
+        assert!(!second.shares_buffer_with(&held));
+        assert_eq!((held, &second), (big(0), &big(1)));
+        drop(first);
+        drop(second);
+        let third = recv(&big(2));
+        assert_eq!(third, big(2));
+        assert_eq!(buffers.kept.lock().unwrap().len(), 2);
+        assert!(buffers
+            .kept
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|k| k.shares_buffer_with(&third)));
         // Other dtypes travel as bytes, also cut in chunks.
         let b = Tensor::new(&[10], (0..10).map(|i| i % 3 == 0).collect()).unwrap();
         let c = tensor_to_chunks(&b, 3).unwrap();

@@ -21,7 +21,9 @@ use crate::proto::{
     RegisterGraphRequest, RegisterGraphResponse, RemoteRecv, RemoteSend, RunGraphRequest,
     RunGraphResponse, StatusResponse, StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
+use crate::wire::{
+    tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler, RecvBuffers,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -74,6 +76,8 @@ pub struct WorkerState {
     tensors_sent: AtomicU64,
     chunks_sent: AtomicU64,
     channel: ChannelOptions,
+    /// Large tensors received from peers, kept for the next ones of their size.
+    recv_buffers: Arc<RecvBuffers>,
 }
 
 /// The most recent ended step ids (a bounded memory: step ids never repeat).
@@ -142,6 +146,7 @@ impl WorkerService {
                 tensors_sent: AtomicU64::new(0),
                 chunks_sent: AtomicU64::new(0),
                 channel,
+                recv_buffers: Arc::default(),
             }),
         }
     }
@@ -521,7 +526,7 @@ impl RemoteRendezvous<'_> {
             .await
             .map_err(to_kernel)?
             .into_inner();
-        let mut tensor = ChunkAssembler::new(&recv.key);
+        let mut tensor = ChunkAssembler::reusing(&recv.key, self.state.recv_buffers.clone());
         while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
             tensor
                 .push(chunk)
