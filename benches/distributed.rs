@@ -11,8 +11,9 @@
 //!   throughput in subgraphs per second. The fed `x` lives on one task, which sends it to the
 //!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
 //!   a step is exactly one RunGraph per task.
-//! - `mlp_step/*`: the MLP 784-512-512-10 SGD step of `../shared/PEERS.md` (batch 64 and 256)
-//!   in one process, and with its variables on a `ps` task and its compute on a `worker` task.
+//! - `mlp_step/*`, `lenet_step/*`: the MLP 784-512-512-10 (batch 64 and 256) and LeNet (batch
+//!   64) SGD steps of `../shared/PEERS.md` (`benches/models.rs`) in one process, and with their
+//!   variables on a `ps` task and their compute on a `worker` task.
 //!
 //! The transfer and dispatch groups also print the CPU time all processes used per unit
 //! (from /proc): on a shared machine it varies less than the wall time.
@@ -31,6 +32,9 @@ use tfr_distributed::{
     RemoteSessionOptions, Server, ServerOptions, TaskId,
 };
 use tfr_graph::{DType, Graph, Shape};
+
+#[path = "models.rs"]
+mod models;
 
 const SERVE: &str = "TFR_DIST_BENCH_SERVE";
 
@@ -358,113 +362,71 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
-/// The MLP 784-512-512-10 SGD step of `../shared/PEERS.md` (ReLU, mean sparse softmax
-/// cross-entropy, lr 0.01), built as `benches/peers.rs` builds it; with `ps`, its variables
-/// (and their updates) go to `/job:ps/task:0` and the rest to `/job:worker/task:0`, as
-/// TensorFlow's `replica_device_setter` places them.
-struct Mlp {
-    g: Graph,
-    x: tfr_graph::Output,
-    y: tfr_graph::Output,
-    loss: tfr_graph::Output,
-    train: tfr_graph::NodeId,
-    init: tfr_graph::NodeId,
-    feeds: [Tensor; 2],
-}
-
-fn mlp(batch: usize, ps: bool) -> Mlp {
-    use tfr_nn::layers::{dense, Activation};
-    use tfr_nn::optimizers::{Optimizer, Sgd};
-    let mut g = Graph::new();
-    g.seed = Some(0);
-    let x = g
-        .placeholder("x", DType::F32, Shape::known(&[batch, 784]))
-        .unwrap();
-    let y = g
-        .placeholder("y", DType::I32, Shape::known(&[batch]))
-        .unwrap();
-    let mut h = x;
-    let mut vars = Vec::new();
-    for (i, units) in [512, 512].into_iter().enumerate() {
-        let l = dense(&mut g, &format!("fc{i}"), h, units, Activation::Relu, None).unwrap();
-        vars.extend([l.kernel, l.bias]);
-        h = l.output;
-    }
-    let out = dense(&mut g, "logits", h, 10, Activation::Linear, None).unwrap();
-    vars.extend([out.kernel, out.bias]);
-    let loss = tfr_nn::losses::sparse_softmax_cross_entropy(&mut g, out.output, y).unwrap();
-    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None).unwrap();
-    let init = g.global_variables_initializer().unwrap();
+/// A training step of `../shared/PEERS.md`; with `ps`, its variables (and their updates) go to
+/// `/job:ps/task:0` and the rest to `/job:worker/task:0`, as TensorFlow's
+/// `replica_device_setter` places them.
+fn placed(step: models::TrainStep, ps: bool) -> models::TrainStep {
+    let mut step = step;
     if ps {
         tfr_nn::replication::ReplicaDeviceSetter::new(1, "/job:worker/task:0")
             .unwrap()
-            .apply(&mut g)
+            .apply(&mut step.g)
             .unwrap();
     }
-    let xs: Vec<f32> = (0..batch * 784)
-        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0)
-        .collect();
-    let ys: Vec<i32> = (0..batch).map(|i| (i * 7 % 10) as i32).collect();
-    let feeds = [
-        Tensor::new(&[batch, 784], xs).unwrap(),
-        Tensor::new(&[batch], ys).unwrap(),
-    ];
-    Mlp {
-        g,
-        x,
-        y,
-        loss,
-        train,
-        init,
-        feeds,
-    }
+    step
 }
 
-/// The distributed overhead of a real step: the MLP step in one process (`tfr_core::Session`,
-/// default options) against the same step with its variables on a `ps` task and its compute
-/// on a `worker` task (a `ClusterSession` in the bench process as the client and master).
+/// The distributed overhead of a real step: the MLP step (batch 64 and 256) and the LeNet step
+/// (batch 64) in one process (`tfr_core::Session`, default options) against the same step with
+/// its variables on a `ps` task and its compute on a `worker` task (a `ClusterSession` in the
+/// bench process as the client and master).
 fn mlp_step(c: &mut Criterion) {
-    if !selected("mlp_step/") {
+    if !selected("mlp_step/") && !selected("lenet_step/") {
         return;
     }
-    let (spec, tasks) = start(&[("ps", 1), ("worker", 1)]);
-    let mut group = c.benchmark_group("mlp_step");
-    group.sample_size(20);
-    for batch in [64, 256] {
-        let m = mlp(batch, false);
+    type Build = fn(usize) -> Result<models::TrainStep, Box<dyn std::error::Error>>;
+    let cases: [(&str, Build, usize); 3] = [
+        ("mlp_step", models::mlp, 64),
+        ("mlp_step", models::mlp, 256),
+        ("lenet_step", models::lenet, 64),
+    ];
+    for (group_name, build, batch) in cases {
+        if !selected(&format!("{group_name}/")) {
+            continue;
+        }
+        // A fresh ps task per model: its variables outlive sessions, and the models name
+        // theirs alike (`fc1/kernel`).
+        let (spec, tasks) = start(&[("ps", 1), ("worker", 1)]);
+        let mut group = c.benchmark_group(group_name);
+        group.sample_size(20);
+        let m = placed(build(batch).unwrap(), false);
         let s = tfr_core::Session::new(&m.g, tfr_core::SessionOptions::default()).unwrap();
         s.run(&[], &[], &[m.init]).unwrap();
         let step = s.make_callable(&[m.x, m.y], &[m.loss], &[m.train]).unwrap();
-        group.bench_function(format!("one_process_batch{batch}"), |b| {
+        let name = format!("one_process_batch{batch}");
+        group.bench_function(&name, |b| {
             b.iter(|| black_box(step.call(&m.feeds).unwrap()))
         });
-        cpu_per_unit(
-            &format!("mlp_step/one_process_batch{batch}"),
-            &tasks,
-            100,
-            1,
-            || {
+        if selected(&format!("{group_name}/{name}")) {
+            cpu_per_unit(&format!("{group_name}/{name}"), &tasks, 50, 1, || {
                 black_box(step.call(&m.feeds).unwrap());
-            },
-        );
-        let m = mlp(batch, true);
+            });
+        }
+        let m = placed(build(batch).unwrap(), true);
         let s = ClusterSession::new(&spec, &m.g, ClusterSessionOptions::default()).unwrap();
         s.run(&[], &[], &[m.init]).unwrap();
         let feeds = [(m.x, m.feeds[0].clone()), (m.y, m.feeds[1].clone())];
-        group.bench_function(format!("ps_worker_batch{batch}"), |b| {
+        let name = format!("ps_worker_batch{batch}");
+        group.bench_function(&name, |b| {
             b.iter(|| black_box(s.run(&feeds, &[m.loss], &[m.train]).unwrap()))
         });
-        cpu_per_unit(
-            &format!("mlp_step/ps_worker_batch{batch}"),
-            &tasks,
-            100,
-            1,
-            || {
+        if selected(&format!("{group_name}/{name}")) {
+            cpu_per_unit(&format!("{group_name}/{name}"), &tasks, 50, 1, || {
                 black_box(s.run(&feeds, &[m.loss], &[m.train]).unwrap());
-            },
-        );
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 fn main() {
