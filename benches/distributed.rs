@@ -12,7 +12,7 @@
 //!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
 //!   a step is exactly one RunGraph per task.
 //! - `mlp_step/*`, `lenet_step/*`: the MLP 784-512-512-10 (batch 64 and 256) and LeNet (batch
-//!   64) SGD steps of `../shared/PEERS.md` (`benches/models.rs`) in one process, and with their
+//!   64) SGD steps of `../shared/PEERS.md` (`benches/common/models.rs`) in one process, and with their
 //!   variables on a `ps` task and their compute on a `worker` task.
 //!
 //! The transfer and dispatch groups also print the CPU time all processes used per unit
@@ -33,7 +33,7 @@ use tfr_distributed::{
 };
 use tfr_graph::{DType, Graph, Shape};
 
-#[path = "models.rs"]
+#[path = "common/models.rs"]
 mod models;
 
 const SERVE: &str = "TFR_DIST_BENCH_SERVE";

@@ -8,7 +8,7 @@
 use std::time::Instant;
 use tfr::prelude::*;
 
-#[path = "models.rs"]
+#[path = "common/models.rs"]
 mod models;
 
 struct Args {
@@ -266,7 +266,7 @@ fn matmul1024(threads: usize) -> tfr::Result<()> {
 }
 
 /// One SGD training step of the MLP 784-512-512-10 (ReLU, mean sparse softmax cross-entropy;
-/// `benches/models.rs`).
+/// `benches/common/models.rs`).
 fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
     let models::TrainStep {
         g,
@@ -303,7 +303,7 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
 }
 
 /// One SGD training step (lr 0.01) of the peers' LeNet-like CNN on 64 28x28x1 NHWC images
-/// (`benches/models.rs`, which describes it).
+/// (`benches/common/models.rs`, which describes it).
 fn cnn(threads: usize) -> tfr::Result<()> {
     let models::TrainStep {
         g,

@@ -1,6 +1,7 @@
 //! The training steps of `../shared/PEERS.md` shared by the benches that run them (`peers.rs`
 //! in one process, `distributed.rs` over tasks): each graph with its feeds and step nodes.
-//! Each bench is a crate of its own, so they include this file with `#[path]`.
+//! Each bench is a crate of its own, so they include this file with `#[path]` (in a folder, so
+//! cargo does not take it for a bench target of its own).
 
 use tfr_core::Tensor;
 use tfr_graph::{DType, Graph, NodeId, Output, Shape};
