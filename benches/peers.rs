@@ -8,6 +8,9 @@
 use std::time::Instant;
 use tfr::prelude::*;
 
+#[path = "common/models.rs"]
+mod models;
+
 struct Args {
     threads: usize,
     benches: Vec<String>,
@@ -262,31 +265,18 @@ fn matmul1024(threads: usize) -> tfr::Result<()> {
     Ok(())
 }
 
-/// One SGD training step of the MLP 784-512-512-10 (ReLU, mean sparse softmax cross-entropy).
+/// One SGD training step of the MLP 784-512-512-10 (ReLU, mean sparse softmax cross-entropy;
+/// `benches/common/models.rs`).
 fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
-    use tfr::nn::layers::{dense, Activation};
-    use tfr::nn::optimizers::{Optimizer, Sgd};
-    let mut g = Graph::new();
-    g.seed = Some(0);
-    let x = g.placeholder("x", DType::F32, Shape::known(&[batch, 784]))?;
-    let y = g.placeholder("y", DType::I32, Shape::known(&[batch]))?;
-    let mut h = x;
-    let mut vars = Vec::new();
-    for (i, units) in [512, 512].into_iter().enumerate() {
-        let l = dense(&mut g, &format!("fc{i}"), h, units, Activation::Relu, None)?;
-        vars.extend([l.kernel, l.bias]);
-        h = l.output;
-    }
-    let out = dense(&mut g, "logits", h, 10, Activation::Linear, None)?;
-    vars.extend([out.kernel, out.bias]);
-    let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, out.output, y)?;
-    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
-    let init = g.global_variables_initializer()?;
-    let xs: Vec<f32> = (0..batch * 784)
-        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 2.0)
-        .collect();
-    let ys: Vec<i32> = (0..batch).map(|i| (i * 7 % 10) as i32).collect();
-    let feeds = [Tensor::new(&[batch, 784], xs)?, Tensor::new(&[batch], ys)?];
+    let models::TrainStep {
+        g,
+        x,
+        y,
+        loss,
+        train,
+        init,
+        feeds,
+    } = models::mlp(batch).expect("the MLP builds");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -312,59 +302,18 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
     Ok(())
 }
 
-/// One SGD training step (lr 0.01) of the peers' LeNet-like CNN on 64 28x28x1 NHWC images:
-/// conv 5x5x32 SAME + bias, relu, max pool 2x2/2 SAME, conv 5x5x64 SAME + bias, relu, max pool,
-/// flatten, fc 1024 relu, fc 10; mean sparse softmax cross-entropy. He-normal weights, zero
-/// biases, standard-normal inputs (as ../shared/peers/common.py). Built with the tfr-nn layers,
-/// so each conv + bias + relu is one FusedConv2D node (TensorFlow's grappler makes the same
-/// fusion in the peers' graph).
+/// One SGD training step (lr 0.01) of the peers' LeNet-like CNN on 64 28x28x1 NHWC images
+/// (`benches/common/models.rs`, which describes it).
 fn cnn(threads: usize) -> tfr::Result<()> {
-    use tfr::graph::ops::nn_ops::{DataFormat, Padding};
-    use tfr::nn::initializers::Initializer;
-    use tfr::nn::layers::{conv2d, dense_with, flatten, max_pool, Activation, Conv2DOptions};
-    use tfr::nn::optimizers::{Optimizer, Sgd};
-    const B: usize = 64;
-    let mut g = Graph::new();
-    g.seed = Some(0);
-    let x = g.placeholder("x", DType::F32, Shape::known(&[B, 28, 28, 1]))?;
-    let y = g.placeholder("y", DType::I32, Shape::known(&[B]))?;
-    let mut vars = Vec::new();
-    let mut h = x;
-    for (name, filters) in [("conv1", 32), ("conv2", 64)] {
-        let c = conv2d(&mut g, name, h, filters, [5, 5], Conv2DOptions::default())?;
-        vars.push(c.kernel);
-        vars.extend(c.bias);
-        h = max_pool(
-            &mut g,
-            c.output,
-            [2, 2],
-            [2, 2],
-            Padding::Same,
-            DataFormat::Nhwc,
-        )?;
-    }
-    h = flatten(&mut g, h)?;
-    for (name, units, act) in [
-        ("fc1", 1024, Activation::Relu),
-        ("fc2", 10, Activation::Linear),
-    ] {
-        let d = dense_with(&mut g, name, h, units, act, Initializer::HeNormal, None)?;
-        vars.extend([d.kernel, d.bias]);
-        h = d.output;
-    }
-    let logits = h;
-    let loss = tfr::nn::losses::sparse_softmax_cross_entropy(&mut g, logits, y)?;
-    let train = Sgd::new(0.01).minimize(&mut g, loss, &vars, None)?;
-    let init = g.global_variables_initializer()?;
-    // Standard-normal inputs by Box-Muller over a fixed integer sequence.
-    let uniform = |i: usize| ((i.wrapping_mul(2654435761) % 1_000_003) as f32 + 0.5) / 1_000_003.0;
-    let xs: Vec<f32> = (0..B * 28 * 28)
-        .map(|i| {
-            (-2.0 * uniform(2 * i).ln()).sqrt() * (std::f32::consts::TAU * uniform(2 * i + 1)).cos()
-        })
-        .collect();
-    let ys: Vec<i32> = (0..B).map(|i| (i * 7 % 10) as i32).collect();
-    let feeds = [Tensor::new(&[B, 28, 28, 1], xs)?, Tensor::new(&[B], ys)?];
+    let models::TrainStep {
+        g,
+        x,
+        y,
+        loss,
+        train,
+        init,
+        feeds,
+    } = models::lenet(64).expect("the CNN builds");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -45,4 +45,5 @@ pub use master_service::MasterService;
 pub use remote::{RemoteSession, RemoteSessionOptions};
 pub use server::{Server, ServerOptions};
 pub use session::ClusterSession;
+pub use wire::keep_freed_buffers;
 pub use worker::WorkerService;

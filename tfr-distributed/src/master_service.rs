@@ -6,7 +6,9 @@
 //! each step signature's registered partitions, so a repeated step costs one `RunStep` from
 //! the client and one `RunGraph` per participating task. A step runs as a task of its own,
 //! cancelled when the client's call goes away, so a vanished client never leaves a step
-//! running on the workers.
+//! running on the workers. A session whose client vanished without closing it is closed after
+//! an idle timeout (when one is set: [`MasterService::with_idle_timeout`]): no call used it
+//! for that long and no step of it is running. Its partitions are deregistered from the tasks.
 
 use crate::channel::ChannelOptions;
 use crate::cluster::ClusterSpec;
@@ -23,7 +25,7 @@ use crate::wire::{tensor_from_proto, tensor_to_proto};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tfr_core::Tensor;
 use tfr_graph::{Graph, Output};
 use tonic::{Request, Response, Status};
@@ -32,6 +34,36 @@ struct MasterSession {
     core: RwLock<Arc<MasterCore>>,
     /// Running steps by the client's run id.
     running: Mutex<HashMap<u64, CancelToken>>,
+    /// Steps running now (with or without a run id).
+    active: AtomicU64,
+    /// When a call last used the session: milliseconds since the master started.
+    last_used: AtomicU64,
+}
+
+/// Counts a running step of a session and marks the session used when the step ends.
+struct ActiveStep<'a> {
+    session: &'a MasterSession,
+    state: &'a MasterState,
+}
+
+impl<'a> ActiveStep<'a> {
+    fn new(session: &'a MasterSession, state: &'a MasterState) -> ActiveStep<'a> {
+        session.active.fetch_add(1, Ordering::SeqCst);
+        ActiveStep { session, state }
+    }
+}
+
+impl Drop for ActiveStep<'_> {
+    fn drop(&mut self) {
+        self.session.touch(self.state);
+        self.session.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl MasterSession {
+    fn touch(&self, state: &MasterState) {
+        self.last_used.store(state.now_ms(), Ordering::SeqCst);
+    }
 }
 
 struct MasterState {
@@ -39,6 +71,11 @@ struct MasterState {
     channel: ChannelOptions,
     sessions: RwLock<HashMap<u64, Arc<MasterSession>>>,
     next_session: AtomicU64,
+    started: Instant,
+    /// Sessions unused for this long (and running no step) are closed.
+    idle_timeout: Option<Duration>,
+    /// Sessions closed by the idle timeout so far.
+    expired: AtomicU64,
 }
 
 /// The master service tonic serves; cheap to clone.
@@ -65,6 +102,18 @@ fn poisoned(what: &str) -> Status {
 impl MasterService {
     /// A master over the tasks of `cluster`, talking to them with `channel`.
     pub fn new(cluster: &ClusterSpec, channel: ChannelOptions) -> Result<MasterService> {
+        Self::with_idle_timeout(cluster, channel, None)
+    }
+
+    /// [`MasterService::new`] that closes sessions unused for `idle_timeout` (no call of their
+    /// client, no step running): the sessions of clients that died without closing them. The
+    /// check runs on the current tokio runtime (call it inside one), about every quarter of
+    /// the timeout; it ends with the service.
+    pub fn with_idle_timeout(
+        cluster: &ClusterSpec,
+        channel: ChannelOptions,
+        idle_timeout: Option<Duration>,
+    ) -> Result<MasterService> {
         // Session ids start at a random point: a restarted master does not take an old
         // client's session id for one of its own.
         let start = {
@@ -73,19 +122,42 @@ impl MasterService {
             h.write_u32(std::process::id());
             (h.finish() >> 16).max(1)
         };
-        Ok(MasterService {
+        let service = MasterService {
             state: Arc::new(MasterState {
                 clients: Arc::new(ClusterClients::new(cluster, channel.clone())?),
                 channel,
                 sessions: RwLock::new(HashMap::new()),
                 next_session: AtomicU64::new(start),
+                started: Instant::now(),
+                idle_timeout,
+                expired: AtomicU64::new(0),
             }),
-        })
+        };
+        if let Some(timeout) = idle_timeout {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Server("the session idle timeout needs a tokio runtime".into())
+            })?;
+            let state = Arc::downgrade(&service.state);
+            let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let Some(state) = state.upgrade() else { break };
+                    state.close_idle(timeout).await;
+                }
+            });
+        }
+        Ok(service)
     }
 
     /// The number of open sessions.
     pub fn sessions(&self) -> usize {
         self.state.sessions.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// The number of sessions the idle timeout closed.
+    pub fn sessions_expired(&self) -> u64 {
+        self.state.expired.load(Ordering::SeqCst)
     }
 }
 
@@ -96,11 +168,52 @@ impl MasterState {
             .map_err(|_| poisoned("sessions"))?
             .get(&id)
             .cloned()
+            .inspect(|s| s.touch(self))
             .ok_or_else(|| {
+                let expired = match self.idle_timeout {
+                    Some(t) => format!(", closed after {t:?} unused"),
+                    None => String::new(),
+                };
                 Status::not_found(format!(
-                    "no session {id} on this master (closed, or the master was restarted)"
+                    "no session {id} on this master (closed{expired}, or the master was restarted)"
                 ))
             })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Closes the sessions unused for `timeout` with no step running (their partitions are
+    /// deregistered from the tasks).
+    async fn close_idle(&self, timeout: Duration) {
+        let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = self.now_ms();
+        let idle = |s: &MasterSession| {
+            s.active.load(Ordering::SeqCst) == 0
+                && now.saturating_sub(s.last_used.load(Ordering::SeqCst)) > limit
+        };
+        let closed: Vec<(u64, Arc<MasterSession>)> = {
+            let Ok(mut sessions) = self.sessions.write() else {
+                return;
+            };
+            let ids: Vec<u64> = sessions
+                .iter()
+                .filter(|(_, s)| idle(s))
+                .map(|(&id, _)| id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| sessions.remove(&id).map(|s| (id, s)))
+                .collect()
+        };
+        for (id, session) in closed {
+            self.expired.fetch_add(1, Ordering::SeqCst);
+            eprintln!("master: closing session {id}: unused for more than {timeout:?}");
+            let core = session.core.read().ok().map(|c| c.clone());
+            if let Some(core) = core {
+                core.close().await;
+            }
+        }
     }
 
     fn graph(bytes: &[u8]) -> Result<Graph, Status> {
@@ -141,6 +254,8 @@ impl Master for MasterService {
                 Arc::new(MasterSession {
                     core: RwLock::new(Arc::new(core)),
                     running: Mutex::new(HashMap::new()),
+                    active: AtomicU64::new(0),
+                    last_used: AtomicU64::new(self.state.now_ms()),
                 }),
             );
         Ok(Response::new(CreateSessionResponse {
@@ -168,6 +283,8 @@ impl Master for MasterService {
     ) -> Result<Response<RunStepResponse>, Status> {
         let req = request.into_inner();
         let session = self.state.session(req.session)?;
+        // Not idle while the step runs, however long it takes.
+        let _active = ActiveStep::new(&session, &self.state);
         let core = session
             .core
             .read()

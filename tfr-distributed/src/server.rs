@@ -24,6 +24,9 @@ pub struct ServerOptions {
     pub channel: ChannelOptions,
     /// Also stop on SIGTERM or SIGINT (the binary sets it).
     pub stop_on_signal: bool,
+    /// Close master sessions unused this long with no step running (clients that died
+    /// without closing them). None: sessions stay until closed.
+    pub session_idle_timeout: Option<std::time::Duration>,
 }
 
 /// A running task server.
@@ -70,7 +73,11 @@ impl Server {
         let service = WorkerService::new(&task.name(), options.channel.clone());
         let master = {
             let _context = runtime.enter();
-            MasterService::new(cluster, options.channel.clone())?
+            MasterService::with_idle_timeout(
+                cluster,
+                options.channel.clone(),
+                options.session_idle_timeout,
+            )?
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let limit = options.channel.max_message_bytes;

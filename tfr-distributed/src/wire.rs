@@ -70,105 +70,231 @@ pub fn tensor_from_proto(p: &TensorProto, what: &str) -> Result<Tensor> {
     Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))
 }
 
+/// A tensor's elements as their in-memory bytes, owned by a clone of the tensor (which shares
+/// its buffer): on a little-endian machine these are the wire bytes of the plain numeric types,
+/// so sending them copies nothing.
+struct SharedBytes(Tensor);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        let t = &self.0;
+        let bytes = match t.dtype() {
+            DType::F32 => t.as_slice::<f32>().map(bytemuck::cast_slice),
+            DType::F64 => t.as_slice::<f64>().map(bytemuck::cast_slice),
+            DType::I32 => t.as_slice::<i32>().map(bytemuck::cast_slice),
+            DType::I64 => t.as_slice::<i64>().map(bytemuck::cast_slice),
+            DType::U8 => t.as_slice::<u8>(),
+            // `shared_wire_bytes` makes no other kind.
+            _ => return &[],
+        };
+        bytes.unwrap_or(&[])
+    }
+}
+
+/// The wire bytes of `t` sharing its buffer (no copy), for the types whose in-memory bytes
+/// are their wire bytes on this machine; None for the others.
+fn shared_wire_bytes(t: &Tensor) -> Option<bytes::Bytes> {
+    let plain = matches!(
+        t.dtype(),
+        DType::F32 | DType::F64 | DType::I32 | DType::I64 | DType::U8
+    );
+    (cfg!(target_endian = "little") && plain)
+        .then(|| bytes::Bytes::from_owner(SharedBytes(t.clone())))
+}
+
 /// `t` as a stream of chunks of at most `chunk_bytes` data bytes each (at least one chunk,
-/// each a whole number of elements). The common numeric types are encoded chunk by chunk, so
-/// no buffer of the whole tensor's size is made on the sending side.
+/// each a whole number of elements). The common numeric types are slices of the tensor's own
+/// buffer: nothing is copied on the sending side before the transport encodes each chunk.
 pub fn tensor_to_chunks(t: &Tensor, chunk_bytes: usize) -> Result<Vec<RecvTensorChunk>> {
     let dtype = safetensors_dtype(t.dtype())
         .ok_or_else(|| Error::Wire(format!("a {} tensor cannot be sent", t.dtype())))?;
     let dims: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     let size = t.dtype().size_of().max(1);
-    let per_chunk = (chunk_bytes / size).max(1);
-    let n = t.num_elements();
-    let total = (n * size) as u64;
-    let head = |i: usize, data: bytes::Bytes| RecvTensorChunk {
-        dtype: if i == 0 {
-            dtype.to_string()
-        } else {
-            String::new()
-        },
-        dims: if i == 0 { dims.clone() } else { Vec::new() },
-        total_bytes: total,
-        data,
+    let data = match shared_wire_bytes(t) {
+        Some(b) => b,
+        None => bytes::Bytes::from(tensor_to_proto(t)?.data),
     };
-    macro_rules! chunked {
-        ($v:expr, $w:expr) => {{
-            let v = $v;
-            let mut out = Vec::with_capacity(n.div_ceil(per_chunk).max(1));
-            let mut lo = 0;
-            loop {
-                let hi = (lo + per_chunk).min(n);
-                let mut bytes = vec![0u8; (hi - lo) * $w];
-                for (dst, x) in bytes.chunks_exact_mut($w).zip(&v[lo..hi]) {
-                    dst.copy_from_slice(&x.to_le_bytes());
-                }
-                out.push(head(out.len(), bytes.into()));
-                lo = hi;
-                if lo >= n {
-                    break;
-                }
+    let step = (chunk_bytes / size).max(1) * size;
+    let count = data.len().div_ceil(step).max(1);
+    Ok((0..count)
+        .map(|i| {
+            let lo = i * step;
+            RecvTensorChunk {
+                dtype: if i == 0 {
+                    dtype.to_string()
+                } else {
+                    String::new()
+                },
+                dims: if i == 0 { dims.clone() } else { Vec::new() },
+                total_bytes: data.len() as u64,
+                data: data.slice(lo..(lo + step).min(data.len())),
             }
-            out
-        }};
-    }
-    let buffer = t.buffer();
-    Ok(match &*buffer {
-        Buffer::F32(v) => chunked!(v, 4),
-        Buffer::F64(v) => chunked!(v, 8),
-        Buffer::I32(v) => chunked!(v, 4),
-        Buffer::I64(v) => chunked!(v, 8),
-        _ => {
-            let data = bytes::Bytes::from(tensor_to_proto(t)?.data);
-            let step = per_chunk * size;
-            let count = data.len().div_ceil(step).max(1);
-            (0..count)
-                .map(|i| {
-                    let lo = i * step;
-                    head(i, data.slice(lo..(lo + step).min(data.len())))
-                })
-                .collect()
-        }
-    })
+        })
+        .collect())
 }
 
-/// A tensor being reassembled: the numeric types decoded chunk by chunk into their final
-/// buffer, the rest gathered as bytes and decoded at the end.
+/// A tensor being reassembled: the numeric types copied chunk by chunk into their final
+/// buffer (allocated zeroed, which a large allocation gets from the system without writing
+/// it), the rest gathered as bytes and decoded at the end.
 enum Gathered {
     F32(Vec<f32>),
     F64(Vec<f64>),
     I32(Vec<i32>),
     I64(Vec<i64>),
     Bytes(Vec<u8>),
+    /// A kept tensor no one else holds any more, filled in place (see [`RecvBuffers`]).
+    Reused(Tensor),
+}
+
+/// Large received tensors kept for reuse: a tensor of the same dtype and size received later
+/// (the next step's) is written into the buffer of one no one else holds any more, instead of
+/// into fresh pages the system must zero and map (for 100 MB, a fifth of the transfer's CPU).
+/// At most [`RecvBuffers::KEEP`] tensors and [`RecvBuffers::KEEP_BYTES`] bytes are kept, the
+/// most recent first.
+#[derive(Default)]
+pub struct RecvBuffers {
+    kept: std::sync::Mutex<std::collections::VecDeque<Tensor>>,
+}
+
+impl RecvBuffers {
+    pub const KEEP: usize = 4;
+    pub const KEEP_BYTES: usize = 1 << 30;
+
+    /// A kept tensor of `dtype` and `n` elements that no one else holds.
+    fn take(&self, dtype: DType, n: usize) -> Option<Tensor> {
+        let mut kept = self.kept.lock().ok()?;
+        let i = kept.iter_mut().position(|t| {
+            t.dtype() == dtype && t.num_elements() == n && t.buffer_mut().is_some()
+        })?;
+        kept.remove(i)
+    }
+
+    fn keep(&self, t: &Tensor) {
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        kept.push_front(t.clone());
+        let bytes = |k: &std::collections::VecDeque<Tensor>| {
+            k.iter()
+                .map(|t| t.num_elements() * t.dtype().size_of())
+                .sum::<usize>()
+        };
+        while kept.len() > Self::KEEP || (kept.len() > 1 && bytes(&kept) > Self::KEEP_BYTES) {
+            kept.pop_back();
+        }
+    }
+}
+
+/// `v` (a large zeroed allocation: fresh pages the system maps on first write), after asking
+/// for transparent huge pages when it is large: filling 100 MB then takes about 50 page faults
+/// instead of 25,000, which cost more than the copy itself.
+fn huge<T>(v: Vec<T>) -> Vec<T> {
+    advise_huge_pages(&v);
+    v
+}
+
+/// Buffers from this size ask for huge pages.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(v: &[T]) {
+    const PAGE: usize = 4096;
+    let bytes = std::mem::size_of_val(v);
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = (v.as_ptr() as usize + bytes) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: `[start, end)` lies inside `v`'s allocation (rounded inwards to whole
+        // pages), which `v` keeps alive for the call. MADV_HUGEPAGE is advice on how to back
+        // the pages: it changes neither their contents nor their validity, and a kernel
+        // without transparent huge pages refuses it harmlessly (the result is ignored).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_: &[T]) {}
+
+/// Makes this process's allocator keep freed buffers of up to 32 MiB for reuse instead of
+/// handing their pages back to the system after each use (glibc's default adapts its limits
+/// and trims the heap, so each streamed chunk lands in fresh pages: a page fault per 4 KiB,
+/// which cost more than copying the bytes). The trade: a task's memory stays at its peak.
+/// `tfr-server` calls it at start; it does nothing on other platforms.
+pub fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets parameters of glibc's allocator (under its own lock); it
+        // touches no allocation. Failure (an unsupported value) leaves the defaults.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
 }
 
 impl Gathered {
     fn new(dtype: DType, total: usize) -> Gathered {
         let n = total / dtype.size_of().max(1);
         match dtype {
-            DType::F32 => Gathered::F32(Vec::with_capacity(n)),
-            DType::F64 => Gathered::F64(Vec::with_capacity(n)),
-            DType::I32 => Gathered::I32(Vec::with_capacity(n)),
-            DType::I64 => Gathered::I64(Vec::with_capacity(n)),
+            // `vec![0; n]` of a concrete type is a zeroed allocation, not a written one.
+            DType::F32 => Gathered::F32(huge(vec![0.0; n])),
+            DType::F64 => Gathered::F64(huge(vec![0.0; n])),
+            DType::I32 => Gathered::I32(huge(vec![0; n])),
+            DType::I64 => Gathered::I64(huge(vec![0; n])),
             _ => Gathered::Bytes(Vec::with_capacity(total)),
         }
     }
 
-    fn push(&mut self, b: &[u8]) {
-        macro_rules! le {
-            ($v:expr, $t:ty, $w:expr) => {
-                $v.extend(
-                    b.chunks_exact($w)
-                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $w]))),
-                )
-            };
+    /// Stores `b`, the bytes from offset `at` (the caller checked that they fit, in whole
+    /// elements); false when a reused buffer turns out shared.
+    fn put(&mut self, at: usize, b: &[u8]) -> bool {
+        fn le<T: bytemuck::Pod>(v: &mut [T], at: usize, b: &[u8], from: fn(&[u8]) -> T) {
+            let w = std::mem::size_of::<T>();
+            let dst = &mut v[at / w..(at + b.len()) / w];
+            if cfg!(target_endian = "little") {
+                bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(b);
+            } else {
+                for (d, c) in dst.iter_mut().zip(b.chunks_exact(w)) {
+                    *d = from(c);
+                }
+            }
         }
         match self {
-            Gathered::F32(v) => le!(v, f32, 4),
-            Gathered::F64(v) => le!(v, f64, 8),
-            Gathered::I32(v) => le!(v, i32, 4),
-            Gathered::I64(v) => le!(v, i64, 8),
+            Gathered::F32(v) => le(v, at, b, |c| {
+                f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+            }),
+            Gathered::F64(v) => le(v, at, b, |c| {
+                f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+            }),
+            Gathered::I32(v) => le(v, at, b, |c| {
+                i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+            }),
+            Gathered::I64(v) => le(v, at, b, |c| {
+                i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+            }),
             Gathered::Bytes(v) => v.extend_from_slice(b),
+            Gathered::Reused(t) => match t.buffer_mut() {
+                Some(Buffer::F32(v)) => le(v, at, b, |c| {
+                    f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+                }),
+                Some(Buffer::F64(v)) => le(v, at, b, |c| {
+                    f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+                }),
+                Some(Buffer::I32(v)) => le(v, at, b, |c| {
+                    i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))
+                }),
+                Some(Buffer::I64(v)) => le(v, at, b, |c| {
+                    i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+                }),
+                // `RecvBuffers::take` gives only unshared tensors of these types.
+                _ => return false,
+            },
         }
+        true
     }
 }
 
@@ -178,6 +304,7 @@ pub struct ChunkAssembler {
     head: Option<(DType, Vec<usize>, Gathered)>,
     received: usize,
     total: usize,
+    buffers: Option<std::sync::Arc<RecvBuffers>>,
 }
 
 impl ChunkAssembler {
@@ -187,6 +314,16 @@ impl ChunkAssembler {
             head: None,
             received: 0,
             total: 0,
+            buffers: None,
+        }
+    }
+
+    /// An assembler that writes a large tensor into a kept buffer when one is free, and keeps
+    /// the result for later ones.
+    pub fn reusing(what: &str, buffers: std::sync::Arc<RecvBuffers>) -> ChunkAssembler {
+        ChunkAssembler {
+            buffers: Some(buffers),
+            ..ChunkAssembler::new(what)
         }
     }
 
@@ -219,7 +356,16 @@ impl ChunkAssembler {
                 .map(|&d| usize::try_from(d).map_err(|_| self.bad(format!("dimension {d}"))))
                 .collect::<Result<Vec<_>>>()?;
             self.total = total;
-            self.head = Some((dtype, dims, Gathered::new(dtype, total)));
+            let n = total / dtype.size_of().max(1);
+            let reused = match &self.buffers {
+                Some(b) if total >= HUGE_PAGE_MIN_BYTES => b.take(dtype, n),
+                _ => None,
+            };
+            let gathered = match reused {
+                Some(t) => Gathered::Reused(t),
+                None => Gathered::new(dtype, total),
+            };
+            self.head = Some((dtype, dims, gathered));
         }
         let total = self.total;
         if self.received + c.data.len() > total {
@@ -236,7 +382,9 @@ impl ChunkAssembler {
                 "a chunk of {len} bytes is no whole number of {size}-byte elements"
             )));
         }
-        gathered.push(&c.data);
+        if !gathered.put(self.received, &c.data) {
+            return Err(self.bad("the kept receive buffer is shared".into()));
+        }
         self.received += c.data.len();
         Ok(())
     }
@@ -263,8 +411,21 @@ impl ChunkAssembler {
             Gathered::I64(v) => Buffer::I64(v),
             Gathered::Bytes(b) => decode(dtype, &b)
                 .ok_or_else(|| bad(format!("bytes that are no valid {dtype} values")))?,
+            Gathered::Reused(t) => {
+                let t = t.reshaped(&dims).map_err(|e| bad(e.to_string()))?;
+                if let Some(b) = &self.buffers {
+                    b.keep(&t);
+                }
+                return Ok(t);
+            }
         };
-        Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))
+        let t = Tensor::from_buffer(&dims, buffer).map_err(|e| bad(e.to_string()))?;
+        if let Some(b) = &self.buffers {
+            if self.total >= HUGE_PAGE_MIN_BYTES {
+                b.keep(&t);
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -338,6 +499,50 @@ mod tests {
             a.push(c[0].clone()).unwrap();
             assert_eq!(a.finish().unwrap(), t);
         }
+        // Chunks of the plain types share the tensor's buffer; a large tensor is reassembled
+        // into a buffer that asked for huge pages.
+        let n = (HUGE_PAGE_MIN_BYTES / 8) * 3 + 5;
+        for t in [
+            Tensor::new(&[n], (0..n as i64).map(|i| i * 3 - 7).collect()).unwrap(),
+            Tensor::new(&[n], (0..n).map(|i| (i % 251) as u8).collect()).unwrap(),
+            Tensor::new(&[n], (0..n).map(|i| i as f64 * 0.25).collect()).unwrap(),
+        ] {
+            let mut a = ChunkAssembler::new("t");
+            for c in tensor_to_chunks(&t, 1 << 20).unwrap() {
+                a.push(c).unwrap();
+            }
+            assert_eq!(a.finish().unwrap(), t);
+        }
+        // A kept buffer no one holds any more takes the next tensor of its size in place; one
+        // still held does not.
+        let buffers = std::sync::Arc::new(RecvBuffers::default());
+        let big = |k: usize| {
+            let n = HUGE_PAGE_MIN_BYTES / 4 + 3;
+            Tensor::new(&[n], (0..n).map(|i| (i + k) as f32).collect()).unwrap()
+        };
+        let recv = |t: &Tensor| {
+            let mut a = ChunkAssembler::reusing("t", buffers.clone());
+            for c in tensor_to_chunks(t, 1 << 20).unwrap() {
+                a.push(c).unwrap();
+            }
+            a.finish().unwrap()
+        };
+        let first = recv(&big(0));
+        let held = first.clone();
+        let second = recv(&big(1));
+        assert!(!second.shares_buffer_with(&held));
+        assert_eq!((held, &second), (big(0), &big(1)));
+        drop(first);
+        drop(second);
+        let third = recv(&big(2));
+        assert_eq!(third, big(2));
+        assert_eq!(buffers.kept.lock().unwrap().len(), 2);
+        assert!(buffers
+            .kept
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|k| k.shares_buffer_with(&third)));
         // Other dtypes travel as bytes, also cut in chunks.
         let b = Tensor::new(&[10], (0..10).map(|i| i % 3 == 0).collect()).unwrap();
         let c = tensor_to_chunks(&b, 3).unwrap();

@@ -21,7 +21,9 @@ use crate::proto::{
     RegisterGraphRequest, RegisterGraphResponse, RemoteRecv, RemoteSend, RunGraphRequest,
     RunGraphResponse, StatusResponse, StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
+use crate::wire::{
+    tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler, RecvBuffers,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +50,13 @@ struct Registered {
     remote_recvs: Vec<RemoteRecv>,
     /// Frame-aware sends to other tasks (their values are pushed).
     pushes: bool,
+    /// How long the last run took (µs; at first, as if long).
+    last_run_us: AtomicU64,
+}
+
+impl Registered {
+    /// A self-contained partition whose last run took less runs on the runtime's thread.
+    const INLINE_MAX_US: u64 = 500;
 }
 
 /// The state of one task's worker service.
@@ -67,6 +76,8 @@ pub struct WorkerState {
     tensors_sent: AtomicU64,
     chunks_sent: AtomicU64,
     channel: ChannelOptions,
+    /// Large tensors received from peers, kept for the next ones of their size.
+    recv_buffers: Arc<RecvBuffers>,
 }
 
 /// The most recent ended step ids (a bounded memory: step ids never repeat).
@@ -135,6 +146,7 @@ impl WorkerService {
                 tensors_sent: AtomicU64::new(0),
                 chunks_sent: AtomicU64::new(0),
                 channel,
+                recv_buffers: Arc::default(),
             }),
         }
     }
@@ -391,6 +403,7 @@ impl WorkerState {
                     has_sends,
                     remote_recvs: req.remote_recvs,
                     pushes: !req.remote_sends.is_empty(),
+                    last_run_us: AtomicU64::new(u64::MAX),
                 }),
             );
         Ok(handle)
@@ -438,11 +451,24 @@ impl WorkerState {
         };
         // The partition may wait on values from other tasks: keep this runtime thread's
         // other work moving meanwhile.
-        let result = tokio::task::block_in_place(|| {
+        let go = || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 reg.exec.run(&feeds, &self.resources, None)
             }))
-        });
+        };
+        // A partition that may wait on other tasks, or whose last run was long, runs off the
+        // runtime's thread (block_in_place: the thread's other work moves to another thread,
+        // which costs a thread hand-off per step); a short self-contained one runs in place.
+        let inline = rendezvous.is_none()
+            && reg.last_run_us.load(Ordering::Relaxed) < Registered::INLINE_MAX_US;
+        let started = std::time::Instant::now();
+        let result = if inline {
+            go()
+        } else {
+            tokio::task::block_in_place(go)
+        };
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        reg.last_run_us.store(took, Ordering::Relaxed);
         let result = result.unwrap_or_else(|_| {
             Err(tfr_core::Error::InvalidArgument {
                 arg: "step".into(),
@@ -500,7 +526,7 @@ impl RemoteRendezvous<'_> {
             .await
             .map_err(to_kernel)?
             .into_inner();
-        let mut tensor = ChunkAssembler::new(&recv.key);
+        let mut tensor = ChunkAssembler::reusing(&recv.key, self.state.recv_buffers.clone());
         while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
             tensor
                 .push(chunk)
@@ -575,11 +601,26 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::RecvTensorStream>, Status> {
         let req = request.into_inner();
         let r = self.state.step(req.step_id)?;
-        let key = req.key.clone();
-        let t = tokio::task::spawn_blocking(move || r.recv(&key))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
+        let to_status = |e: KernelError| Status::new(code_to_status(e.code), e.message);
+        // A value sent already is taken at once; otherwise a blocking thread waits for it.
+        let mailbox = r.mailbox().map_err(to_status)?;
+        let value = match r.recv_async(&req.key, mailbox, 0).map_err(to_status)? {
+            Some(v) => v,
+            None => tokio::task::spawn_blocking(move || r.wait(mailbox))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(to_status)?
+                .pop()
+                .map(|(_, v)| v)
+                .ok_or_else(|| Status::internal(format!("`{}` arrived empty", req.key)))?,
+        };
+        let t = value.ok_or_else(|| {
+            Status::internal(format!(
+                "`{}` arrived dead outside control flow (the partitioner marks transfers of \
+                 graphs with control flow)",
+                req.key
+            ))
+        })?;
         let chunks = tensor_to_chunks(&t, self.state.channel.chunk_bytes)
             .map_err(|e| invalid(e.to_string()))?;
         self.state.tensors_sent.fetch_add(1, Ordering::Relaxed);

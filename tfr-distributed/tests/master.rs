@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::{worker_status, Cluster};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_distributed::{
     ChannelOptions, ClusterSession, ClusterSessionOptions, Error, RemoteSession,
@@ -251,4 +251,54 @@ fn bad_graphs_and_feeds_are_errors_naming_the_node_and_the_master_keeps_serving(
     let health = s.cluster_status(Duration::from_secs(2)).unwrap();
     assert_eq!(health.len(), 2);
     assert!(health.iter().all(|h| h.alive), "{health:?}");
+}
+
+/// A session whose client stops calling without closing it (a client that died) is closed
+/// after the server's `--session-idle-timeout`, its partitions deregistered from the tasks; a
+/// session in use stays open.
+#[test]
+fn an_abandoned_session_is_closed_after_the_idle_timeout() {
+    let cluster = Cluster::start_with(&[("worker", 2)], &["--session-idle-timeout", "2"], &[]);
+    let (g, x, y) = layered(&["/job:worker/task:0", "/job:worker/task:1"]);
+    let master = target(&cluster.tasks[0].address);
+    let abandoned = RemoteSession::new(&master, &g, remote_options()).unwrap();
+    let kept = RemoteSession::new(&master, &g, remote_options()).unwrap();
+    let want = abandoned.run(&[(x, xval(1))], &[y], &[]).unwrap();
+    let last_call = Instant::now();
+    assert_eq!(kept.run(&[(x, xval(1))], &[y], &[]).unwrap(), want);
+    let graphs = || -> Vec<u64> {
+        cluster
+            .tasks
+            .iter()
+            .map(|t| worker_status(&t.address).registered_graphs)
+            .collect()
+    };
+    assert_eq!(graphs(), [2, 2]);
+    // `kept` runs a step every 100 ms, `abandoned` makes no call: within 20 s its partitions
+    // are gone from both tasks, and not before its timeout (2 s: `kept` stays in use on a
+    // loaded machine too).
+    loop {
+        assert_eq!(kept.run(&[(x, xval(1))], &[y], &[]).unwrap(), want);
+        let now = graphs();
+        if now == [1, 1] {
+            break;
+        }
+        assert!(
+            last_call.elapsed() < Duration::from_secs(20),
+            "the abandoned session was not closed: {now:?} partitions registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        last_call.elapsed() >= Duration::from_millis(1800),
+        "closed after {:?}, before the timeout",
+        last_call.elapsed()
+    );
+    // The abandoned session's next call is an error saying why; the other still runs.
+    let e = abandoned.run(&[(x, xval(2))], &[y], &[]).unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("no session") && m.contains("unused"), "{m}");
+    assert_eq!(kept.run(&[(x, xval(1))], &[y], &[]).unwrap(), want);
+    kept.close().unwrap();
+    assert_eq!(graphs(), [0, 0]);
 }

@@ -5,7 +5,9 @@
 //! the cluster secret (the server requires it and sends it to its peers);
 //! `--max-message-bytes N` bounds every message; `--chunk-bytes N` sets the size of the
 //! chunks tensors are streamed to peers in. `--tls-cert FILE --tls-key FILE --tls-ca FILE`
-//! serve TLS (tonic's rustls) and verify peers against the CA. Prints
+//! serve TLS (tonic's rustls) and verify peers against the CA. `--session-idle-timeout SECS`
+//! closes master sessions unused that long with no step running (a client that died without
+//! closing; default 3600, 0 never). Prints
 //! `tfr-server <task> listening on <address>` once it accepts connections.
 
 use std::io::Write;
@@ -15,7 +17,7 @@ use tfr_distributed::{ChannelOptions, ClusterConfig, Secret, Server, ServerOptio
 
 const USAGE: &str = "usage: tfr-server (--cluster FILE | --cluster-env VAR) [--job JOB --task N] \
                      [--bind HOST:PORT] [--secret-file FILE | --secret-env VAR] \
-                     [--max-message-bytes N] [--chunk-bytes N] \
+                     [--max-message-bytes N] [--chunk-bytes N] [--session-idle-timeout SECS] \
                      [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
 
 fn number(flag: &str, v: &str) -> Result<usize, String> {
@@ -31,6 +33,7 @@ fn run() -> Result<(), String> {
     let mut secret = None;
     let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
     let mut channel = ChannelOptions::default();
+    let mut idle = Some(std::time::Duration::from_secs(3600));
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -64,6 +67,17 @@ fn run() -> Result<(), String> {
                 channel.max_message_bytes = number("--max-message-bytes", &value()?)?
             }
             "--chunk-bytes" => channel.chunk_bytes = number("--chunk-bytes", &value()?)?,
+            "--session-idle-timeout" => {
+                let v = value()?;
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                    .ok_or_else(|| {
+                        format!("--session-idle-timeout `{v}` is not a number of seconds")
+                    })?;
+                idle = (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs));
+            }
             "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
             "--tls-ca" => tls_ca = Some(PathBuf::from(value()?)),
@@ -101,6 +115,7 @@ fn run() -> Result<(), String> {
         bind,
         channel,
         stop_on_signal: true,
+        session_idle_timeout: idle,
     };
     let server = Server::start(&config.cluster, &task, options).map_err(|e| e.to_string())?;
     println!(
@@ -115,6 +130,8 @@ fn run() -> Result<(), String> {
 }
 
 fn main() {
+    // Streamed tensors reuse freed buffers instead of faulting in fresh pages.
+    tfr_distributed::keep_freed_buffers();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);
