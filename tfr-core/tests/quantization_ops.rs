@@ -541,3 +541,54 @@ fn quantized_pools_work_on_codes() {
     assert_eq!(out[3].scalar_value::<f32>().unwrap(), -1.0);
     assert_eq!(out[4].scalar_value::<f32>().unwrap(), 1.0);
 }
+
+/// The kernel keeps the last `b` packed; a different `b` (fed, so a new buffer each step) must
+/// not reuse it.
+#[test]
+fn quantized_matmul_repacks_when_b_changes() {
+    let (m, k, n) = (3, 9, 5);
+    let mut g = Graph::new();
+    let a = g
+        .placeholder("a", DType::U8, Shape::known(&[m, k]))
+        .unwrap();
+    let b = g
+        .placeholder("b", DType::U8, Shape::known(&[k, n]))
+        .unwrap();
+    let lo = g.scalar(-1.0f32).unwrap();
+    let hi = g.scalar(1.0f32).unwrap();
+    let c = g
+        .quantized_matmul(
+            Quantized {
+                value: a,
+                min: lo,
+                max: hi,
+            },
+            Quantized {
+                value: b,
+                min: lo,
+                max: hi,
+            },
+            false,
+            false,
+        )
+        .unwrap();
+    let s = common::session(&g);
+    let av = bytes(m * k, 1);
+    for seed in [2, 3, 2] {
+        let bv = bytes(k * n, seed);
+        let got = s
+            .run(
+                &[(a, t(&[m, k], av.clone())), (b, t(&[k, n], bv.clone()))],
+                &[c.value],
+                &[],
+            )
+            .unwrap()
+            .remove(0)
+            .to_vec::<i32>()
+            .unwrap();
+        let z = codes::float_to_code_unclamped(0.0, -1.0, 1.0, 8, 0) as i32;
+        let mut want = vec![0i32; m * n];
+        qgemm_u8(&av, &bv, &mut want, m, k, n, z, z, QGemmPath::Reference);
+        assert_eq!(got, want, "b seed {seed}");
+    }
+}

@@ -32,8 +32,66 @@ pub fn best_path() -> QGemmPath {
     QGemmPath::Portable
 }
 
-/// `c` (m x n, overwritten) for `a` (m x k) and `b` (k x n); `path` falls back to the portable
-/// one where the CPU lacks its instructions. Rows of `c` are computed in parallel.
+/// `b` prepared once for many products (a layer's weights): its column sums and, for VNNI, its
+/// bytes in the instruction's operand layout.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    col_sums: Vec<i32>,
+    data: PackedData,
+}
+
+enum PackedData {
+    Raw(Vec<u8>),
+    #[cfg(target_arch = "x86_64")]
+    Vnni(Vec<i8>),
+}
+
+impl PackedB {
+    /// Prepares `b` (k x n) for `path` (VNNI falls back to portable where the CPU lacks it).
+    pub fn new(b: &[u8], k: usize, n: usize, path: QGemmPath) -> PackedB {
+        assert!(b.len() >= k * n);
+        let col_sums = col_sums(b, k, n);
+        let data = match path {
+            #[cfg(target_arch = "x86_64")]
+            QGemmPath::Vnni if best_path() == QGemmPath::Vnni => {
+                PackedData::Vnni(vnni::pack_b(b, k, n))
+            }
+            _ => PackedData::Raw(b[..k * n].to_vec()),
+        };
+        PackedB {
+            k,
+            n,
+            col_sums,
+            data,
+        }
+    }
+    /// (k, n).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// `c` (m x n, overwritten) for `a` (m x k) and a prepared `b`. Rows of `c` are computed in
+/// parallel.
+pub fn qgemm_packed(a: &[u8], b: &PackedB, c: &mut [i32], m: usize, za: i32, zb: i32) {
+    let (k, n) = (b.k, b.n);
+    assert!(a.len() >= m * k && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0);
+        return;
+    }
+    match &b.data {
+        PackedData::Raw(raw) => portable(a, raw, &b.col_sums, c, m, k, n, za, zb),
+        #[cfg(target_arch = "x86_64")]
+        PackedData::Vnni(packed) => vnni::qgemm(a, packed, &b.col_sums, c, m, k, n, za, zb),
+    }
+}
+
+/// `c` (m x n, overwritten) for `a` (m x k) and `b` (k x n), preparing `b` on the way.
 #[allow(clippy::too_many_arguments)]
 pub fn qgemm_u8(
     a: &[u8],
@@ -47,23 +105,10 @@ pub fn qgemm_u8(
     path: QGemmPath,
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
+    if path == QGemmPath::Reference {
+        return reference(a, b, c, m, k, n, za, zb);
     }
-    if k == 0 {
-        c[..m * n].fill(0);
-        return;
-    }
-    match path {
-        QGemmPath::Reference => reference(a, b, c, m, k, n, za, zb),
-        QGemmPath::Vnni if best_path() == QGemmPath::Vnni => {
-            #[cfg(target_arch = "x86_64")]
-            vnni::qgemm(a, b, c, m, k, n, za, zb);
-            #[cfg(not(target_arch = "x86_64"))]
-            portable(a, b, c, m, k, n, za, zb);
-        }
-        _ => portable(a, b, c, m, k, n, za, zb),
-    }
+    qgemm_packed(a, &PackedB::new(b, k, n, path), c, m, za, zb);
 }
 
 /// The definition, one product at a time (in i64, so it cannot overflow where the others could).
@@ -107,8 +152,17 @@ fn apply_zero_points(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn portable(a: &[u8], b: &[u8], c: &mut [i32], m: usize, k: usize, n: usize, za: i32, zb: i32) {
-    let cs = col_sums(b, k, n);
+fn portable(
+    a: &[u8],
+    b: &[u8],
+    cs: &[i32],
+    c: &mut [i32],
+    m: usize,
+    k: usize,
+    n: usize,
+    za: i32,
+    zb: i32,
+) {
     c[..m * n]
         .par_chunks_mut(n)
         .enumerate()
@@ -125,13 +179,13 @@ fn portable(a: &[u8], b: &[u8], c: &mut [i32], m: usize, k: usize, n: usize, za:
                 }
             }
             let rs: i32 = a_row.iter().map(|&v| v as i32).sum();
-            apply_zero_points(c_row, rs, &cs, k, za, zb);
+            apply_zero_points(c_row, rs, cs, k, za, zb);
         });
 }
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{apply_zero_points, col_sums};
+    use super::apply_zero_points;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
 
@@ -139,10 +193,16 @@ mod vnni {
     const MR: usize = 4;
     const NP: usize = 4;
 
+    /// 16-column panels of `b`, rounded up to whole tiles.
+    fn panels(n: usize) -> usize {
+        n.div_ceil(16).div_ceil(NP) * NP
+    }
+
     /// `b` as `b - 128` in panels of 16 columns, 4 rows interleaved per column (the operand
     /// layout of `vpdpbusd`), padded with zeros to whole panels and 4-row groups.
-    fn pack_b(b: &[u8], k: usize, n: usize, kq: usize, panels: usize) -> Vec<i8> {
-        let mut packed = vec![0i8; panels * kq * 64];
+    pub fn pack_b(b: &[u8], k: usize, n: usize) -> Vec<i8> {
+        let kq = k.div_ceil(4);
+        let mut packed = vec![0i8; panels(n) * kq * 64];
         for p in 0..k {
             let (q, r) = (p / 4, p % 4);
             for j in 0..n {
@@ -156,7 +216,8 @@ mod vnni {
     #[allow(clippy::too_many_arguments)]
     pub fn qgemm(
         a: &[u8],
-        b: &[u8],
+        packed: &[i8],
+        cs: &[i32],
         c: &mut [i32],
         m: usize,
         k: usize,
@@ -166,9 +227,7 @@ mod vnni {
     ) {
         let kq = k.div_ceil(4);
         let k4 = kq * 4;
-        let panels = n.div_ceil(16).div_ceil(NP) * NP;
-        let packed = pack_b(b, k, n, kq, panels);
-        let cs = col_sums(b, k, n);
+        let panels = panels(n);
         c[..m * n]
             .par_chunks_mut(n * MR)
             .enumerate()
@@ -192,7 +251,7 @@ mod vnni {
                     // SAFETY: `best_path()` checked avx512f/bw/vnni before this module runs;
                     // `a_tile` holds MR * k4 bytes and `packed` whole panels of kq * 64 bytes,
                     // which is what the kernel reads.
-                    unsafe { tile(&a_tile, &packed, k4, kq, panel0, &mut out) };
+                    unsafe { tile(&a_tile, packed, k4, kq, panel0, &mut out) };
                     let cols = (n - j0).min(16 * NP);
                     for r in 0..rows {
                         let dst = &mut c_rows[r * n + j0..r * n + j0 + cols];
@@ -203,7 +262,7 @@ mod vnni {
                     }
                 }
                 for r in 0..rows {
-                    apply_zero_points(&mut c_rows[r * n..(r + 1) * n], row_sums[r], &cs, k, za, zb);
+                    apply_zero_points(&mut c_rows[r * n..(r + 1) * n], row_sums[r], cs, k, za, zb);
                 }
             });
     }

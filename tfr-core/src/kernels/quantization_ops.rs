@@ -4,10 +4,11 @@
 //! [`codes`], shared by every kernel and by the tests' references.
 
 use super::output_alloc::alloc;
-use super::qgemm::{best_path, qgemm_u8};
+use super::qgemm::{best_path, qgemm_packed, PackedB};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::tensor::Tensor;
+use std::sync::{Arc, Mutex};
 use tfr_graph::ops::quantization_ops::{QuantizeMode, RoundMode};
 use tfr_graph::{DType, DTypeSet};
 
@@ -88,8 +89,10 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("QuantizedMatMul", DTypeSet::of(&[DType::U8]), |init| {
         let ta = init.attrs.bool_opt("transpose_a").copied().unwrap_or(false);
         let tb = init.attrs.bool_opt("transpose_b").copied().unwrap_or(false);
+        // The last `b` and its packed form: a layer's weights are the same constant every step.
+        let cache: Mutex<Option<(Tensor, Arc<PackedB>)>> = Mutex::new(None);
         Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
-            quantized_matmul(ctx, ta, tb)
+            quantized_matmul(ctx, ta, tb, &cache)
         }))
     });
     r.cpu("QuantizedBiasAdd", DTypeSet::of(&[DType::U8]), |_| {
@@ -191,6 +194,26 @@ fn channel_split(shape: &[usize], axis: i64) -> KResult<(usize, usize, usize)> {
     ))
 }
 
+/// One channel's elements of a tensor split (outer, channels, inner) along the channel axis.
+struct Channel {
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    ch: usize,
+}
+
+impl Channel {
+    fn map<A: Copy, B>(&self, x: &[A], out: &mut [B], f: impl Fn(A) -> B) {
+        for o in 0..self.outer {
+            let base = (o * self.channels + self.ch) * self.inner;
+            let end = base + self.inner;
+            for (q, &v) in out[base..end].iter_mut().zip(&x[base..end]) {
+                *q = f(v);
+            }
+        }
+    }
+}
+
 // ---- QuantizeV2 / Dequantize ------------------------------------------------------------------
 
 struct QuantizeAttrs {
@@ -248,13 +271,31 @@ fn quantize(ctx: &mut KernelContext<'_>, a: &QuantizeAttrs) -> KResult {
         let mut lo = lo_in.min(0.0);
         let eps = lo_in.abs().max(hi_in.abs()).max(1.0) * a.ensure_minimum_range;
         let mut hi = hi_in.max(lo + eps).max(0.0);
-        let quantize_one: Box<dyn Fn(f32) -> u8> = match a.mode {
+        let slices = Channel {
+            outer,
+            channels,
+            inner,
+            ch,
+        };
+        match a.mode {
             QuantizeMode::MinCombined => {
                 let scale = (255.0f64 / (hi - lo) as f64) as f32;
-                Box::new(move |v: f32| ((v.clamp(lo, hi) - lo) * scale + 0.5) as u8)
+                slices.map(x, &mut out, |v| {
+                    ((v.clamp(lo, hi) - lo) * scale + 0.5) as u8
+                });
             }
             QuantizeMode::MinFirst => {
-                Box::new(move |v: f32| codes::float_to_code(v, lo, hi, QUINT8.0, QUINT8.1) as u8)
+                // TF's FloatToQuantized, with the f64 scale and min's code computed once.
+                let steps = 256.0f64;
+                let scale = steps / ((hi as f64 - lo as f64) * (steps / (steps - 1.0)));
+                let min_code = (lo as f64 * scale).round();
+                if lo == hi {
+                    slices.map(x, &mut out, |_| 0);
+                } else {
+                    slices.map(x, &mut out, |v| {
+                        ((v as f64 * scale).round() - min_code).clamp(0.0, 255.0) as u8
+                    });
+                }
             }
             QuantizeMode::Scaled => {
                 let min_code = if a.narrow { 1.0f32 } else { 0.0 };
@@ -273,18 +314,9 @@ fn quantize(ctx: &mut KernelContext<'_>, a: &QuantizeAttrs) -> KResult {
                 lo = min_code / scale;
                 hi = max_code / scale;
                 let round = a.round;
-                Box::new(move |v: f32| {
+                slices.map(x, &mut out, |v| {
                     round_with(v.clamp(lo, hi) * scale, round).clamp(min_code, max_code) as u8
-                })
-            }
-        };
-        for o in 0..outer {
-            let base = (o * channels + ch) * inner;
-            for (q, &v) in out[base..base + inner]
-                .iter_mut()
-                .zip(&x[base..base + inner])
-            {
-                *q = quantize_one(v);
+                });
             }
         }
         out_min.push(lo);
@@ -355,15 +387,13 @@ fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axi
                 Box::new(move |q: f64| q as f32 * scale)
             }
         };
-        for o in 0..outer {
-            let base = (o * channels + ch) * inner;
-            for (y, &q) in out[base..base + inner]
-                .iter_mut()
-                .zip(&codes_f64[base..base + inner])
-            {
-                *y = f(q);
-            }
-        }
+        let slices = Channel {
+            outer,
+            channels,
+            inner,
+            ch,
+        };
+        slices.map(&codes_f64, &mut out, f);
     }
     ctx.set_output(Tensor::new(&shape, out)?);
     Ok(())
@@ -392,11 +422,36 @@ fn matrix(t: &Tensor, transpose: bool, what: &str) -> KResult<(Vec<u8>, usize, u
     Ok((out, c, r))
 }
 
-fn quantized_matmul(ctx: &mut KernelContext<'_>, ta: bool, tb: bool) -> KResult {
+/// `b` prepared for the GEMM, reused while the input shares the cached tensor's buffer (holding
+/// the tensor keeps that buffer alive, so sharing it means the same bytes).
+fn packed_b(
+    b: &Tensor,
+    transpose: bool,
+    cache: &Mutex<Option<(Tensor, Arc<PackedB>)>>,
+) -> KResult<Arc<PackedB>> {
+    let mut slot = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((t, packed)) = slot.as_ref() {
+        if t.shares_buffer_with(b) && t.shape() == b.shape() {
+            return Ok(packed.clone());
+        }
+    }
+    let (raw, k, n) = matrix(b, transpose, "b")?;
+    let packed = Arc::new(PackedB::new(&raw, k, n, best_path()));
+    *slot = Some((b.clone(), packed.clone()));
+    Ok(packed)
+}
+
+fn quantized_matmul(
+    ctx: &mut KernelContext<'_>,
+    ta: bool,
+    tb: bool,
+    cache: &Mutex<Option<(Tensor, Arc<PackedB>)>>,
+) -> KResult {
     let (min_a, max_a) = scalar_range(ctx, 2, 3)?;
     let (min_b, max_b) = scalar_range(ctx, 4, 5)?;
     let (a, m, k) = matrix(ctx.input(0), ta, "a")?;
-    let (b, kb, n) = matrix(ctx.input(1), tb, "b")?;
+    let b = packed_b(ctx.input(1), tb, cache)?;
+    let (kb, n) = b.dims();
     if k != kb {
         return Err(KernelError::invalid(format!(
             "matrix size-incompatible: a is {m}x{k}, b is {kb}x{n} (after transposes)"
@@ -406,7 +461,7 @@ fn quantized_matmul(ctx: &mut KernelContext<'_>, ta: bool, tb: bool) -> KResult 
     let zb = codes::float_to_code_unclamped(0.0, min_b, max_b, QUINT8.0, QUINT8.1) as i32;
     let mut c: Vec<i32> = alloc(m * n)?;
     c.resize(m * n, 0);
-    qgemm_u8(&a, &b, &mut c, m, k, n, za, zb, best_path());
+    qgemm_packed(&a, &b, &mut c, m, za, zb);
     let (min_c, max_c) = codes::product_range(min_a, max_a, min_b, max_b);
     ctx.set_output(Tensor::new(&[m, n], c)?);
     ctx.set_output(Tensor::scalar(min_c));
