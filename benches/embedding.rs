@@ -5,8 +5,9 @@
 //!
 //! Run: `cargo bench --bench embedding` (optionally a filter such as `-- embedding_step/sgd`).
 //! `EMBEDDING_ROWS=10000,100000` picks the sizes (default all four; the 10M table takes
-//! 5.1 GB, twice that with Adagrad's accumulator). One thread (`inter_op_threads: 1` and a
-//! one-thread pool), so the step's own cost is measured.
+//! 5.1 GB, twice that with Adagrad's accumulator); `EMBEDDING_TRACE=1` prints one traced step's
+//! time by op per case. One thread (`inter_op_threads: 1` and a
+//! one-thread global rayon pool), so the step's own cost is measured.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::Duration;
@@ -76,10 +77,10 @@ fn build(rows: usize, adagrad: bool) -> tfr::Result<(Session, tfr::Callable)> {
 }
 
 fn embedding_step(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
+    // Kernels that split work use rayon's global pool: one thread.
+    let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
-        .build()
-        .expect("pool");
+        .build_global();
     let mut group = c.benchmark_group("embedding_step");
     group
         .sample_size(20)
@@ -90,10 +91,18 @@ fn embedding_step(c: &mut Criterion) {
             // One table at a time: the session (and its variables) is dropped before the next.
             let (_session, step) = build(rows, adagrad).expect("build");
             let f = feeds(rows);
-            pool.install(|| {
-                group.bench_with_input(BenchmarkId::new(name, rows), &f, |b, f| {
-                    b.iter(|| black_box(step.call(f).expect("step")))
-                });
+            if std::env::var_os("EMBEDDING_TRACE").is_some() {
+                step.call(&f).expect("step");
+                let (_, md) = step
+                    .call_with_options(&RunOptions { trace: true }, &f)
+                    .expect("step");
+                eprintln!(
+                    "{name}/{rows}: one traced step\n{}",
+                    md.op_summary_table(12)
+                );
+            }
+            group.bench_with_input(BenchmarkId::new(name, rows), &f, |b, f| {
+                b.iter(|| black_box(step.call(f).expect("step")))
             });
         }
     }

@@ -271,7 +271,11 @@ fn lstm_gemms(threads: usize) -> tfr::Result<()> {
         .num_threads(threads)
         .build()
         .expect("pool");
-    let data = |n: usize| (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let data = |n: usize| {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
     let cases = [
         ("logits_nn", [m, h], [h, v], false, false),
         ("dx_nt", [m, v], [h, v], false, true),
@@ -563,13 +567,23 @@ fn print_trace(
     let md = pool.install(|| -> tfr::Result<_> {
         step.call(feeds)?;
         step.call(feeds)?;
-        Ok(step.call_with_options(&RunOptions { trace: true }, feeds)?.1)
+        Ok(step
+            .call_with_options(&RunOptions { trace: true }, feeds)?
+            .1)
     })?;
-    eprintln!("# {bench} {variant}: one traced step\n{}", md.op_summary_table(25));
+    eprintln!(
+        "# {bench} {variant}: one traced step\n{}",
+        md.op_summary_table(25)
+    );
     let mut nodes: Vec<_> = md.step_stats.iter().collect();
     nodes.sort_by(|a, b| (b.end_us - b.start_us).total_cmp(&(a.end_us - a.start_us)));
     for s in nodes.iter().take(15) {
-        eprintln!("#   {:9.1} us  {:28} {}", s.end_us - s.start_us, s.op, s.node);
+        eprintln!(
+            "#   {:9.1} us  {:28} {}",
+            s.end_us - s.start_us,
+            s.op,
+            s.node
+        );
     }
     Ok(())
 }

@@ -166,12 +166,32 @@ mod tests {
         assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive_f32(-100.0), 0.0);
         assert!(exp_nonpositive_f32(f32::NAN).is_nan());
-        let mut row = [0.0f32, -1.0, -2.0, f32::NEG_INFINITY, 1.0, 0.5, -0.5, -3.0, -4.0];
+        let mut row = [
+            0.0f32,
+            -1.0,
+            -2.0,
+            f32::NEG_INFINITY,
+            1.0,
+            0.5,
+            -0.5,
+            -3.0,
+            -4.0,
+        ];
         let sum = f32::exp_shifted_sum(&mut row, 1.0);
-        let want: Vec<f32> = [0.0f32, -1.0, -2.0, f32::NEG_INFINITY, 1.0, 0.5, -0.5, -3.0, -4.0]
-            .iter()
-            .map(|v| (v - 1.0).exp())
-            .collect();
+        let want: Vec<f32> = [
+            0.0f32,
+            -1.0,
+            -2.0,
+            f32::NEG_INFINITY,
+            1.0,
+            0.5,
+            -0.5,
+            -3.0,
+            -4.0,
+        ]
+        .iter()
+        .map(|v| (v - 1.0).exp())
+        .collect();
         for (g, w) in row.iter().zip(&want) {
             assert!((g - w).abs() <= 2.5e-7 * w.abs(), "{g} vs {w}");
         }

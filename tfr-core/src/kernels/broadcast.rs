@@ -148,7 +148,10 @@ pub fn update_repeat<A: Copy, B: Copy>(
     match r {
         Repeat::Rows(len) => {
             for chunk in big.chunks_exact_mut(len) {
-                chunk.iter_mut().zip(small).for_each(|(a, &b)| *a = f(*a, b));
+                chunk
+                    .iter_mut()
+                    .zip(small)
+                    .for_each(|(a, &b)| *a = f(*a, b));
             }
         }
         Repeat::Cols(inner) => {
@@ -169,8 +172,14 @@ mod tests {
         assert_eq!(repeat_pattern(&[4, 3], &[1, 3]), Some(Repeat::Rows(3)));
         assert_eq!(repeat_pattern(&[2, 4, 3], &[4, 3]), Some(Repeat::Rows(12)));
         assert_eq!(repeat_pattern(&[4, 3], &[4, 1]), Some(Repeat::Cols(3)));
-        assert_eq!(repeat_pattern(&[2, 4, 3], &[2, 1, 1]), Some(Repeat::Cols(12)));
-        assert_eq!(repeat_pattern(&[2, 4, 3], &[2, 4, 1]), Some(Repeat::Cols(3)));
+        assert_eq!(
+            repeat_pattern(&[2, 4, 3], &[2, 1, 1]),
+            Some(Repeat::Cols(12))
+        );
+        assert_eq!(
+            repeat_pattern(&[2, 4, 3], &[2, 4, 1]),
+            Some(Repeat::Cols(3))
+        );
         assert_eq!(repeat_pattern(&[2, 4, 3], &[2, 1, 3]), None);
         assert_eq!(repeat_pattern(&[4, 1], &[3]), None);
         assert_eq!(repeat_pattern(&[3], &[4, 3]), None);
