@@ -170,7 +170,7 @@ pub fn lstm_lm(g: &mut Graph, c: &LstmLmConfig) -> Result<LstmLm> {
             None => Sgd::new(c.learning_rate).minimize(g, loss, &variables, None)?,
             Some(norm) => {
                 let pairs = compute_gradient_values(g, loss, &variables)?;
-                let grads: Vec<_> = pairs.iter().map(|(gr, _)| gr.clone()).collect();
+                let grads: Vec<_> = pairs.iter().map(|(gr, _)| *gr).collect();
                 let (clipped, _) = clip_gradient_values_by_global_norm(g, &grads, norm)?;
                 let pairs: Vec<_> = clipped.into_iter().zip(variables.iter().cloned()).collect();
                 Sgd::new(c.learning_rate).apply_gradient_values(g, &pairs, None)?
