@@ -482,9 +482,6 @@ fn fold_block<R: Reducer>(r: R, x: &[R::In], rows: usize, inner: usize, acc: &mu
     }
 }
 
-/// The most pieces one slab is split into along the reduced axis.
-const SLAB_PIECES: usize = 8;
-
 /// Reduces `x`, read as `[outer, mid, inner]`, over `mid`.
 fn reduce3<R: Reducer>(r: R, x: &[R::In], outer: usize, mid: usize, inner: usize) -> Vec<R::In> {
     let n_out = outer * inner;
@@ -509,11 +506,10 @@ fn reduce3<R: Reducer>(r: R, x: &[R::In], outer: usize, mid: usize, inner: usize
                 }
             });
     } else {
-        // Few large slabs: split each along `mid` into at most `SLAB_PIECES` pieces (not one
-        // per row when rows are long: each piece's partial row is merged serially; a fixed
-        // count keeps the summation order independent of the thread count) and merge the
-        // pieces in order.
-        let rows_per = GRAIN.div_ceil(inner).max(mid.div_ceil(SLAB_PIECES)).max(1);
+        // Few large slabs: split each along `mid` into at most 8 pieces (a fixed count: the
+        // summation order does not depend on the threads; not a piece per long row, each
+        // piece's partial row is merged serially) and merge the pieces in order.
+        let rows_per = GRAIN.div_ceil(inner).max(mid.div_ceil(8)).max(1);
         for (o, a) in acc.chunks_exact_mut(inner).enumerate() {
             let slab_x = &x[o * slab..(o + 1) * slab];
             let parts: Vec<Vec<R::Acc>> = slab_x
