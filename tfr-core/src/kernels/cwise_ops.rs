@@ -1,7 +1,9 @@
 //! Elementwise kernels: unary maps, broadcasting binary ops, comparisons, logical ops, select,
 //! clip, cast and add_n. Kernels reuse an input's buffer when they hold its only reference.
 
-use super::broadcast::{broadcast_shape, for_each_broadcast};
+use super::broadcast::{
+    apply_repeat, broadcast_shape, for_each_broadcast, repeat_pattern, update_repeat,
+};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
@@ -88,6 +90,10 @@ where
     } else if xs.len() == 1 && broadcast_shape(&[x.shape(), y.shape()])?[..] == *y.shape() {
         let a = xs[0];
         (y.dims().clone(), ys.iter().map(|&b| f(a, b)).collect())
+    } else if let Some(r) = repeat_pattern(x.shape(), y.shape()) {
+        (x.dims().clone(), apply_repeat(xs, ys, r, &f))
+    } else if let Some(r) = repeat_pattern(y.shape(), x.shape()) {
+        (y.dims().clone(), apply_repeat(ys, xs, r, |b, a| f(a, b)))
     } else {
         let shape = broadcast_shape(&[x.shape(), y.shape()])?;
         let mut out = Vec::with_capacity(shape.iter().product());
@@ -148,6 +154,21 @@ where
                 } else {
                     ys.iter_mut().zip(xs).for_each(|(b, &a)| *b = f(a, *b));
                 }
+                ctx.set_output(y);
+                return Ok(());
+            }
+        }
+        // A bias row or a column broadcast over a uniquely held operand: in place.
+        if let Some(r) = repeat_pattern(x.shape(), y.shape()) {
+            if let (Some(xs), Ok(ys)) = (x.slice_mut::<T>(), y.as_slice::<T>()) {
+                update_repeat(xs, ys, r, f);
+                ctx.set_output(x);
+                return Ok(());
+            }
+        }
+        if let Some(r) = repeat_pattern(y.shape(), x.shape()) {
+            if let (Ok(xs), Some(ys)) = (x.as_slice::<T>(), y.slice_mut::<T>()) {
+                update_repeat(ys, xs, r, |b, a| f(a, b));
                 ctx.set_output(y);
                 return Ok(());
             }

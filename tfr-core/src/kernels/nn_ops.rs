@@ -101,23 +101,33 @@ where
 /// The max of a row (NaN if any is NaN; -inf for an empty row).
 #[inline]
 fn row_max<T: FloatElem>(row: &[T]) -> T {
-    row.iter().fold(T::neg_infinity(), |m, &v| {
-        if Numeric::is_nan(m) || !(v > m || Numeric::is_nan(v)) {
-            m
-        } else {
-            v
+    // Eight running maxima and a NaN flag: branch-free, so the loop vectorizes.
+    let mut lanes = [T::neg_infinity(); 8];
+    let mut nan = false;
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            nan |= Numeric::is_nan(v);
+            *l = if v > *l { v } else { *l };
         }
-    })
+    }
+    for &v in rest {
+        nan |= Numeric::is_nan(v);
+        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+    }
+    if nan {
+        return T::nan();
+    }
+    lanes
+        .iter()
+        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
 }
 
 /// Softmax of a row, in place: exp(x - max) / sum.
 fn softmax_row<T: FloatElem>(row: &mut [T]) {
     let m = row_max(row);
-    let mut sum = T::zero();
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        sum = sum + *v;
-    }
+    let sum = T::exp_shifted_sum(row, m);
     let inv = sum.recip();
     row.iter_mut().for_each(|v| *v = *v * inv);
 }
@@ -231,21 +241,45 @@ fn features_dims(t: &Tensor) -> KResult<(usize, usize)> {
     }
 }
 
-/// Turns a row of logits into its log-softmax in place and returns the row's loss
-/// `-sum(labels * logp)`, where `label(j)` gives the label weight of class `j`; then the row
-/// becomes the gradient `softmax - labels`.
+/// Returns the loss `-sum(labels * log softmax(row))` of a row of logits and turns the row into
+/// the gradient `softmax - labels`, where `label(j)` gives the label weight of class `j`.
+/// One exponential per element: `log softmax = (x - max) - log(sum)`, `softmax = e / sum`.
 #[inline]
 fn xent_row<T: FloatElem>(row: &mut [T], label: impl Fn(usize) -> T) -> T {
-    log_softmax_row(row);
-    let mut loss = T::zero();
-    for (j, v) in row.iter_mut().enumerate() {
+    let m = row_max(row);
+    // sum(labels * (x - max)) and sum(labels), read before the row is overwritten.
+    let (mut lx, mut ls) = (T::zero(), T::zero());
+    for (j, &v) in row.iter().enumerate() {
         let l = label(j);
         if l != T::zero() {
-            loss = loss - l * *v;
+            lx = lx + l * (v - m);
+            ls = ls + l;
         }
-        *v = v.exp() - l;
     }
-    loss
+    let sum = T::exp_shifted_sum(row, m);
+    let inv = sum.recip();
+    for (j, v) in row.iter_mut().enumerate() {
+        *v = *v * inv - label(j);
+    }
+    // Without label weight (an empty row among them) the log-sum term is absent: 0 * ln(0)
+    // would be NaN.
+    if ls == T::zero() {
+        T::zero() - lx
+    } else {
+        ls * sum.ln() - lx
+    }
+}
+
+/// [`xent_row`] for a one-hot label (class `target`).
+#[inline]
+fn sparse_xent_row<T: FloatElem>(row: &mut [T], target: usize) -> T {
+    let m = row_max(row);
+    let lx = row[target] - m;
+    let sum = T::exp_shifted_sum(row, m);
+    let inv = sum.recip();
+    row.iter_mut().for_each(|v| *v = *v * inv);
+    row[target] = row[target] - T::one();
+    sum.ln() - lx
 }
 
 fn softmax_xent_kernel<T: FloatElem>() -> Box<dyn OpKernel> {
@@ -297,8 +331,7 @@ fn sparse_xent_kernel<T: FloatElem>() -> Box<dyn OpKernel> {
         }
         let (dims, mut back) = owned::<T>(ctx.take_input(0))?;
         let loss = map_rows(&mut back, b, c, |i, row| {
-            let target = labels[i] as usize;
-            xent_row(row, |j| if j == target { T::one() } else { T::zero() })
+            sparse_xent_row(row, labels[i] as usize)
         });
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&[b]),

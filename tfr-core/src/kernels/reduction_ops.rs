@@ -506,8 +506,10 @@ fn reduce3<R: Reducer>(r: R, x: &[R::In], outer: usize, mid: usize, inner: usize
                 }
             });
     } else {
-        // Few large slabs: split each along `mid` and merge the pieces in order.
-        let rows_per = GRAIN.div_ceil(inner).max(1);
+        // Few large slabs: split each along `mid` into at most 8 pieces (a fixed count: the
+        // summation order does not depend on the threads; not a piece per long row, each
+        // piece's partial row is merged serially) and merge the pieces in order.
+        let rows_per = GRAIN.div_ceil(inner).max(mid.div_ceil(8)).max(1);
         for (o, a) in acc.chunks_exact_mut(inner).enumerate() {
             let slab_x = &x[o * slab..(o + 1) * slab];
             let parts: Vec<Vec<R::Acc>> = slab_x

@@ -5,7 +5,9 @@
 //! sampled step costs about the same whatever the vocabulary's size.
 
 use crate::initializers;
-use crate::optimizers::{Optimizer, Sgd};
+use crate::optimizers::{
+    clip_gradient_values_by_global_norm, compute_gradient_values, Optimizer, Sgd,
+};
 use crate::rnn::{lstm, LstmImpl, LstmOptions};
 use crate::sampled_losses::{sampled_softmax_loss, SampledLossOptions};
 use tfr_graph::ops::state_ops::Variable;
@@ -34,6 +36,13 @@ pub struct LstmLmConfig {
     pub learning_rate: f32,
     pub implementation: LstmImpl,
     pub seed: Option<u64>,
+    /// Each layer's initial `(c, h)` is fed ([`LstmLm::initial_state`]) instead of zeros, so a
+    /// batch can start from the state the previous batch ended in (truncated backpropagation
+    /// through time, as the paper's and Zaremba's models train).
+    pub state_inputs: bool,
+    /// Scale the gradients so that their global norm is at most this before the SGD step
+    /// (Zaremba's small model: 5).
+    pub clip_norm: Option<f32>,
 }
 
 impl LstmLmConfig {
@@ -50,6 +59,8 @@ impl LstmLmConfig {
             learning_rate: 0.1,
             implementation: LstmImpl::Unrolled,
             seed: Some(0),
+            state_inputs: false,
+            clip_norm: None,
         }
     }
 }
@@ -70,6 +81,13 @@ pub struct LstmLm {
     pub last_logits: Output,
     /// One SGD step.
     pub train: NodeId,
+    /// With [`LstmLmConfig::state_inputs`], per layer, the float32 `[batch, hidden]`
+    /// placeholders `(c, h)` of the initial state (every run must feed them; zeros start a
+    /// sequence); empty otherwise.
+    pub initial_state: Vec<(Output, Output)>,
+    /// Per layer, the `(c, h)` after the last step: fed back as the next batch's
+    /// `initial_state` to carry the state across batches.
+    pub final_state: Vec<(Output, Output)>,
     pub variables: Vec<Variable>,
 }
 
@@ -90,9 +108,19 @@ pub fn lstm_lm(g: &mut Graph, c: &LstmLmConfig) -> Result<LstmLm> {
         let e0 = initializers::uniform(g, &[v, c.embedding], 0.1, seed(1))?;
         let emb = g.variable("embedding", e0)?;
         let x = g.gather(emb.value, ids, 0)?;
+        let mut initial_state = Vec::new();
+        if c.state_inputs {
+            for k in 0..c.layers {
+                let shape = Shape::known(&[b, h]);
+                let ic = g.placeholder(&format!("initial_c_{k}"), DType::F32, shape.clone())?;
+                let ih = g.placeholder(&format!("initial_h_{k}"), DType::F32, shape)?;
+                initial_state.push((ic, ih));
+            }
+        }
         let opts = LstmOptions {
             implementation: c.implementation,
             seed: seed(2),
+            initial_state: c.state_inputs.then(|| initial_state.clone()),
             ..Default::default()
         };
         let rnn = lstm(g, "lstm", x, h, c.layers, &opts)?;
@@ -138,7 +166,16 @@ pub fn lstm_lm(g: &mut Graph, c: &LstmLmConfig) -> Result<LstmLm> {
                 (loss, eval, last)
             }
         };
-        let train = Sgd::new(c.learning_rate).minimize(g, loss, &variables, None)?;
+        let train = match c.clip_norm {
+            None => Sgd::new(c.learning_rate).minimize(g, loss, &variables, None)?,
+            Some(norm) => {
+                let pairs = compute_gradient_values(g, loss, &variables)?;
+                let grads: Vec<_> = pairs.iter().map(|(gr, _)| *gr).collect();
+                let (clipped, _) = clip_gradient_values_by_global_norm(g, &grads, norm)?;
+                let pairs: Vec<_> = clipped.into_iter().zip(variables.iter().cloned()).collect();
+                Sgd::new(c.learning_rate).apply_gradient_values(g, &pairs, None)?
+            }
+        };
         Ok(LstmLm {
             ids,
             targets,
@@ -146,6 +183,8 @@ pub fn lstm_lm(g: &mut Graph, c: &LstmLmConfig) -> Result<LstmLm> {
             eval_loss,
             last_logits,
             train,
+            initial_state,
+            final_state: rnn.final_state,
             variables,
         })
     })
