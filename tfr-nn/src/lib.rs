@@ -14,6 +14,8 @@ pub mod models;
 pub mod optimizers;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
+#[cfg(feature = "runtime")]
+pub mod quantize;
 pub mod replication;
 pub mod rnn;
 pub mod sampled_losses;

@@ -12,6 +12,7 @@ mod layers;
 mod models;
 mod optimizers;
 mod partitioned;
+mod quantize;
 mod queues;
 mod replication;
 mod rnn;
