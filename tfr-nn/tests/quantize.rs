@@ -122,4 +122,7 @@ fn bad_calibration_and_files_are_errors() {
     std::fs::write(&path, "just one line").unwrap();
     let e = QuantizedModel::load(&path).err().expect("junk");
     assert!(e.to_string().contains("not a quantized model"), "{e}");
+    std::fs::write(&path, b"TFRQMOD1\x05\x00").unwrap();
+    let e = QuantizedModel::load(&path).err().expect("short");
+    assert!(e.to_string().contains("cut short"), "{e}");
 }

@@ -32,14 +32,37 @@ pub mod codes {
     }
     /// The real value of `code` (TF's `QuantizedToFloat`).
     pub fn code_to_float(code: i64, min: f32, max: f32, bits: u32, lowest: i64) -> f32 {
-        if min == max {
-            return min;
+        Decoder::new(min, max, bits, lowest).decode(code as f64)
+    }
+    /// [`code_to_float`] with its constants computed once, for decoding many codes.
+    #[derive(Clone, Copy)]
+    pub struct Decoder {
+        degenerate: Option<f32>,
+        min_rounded: f64,
+        scale: f64,
+        lowest: f64,
+    }
+    impl Decoder {
+        pub fn new(min: f32, max: f32, bits: u32, lowest: i64) -> Decoder {
+            let steps = (1u64 << bits) as f64;
+            let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
+            let scale = range / steps;
+            // TF rounds min to a code with the scale in f32.
+            let min_rounded = (min as f64 / scale as f32 as f64).round() * scale as f32 as f64;
+            Decoder {
+                degenerate: (min == max).then_some(min),
+                min_rounded,
+                scale,
+                lowest: lowest as f64,
+            }
         }
-        let steps = (1u64 << bits) as f64;
-        let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
-        let scale = range / steps;
-        let min_rounded = (min as f64 / scale as f32 as f64).round() * scale as f32 as f64;
-        (min_rounded + (code - lowest) as f64 * scale) as f32
+        #[inline]
+        pub fn decode(&self, code: f64) -> f32 {
+            match self.degenerate {
+                Some(min) => min,
+                None => (self.min_rounded + (code - self.lowest) * self.scale) as f32,
+            }
+        }
     }
     /// The real value one code step stands for (TF's `FloatForOneQuantizedLevel`).
     pub fn float_per_code(min: f32, max: f32, bits: u32) -> f32 {
@@ -341,16 +364,6 @@ fn dequantize_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String
 fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axis: i64) -> KResult {
     let input = ctx.input(0);
     let shape = input.shape().to_vec();
-    let codes_f64: Vec<f64> = match input.dtype() {
-        DType::U8 => input.as_slice::<u8>()?.iter().map(|&v| v as f64).collect(),
-        _ => input.as_slice::<i32>()?.iter().map(|&v| v as f64).collect(),
-    };
-    let (bits, lowest) = if input.dtype() == DType::U8 {
-        QUINT8
-    } else {
-        QINT32
-    };
-    let highest = (lowest as i128 + (1i128 << bits) - 1) as f64;
     let (mins, maxs) = range_values(ctx, 1, 2)?;
     let (outer, channels, inner) = channel_split(&shape, axis)?;
     if mins.len() != channels {
@@ -359,11 +372,53 @@ fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axi
             mins.len()
         )));
     }
-    let mut out: Vec<f32> = alloc(codes_f64.len())?;
-    out.resize(codes_f64.len(), 0.0);
+    let split = (outer, channels, inner);
+    let out = match input.dtype() {
+        DType::U8 => decode_all(
+            input.as_slice::<u8>()?,
+            QUINT8,
+            split,
+            &mins,
+            &maxs,
+            mode,
+            narrow,
+        )?,
+        _ => decode_all(
+            input.as_slice::<i32>()?,
+            QINT32,
+            split,
+            &mins,
+            &maxs,
+            mode,
+            narrow,
+        )?,
+    };
+    ctx.set_output(Tensor::new(&shape, out)?);
+    Ok(())
+}
+
+/// Every code of `x` as a real value, per channel, in `mode` (TF's Dequantize).
+fn decode_all<C: Copy + Into<f64>>(
+    x: &[C],
+    (bits, lowest): (u32, i64),
+    (outer, channels, inner): (usize, usize, usize),
+    mins: &[f32],
+    maxs: &[f32],
+    mode: QuantizeMode,
+    narrow: bool,
+) -> KResult<Vec<f32>> {
+    let highest = (lowest as i128 + (1i128 << bits) - 1) as f64;
+    let mut out: Vec<f32> = alloc(x.len())?;
+    out.resize(x.len(), 0.0);
     for ch in 0..channels {
         let (lo, hi) = (mins[ch], maxs[ch]);
-        let f: Box<dyn Fn(f64) -> f32> = match mode {
+        let slices = Channel {
+            outer,
+            channels,
+            inner,
+            ch,
+        };
+        match mode {
             QuantizeMode::MinCombined => {
                 // Signed types are shifted by half their range (TF's half_range_).
                 let half = if lowest < 0 {
@@ -372,10 +427,11 @@ fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axi
                     0.0
                 };
                 let scale = (hi - lo) / (highest - lowest as f64) as f32;
-                Box::new(move |q: f64| ((q + half) as f32) * scale + lo)
+                slices.map(x, &mut out, |q| ((q.into() + half) as f32) * scale + lo);
             }
             QuantizeMode::MinFirst => {
-                Box::new(move |q: f64| codes::code_to_float(q as i64, lo, hi, bits, lowest))
+                let d = codes::Decoder::new(lo, hi, bits, lowest);
+                slices.map(x, &mut out, |q| d.decode(q.into()));
             }
             QuantizeMode::Scaled => {
                 let min_code = lowest as f64 + if narrow { 1.0 } else { 0.0 };
@@ -384,19 +440,11 @@ fn dequantize(ctx: &mut KernelContext<'_>, mode: QuantizeMode, narrow: bool, axi
                 } else {
                     (lo / min_code as f32).max(hi / highest as f32)
                 };
-                Box::new(move |q: f64| q as f32 * scale)
+                slices.map(x, &mut out, |q| q.into() as f32 * scale);
             }
-        };
-        let slices = Channel {
-            outer,
-            channels,
-            inner,
-            ch,
-        };
-        slices.map(&codes_f64, &mut out, f);
+        }
     }
-    ctx.set_output(Tensor::new(&shape, out)?);
-    Ok(())
+    Ok(out)
 }
 
 // ---- QuantizedMatMul / QuantizedBiasAdd -------------------------------------------------------
