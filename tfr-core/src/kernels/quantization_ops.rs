@@ -199,6 +199,13 @@ pub(super) fn scalar_range(
     Ok((min[0], max[0]))
 }
 
+/// Sets a quantized op's three outputs: the codes and the real values of the range's ends.
+pub(super) fn set_quantized(ctx: &mut KernelContext<'_>, codes: Tensor, lo: f32, hi: f32) {
+    ctx.set_output(codes);
+    ctx.set_output(Tensor::scalar(lo));
+    ctx.set_output(Tensor::scalar(hi));
+}
+
 /// (outer, channels, inner) of a shape split at `axis` (-1: the whole tensor is one channel).
 fn channel_split(shape: &[usize], axis: i64) -> KResult<(usize, usize, usize)> {
     if axis == -1 {
@@ -511,9 +518,7 @@ fn quantized_matmul(
     c.resize(m * n, 0);
     qgemm_packed(&a, &b, &mut c, m, za, zb);
     let (min_c, max_c) = codes::product_range(min_a, max_a, min_b, max_b);
-    ctx.set_output(Tensor::new(&[m, n], c)?);
-    ctx.set_output(Tensor::scalar(min_c));
-    ctx.set_output(Tensor::scalar(max_c));
+    set_quantized(ctx, Tensor::new(&[m, n], c)?, min_c, max_c);
     Ok(())
 }
 
@@ -547,9 +552,7 @@ fn quantized_bias_add(ctx: &mut KernelContext<'_>) -> KResult {
             );
         }
     }
-    ctx.set_output(Tensor::new(&shape, out)?);
-    ctx.set_output(Tensor::scalar(lo));
-    ctx.set_output(Tensor::scalar(hi));
+    set_quantized(ctx, Tensor::new(&shape, out)?, lo, hi);
     Ok(())
 }
 
@@ -575,9 +578,7 @@ fn quantized_relu(ctx: &mut KernelContext<'_>) -> KResult {
                 .collect()
         }
     };
-    ctx.set_output(Tensor::new(&shape, out)?);
-    ctx.set_output(Tensor::scalar(lo));
-    ctx.set_output(Tensor::scalar(hi));
+    set_quantized(ctx, Tensor::new(&shape, out)?, lo, hi);
     Ok(())
 }
 
@@ -596,9 +597,7 @@ fn requantize(ctx: &mut KernelContext<'_>) -> KResult {
         .iter()
         .map(|&c| codes::requantize(c as i64, lo, hi, QINT32, new_lo, new_hi, QUINT8) as u8)
         .collect();
-    ctx.set_output(Tensor::new(&shape, out)?);
-    ctx.set_output(Tensor::scalar(new_lo));
-    ctx.set_output(Tensor::scalar(new_hi));
+    set_quantized(ctx, Tensor::new(&shape, out)?, new_lo, new_hi);
     Ok(())
 }
 
@@ -700,8 +699,6 @@ fn fake_quant_grad(ctx: &mut KernelContext<'_>, lo: f32, hi: f32) -> KResult {
             }
         })
         .collect();
-    ctx.set_output(Tensor::new(&shape, dx)?);
-    ctx.set_output(Tensor::scalar(below));
-    ctx.set_output(Tensor::scalar(above));
+    set_quantized(ctx, Tensor::new(&shape, dx)?, below, above);
     Ok(())
 }

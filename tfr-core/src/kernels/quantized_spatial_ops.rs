@@ -6,7 +6,7 @@
 use super::output_alloc::alloc;
 use super::qgemm::{best_path, qgemm_u8};
 use super::quantization_ops::codes::{self, QUINT8};
-use super::quantization_ops::scalar_range;
+use super::quantization_ops::{scalar_range, set_quantized};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelRegistry};
 use crate::tensor::Tensor;
@@ -102,9 +102,7 @@ fn quantized_conv2d(ctx: &mut KernelContext<'_>, p: &ConvParams) -> KResult {
         best_path(),
     );
     let (lo, hi) = codes::product_range(min_x, max_x, min_f, max_f);
-    ctx.set_output(Tensor::new(&[n, oh, ow, oc], out)?);
-    ctx.set_output(Tensor::scalar(lo));
-    ctx.set_output(Tensor::scalar(hi));
+    set_quantized(ctx, Tensor::new(&[n, oh, ow, oc], out)?, lo, hi);
     Ok(())
 }
 
@@ -151,8 +149,6 @@ fn quantized_pool(ctx: &mut KernelContext<'_>, p: &PoolParams, max: bool) -> KRe
             }
         }
     }
-    ctx.set_output(Tensor::new(&[n, oh, ow, c], out)?);
-    ctx.set_output(Tensor::scalar(lo));
-    ctx.set_output(Tensor::scalar(hi));
+    set_quantized(ctx, Tensor::new(&[n, oh, ow, c], out)?, lo, hi);
     Ok(())
 }

@@ -208,8 +208,12 @@ fn infer_quantized_bias_add(ctx: &InferCtx<'_>) -> std::result::Result<Vec<Tenso
     ])
 }
 
-fn infer_quantized_relu(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
-    check_range_inputs(ctx, &[1, 2])?;
+/// 8-bit codes of input 0's shape and their range; inputs `ranges` are range ends.
+fn infer_to_quint8(
+    ctx: &InferCtx<'_>,
+    ranges: &[usize],
+) -> std::result::Result<Vec<TensorType>, String> {
+    check_range_inputs(ctx, ranges)?;
     let out = *ctx.attrs.dtype("out_type")?;
     if out != DType::U8 {
         return Err(format!("out_type must be uint8 (quint8), got {out}"));
@@ -221,17 +225,12 @@ fn infer_quantized_relu(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorTyp
     ])
 }
 
+fn infer_quantized_relu(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
+    infer_to_quint8(ctx, &[1, 2])
+}
+
 fn infer_requantize(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
-    check_range_inputs(ctx, &[1, 2, 3, 4])?;
-    let out = *ctx.attrs.dtype("out_type")?;
-    if out != DType::U8 {
-        return Err(format!("out_type must be uint8 (quint8), got {out}"));
-    }
-    Ok(vec![
-        TensorType::new(out, ctx.input(0).shape.clone()),
-        scalar_f32(),
-        scalar_f32(),
-    ])
+    infer_to_quint8(ctx, &[1, 2, 3, 4])
 }
 
 fn infer_requantization_range(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
