@@ -592,3 +592,27 @@ fn quantized_matmul_repacks_when_b_changes() {
         assert_eq!(got, want, "b seed {seed}");
     }
 }
+
+#[test]
+fn quantized_concat_joins_over_the_widest_range() {
+    let a = vec![-0.9f32, -0.2, 0.0, 0.4, 0.7, 1.0];
+    let b = vec![0.5f32, 3.9, 2.0, 0.0];
+    let mut g = Graph::new();
+    let qa = quantized_input(&mut g, &a, &[2, 3], -1.0, 1.0);
+    let qb = quantized_input(&mut g, &b, &[2, 2], 0.0, 4.0);
+    let c = g.quantized_concat(&[qa, qb], 1).unwrap();
+    assert_eq!(g.shape(c.value), &Shape::known(&[2, 5]));
+    let cf = g.dequantize(c, QuantizeMode::MinFirst).unwrap();
+    let out = run(&g, &[], &[cf, c.min, c.max]);
+    assert_eq!(out[1].scalar_value::<f32>().unwrap(), -1.0);
+    assert_eq!(out[2].scalar_value::<f32>().unwrap(), 4.0);
+    let want = [-0.9f32, -0.2, 0.0, 0.5, 3.9, 0.4, 0.7, 1.0, 2.0, 0.0];
+    let step = 5.0 / 255.0 * 1.5 + 4.0 / 255.0;
+    for (got, w) in out[0].to_vec::<f32>().unwrap().iter().zip(&want) {
+        assert!((got - w).abs() <= step, "{got} vs {w}");
+    }
+    // Shapes that differ outside the axis are refused when the graph is built.
+    let qc = quantized_input(&mut g, &b, &[4, 1], 0.0, 4.0);
+    let e = g.quantized_concat(&[qa, qc], 1).unwrap_err();
+    assert!(e.to_string().contains("outside dim 1"), "{e}");
+}

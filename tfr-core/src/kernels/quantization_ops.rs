@@ -118,6 +118,9 @@ pub fn register(r: &mut KernelRegistry) {
             quantized_matmul(ctx, ta, tb, &cache)
         }))
     });
+    r.cpu("QuantizedConcat", DTypeSet::of(&[DType::I32]), |_| {
+        Ok(Box::new(quantized_concat))
+    });
     r.cpu("QuantizedBiasAdd", DTypeSet::of(&[DType::U8]), |_| {
         Ok(Box::new(quantized_bias_add))
     });
@@ -700,5 +703,62 @@ fn fake_quant_grad(ctx: &mut KernelContext<'_>, lo: f32, hi: f32) -> KResult {
         })
         .collect();
     set_quantized(ctx, Tensor::new(&shape, dx)?, below, above);
+    Ok(())
+}
+
+// ---- QuantizedConcat --------------------------------------------------------------------------
+
+fn quantized_concat(ctx: &mut KernelContext<'_>) -> KResult {
+    let n = (ctx.num_inputs() - 1) / 3;
+    let shape0 = ctx.input(1).shape().to_vec();
+    let rank = shape0.len() as i64;
+    let axis = ctx.input(0).scalar_value::<i32>()? as i64;
+    if rank == 0 || axis < -rank || axis >= rank {
+        return Err(KernelError::invalid(format!(
+            "concat_dim {axis} is out of range for values of shape {shape0:?}"
+        )));
+    }
+    let axis = axis.rem_euclid(rank) as usize;
+    let mut ranges = Vec::with_capacity(n);
+    for k in 0..n {
+        ranges.push(scalar_range(ctx, 1 + n + k, 1 + 2 * n + k)?);
+    }
+    let lo = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
+    let hi = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
+    let outer: usize = shape0[..axis].iter().product();
+    let inner: usize = shape0[axis + 1..].iter().product();
+    let mut along = 0usize;
+    // Each input's 256 codes re-expressed over [lo, hi] (TF's RequantizeInNewRange).
+    let mut tables = Vec::with_capacity(n);
+    for (k, &(min, max)) in ranges.iter().enumerate() {
+        let s = ctx.input(1 + k).shape();
+        if s.len() != shape0.len()
+            || s.iter()
+                .zip(&shape0)
+                .enumerate()
+                .any(|(d, (a, b))| d != axis && a != b)
+        {
+            return Err(KernelError::invalid(format!(
+                "values[{k}] has shape {s:?}, which differs from values[0] {shape0:?} outside dim {axis}"
+            )));
+        }
+        along += s[axis];
+        let table: Vec<u8> = (0..=255u8)
+            .map(|c| codes::requantize(c as i64, min, max, QUINT8, lo, hi, QUINT8) as u8)
+            .collect();
+        tables.push(table);
+    }
+    let mut out: Vec<u8> = alloc(outer * along * inner)?;
+    for o in 0..outer {
+        for (k, table) in tables.iter().enumerate() {
+            let x = ctx.input(1 + k);
+            let chunk = x.shape()[axis] * inner;
+            let src = &x.as_slice::<u8>()?[o * chunk..(o + 1) * chunk];
+            out.extend(src.iter().map(|&c| table[c as usize]));
+        }
+    }
+    let mut shape = shape0;
+    shape[axis] = along;
+    set_quantized(ctx, Tensor::new(&shape, out)?, lo, hi);
     Ok(())
 }

@@ -259,6 +259,65 @@ fn infer_quantized_pool(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorTyp
     Ok(out)
 }
 
+fn infer_quantized_concat(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
+    let total = ctx.inputs.len() - 1;
+    if total == 0 || !total.is_multiple_of(3) {
+        return Err(format!(
+            "expects N values, N input_mins and N input_maxes after concat_dim, got {total} inputs"
+        ));
+    }
+    let n = total / 3;
+    for k in 0..n {
+        if ctx.dtype(1 + k) != DType::U8 {
+            return Err(format!(
+                "values[{k}] must be uint8 (quint8), got {}",
+                ctx.dtype(1 + k)
+            ));
+        }
+    }
+    check_range_inputs(ctx, &(1 + n..1 + 3 * n).collect::<Vec<_>>())?;
+    let ranks: Vec<Option<usize>> = (0..n).map(|k| ctx.input(1 + k).shape.rank()).collect();
+    let rank = ranks.iter().flatten().next().copied();
+    if let Some(r) = rank {
+        if let Some(k) = ranks.iter().position(|x| x.is_some_and(|x| x != r)) {
+            return Err(format!(
+                "values[{k}] has rank {:?}, values[0] {r}",
+                ranks[k]
+            ));
+        }
+    }
+    let shape = match (rank, ctx.const_ints(0).as_deref()) {
+        (Some(r), Some(&[axis])) => {
+            let axis = normalize_axis(axis, r)?;
+            let mut dims: Vec<Dim> = (0..r).map(|d| ctx.input(1).shape.dim(d)).collect();
+            let mut along = Some(0usize);
+            for k in 0..n {
+                let s = &ctx.input(1 + k).shape;
+                for (d, dim) in dims.iter_mut().enumerate() {
+                    if d == axis {
+                        along = along.zip(s.dim(d).known()).map(|(a, b)| a + b);
+                    } else if let Some(m) = dim.merge(&s.dim(d)) {
+                        *dim = m;
+                    } else {
+                        return Err(format!(
+                            "values[{k}] has shape {s}, which differs from values[0] outside dim {axis}"
+                        ));
+                    }
+                }
+            }
+            dims[axis] = along.map_or(Dim::Unknown, Dim::Known);
+            Shape::new(dims)
+        }
+        (Some(r), _) => Shape::unknown_dims(r),
+        _ => Shape::unknown(),
+    };
+    Ok(vec![
+        TensorType::new(DType::U8, shape),
+        scalar_f32(),
+        scalar_f32(),
+    ])
+}
+
 fn check_num_bits(ctx: &InferCtx<'_>) -> std::result::Result<(), String> {
     let bits = *ctx.attrs.int("num_bits")?;
     if !(2..=16).contains(&bits) {
@@ -368,6 +427,14 @@ pub fn op_defs() -> Vec<OpDef> {
             .output("output")
             .output("min_output")
             .output("max_output")
+            .no_gradient(),
+        OpDef::new("QuantizedConcat", infer_quantized_concat)
+            .doc("concat_dim, then N 8-bit values, their N mins and N maxes: the values re-expressed over the widest range and joined along concat_dim")
+            .input("concat_dim", DTypeSet::of(&[DType::I32]))
+            .list_input("values_mins_maxes", DTypeSet::ANY, 3)
+            .output("output")
+            .output("output_min")
+            .output("output_max")
             .no_gradient(),
         OpDef::new("QuantizedBiasAdd", infer_quantized_bias_add)
             .doc("8-bit input + 8-bit bias along the last dim, as int32 over a symmetric range 2^17 times the inputs' largest")
@@ -545,6 +612,22 @@ impl Graph {
             .attr("ksize", vec![1, ksize[0], ksize[1], 1])
             .attr("strides", vec![1, strides[0], strides[1], 1])
             .attr("padding", padding)
+            .finish()?;
+        Ok(Quantized::of(id))
+    }
+    /// `QuantizedConcat` of `values` along `axis`, over the widest of their ranges.
+    pub fn quantized_concat(&mut self, values: &[Quantized], axis: i64) -> Result<Quantized> {
+        let axis = self.scalar(super::builder_args::checked_i32(
+            "quantized_concat",
+            "axis",
+            axis,
+        )?)?;
+        let id = self
+            .build("QuantizedConcat")
+            .input(axis)
+            .inputs(values.iter().map(|q| q.value))
+            .inputs(values.iter().map(|q| q.min))
+            .inputs(values.iter().map(|q| q.max))
             .finish()?;
         Ok(Quantized::of(id))
     }
