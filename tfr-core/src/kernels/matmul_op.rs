@@ -258,7 +258,7 @@ fn describe(shape: &[usize], attr: &str, t: bool) -> String {
 
 /// Writes the transpose of the row-major `rows x cols` matrix `x` into `dst` (`cols x rows`),
 /// by 32 x 32 tiles.
-fn transpose_into<T: Copy>(x: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+pub(crate) fn transpose_into<T: Copy>(x: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     const TILE: usize = 32;
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {

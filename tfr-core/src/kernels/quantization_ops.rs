@@ -3,11 +3,13 @@
 //! a uint8 tensor stands for TF's quint8, an int32 one for qint32. The range math is in
 //! [`codes`], shared by every kernel and by the tests' references.
 
+use super::matmul_op::transpose_into;
 use super::output_alloc::alloc;
 use super::qgemm::{best_path, qgemm_packed, PackedB};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::tensor::Tensor;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use tfr_graph::ops::quantization_ops::{QuantizeMode, RoundMode};
 use tfr_graph::{DType, DTypeSet};
@@ -459,7 +461,13 @@ fn decode_all<C: Copy + Into<f64>>(
 
 // ---- QuantizedMatMul / QuantizedBiasAdd -------------------------------------------------------
 
-fn matrix(t: &Tensor, transpose: bool, what: &str) -> KResult<(Vec<u8>, usize, usize)> {
+/// A uint8 matrix operand as (rows, cols) after an optional transpose: borrowed as it is, or
+/// transposed into a new buffer.
+fn matrix<'t>(
+    t: &'t Tensor,
+    transpose: bool,
+    what: &str,
+) -> KResult<(Cow<'t, [u8]>, usize, usize)> {
     let s = t.shape();
     if s.len() != 2 {
         return Err(KernelError::invalid(format!(
@@ -468,16 +476,11 @@ fn matrix(t: &Tensor, transpose: bool, what: &str) -> KResult<(Vec<u8>, usize, u
     }
     let v = t.as_slice::<u8>()?;
     if !transpose {
-        return Ok((v.to_vec(), s[0], s[1]));
+        return Ok((Cow::Borrowed(v), s[0], s[1]));
     }
-    let (r, c) = (s[0], s[1]);
     let mut out = vec![0u8; v.len()];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = v[i * c + j];
-        }
-    }
-    Ok((out, c, r))
+    transpose_into(v, s[0], s[1], &mut out);
+    Ok((Cow::Owned(out), s[1], s[0]))
 }
 
 /// `b` prepared for the GEMM, reused while the input shares the cached tensor's buffer (holding
