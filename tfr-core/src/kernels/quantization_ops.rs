@@ -19,18 +19,49 @@ use tfr_graph::{DType, DTypeSet};
 pub mod codes {
     /// The code of `x` (TF's `FloatToQuantizedUnclamped`): may lie outside the type.
     pub fn float_to_code_unclamped(x: f32, min: f32, max: f32, bits: u32, lowest: i64) -> i64 {
-        if min == max {
-            return 0;
-        }
-        let steps = (1u64 << bits) as f64;
-        let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
-        let scale = steps / range;
-        (x as f64 * scale).round() as i64 - (min as f64 * scale).round() as i64 + lowest
+        Encoder::new(min, max, bits, lowest).encode_unclamped(x)
     }
     /// The code of `x`, clamped to the type (TF's `FloatToQuantized`).
     pub fn float_to_code(x: f32, min: f32, max: f32, bits: u32, lowest: i64) -> i64 {
-        let highest = lowest + ((1i128 << bits) - 1) as i64;
-        float_to_code_unclamped(x, min, max, bits, lowest).clamp(lowest, highest)
+        Encoder::new(min, max, bits, lowest).encode(x)
+    }
+    /// [`float_to_code`] with its constants computed once, for encoding many values.
+    #[derive(Clone, Copy)]
+    pub struct Encoder {
+        degenerate: bool,
+        scale: f64,
+        /// `lowest - round(min * scale)`: the code offset.
+        offset: f64,
+        lowest: f64,
+        highest: f64,
+    }
+    impl Encoder {
+        pub fn new(min: f32, max: f32, bits: u32, lowest: i64) -> Encoder {
+            let steps = (1u64 << bits) as f64;
+            let range = (max as f64 - min as f64) * (steps / (steps - 1.0));
+            let scale = steps / range;
+            Encoder {
+                degenerate: min == max,
+                scale,
+                offset: lowest as f64 - (min as f64 * scale).round(),
+                lowest: lowest as f64,
+                highest: (lowest as i128 + (1i128 << bits) - 1) as f64,
+            }
+        }
+        #[inline]
+        pub fn encode_unclamped(&self, x: f32) -> i64 {
+            if self.degenerate {
+                return 0;
+            }
+            ((x as f64 * self.scale).round() + self.offset) as i64
+        }
+        #[inline]
+        pub fn encode(&self, x: f32) -> i64 {
+            if self.degenerate {
+                return 0;
+            }
+            ((x as f64 * self.scale).round() + self.offset).clamp(self.lowest, self.highest) as i64
+        }
     }
     /// The real value of `code` (TF's `QuantizedToFloat`).
     pub fn code_to_float(code: i64, min: f32, max: f32, bits: u32, lowest: i64) -> f32 {
@@ -320,17 +351,8 @@ fn quantize(ctx: &mut KernelContext<'_>, a: &QuantizeAttrs) -> KResult {
                 });
             }
             QuantizeMode::MinFirst => {
-                // TF's FloatToQuantized, with the f64 scale and min's code computed once.
-                let steps = 256.0f64;
-                let scale = steps / ((hi as f64 - lo as f64) * (steps / (steps - 1.0)));
-                let min_code = (lo as f64 * scale).round();
-                if lo == hi {
-                    slices.map(x, &mut out, |_| 0);
-                } else {
-                    slices.map(x, &mut out, |v| {
-                        ((v as f64 * scale).round() - min_code).clamp(0.0, 255.0) as u8
-                    });
-                }
+                let e = codes::Encoder::new(lo, hi, QUINT8.0, QUINT8.1);
+                slices.map(x, &mut out, |v| e.encode(v) as u8);
             }
             QuantizeMode::Scaled => {
                 let min_code = if a.narrow { 1.0f32 } else { 0.0 };
