@@ -15,6 +15,7 @@ pub mod placement;
 pub mod rendezvous;
 pub mod resource;
 pub mod session;
+pub mod session_target;
 pub mod tensor;
 
 pub use error::{Code, Error, KernelError, Result};
@@ -22,5 +23,6 @@ pub use executor::{
     ControlFlowStats, Executable, NodeExecStats, OpSummary, RunMetadata, RunOptions,
 };
 pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
-pub use session::{Callable, Program, Session, SessionOptions};
+pub use session::{Callable, Program, RemoteStep, Session, SessionOptions};
+pub use session_target::{register_session_factory, SessionFactory, TargetSession};
 pub use tensor::{Scalar, Tensor};
