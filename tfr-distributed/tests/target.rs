@@ -17,10 +17,8 @@ fn affine() -> (Graph, Output, Output, tfr_graph::NodeId) {
         (w, b, g.global_variables_initializer().unwrap())
     });
     let y = g.with_device("/job:worker/task:0", |g| {
-        let wv = g.read(&w).unwrap();
-        let bv = g.read(&b).unwrap();
-        let xw = g.mul(x, wv).unwrap();
-        g.add(xw, bv).unwrap()
+        let xw = g.mul(x, w.value).unwrap();
+        g.add(xw, b.value).unwrap()
     });
     (g, x, y, init)
 }
