@@ -64,7 +64,7 @@ fn a_session_with_a_grpc_target_gives_the_in_process_result() {
     let call = remote.make_callable(&[x], &[y], &[]).unwrap();
     assert!(call.executable().is_none());
     for _ in 0..3 {
-        let v = call.call(&[feed.clone()]).unwrap();
+        let v = call.call(std::slice::from_ref(&feed)).unwrap();
         assert_eq!(v[0].to_vec::<f32>().unwrap(), vec![4.0, -7.0]);
     }
     let (v, meta) = remote
