@@ -210,36 +210,15 @@ fn bad_inputs_are_errors_naming_the_node() {
         run(&g, &feeds(&xs, T as i64, good), &[h])[0].shape(),
         &[T, B, C]
     );
-    let bad_w: [&[usize]; 8] = [
-        &[T, B, I],
-        &[B, C],
-        &[B, C],
-        &[I + C + 1, 4 * C],
-        &[C],
-        &[C],
-        &[C],
-        &[4 * C],
-    ];
-    let bad_x: [&[usize]; 8] = [
-        &[T, B],
-        &[B, C],
-        &[B, C],
-        &[I + C, 4 * C],
-        &[C],
-        &[C],
-        &[C],
-        &[4 * C],
-    ];
-    let bad_b: [&[usize]; 8] = [
-        &[T, B, I],
-        &[B, C],
-        &[B, C],
-        &[I + C, 4 * C],
-        &[C],
-        &[C],
-        &[C],
-        &[C],
-    ];
+    // `good` with input `k`'s shape replaced.
+    let with = |k: usize, shape: &'static [usize]| {
+        let mut shapes = good;
+        shapes[k] = shape;
+        shapes
+    };
+    let bad_w = with(3, &[I + C + 1, 4 * C]);
+    let bad_x = with(0, &[T, B]);
+    let bad_b = with(7, &[C]);
     for (shapes, steps, what) in [
         (bad_w, T as i64, "w must have shape"),
         (bad_x, T as i64, "x must be 3-D"),
