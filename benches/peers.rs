@@ -534,6 +534,16 @@ fn print_trace(
         "# {bench} {variant}: one traced step\n{}",
         md.op_summary_table(25)
     );
+    if std::env::var("PEERS_TRACE").is_ok_and(|v| v == "timeline") {
+        let mut by_start: Vec<_> = md.step_stats.iter().collect();
+        by_start.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
+        for s in by_start.iter().filter(|s| s.end_us - s.start_us >= 100.0) {
+            eprintln!(
+                "#   {:9.1} .. {:9.1} us  {:28} {}",
+                s.start_us, s.end_us, s.op, s.node
+            );
+        }
+    }
     let mut nodes: Vec<_> = md.step_stats.iter().collect();
     nodes.sort_by(|a, b| (b.end_us - b.start_us).total_cmp(&(a.end_us - a.start_us)));
     for s in nodes.iter().take(15) {

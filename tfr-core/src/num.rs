@@ -79,6 +79,7 @@ impl FloatElem for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
+    #[inline(always)]
     fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
         // Two passes: the exponentials alone vectorize, with the sum in the same loop they
         // do not. Eight partial sums shorten the chain (and round less).
@@ -99,6 +100,7 @@ impl FloatElem for f64 {
     fn erf(self) -> Self {
         libm::erf(self)
     }
+    #[inline(always)]
     fn exp_shifted_sum(row: &mut [f64], shift: f64) -> f64 {
         let mut sum = 0.0;
         for v in row.iter_mut() {

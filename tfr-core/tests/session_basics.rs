@@ -606,3 +606,58 @@ fn a_session_target_selects_the_runtime_registered_for_its_scheme() {
         vec![-2.0]
     );
 }
+
+/// `a @ b + bias` (Add in either order, or BiasAdd) runs fused as MatMulBiasAdd when the step
+/// is optimized, with the unfused step's values, on every kernel path of the product (small
+/// inner dimension, transposed operands, `b` transposed with fewer rows than columns).
+#[test]
+fn a_product_plus_its_bias_is_fused_with_the_unfused_values() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (m, k, n) in [(5usize, 3usize, 7usize), (6, 40, 9), (9, 40, 6)] {
+            for form in ["add", "add_swapped", "bias_add"] {
+                let mut g = Graph::new();
+                let ash = if ta { [k, m] } else { [m, k] };
+                let bsh = if tb { [n, k] } else { [k, n] };
+                let x = g.placeholder("x", DType::F32, Shape::known(&ash)).unwrap();
+                let y = g.placeholder("y", DType::F32, Shape::known(&bsh)).unwrap();
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+                let bias = g.constant_from(&[n], bias).unwrap();
+                let p = g.matmul_t(x, y, ta, tb).unwrap();
+                let out = match form {
+                    "add" => g.add(p, bias).unwrap(),
+                    "add_swapped" => g.add(bias, p).unwrap(),
+                    _ => g.bias_add(p, bias).unwrap(),
+                };
+                let xv: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 37) % 23) as f32 * 0.1 - 1.1)
+                    .collect();
+                let yv: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 53) % 19) as f32 * 0.1 - 0.9)
+                    .collect();
+                let feeds = [
+                    (x, Tensor::new(&ash, xv).unwrap()),
+                    (y, Tensor::new(&bsh, yv).unwrap()),
+                ];
+                let run = |optimize: bool| {
+                    let s = Session::new(&g, SessionOptions { optimize, ..opts() }).unwrap();
+                    let (values, md) = s
+                        .run_with_options(
+                            &tfr_core::RunOptions { trace: true },
+                            &feeds,
+                            &[out],
+                            &[],
+                        )
+                        .unwrap();
+                    let ops: Vec<String> = md.step_stats.iter().map(|s| s.op.clone()).collect();
+                    (values[0].as_slice::<f32>().unwrap().to_vec(), ops)
+                };
+                let (fused, ops) = run(true);
+                let (plain, plain_ops) = run(false);
+                let case = format!("ta={ta} tb={tb} m={m} k={k} n={n} {form}");
+                assert!(ops.iter().any(|o| o == "MatMulBiasAdd"), "{case}: {ops:?}");
+                assert!(!plain_ops.iter().any(|o| o == "MatMulBiasAdd"), "{case}");
+                assert_eq!(fused, plain, "{case}");
+            }
+        }
+    }
+}

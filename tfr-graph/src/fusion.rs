@@ -5,12 +5,14 @@
 //! [`remove_dead_nodes`](crate::passes::remove_dead_nodes) afterwards.
 
 use crate::dtype::DType;
-use crate::graph::NodeId;
+use crate::graph::{NodeId, Output};
 use crate::passes::StepGraph;
+use crate::shape::Dim;
 
 /// Runs every fusion on `step`.
 pub fn fuse_ops(step: &mut StepGraph) {
     fuse_gradient_descent_matmul(step);
+    fuse_matmul_bias_add(step);
 }
 
 /// How many times each node is used: data inputs of other nodes (any output), control edges,
@@ -78,6 +80,69 @@ fn fuse_gradient_descent_matmul(step: &mut StepGraph) {
     }
 }
 
+/// `Add(MatMul(a, b), bias)` (either operand order, also `AddV2` and NHWC `BiasAdd`), where
+/// `bias` is a vector as long as the product has columns and the product feeds only the add,
+/// becomes `MatMulBiasAdd(a, b, bias)`: the product is accumulated onto rows of the bias
+/// instead of being stored and then read and written again by the add.
+fn fuse_matmul_bias_add(step: &mut StepGraph) {
+    let uses = use_counts(step);
+    let graph = &step.graph;
+    let product_with_bias = |product: Output, bias: Output, add_device: &str| {
+        let node = graph.node(product.node);
+        let columns = node.outputs.first()?.shape.dim(1);
+        let bias_type = graph.node(bias.node).outputs.get(bias.index as usize)?;
+        let fits = node.op == "MatMul"
+            && uses[product.node.index()] == 1
+            && node.device == add_device
+            && matches!(node.outputs[0].dtype, DType::F32 | DType::F64)
+            && bias_type.dtype == node.outputs[0].dtype
+            && bias_type.shape.rank() == Some(1)
+            && matches!((columns, bias_type.shape.dim(0)), (Dim::Known(c), Dim::Known(b)) if c == b);
+        fits.then_some((product.node, bias))
+    };
+    let fusable: Vec<(usize, NodeId, Output)> = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, add)| {
+            let &[x, y] = add.inputs.as_slice() else {
+                return None;
+            };
+            let found = match add.op.as_str() {
+                "Add" | "AddV2" => product_with_bias(x, y, &add.device)
+                    .or_else(|| product_with_bias(y, x, &add.device)),
+                "BiasAdd"
+                    if add
+                        .attrs
+                        .string("data_format")
+                        .is_ok_and(|f| f.as_str() == "NHWC") =>
+                {
+                    product_with_bias(x, y, &add.device)
+                }
+                _ => None,
+            };
+            found.map(|(product, bias)| (i, product, bias))
+        })
+        .collect();
+    let nodes = step.graph.nodes_for_rewrite();
+    for (add, product, bias) in fusable {
+        let product = nodes[product.index()].clone();
+        let node = &mut nodes[add];
+        node.op = "MatMulBiasAdd".to_string();
+        node.inputs = vec![product.inputs[0], product.inputs[1], bias];
+        node.attrs = Default::default();
+        for flag in ["transpose_a", "transpose_b"] {
+            let value = product.attrs.bool_opt(flag).copied().unwrap_or(false);
+            node.attrs.set(flag, value);
+        }
+        for c in product.control_inputs {
+            if !node.control_inputs.contains(&c) {
+                node.control_inputs.push(c);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +187,51 @@ mod tests {
         assert_eq!(fused.attrs.boolean("transpose_a"), Ok(&true));
         assert_eq!(fused.attrs.boolean("transpose_b"), Ok(&false));
         assert_eq!(fused.inputs.len(), 4);
+    }
+
+    /// `x @ w + b` with `x` [4, 3], `w` [3, 2] and a bias of `bias_len`; returns the graph,
+    /// the sum, the product and the feed.
+    fn dense_graph(bias_len: usize, op: &str) -> (Graph, Output, Output, Output) {
+        let mut g = Graph::new();
+        let x = g
+            .placeholder("x", DType::F32, Shape::known(&[4, 3]))
+            .unwrap();
+        let w = g.constant_from(&[3, 2], vec![1f32; 6]).unwrap();
+        let b = g.constant_from(&[bias_len], vec![1f32; bias_len]).unwrap();
+        let p = g.matmul(x, w).unwrap();
+        let y = match op {
+            "BiasAdd" => g.bias_add(p, b).unwrap(),
+            _ => g.add(b, p).unwrap(),
+        };
+        (g, y, p, x)
+    }
+
+    fn step_ops(g: &Graph, feed: Output, fetches: &[Output]) -> Vec<String> {
+        let mut step = prune(g, &[feed], fetches, &[]).unwrap();
+        fuse_ops(&mut step);
+        remove_dead_nodes(&mut step);
+        step.graph.nodes().iter().map(|n| n.op.clone()).collect()
+    }
+
+    #[test]
+    fn a_product_plus_a_column_bias_is_fused() {
+        for op in ["Add", "BiasAdd"] {
+            let (g, y, _, x) = dense_graph(2, op);
+            let ops = step_ops(&g, x, &[y]);
+            assert!(ops.contains(&"MatMulBiasAdd".to_string()), "{op}: {ops:?}");
+            assert!(!ops.contains(&"MatMul".to_string()), "{op}: {ops:?}");
+        }
+    }
+
+    #[test]
+    fn a_fetched_product_or_a_broadcasting_bias_is_left_alone() {
+        let (g, y, p, x) = dense_graph(2, "Add");
+        let ops = step_ops(&g, x, &[y, p]);
+        assert!(!ops.contains(&"MatMulBiasAdd".to_string()), "{ops:?}");
+        // A one-element bias broadcasts over every column: not a column bias.
+        let (g, y, _, x) = dense_graph(1, "Add");
+        let ops = step_ops(&g, x, &[y]);
+        assert!(!ops.contains(&"MatMulBiasAdd".to_string()), "{ops:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use super::cwise_ops::unsupported;
 use super::matmul_op::{gemm_product, MatMulElem, MatRef};
+use super::simd::{madd, simd_fn};
 use crate::dispatch_float;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
@@ -72,55 +73,6 @@ fn gemm_into<T: ConvElem>(
     parallel: bool,
 ) -> KResult {
     gemm_product(m, n, k, a, b, dst, accumulate, T::one(), T::one(), parallel)
-}
-
-// ---- vectorized loops -------------------------------------------------------------------------
-
-/// Whether the CPU runs the AVX-512 builds of the loops below.
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512dq")
-        && std::is_x86_feature_detected!("fma")
-}
-
-/// Defines `fn $name<T: ConvElem>(args)` whose body is compiled twice: for the baseline target
-/// and for AVX-512 with FMA (chosen at run time), so the compiler vectorizes the loops 16 lanes
-/// wide. In the body, the const `$F` says whether fused multiply-add is available (use
-/// [`madd`]). Hot loops must not live in closures (they may not inherit the features).
-macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident<$T:ident, $F:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        fn $name<$T: ConvElem>($($arg: $ty),*) {
-            #[inline(always)]
-            fn body<$T: ConvElem, const $F: bool>($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-            unsafe fn wide<$T: ConvElem>($($arg: $ty),*) {
-                body::<$T, true>($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            if has_avx512() {
-                // SAFETY: `wide` only differs from `body` by the target features it is
-                // compiled for, and the CPU has every one of them (checked just above).
-                return unsafe { wide::<$T>($($arg),*) };
-            }
-            body::<$T, false>($($arg),*)
-        }
-    };
-}
-
-/// `a * b + c`, as one fused instruction where the caller is compiled with FMA (`FMA`);
-/// elsewhere a multiply and an add (a fused multiply-add would be a library call).
-#[inline(always)]
-fn madd<T: ConvElem, const FMA: bool>(a: T, b: T, c: T) -> T {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
 }
 
 // ---- shapes and layouts ----------------------------------------------------------------------
@@ -583,7 +535,7 @@ simd_fn! {
     /// rows of `o`): tiles of pixels by one or two blocks of `LANES` output channels
     /// accumulate in registers over every filter row; channels past the last full block are
     /// computed row by row.
-    fn direct_forward_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, f: &[T], r0: usize, out: &mut [T]) {
+    fn direct_forward_rows<T: ConvElem, FMA>(g: &ConvGeom, xp: &Padded<T>, f: &[T], r0: usize, out: &mut [T]) {
         let o = g.o;
         let k = xp.offsets.len();
         let rows = out.len() / o.max(1);
@@ -681,7 +633,7 @@ simd_fn! {
     /// whole rows of `o`) into `acc` (k x o): passes of up to 12 (24) filter rows by two
     /// (one) blocks of `LANES` channels accumulate in registers over the rows; channels past
     /// the last full block are summed tap by tap.
-    fn direct_filter_rows<T, FMA>(g: &ConvGeom, xp: &Padded<T>, dy: &[T], r0: usize, acc: &mut [T]) {
+    fn direct_filter_rows<T: ConvElem, FMA>(g: &ConvGeom, xp: &Padded<T>, dy: &[T], r0: usize, acc: &mut [T]) {
         let o = g.o;
         let k = xp.offsets.len();
         let rows = dy.len() / o.max(1);
@@ -761,7 +713,7 @@ struct Epilogue<'a, T> {
 
 simd_fn! {
     /// `act(row + bias)` on each `bias.len()`-long row of `out`.
-    fn apply_epilogue<T, FMA>(out: &mut [T], bias: &[T], act: FusedActivation) {
+    fn apply_epilogue<T: ConvElem, FMA>(out: &mut [T], bias: &[T], act: FusedActivation) {
         let six = <T as Numeric>::from_f64(6.0);
         for row in out.chunks_exact_mut(bias.len().max(1)) {
             for (v, &b) in row.iter_mut().zip(bias) {
@@ -857,7 +809,7 @@ fn conv_forward<T: ConvElem>(
 
 simd_fn! {
     /// Adds the column sums of `rows` (whole rows of `acc.len()`) into `acc`.
-    fn add_column_sums<T, FMA>(rows: &[T], acc: &mut [T]) {
+    fn add_column_sums<T: ConvElem, FMA>(rows: &[T], acc: &mut [T]) {
         for row in rows.chunks_exact(acc.len().max(1)) {
             for (a, &v) in acc.iter_mut().zip(row) {
                 *a = *a + v;
@@ -1253,7 +1205,7 @@ fn window_argmax<T: ConvElem>(
 
 simd_fn! {
     /// One row (`oy`) of max-pooled outputs of one image.
-    fn max_pool_row<T, FMA>(g: &PoolGeom, x_img: &[T], oy: usize, dst: &mut [T]) {
+    fn max_pool_row<T: ConvElem, FMA>(g: &PoolGeom, x_img: &[T], oy: usize, dst: &mut [T]) {
         let c = g.c;
         for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
             let (ys, xs) = g.window(oy, ox);
@@ -1291,7 +1243,7 @@ fn max_pool<T: ConvElem>(g: &PoolGeom, x: &[T]) -> KResult<Vec<T>> {
 simd_fn! {
     /// MaxPoolGrad of one image: each output's gradient goes to its window's first maximum.
     /// `best` and `at` are scratch rows of `c`.
-    fn max_pool_grad_image<T, FMA>(
+    fn max_pool_grad_image<T: ConvElem, FMA>(
         g: &PoolGeom,
         x_img: &[T],
         dy_img: &[T],
@@ -1320,7 +1272,7 @@ simd_fn! {
     /// branch-free over the channels. `best` and `which` (the maximum's position in the
     /// window, as a float) are scratch rows of `c`; elements outside every window keep their
     /// zero.
-    fn max_pool_grad_disjoint<T, FMA>(
+    fn max_pool_grad_disjoint<T: ConvElem, FMA>(
         g: &PoolGeom,
         x_img: &[T],
         dy_img: &[T],

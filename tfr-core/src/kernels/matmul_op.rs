@@ -4,11 +4,11 @@
 
 use super::broadcast::{broadcast_shape, for_each_broadcast};
 use super::cwise_ops::unsupported;
-use crate::dispatch_numeric;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::Numeric;
 use crate::tensor::{Dims, Tensor};
+use crate::{dispatch_float, dispatch_numeric};
 use rayon::prelude::*;
 use tfr_graph::DTypeSet;
 
@@ -359,34 +359,89 @@ fn small_k_matmul<T: MatMulElem>(
     }
 }
 
+/// `out = a @ b` for MatMul's operands, by the fastest path for their shapes and layout.
+#[allow(clippy::too_many_arguments)]
+fn matmul_into<T: MatMulElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    tb: bool,
+    ta: bool,
+    out: &mut [T],
+) -> KResult {
+    let parallel = parallel_work(m, n, k);
+    if k <= SMALL_K && n > 0 && T::IS_FLOAT {
+        small_k_matmul(m, n, k, a, b, out, parallel);
+    } else if transposed_b_first(m, n, ta, tb) {
+        // gemm copies the operand that spans the output's columns into panels; from a
+        // transposed `b` that copy gathers with a stride per element, and for a dense
+        // layer's input gradient (dy @ w^T, w much larger than dy) it costs more than the
+        // product. The transposed product b @ a^T packs `a` that way instead; its result
+        // (as large as the output) is transposed back.
+        let mut tmp = vec![T::ZERO; out.len()];
+        let bt = MatRef {
+            data: b.data,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        let at = MatRef {
+            data: a.data,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        T::matmul(n, m, k, bt, at, &mut tmp, parallel)?;
+        transpose_into(&tmp, n, m, out);
+    } else {
+        T::matmul(m, n, k, a, b, out, parallel)?;
+    }
+    Ok(())
+}
+
+/// Whether [`matmul_into`] computes `(b @ a^T)^T` rather than `a @ b`.
+fn transposed_b_first(m: usize, n: usize, ta: bool, tb: bool) -> bool {
+    tb && !ta && m < n
+}
+
 fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let (m, n, k, a, b) = matmul_operands::<T>(ctx.input(0), ctx.input(1), ta, tb)?;
         let mut out = vec![T::ZERO; out_len(&[m, n])?];
-        let parallel = parallel_work(m, n, k);
-        if k <= SMALL_K && n > 0 && T::IS_FLOAT {
-            small_k_matmul(m, n, k, a, b, &mut out, parallel);
-        } else if tb && !ta && m < n && T::IS_FLOAT {
-            // gemm copies the operand that spans the output's columns into panels; from a
-            // transposed `b` that copy gathers with a stride per element, and for a dense
-            // layer's input gradient (dy @ w^T, w much larger than dy) it costs more than the
-            // product. The transposed product b @ a^T packs `a` that way instead; its result
-            // (as large as the output) is transposed back.
-            let mut tmp = vec![T::ZERO; out.len()];
-            let bt = MatRef {
-                data: b.data,
-                rs: b.cs,
-                cs: b.rs,
-            };
-            let at = MatRef {
-                data: a.data,
-                rs: a.cs,
-                cs: a.rs,
-            };
-            T::matmul(n, m, k, bt, at, &mut tmp, parallel)?;
-            transpose_into(&tmp, n, m, &mut out);
+        matmul_into(m, n, k, a, b, tb, ta, &mut out)?;
+        ctx.set_output(Tensor::from_parts(
+            Dims::from_slice(&[m, n]),
+            T::into_buffer(out),
+        ));
+        Ok(())
+    })
+}
+
+/// MatMulBiasAdd: the bias repeated over the output's rows, then the product accumulated onto
+/// them (one pass over the output instead of MatMul's and the add's).
+fn matmul_bias_add_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
+    Box::new(move |ctx: &mut KernelContext<'_>| {
+        let (m, n, k, a, b) = matmul_operands::<T>(ctx.input(0), ctx.input(1), ta, tb)?;
+        let bias = ctx.input(2).as_slice::<T>()?;
+        if bias.len() != n {
+            return Err(KernelError::invalid(format!(
+                "bias has {} entries but the product is [{m}, {n}]",
+                bias.len()
+            )));
+        }
+        let len = out_len(&[m, n])?;
+        let mut out = Vec::with_capacity(len);
+        if k > SMALL_K && !transposed_b_first(m, n, ta, tb) {
+            for _ in 0..m {
+                out.extend_from_slice(bias);
+            }
+            T::matmul_update(m, n, k, a, b, &mut out, T::ONE, parallel_work(m, n, k))?;
         } else {
-            T::matmul(m, n, k, a, b, &mut out, parallel)?;
+            out.resize(len, T::ZERO);
+            matmul_into(m, n, k, a, b, tb, ta, &mut out)?;
+            for row in out.chunks_exact_mut(n.max(1)) {
+                row.iter_mut().zip(bias).for_each(|(v, &c)| *v = v.add(c));
+            }
         }
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&[m, n]),
@@ -501,6 +556,11 @@ fn batch_matmul_factory(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, Stri
 pub fn register(r: &mut KernelRegistry) {
     r.cpu("MatMul", DTypeSet::NUMERIC, matmul_factory);
     r.cpu("BatchMatMul", DTypeSet::NUMERIC, batch_matmul_factory);
+    r.cpu("MatMulBiasAdd", DTypeSet::FLOAT, |init| {
+        let ta = *init.attrs.boolean("transpose_a")?;
+        let tb = *init.attrs.boolean("transpose_b")?;
+        Ok(dispatch_float!(init.dtype(), T => matmul_bias_add_kernel::<T>(ta, tb), _ => return Err(unsupported(init))))
+    });
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub mod sampling_ops;
 pub mod segment_ops;
 pub mod selection_ops;
 pub mod sendrecv_ops;
+pub(crate) mod simd;
 pub mod sparse_training_ops;
 pub mod special_math_ops;
 pub mod state_ops;

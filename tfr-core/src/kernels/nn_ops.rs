@@ -3,6 +3,7 @@
 //! max before exponentiating, so large logits do not overflow.
 
 use super::cwise_ops::{map_kernel, unsupported};
+use super::simd::simd_fn;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
@@ -99,7 +100,7 @@ where
 }
 
 /// The max of a row (NaN if any is NaN; -inf for an empty row).
-#[inline]
+#[inline(always)]
 fn row_max<T: FloatElem>(row: &[T]) -> T {
     // Eight running maxima and a NaN flag: branch-free, so the loop vectorizes.
     let mut lanes = [T::neg_infinity(); 8];
@@ -124,22 +125,26 @@ fn row_max<T: FloatElem>(row: &[T]) -> T {
         .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
 }
 
-/// Softmax of a row, in place: exp(x - max) / sum.
-fn softmax_row<T: FloatElem>(row: &mut [T]) {
-    let m = row_max(row);
-    let sum = T::exp_shifted_sum(row, m);
-    let inv = sum.recip();
-    row.iter_mut().for_each(|v| *v = *v * inv);
+simd_fn! {
+    /// Softmax of a row, in place: exp(x - max) / sum.
+    fn softmax_row<T: FloatElem, FMA>(row: &mut [T]) {
+        let m = row_max(row);
+        let sum = T::exp_shifted_sum(row, m);
+        let inv = sum.recip();
+        row.iter_mut().for_each(|v| *v = *v * inv);
+    }
 }
 
-/// Log-softmax of a row, in place: x - max - log(sum(exp(x - max))).
-fn log_softmax_row<T: FloatElem>(row: &mut [T]) {
-    let m = row_max(row);
-    let sum = row.iter().fold(T::zero(), |s, &v| s + (v - m).exp());
-    // (x - max) - log(sum), not x - (max + log(sum)): the latter rounds log(sum) to the
-    // precision of max.
-    let log_sum = sum.ln();
-    row.iter_mut().for_each(|v| *v = (*v - m) - log_sum);
+simd_fn! {
+    /// Log-softmax of a row, in place: x - max - log(sum(exp(x - max))).
+    fn log_softmax_row<T: FloatElem, FMA>(row: &mut [T]) {
+        let m = row_max(row);
+        let sum = row.iter().fold(T::zero(), |s, &v| s + (v - m).exp());
+        // (x - max) - log(sum), not x - (max + log(sum)): the latter rounds log(sum) to the
+        // precision of max.
+        let log_sum = sum.ln();
+        row.iter_mut().for_each(|v| *v = (*v - m) - log_sum);
+    }
 }
 
 /// The input's elements in a buffer this kernel owns: moved when uniquely held, else copied.
@@ -270,16 +275,17 @@ fn xent_row<T: FloatElem>(row: &mut [T], label: impl Fn(usize) -> T) -> T {
     }
 }
 
-/// [`xent_row`] for a one-hot label (class `target`).
-#[inline]
-fn sparse_xent_row<T: FloatElem>(row: &mut [T], target: usize) -> T {
-    let m = row_max(row);
-    let lx = row[target] - m;
-    let sum = T::exp_shifted_sum(row, m);
-    let inv = sum.recip();
-    row.iter_mut().for_each(|v| *v = *v * inv);
-    row[target] = row[target] - T::one();
-    sum.ln() - lx
+simd_fn! {
+    /// [`xent_row`] for a one-hot label (class `target`).
+    fn sparse_xent_row<T: FloatElem, FMA>(row: &mut [T], target: usize) -> T {
+        let m = row_max(row);
+        let lx = row[target] - m;
+        let sum = T::exp_shifted_sum(row, m);
+        let inv = sum.recip();
+        row.iter_mut().for_each(|v| *v = *v * inv);
+        row[target] = row[target] - T::one();
+        sum.ln() - lx
+    }
 }
 
 fn softmax_xent_kernel<T: FloatElem>() -> Box<dyn OpKernel> {

@@ -8,6 +8,7 @@
 
 use super::cwise_ops::unsupported;
 use super::matmul_op::{gemm_product, MatMulElem, MatRef};
+use super::simd::{madd, simd_fn};
 use crate::dispatch_float;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
@@ -100,6 +101,79 @@ impl LstmElem for f64 {
     }
     fn tanh_act(x: f64) -> f64 {
         x.tanh()
+    }
+}
+
+/// What the gate pass of every step reads besides the step's pre-activations: the bias, the
+/// peephole weights (used when `peephole`), the forget bias and the cell clip.
+struct Cell<'a, T> {
+    b: &'a [T],
+    wci: &'a [T],
+    wcf: &'a [T],
+    wco: &'a [T],
+    forget_bias: T,
+    clip: Option<T>,
+    peephole: bool,
+}
+
+/// One step's outputs, each `[batch, cell]`.
+struct StepOut<'a, T> {
+    i: &'a mut [T],
+    cs: &'a mut [T],
+    f: &'a mut [T],
+    o: &'a mut [T],
+    ci: &'a mut [T],
+    co: &'a mut [T],
+    h: &'a mut [T],
+}
+
+simd_fn! {
+    /// The gate pass of one step: from the pre-activations `z` (`[batch, 4 * cell]`, gates
+    /// i, ci, f, o) and the previous cell state, the step's gates, cell state and output.
+    fn lstm_gates<T: LstmElem, FMA>(z: &[T], cs_prev: &[T], p: &Cell<'_, T>, out: StepOut<'_, T>) {
+        let c = p.b.len() / 4;
+        let h4 = 4 * c;
+        for (r, zr) in z.chunks_exact(h4.max(1)).enumerate() {
+            let o = r * c;
+            for j in 0..c {
+                let csp = cs_prev[o + j];
+                let (mut zi, zc, mut zf, mut zo) = (
+                    zr[j] + p.b[j],
+                    zr[c + j] + p.b[c + j],
+                    zr[2 * c + j] + p.b[2 * c + j],
+                    zr[3 * c + j] + p.b[3 * c + j],
+                );
+                if p.peephole {
+                    zi = madd::<T, FMA>(csp, p.wci[j], zi);
+                    zf = madd::<T, FMA>(csp, p.wcf[j], zf);
+                }
+                let i = T::sigmoid(zi);
+                let f = T::sigmoid(zf + p.forget_bias);
+                let ci = T::tanh_act(zc);
+                let mut cs = madd::<T, FMA>(csp, f, ci * i);
+                if let Some(cl) = p.clip {
+                    cs = if cs > cl {
+                        cl
+                    } else if cs < -cl {
+                        -cl
+                    } else {
+                        cs
+                    };
+                }
+                if p.peephole {
+                    zo = madd::<T, FMA>(cs, p.wco[j], zo);
+                }
+                let og = T::sigmoid(zo);
+                let co = T::tanh_act(cs);
+                out.i[o + j] = i;
+                out.cs[o + j] = cs;
+                out.f[o + j] = f;
+                out.o[o + j] = og;
+                out.ci[o + j] = ci;
+                out.co[o + j] = co;
+                out.h[o + j] = co * og;
+            }
+        }
     }
 }
 
@@ -233,8 +307,15 @@ fn block_lstm<T: LstmElem>(a: Attrs) -> Box<dyn OpKernel> {
             rs: h4,
             cs: 1,
         };
-        let fb = T::from_f64(a.forget_bias);
-        let clip = (a.cell_clip > 0.0).then(|| T::from_f64(a.cell_clip));
+        let cell = Cell {
+            b,
+            wci,
+            wcf,
+            wco,
+            forget_bias: T::from_f64(a.forget_bias),
+            clip: (a.cell_clip > 0.0).then(|| T::from_f64(a.cell_clip)),
+            peephole: a.use_peephole,
+        };
         let [oi, ocs, of, oo, oci, oco, oh] = &mut outs;
         for t in 0..d.steps {
             let z = &mut icfo[t * tb * h4..(t + 1) * tb * h4];
@@ -253,57 +334,16 @@ fn block_lstm<T: LstmElem>(a: Attrs) -> Box<dyn OpKernel> {
             let par = super::matmul_op::parallel_work(tb, h4, c);
             gemm_product(tb, h4, c, hm, wh, z, true, T::one(), T::one(), par)?;
             let cs_prev = cs_prev.to_vec();
-            let (i_t, cs_t, f_t, o_t) = (
-                &mut oi[span.clone()],
-                &mut ocs[span.clone()],
-                &mut of[span.clone()],
-                &mut oo[span.clone()],
-            );
-            let (ci_t, co_t, h_t) = (
-                &mut oci[span.clone()],
-                &mut oco[span.clone()],
-                &mut oh[span],
-            );
-            for r in 0..tb {
-                let zr = &z[r * h4..(r + 1) * h4];
-                let o = r * c;
-                for j in 0..c {
-                    let csp = cs_prev[o + j];
-                    let (mut zi, zc, mut zf, mut zo) = (
-                        zr[j] + b[j],
-                        zr[c + j] + b[c + j],
-                        zr[2 * c + j] + b[2 * c + j],
-                        zr[3 * c + j] + b[3 * c + j],
-                    );
-                    if a.use_peephole {
-                        zi = zi + csp * wci[j];
-                        zf = zf + csp * wcf[j];
-                    }
-                    let i = T::sigmoid(zi);
-                    let f = T::sigmoid(zf + fb);
-                    let ci = T::tanh_act(zc);
-                    let mut cs = ci * i + csp * f;
-                    if let Some(cl) = clip {
-                        if cs > cl {
-                            cs = cl;
-                        } else if cs < -cl {
-                            cs = -cl;
-                        }
-                    }
-                    if a.use_peephole {
-                        zo = zo + cs * wco[j];
-                    }
-                    let og = T::sigmoid(zo);
-                    let co = T::tanh_act(cs);
-                    i_t[o + j] = i;
-                    cs_t[o + j] = cs;
-                    f_t[o + j] = f;
-                    o_t[o + j] = og;
-                    ci_t[o + j] = ci;
-                    co_t[o + j] = co;
-                    h_t[o + j] = co * og;
-                }
-            }
+            let out = StepOut {
+                i: &mut oi[span.clone()],
+                cs: &mut ocs[span.clone()],
+                f: &mut of[span.clone()],
+                o: &mut oo[span.clone()],
+                ci: &mut oci[span.clone()],
+                co: &mut oco[span.clone()],
+                h: &mut oh[span],
+            };
+            lstm_gates(z, &cs_prev, &cell, out);
         }
         let dims = [d.time, d.batch, d.cell];
         for v in outs {

@@ -212,6 +212,21 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("transpose_b", AttrKind::Bool, false),
     );
     defs.push(
+        OpDef::new("MatMulBiasAdd", infer_matmul_bias_add)
+            .doc(
+                "a @ b + bias, the bias a vector over the product's columns: MatMul and its \
+                 bias add in one pass (the product is accumulated onto the bias rows); made by \
+                 the fusion pass",
+            )
+            .input("a", DTypeSet::FLOAT)
+            .input("b", DTypeSet::FLOAT)
+            .input("bias", DTypeSet::FLOAT)
+            .output("product")
+            .attr_default("transpose_a", AttrKind::Bool, false)
+            .attr_default("transpose_b", AttrKind::Bool, false)
+            .no_gradient(),
+    );
+    defs.push(
         OpDef::new("BatchMatMul", infer_batch_matmul)
             .doc("batched x @ y over the last two dims, batch dims broadcast (BatchMatMulV2)")
             .input("x", DTypeSet::NUMERIC)
@@ -318,6 +333,29 @@ fn check_inner(k1: &Dim, k2: &Dim, a: &Shape, b: &Shape) -> Result<(), String> {
 
 fn infer_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     Ok(vec![matmul_type(ctx, 0, 1)?])
+}
+
+/// The product's type; the bias must be a vector as long as the product has columns.
+fn infer_matmul_bias_add(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    let product = matmul_type(ctx, 0, 1)?;
+    let bias = ctx.input(2);
+    if bias.dtype != product.dtype {
+        return Err(format!(
+            "bias has dtype {}, the product has {}",
+            bias.dtype, product.dtype
+        ));
+    }
+    if bias.shape.rank().is_some_and(|r| r != 1) {
+        return Err(format!("bias must be a vector, got shape {}", bias.shape));
+    }
+    let columns = product.shape.dim(1);
+    if columns.merge(&bias.shape.dim(0)).is_none() {
+        return Err(format!(
+            "bias has shape {} but the product has {} columns",
+            bias.shape, columns
+        ));
+    }
+    Ok(vec![product])
 }
 
 /// The type of `MatMul(input a, input b)` with the node's `transpose_a`/`transpose_b` attrs;
