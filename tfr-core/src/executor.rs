@@ -11,7 +11,11 @@
 //! [`Executable::run_traced`] records a timeline of the step (`executor/trace.rs`).
 
 use crate::error::{Error, KernelError, Result};
-use crate::kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
+use crate::device::{needs_copy, DeviceBackend};
+use crate::error::KResult;
+use crate::kernel::{find_kernel, DeviceType, KernelContext, KernelInit, OpKernel};
+use crate::memory::MemorySpace;
+use std::sync::Arc;
 use crate::resource::ResourceMgr;
 use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
@@ -71,6 +75,8 @@ pub struct Executable {
     cf_stats: CfCounters,
     /// The device's name, for step timelines (set by the session).
     device: String,
+    /// The device, when its memory is not the host's: fetched values are copied back.
+    backend: Option<Arc<dyn DeviceBackend>>,
 }
 
 impl Executable {
@@ -86,6 +92,45 @@ impl Executable {
 
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Where the values this executable computes live.
+    pub fn memory_space(&self) -> MemorySpace {
+        self.backend
+            .as_ref()
+            .map_or(MemorySpace::HOST, |b| b.memory_space())
+    }
+
+    /// Copies fetched values to host memory (one device-to-host copy each); values of a host
+    /// executable are returned as they are.
+    pub fn fetches_to_host(&self, values: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let Some(backend) = &self.backend else {
+            return Ok(values);
+        };
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(k, t)| {
+                if !needs_copy(&t, MemorySpace::HOST) {
+                    return Ok(t);
+                }
+                backend.copy_to_host(t).map_err(|e| {
+                    let slot = self.fetch_slots.get(k).copied().unwrap_or(0);
+                    let node = self
+                        .nodes
+                        .iter()
+                        .rev()
+                        .find(|n| n.out_base <= slot)
+                        .map_or_else(String::new, |n| n.name.clone());
+                    Error::Kernel {
+                        node,
+                        op: "fetch".into(),
+                        code: e.code,
+                        message: format!("copying fetch {k} to the host: {}", e.message),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The node runs `trace` recorded, with names resolved (and taken out of `trace`).
@@ -272,5 +317,5 @@ mod build;
 mod cf_run;
 mod dataflow;
 
-pub use build::build_kernel;
+pub use build::{build_kernel, build_kernel_on};
 use cf_run::{cf_node_error, forward_compute, TaOp};

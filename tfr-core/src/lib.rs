@@ -9,6 +9,7 @@ pub mod error;
 pub mod executor;
 pub mod kernel;
 pub mod kernels;
+pub mod memory;
 pub mod num;
 pub mod passes;
 pub mod placement;
@@ -21,6 +22,10 @@ pub use error::{Code, Error, KernelError, Result};
 pub use executor::{
     ControlFlowStats, Executable, NodeExecStats, OpSummary, RunMetadata, RunOptions,
 };
-pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
+pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
+pub use kernel::{
+    find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,
+};
+pub use memory::{Allocator, AllocatorStats, DeviceBuffer, MemorySpace};
 pub use session::{Callable, Program, Session, SessionOptions};
 pub use tensor::{Scalar, Tensor};

@@ -420,7 +420,7 @@ fn every_table_op_is_tested_and_has_a_cpu_kernel() {
         .chain(&["Softmax", "LogSoftmax", "MatMul", "BatchMatMul"])
     {
         assert!(
-            reg.find(op, DeviceType::Cpu, DType::F32).is_some(),
+            reg.find(op, DeviceType::CPU, DType::F32).is_some(),
             "{op} has no CPU kernel to compare with"
         );
     }

@@ -4,6 +4,17 @@ use super::*;
 
 /// Builds a kernel for one node on the CPU.
 pub fn build_kernel(node: &Node, graph: &Graph) -> Result<Box<dyn OpKernel>> {
+    build_kernel_on(node, graph, None)
+}
+
+/// Builds a kernel for one node on `device` (the CPU when `None`); the kernel gets the device
+/// through [`KernelInit::device`].
+pub fn build_kernel_on(
+    node: &Node,
+    graph: &Graph,
+    device: Option<&Arc<dyn DeviceBackend>>,
+) -> Result<Box<dyn OpKernel>> {
+    let device_type = device.map_or(DeviceType::CPU, |d| d.device_type());
     let inputs: Vec<TensorType> = node
         .inputs
         .iter()
@@ -15,15 +26,18 @@ pub fn build_kernel(node: &Node, graph: &Graph) -> Result<Box<dyn OpKernel>> {
         attrs: &node.attrs,
         inputs: &inputs,
         outputs: &node.outputs,
+        device,
     };
     let dtype = init.dtype();
-    let factory = kernel_registry()
-        .find(&node.op, DeviceType::Cpu, dtype)
-        .ok_or_else(|| Error::NoKernel {
-            node: node.name.clone(),
-            op: node.op.clone(),
-            dtype: dtype.to_string(),
-        })?;
+    let factory = find_kernel(&node.op, device_type, dtype).ok_or_else(|| Error::NoKernel {
+        node: node.name.clone(),
+        op: node.op.clone(),
+        dtype: if device_type == DeviceType::CPU {
+            dtype.to_string()
+        } else {
+            format!("{dtype} on {device_type}")
+        },
+    })?;
     factory(&init).map_err(|message| Error::Kernel {
         node: node.name.clone(),
         op: node.op.clone(),
@@ -40,6 +54,25 @@ impl Executable {
         feed_names: &[String],
         inter_op_threads: usize,
     ) -> Result<Executable> {
+        Self::build_on(step, feed_names, inter_op_threads, None, false)
+    }
+
+    /// [`build`](Self::build) for `device` (the CPU when `None`). With `guard_host_inputs`
+    /// (the session also has devices with memory of their own), each host kernel first checks
+    /// that its inputs are in host memory, so a value that crossed without a copy is an error
+    /// naming the node; without it host kernels run exactly as built (no check at all).
+    pub fn build_on(
+        step: &StepGraph,
+        feed_names: &[String],
+        inter_op_threads: usize,
+        device: Option<&Arc<dyn DeviceBackend>>,
+        guard_host_inputs: bool,
+    ) -> Result<Executable> {
+        let on_host = device.is_none_or(|d| d.memory_space().is_host());
+        let device_name = device.map_or_else(
+            || "/device:CPU:0".to_string(),
+            |d| format!("/device:{}:{}", d.device_type(), d.index()),
+        );
         let g = &step.graph;
         let mut out_base = Vec::with_capacity(g.len());
         let mut num_values = 0;
@@ -63,7 +96,13 @@ impl Executable {
         let mut nodes = Vec::with_capacity(g.len());
         let mut expensive = 0;
         for (i, node) in g.nodes().iter().enumerate() {
-            let kernel = build_kernel(node, g)?;
+            let mut kernel = build_kernel_on(node, g, device)?;
+            if guard_host_inputs && on_host {
+                kernel = Box::new(HostInputGuard {
+                    inner: kernel,
+                    device: device_name.clone(),
+                });
+            }
             let inputs = node
                 .inputs
                 .iter()
@@ -165,7 +204,39 @@ impl Executable {
                 && !runs_on_caller(g),
             cf,
             cf_stats: CfCounters::default(),
-            device: "/device:CPU:0".into(),
+            device: device_name,
+            backend: device.filter(|_| !on_host).cloned(),
         })
+    }
+}
+
+/// A host kernel in a session that also has device memory: refuses an input that is not in
+/// host memory (a missing copy) instead of reading it.
+struct HostInputGuard {
+    inner: Box<dyn OpKernel>,
+    device: String,
+}
+
+impl OpKernel for HostInputGuard {
+    fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
+        for i in 0..ctx.num_inputs() {
+            let t = ctx.input(i);
+            if !t.is_host() {
+                return Err(KernelError::invalid(format!(
+                    "input {i} is in {}, but this kernel runs on {} and reads host memory: \
+                     the value reached it without a copy to the host",
+                    t.memory_space(),
+                    self.device
+                )));
+            }
+        }
+        self.inner.compute(ctx)
+    }
+    fn has_scalar_path(&self) -> bool {
+        self.inner.has_scalar_path()
+    }
+    fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
+        // Inline scalars are host values.
+        self.inner.compute_scalar(inputs, out)
     }
 }
