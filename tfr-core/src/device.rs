@@ -110,7 +110,10 @@ pub fn register_device_factory(factory: Arc<dyn DeviceFactory>) {
 
 /// The factories registered process-wide.
 pub fn registered_device_factories() -> Vec<Arc<dyn DeviceFactory>> {
-    factories().read().unwrap_or_else(|p| p.into_inner()).clone()
+    factories()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// Work for a device's runner. It returns what to do once its thread is back on the idle

@@ -10,17 +10,17 @@
 //!
 //! [`Executable::run_traced`] records a timeline of the step (`executor/trace.rs`).
 
-use crate::error::{Error, KernelError, Result};
 use crate::device::{needs_copy, DeviceBackend};
 use crate::error::KResult;
+use crate::error::{Error, KernelError, Result};
 use crate::kernel::{find_kernel, DeviceType, KernelContext, KernelInit, OpKernel};
 use crate::memory::MemorySpace;
-use std::sync::Arc;
 use crate::resource::ResourceMgr;
 use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use tfr_graph::passes::{StepGraph, ARG_OP};
 use tfr_graph::{registry, Dim, Graph, Node, NodeId, TensorType};

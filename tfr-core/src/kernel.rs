@@ -1,11 +1,11 @@
 //! The kernel interface. Kernels never see the graph: a kernel is built once per node from the
 //! node's attributes and static input/output types ([`KernelInit`]), then computes on tensors.
 
+use crate::device::DeviceBackend;
 use crate::error::{KResult, KernelError};
 use crate::resource::ResourceMgr;
 use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
-use crate::device::DeviceBackend;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};

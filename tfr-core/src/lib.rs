@@ -18,11 +18,11 @@ pub mod resource;
 pub mod session;
 pub mod tensor;
 
+pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
 pub use error::{Code, Error, KernelError, Result};
 pub use executor::{
     ControlFlowStats, Executable, NodeExecStats, OpSummary, RunMetadata, RunOptions,
 };
-pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
 pub use kernel::{
     find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,
 };

@@ -85,7 +85,11 @@ impl DeviceBuffer {
 
 impl fmt::Debug for DeviceBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceBuffer({} x{} in {})", self.dtype, self.len, self.space)
+        write!(
+            f,
+            "DeviceBuffer({} x{} in {})",
+            self.dtype, self.len, self.space
+        )
     }
 }
 

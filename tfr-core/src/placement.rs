@@ -136,9 +136,9 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
             spec_owner.get_or_insert(m);
         }
         let capable = |d: &Device| {
-            members.iter().all(|&m| {
-                graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d)
-            })
+            members
+                .iter()
+                .all(|&m| graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d))
         };
         let mut feasible: Vec<usize> = (0..devices.len())
             .filter(|&d| spec.matches(&devices[d].spec) && capable(&devices[d]))
@@ -150,7 +150,11 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
         }
         // TF's default: the device types of highest priority with kernels for the group (an
         // accelerator before the CPU); equal priorities (several CPUs) keep every candidate.
-        if let Some(top) = feasible.iter().map(|&d| devices[d].backend.priority()).max() {
+        if let Some(top) = feasible
+            .iter()
+            .map(|&d| devices[d].backend.priority())
+            .max()
+        {
             feasible.retain(|&d| devices[d].backend.priority() == top);
         }
         let first = &graph.nodes()[spec_owner.unwrap_or(members[0])];

@@ -486,7 +486,8 @@ impl Session {
         let parts = match &**program {
             Program::Single(exec) => {
                 let trace = traces.and_then(|t| t.first());
-                let values = exec.run_traced(feeds, &inner.resources, inner.pool.as_ref(), trace)?;
+                let values =
+                    exec.run_traced(feeds, &inner.resources, inner.pool.as_ref(), trace)?;
                 // Fetches come back to host memory.
                 return exec.fetches_to_host(values);
             }

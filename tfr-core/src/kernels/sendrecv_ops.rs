@@ -7,10 +7,10 @@
 //! iteration: the key then carries the frame instance and the iteration.
 
 use crate::device::{needs_copy, DeviceBackend};
-use crate::kernel::DeviceType;
-use crate::memory::MemorySpace;
 use crate::error::{Code, KResult, KernelError};
+use crate::kernel::DeviceType;
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::memory::MemorySpace;
 use crate::rendezvous::{LocalRendezvous, Received, Rendezvous};
 use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
