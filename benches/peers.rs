@@ -443,7 +443,8 @@ fn while1000(threads: usize, grad: bool) -> tfr::Result<()> {
 
 /// The LSTM language model of ../shared/PEERS.md (`lstm`: vocabulary 10k, embedding 200,
 /// 2 x 200 LSTM, 20 steps, batch 20, full softmax, SGD; peers' ids uniform in the vocabulary)
-/// with `tfr_nn::models::lstm_lm`, unrolled (`callable`) and as a `scan` loop (`loop`); with
+/// with `tfr_nn::models::lstm_lm`: one fused `BlockLSTM` op per layer (`block`), unrolled
+/// (`callable`) and as a `scan` loop (`loop`); with
 /// `sampled`, sampled softmax (512 log-uniform samples) at vocabulary `vocab`.
 fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<()> {
     use tfr::nn::models::lstm_lm::{lstm_lm, LstmLmConfig, Softmax};
@@ -473,9 +474,18 @@ fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<
         .num_threads(threads)
         .build()
         .expect("pool");
-    let imps = [("callable", LstmImpl::Unrolled), ("loop", LstmImpl::Loop)];
+    let imps = [
+        ("block", LstmImpl::Block),
+        ("callable", LstmImpl::Unrolled),
+        ("loop", LstmImpl::Loop),
+    ];
+    // `LSTM_IMPLS=block,callable` picks variants (default: all three); `LSTM_NO_LOOP` drops
+    // the loop.
+    let picked = std::env::var("LSTM_IMPLS").unwrap_or_else(|_| "block,callable,loop".into());
     for (variant, imp) in imps {
-        if variant == "loop" && std::env::var_os("LSTM_NO_LOOP").is_some() {
+        if !picked.split(',').any(|p| p == variant)
+            || (variant == "loop" && std::env::var_os("LSTM_NO_LOOP").is_some())
+        {
             continue;
         }
         let mut g = Graph::new();

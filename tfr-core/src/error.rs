@@ -15,6 +15,10 @@ pub enum Code {
     Cancelled,
     /// Out of memory (or another exhausted resource, e.g. disk space).
     ResourceExhausted,
+    /// A remote runtime (a session's target) could not be reached.
+    Unavailable,
+    /// A step did not finish within its deadline.
+    DeadlineExceeded,
 }
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -52,13 +56,21 @@ pub enum Error {
     },
     #[error("invalid argument `{arg}`: {message}")]
     InvalidArgument { arg: String, message: String },
+    /// A step of a session with a target failed in the runtime it runs in (the message names
+    /// the task or node, as that runtime reported it).
+    #[error("session target {target}: {message}")]
+    Remote {
+        target: String,
+        code: Code,
+        message: String,
+    },
 }
 
 impl Error {
     /// The status code of this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Kernel { code, .. } => *code,
+            Error::Kernel { code, .. } | Error::Remote { code, .. } => *code,
             Error::NoKernel { .. } => Code::Unimplemented,
             _ => Code::InvalidArgument,
         }

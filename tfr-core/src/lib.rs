@@ -16,6 +16,7 @@ pub mod placement;
 pub mod rendezvous;
 pub mod resource;
 pub mod session;
+pub mod session_target;
 pub mod tensor;
 
 pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
@@ -27,5 +28,6 @@ pub use kernel::{
     find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,
 };
 pub use memory::{Allocator, AllocatorStats, DeviceBuffer, MemorySpace};
-pub use session::{Callable, Program, Session, SessionOptions};
+pub use session::{Callable, Program, RemoteStep, Session, SessionOptions};
+pub use session_target::{register_session_factory, SessionFactory, TargetSession};
 pub use tensor::{Scalar, Tensor};

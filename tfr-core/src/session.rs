@@ -10,6 +10,7 @@ use crate::passes::fold_constants;
 use crate::placement::{partition, place, to_dot};
 use crate::rendezvous::{LocalRendezvous, Rendezvous};
 use crate::resource::ResourceMgr;
+use crate::session_target::{self, TargetSession};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,10 @@ pub struct SessionOptions {
     /// ([`crate::device::register_device_factory`]: tfr-cuda's GPUs when present); `false`
     /// keeps the session on the CPU whatever the machine has.
     pub registered_devices: bool,
+    /// Where steps run: `""` in this process; `grpc://host:port` on a cluster, through the
+    /// master service of the task at that address (see [`crate::session_target`]). With a
+    /// target, the other options that matter are `optimize` and `soft_placement`.
+    pub target: String,
 }
 
 impl Default for SessionOptions {
@@ -49,6 +54,7 @@ impl Default for SessionOptions {
             soft_placement: true,
             device_factories: Vec::new(),
             registered_devices: true,
+            target: String::new(),
         }
     }
 }
@@ -64,6 +70,15 @@ struct StepKey {
 pub enum Program {
     Single(Box<Executable>),
     Partitioned(Vec<PartitionProgram>),
+    /// A step of a session with a target: its signature, which that target's runtime compiles.
+    Remote(RemoteStep),
+}
+
+/// The signature of a step another runtime runs.
+pub struct RemoteStep {
+    pub feeds: Vec<Output>,
+    pub fetches: Vec<Output>,
+    pub targets: Vec<NodeId>,
 }
 
 /// One device's share of a partitioned step.
@@ -84,12 +99,23 @@ struct Inner {
     step_ids: AtomicU64,
     /// Some device has memory of its own: host kernels check their inputs' memory.
     guard_host_inputs: bool,
+    /// The runtime of `options.target`, when it is not this process.
+    remote: Option<Box<dyn TargetSession>>,
 }
 
 /// Runs steps of one graph. `Send + Sync`: many threads may run steps at once.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.inner.options.target)
+            .field("nodes", &self.inner.graph.len())
+            .finish()
+    }
 }
 
 fn option_error(arg: &str, message: impl Into<String>) -> Error {
@@ -100,9 +126,11 @@ fn option_error(arg: &str, message: impl Into<String>) -> Error {
 }
 
 impl Session {
-    /// A session over a copy of `graph` (validated first).
+    /// A session over a copy of `graph` (validated first), running its steps in this process
+    /// or, with `options.target`, in the runtime the target names.
     pub fn new(graph: &Graph, options: SessionOptions) -> Result<Session> {
         validate(graph)?;
+        let remote = session_target::open(graph, &options)?;
         let threads = match options.inter_op_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -113,7 +141,8 @@ impl Session {
                 "a session needs at least one device",
             ));
         }
-        let pool = if threads > 1 {
+        // A session with a target runs no step here.
+        let pool = if threads > 1 && remote.is_none() {
             Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -127,8 +156,12 @@ impl Session {
         let mut devices: Vec<Device> = (0..options.cpu_devices)
             .map(|i| Device::cpu(i as u32))
             .collect();
-        let mut factories = options.device_factories.clone();
-        if options.registered_devices {
+        // A session with a target has its devices in that runtime.
+        let mut factories = match remote {
+            Some(_) => Vec::new(),
+            None => options.device_factories.clone(),
+        };
+        if options.registered_devices && remote.is_none() {
             factories.extend(registered_device_factories());
         }
         for f in &factories {
@@ -163,6 +196,7 @@ impl Session {
                 step_ids: AtomicU64::new(0),
                 guard_host_inputs: devices.iter().any(|d| !d.memory_space().is_host()),
                 devices,
+                remote,
             }),
         })
     }
@@ -175,9 +209,32 @@ impl Session {
         &self.inner.resources
     }
 
-    /// Full names of the session's devices.
+    /// Full names of the session's devices (for a session with a target: the devices of the
+    /// runtime it names, or none when that runtime cannot say).
     pub fn devices(&self) -> Vec<String> {
-        self.inner.devices.iter().map(Device::name).collect()
+        match &self.inner.remote {
+            Some(remote) => remote.devices().unwrap_or_default(),
+            None => self.inner.devices.iter().map(Device::name).collect(),
+        }
+    }
+
+    /// The runtime steps run in: `""` for this process, else the session's target.
+    pub fn target(&self) -> &str {
+        &self.inner.options.target
+    }
+
+    /// For the calls only an in-process session can answer.
+    fn local_only(&self, what: &str) -> Result<()> {
+        match self.inner.remote {
+            Some(_) => Err(option_error(
+                what,
+                format!(
+                    "the steps of this session run in `{}`, which decides their placement",
+                    self.inner.options.target
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Per device: (name, threads its runner has started so far). Runner threads persist
@@ -283,6 +340,7 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<Vec<(String, String)>> {
+        self.local_only("placement")?;
         let step = self.optimized(&StepKey {
             feeds: feeds.to_vec(),
             fetches: fetches.to_vec(),
@@ -309,6 +367,7 @@ impl Session {
         fetches: &[Output],
         targets: &[NodeId],
     ) -> Result<String> {
+        self.local_only("placement_dot")?;
         let step = self.optimized(&StepKey {
             feeds: feeds.to_vec(),
             fetches: fetches.to_vec(),
@@ -323,6 +382,13 @@ impl Session {
     }
 
     fn program(&self, key: StepKey) -> Result<Arc<Program>> {
+        if self.inner.remote.is_some() {
+            return Ok(Arc::new(Program::Remote(RemoteStep {
+                feeds: key.feeds,
+                fetches: key.fetches,
+                targets: key.targets,
+            })));
+        }
         if let Some(e) = self
             .inner
             .cache
@@ -446,6 +512,9 @@ impl Session {
         feeds: &[Tensor],
         options: &RunOptions,
     ) -> Result<(Vec<Tensor>, RunMetadata)> {
+        if let Program::Remote(step) = &**program {
+            return self.run_remote(step, feeds, options);
+        }
         if !options.trace {
             return Ok((self.execute(program, feeds, None)?, RunMetadata::default()));
         }
@@ -453,6 +522,7 @@ impl Session {
         let execs: Vec<&Executable> = match &**program {
             Program::Single(exec) => vec![exec],
             Program::Partitioned(parts) => parts.iter().map(|p| &p.exec).collect(),
+            Program::Remote(_) => Vec::new(),
         };
         let traces: Arc<[StepTrace]> = execs
             .iter()
@@ -476,6 +546,38 @@ impl Session {
     }
 
     /// Runs a step; `traces` (one per executable of the program) record its timeline.
+    /// A step of a session with a target, handed to its runtime.
+    fn run_remote(
+        &self,
+        step: &RemoteStep,
+        feeds: &[Tensor],
+        options: &RunOptions,
+    ) -> Result<(Vec<Tensor>, RunMetadata)> {
+        let Some(remote) = &self.inner.remote else {
+            return Err(option_error(
+                "step",
+                "a remote step in an in-process session",
+            ));
+        };
+        if feeds.len() != step.feeds.len() {
+            return Err(option_error(
+                "feeds",
+                format!(
+                    "{} values for {} fed outputs",
+                    feeds.len(),
+                    step.feeds.len()
+                ),
+            ));
+        }
+        let feeds: Vec<(Output, Tensor)> = step
+            .feeds
+            .iter()
+            .copied()
+            .zip(feeds.iter().cloned())
+            .collect();
+        remote.run(&feeds, &step.fetches, &step.targets, options)
+    }
+
     fn execute(
         &self,
         program: &Arc<Program>,
@@ -492,6 +594,9 @@ impl Session {
                 return exec.fetches_to_host(values);
             }
             Program::Partitioned(parts) => parts,
+            Program::Remote(step) => {
+                return Ok(self.run_remote(step, feeds, &RunOptions::default())?.0);
+            }
         };
         let key = format!(
             "_rendezvous/{}",
@@ -681,11 +786,13 @@ impl Callable {
         &self.program
     }
 
-    /// The single-device executable, when the step runs on one device.
-    pub fn executable(&self) -> &Executable {
+    /// The executable of the step's first device (its only one when it runs on one device);
+    /// None for a session with a target, whose runtime compiles the step.
+    pub fn executable(&self) -> Option<&Executable> {
         match &*self.program {
-            Program::Single(e) => e,
-            Program::Partitioned(parts) => &parts[0].exec,
+            Program::Single(e) => Some(e),
+            Program::Partitioned(parts) => parts.first().map(|p| &p.exec),
+            Program::Remote(_) => None,
         }
     }
 }

@@ -30,7 +30,7 @@ fn dev(k: usize, n: usize) -> String {
 fn sends(s: &Session, feeds: &[Output], fetches: &[Output]) -> usize {
     let call = s.make_callable(feeds, fetches, &[]).unwrap();
     match call.program() {
-        Program::Single(_) => 0,
+        Program::Single(_) | Program::Remote(_) => 0,
         Program::Partitioned(parts) => parts
             .iter()
             .map(|p| {

@@ -23,6 +23,8 @@ mod tf_ops;
 
 #[path = "gradient_cases/linalg_ops.rs"]
 mod linalg_ops;
+#[path = "gradient_cases/rnn_ops.rs"]
+mod rnn_ops;
 #[path = "gradient_cases/spatial_ops.rs"]
 mod spatial_ops;
 
@@ -1093,6 +1095,7 @@ fn all_cases() -> Vec<Case> {
     cs.extend(tf_ops::cases(&mut rng));
     cs.extend(linalg_ops::cases(&mut rng));
     cs.extend(spatial_ops::cases(&mut rng));
+    cs.extend(rnn_ops::cases(&mut rng));
     cs
 }
 
@@ -1456,6 +1459,11 @@ fn numeric_check_linalg_ops() {
 #[test]
 fn numeric_check_spatial_ops() {
     check_family(spatial_ops::cases(&mut Rng(5)));
+}
+
+#[test]
+fn numeric_check_rnn_ops() {
+    check_family(rnn_ops::cases(&mut Rng(6)));
 }
 
 /// The registry walk: every op declares a gradient, and every op with a rule has a numeric case.

@@ -260,7 +260,10 @@ fn nest_cost(depth: usize, trips: i32, pi: usize) -> GResult<NestCost> {
         .unwrap_or_else(|e| panic!("depth {depth}, {trips} trips: {e}"));
     Ok(NestCost {
         nodes: g.len(),
-        stats: step.executable().control_flow_stats(),
+        stats: step
+            .executable()
+            .expect("an in-process step")
+            .control_flow_stats(),
         value: got[0].to_f64_vec()[0],
     })
 }
@@ -349,7 +352,10 @@ fn nest_cost_table() -> GResult<()> {
             let step = s.make_callable(&[t, x], &[y], &[]).unwrap();
             step.call(&feeds).unwrap();
             let first = start.elapsed();
-            let stats = step.executable().control_flow_stats();
+            let stats = step
+                .executable()
+                .expect("an in-process step")
+                .control_flow_stats();
             let mut times: Vec<std::time::Duration> = (0..5)
                 .map(|_| {
                     let start = std::time::Instant::now();

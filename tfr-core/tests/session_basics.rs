@@ -1,5 +1,5 @@
 use tfr_core::{Code, Error, Session, SessionOptions, Tensor};
-use tfr_graph::{DType, Dim, Graph, Shape};
+use tfr_graph::{DType, Dim, Graph, Output, Shape};
 
 fn opts() -> SessionOptions {
     SessionOptions::default()
@@ -181,6 +181,7 @@ fn constant_subgraphs_fold_and_duplicates_merge() {
     let call = s.make_callable(&[x], &[y], &[]).unwrap();
     let ops: Vec<&str> = call
         .executable()
+        .expect("an in-process step")
         .node_ops()
         .into_iter()
         .map(|(_, op)| op)
@@ -421,6 +422,7 @@ fn gradient_descent_of_a_matmul_fuses_and_matches_the_unfused_update() {
             let call = s.make_callable(&[a, b], &[update], &[]).unwrap();
             let ops: Vec<&str> = call
                 .executable()
+                .expect("an in-process step")
                 .node_ops()
                 .into_iter()
                 .map(|(_, op)| op)
@@ -459,6 +461,7 @@ fn gradient_descent_of_a_matmul_fuses_and_matches_the_unfused_update() {
     let call = s.make_callable(&[a], &[update, product], &[]).unwrap();
     let ops: Vec<&str> = call
         .executable()
+        .expect("an in-process step")
         .node_ops()
         .into_iter()
         .map(|(_, op)| op)
@@ -518,4 +521,88 @@ fn small_inner_dimension_products_match_the_loop() {
             }
         }
     }
+}
+
+/// A runtime that answers every step with its feeds' count, to check how `Session` hands a
+/// step with a target over (the grpc runtime itself is tested in tfr-distributed).
+struct Echo;
+
+impl tfr_core::TargetSession for Echo {
+    fn run(
+        &self,
+        feeds: &[(Output, Tensor)],
+        fetches: &[Output],
+        _targets: &[tfr_graph::NodeId],
+        _options: &tfr_core::RunOptions,
+    ) -> tfr_core::Result<(Vec<Tensor>, tfr_core::RunMetadata)> {
+        let n = feeds.len() as i64;
+        Ok((
+            fetches.iter().map(|_| Tensor::scalar(n)).collect(),
+            tfr_core::RunMetadata::default(),
+        ))
+    }
+    fn devices(&self) -> tfr_core::Result<Vec<String>> {
+        Ok(vec!["/job:echo/replica:0/task:0/device:CPU:0".into()])
+    }
+}
+
+fn open_echo(
+    target: &str,
+    _graph: &Graph,
+    _options: &SessionOptions,
+) -> tfr_core::Result<Box<dyn tfr_core::TargetSession>> {
+    if target.ends_with(":0") {
+        return Err(tfr_core::Error::InvalidArgument {
+            arg: "target".into(),
+            message: format!("port 0 in `{target}`"),
+        });
+    }
+    Ok(Box::new(Echo))
+}
+
+#[test]
+fn a_session_target_selects_the_runtime_registered_for_its_scheme() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
+    let y = g.neg(x).unwrap();
+    let with = |target: &str| SessionOptions {
+        target: target.into(),
+        ..SessionOptions::default()
+    };
+    // Nothing serves `grpc://` in this test binary (tfr-distributed is not linked).
+    let e = Session::new(&g, with("grpc://127.0.0.1:2222")).unwrap_err();
+    assert!(e.to_string().contains("register_session_factory"), "{e}");
+    let e = Session::new(&g, with("localhost:2222")).unwrap_err();
+    assert!(e.to_string().contains("scheme://address"), "{e}");
+    tfr_core::register_session_factory("echo", open_echo);
+    let e = Session::new(&g, with("echo://host:0")).unwrap_err();
+    assert!(e.to_string().contains("port 0"), "{e}");
+    let s = Session::new(&g, with("echo://host:1")).unwrap();
+    assert_eq!(s.target(), "echo://host:1");
+    assert_eq!(s.devices(), vec!["/job:echo/replica:0/task:0/device:CPU:0"]);
+    let out = s.run(&[(x, Tensor::scalar(2.0f32))], &[y, y], &[]).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].to_vec::<i64>().unwrap(), vec![1]);
+    let call = s.make_callable(&[x], &[y], &[]).unwrap();
+    assert!(call.executable().is_none());
+    assert_eq!(
+        call.call(&[Tensor::scalar(1.0f32)]).unwrap()[0]
+            .to_vec::<i64>()
+            .unwrap(),
+        vec![1]
+    );
+    // A callable checks its feed count before the runtime sees the step.
+    let e = call.call(&[]).unwrap_err();
+    assert!(e.to_string().contains("0 values for 1 fed outputs"), "{e}");
+    assert!(s.placement(&[x], &[y], &[]).is_err());
+    // An empty target still runs here.
+    let local = Session::new(&g, with("")).unwrap();
+    assert_eq!(
+        local
+            .run(&[(x, Tensor::scalar(2.0f32))], &[y], &[])
+            .unwrap()[0]
+            .to_vec::<f32>()
+            .unwrap(),
+        vec![-2.0]
+    );
 }

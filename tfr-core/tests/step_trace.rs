@@ -69,6 +69,7 @@ fn traced_step_has_one_event_per_node_with_ops_and_bytes() -> GResult<()> {
         // Exactly the executable's nodes, each once, with its op.
         let mut want: Vec<(String, String)> = call
             .executable()
+            .expect("an in-process step")
             .node_ops()
             .iter()
             .map(|(n, o)| (n.to_string(), o.to_string()))

@@ -21,6 +21,7 @@ mod placement;
 mod quantization_ops;
 mod queues;
 mod random_kernels;
+mod rnn_ops;
 mod sampling_ops;
 mod selection_and_debug_ops;
 mod session_basics;

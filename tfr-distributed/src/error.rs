@@ -1,5 +1,22 @@
 //! Errors of the distributed runtime. Each says which task (and address) it came from.
 
+/// The gRPC status code of a tfr-core status code.
+pub(crate) fn code_to_status(code: tfr_core::Code) -> tonic::Code {
+    use tfr_core::Code;
+    match code {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::OutOfRange => tonic::Code::OutOfRange,
+        Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Internal => tonic::Code::Internal,
+        Code::Cancelled => tonic::Code::Cancelled,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Code::Unavailable => tonic::Code::Unavailable,
+        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+    }
+}
+
 /// An error of the distributed runtime.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -48,7 +65,6 @@ pub enum Error {
 impl Error {
     /// The gRPC status code that carries this error (also the code a master's client sees).
     pub fn code(&self) -> tonic::Code {
-        use tfr_core::error::Code;
         match self {
             Error::Cluster(_) | Error::Wire(_) => tonic::Code::InvalidArgument,
             Error::Unreachable { .. } => tonic::Code::Unavailable,
@@ -56,16 +72,7 @@ impl Error {
             Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             Error::Cancelled(_) => tonic::Code::Cancelled,
             Error::Server(_) => tonic::Code::Internal,
-            Error::Core(e) => match e.code() {
-                Code::InvalidArgument => tonic::Code::InvalidArgument,
-                Code::FailedPrecondition => tonic::Code::FailedPrecondition,
-                Code::NotFound => tonic::Code::NotFound,
-                Code::OutOfRange => tonic::Code::OutOfRange,
-                Code::Unimplemented => tonic::Code::Unimplemented,
-                Code::Internal => tonic::Code::Internal,
-                Code::Cancelled => tonic::Code::Cancelled,
-                Code::ResourceExhausted => tonic::Code::ResourceExhausted,
-            },
+            Error::Core(e) => code_to_status(e.code()),
         }
     }
 

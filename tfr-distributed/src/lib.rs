@@ -19,6 +19,7 @@ pub mod master_service;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub mod target;
 pub mod wire;
 pub mod worker;
 
@@ -45,5 +46,6 @@ pub use master_service::MasterService;
 pub use remote::{RemoteSession, RemoteSessionOptions};
 pub use server::{Server, ServerOptions};
 pub use session::ClusterSession;
+pub use target::register_session_factory;
 pub use wire::keep_freed_buffers;
 pub use worker::WorkerService;

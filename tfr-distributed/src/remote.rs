@@ -47,6 +47,8 @@ pub struct RemoteSession {
     client: MasterConn,
     address: String,
     session: u64,
+    /// The cluster's devices, as the master listed them when it created the session.
+    devices: Vec<String>,
     graph: Graph,
     options: RemoteSessionOptions,
     next_run: AtomicU64,
@@ -92,6 +94,7 @@ impl RemoteSession {
             client,
             address,
             session: 0,
+            devices: Vec::new(),
             graph: graph.clone(),
             next_run: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -111,7 +114,9 @@ impl RemoteSession {
             .runtime
             .block_on(bounded(deadline, c.create_session(request)))
             .map_err(|st| s.error(&st))?;
-        s.session = response.into_inner().session;
+        let response = response.into_inner();
+        s.session = response.session;
+        s.devices = response.devices;
         Ok(s)
     }
 
@@ -122,6 +127,11 @@ impl RemoteSession {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Full names of the cluster's devices (`/job:worker/replica:0/task:0/device:CPU:0`...).
+    pub fn devices(&self) -> &[String] {
+        &self.devices
     }
 
     /// The session's id on the master.

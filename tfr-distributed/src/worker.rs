@@ -14,7 +14,7 @@
 //! pulled).
 
 use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
-use crate::error::Error;
+use crate::error::{code_to_status, Error};
 use crate::proto::worker_server::Worker;
 use crate::proto::{
     DeregisterGraphRequest, Empty, PushTensorRequest, RecvTensorChunk, RecvTensorRequest,
@@ -106,19 +106,6 @@ impl EndedSteps {
 #[derive(Clone)]
 pub struct WorkerService {
     state: Arc<WorkerState>,
-}
-
-fn code_to_status(code: Code) -> tonic::Code {
-    match code {
-        Code::InvalidArgument => tonic::Code::InvalidArgument,
-        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
-        Code::NotFound => tonic::Code::NotFound,
-        Code::OutOfRange => tonic::Code::OutOfRange,
-        Code::Unimplemented => tonic::Code::Unimplemented,
-        Code::Internal => tonic::Code::Internal,
-        Code::Cancelled => tonic::Code::Cancelled,
-        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
-    }
 }
 
 fn invalid(message: impl Into<String>) -> Status {

@@ -12,5 +12,6 @@ mod recovery;
 mod remote;
 mod replicated;
 mod security;
+mod target;
 mod tls;
 mod transfer;

@@ -10,9 +10,12 @@
 //! `[time * batch, depth] @ [depth, 4 * units]` gemm), and only `h @ kernel[depth..]` remains
 //! per step. The steps are unrolled ([`LstmImpl::Unrolled`], the default: faster on CPU, see
 //! `benches/RESULTS.md`) or run by a `scan` loop ([`LstmImpl::Loop`], one body whatever the
-//! sequence length; gradients go through the loop).
+//! sequence length; gradients go through the loop), or each layer is one fused `BlockLSTM` op
+//! ([`LstmImpl::Block`], TensorFlow's `LSTMBlockFusedCell`: the kernel runs the whole sequence,
+//! and its gradient `BlockLSTMGrad` forms the weight gradient with one product over all steps).
 
 use crate::initializers;
+use tfr_graph::ops::rnn_ops::BlockLstmAttrs;
 use tfr_graph::ops::state_ops::Variable;
 use tfr_graph::{DType, Graph, GraphError, Output, Result};
 
@@ -154,6 +157,41 @@ impl LstmCell {
     ) -> Result<(Output, (Output, Output))> {
         let (t, b) = dims;
         let (d, u) = (self.input_depth as i64, self.num_units as i64);
+        let last = |g: &mut Graph, s: Output| -> Result<Output> {
+            let l = g.slice(s, &[t as i64 - 1, 0, 0], &[1, b as i64, u])?;
+            g.reshape(l, &[b as i64, u])
+        };
+        if imp == LstmImpl::Block {
+            let seq_len = g.scalar(t as i64)?;
+            let z = initializers::zeros(g, &[self.num_units])?;
+            let z = if g.dtype(xs) == DType::F32 {
+                z
+            } else {
+                g.cast(z, g.dtype(xs))?
+            };
+            let attrs = BlockLstmAttrs {
+                forget_bias: self.forget_bias,
+                cell_clip: -1.0,
+                use_peephole: false,
+            };
+            let r = g.block_lstm(
+                [
+                    seq_len,
+                    xs,
+                    state.0,
+                    state.1,
+                    self.kernel.value,
+                    z,
+                    z,
+                    z,
+                    self.bias.value,
+                ],
+                attrs,
+            )?;
+            let c = last(g, r.cs)?;
+            let h = last(g, r.h)?;
+            return Ok((r.h, (c, h)));
+        }
         let (wx, wh) = self.split_kernel(g)?;
         let flat = g.reshape(xs, &[-1, d])?;
         let xp = g.matmul(flat, wx)?;
@@ -173,7 +211,7 @@ impl LstmCell {
                 let out = g.stack(&hs, 0)?;
                 Ok((out, (c, h)))
             }
-            LstmImpl::Loop => {
+            LstmImpl::Loop | LstmImpl::Block => {
                 let cell = self.clone();
                 let res = g.scan(
                     move |g, acc, x| {
@@ -187,10 +225,6 @@ impl LstmCell {
                     false,
                 )?;
                 let (cs, hs) = (res[0], res[1]);
-                let last = |g: &mut Graph, s: Output| -> Result<Output> {
-                    let l = g.slice(s, &[t as i64 - 1, 0, 0], &[1, b as i64, u])?;
-                    g.reshape(l, &[b as i64, u])
-                };
                 let c = last(g, cs)?;
                 let h = last(g, hs)?;
                 Ok((hs, (c, h)))
@@ -207,6 +241,9 @@ pub enum LstmImpl {
     Unrolled,
     /// A `scan` (`while_loop`) over time.
     Loop,
+    /// One fused `BlockLSTM` op per layer (TensorFlow's `LSTMBlockFusedCell`), whose gradient
+    /// is one `BlockLSTMGrad`.
+    Block,
 }
 
 /// Options of [`lstm`].

@@ -148,7 +148,7 @@ fn forward_matches_the_reference() {
     let xv = vals(B * T * F, 5, 1.0);
     let ps = params();
     let (want, finals) = ref_lstm(&xv, (B, T, F), U, &ps);
-    for imp in [LstmImpl::Unrolled, LstmImpl::Loop] {
+    for imp in [LstmImpl::Unrolled, LstmImpl::Loop, LstmImpl::Block] {
         let (g, x, l) = build(DType::F32, imp);
         let s = Session::new(&g, SessionOptions::default()).unwrap();
         let mut fetch = vec![l.outputs];
@@ -270,6 +270,11 @@ fn unrolled_gradients_match_central_differences() {
 #[test]
 fn loop_gradients_match_central_differences() {
     check_gradients(LstmImpl::Loop);
+}
+
+#[test]
+fn block_lstm_gradients_match_central_differences() {
+    check_gradients(LstmImpl::Block);
 }
 
 #[test]

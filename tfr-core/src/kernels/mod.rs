@@ -27,6 +27,7 @@ pub mod quantization_ops;
 pub mod quantized_spatial_ops;
 pub mod random_ops;
 pub mod reduction_ops;
+pub mod rnn_ops;
 pub mod sampling_ops;
 pub mod segment_ops;
 pub mod selection_ops;
@@ -62,6 +63,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     quantized_spatial_ops::register(r);
     random_ops::register(r);
     reduction_ops::register(r);
+    rnn_ops::register(r);
     sampling_ops::register(r);
     segment_ops::register(r);
     selection_ops::register(r);
