@@ -1,11 +1,120 @@
-//! Devices a session runs on. Each has a full name, a type (which selects kernels) and a
-//! runner: persistent threads that run the device's partitions of steps.
+//! Devices a session runs on. Each has a full name, a type (which selects kernels), a
+//! [`DeviceBackend`] (its memory space, allocator, copies to and from the host, and the context
+//! its kernels get) and a runner: persistent threads that run the device's partitions of steps.
+//!
+//! Devices other than the CPU come from [`DeviceFactory`]s: given to a session through
+//! `SessionOptions::device_factories`, or registered process-wide with
+//! [`register_device_factory`] (what a device crate such as tfr-cuda does at start-up when its
+//! hardware is present).
 
+use crate::error::KResult;
 use crate::kernel::DeviceType;
+use crate::memory::{Allocator, HostAllocator, MemorySpace};
+use crate::tensor::Tensor;
+use std::any::Any;
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use tfr_graph::device::DeviceSpec;
+use tfr_graph::DType;
+
+/// What a device is to the runtime besides its threads.
+pub trait DeviceBackend: Send + Sync + fmt::Debug {
+    fn device_type(&self) -> DeviceType;
+    /// The device's index among those of its type (`/device:GPU:<index>`).
+    fn index(&self) -> u32;
+    /// Where the tensors its kernels produce live.
+    fn memory_space(&self) -> MemorySpace;
+    fn allocator(&self) -> &dyn Allocator;
+    /// Copies a host tensor into this device's memory: a feed or a received value (a tensor
+    /// already there is returned as it is). Resource handles stay on the host.
+    fn copy_from_host(&self, t: Tensor) -> KResult<Tensor>;
+    /// Copies a tensor of this device's memory to the host: a sent or fetched value.
+    fn copy_to_host(&self, t: Tensor) -> KResult<Tensor>;
+    /// Default placement prefers the device types of highest priority that have a kernel for
+    /// an op (TF's rule: an accelerator before the CPU).
+    fn priority(&self) -> i32 {
+        0
+    }
+    /// The device itself, for its kernels to downcast to their own type (a CUDA kernel finds
+    /// its stream and handles there).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The CPU: host memory, so its copies are no-ops.
+#[derive(Debug, Default)]
+pub struct CpuDevice {
+    index: u32,
+    allocator: HostAllocator,
+}
+
+impl CpuDevice {
+    pub fn new(index: u32) -> CpuDevice {
+        CpuDevice {
+            index,
+            allocator: HostAllocator,
+        }
+    }
+}
+
+impl DeviceBackend for CpuDevice {
+    fn device_type(&self) -> DeviceType {
+        DeviceType::CPU
+    }
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn memory_space(&self) -> MemorySpace {
+        MemorySpace::HOST
+    }
+    fn allocator(&self) -> &dyn Allocator {
+        &self.allocator
+    }
+    fn copy_from_host(&self, t: Tensor) -> KResult<Tensor> {
+        Ok(t)
+    }
+    fn copy_to_host(&self, t: Tensor) -> KResult<Tensor> {
+        Ok(t)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Whether a tensor must cross into `space` through a copy: resource handles are host
+/// metadata in every memory space, and a tensor already in `space` stays.
+pub fn needs_copy(t: &Tensor, space: MemorySpace) -> bool {
+    t.dtype() != DType::Resource && t.memory_space() != space
+}
+
+/// Makes the devices of one type present on this machine.
+pub trait DeviceFactory: Send + Sync + fmt::Debug {
+    fn device_type(&self) -> DeviceType;
+    /// The devices (none without the hardware); an error says why they cannot be used.
+    fn create_devices(&self) -> Result<Vec<Arc<dyn DeviceBackend>>, String>;
+}
+
+fn factories() -> &'static RwLock<Vec<Arc<dyn DeviceFactory>>> {
+    static F: RwLock<Vec<Arc<dyn DeviceFactory>>> = RwLock::new(Vec::new());
+    &F
+}
+
+/// Registers a factory whose devices every session gets (unless its options say
+/// `registered_devices: false`); it replaces an earlier one of the same device type.
+pub fn register_device_factory(factory: Arc<dyn DeviceFactory>) {
+    let mut f = factories().write().unwrap_or_else(|p| p.into_inner());
+    f.retain(|g| g.device_type() != factory.device_type());
+    f.push(factory);
+}
+
+/// The factories registered process-wide.
+pub fn registered_device_factories() -> Vec<Arc<dyn DeviceFactory>> {
+    factories()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
 
 /// Work for a device's runner. It returns what to do once its thread is back on the idle
 /// list (typically: report the result), so whoever waits for that report finds the thread
@@ -18,6 +127,7 @@ struct Msg(Job, Sender<Msg>);
 pub struct Device {
     pub spec: DeviceSpec,
     pub device_type: DeviceType,
+    pub backend: Arc<dyn DeviceBackend>,
     /// Senders of the runner's idle threads.
     idle: Arc<Mutex<Vec<Sender<Msg>>>>,
     spawned: AtomicUsize,
@@ -26,12 +136,22 @@ pub struct Device {
 impl Device {
     /// CPU device `index`.
     pub fn cpu(index: u32) -> Device {
+        Device::new(Arc::new(CpuDevice::new(index)))
+    }
+
+    /// The local device `backend` stands for (`/job:localhost/replica:0/task:0/device:T:i`).
+    pub fn new(backend: Arc<dyn DeviceBackend>) -> Device {
         Device {
-            spec: DeviceSpec::local("CPU", index),
-            device_type: DeviceType::Cpu,
+            spec: DeviceSpec::local(backend.device_type().name(), backend.index()),
+            device_type: backend.device_type(),
+            backend,
             idle: Arc::default(),
             spawned: AtomicUsize::new(0),
         }
+    }
+
+    pub fn memory_space(&self) -> MemorySpace {
+        self.backend.memory_space()
     }
 
     /// CPU device `index` of task `task` of job `job`: a device of a cluster, as the

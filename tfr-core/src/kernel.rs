@@ -1,19 +1,35 @@
 //! The kernel interface. Kernels never see the graph: a kernel is built once per node from the
 //! node's attributes and static input/output types ([`KernelInit`]), then computes on tensors.
 
+use crate::device::DeviceBackend;
 use crate::error::{KResult, KernelError};
 use crate::resource::ResourceMgr;
 use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::fmt;
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use tfr_graph::{Attrs, DType, DTypeSet, TensorType};
 
-/// Kinds of devices kernels are written for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DeviceType {
-    Cpu,
-    Cuda,
+/// A kind of device kernels are written for, named as in device specs (`/device:GPU:0`).
+/// Open: any crate may define one (`DeviceType("TPU")`) and register kernels for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceType(pub &'static str);
+
+impl DeviceType {
+    pub const CPU: DeviceType = DeviceType("CPU");
+    /// NVIDIA GPUs (tfr-cuda).
+    pub const GPU: DeviceType = DeviceType("GPU");
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for DeviceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
 }
 
 /// What a kernel is built from.
@@ -23,6 +39,10 @@ pub struct KernelInit<'a> {
     pub attrs: &'a Attrs,
     pub inputs: &'a [TensorType],
     pub outputs: &'a [TensorType],
+    /// The device the kernel runs on, for kernels that need its context (a CUDA kernel its
+    /// stream and handles, through [`DeviceBackend::as_any`]); `None` for host kernels built
+    /// outside a session (constant folding, tests).
+    pub device: Option<&'a Arc<dyn DeviceBackend>>,
 }
 
 impl KernelInit<'_> {
@@ -160,7 +180,7 @@ impl KernelRegistry {
     }
     /// Registers a CPU kernel.
     pub fn cpu(&mut self, op: &'static str, dtypes: DTypeSet, factory: KernelFactory) {
-        self.register(op, DeviceType::Cpu, dtypes, factory);
+        self.register(op, DeviceType::CPU, dtypes, factory);
     }
     /// The factory for `op` (or the tfr op a TensorFlow alias of it names) on `device`.
     pub fn find(&self, op: &str, device: DeviceType, dtype: DType) -> Option<KernelFactory> {
@@ -188,14 +208,35 @@ impl KernelRegistry {
     }
 }
 
-/// The process-wide kernel registry.
-pub fn kernel_registry() -> &'static KernelRegistry {
-    static REG: OnceLock<KernelRegistry> = OnceLock::new();
+fn registry_lock() -> &'static RwLock<KernelRegistry> {
+    static REG: OnceLock<RwLock<KernelRegistry>> = OnceLock::new();
     REG.get_or_init(|| {
         let mut r = KernelRegistry::default();
         crate::kernels::register_all(&mut r);
-        r
+        RwLock::new(r)
     })
+}
+
+/// The process-wide kernel registry (read-locked while the guard lives; lookups happen when
+/// an executable is built, never per kernel call). Hold the guard briefly: a registration
+/// waits for it. [`find_kernel`] looks one factory up and releases the lock.
+pub fn kernel_registry() -> RwLockReadGuard<'static, KernelRegistry> {
+    // Registration cannot leave the map half-updated (pushes only), so a poisoned lock is
+    // still a consistent registry.
+    registry_lock().read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The factory for `op` on `device` for `dtype`, looked up without holding the registry.
+pub fn find_kernel(op: &str, device: DeviceType, dtype: DType) -> Option<KernelFactory> {
+    kernel_registry().find(op, device, dtype)
+}
+
+/// Adds kernels to the process-wide registry, before or after its first use (TF links
+/// kernels per device the same way): a crate defining a device registers its kernels here at
+/// start-up. Executables built earlier keep the kernels they were built with.
+pub fn register_kernels(f: impl FnOnce(&mut KernelRegistry)) {
+    let mut r = registry_lock().write().unwrap_or_else(|p| p.into_inner());
+    f(&mut r);
 }
 
 /// Runs `$body` with `$T` bound to the Rust type of a numeric dtype; `$other` otherwise.

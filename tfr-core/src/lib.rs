@@ -9,6 +9,7 @@ pub mod error;
 pub mod executor;
 pub mod kernel;
 pub mod kernels;
+pub mod memory;
 pub mod num;
 pub mod passes;
 pub mod placement;
@@ -18,11 +19,15 @@ pub mod session;
 pub mod session_target;
 pub mod tensor;
 
+pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
 pub use error::{Code, Error, KernelError, Result};
 pub use executor::{
     ControlFlowStats, Executable, NodeExecStats, OpSummary, RunMetadata, RunOptions,
 };
-pub use kernel::{kernel_registry, DeviceType, KernelContext, KernelInit, OpKernel};
+pub use kernel::{
+    find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,
+};
+pub use memory::{Allocator, AllocatorStats, DeviceBuffer, MemorySpace};
 pub use session::{Callable, Program, RemoteStep, Session, SessionOptions};
 pub use session_target::{register_session_factory, SessionFactory, TargetSession};
 pub use tensor::{Scalar, Tensor};

@@ -34,7 +34,7 @@
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernel::{kernel_registry, DeviceType, KernelInit};
+use crate::kernel::{find_kernel, DeviceType, KernelInit};
 use crate::kernels::sendrecv_ops::FRAME_AWARE;
 use std::collections::HashMap;
 use tfr_graph::device::DeviceSpec;
@@ -68,7 +68,8 @@ fn union(parent: &mut [usize], a: usize, b: usize) {
     }
 }
 
-fn has_kernel(graph: &Graph, node: &Node, device_type: DeviceType) -> bool {
+fn has_kernel(graph: &Graph, node: &Node, device: &Device) -> bool {
+    let device_type: DeviceType = device.device_type;
     let inputs: Vec<TensorType> = node
         .inputs
         .iter()
@@ -80,10 +81,9 @@ fn has_kernel(graph: &Graph, node: &Node, device_type: DeviceType) -> bool {
         attrs: &node.attrs,
         inputs: &inputs,
         outputs: &node.outputs,
+        device: Some(&device.backend),
     };
-    kernel_registry()
-        .find(&node.op, device_type, init.dtype())
-        .is_some()
+    find_kernel(&node.op, device_type, init.dtype()).is_some()
 }
 
 /// The device index of every node of `graph`.
@@ -136,9 +136,9 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
             spec_owner.get_or_insert(m);
         }
         let capable = |d: &Device| {
-            members.iter().all(|&m| {
-                graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d.device_type)
-            })
+            members
+                .iter()
+                .all(|&m| graph.nodes()[m].op == ARG_OP || has_kernel(graph, &graph.nodes()[m], d))
         };
         let mut feasible: Vec<usize> = (0..devices.len())
             .filter(|&d| spec.matches(&devices[d].spec) && capable(&devices[d]))
@@ -147,6 +147,15 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
             feasible = (0..devices.len())
                 .filter(|&d| capable(&devices[d]))
                 .collect();
+        }
+        // TF's default: the device types of highest priority with kernels for the group (an
+        // accelerator before the CPU); equal priorities (several CPUs) keep every candidate.
+        if let Some(top) = feasible
+            .iter()
+            .map(|&d| devices[d].backend.priority())
+            .max()
+        {
+            feasible.retain(|&d| devices[d].backend.priority() == top);
         }
         let first = &graph.nodes()[spec_owner.unwrap_or(members[0])];
         if feasible.is_empty() {

@@ -3,7 +3,7 @@
 //! step. A program is one [`Executable`] when every node is on one device, or one executable
 //! per device joined by `_Send`/`_Recv` through a per-step rendezvous.
 
-use crate::device::Device;
+use crate::device::{registered_device_factories, Device, DeviceFactory};
 use crate::error::{Code, Error, KernelError, Result};
 use crate::executor::{Executable, RunMetadata, RunOptions, StepTrace};
 use crate::passes::fold_constants;
@@ -32,6 +32,13 @@ pub struct SessionOptions {
     pub cpu_devices: usize,
     /// Drop a device request that no device can satisfy instead of failing (TF2's default).
     pub soft_placement: bool,
+    /// Devices besides the CPUs, from these factories (e.g. a test accelerator). Ops with a
+    /// kernel on a device of higher priority than the CPU go there by default.
+    pub device_factories: Vec<Arc<dyn DeviceFactory>>,
+    /// Also use the devices of factories registered process-wide
+    /// ([`crate::device::register_device_factory`]: tfr-cuda's GPUs when present); `false`
+    /// keeps the session on the CPU whatever the machine has.
+    pub registered_devices: bool,
     /// Where steps run: `""` in this process; `grpc://host:port` on a cluster, through the
     /// master service of the task at that address (see [`crate::session_target`]). With a
     /// target, the other options that matter are `optimize` and `soft_placement`.
@@ -45,6 +52,8 @@ impl Default for SessionOptions {
             optimize: true,
             cpu_devices: 1,
             soft_placement: true,
+            device_factories: Vec::new(),
+            registered_devices: true,
             target: String::new(),
         }
     }
@@ -88,6 +97,8 @@ struct Inner {
     options: SessionOptions,
     cache: RwLock<HashMap<StepKey, Arc<Program>>>,
     step_ids: AtomicU64,
+    /// Some device has memory of its own: host kernels check their inputs' memory.
+    guard_host_inputs: bool,
     /// The runtime of `options.target`, when it is not this process.
     remote: Option<Box<dyn TargetSession>>,
 }
@@ -142,9 +153,35 @@ impl Session {
         } else {
             None
         };
-        let devices: Vec<Device> = (0..options.cpu_devices)
+        let mut devices: Vec<Device> = (0..options.cpu_devices)
             .map(|i| Device::cpu(i as u32))
             .collect();
+        // A session with a target has its devices in that runtime.
+        let mut factories = match remote {
+            Some(_) => Vec::new(),
+            None => options.device_factories.clone(),
+        };
+        if options.registered_devices && remote.is_none() {
+            factories.extend(registered_device_factories());
+        }
+        for f in &factories {
+            let made = f.create_devices().map_err(|e| {
+                option_error(
+                    "device_factories",
+                    format!("{} devices: {e}", f.device_type()),
+                )
+            })?;
+            for backend in made {
+                let d = Device::new(backend);
+                if devices.iter().any(|o| o.spec == d.spec) {
+                    return Err(option_error(
+                        "device_factories",
+                        format!("device {} is made twice", d.name()),
+                    ));
+                }
+                devices.push(d);
+            }
+        }
         let options = SessionOptions {
             inter_op_threads: threads,
             ..options
@@ -154,10 +191,11 @@ impl Session {
                 graph: graph.clone(),
                 resources: ResourceMgr::default(),
                 pool,
-                devices,
                 options,
                 cache: RwLock::new(HashMap::new()),
                 step_ids: AtomicU64::new(0),
+                guard_host_inputs: devices.iter().any(|d| !d.memory_space().is_host()),
+                devices,
                 remote,
             }),
         })
@@ -417,11 +455,16 @@ impl Session {
             .iter()
             .all(|&d| d == assignment.first().copied().unwrap_or(0))
         {
-            let mut exec = Executable::build(&step, &names, self.inner.options.inter_op_threads)?;
             let device = assignment.first().copied().unwrap_or(0);
-            if let Some(d) = self.inner.devices.get(device) {
-                exec.set_device(d.name());
-            }
+            let d = &self.inner.devices[device];
+            let mut exec = Executable::build_on(
+                &step,
+                &names,
+                self.inner.options.inter_op_threads,
+                Some(&d.backend),
+                self.inner.guard_host_inputs,
+            )?;
+            exec.set_device(d.name());
             for (k, arg) in step.feeds.iter().enumerate() {
                 if arg.is_none() {
                     exec.set_feed_type(k, feed_types[k].clone());
@@ -434,10 +477,15 @@ impl Session {
         let mut programs = Vec::new();
         for part in partition(&step, &assignment, &self.inner.devices)? {
             // Partitions run their nodes in order (see `placement`): one thread each.
-            let mut exec = Executable::build(&part.step, &names, 1)?;
-            if let Some(d) = self.inner.devices.get(part.device) {
-                exec.set_device(d.name());
-            }
+            let d = &self.inner.devices[part.device];
+            let mut exec = Executable::build_on(
+                &part.step,
+                &names,
+                1,
+                Some(&d.backend),
+                self.inner.guard_host_inputs,
+            )?;
+            exec.set_device(d.name());
             for (k, arg) in part.step.feeds.iter().enumerate() {
                 if arg.is_none() {
                     let ty = feed_types
@@ -540,7 +588,10 @@ impl Session {
         let parts = match &**program {
             Program::Single(exec) => {
                 let trace = traces.and_then(|t| t.first());
-                return exec.run_traced(feeds, &inner.resources, inner.pool.as_ref(), trace);
+                let values =
+                    exec.run_traced(feeds, &inner.resources, inner.pool.as_ref(), trace)?;
+                // Fetches come back to host memory.
+                return exec.fetches_to_host(values);
             }
             Program::Partitioned(parts) => parts,
             Program::Remote(step) => {
@@ -674,6 +725,7 @@ impl Session {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             part.exec
                 .run_traced(values, &self.inner.resources, None, trace)
+                .and_then(|v| part.exec.fetches_to_host(v))
         }))
         .unwrap_or_else(|_| {
             Err(option_error(

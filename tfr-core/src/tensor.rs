@@ -5,6 +5,7 @@
 //! of scalar loops (counters, predicates, loop constants) low.
 
 use crate::error::{Error, Result};
+use crate::memory::{DeviceBuffer, MemorySpace};
 use ndarray::{ArrayBase, ArrayD, ArrayViewD, Data, Dimension, IxDyn};
 use smallvec::SmallVec;
 use std::any::Any;
@@ -148,11 +149,14 @@ impl Scalar {
     }
 }
 
-/// Where a tensor's elements live: a shared buffer, or (one element) inline.
+/// Where a tensor's elements live: a shared host buffer, (one element) inline, or a buffer in
+/// a device's memory that only that device reads (see [`crate::memory`]). The device variant
+/// is a thin pointer, so a tensor is no larger than with host storage alone.
 #[derive(Clone)]
 enum Storage {
     Heap(Arc<Buffer>),
     Inline(Scalar),
+    Device(Arc<DeviceBuffer>),
 }
 
 impl Storage {
@@ -203,6 +207,9 @@ impl PartialEq for Tensor {
             (Storage::Inline(a), Storage::Heap(b)) | (Storage::Heap(b), Storage::Inline(a)) => {
                 Scalar::from_buffer(b).is_some_and(|b| b == *a) && b.len() == 1
             }
+            // Device memory is not readable here: equal only when it is the same buffer.
+            (Storage::Device(a), Storage::Device(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }
@@ -348,6 +355,7 @@ impl Tensor {
         match &self.data {
             Storage::Heap(b) => b.dtype(),
             Storage::Inline(s) => s.dtype(),
+            Storage::Device(b) => b.dtype(),
         }
     }
     pub fn shape(&self) -> &[usize] {
@@ -364,13 +372,17 @@ impl Tensor {
         match &self.data {
             Storage::Heap(b) => b.len(),
             Storage::Inline(_) => 1,
+            Storage::Device(b) => b.len(),
         }
     }
     /// The elements as a [`Buffer`]: borrowed, or (a scalar held inline) a one-element copy.
+    /// Host tensors only: a tensor in device memory reads as an empty buffer (kernels never
+    /// get one: the executor refuses it before the kernel runs, naming the node).
     pub fn buffer(&self) -> Cow<'_, Buffer> {
         match &self.data {
             Storage::Heap(b) => Cow::Borrowed(&**b),
             Storage::Inline(s) => Cow::Owned(s.to_buffer()),
+            Storage::Device(b) => Cow::Owned(Buffer::zeros(b.dtype(), 0)),
         }
     }
     /// Element `i` as f64 (integers and bools converted, resource handles as NaN).
@@ -381,6 +393,8 @@ impl Tensor {
                 assert!(i == 0, "index {i} out of range for a scalar");
                 s.get_f64()
             }
+            // Not readable on the host (see `buffer`).
+            Storage::Device(_) => f64::NAN,
         }
     }
     /// Element `i` as i64 (floats truncated).
@@ -397,6 +411,7 @@ impl Tensor {
                     s => s.get_f64() as i64,
                 }
             }
+            Storage::Device(_) => 0,
         }
     }
 
@@ -407,14 +422,76 @@ impl Tensor {
         }
     }
 
-    /// The elements, when `T` is the tensor's element type.
+    /// The error of reading a tensor in device memory on the host.
+    fn device_memory_error(b: &DeviceBuffer) -> Error {
+        Error::InvalidArgument {
+            arg: "tensor".into(),
+            message: format!(
+                "the tensor is in {}, not host memory: copy it to the host first",
+                b.memory_space()
+            ),
+        }
+    }
+
+    /// The elements, when `T` is the tensor's element type (host tensors only).
     #[inline]
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
         match &self.data {
             Storage::Heap(b) => T::slice(b),
             Storage::Inline(s) => s.get::<T>().map(std::slice::from_ref),
+            Storage::Device(b) => return Err(Self::device_memory_error(b)),
         }
         .ok_or_else(|| self.dtype_error::<T>())
+    }
+
+    /// A tensor whose buffer is in a device's memory; `shape` must hold `buffer.len()`
+    /// elements.
+    pub fn from_device(shape: &[usize], buffer: DeviceBuffer) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != buffer.len() {
+            return Err(shape_error(shape, buffer.len()));
+        }
+        Ok(Tensor {
+            shape: shape.into(),
+            data: Storage::Device(Arc::new(buffer)),
+        })
+    }
+
+    /// A host tensor sharing `buffer` (no copy; a rank-0 value is held inline).
+    pub fn from_shared(shape: &[usize], buffer: Arc<Buffer>) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != buffer.len() {
+            return Err(shape_error(shape, buffer.len()));
+        }
+        let data = match Scalar::from_buffer(&buffer) {
+            Some(s) if shape.is_empty() => Storage::Inline(s),
+            _ => Storage::Heap(buffer),
+        };
+        Ok(Tensor {
+            shape: shape.into(),
+            data,
+        })
+    }
+
+    /// The memory space the tensor's buffer lives in.
+    #[inline]
+    pub fn memory_space(&self) -> MemorySpace {
+        match &self.data {
+            Storage::Device(b) => b.memory_space(),
+            _ => MemorySpace::HOST,
+        }
+    }
+
+    /// True when the buffer is in host memory (what CPU kernels read).
+    #[inline]
+    pub fn is_host(&self) -> bool {
+        !matches!(self.data, Storage::Device(_))
+    }
+
+    /// The device buffer of a tensor in device memory.
+    pub fn device_buffer(&self) -> Option<&DeviceBuffer> {
+        match &self.data {
+            Storage::Device(b) => Some(b),
+            _ => None,
+        }
     }
 
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
@@ -444,6 +521,7 @@ impl Tensor {
         let buf = match self.data {
             Storage::Heap(b) => Arc::try_unwrap(b).unwrap_or_else(|a| (*a).clone()),
             Storage::Inline(s) => s.to_buffer(),
+            Storage::Device(b) => return Err(Self::device_memory_error(&b)),
         };
         T::from_buffer(buf).map_err(|_| Error::InvalidArgument {
             arg: "dtype".into(),
@@ -489,7 +567,7 @@ impl Tensor {
         }
         match &mut self.data {
             Storage::Heap(b) => Arc::get_mut(b),
-            Storage::Inline(_) => None,
+            Storage::Inline(_) | Storage::Device(_) => None,
         }
     }
 
@@ -499,6 +577,7 @@ impl Tensor {
         match &mut self.data {
             Storage::Heap(b) => Arc::get_mut(b).and_then(T::vec_mut).map(Vec::as_mut_slice),
             Storage::Inline(s) => s.get_mut::<T>().map(std::slice::from_mut),
+            Storage::Device(_) => None,
         }
     }
 
@@ -523,6 +602,7 @@ impl Tensor {
     pub fn shares_buffer_with(&self, other: &Tensor) -> bool {
         match (&self.data, &other.data) {
             (Storage::Heap(a), Storage::Heap(b)) => Arc::ptr_eq(a, b),
+            (Storage::Device(a), Storage::Device(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -540,6 +620,7 @@ impl fmt::Debug for Tensor {
                     .collect(),
             },
             Storage::Inline(s) => vec![format!("{}", s.get_f64())],
+            Storage::Device(b) => vec![format!("in {}", b.memory_space())],
         };
         write!(
             f,

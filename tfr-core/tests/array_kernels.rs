@@ -1573,9 +1573,10 @@ fn shape_out_type_must_be_an_index_type() {
         attrs: &attrs,
         inputs: &[tfr_graph::TensorType::new(DType::F32, Shape::unknown())],
         outputs: &[],
+        device: None,
     };
     let factory = tfr_core::kernel_registry()
-        .find("Shape", tfr_core::DeviceType::Cpu, DType::F32)
+        .find("Shape", tfr_core::DeviceType::CPU, DType::F32)
         .unwrap();
     let e = factory(&init).err().unwrap();
     assert!(

@@ -17,6 +17,7 @@ pub mod alloc;
 pub mod device;
 pub mod kernels;
 pub mod ops;
+pub mod runtime;
 pub mod tensor;
 
 pub use alloc::AllocStats;

@@ -420,7 +420,7 @@ fn every_table_op_is_tested_and_has_a_cpu_kernel() {
         .chain(&["Softmax", "LogSoftmax", "MatMul", "BatchMatMul"])
     {
         assert!(
-            reg.find(op, DeviceType::Cpu, DType::F32).is_some(),
+            reg.find(op, DeviceType::CPU, DType::F32).is_some(),
             "{op} has no CPU kernel to compare with"
         );
     }
@@ -546,4 +546,35 @@ fn kernels_compile_with_nvrtc() {
         std::mem::size_of::<kernels::Bcast>()
     );
     assert!(ptx.contains(&param), "{param} not in the PTX");
+}
+
+/// Kernels and the GPU factory are registered only with a usable GPU; then supported ops are
+/// placed on it by default and its results come back to host memory.
+#[test]
+fn gpu_registration_follows_availability() {
+    match tfr_cuda::runtime::register() {
+        Err(why) => {
+            println!("skipped: {why}");
+            assert!(tfr_core::find_kernel("MatMul", DeviceType::GPU, DType::F32).is_none());
+        }
+        Ok(n) => {
+            assert!(n > 0);
+            assert!(tfr_core::find_kernel("MatMul", DeviceType::GPU, DType::F32).is_some());
+            let mut g = tfr_graph::Graph::new();
+            let x = g
+                .placeholder("x", DType::F32, tfr_graph::Shape::known(&[2, 2]))
+                .unwrap();
+            let y = g.matmul(x, x).unwrap();
+            let s = Session::new(&g, SessionOptions::default()).unwrap();
+            let placed = s.placement(&[x], &[y], &[]).unwrap();
+            assert!(
+                placed.iter().any(|(_, d)| d.contains("GPU:0")),
+                "{placed:?}"
+            );
+            let xv = Tensor::new(&[2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+            let out = s.run(&[(x, xv)], &[y], &[]).unwrap();
+            assert!(out[0].is_host());
+            assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+        }
+    }
 }

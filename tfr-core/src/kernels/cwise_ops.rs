@@ -731,7 +731,7 @@ mod tests {
         for (ops, arity) in [(&binary[..], 2), (&unary[..], 1)] {
             for op in ops {
                 for d in [DType::F32, DType::F64, DType::I32, DType::I64, DType::U8] {
-                    let Some(factory) = kernel_registry().find(op, DeviceType::Cpu, d) else {
+                    let Some(factory) = kernel_registry().find(op, DeviceType::CPU, d) else {
                         continue;
                     };
                     let ins = vec![TensorType::new(d, Shape::scalar()); arity];
@@ -742,6 +742,7 @@ mod tests {
                         attrs: &attrs,
                         inputs: &ins,
                         outputs: &ins[..1],
+                        device: None,
                     };
                     let k = factory(&init).unwrap();
                     if !k.has_scalar_path() {

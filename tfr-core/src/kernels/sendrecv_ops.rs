@@ -6,8 +6,11 @@
 //! (a dead send still sends, as "dead", so the receiver is dead too) and may be sent once per
 //! iteration: the key then carries the frame instance and the iteration.
 
+use crate::device::{needs_copy, DeviceBackend};
 use crate::error::{Code, KResult, KernelError};
+use crate::kernel::DeviceType;
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
+use crate::memory::MemorySpace;
 use crate::rendezvous::{LocalRendezvous, Received, Rendezvous};
 use crate::resource::ResourceMgr;
 use crate::tensor::Tensor;
@@ -197,4 +200,77 @@ pub fn register(r: &mut KernelRegistry) {
     let all = DTypeSet::of(&tfr_graph::DType::ALL);
     r.cpu("_Send", all, send_kernel);
     r.cpu("_Recv", DTypeSet::RESOURCE, recv_kernel);
+}
+
+/// The device of a transfer kernel on a device with memory of its own.
+fn device_of(init: &KernelInit<'_>) -> Result<Arc<dyn DeviceBackend>, String> {
+    init.device
+        .cloned()
+        .ok_or_else(|| format!("`{}` ({}) needs the device it runs on", init.node, init.op))
+}
+
+/// `_Arg` on a device: the feed, copied into the device's memory (once per step).
+fn device_arg_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let index = *init.attrs.int("index")? as usize;
+    let dev = device_of(init)?;
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        let t = ctx
+            .feeds
+            .get(index)
+            .cloned()
+            .ok_or_else(|| KernelError::internal(format!("feed {index} missing")))?;
+        let t = if needs_copy(&t, dev.memory_space()) {
+            dev.copy_from_host(t)?
+        } else {
+            t
+        };
+        ctx.set_output(t);
+        Ok(())
+    }))
+}
+
+/// `_Send` on a device: the value goes through the rendezvous in host memory, so the device
+/// copies it out (the one copy of this crossing).
+fn device_send_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let name = init.attrs.string("tensor_name")?.clone();
+    let dev = device_of(init)?;
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        let r = rendezvous(ctx, 1)?;
+        let t = ctx.take_input(0);
+        let t = if needs_copy(&t, MemorySpace::HOST) {
+            dev.copy_to_host(t)?
+        } else {
+            t
+        };
+        r.send(&name, t)
+    }))
+}
+
+/// `_Recv` on a device: the host value received, copied into the device's memory.
+fn device_recv_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let name = init.attrs.string("tensor_name")?.clone();
+    let dev = device_of(init)?;
+    Ok(Box::new(move |ctx: &mut KernelContext<'_>| {
+        let r = rendezvous(ctx, 0)?;
+        let t = r.recv(&name)?;
+        let t = if needs_copy(&t, dev.memory_space()) {
+            dev.copy_from_host(t)?
+        } else {
+            t
+        };
+        ctx.set_output(t);
+        Ok(())
+    }))
+}
+
+/// Registers `_Arg`, `_Send` and `_Recv` for `device`, a device type whose memory is not the
+/// host's: feeds and received values are copied in, sent values copied out, each by the
+/// device (`DeviceBackend::copy_from_host` / `copy_to_host`). Frame-aware transfers (steps
+/// with control flow) are run by the executor and do not copy yet: keep such steps on the
+/// host.
+pub fn register_device_transfers(r: &mut KernelRegistry, device: DeviceType) {
+    let all = DTypeSet::of(&tfr_graph::DType::ALL);
+    r.register(tfr_graph::passes::ARG_OP, device, all, device_arg_kernel);
+    r.register("_Send", device, all, device_send_kernel);
+    r.register("_Recv", device, DTypeSet::RESOURCE, device_recv_kernel);
 }

@@ -1,0 +1,3 @@
+//! The test accelerator's tests: one binary (see ARCHITECTURE.md, "Tests").
+
+mod device_path;
