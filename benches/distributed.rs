@@ -10,7 +10,8 @@
 //! - `dispatch/4_tasks`: one step = one small subgraph on each of 4 worker tasks, each fetched;
 //!   throughput in subgraphs per second. The fed `x` lives on one task, which sends it to the
 //!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
-//!   a step is exactly one RunGraph per task.
+//!   a step is exactly one RunGraph per task; `dispatch/4_tasks_feed_per_task_8_in_flight` runs
+//!   that step from 8 client threads sharing one session (8 steps in flight).
 //! - `mlp_step/*`, `lenet_step/*`: the MLP 784-512-512-10 (batch 64 and 256) and LeNet (batch
 //!   64) SGD steps of `../shared/PEERS.md` (`benches/common/models.rs`) in one process, and with their
 //!   variables on a `ps` task and their compute on a `worker` task.
@@ -334,6 +335,36 @@ fn dispatch(c: &mut Criterion) {
         || {
             black_box(si.run(&feeds, &yis, &[]).unwrap());
         },
+    );
+    // Several steps in flight: client threads sharing the session (and so its RunGraph stream
+    // to each task), each running the feed-per-task step; requests and answers of different
+    // steps travel together.
+    const IN_FLIGHT: usize = 8;
+    let in_flight = |steps: u64| {
+        std::thread::scope(|scope| {
+            for _ in 0..IN_FLIGHT {
+                let (si, feeds, yis) = (&si, &feeds, &yis);
+                scope.spawn(move || {
+                    for _ in 0..steps.div_ceil(IN_FLIGHT as u64) {
+                        black_box(si.run(feeds, yis, &[]).unwrap());
+                    }
+                });
+            }
+        })
+    };
+    group.bench_function("4_tasks_feed_per_task_8_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            in_flight(iters);
+            start.elapsed()
+        })
+    });
+    cpu_per_unit(
+        "dispatch/4_tasks_feed_per_task_8_in_flight (unit: subgraph)",
+        &tasks,
+        1,
+        8000 * TASKS,
+        || in_flight(8000),
     );
     // Several clients at once (each a session with its own runtime): subgraphs started per
     // second by 4 concurrent client threads.

@@ -119,6 +119,7 @@ impl Server {
                 .map_err(|e| server_error(task, format!("TLS: {}", source_chain(&e))))?;
         }
         let name = task.clone();
+        let streams = service.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tfr-server-{}-{}", task.job, task.index))
             .spawn(move || {
@@ -135,6 +136,8 @@ impl Server {
                                 let _ = stopped.await;
                             }
                         }
+                        // Long-lived streams would hold their connections open.
+                        streams.close_streams();
                     };
                     builder
                         .tcp_nodelay(true)
