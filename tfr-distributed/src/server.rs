@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub session_idle_timeout: Option<std::time::Duration>,
 }
 
+/// How long a stopping server waits for its connections to close.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running task server.
 pub struct Server {
     address: SocketAddr,
@@ -120,6 +123,7 @@ impl Server {
         }
         let name = task.clone();
         let streams = service.clone();
+        let (signalled_tx, signalled_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("tfr-server-{}-{}", task.job, task.index))
             .spawn(move || {
@@ -138,8 +142,9 @@ impl Server {
                         }
                         // Long-lived streams would hold their connections open.
                         streams.close_streams();
+                        let _ = signalled_tx.send(());
                     };
-                    builder
+                    let serve = builder
                         .tcp_nodelay(true)
                         .http2_keepalive_interval(Some(keepalive))
                         .http2_keepalive_timeout(Some(keepalive))
@@ -148,9 +153,20 @@ impl Server {
                         .max_frame_size(crate::channel::MAX_FRAME)
                         .add_service(svc)
                         .add_service(master_svc)
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                        .map_err(|e| server_error(&name, e))
+                        .serve_with_incoming_shutdown(incoming, shutdown);
+                    // Graceful shutdown waits for every connection to close, and a connected
+                    // client whose runtime is idle (a session between steps) never answers
+                    // the closing handshake: after the grace period the server stops anyway.
+                    let grace = async move {
+                        match signalled_rx.await {
+                            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = serve => r.map_err(|e| server_error(&name, e)),
+                        _ = grace => Ok(()),
+                    }
                 })
             })
             .map_err(|e| server_error(task, format!("cannot start a thread: {e}")))?;

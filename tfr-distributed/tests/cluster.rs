@@ -254,7 +254,9 @@ fn an_unreachable_task_is_an_error_naming_its_address() {
 #[test]
 fn sigterm_stops_a_task_cleanly() {
     let mut cluster = Cluster::start(&[("worker", 1)]);
-    // A session keeps its RunGraph stream to the task open: the task ends it to stop.
+    // A connected session keeps its RunGraph stream (and connection) to the task open, and
+    // between steps nothing drives its side: the task ends its streams and, after a grace
+    // period, stops whether or not the connection closed.
     let (g, x, y) = layered(&["/job:worker/task:0"]);
     let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
     s.run(&[(x, xval(0))], &[y], &[]).unwrap();
