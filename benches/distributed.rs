@@ -53,8 +53,15 @@ fn serve(spec: &str) -> Result<(), String> {
         .cluster;
     let index = task.parse().map_err(|_| format!("bad task `{task}`"))?;
     let task = TaskId::new(job, index);
+    // Up to 6 processes share the machine's cores: one runtime thread per task (set
+    // `TFR_BENCH_RUNTIME_THREADS=0` for the default, one per core).
+    let threads = std::env::var("TFR_BENCH_RUNTIME_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
     let options = ServerOptions {
         stop_on_signal: true,
+        runtime_threads: (threads > 0).then_some(threads),
         ..ServerOptions::default()
     };
     let server = Server::start(&cluster, &task, options).map_err(|e| e.to_string())?;
