@@ -96,7 +96,8 @@ impl<Q: Send + 'static, R: Tagged + Send + 'static> Mux<Q, R> {
                 Ok(mut stream) => loop {
                     match stream.message().await {
                         Ok(Some(r)) => {
-                            let reply = shared.lock().ok().and_then(|mut p| p.calls.remove(&r.id()));
+                            let reply =
+                                shared.lock().ok().and_then(|mut p| p.calls.remove(&r.id()));
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok(r));
                             }

@@ -105,7 +105,10 @@ impl StepState {
     /// take completes the step.
     pub(crate) fn take(&self, key: &str, max: Option<usize>) -> (Take, bool) {
         let Ok(mut o) = self.outbox.lock() else {
-            return (Take::Now(Taken::Ended("outbox lock poisoned".into())), false);
+            return (
+                Take::Now(Taken::Ended("outbox lock poisoned".into())),
+                false,
+            );
         };
         if let Some(why) = &o.ended {
             return (Take::Now(Taken::Ended(why.clone())), false);
@@ -120,7 +123,9 @@ impl StepState {
         }
         if o.waiting.contains_key(key) {
             return (
-                Take::Now(Taken::Ended(format!("`{key}` is received twice in one step"))),
+                Take::Now(Taken::Ended(format!(
+                    "`{key}` is received twice in one step"
+                ))),
                 false,
             );
         }

@@ -25,8 +25,8 @@ use crate::proto::{
     RegisterGraphRequest, RemoteRecv, RemoteSend, RunGraphRequest, RunGraphStreamResponse,
 };
 use crate::steps::{StepState, Take, Taken};
-use crate::worker_rpc::RemoteRendezvous;
 use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, RecvBuffers};
+use crate::worker_rpc::RemoteRendezvous;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -245,7 +245,11 @@ impl WorkerState {
     }
 
     /// The `RecvTensors` stream to the peer at `address` (opened anew when it broke).
-    pub(crate) async fn peer_stream(&self, address: &str, task: &str) -> Result<Arc<RecvMux>, Error> {
+    pub(crate) async fn peer_stream(
+        &self,
+        address: &str,
+        task: &str,
+    ) -> Result<Arc<RecvMux>, Error> {
         let open = self
             .peer_streams
             .lock()
@@ -474,10 +478,8 @@ impl WorkerState {
                 .nodes()
                 .iter()
                 .any(|n| n.op == "AccumulatorTakeGradient");
-        let fetch_first = receives
-            && all_recvs_fetched
-            && send_keys.is_empty()
-            && req.remote_sends.is_empty();
+        let fetch_first =
+            receives && all_recvs_fetched && send_keys.is_empty() && req.remote_sends.is_empty();
         {
             let mut routes = self
                 .push_routes

@@ -12,13 +12,11 @@ use crate::proto::worker_server::Worker;
 use crate::proto::{
     DeregisterGraphRequest, Empty, PushTensorRequest, RecvTensorChunk, RecvTensorRequest,
     RecvTensorsRequest, RecvTensorsResponse, RegisterGraphRequest, RegisterGraphResponse,
-    RemoteRecv, RunGraphRequest, RunGraphResponse, RunGraphStreamRequest,
-    RunGraphStreamResponse, StatusResponse, StepRequest,
+    RemoteRecv, RunGraphRequest, RunGraphResponse, RunGraphStreamRequest, RunGraphStreamResponse,
+    StatusResponse, StepRequest,
 };
 use crate::wire::{tensor_from_proto, tensor_to_proto, ChunkAssembler};
-use crate::worker::{
-    chunks_of, invalid, run_response, status_text, WorkerService, WorkerState,
-};
+use crate::worker::{chunks_of, invalid, run_response, status_text, WorkerService, WorkerState};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use tfr_core::error::Code;
@@ -158,17 +156,23 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::RunGraphStreamStream>, Status> {
         let state = self.state.clone();
         let closing = state.closing.clone();
-        let answers = Answers::new(request.into_inner(), &closing, move |q: RunGraphStreamRequest| {
-            let id = q.id;
-            let Some(run) = q.request else {
-                let missing = invalid("a RunGraph stream message without a request");
-                return Answer::Now(run_response(id, Err(missing)));
-            };
-            match state.start_run(run) {
-                Answer::Now(r) => Answer::Now(run_response(id, r)),
-                Answer::Later(f) => Answer::Later(Box::pin(async move { run_response(id, f.await) })),
-            }
-        });
+        let answers = Answers::new(
+            request.into_inner(),
+            &closing,
+            move |q: RunGraphStreamRequest| {
+                let id = q.id;
+                let Some(run) = q.request else {
+                    let missing = invalid("a RunGraph stream message without a request");
+                    return Answer::Now(run_response(id, Err(missing)));
+                };
+                match state.start_run(run) {
+                    Answer::Now(r) => Answer::Now(run_response(id, r)),
+                    Answer::Later(f) => {
+                        Answer::Later(Box::pin(async move { run_response(id, f.await) }))
+                    }
+                }
+            },
+        );
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -199,7 +203,9 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::RecvTensorsStream>, Status> {
         let state = self.state.clone();
         let closing = state.closing.clone();
-        let answers = Answers::new(request.into_inner(), &closing, move |q| state.answer_recv(q));
+        let answers = Answers::new(request.into_inner(), &closing, move |q| {
+            state.answer_recv(q)
+        });
         Ok(Response::new(Box::pin(answers)))
     }
 
