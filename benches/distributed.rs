@@ -11,7 +11,8 @@
 //!   throughput in subgraphs per second. The fed `x` lives on one task, which sends it to the
 //!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
 //!   a step is exactly one RunGraph per task; `dispatch/4_tasks_feed_per_task_8_in_flight` runs
-//!   that step from 8 client threads sharing one session (8 steps in flight).
+//!   that step from 8 client threads sharing one session (8 steps in flight), `..._8_run_many`
+//!   from one thread with `ClusterSession::run_many` (8 steps at once).
 //! - `mlp_step/*`, `lenet_step/*`: the MLP 784-512-512-10 (batch 64 and 256) and LeNet (batch
 //!   64) SGD steps of `../shared/PEERS.md` (`benches/common/models.rs`) in one process, and with their
 //!   variables on a `ps` task and their compute on a `worker` task.
@@ -372,6 +373,30 @@ fn dispatch(c: &mut Criterion) {
         1,
         8000 * TASKS,
         || in_flight(8000),
+    );
+    // The same 8 steps in flight from one thread (`ClusterSession::run_many`): no client
+    // threads handing the session's runtime to each other.
+    let feed_sets = vec![feeds.clone(); IN_FLIGHT];
+    let concurrent = |steps: u64| {
+        for _ in 0..steps.div_ceil(IN_FLIGHT as u64) {
+            for r in si.run_many(&feed_sets, &yis, &[]) {
+                black_box(r.unwrap());
+            }
+        }
+    };
+    group.bench_function("4_tasks_feed_per_task_8_run_many", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            concurrent(iters);
+            start.elapsed()
+        })
+    });
+    cpu_per_unit(
+        "dispatch/4_tasks_feed_per_task_8_run_many (unit: subgraph)",
+        &tasks,
+        1,
+        8000 * TASKS,
+        || concurrent(8000),
     );
     // Several clients at once (each a session with its own runtime): subgraphs started per
     // second by 4 concurrent client threads.

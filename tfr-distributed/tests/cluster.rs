@@ -290,6 +290,11 @@ fn steps_of_many_threads_on_one_session_get_their_own_results() {
             });
         }
     });
+    // Several steps at once from one thread: each result in its feed set's place.
+    let sets: Vec<Vec<(Output, Tensor)>> = (0..8).map(|seed| vec![(x, xval(seed))]).collect();
+    for (seed, got) in s.run_many(&sets, &[y], &[]).into_iter().enumerate() {
+        assert_eq!(got.unwrap()[0], want[seed], "seed {seed}");
+    }
     for t in &cluster.tasks {
         let status = common::worker_status(&t.address);
         assert_eq!(status.registered_graphs, 1, "{}", status.task);
