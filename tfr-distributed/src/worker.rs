@@ -22,7 +22,7 @@ use crate::error::{code_to_status, Error};
 use crate::mux::{Answer, Mux};
 use crate::proto::{
     PushTensorRequest, RecvTensorChunk, RecvTensorsRequest, RecvTensorsResponse,
-    RegisterGraphRequest, RemoteRecv, RemoteSend, RunGraphRequest, RunGraphStreamResponse,
+    RegisterGraphRequest, RemoteRecv, RemoteSend, RunGraphRequest,
 };
 use crate::steps::{StepState, Take, Taken};
 use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, RecvBuffers};
@@ -755,30 +755,6 @@ impl WorkerState {
             }
         }
         response
-    }
-}
-
-/// The answer of the RunGraph stream to request `id`.
-pub(crate) fn run_response(id: u64, r: RunResult) -> RunGraphStreamResponse {
-    let r = r.and_then(|fetched| {
-        fetched
-            .iter()
-            .map(tensor_to_proto)
-            .collect::<Result<Vec<_>, Error>>()
-            .map_err(|e| invalid(e.to_string()))
-    });
-    match r {
-        Ok(fetches) => RunGraphStreamResponse {
-            id,
-            fetches,
-            ..RunGraphStreamResponse::default()
-        },
-        Err(s) => RunGraphStreamResponse {
-            id,
-            code: s.code() as i32,
-            message: s.message().to_string(),
-            fetches: Vec::new(),
-        },
     }
 }
 

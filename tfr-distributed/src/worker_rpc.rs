@@ -16,7 +16,7 @@ use crate::proto::{
     StatusResponse, StepRequest,
 };
 use crate::wire::{tensor_from_proto, tensor_to_proto, ChunkAssembler};
-use crate::worker::{chunks_of, invalid, run_response, status_text, WorkerService, WorkerState};
+use crate::worker::{chunks_of, invalid, status_text, RunResult, WorkerService, WorkerState};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use tfr_core::error::Code;
@@ -101,6 +101,30 @@ impl RemoteRendezvous<'_> {
         tensor
             .finish()
             .map_err(|e| fail(Code::Internal, e.to_string()))
+    }
+}
+
+/// The answer of the RunGraph stream to request `id`.
+pub(crate) fn run_response(id: u64, r: RunResult) -> RunGraphStreamResponse {
+    let r = r.and_then(|fetched| {
+        fetched
+            .iter()
+            .map(tensor_to_proto)
+            .collect::<Result<Vec<_>, crate::Error>>()
+            .map_err(|e| invalid(e.to_string()))
+    });
+    match r {
+        Ok(fetches) => RunGraphStreamResponse {
+            id,
+            fetches,
+            ..RunGraphStreamResponse::default()
+        },
+        Err(s) => RunGraphStreamResponse {
+            id,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            fetches: Vec::new(),
+        },
     }
 }
 
