@@ -10,7 +10,9 @@
 //! - `dispatch/4_tasks`: one step = one small subgraph on each of 4 worker tasks, each fetched;
 //!   throughput in subgraphs per second. The fed `x` lives on one task, which sends it to the
 //!   other three; `dispatch/4_tasks_feed_per_task` feeds each task its own value instead, so
-//!   a step is exactly one RunGraph per task.
+//!   a step is exactly one RunGraph per task; `dispatch/4_tasks_feed_per_task_8_in_flight` runs
+//!   that step from 8 client threads sharing one session (8 steps in flight), `..._8_run_many`
+//!   from one thread with `ClusterSession::run_many` (8 steps at once).
 //! - `mlp_step/*`, `lenet_step/*`: the MLP 784-512-512-10 (batch 64 and 256) and LeNet (batch
 //!   64) SGD steps of `../shared/PEERS.md` (`benches/common/models.rs`) in one process, and with their
 //!   variables on a `ps` task and their compute on a `worker` task.
@@ -52,8 +54,15 @@ fn serve(spec: &str) -> Result<(), String> {
         .cluster;
     let index = task.parse().map_err(|_| format!("bad task `{task}`"))?;
     let task = TaskId::new(job, index);
+    // Up to 6 processes share the machine's cores: one runtime thread per task (set
+    // `TFR_BENCH_RUNTIME_THREADS=0` for the default, one per core).
+    let threads = std::env::var("TFR_BENCH_RUNTIME_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
     let options = ServerOptions {
         stop_on_signal: true,
+        runtime_threads: (threads > 0).then_some(threads),
         ..ServerOptions::default()
     };
     let server = Server::start(&cluster, &task, options).map_err(|e| e.to_string())?;
@@ -334,6 +343,60 @@ fn dispatch(c: &mut Criterion) {
         || {
             black_box(si.run(&feeds, &yis, &[]).unwrap());
         },
+    );
+    // Several steps in flight: client threads sharing the session (and so its RunGraph stream
+    // to each task), each running the feed-per-task step; requests and answers of different
+    // steps travel together.
+    const IN_FLIGHT: usize = 8;
+    let in_flight = |steps: u64| {
+        std::thread::scope(|scope| {
+            for _ in 0..IN_FLIGHT {
+                let (si, feeds, yis) = (&si, &feeds, &yis);
+                scope.spawn(move || {
+                    for _ in 0..steps.div_ceil(IN_FLIGHT as u64) {
+                        black_box(si.run(feeds, yis, &[]).unwrap());
+                    }
+                });
+            }
+        })
+    };
+    group.bench_function("4_tasks_feed_per_task_8_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            in_flight(iters);
+            start.elapsed()
+        })
+    });
+    cpu_per_unit(
+        "dispatch/4_tasks_feed_per_task_8_in_flight (unit: subgraph)",
+        &tasks,
+        1,
+        8000 * TASKS,
+        || in_flight(8000),
+    );
+    // The same 8 steps in flight from one thread (`ClusterSession::run_many`): no client
+    // threads handing the session's runtime to each other.
+    let feed_sets = vec![feeds.clone(); IN_FLIGHT];
+    let concurrent = |steps: u64| {
+        for _ in 0..steps.div_ceil(IN_FLIGHT as u64) {
+            for r in si.run_many(&feed_sets, &yis, &[]) {
+                black_box(r.unwrap());
+            }
+        }
+    };
+    group.bench_function("4_tasks_feed_per_task_8_run_many", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            concurrent(iters);
+            start.elapsed()
+        })
+    });
+    cpu_per_unit(
+        "dispatch/4_tasks_feed_per_task_8_run_many (unit: subgraph)",
+        &tasks,
+        1,
+        8000 * TASKS,
+        || concurrent(8000),
     );
     // Several clients at once (each a session with its own runtime): subgraphs started per
     // second by 4 concurrent client threads.

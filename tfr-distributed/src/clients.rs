@@ -5,17 +5,30 @@ use crate::channel::{connect, ChannelOptions, WorkerConn};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::master::invalid;
-use crate::proto::{Empty, StatusResponse};
+use crate::mux::{Call, Mux};
+use crate::proto::{
+    Empty, RunGraphRequest, RunGraphStreamRequest, RunGraphStreamResponse, StatusResponse,
+};
+use crate::wire::tensor_from_proto;
 use crate::worker::status_text;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tfr_core::device::Device;
+use tfr_core::Tensor;
+
+/// The master's side of a task's `RunGraphStream`.
+type RunMux = Mux<RunGraphStreamRequest, RunGraphStreamResponse>;
+
+/// A `RunGraph` in flight on a task's stream.
+pub(crate) type RunCall = Call<RunGraphStreamResponse>;
 
 /// One task of the cluster and its (lazily connected) worker client.
 pub(crate) struct TaskRef {
     pub(crate) id: TaskId,
     pub(crate) address: String,
     pub(crate) client: OnceLock<WorkerConn>,
+    /// The task's RunGraph stream (opened on first use, and anew after it broke).
+    runs: Mutex<Option<Arc<RunMux>>>,
 }
 
 /// The tasks of a cluster, their devices and channels: shared by the sessions of a master.
@@ -45,6 +58,7 @@ impl ClusterClients {
                 address: cluster.address(&id)?.to_string(),
                 id,
                 client: OnceLock::new(),
+                runs: Mutex::new(None),
             });
         }
         Ok(ClusterClients {
@@ -61,6 +75,71 @@ impl ClusterClients {
         }
         let c = connect(&t.address, &t.id.name(), &self.channel).await?;
         Ok(t.client.get_or_init(|| c).clone())
+    }
+
+    /// Sends `request` to `task` over its RunGraph stream; the call resolves to the answer
+    /// (see [`ClusterClients::run_result`]).
+    pub(crate) async fn start_run_graph(
+        &self,
+        task: usize,
+        request: RunGraphRequest,
+    ) -> Result<RunCall> {
+        // Too large for this side's limit: refused here, as a unary call's encoder would
+        // (on the stream it would break the calls of other steps too).
+        let len = prost::Message::encoded_len(&request);
+        if len > self.channel.max_message_bytes {
+            let status = tonic::Status::out_of_range(format!(
+                "the RunGraph request is {len} bytes, more than the limit of {}",
+                self.channel.max_message_bytes
+            ));
+            return Err(self.task_error(task, &status));
+        }
+        let t = &self.tasks[task];
+        let open = t
+            .runs
+            .lock()
+            .ok()
+            .and_then(|m| m.clone())
+            .filter(|m| !m.is_closed());
+        let mux = match open {
+            Some(m) => m,
+            None => {
+                let mut client = self.client(task).await?;
+                let mux = Arc::new(Mux::open("RunGraph", move |requests| async move {
+                    client
+                        .run_graph_stream(requests)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }));
+                if let Ok(mut slot) = t.runs.lock() {
+                    *slot = Some(mux.clone());
+                }
+                mux
+            }
+        };
+        mux.call(|id| RunGraphStreamRequest {
+            id,
+            request: Some(request),
+        })
+        .map_err(|s| self.task_error(task, &s))
+    }
+
+    /// The fetched values of a RunGraph answer of `task`, or its error.
+    pub(crate) fn run_result(
+        &self,
+        task: usize,
+        answer: std::result::Result<RunGraphStreamResponse, tonic::Status>,
+    ) -> Result<Vec<Tensor>> {
+        let answer = answer.map_err(|s| self.task_error(task, &s))?;
+        if answer.code != 0 {
+            let status = tonic::Status::new(answer.code.into(), answer.message);
+            return Err(self.task_error(task, &status));
+        }
+        answer
+            .fetches
+            .iter()
+            .map(|p| tensor_from_proto(p, "a fetched value"))
+            .collect()
     }
 
     /// The error for a failed call to `task`: a dead task (its connection broke or never

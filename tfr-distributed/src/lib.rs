@@ -3,8 +3,9 @@
 //! master service. A [`ClusterSession`] does the master's work in the client's process; a
 //! [`RemoteSession`] is a thin client of a server's master service (`grpc://host:port`). The
 //! master places and partitions a step over the tasks, registers each task's partition once
-//! and runs a step as one `RunGraph` per task. Cross-task `_Send`/`_Recv` go through a remote
-//! rendezvous: the receiving task asks the sending task's `RecvTensor`.
+//! and runs a step as one `RunGraph` message per task on a long-lived stream to that task
+//! (`mux`). Cross-task `_Send`/`_Recv` go through a remote rendezvous: the receiving task asks
+//! the sending task (`RecvTensors` stream, or `RecvTensor` in chunks for large values).
 //!
 //! RPC is gRPC (tonic and prost; the protos are compiled at build time by protox).
 
@@ -16,12 +17,15 @@ pub mod cluster;
 pub mod error;
 pub mod master;
 pub mod master_service;
+pub(crate) mod mux;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub(crate) mod steps;
 pub mod target;
 pub mod wire;
 pub mod worker;
+pub mod worker_rpc;
 
 /// The generated gRPC messages and services (`proto/worker.proto`, `proto/master.proto`).
 #[allow(clippy::all, missing_docs)]

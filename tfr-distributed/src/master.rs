@@ -12,11 +12,12 @@ pub use crate::cancel::CancelToken;
 use crate::channel::ChannelOptions;
 pub use crate::clients::{ClusterClients, TaskHealth};
 use crate::error::{Error, Result};
+use crate::mux::next_done;
 use crate::proto::{
     DeregisterGraphRequest, Feed, OutputRef, RegisterGraphRequest, RemoteRecv, RemoteSend,
     RunGraphRequest, StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_proto};
+use crate::wire::tensor_to_proto;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -70,8 +71,6 @@ struct RemotePart {
     feeds: Vec<usize>,
     /// (position among the step's fetches, position among this partition's fetches)
     fetch_map: Vec<(usize, usize)>,
-    /// Other tasks pull values from it: the step must be cleaned up there.
-    sends: bool,
 }
 
 struct Program {
@@ -530,7 +529,6 @@ impl MasterCore {
                 handle,
                 feeds: feed_positions,
                 fetch_map: part.fetch_map,
-                sends: g.nodes().iter().any(|n| n.op == "_Send"),
             });
         }
         Ok(Program {
@@ -552,8 +550,10 @@ impl MasterCore {
                 "the step was cancelled before it started".into(),
             ));
         }
-        let mut set = tokio::task::JoinSet::new();
-        for (i, part) in program.parts.iter().enumerate() {
+        // Every task's request goes out before any answer is awaited: one message per task
+        // on its RunGraph stream.
+        let mut calls = Vec::with_capacity(program.parts.len());
+        for part in &program.parts {
             let request = RunGraphRequest {
                 handle: part.handle,
                 step_id,
@@ -563,15 +563,14 @@ impl MasterCore {
                     .map(|&k| tensor_to_proto(feeds[k]))
                     .collect::<Result<_>>()?,
             };
-            let mut client = match cluster.client(part.task).await {
-                Ok(c) => c,
+            match cluster.start_run_graph(part.task, request).await {
+                Ok(call) => calls.push(Some(call)),
                 Err(e) => {
-                    set.abort_all();
+                    calls.clear();
                     self.abort(program, step_id, &e).await;
                     return Err(e);
                 }
-            };
-            set.spawn(async move { (i, client.run_graph(request).await) });
+            }
         }
         let mut results: Vec<Option<Result<Vec<Tensor>>>> =
             (0..program.parts.len()).map(|_| None).collect();
@@ -580,19 +579,9 @@ impl MasterCore {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         loop {
             let stopped = tokio::select! {
-                next = set.join_next() => match next {
-                    Some(joined) => {
-                        let (i, r) = joined.map_err(|e| invalid("step", e.to_string()))?;
-                        let task = program.parts[i].task;
-                        let r = match r {
-                            Ok(resp) => resp
-                                .into_inner()
-                                .fetches
-                                .iter()
-                                .map(|p| tensor_from_proto(p, "a fetched value"))
-                                .collect::<Result<Vec<_>>>(),
-                            Err(s) => Err(cluster.task_error(task, &s)),
-                        };
+                next = next_done(&mut calls) => match next {
+                    Some((i, answer)) => {
+                        let r = cluster.run_result(program.parts[i].task, answer);
                         if let (Err(e), false) = (&r, aborted) {
                             aborted = true;
                             self.abort(program, step_id, e).await;
@@ -617,14 +606,13 @@ impl MasterCore {
                 }
             };
             if let Some(e) = stopped {
-                set.abort_all();
+                calls.clear();
                 self.abort(program, step_id, &e).await;
                 return Err(e);
             }
         }
-        if !aborted {
-            self.cleanup(program, step_id).await;
-        }
+        // No cleanup: each task ends the step itself once its run ended and its sent values
+        // were taken (and on a failure every task was told to abort it).
         let results: Vec<Result<Vec<Tensor>>> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(invalid("step", "a task did not report"))))
@@ -676,20 +664,12 @@ impl MasterCore {
     /// they drop the step (a later message of it fails at once too).
     async fn abort(&self, program: &Program, step_id: u64, cause: &Error) {
         let reason = format!("aborted because another task failed: {cause}");
-        self.broadcast(program, step_id, &reason, true).await;
+        self.broadcast(program, step_id, &reason).await;
     }
 
-    /// Drops the step's rendezvous on the tasks other tasks pulled values from.
-    async fn cleanup(&self, program: &Program, step_id: u64) {
-        self.broadcast(program, step_id, "", false).await;
-    }
-
-    async fn broadcast(&self, program: &Program, step_id: u64, reason: &str, abort: bool) {
+    async fn broadcast(&self, program: &Program, step_id: u64, reason: &str) {
         let mut set = tokio::task::JoinSet::new();
         for part in &program.parts {
-            if !abort && !part.sends {
-                continue;
-            }
             let Some(mut client) = self.cluster.tasks[part.task].client.get().cloned() else {
                 continue;
             };
@@ -700,14 +680,7 @@ impl MasterCore {
             let timeout = self.options.channel.connect_timeout;
             set.spawn(async move {
                 // Best effort, bounded: a dead task is reported by its RunGraph already.
-                let call = async {
-                    if abort {
-                        client.abort_step(request).await.map(|_| ())
-                    } else {
-                        client.cleanup_step(request).await.map(|_| ())
-                    }
-                };
-                let _ = tokio::time::timeout(timeout, call).await;
+                let _ = tokio::time::timeout(timeout, client.abort_step(request)).await;
             });
         }
         while set.join_next().await.is_some() {}

@@ -6,7 +6,10 @@ use crate::cluster::ClusterSpec;
 use crate::error::Result;
 use crate::master::{invalid, ClusterClients, MasterCore, RunOptions, TaskHealth};
 pub use crate::master::{CancelToken, ClusterSessionOptions};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tfr_core::Tensor;
 use tfr_graph::{Graph, NodeId, Output};
@@ -85,6 +88,29 @@ impl ClusterSession {
             .block_on(core.run(&feeds, fetches, targets, options))
     }
 
+    /// Runs one step per feed set, all at once (their `RunGraph` messages to each task
+    /// travel together, on the session's one thread): the results in the feed sets' order.
+    /// Cheaper per step than as many threads calling [`ClusterSession::run`], which hand the
+    /// session's runtime to each other.
+    pub fn run_many(
+        &self,
+        feed_sets: &[Vec<(Output, Tensor)>],
+        fetches: &[Output],
+        targets: &[NodeId],
+    ) -> Vec<Result<Vec<Tensor>>> {
+        let core = &self.inner.core;
+        let options = RunOptions::default();
+        let feeds: Vec<Vec<(Output, &Tensor)>> = feed_sets
+            .iter()
+            .map(|set| set.iter().map(|(o, t)| (*o, t)).collect())
+            .collect();
+        let steps = feeds
+            .iter()
+            .map(|f| core.run(f, fetches, targets, &options))
+            .collect();
+        self.inner.runtime.block_on(join_all(steps))
+    }
+
     /// Like [`ClusterSession::run`], naming outputs `"node"` or `"node:i"`.
     pub fn run_named(
         &self,
@@ -122,6 +148,30 @@ impl ClusterSession {
     pub fn cached_steps(&self) -> usize {
         self.inner.core.cached_steps()
     }
+}
+
+/// Every future's output, in order, polling them together.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 impl std::fmt::Debug for ClusterSession {

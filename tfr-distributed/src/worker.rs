@@ -2,41 +2,46 @@
 //! per-step rendezvous, and the task's resource manager, whose variables outlive every client
 //! session (several clients share a `ps` task's variables).
 //!
-//! A step's partition on this task runs in `RunGraph`. Its `_Recv` kernels read the task's
-//! local rendezvous for the step; for each key another task produces, the [`RemoteRendezvous`]
-//! asks that task's `RecvTensor` when the step starts and puts the value in the local
-//! rendezvous. `RecvTensor` waits on the local rendezvous for the key this task's `_Send`
-//! produces. Inside loops and conds keys carry the frame instance and iteration and are known
-//! only as the step runs: there the sender pushes instead, a forwarder on its step's rendezvous
-//! sending each value (or "dead") whose receiver is elsewhere with `PushTensor`, which puts it
-//! into the receiving task's rendezvous. A step whose partition sends nothing is cleaned up when `RunGraph` ends; other
-//! steps when the client says `CleanupStep` (after every task has run, so all values were
-//! pulled).
+//! A step's partition on this task runs in `RunGraph` (unary, or a message of the master's
+//! `RunGraphStream`). Its `_Recv` kernels read the task's local rendezvous for the step; for
+//! each key another task produces, the [`crate::worker_rpc::RemoteRendezvous`] asks that task
+//! (`RecvTensors`, or `RecvTensor` for large values) and puts the value in the local
+//! rendezvous. A partition whose only waits are such values and which sends nothing fetches
+//! them first and then runs without waiting (in place when it is short). The values this
+//! task's `_Send`s produce for peers go to the step's outbox ([`crate::steps`]), where a
+//! peer's pull takes them without a blocking thread. Inside loops and conds keys carry the
+//! frame instance and iteration and are known only as the step runs: there the sender pushes
+//! instead, a forwarder on its step's rendezvous sending each value (or "dead") whose receiver
+//! is elsewhere with `PushTensor`, which puts it into the receiving task's rendezvous. A task
+//! ends a step itself once its partition's run ended and peers took every value it sent (at
+//! once, when it sends none); a failed or aborted step ends at once (`AbortStep`).
 
+use crate::cancel::CancelToken;
 use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
 use crate::error::{code_to_status, Error};
-use crate::proto::worker_server::Worker;
+use crate::mux::{Answer, Mux};
 use crate::proto::{
-    DeregisterGraphRequest, Empty, PushTensorRequest, RecvTensorChunk, RecvTensorRequest,
-    RegisterGraphRequest, RegisterGraphResponse, RemoteRecv, RemoteSend, RunGraphRequest,
-    RunGraphResponse, StatusResponse, StepRequest,
+    PushTensorRequest, RecvTensorChunk, RecvTensorsRequest, RecvTensorsResponse,
+    RegisterGraphRequest, RemoteRecv, RemoteSend, RunGraphRequest,
 };
-use crate::wire::{
-    tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler, RecvBuffers,
-};
-use std::collections::HashMap;
+use crate::steps::{StepState, Take, Taken};
+use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, RecvBuffers};
+use crate::worker_rpc::RemoteRendezvous;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tfr_core::error::Code;
+use tfr_core::kernels::data_flow_ops::step_may_block;
+use tfr_core::kernels::sendrecv_ops::is_frame_aware_transfer;
 use tfr_core::rendezvous::{Forwarder, LocalRendezvous, Received, Rendezvous};
 use tfr_core::resource::ResourceMgr;
 use tfr_core::{Executable, KernelError, Tensor};
 use tfr_graph::passes::StepGraph;
 use tfr_graph::{Graph, NodeId, Output};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 /// A registered partition: its executable, built once.
-struct Registered {
+pub(crate) struct Registered {
     exec: Executable,
     /// The step's feeds; those the partition does not use get a placeholder value.
     num_feeds: usize,
@@ -45,39 +50,60 @@ struct Registered {
     used_feeds: Vec<usize>,
     /// The partition takes the step's rendezvous handle as its last feed.
     has_rendezvous: bool,
-    /// Other tasks pull values from this partition: keep the step until `CleanupStep`.
-    has_sends: bool,
+    /// Keys of the values other tasks pull from this partition (its non-frame-aware
+    /// `_Send`s): they go to the step's outbox, and the step stays until they are taken.
+    send_keys: Arc<HashSet<String>>,
+    /// The partition has `_Recv`s (it may wait on other tasks).
+    receives: bool,
+    /// Its only waits are the values of `remote_recvs` and it sends nothing: the values are
+    /// fetched first and the partition then runs without waiting.
+    fetch_first: bool,
     remote_recvs: Vec<RemoteRecv>,
     /// Frame-aware sends to other tasks (their values are pushed).
     pushes: bool,
+    /// It holds an op that may wait for another step (a queue op, an accumulator's take):
+    /// it never runs in place, where it would hold up the other requests of its stream.
+    may_block: bool,
     /// How long the last run took (µs; at first, as if long).
     last_run_us: AtomicU64,
 }
 
 impl Registered {
-    /// A self-contained partition whose last run took less runs on the runtime's thread.
+    /// A partition that cannot wait on other tasks and whose last run took less runs on the
+    /// runtime's thread.
     const INLINE_MAX_US: u64 = 500;
+
+    fn short(&self) -> bool {
+        !self.may_block && self.last_run_us.load(Ordering::Relaxed) < Self::INLINE_MAX_US
+    }
 }
+
+/// The clients' side of the `RecvTensors` stream to a peer.
+type RecvMux = Mux<RecvTensorsRequest, RecvTensorsResponse>;
 
 /// The state of one task's worker service.
 pub struct WorkerState {
-    task: String,
-    resources: ResourceMgr,
-    graphs: RwLock<HashMap<u64, Arc<Registered>>>,
+    pub(crate) task: String,
+    pub(crate) resources: ResourceMgr,
+    pub(crate) graphs: RwLock<HashMap<u64, Arc<Registered>>>,
     next_handle: AtomicU64,
-    steps: Mutex<HashMap<u64, Arc<LocalRendezvous>>>,
+    pub(crate) steps: Mutex<HashMap<u64, Arc<StepState>>>,
     /// Steps that ended or were aborted here, most recent last: a late `RunGraph` or
     /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
     ended: Mutex<EndedSteps>,
     peers: Mutex<HashMap<String, WorkerConn>>,
+    /// `RecvTensors` streams to peers, by address.
+    peer_streams: Mutex<HashMap<String, Arc<RecvMux>>>,
     /// Where the values of frame-aware sends go, by tensor name (the name ends with the
     /// receiving device, so one name has one route whichever graph registered it).
     push_routes: RwLock<HashMap<String, RemoteSend>>,
-    tensors_sent: AtomicU64,
-    chunks_sent: AtomicU64,
-    channel: ChannelOptions,
+    pub(crate) tensors_sent: AtomicU64,
+    pub(crate) chunks_sent: AtomicU64,
+    pub(crate) channel: ChannelOptions,
     /// Large tensors received from peers, kept for the next ones of their size.
-    recv_buffers: Arc<RecvBuffers>,
+    pub(crate) recv_buffers: Arc<RecvBuffers>,
+    /// Cancelled when the server shuts down: open streams end (see `mux::Answers`).
+    pub(crate) closing: CancelToken,
 }
 
 /// The most recent ended step ids (a bounded memory: step ids never repeat).
@@ -105,10 +131,10 @@ impl EndedSteps {
 /// The service tonic serves; cheap to clone.
 #[derive(Clone)]
 pub struct WorkerService {
-    state: Arc<WorkerState>,
+    pub(crate) state: Arc<WorkerState>,
 }
 
-fn invalid(message: impl Into<String>) -> Status {
+pub(crate) fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
@@ -116,6 +142,9 @@ fn invalid(message: impl Into<String>) -> Status {
 fn rendezvous_key(step_id: u64) -> String {
     format!("_rendezvous/remote/{step_id:x}")
 }
+
+/// What a run of a partition gives: its fetched values, or the error of the call.
+pub(crate) type RunResult = Result<Vec<Tensor>, Status>;
 
 impl WorkerService {
     /// The worker service of task `task` (e.g. `/job:ps/task:0`).
@@ -129,11 +158,13 @@ impl WorkerService {
                 steps: Mutex::new(HashMap::new()),
                 ended: Mutex::new(EndedSteps::default()),
                 peers: Mutex::new(HashMap::new()),
+                peer_streams: Mutex::new(HashMap::new()),
                 push_routes: RwLock::new(HashMap::new()),
                 tensors_sent: AtomicU64::new(0),
                 chunks_sent: AtomicU64::new(0),
                 channel,
                 recv_buffers: Arc::default(),
+                closing: CancelToken::new(),
             }),
         }
     }
@@ -142,16 +173,21 @@ impl WorkerService {
     pub fn resources(&self) -> &ResourceMgr {
         &self.state.resources
     }
+
+    /// Ends the service's open streams (the server is shutting down).
+    pub fn close_streams(&self) {
+        self.state.closing.cancel();
+    }
 }
 
 impl WorkerState {
-    fn internal(&self, what: &str) -> Status {
+    pub(crate) fn internal(&self, what: &str) -> Status {
         Status::internal(format!("{what} lock poisoned on {}", self.task))
     }
 
-    /// The rendezvous of `step_id`, made on first use (a peer may ask for a value before this
+    /// The state of `step_id`, made on first use (a peer may ask for a value before this
     /// task's `RunGraph` of the step arrives).
-    fn step(&self, step_id: u64) -> Result<Arc<LocalRendezvous>, Status> {
+    pub(crate) fn step(&self, step_id: u64) -> Result<Arc<StepState>, Status> {
         let mut steps = self.steps.lock().map_err(|_| self.internal("steps"))?;
         if let Some(r) = steps.get(&step_id) {
             return Ok(r.clone());
@@ -173,11 +209,12 @@ impl WorkerState {
         self.resources
             .insert_state(&rendezvous_key(step_id), r.clone())
             .map_err(|e| Status::internal(e.message))?;
-        steps.insert(step_id, r.clone());
-        Ok(r)
+        let step = Arc::new(StepState::new(r));
+        steps.insert(step_id, step.clone());
+        Ok(step)
     }
 
-    fn end_step(&self, step_id: u64, why: &str) {
+    pub(crate) fn end_step(&self, step_id: u64, why: &str) {
         // Marked ended under the steps lock: `step` cannot make it anew meanwhile.
         let removed = self.steps.lock().ok().and_then(|mut s| {
             if let Ok(mut ended) = self.ended.lock() {
@@ -185,17 +222,18 @@ impl WorkerState {
             }
             s.remove(&step_id)
         });
-        if let Some(r) = removed {
+        if let Some(step) = removed {
             self.resources.remove_state(&rendezvous_key(step_id));
             // Wakes a receive still waiting (a peer that will never ask).
-            r.abort(KernelError {
+            step.rendezvous.abort(KernelError {
                 code: Code::Cancelled,
                 message: why.to_string(),
             });
+            step.end(why);
         }
     }
 
-    async fn peer(&self, address: &str, task: &str) -> Result<WorkerConn, Error> {
+    pub(crate) async fn peer(&self, address: &str, task: &str) -> Result<WorkerConn, Error> {
         if let Some(c) = self.peers.lock().ok().and_then(|p| p.get(address).cloned()) {
             return Ok(c);
         }
@@ -206,32 +244,98 @@ impl WorkerState {
         Ok(client)
     }
 
-    /// Pulls `recv.key` of `step_id` from the task that produces it into `local`; a failure
-    /// aborts the step here with an error naming that task.
-    fn spawn_fetch(self: &Arc<Self>, step_id: u64, local: Arc<LocalRendezvous>, recv: RemoteRecv) {
-        let state = self.clone();
-        tokio::spawn(async move {
-            let remote = RemoteRendezvous {
-                state: &state,
-                step_id,
-            };
-            match remote.fetch(&recv).await {
-                Ok(t) => {
-                    let _ = local.send_value(&recv.key, Some(t));
-                }
-                Err(e) => local.abort(e),
-            }
-        });
+    /// The `RecvTensors` stream to the peer at `address` (opened anew when it broke).
+    pub(crate) async fn peer_stream(
+        &self,
+        address: &str,
+        task: &str,
+    ) -> Result<Arc<RecvMux>, Error> {
+        let open = self
+            .peer_streams
+            .lock()
+            .ok()
+            .and_then(|p| p.get(address).cloned())
+            .filter(|m| !m.is_closed());
+        if let Some(m) = open {
+            return Ok(m);
+        }
+        let mut client = self.peer(address, task).await?;
+        let mux = Arc::new(Mux::open("RecvTensors", move |requests| async move {
+            client
+                .recv_tensors(requests)
+                .await
+                .map(tonic::Response::into_inner)
+        }));
+        if let Ok(mut p) = self.peer_streams.lock() {
+            p.insert(address.to_string(), mux.clone());
+        }
+        Ok(mux)
     }
 
-    /// The forwarder of `step_id`'s rendezvous: a value whose tensor name has a push route
-    /// is pushed to its task (in the background; a failure aborts the step here).
-    fn forwarder(self: &Arc<Self>, step_id: u64, local: &Arc<LocalRendezvous>) -> Forwarder {
+    /// Pulls the values of `recvs` of `step_id` from the tasks that produce them into
+    /// `local`; a failure aborts the step here with an error naming that task.
+    async fn fetch_into(
+        self: &Arc<Self>,
+        step_id: u64,
+        local: &Arc<LocalRendezvous>,
+        recvs: &[RemoteRecv],
+    ) {
+        let deliver = |key: &str, r: Result<Tensor, KernelError>| match r {
+            Ok(t) => {
+                let _ = local.send_value(key, Some(t));
+            }
+            Err(e) => local.abort(e),
+        };
+        if let [recv] = recvs {
+            let remote = RemoteRendezvous {
+                state: self,
+                step_id,
+            };
+            deliver(&recv.key, remote.fetch(recv).await);
+            return;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for recv in recvs {
+            let (state, recv) = (self.clone(), recv.clone());
+            set.spawn(async move {
+                let remote = RemoteRendezvous {
+                    state: &state,
+                    step_id,
+                };
+                let r = remote.fetch(&recv).await;
+                (recv.key, r)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Ok((key, r)) = joined {
+                deliver(&key, r);
+            }
+        }
+    }
+
+    /// The forwarder of `step`'s rendezvous: a value the partition sends for a peer to pull
+    /// goes to the step's outbox; one whose tensor name has a push route is pushed to its
+    /// task (in the background; a failure aborts the step here).
+    fn forwarder(
+        self: &Arc<Self>,
+        step_id: u64,
+        step: &Arc<StepState>,
+        sends: Arc<HashSet<String>>,
+    ) -> Forwarder {
         let state = self.clone();
         let runtime = tokio::runtime::Handle::current();
-        // Weak: the rendezvous owns its forwarder.
-        let local = Arc::downgrade(local);
+        // Weak: the step owns its rendezvous, which owns its forwarder.
+        let step = Arc::downgrade(step);
         Arc::new(move |key: &str, value: Received| {
+            if sends.contains(key) {
+                let Some(s) = step.upgrade() else {
+                    return Err(value);
+                };
+                if s.put(key, value) {
+                    state.end_step(step_id, "the step ended");
+                }
+                return Ok(());
+            }
             // `tensor;frame;iteration` (see `tfr_core::kernels::sendrecv_ops::transfer_key`).
             let name = key.rsplitn(3, ';').last().unwrap_or(key);
             let route = state
@@ -242,11 +346,11 @@ impl WorkerState {
             let Some(route) = route else {
                 return Err(value);
             };
-            let (state, local, key) = (state.clone(), local.clone(), key.to_string());
+            let (state, step, key) = (state.clone(), step.clone(), key.to_string());
             runtime.spawn(async move {
                 if let Err(e) = state.push(step_id, &route, key, value).await {
-                    if let Some(local) = local.upgrade() {
-                        local.abort(e);
+                    if let Some(s) = step.upgrade() {
+                        s.rendezvous.abort(e);
                     }
                 }
             });
@@ -292,7 +396,7 @@ impl WorkerState {
         }
     }
 
-    fn register(&self, req: RegisterGraphRequest) -> Result<u64, Status> {
+    pub(crate) fn register(&self, req: RegisterGraphRequest) -> Result<u64, Status> {
         let graph = Graph::from_bytes(&req.graph).map_err(|e| {
             invalid(format!(
                 "the partition graph for {} does not load: {e}",
@@ -354,7 +458,28 @@ impl WorkerState {
             .iter()
             .map(|&t| node(t, "a target"))
             .collect::<Result<Vec<_>, Status>>()?;
-        let has_sends = graph.nodes().iter().any(|n| n.op == "_Send");
+        let tensor_name = |n: &tfr_graph::Node| n.attrs.string("tensor_name").ok().cloned();
+        let send_keys: HashSet<String> = graph
+            .nodes()
+            .iter()
+            .filter(|n| n.op == "_Send" && !is_frame_aware_transfer(n))
+            .filter_map(tensor_name)
+            .collect();
+        let recvs: Vec<&tfr_graph::Node> =
+            graph.nodes().iter().filter(|n| n.op == "_Recv").collect();
+        let remote_keys: HashSet<&str> = req.remote_recvs.iter().map(|r| r.key.as_str()).collect();
+        let all_recvs_fetched = recvs.iter().all(|&n| {
+            !is_frame_aware_transfer(n)
+                && tensor_name(n).is_some_and(|k| remote_keys.contains(k.as_str()))
+        });
+        let receives = !recvs.is_empty();
+        let may_block = step_may_block(&graph)
+            || graph
+                .nodes()
+                .iter()
+                .any(|n| n.op == "AccumulatorTakeGradient");
+        let fetch_first =
+            receives && all_recvs_fetched && send_keys.is_empty() && req.remote_sends.is_empty();
         {
             let mut routes = self
                 .push_routes
@@ -387,16 +512,20 @@ impl WorkerState {
                     feed_names: names[..num_feeds].to_vec(),
                     used_feeds: used,
                     has_rendezvous: req.rendezvous_arg.is_some(),
-                    has_sends,
+                    send_keys: Arc::new(send_keys),
+                    receives,
+                    fetch_first,
                     remote_recvs: req.remote_recvs,
                     pushes: !req.remote_sends.is_empty(),
+                    may_block,
                     last_run_us: AtomicU64::new(u64::MAX),
                 }),
             );
         Ok(handle)
     }
 
-    fn run(self: &Arc<Self>, req: RunGraphRequest) -> Result<Vec<Tensor>, Status> {
+    /// The registered partition of `req` and its feeds.
+    fn prepare(&self, req: &RunGraphRequest) -> Result<(Arc<Registered>, Vec<Tensor>), Status> {
         let reg = self
             .graphs
             .read()
@@ -423,105 +552,209 @@ impl WorkerState {
             feeds[k] = tensor_from_proto(p, &format!("feed `{name}`"))
                 .map_err(|e| invalid(e.to_string()))?;
         }
-        let rendezvous = if reg.has_rendezvous {
-            let r = self.step(req.step_id)?;
-            for recv in &reg.remote_recvs {
-                self.spawn_fetch(req.step_id, r.clone(), recv.clone());
-            }
-            if reg.pushes {
-                r.set_forwarder(self.forwarder(req.step_id, &r));
-            }
-            feeds.push(Tensor::scalar(rendezvous_key(req.step_id)));
-            Some(r)
-        } else {
-            None
-        };
-        // The partition may wait on values from other tasks: keep this runtime thread's
-        // other work moving meanwhile.
+        Ok((reg, feeds))
+    }
+
+    /// Runs a partition: in place, or (`off_thread`, for one that may wait on other tasks or
+    /// ran long) under `block_in_place`, so the thread's other work moves to another thread.
+    fn execute(&self, reg: &Registered, feeds: &[Tensor], off_thread: bool) -> RunResult {
         let go = || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                reg.exec.run(&feeds, &self.resources, None)
+                reg.exec.run(feeds, &self.resources, None)
             }))
         };
-        // A partition that may wait on other tasks, or whose last run was long, runs off the
-        // runtime's thread (block_in_place: the thread's other work moves to another thread,
-        // which costs a thread hand-off per step); a short self-contained one runs in place.
-        let inline = rendezvous.is_none()
-            && reg.last_run_us.load(Ordering::Relaxed) < Registered::INLINE_MAX_US;
         let started = std::time::Instant::now();
-        let result = if inline {
-            go()
-        } else {
+        let result = if off_thread {
             tokio::task::block_in_place(go)
+        } else {
+            go()
         };
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         reg.last_run_us.store(took, Ordering::Relaxed);
-        let result = result.unwrap_or_else(|_| {
-            Err(tfr_core::Error::InvalidArgument {
-                arg: "step".into(),
-                message: "the partition panicked".into(),
+        result
+            .unwrap_or_else(|_| {
+                Err(tfr_core::Error::InvalidArgument {
+                    arg: "step".into(),
+                    message: "the partition panicked".into(),
+                })
             })
-        });
-        if let (Err(e), Some(r)) = (&result, &rendezvous) {
-            r.abort(KernelError {
-                code: e.code(),
-                message: format!("{e} (on {})", self.task),
-            });
-        }
-        if rendezvous.is_some() && (!reg.has_sends || result.is_err()) {
-            self.end_step(req.step_id, "the step ended");
-        }
-        result.map_err(|e| Status::new(code_to_status(e.code()), e.to_string()))
+            .map_err(|e| Status::new(code_to_status(e.code()), e.to_string()))
     }
-}
 
-/// The remote side of a step's rendezvous: a receive here of a key another task produces
-/// asks that task's `RecvTensor`, which waits on its local rendezvous for the key.
-pub struct RemoteRendezvous<'a> {
-    state: &'a WorkerState,
-    step_id: u64,
-}
-
-impl RemoteRendezvous<'_> {
-    /// The value of `recv.key`, from the task that produces it.
-    pub async fn fetch(&self, recv: &RemoteRecv) -> Result<Tensor, KernelError> {
-        let fail = |code: Code, m: String| KernelError {
-            code,
-            message: format!(
-                "receiving `{}` from {} at {}: {m}",
-                recv.key, recv.task, recv.address
-            ),
-        };
-        let mut client = self
-            .state
-            .peer(&recv.address, &recv.task)
-            .await
-            .map_err(|e| fail(Code::Internal, e.to_string()))?;
-        let to_kernel = |s: Status| {
-            let code = if s.code() == tonic::Code::Cancelled {
-                Code::Cancelled
-            } else {
-                Code::Internal
-            };
-            fail(code, status_text(&s))
-        };
-        let mut stream = client
-            .recv_tensor(RecvTensorRequest {
-                step_id: self.step_id,
-                key: recv.key.clone(),
-            })
-            .await
-            .map_err(to_kernel)?
-            .into_inner();
-        let mut tensor = ChunkAssembler::reusing(&recv.key, self.state.recv_buffers.clone());
-        while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
-            tensor
-                .push(chunk)
-                .map_err(|e| fail(Code::Internal, e.to_string()))?;
+    /// After a run with the step's rendezvous: a failure aborts the step here; a success
+    /// ends it when peers took every value it sent already.
+    fn finish(&self, reg: &Registered, step_id: u64, step: &StepState, r: RunResult) -> RunResult {
+        match &r {
+            Err(e) => {
+                step.rendezvous.abort(KernelError {
+                    code: Code::Internal,
+                    message: format!("{} (on {})", e.message(), self.task),
+                });
+                self.end_step(step_id, "the step ended");
+            }
+            Ok(_) => {
+                if step.ran(&reg.send_keys) {
+                    self.end_step(step_id, "the step ended");
+                }
+            }
         }
-        tensor
-            .finish()
-            .map_err(|e| fail(Code::Internal, e.to_string()))
+        r
+    }
+
+    /// Starts the run `req`: a short partition that cannot wait on other tasks runs at once;
+    /// any other gives a future (fetching its remote values first when it only waits on
+    /// those).
+    pub(crate) fn start_run(self: &Arc<Self>, req: RunGraphRequest) -> Answer<RunResult> {
+        let (reg, mut feeds) = match self.prepare(&req) {
+            Ok(p) => p,
+            Err(s) => return Answer::Now(Err(s)),
+        };
+        let step_id = req.step_id;
+        if !reg.has_rendezvous {
+            if reg.short() {
+                return Answer::Now(self.execute(&reg, &feeds, false));
+            }
+            let state = self.clone();
+            return Answer::Later(Box::pin(async move { state.execute(&reg, &feeds, true) }));
+        }
+        let step = match self.step(step_id) {
+            Ok(s) => s,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        if !reg.send_keys.is_empty() || reg.pushes {
+            let forward = self.forwarder(step_id, &step, reg.send_keys.clone());
+            step.rendezvous.set_forwarder(forward);
+        }
+        feeds.push(Tensor::scalar(rendezvous_key(step_id)));
+        if !reg.receives && reg.short() {
+            let r = self.execute(&reg, &feeds, false);
+            return Answer::Now(self.finish(&reg, step_id, &step, r));
+        }
+        let state = self.clone();
+        Answer::Later(Box::pin(async move {
+            let local = &step.rendezvous;
+            if reg.fetch_first {
+                // Every value arrives (or the step is aborted) before the partition runs,
+                // so it does not wait: a short one runs in place.
+                tokio::select! {
+                    _ = state.fetch_into(step_id, local, &reg.remote_recvs) => {}
+                    _ = step.ended.cancelled() => {}
+                }
+                let r = state.execute(&reg, &feeds, !reg.short());
+                return state.finish(&reg, step_id, &step, r);
+            }
+            for recv in &reg.remote_recvs {
+                let (state, local, recv) = (state.clone(), local.clone(), recv.clone());
+                tokio::spawn(async move {
+                    state
+                        .fetch_into(step_id, &local, std::slice::from_ref(&recv))
+                        .await
+                });
+            }
+            let r = state.execute(&reg, &feeds, true);
+            state.finish(&reg, step_id, &step, r)
+        }))
+    }
+
+    /// Takes the value of `key` of `step_id` that a peer pulls (at most `max` bytes, when
+    /// given), waiting for the partition to send it.
+    pub(crate) async fn take_sent(
+        &self,
+        step_id: u64,
+        key: &str,
+        max: Option<usize>,
+    ) -> Result<Taken, Status> {
+        let step = self.step(step_id)?;
+        let (take, complete) = step.take(key, max);
+        if complete {
+            self.end_step(step_id, "the step ended");
+        }
+        Ok(match take {
+            Take::Now(t) => t,
+            Take::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| Taken::Ended("the step ended".into())),
+        })
+    }
+
+    /// The value a pull got, or the pull's error.
+    pub(crate) fn pulled(&self, key: &str, taken: Taken) -> Result<Tensor, Status> {
+        match taken {
+            Taken::Value(Some(t)) => Ok(t),
+            Taken::Value(None) => Err(Status::internal(format!(
+                "`{key}` arrived dead outside control flow (the partitioner marks transfers \
+                 of graphs with control flow)"
+            ))),
+            Taken::Ended(why) => Err(Status::cancelled(format!(
+                "step aborted while receiving `{key}` on {}: {why}",
+                self.task
+            ))),
+            Taken::TooLarge => Err(Status::internal(format!("`{key}` is too large"))),
+        }
+    }
+
+    /// Answers one receive of the `RecvTensors` stream.
+    pub(crate) fn answer_recv(
+        self: &Arc<Self>,
+        q: RecvTensorsRequest,
+    ) -> Answer<RecvTensorsResponse> {
+        let (id, step_id, key) = (q.id, q.step_id, q.key);
+        let max = usize::try_from(q.max_bytes).unwrap_or(usize::MAX);
+        let step = match self.step(step_id) {
+            Ok(s) => s,
+            Err(e) => return Answer::Now(self.recv_answer(id, &key, Err(e))),
+        };
+        let (take, complete) = step.take(&key, Some(max));
+        if complete {
+            self.end_step(step_id, "the step ended");
+        }
+        match take {
+            Take::Now(t) => Answer::Now(self.recv_answer(id, &key, Ok(t))),
+            Take::Wait(rx) => {
+                let state = self.clone();
+                Answer::Later(Box::pin(async move {
+                    let t = rx
+                        .await
+                        .unwrap_or_else(|_| Taken::Ended("the step ended".into()));
+                    state.recv_answer(id, &key, Ok(t))
+                }))
+            }
+        }
+    }
+
+    /// The answer of the `RecvTensors` stream to receive `id` of `key`.
+    fn recv_answer(&self, id: u64, key: &str, taken: Result<Taken, Status>) -> RecvTensorsResponse {
+        let mut response = RecvTensorsResponse {
+            id,
+            ..RecvTensorsResponse::default()
+        };
+        let value = match taken {
+            Ok(Taken::TooLarge) => {
+                response.too_large = true;
+                return response;
+            }
+            Ok(t) => self.pulled(key, t),
+            Err(s) => Err(s),
+        };
+        // Small enough for one message: one chunk sharing the tensor's buffer.
+        let chunk = value.and_then(|t| {
+            tensor_to_chunks(&t, usize::MAX)
+                .map_err(|e| invalid(e.to_string()))?
+                .pop()
+                .ok_or_else(|| Status::internal("no chunk"))
+        });
+        match chunk {
+            Ok(c) => {
+                self.tensors_sent.fetch_add(1, Ordering::Relaxed);
+                self.chunks_sent.fetch_add(1, Ordering::Relaxed);
+                response.value = Some(c);
+            }
+            Err(s) => {
+                response.code = s.code() as i32;
+                response.message = s.message().to_string();
+            }
+        }
+        response
     }
 }
 
@@ -537,130 +770,13 @@ pub fn status_text(s: &Status) -> String {
     }
 }
 
-#[tonic::async_trait]
-impl Worker for WorkerService {
-    async fn register_graph(
-        &self,
-        request: Request<RegisterGraphRequest>,
-    ) -> Result<Response<RegisterGraphResponse>, Status> {
-        let handle = self.state.register(request.into_inner())?;
-        Ok(Response::new(RegisterGraphResponse { handle }))
-    }
-
-    async fn deregister_graph(
-        &self,
-        request: Request<DeregisterGraphRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let handles = request.into_inner().handles;
-        let mut graphs = self
-            .state
-            .graphs
-            .write()
-            .map_err(|_| self.state.internal("graphs"))?;
-        for h in handles {
-            graphs.remove(&h);
-        }
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn run_graph(
-        &self,
-        request: Request<RunGraphRequest>,
-    ) -> Result<Response<RunGraphResponse>, Status> {
-        let fetched = self.state.run(request.into_inner())?;
-        let fetches = fetched
-            .iter()
-            .map(tensor_to_proto)
-            .collect::<Result<Vec<_>, Error>>()
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(Response::new(RunGraphResponse { fetches }))
-    }
-
-    type RecvTensorStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<RecvTensorChunk, Status>> + Send + 'static>,
-    >;
-
-    /// Waits for the key's value in the step's local rendezvous and streams it in chunks
-    /// of `ChannelOptions::chunk_bytes`.
-    async fn recv_tensor(
-        &self,
-        request: Request<RecvTensorRequest>,
-    ) -> Result<Response<Self::RecvTensorStream>, Status> {
-        let req = request.into_inner();
-        let r = self.state.step(req.step_id)?;
-        let to_status = |e: KernelError| Status::new(code_to_status(e.code), e.message);
-        // A value sent already is taken at once; otherwise a blocking thread waits for it.
-        let mailbox = r.mailbox().map_err(to_status)?;
-        let value = match r.recv_async(&req.key, mailbox, 0).map_err(to_status)? {
-            Some(v) => v,
-            None => tokio::task::spawn_blocking(move || r.wait(mailbox))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(to_status)?
-                .pop()
-                .map(|(_, v)| v)
-                .ok_or_else(|| Status::internal(format!("`{}` arrived empty", req.key)))?,
-        };
-        let t = value.ok_or_else(|| {
-            Status::internal(format!(
-                "`{}` arrived dead outside control flow (the partitioner marks transfers of \
-                 graphs with control flow)",
-                req.key
-            ))
-        })?;
-        let chunks = tensor_to_chunks(&t, self.state.channel.chunk_bytes)
-            .map_err(|e| invalid(e.to_string()))?;
-        self.state.tensors_sent.fetch_add(1, Ordering::Relaxed);
-        self.state
-            .chunks_sent
-            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
-    }
-
-    /// A value of a frame-aware transfer whose sender is on another task (see `RemoteSend`).
-    async fn push_tensor(
-        &self,
-        request: Request<PushTensorRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let req = request.into_inner();
-        let value = req
-            .tensor
-            .as_ref()
-            .map(|t| tensor_from_proto(t, &format!("pushed `{}`", req.key)))
-            .transpose()
-            .map_err(|e| invalid(e.to_string()))?;
-        self.state
-            .step(req.step_id)?
-            .send_value(&req.key, value)
-            .map_err(|e| Status::new(code_to_status(e.code), e.message))?;
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn cleanup_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
-        self.state
-            .end_step(request.into_inner().step_id, "the step was cleaned up");
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn abort_step(&self, request: Request<StepRequest>) -> Result<Response<Empty>, Status> {
-        // Wakes the step's waiting receives with the reason; a `RunGraph` of the step that
-        // arrives later fails at once.
-        let req = request.into_inner();
-        self.state.end_step(req.step_id, &req.reason);
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn status(&self, _: Request<Empty>) -> Result<Response<StatusResponse>, Status> {
-        let s = &self.state;
-        Ok(Response::new(StatusResponse {
-            task: s.task.clone(),
-            registered_graphs: s.graphs.read().map(|g| g.len()).unwrap_or(0) as u64,
-            active_steps: s.steps.lock().map(|g| g.len()).unwrap_or(0) as u64,
-            variables: s.resources.variable_names(),
-            tensors_sent: s.tensors_sent.load(Ordering::Relaxed),
-            chunks_sent: s.chunks_sent.load(Ordering::Relaxed),
-        }))
-    }
+/// Chunks of a pulled value for `RecvTensor`.
+pub(crate) fn chunks_of(state: &WorkerState, t: &Tensor) -> Result<Vec<RecvTensorChunk>, Status> {
+    let chunks =
+        tensor_to_chunks(t, state.channel.chunk_bytes).map_err(|e| invalid(e.to_string()))?;
+    state.tensors_sent.fetch_add(1, Ordering::Relaxed);
+    state
+        .chunks_sent
+        .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+    Ok(chunks)
 }

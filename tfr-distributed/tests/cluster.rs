@@ -254,9 +254,52 @@ fn an_unreachable_task_is_an_error_naming_its_address() {
 #[test]
 fn sigterm_stops_a_task_cleanly() {
     let mut cluster = Cluster::start(&[("worker", 1)]);
+    // A connected session keeps its RunGraph stream (and connection) to the task open, and
+    // between steps nothing drives its side: the task ends its streams and, after a grace
+    // period, stops whether or not the connection closed.
+    let (g, x, y) = layered(&["/job:worker/task:0"]);
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    s.run(&[(x, xval(0))], &[y], &[]).unwrap();
     cluster.signal("worker", 0, "TERM");
     let status = cluster.wait_exit("worker", 0, Duration::from_secs(10));
     assert!(status.success(), "{status}");
+    let e = s.run(&[(x, xval(1))], &[y], &[]).unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+}
+
+/// Client threads sharing one session share its RunGraph stream to each task (and the
+/// tasks' RecvTensors streams): every step gets its own answers.
+#[test]
+fn steps_of_many_threads_on_one_session_get_their_own_results() {
+    let cluster = Cluster::start(&[("worker", 2)]);
+    let devices = ["/job:worker/task:0", "/job:worker/task:1"];
+    let (g, x, y) = layered(&devices);
+    let local = Session::new(&g, SessionOptions::default()).unwrap();
+    let want: Vec<Tensor> = (0..40)
+        .map(|seed| local.run(&[(x, xval(seed))], &[y], &[]).unwrap().remove(0))
+        .collect();
+    let s = ClusterSession::new(&cluster.spec, &g, options()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (s, want) = (&s, &want);
+            scope.spawn(move || {
+                for seed in (t..40).step_by(4) {
+                    let got = s.run(&[(x, xval(seed))], &[y], &[]).unwrap();
+                    assert_eq!(got[0], want[seed], "seed {seed}");
+                }
+            });
+        }
+    });
+    // Several steps at once from one thread: each result in its feed set's place.
+    let sets: Vec<Vec<(Output, Tensor)>> = (0..8).map(|seed| vec![(x, xval(seed))]).collect();
+    for (seed, got) in s.run_many(&sets, &[y], &[]).into_iter().enumerate() {
+        assert_eq!(got.unwrap()[0], want[seed], "seed {seed}");
+    }
+    for t in &cluster.tasks {
+        let status = common::worker_status(&t.address);
+        assert_eq!(status.registered_graphs, 1, "{}", status.task);
+        assert_eq!(status.active_steps, 0, "{}", status.task);
+    }
 }
 
 #[test]

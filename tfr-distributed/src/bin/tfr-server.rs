@@ -7,7 +7,8 @@
 //! chunks tensors are streamed to peers in. `--tls-cert FILE --tls-key FILE --tls-ca FILE`
 //! serve TLS (tonic's rustls) and verify peers against the CA. `--session-idle-timeout SECS`
 //! closes master sessions unused that long with no step running (a client that died without
-//! closing; default 3600, 0 never). Prints
+//! closing; default 3600, 0 never). `--runtime-threads N` sets the threads of the server's
+//! runtime (default: one per core; 1 suits several tasks sharing a host's cores). Prints
 //! `tfr-server <task> listening on <address>` once it accepts connections.
 
 use std::io::Write;
@@ -18,6 +19,7 @@ use tfr_distributed::{ChannelOptions, ClusterConfig, Secret, Server, ServerOptio
 const USAGE: &str = "usage: tfr-server (--cluster FILE | --cluster-env VAR) [--job JOB --task N] \
                      [--bind HOST:PORT] [--secret-file FILE | --secret-env VAR] \
                      [--max-message-bytes N] [--chunk-bytes N] [--session-idle-timeout SECS] \
+                     [--runtime-threads N] \
                      [--tls-cert FILE --tls-key FILE --tls-ca FILE]";
 
 fn number(flag: &str, v: &str) -> Result<usize, String> {
@@ -34,6 +36,7 @@ fn run() -> Result<(), String> {
     let (mut tls_cert, mut tls_key, mut tls_ca) = (None, None, None);
     let mut channel = ChannelOptions::default();
     let mut idle = Some(std::time::Duration::from_secs(3600));
+    let mut threads = None;
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -67,6 +70,12 @@ fn run() -> Result<(), String> {
                 channel.max_message_bytes = number("--max-message-bytes", &value()?)?
             }
             "--chunk-bytes" => channel.chunk_bytes = number("--chunk-bytes", &value()?)?,
+            "--runtime-threads" => {
+                let v = value()?;
+                threads = Some(v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("--runtime-threads `{v}` is not a positive number of threads")
+                })?);
+            }
             "--session-idle-timeout" => {
                 let v = value()?;
                 let secs = v
@@ -116,6 +125,7 @@ fn run() -> Result<(), String> {
         channel,
         stop_on_signal: true,
         session_idle_timeout: idle,
+        runtime_threads: threads,
     };
     let server = Server::start(&config.cluster, &task, options).map_err(|e| e.to_string())?;
     println!(
