@@ -124,11 +124,12 @@ fn every_crossing_is_one_copy_and_values_equal_the_cpu_session() {
     assert!(dev.allocator().stats().allocations > 0);
 }
 
+/// What [`train`] returns: the losses, the trained variables' values, and (node, device) of
+/// every node of the step.
+type Training = (Vec<f32>, Vec<Vec<f32>>, Vec<(String, String)>);
+
 /// A 2-layer MLP trained with SGD; `device` pins the variables (or leaves them free).
-fn train(
-    options: SessionOptions,
-    device: Option<&str>,
-) -> (Vec<f32>, Vec<Vec<f32>>, Vec<(String, String)>) {
+fn train(options: SessionOptions, device: Option<&str>) -> Training {
     let mut g = Graph::new();
     let x = g
         .placeholder("x", DType::F32, Shape::known(&[4, 3]))
