@@ -8,11 +8,12 @@
 //! [`lstm`] runs a stack of cells over a `[batch, time, features]` sequence layer by layer: the
 //! input part of every step's matmul is done for the whole sequence at once (one
 //! `[time * batch, depth] @ [depth, 4 * units]` gemm), and only `h @ kernel[depth..]` remains
-//! per step. The steps are unrolled ([`LstmImpl::Unrolled`], the default: faster on CPU, see
-//! `benches/RESULTS.md`) or run by a `scan` loop ([`LstmImpl::Loop`], one body whatever the
-//! sequence length; gradients go through the loop), or each layer is one fused `BlockLSTM` op
-//! ([`LstmImpl::Block`], TensorFlow's `LSTMBlockFusedCell`: the kernel runs the whole sequence,
-//! and its gradient `BlockLSTMGrad` forms the weight gradient with one product over all steps).
+//! per step. Each layer is one fused `BlockLSTM` op ([`LstmImpl::Block`], the default and the
+//! fastest on CPU, see `benches/RESULTS.md`; TensorFlow's `LSTMBlockFusedCell`: the kernel runs
+//! the whole sequence, and its gradient `BlockLSTMGrad` forms the weight gradient with one
+//! product over all steps), or the steps are unrolled into graph ops ([`LstmImpl::Unrolled`])
+//! or run by a `scan` loop ([`LstmImpl::Loop`], one body whatever the sequence length;
+//! gradients go through the loop).
 
 use crate::initializers;
 use tfr_graph::ops::rnn_ops::BlockLstmAttrs;
@@ -237,12 +238,12 @@ impl LstmCell {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LstmImpl {
     /// One copy of the step per time step.
-    #[default]
     Unrolled,
     /// A `scan` (`while_loop`) over time.
     Loop,
     /// One fused `BlockLSTM` op per layer (TensorFlow's `LSTMBlockFusedCell`), whose gradient
-    /// is one `BlockLSTMGrad`.
+    /// is one `BlockLSTMGrad`. The default: the fastest on CPU (`benches/RESULTS.md`).
+    #[default]
     Block,
 }
 

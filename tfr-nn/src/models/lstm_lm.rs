@@ -57,7 +57,7 @@ impl LstmLmConfig {
             batch: 20,
             softmax,
             learning_rate: 0.1,
-            implementation: LstmImpl::Unrolled,
+            implementation: LstmImpl::Block,
             seed: Some(0),
             state_inputs: false,
             clip_norm: None,
