@@ -5,6 +5,7 @@
 mod cluster;
 mod common;
 mod deploy;
+mod embedding;
 mod failure;
 mod loops;
 mod master;

@@ -92,6 +92,15 @@ impl ShardedEmbedding {
     }
 }
 
+/// `ResourceGather` from `var`, requested on the variable's device whatever device scope the
+/// caller is in (TF's `colocate_with(params[p])` in `embedding_lookup`): the gather must run
+/// where its variable lives, so a lookup written inside a worker's scope reads shards that live
+/// on ps tasks.
+fn gather_with_variable(g: &mut Graph, var: &Variable, ids: Output) -> Result<Output> {
+    let device = g.node(var.handle.node).device.clone();
+    g.with_device(&device, |g| g.resource_gather(var, ids))
+}
+
 /// Looks `ids` up in a table split into `shards` by `strategy` (TensorFlow's
 /// `embedding_lookup`): the result has `ids`' shape plus a row's shape, and equals a gather
 /// from the whole table. An id outside the table is an error when the step runs.
@@ -111,7 +120,7 @@ pub fn embedding_lookup(
     }
     let (first, rows) = check_shards(shards, strategy)?;
     if shards.len() == 1 {
-        return g.resource_gather(first, ids);
+        return gather_with_variable(g, first, ids);
     }
     g.with_scope("embedding_lookup", |g| {
         let n = shards.len() as i64;
@@ -129,8 +138,7 @@ pub fn embedding_lookup(
         let positions = g.dynamic_partition(positions, assignment, shards.len())?;
         let mut parts = Vec::with_capacity(shards.len());
         for (shard, &local) in shards.iter().zip(&local_ids) {
-            // `ResourceGather` is placed with its variable (a resource edge).
-            parts.push(g.resource_gather(shard, local)?);
+            parts.push(gather_with_variable(g, shard, local)?);
         }
         let stitched = g.dynamic_stitch(&positions, &parts)?;
         let row_shape: Vec<i64> = first.shape.to_known().unwrap_or_default()[1..]
