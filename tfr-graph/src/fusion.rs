@@ -5,7 +5,7 @@
 //! [`remove_dead_nodes`](crate::passes::remove_dead_nodes) afterwards.
 
 use crate::dtype::DType;
-use crate::graph::{NodeId, Output};
+use crate::graph::{Node, NodeId, Output};
 use crate::passes::StepGraph;
 use crate::shape::Dim;
 
@@ -67,16 +67,8 @@ fn fuse_gradient_descent_matmul(step: &mut StepGraph) {
         let node = &mut nodes[apply];
         node.op = "ResourceApplyGradientDescentMatMul".to_string();
         node.inputs.truncate(2);
-        node.inputs.extend(product.inputs);
-        for flag in ["transpose_a", "transpose_b"] {
-            let value = product.attrs.bool_opt(flag).copied().unwrap_or(false);
-            node.attrs.set(flag, value);
-        }
-        for c in product.control_inputs {
-            if !node.control_inputs.contains(&c) {
-                node.control_inputs.push(c);
-            }
-        }
+        node.inputs.extend_from_slice(&product.inputs);
+        absorb_product(node, product);
     }
 }
 
@@ -131,14 +123,20 @@ fn fuse_matmul_bias_add(step: &mut StepGraph) {
         node.op = "MatMulBiasAdd".to_string();
         node.inputs = vec![product.inputs[0], product.inputs[1], bias];
         node.attrs = Default::default();
-        for flag in ["transpose_a", "transpose_b"] {
-            let value = product.attrs.bool_opt(flag).copied().unwrap_or(false);
-            node.attrs.set(flag, value);
-        }
-        for c in product.control_inputs {
-            if !node.control_inputs.contains(&c) {
-                node.control_inputs.push(c);
-            }
+        absorb_product(node, product);
+    }
+}
+
+/// Gives the fused `node` what it takes over from the `MatMul` it absorbs: the transpose
+/// flags and the control dependencies.
+fn absorb_product(node: &mut Node, product: Node) {
+    for flag in ["transpose_a", "transpose_b"] {
+        let value = product.attrs.bool_opt(flag).copied().unwrap_or(false);
+        node.attrs.set(flag, value);
+    }
+    for c in product.control_inputs {
+        if !node.control_inputs.contains(&c) {
+            node.control_inputs.push(c);
         }
     }
 }

@@ -367,8 +367,8 @@ fn matmul_into<T: MatMulElem>(
     k: usize,
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
-    tb: bool,
     ta: bool,
+    tb: bool,
     out: &mut [T],
 ) -> KResult {
     let parallel = parallel_work(m, n, k);
@@ -408,7 +408,7 @@ fn matmul_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel> {
     Box::new(move |ctx: &mut KernelContext<'_>| {
         let (m, n, k, a, b) = matmul_operands::<T>(ctx.input(0), ctx.input(1), ta, tb)?;
         let mut out = vec![T::ZERO; out_len(&[m, n])?];
-        matmul_into(m, n, k, a, b, tb, ta, &mut out)?;
+        matmul_into(m, n, k, a, b, ta, tb, &mut out)?;
         ctx.set_output(Tensor::from_parts(
             Dims::from_slice(&[m, n]),
             T::into_buffer(out),
@@ -438,7 +438,7 @@ fn matmul_bias_add_kernel<T: MatMulElem>(ta: bool, tb: bool) -> Box<dyn OpKernel
             T::matmul_update(m, n, k, a, b, &mut out, T::ONE, parallel_work(m, n, k))?;
         } else {
             out.resize(len, T::ZERO);
-            matmul_into(m, n, k, a, b, tb, ta, &mut out)?;
+            matmul_into(m, n, k, a, b, ta, tb, &mut out)?;
             for row in out.chunks_exact_mut(n.max(1)) {
                 row.iter_mut().zip(bias).for_each(|(v, &c)| *v = v.add(c));
             }
