@@ -6,6 +6,7 @@
 use crate::device::{registered_device_factories, Device, DeviceFactory};
 use crate::error::{Code, Error, KernelError, Result};
 use crate::executor::{Executable, RunMetadata, RunOptions, StepTrace};
+use crate::kernel::DeviceType;
 use crate::passes::fold_constants;
 use crate::placement::{partition, place, to_dot};
 use crate::rendezvous::{LocalRendezvous, Rendezvous};
@@ -15,7 +16,7 @@ use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use tfr_graph::fusion::fuse_ops;
+use tfr_graph::fusion::{fuse_ops_with, Fusions};
 use tfr_graph::passes::{eliminate_common_subexpressions, prune, remove_dead_nodes, StepGraph};
 use tfr_graph::validate::validate;
 use tfr_graph::{DType, Graph, NodeId, Output, Shape, TensorType};
@@ -431,7 +432,20 @@ impl Session {
         if self.inner.options.optimize {
             eliminate_common_subexpressions(&mut step);
             fold_constants(&mut step)?;
-            fuse_ops(&mut step);
+            // `FusedElementwise` has only a CPU kernel: with other devices, fusing would move
+            // their elementwise work to the host.
+            let cpu_only = self
+                .inner
+                .devices
+                .iter()
+                .all(|d| d.device_type == DeviceType::CPU);
+            let any_node = |_: &tfr_graph::Node| true;
+            fuse_ops_with(
+                &mut step,
+                &Fusions {
+                    elementwise: cpu_only.then_some(&any_node as &dyn Fn(&tfr_graph::Node) -> bool),
+                },
+            );
             remove_dead_nodes(&mut step);
         }
         Ok(step)

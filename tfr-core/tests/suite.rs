@@ -9,6 +9,7 @@ mod common;
 mod control_flow;
 mod conv_kernels;
 mod devices_control_flow;
+mod elementwise_fusion;
 mod gradients;
 mod huge_sizes;
 mod linalg_ops;

@@ -301,7 +301,32 @@ fn floor_mod<T: Numeric>(a: T, b: T) -> T {
 }
 
 #[inline(always)]
-fn maximum<T: Numeric>(a: T, b: T) -> T {
+pub(crate) fn neg<T: Numeric>(x: T) -> T {
+    T::ZERO.sub(x)
+}
+
+#[inline(always)]
+pub(crate) fn numeric_abs<T: Numeric>(x: T) -> T {
+    if is_negative(x) {
+        T::ZERO.sub(x)
+    } else {
+        x
+    }
+}
+
+#[inline(always)]
+pub(crate) fn square<T: Numeric>(x: T) -> T {
+    x.mul(x)
+}
+
+#[inline(always)]
+pub(crate) fn squared_difference<T: Numeric>(a: T, b: T) -> T {
+    let d = a.sub(b);
+    d.mul(d)
+}
+
+#[inline(always)]
+pub(crate) fn maximum<T: Numeric>(a: T, b: T) -> T {
     if a > b || a.is_nan() {
         a
     } else {
@@ -310,7 +335,7 @@ fn maximum<T: Numeric>(a: T, b: T) -> T {
 }
 
 #[inline(always)]
-fn minimum<T: Numeric>(a: T, b: T) -> T {
+pub(crate) fn minimum<T: Numeric>(a: T, b: T) -> T {
     if a < b || a.is_nan() {
         a
     } else {
@@ -402,12 +427,8 @@ macro_rules! comparison {
 }
 
 pub fn register(r: &mut KernelRegistry) {
-    numeric_unary!(r, "Neg", |x| T::ZERO.sub(x));
-    numeric_unary!(r, "Abs", |x| if is_negative(x) {
-        T::ZERO.sub(x)
-    } else {
-        x
-    });
+    numeric_unary!(r, "Neg", |x| neg(x));
+    numeric_unary!(r, "Abs", |x| numeric_abs(x));
     numeric_unary!(r, "Sign", |x| if x > T::ZERO {
         T::ONE
     } else if is_negative(x) {
@@ -415,7 +436,7 @@ pub fn register(r: &mut KernelRegistry) {
     } else {
         x
     });
-    numeric_unary!(r, "Square", |x| x.mul(x));
+    numeric_unary!(r, "Square", |x| square(x));
     float_unary!(r, "Sqrt", |x| x.sqrt());
     float_unary!(r, "Rsqrt", |x| x.sqrt().recip());
     float_unary!(r, "Exp", |x| x.exp());
@@ -452,8 +473,7 @@ pub fn register(r: &mut KernelRegistry) {
     // Numeric::rem is C's `%` for integers and `fmod` for floats, TruncateMod's definition.
     numeric_binary!(r, "TruncateMod", nonzero_divisor_kernel, |a, b| a.rem(b));
     numeric_binary!(r, "SquaredDifference", zip_kernel, |a, b| {
-        let d = a.sub(b);
-        d.mul(d)
+        squared_difference(a, b)
     });
     numeric_binary!(r, "Maximum", zip_kernel, |a, b| maximum(a, b));
     numeric_binary!(r, "Minimum", zip_kernel, |a, b| minimum(a, b));
@@ -486,7 +506,7 @@ pub fn register(r: &mut KernelRegistry) {
 }
 
 #[inline(always)]
-fn sigmoid<T: FloatElem>(x: T) -> T {
+pub(crate) fn sigmoid<T: FloatElem>(x: T) -> T {
     if x >= T::zero() {
         T::one() / (T::one() + (-x).exp())
     } else {

@@ -14,6 +14,7 @@ pub mod data_flow_ops;
 pub mod debug_ops;
 pub mod einsum_op;
 pub mod embedding_ops;
+pub mod fused_elementwise;
 pub mod grad_ops;
 pub mod image_ops;
 pub mod io_ops;
@@ -53,6 +54,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     debug_ops::register(r);
     einsum_op::register(r);
     embedding_ops::register(r);
+    fused_elementwise::register(r);
     grad_ops::register(r);
     image_ops::register(r);
     io_ops::register(r);

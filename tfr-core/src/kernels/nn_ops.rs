@@ -26,7 +26,7 @@ const SELU_SCALE_ALPHA: f64 = 1.758_099_340_847_376_859_940_217_520_812_3;
 // ---- activations --------------------------------------------------------------------------------
 
 #[inline(always)]
-fn relu<T: FloatElem>(x: T) -> T {
+pub(crate) fn relu<T: FloatElem>(x: T) -> T {
     // NaN passes through.
     if x < T::zero() {
         T::zero()

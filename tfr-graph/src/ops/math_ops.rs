@@ -5,6 +5,7 @@ use super::{broadcast_binary, broadcast_compare, reduced_shape, reduction_axes, 
 use crate::attr::AttrKind;
 use crate::dtype::{DType, DTypeSet};
 use crate::error::Result;
+use crate::fusion::{region_shape, ElementwiseProgram};
 use crate::graph::{Graph, Output, TensorType};
 use crate::op_def::{normalize_axis, InferCtx, OpDef};
 use crate::shape::{Dim, Shape};
@@ -227,6 +228,19 @@ pub fn op_defs() -> Vec<OpDef> {
             .no_gradient(),
     );
     defs.push(
+        OpDef::new("FusedElementwise", infer_fused_elementwise)
+            .doc(
+                "a region of float elementwise ops evaluated in one pass, block by block: the \
+                 `program` attribute holds [op, a, b] triples over the inputs and earlier \
+                 results (fusion::ElementwiseProgram); inputs have the output's shape or one \
+                 element; made by the fusion pass",
+            )
+            .list_input("inputs", DTypeSet::FLOAT, 1)
+            .output("y")
+            .attr("program", AttrKind::Ints)
+            .no_gradient(),
+    );
+    defs.push(
         OpDef::new("BatchMatMul", infer_batch_matmul)
             .doc("batched x @ y over the last two dims, batch dims broadcast (BatchMatMulV2)")
             .input("x", DTypeSet::NUMERIC)
@@ -336,6 +350,17 @@ fn infer_matmul(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
 }
 
 /// The product's type; the bias must be a vector as long as the product has columns.
+fn infer_fused_elementwise(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
+    ElementwiseProgram::from_attr(ctx.inputs.len(), ctx.attrs.ints("program")?)?;
+    let idx: Vec<usize> = (0..ctx.inputs.len()).collect();
+    let dtype = ctx.same_dtype(&idx)?;
+    let shapes: Vec<&Shape> = ctx.inputs.iter().map(|t| &t.shape).collect();
+    Ok(vec![TensorType {
+        dtype,
+        shape: region_shape(&shapes)?,
+    }])
+}
+
 fn infer_matmul_bias_add(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
     let product = matmul_type(ctx, 0, 1)?;
     let bias = ctx.input(2);

@@ -4,15 +4,40 @@
 //! only fuse a node whose outputs nothing else uses. Nodes left unused are dropped by
 //! [`remove_dead_nodes`](crate::passes::remove_dead_nodes) afterwards.
 
+mod elementwise;
+
+pub use elementwise::{region_shape, ElementwiseOp, ElementwiseProgram, Instruction, Operand};
+
 use crate::dtype::DType;
 use crate::graph::{Node, NodeId, Output};
 use crate::passes::StepGraph;
 use crate::shape::Dim;
 
-/// Runs every fusion on `step`.
+/// Which fusions run, and where.
+pub struct Fusions<'a> {
+    /// Which nodes may join an elementwise region (`FusedElementwise` has kernels only on
+    /// some devices); None: no elementwise fusion.
+    pub elementwise: Option<&'a dyn Fn(&Node) -> bool>,
+}
+
+/// Runs every fusion on `step`, elementwise regions on any device.
 pub fn fuse_ops(step: &mut StepGraph) {
+    fuse_ops_with(
+        step,
+        &Fusions {
+            elementwise: Some(&|_| true),
+        },
+    );
+}
+
+/// Runs the fusions `which` selects on `step`. The product fusions run first, so a bias add
+/// they absorb is not taken into an elementwise region.
+pub fn fuse_ops_with(step: &mut StepGraph, which: &Fusions<'_>) {
     fuse_gradient_descent_matmul(step);
     fuse_matmul_bias_add(step);
+    if let Some(member) = which.elementwise {
+        elementwise::fuse_elementwise(step, member);
+    }
 }
 
 /// How many times each node is used: data inputs of other nodes (any output), control edges,
