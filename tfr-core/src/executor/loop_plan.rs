@@ -545,6 +545,10 @@ pub(super) fn scalar_loop(
             let ok = match st.in_regs.as_slice() {
                 [a] => k.compute_scalar(&[&lo[*a as usize]], out),
                 [a, b] => k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize]], out),
+                // Fused regions such as `x * a + b`.
+                [a, b, c] => {
+                    k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize], &lo[*c as usize]], out)
+                }
                 rs => {
                     let args: SmallVec<[&Scalar; 4]> =
                         rs.iter().map(|&r| &lo[r as usize]).collect();

@@ -187,29 +187,97 @@ fn binary<T: Copy>(a: Arg<'_, T>, b: Arg<'_, T>, dst: &mut [T], f: impl Fn(T, T)
     }
 }
 
-/// `dst = op(a, b)` elementwise (`b` unused by unary ops), with each op's own element function.
+/// The one table from op to element function: binds `$f` to the op's element function (the
+/// one its own kernel uses) and evaluates `$unary` or `$binary` with it.
+macro_rules! with_element_fn {
+    ($op:expr, $T:ty, $f:ident => unary: $unary:expr, binary: $binary:expr) => {{
+        use ElementwiseOp::*;
+        match $op {
+            Add => {
+                let $f = |x: $T, y: $T| x + y;
+                $binary
+            }
+            Sub => {
+                let $f = |x: $T, y: $T| x - y;
+                $binary
+            }
+            Mul => {
+                let $f = |x: $T, y: $T| x * y;
+                $binary
+            }
+            Div => {
+                let $f = |x: $T, y: $T| x / y;
+                $binary
+            }
+            Maximum => {
+                let $f = maximum::<$T>;
+                $binary
+            }
+            Minimum => {
+                let $f = minimum::<$T>;
+                $binary
+            }
+            SquaredDifference => {
+                let $f = squared_difference::<$T>;
+                $binary
+            }
+            Neg => {
+                let $f = neg::<$T>;
+                $unary
+            }
+            Abs => {
+                let $f = numeric_abs::<$T>;
+                $unary
+            }
+            Square => {
+                let $f = square::<$T>;
+                $unary
+            }
+            Sqrt => {
+                let $f = |x: $T| x.sqrt();
+                $unary
+            }
+            Rsqrt => {
+                let $f = |x: $T| x.sqrt().recip();
+                $unary
+            }
+            Exp => {
+                let $f = |x: $T| x.exp();
+                $unary
+            }
+            Log => {
+                let $f = |x: $T| x.ln();
+                $unary
+            }
+            Tanh => {
+                let $f = |x: $T| x.tanh();
+                $unary
+            }
+            Sigmoid => {
+                let $f = sigmoid::<$T>;
+                $unary
+            }
+            Reciprocal => {
+                let $f = |x: $T| x.recip();
+                $unary
+            }
+            Relu => {
+                let $f = relu::<$T>;
+                $unary
+            }
+        }
+    }};
+}
+
+/// `dst = op(a, b)` elementwise (`b` unused by unary ops).
 fn apply<T: FloatElem>(op: ElementwiseOp, a: Arg<'_, T>, b: Arg<'_, T>, dst: &mut [T]) {
-    use ElementwiseOp::*;
-    match op {
-        Add => binary(a, b, dst, |x, y| x + y),
-        Sub => binary(a, b, dst, |x, y| x - y),
-        Mul => binary(a, b, dst, |x, y| x * y),
-        Div => binary(a, b, dst, |x, y| x / y),
-        Maximum => binary(a, b, dst, maximum),
-        Minimum => binary(a, b, dst, minimum),
-        SquaredDifference => binary(a, b, dst, squared_difference),
-        Neg => unary(a, dst, neg),
-        Abs => unary(a, dst, numeric_abs),
-        Square => unary(a, dst, square),
-        Sqrt => unary(a, dst, |x| x.sqrt()),
-        Rsqrt => unary(a, dst, |x| x.sqrt().recip()),
-        Exp => unary(a, dst, |x| x.exp()),
-        Log => unary(a, dst, |x| x.ln()),
-        Tanh => unary(a, dst, |x| x.tanh()),
-        Sigmoid => unary(a, dst, sigmoid),
-        Reciprocal => unary(a, dst, |x| x.recip()),
-        Relu => unary(a, dst, relu),
-    }
+    with_element_fn!(op, T, f => unary: unary(a, dst, f), binary: binary(a, b, dst, f))
+}
+
+/// `op(a, b)` on one element (`b` unused by unary ops).
+#[inline]
+fn apply_scalar<T: FloatElem>(op: ElementwiseOp, a: T, b: T) -> T {
+    with_element_fn!(op, T, f => unary: f(a), binary: f(a, b))
 }
 
 impl<T: FloatElem> OpKernel for FusedKernel<T> {
@@ -266,11 +334,10 @@ impl<T: FloatElem> OpKernel for FusedKernel<T> {
             let (Some(a), Some(b)) = (read(step.args[0]), read(step.args[1])) else {
                 return false;
             };
-            let mut v = [T::zero()];
-            apply(step.op, Arg::Scalar(a), Arg::Scalar(b), &mut v);
+            let v = apply_scalar(step.op, a, b);
             match step.dst {
-                Place::Slot(d) => slots[d] = v[0],
-                _ => result = v[0],
+                Place::Slot(d) => slots[d] = v,
+                _ => result = v,
             }
         }
         match Scalar::of(&result) {

@@ -354,6 +354,32 @@ mod tests {
         step.graph.nodes().to_vec()
     }
 
+    /// The executor keeps loops of cheap ops on its sequential machine (with loop plans and
+    /// scalar registers): a region must be as cheap as the ops it replaces.
+    #[test]
+    fn the_fused_op_is_as_cheap_as_its_members() {
+        let cheap = |op: &str| crate::registry().get(op).map(|d| d.cheap);
+        assert_eq!(cheap("FusedElementwise"), Some(true));
+        for op in [
+            "Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum",
+        ]
+        .into_iter()
+        .chain([
+            "SquaredDifference",
+            "Neg",
+            "Abs",
+            "Square",
+            "Sqrt",
+            "Rsqrt",
+            "Exp",
+        ])
+        .chain(["Log", "Tanh", "Sigmoid", "Reciprocal", "Relu"])
+        {
+            assert!(ElementwiseOp::of_graph_op(op).is_some(), "{op}");
+            assert_eq!(cheap(op), Some(true), "{op}");
+        }
+    }
+
     #[test]
     fn a_program_survives_its_attribute() {
         let p = ElementwiseProgram {

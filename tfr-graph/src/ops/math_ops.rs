@@ -238,6 +238,9 @@ pub fn op_defs() -> Vec<OpDef> {
             .list_input("inputs", DTypeSet::FLOAT, 1)
             .output("y")
             .attr("program", AttrKind::Ints)
+            // As cheap as the elementwise ops it replaces: a loop of them keeps the sequential
+            // machine and its loop plans.
+            .cheap()
             .no_gradient(),
     );
     defs.push(
