@@ -4,6 +4,7 @@
 use crate::device::DeviceBackend;
 use crate::error::{KResult, KernelError};
 use crate::resource::ResourceMgr;
+use crate::scalar_code::{Register, ScalarCode};
 use crate::tensor::{Scalar, Tensor};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -138,6 +139,20 @@ pub trait OpKernel: Send + Sync {
     /// built for, and the caller runs [`OpKernel::compute`] instead. When it answers it must
     /// agree with `compute` on the same inputs.
     fn compute_scalar(&self, _inputs: &[&Scalar], _out: &mut Scalar) -> bool {
+        false
+    }
+
+    /// The scalar path compiled for one place in an all-scalar loop: pushes onto `code`
+    /// instructions that read the registers `inputs` and write register `output`, computing
+    /// exactly what `compute_scalar` would. `false` (with `code` to be discarded) when this
+    /// kernel has no compiled form or does not compute on these dtypes; the loop then runs
+    /// the general way.
+    fn compile_scalar(
+        &self,
+        _inputs: &[Register],
+        _output: Register,
+        _code: &mut ScalarCode,
+    ) -> bool {
         false
     }
 }

@@ -15,6 +15,7 @@ pub mod passes;
 pub mod placement;
 pub mod rendezvous;
 pub mod resource;
+pub mod scalar_code;
 pub mod session;
 pub mod session_target;
 pub mod tensor;

@@ -106,6 +106,39 @@ impl Scalar {
         }
     }
 
+    /// The value as a 64-bit word of compiled scalar code (see [`crate::scalar_code`]): its
+    /// bits, zero-extended.
+    #[inline(always)]
+    pub fn to_word(self) -> u64 {
+        match self {
+            Scalar::F32(v) => v.to_bits() as u64,
+            Scalar::F64(v) => v.to_bits(),
+            Scalar::I32(v) => v as u32 as u64,
+            Scalar::I64(v) => v as u64,
+            Scalar::U8(v) => v as u64,
+            Scalar::Bool(v) => v as u64,
+            Scalar::F16(v) => v.to_bits() as u64,
+            Scalar::BF16(v) => v.to_bits() as u64,
+        }
+    }
+
+    /// The scalar of `dtype` whose word is `w` (the inverse of [`Scalar::to_word`]); `None`
+    /// for a dtype a `Scalar` cannot hold.
+    #[inline(always)]
+    pub fn from_word(dtype: DType, w: u64) -> Option<Scalar> {
+        Some(match dtype {
+            DType::F32 => Scalar::F32(f32::from_bits(w as u32)),
+            DType::F64 => Scalar::F64(f64::from_bits(w)),
+            DType::I32 => Scalar::I32(w as u32 as i32),
+            DType::I64 => Scalar::I64(w as i64),
+            DType::U8 => Scalar::U8(w as u8),
+            DType::Bool => Scalar::Bool(w != 0),
+            DType::F16 => Scalar::F16(f16::from_bits(w as u16)),
+            DType::BF16 => Scalar::BF16(bf16::from_bits(w as u16)),
+            _ => return None,
+        })
+    }
+
     /// Copies `src` into `self`. When both have one dtype only the value is written, with
     /// its own width: a whole-`Scalar` copy of a value just written field by field would read
     /// across two stores, which the CPU cannot forward (a stall per copy in scalar loops).

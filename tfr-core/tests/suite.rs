@@ -24,6 +24,7 @@ mod queues;
 mod random_kernels;
 mod rnn_ops;
 mod sampling_ops;
+mod scalar_loops;
 mod selection_and_debug_ops;
 mod session_basics;
 mod sparse_ops;

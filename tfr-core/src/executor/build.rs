@@ -1,6 +1,7 @@
 //! Building an [`Executable`]: one kernel per node, value slots, readers and pending counts.
 
 use super::*;
+use crate::scalar_code::{Register, ScalarCode};
 
 /// Builds a kernel for one node on the CPU.
 pub fn build_kernel(node: &Node, graph: &Graph) -> Result<Box<dyn OpKernel>> {
@@ -238,5 +239,8 @@ impl OpKernel for HostInputGuard {
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
         // Inline scalars are host values.
         self.inner.compute_scalar(inputs, out)
+    }
+    fn compile_scalar(&self, inputs: &[Register], output: Register, code: &mut ScalarCode) -> bool {
+        self.inner.compile_scalar(inputs, output, code)
     }
 }

@@ -3,6 +3,9 @@
 
 use super::*;
 
+mod scalar_loop;
+use scalar_loop::{scalar_loop, CompiledLoop};
+
 // ---- simple loops as imperative loops ------------------------------------------------------------
 //
 // A loop frame with no nested frames and no conds (what `while_loop`, `map_fn`, `scan` and
@@ -63,6 +66,9 @@ pub(super) struct LoopPlan {
     /// kernels are built): with scalar loop variables and invariants the loop runs on a
     /// register file of `Scalar`s (`scalar_loop`).
     all_scalar: bool,
+    /// The all-scalar loop compiled to instructions, on its first run (`None` inside when a
+    /// kernel has no instruction).
+    compiled: std::sync::OnceLock<Option<CompiledLoop>>,
     /// (loop variable, Exit node).
     exits: Vec<(u32, u32)>,
     num_vals: usize,
@@ -271,6 +277,7 @@ impl LoopPlan {
         let mut plan = LoopPlan {
             next_from_vals,
             all_scalar: false,
+            compiled: Default::default(),
             var_enters,
             inv_of_enter,
             num_invs: num_invs as usize,
@@ -507,103 +514,6 @@ impl Machine<'_> {
             iter += 1;
             self.counts.iterations += 1;
         }
-    }
-}
-
-/// Runs an all-scalar loop plan on registers (`regs`: the loop variables and invariants; the
-/// kernel outputs are appended): each kernel reads its inputs in place and writes its output
-/// register. `Ok(true)` when the predicate fails (the variables' final values are in the
-/// first registers); `Ok(false)` when a kernel declined its scalar path, with `iter` the
-/// iteration it was in and the first registers still holding that iteration's variables.
-pub(super) fn scalar_loop(
-    fast: &FastCtx<'_>,
-    prog: &CfProgram,
-    plan: &LoopPlan,
-    t: &FrameTemplate,
-    regs: &mut Vec<Scalar>,
-    iter: &mut u64,
-) -> Result<bool> {
-    let nv = plan.var_enters.len();
-    let base = regs.len();
-    regs.resize(base + plan.num_vals, Scalar::Bool(false));
-    let reg = |r: ValRef| match r {
-        ValRef::Var(j) => j as usize,
-        ValRef::Inv(k) => nv + k as usize,
-        ValRef::Val(i) => base + i as usize,
-    };
-    let kernels = |steps: &[PlanStep]| -> Vec<&dyn OpKernel> {
-        steps
-            .iter()
-            .map(|s| fast.exec.nodes[s.node as usize].kernel.as_ref())
-            .collect()
-    };
-    let (pre_k, body_k) = (kernels(&plan.pre), kernels(&plan.body));
-    let run = |steps: &[PlanStep], ks: &[&dyn OpKernel], regs: &mut [Scalar]| -> bool {
-        steps.iter().zip(ks).all(|(st, k)| {
-            let (lo, hi) = regs.split_at_mut(st.out_reg as usize);
-            let out = &mut hi[0];
-            let ok = match st.in_regs.as_slice() {
-                [a] => k.compute_scalar(&[&lo[*a as usize]], out),
-                [a, b] => k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize]], out),
-                // Fused regions such as `x * a + b`.
-                [a, b, c] => {
-                    k.compute_scalar(&[&lo[*a as usize], &lo[*b as usize], &lo[*c as usize]], out)
-                }
-                rs => {
-                    let args: SmallVec<[&Scalar; 4]> =
-                        rs.iter().map(|&r| &lo[r as usize]).collect();
-                    k.compute_scalar(&args, out)
-                }
-            };
-            ok && out.dtype() == st.out_dtype
-        })
-    };
-    let pred = reg(plan.pred);
-    let next: SmallVec<[usize; 4]> = plan.next.iter().map(|&(r, _)| reg(r)).collect();
-    let mut tmp: SmallVec<[Scalar; 4]> = SmallVec::new();
-    loop {
-        if !run(&plan.pre, &pre_k, regs) {
-            return Ok(false);
-        }
-        let Scalar::Bool(holds) = regs[pred] else {
-            return Err(cf_node_error(
-                prog,
-                plan.loop_cond,
-                KernelError::invalid("the loop predicate must be a bool scalar"),
-            ));
-        };
-        if !holds {
-            return Ok(true);
-        }
-        if let Some(max) = t.maximum_iterations {
-            if *iter >= max {
-                return Err(cf_node_error(
-                    prog,
-                    plan.loop_cond,
-                    KernelError::out_of_range(format!(
-                        "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
-                         still holds after {max} iterations",
-                        t.name
-                    )),
-                ));
-            }
-        }
-        if !run(&plan.body, &body_k, regs) {
-            return Ok(false);
-        }
-        if plan.next_from_vals {
-            let (vars, rest) = regs.split_at_mut(nv);
-            for (v, &r) in vars.iter_mut().zip(&next) {
-                v.assign(&rest[r - nv]);
-            }
-        } else {
-            tmp.clear();
-            tmp.extend(next.iter().map(|&r| regs[r]));
-            for (v, s) in regs.iter_mut().zip(&tmp) {
-                v.assign(s);
-            }
-        }
-        *iter += 1;
     }
 }
 

@@ -7,9 +7,11 @@ use super::broadcast::{
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::{FloatElem, Numeric};
+use crate::scalar_code::{dtypes_are, Register, ScalarCode};
 use crate::tensor::{Dims, Scalar, Tensor};
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
 /// The error for a dtype a factory was registered for but does not handle.
@@ -24,13 +26,13 @@ where
     F: Fn(T) -> T + Send + Sync + 'static,
 {
     Box::new(MapKernel {
-        f,
+        f: Arc::new(f),
         _t: PhantomData::<fn(T)>,
     })
 }
 
 struct MapKernel<T, F> {
-    f: F,
+    f: Arc<F>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -40,7 +42,7 @@ where
     F: Fn(T) -> T + Send + Sync + 'static,
 {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
-        let f = &self.f;
+        let f = &*self.f;
         let mut x = ctx.take_input(0);
         if let Some(s) = x.slice_mut::<T>() {
             s.iter_mut().for_each(|v| *v = f(*v));
@@ -65,6 +67,36 @@ where
             None => false,
         }
     }
+    fn compile_scalar(&self, inputs: &[Register], output: Register, code: &mut ScalarCode) -> bool {
+        let [a] = *inputs else { return false };
+        if !dtypes_are::<T, T>(inputs, output) {
+            return false;
+        }
+        let f = self.f.clone();
+        code.push_unary::<T, T>(move |x| f(x), a.index, output.index);
+        true
+    }
+}
+
+/// The compiled scalar path of a binary kernel: `r[out] = f(r[a], r[b])`.
+fn compile_binary<T, U, F>(
+    f: &Arc<F>,
+    inputs: &[Register],
+    output: Register,
+    code: &mut ScalarCode,
+) -> bool
+where
+    T: Element + Copy,
+    U: Element,
+    F: Fn(T, T) -> U + Send + Sync + 'static,
+{
+    let [a, b] = *inputs else { return false };
+    if !dtypes_are::<T, U>(inputs, output) {
+        return false;
+    }
+    let f = f.clone();
+    code.push_binary::<T, U>(move |x, y| f(x, y), a.index, b.index, output.index);
+    true
 }
 
 /// `f(x, y)` with numpy broadcasting into a new tensor.
@@ -113,13 +145,13 @@ where
     F: Fn(T, T) -> T + Send + Sync + 'static,
 {
     Box::new(ZipKernel {
-        f,
+        f: Arc::new(f),
         _t: PhantomData::<fn(T)>,
     })
 }
 
 struct ZipKernel<T, F> {
-    f: F,
+    f: Arc<F>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -129,7 +161,7 @@ where
     F: Fn(T, T) -> T + Send + Sync + 'static,
 {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
-        let f = &self.f;
+        let f = &*self.f;
         let mut y = ctx.take_input(1);
         let mut x = ctx.take_input(0);
         if x.same_shape(&y) || y.num_elements() == 1 && x.rank() >= y.rank() {
@@ -181,7 +213,10 @@ where
     }
     #[inline]
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
-        zip_scalar(&self.f, inputs, out)
+        zip_scalar(&*self.f, inputs, out)
+    }
+    fn compile_scalar(&self, inputs: &[Register], output: Register, code: &mut ScalarCode) -> bool {
+        compile_binary(&self.f, inputs, output, code)
     }
 }
 
@@ -214,13 +249,13 @@ where
     F: Fn(T, T) -> U + Send + Sync + 'static,
 {
     Box::new(ZipToKernel {
-        f,
+        f: Arc::new(f),
         _t: PhantomData::<fn(T) -> U>,
     })
 }
 
 struct ZipToKernel<T, U, F> {
-    f: F,
+    f: Arc<F>,
     _t: PhantomData<fn(T) -> U>,
 }
 
@@ -231,7 +266,7 @@ where
     F: Fn(T, T) -> U + Send + Sync + 'static,
 {
     fn compute(&self, ctx: &mut KernelContext<'_>) -> KResult {
-        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &self.f)?;
+        let out = binary_apply::<T, T, U>(ctx.input(0), ctx.input(1), &*self.f)?;
         ctx.set_output(out);
         Ok(())
     }
@@ -240,7 +275,10 @@ where
     }
     #[inline]
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
-        zip_scalar(&self.f, inputs, out)
+        zip_scalar(&*self.f, inputs, out)
+    }
+    fn compile_scalar(&self, inputs: &[Register], output: Register, code: &mut ScalarCode) -> bool {
+        compile_binary(&self.f, inputs, output, code)
     }
 }
 

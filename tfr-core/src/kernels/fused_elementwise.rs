@@ -9,6 +9,7 @@ use super::nn_ops::relu;
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelRegistry, OpKernel};
 use crate::num::FloatElem;
+use crate::scalar_code::{dtypes_are, Register, ScalarCode};
 use crate::tensor::{Dims, Scalar, Tensor};
 use crate::{dispatch_float, kernels::broadcast::broadcast_shape};
 use rayon::prelude::*;
@@ -319,33 +320,63 @@ impl<T: FloatElem> OpKernel for FusedKernel<T> {
 
     /// Scalar regions (a loop body's `x * a + b`) in registers: no block, no allocation.
     fn compute_scalar(&self, inputs: &[&Scalar], out: &mut Scalar) -> bool {
-        const MAX_SLOTS: usize = 16;
-        if self.slots > MAX_SLOTS {
-            return false;
-        }
-        let mut slots = [T::zero(); MAX_SLOTS];
-        let mut result = T::zero();
-        for step in &self.steps {
-            let read = |p: Place| match p {
-                Place::Input(i) => inputs.get(i).and_then(|s| s.get::<T>()).copied(),
-                Place::Slot(s) => Some(slots[s]),
-                Place::Output => None,
-            };
-            let (Some(a), Some(b)) = (read(step.args[0]), read(step.args[1])) else {
-                return false;
-            };
-            let v = apply_scalar(step.op, a, b);
-            match step.dst {
-                Place::Slot(d) => slots[d] = v,
-                _ => result = v,
-            }
-        }
-        match Scalar::of(&result) {
+        let read = |i: usize| inputs.get(i).and_then(|s| s.get::<T>()).copied();
+        match self.eval_scalar(read).and_then(|v| Scalar::of(&v)) {
             Some(s) => {
                 *out = s;
                 true
             }
             None => false,
         }
+    }
+
+    /// One instruction per region op, its intermediate values in registers of their own.
+    fn compile_scalar(&self, inputs: &[Register], output: Register, code: &mut ScalarCode) -> bool {
+        if !dtypes_are::<T, T>(inputs, output) {
+            return false;
+        }
+        let temps: Vec<usize> = (0..self.slots).map(|_| code.temp(T::DTYPE).index).collect();
+        let reg = |p: Place| match p {
+            Place::Input(i) => inputs.get(i).map(|r| r.index),
+            Place::Slot(s) => temps.get(s).copied(),
+            Place::Output => Some(output.index),
+        };
+        for step in &self.steps {
+            let (Some(a), Some(b), Some(out)) =
+                (reg(step.args[0]), reg(step.args[1]), reg(step.dst))
+            else {
+                return false;
+            };
+            with_element_fn!(step.op, T, f => unary: code.push_unary::<T, T>(f, a, out), binary: code.push_binary::<T, T>(f, a, b, out));
+        }
+        true
+    }
+}
+
+/// The most intermediate values a scalar region keeps in registers.
+const MAX_SCALAR_SLOTS: usize = 16;
+
+impl<T: FloatElem> FusedKernel<T> {
+    /// The region on one element per input (`input(i)`); `None` when an input is missing.
+    #[inline(always)]
+    fn eval_scalar(&self, input: impl Fn(usize) -> Option<T>) -> Option<T> {
+        if self.slots > MAX_SCALAR_SLOTS {
+            return None;
+        }
+        let mut slots = [T::zero(); MAX_SCALAR_SLOTS];
+        let mut result = T::zero();
+        for step in &self.steps {
+            let read = |p: Place| match p {
+                Place::Input(i) => input(i),
+                Place::Slot(s) => Some(slots[s]),
+                Place::Output => None,
+            };
+            let v = apply_scalar(step.op, read(step.args[0])?, read(step.args[1])?);
+            match step.dst {
+                Place::Slot(d) => slots[d] = v,
+                _ => result = v,
+            }
+        }
+        Some(result)
     }
 }

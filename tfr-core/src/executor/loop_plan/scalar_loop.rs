@@ -1,0 +1,173 @@
+//! All-scalar loops as compiled code (see [`crate::scalar_code`]): on its first run a loop plan
+//! whose kernels all compile becomes instructions on a register file of words (the loop
+//! variables, then the invariants, then one register per kernel output, then the kernels'
+//! own temporaries), so an iteration is one indirect call per instruction and a few word
+//! moves. A loop with a kernel that does not compile runs the general way.
+
+use super::*;
+use crate::scalar_code::{Register, ScalarCode};
+use tfr_graph::DType;
+
+/// A loop plan compiled for the dtypes of its loop variables and invariants.
+pub(in crate::executor) struct CompiledLoop {
+    entry_dtypes: Vec<DType>,
+    code: ScalarCode,
+    /// The instructions before the predicate; the body's follow.
+    pre_len: usize,
+    pred: usize,
+    /// (loop variable, register of its next value) for the variables whose next value is
+    /// not computed in place.
+    copies: Vec<(usize, usize)>,
+}
+
+impl CompiledLoop {
+    /// `plan` compiled for registers entering with `entry_dtypes`; `None` when a kernel
+    /// does not compile for its dtypes.
+    fn compile(plan: &LoopPlan, exec: &[ExecNode], entry_dtypes: Vec<DType>) -> Option<Self> {
+        let nv = plan.var_enters.len();
+        let base = nv + plan.num_invs;
+        let reg = |r: ValRef| match r {
+            ValRef::Var(j) => j as usize,
+            ValRef::Inv(k) => nv + k as usize,
+            ValRef::Val(i) => base + i as usize,
+        };
+        let mut dtypes = entry_dtypes.clone();
+        dtypes.resize(base + plan.num_vals, DType::Bool);
+        for step in plan.pre.iter().chain(&plan.body) {
+            *dtypes.get_mut(step.out_reg as usize)? = step.out_dtype;
+        }
+        let next: Vec<usize> = plan.next.iter().map(|&(r, _)| reg(r)).collect();
+        let pred = reg(plan.pred);
+        let next_fits = next
+            .iter()
+            .enumerate()
+            .all(|(j, &r)| dtypes.get(r).is_some() && dtypes.get(r) == dtypes.get(j));
+        if dtypes.get(pred) != Some(&DType::Bool) || !next_fits {
+            return None;
+        }
+        let rename = writes_in_place(plan, &next, base);
+        let mut code = ScalarCode::new(dtypes);
+        let compile = |steps: &[PlanStep], code: &mut ScalarCode| -> Option<()> {
+            for step in steps {
+                let register = |r: u32| code.register(rename[r as usize]);
+                let inputs: Option<SmallVec<[Register; 4]>> =
+                    step.in_regs.iter().map(|&r| register(r)).collect();
+                let output = register(step.out_reg)?;
+                let kernel = &exec.get(step.node as usize)?.kernel;
+                if !kernel.compile_scalar(&inputs?, output, code) {
+                    return None;
+                }
+            }
+            Some(())
+        };
+        compile(&plan.pre, &mut code)?;
+        let pre_len = code.len();
+        compile(&plan.body, &mut code)?;
+        let copies = next
+            .iter()
+            .enumerate()
+            .map(|(j, &r)| (j, rename[r]))
+            .filter(|&(j, r)| j != r)
+            .collect();
+        Some(CompiledLoop {
+            entry_dtypes,
+            code,
+            pre_len,
+            pred,
+            copies,
+        })
+    }
+}
+
+/// Register renaming: the kernel output that is loop variable `j`'s next value is written
+/// into `j`'s register itself when nothing after it in the body reads `j` (and no other
+/// variable takes that output or `j`'s value as its next), which saves a copy per
+/// iteration and a store-to-load delay on the loop's critical path. Maps every register to
+/// the one it is written to and read from.
+fn writes_in_place(plan: &LoopPlan, next: &[usize], base: usize) -> Vec<usize> {
+    let mut rename: Vec<usize> = (0..base + plan.num_vals).collect();
+    for (j, &r) in next.iter().enumerate() {
+        let Some(s) = plan.body.iter().position(|st| st.out_reg as usize == r) else {
+            continue;
+        };
+        let read_later = plan.body[s + 1..]
+            .iter()
+            .any(|st| st.in_regs.iter().any(|&i| i as usize == j));
+        let shared = next
+            .iter()
+            .enumerate()
+            .any(|(k, &q)| k != j && (q == r || q == j));
+        if r >= base && !read_later && !shared {
+            rename[r] = j;
+        }
+    }
+    rename
+}
+
+/// Runs an all-scalar loop plan on `regs` (the loop variables and invariants). `Ok(true)` when
+/// the predicate fails, with the variables' final values in the first registers; `Ok(false)`,
+/// with nothing run, when the loop does not compile.
+pub(in crate::executor) fn scalar_loop(
+    fast: &FastCtx<'_>,
+    prog: &CfProgram,
+    plan: &LoopPlan,
+    t: &FrameTemplate,
+    regs: &mut [Scalar],
+    iter: &mut u64,
+) -> Result<bool> {
+    let entry_dtypes = || regs.iter().map(Scalar::dtype);
+    let compiled = plan
+        .compiled
+        .get_or_init(|| CompiledLoop::compile(plan, &fast.exec.nodes, entry_dtypes().collect()))
+        .as_ref()
+        .filter(|c| c.entry_dtypes.iter().copied().eq(entry_dtypes()));
+    let Some(c) = compiled else {
+        return Ok(false);
+    };
+    let mut words = vec![0u64; c.code.num_registers()];
+    for (w, s) in words.iter_mut().zip(regs.iter()) {
+        *w = s.to_word();
+    }
+    let (pre, body) = c.code.instructions().split_at(c.pre_len);
+    let max = t.maximum_iterations.unwrap_or(u64::MAX);
+    // Copies from other variables' registers go through a buffer: all read, then all written.
+    let nv = plan.var_enters.len();
+    let direct = c.copies.iter().all(|&(_, r)| r >= nv);
+    let mut tmp: SmallVec<[u64; 4]> = SmallVec::new();
+    loop {
+        pre.iter().for_each(|f| f(&mut words));
+        if words.get(c.pred) == Some(&0) {
+            break;
+        }
+        if *iter >= max {
+            return Err(cf_node_error(
+                prog,
+                plan.loop_cond,
+                KernelError::out_of_range(format!(
+                    "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
+                     still holds after {max} iterations",
+                    t.name
+                )),
+            ));
+        }
+        body.iter().for_each(|f| f(&mut words));
+        if direct {
+            for &(j, r) in &c.copies {
+                words[j] = words[r];
+            }
+        } else {
+            tmp.clear();
+            tmp.extend(c.copies.iter().map(|&(_, r)| words[r]));
+            for (&(j, _), &w) in c.copies.iter().zip(&tmp) {
+                words[j] = w;
+            }
+        }
+        *iter += 1;
+    }
+    for ((s, &w), &dtype) in regs.iter_mut().zip(&words).zip(&c.entry_dtypes) {
+        if let Some(v) = Scalar::from_word(dtype, w) {
+            *s = v;
+        }
+    }
+    Ok(true)
+}
