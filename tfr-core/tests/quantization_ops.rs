@@ -13,7 +13,7 @@ use tfr_graph::{gradients, DType, Graph, Output, Shape};
 use crate::common;
 use common::*;
 
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
     random(n, seed)
         .iter()
         .map(|v| ((v + 1.0) * 127.9) as u8)
@@ -217,14 +217,20 @@ fn per_channel_quantize_uses_each_channels_range() {
     assert_eq!(out[0].to_vec::<u8>().unwrap(), vec![255, 255, 0, 128]);
 }
 
-fn quantized_input(g: &mut Graph, vals: &[f32], shape: &[usize], lo: f32, hi: f32) -> Quantized {
+pub(crate) fn quantized_input(
+    g: &mut Graph,
+    vals: &[f32],
+    shape: &[usize],
+    lo: f32,
+    hi: f32,
+) -> Quantized {
     let x = g.constant_from(shape, vals.to_vec()).unwrap();
     let lo = g.scalar(lo).unwrap();
     let hi = g.scalar(hi).unwrap();
     g.quantize(x, lo, hi, QuantizeMode::MinFirst).unwrap()
 }
 
-fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+pub(crate) fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];
     for i in 0..m {
         for p in 0..k {
@@ -407,7 +413,7 @@ fn fake_quant_nudges_the_range_and_passes_gradients_straight_through() {
     assert!(e.to_string().contains("min must not exceed max"), "{e}");
 }
 
-fn conv_f32(
+pub(crate) fn conv_f32(
     x: &[f32],
     xs: [usize; 4],
     f: &[f32],
