@@ -8,7 +8,7 @@ use tfr_core::kernels::qgemm::{qgemm_u8, QGemmPath};
 use tfr_core::kernels::quantization_ops::codes;
 use tfr_core::kernels::quantized_fused_ops::OutputStage;
 use tfr_core::Tensor;
-use tfr_graph::ops::quantization_ops::{QuantizeMode, Quantized};
+use tfr_graph::ops::quantization_ops::Quantized;
 use tfr_graph::{Graph, Output};
 
 use crate::common::{self, random, run};

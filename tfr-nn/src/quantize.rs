@@ -8,7 +8,7 @@
 //! - each `MatMul` and NHWC `Conv2D`/`FusedConv2D` whose weights are such a constant, with the
 //!   bias add and ReLU after it, becomes one fused quantized op (TF's
 //!   `QuantizedMatMulWithBiasAndReluAndRequantize` family, as TF's quantization passes emit
-//!   them): weights quantized ahead of time into uint8 constants over their own min/max, the
+//!   them): weights quantized ahead of time into uint8 constants over [-max |w|, max |w|], the
 //!   result written as 8-bit codes over the range seen on the calibration batches (widened to
 //!   hold 0), so that consecutive layers, and the max/average pools and reshapes between them,
 //!   stay in 8 bits (`chains`); f32 only where a reader needs it (`QuantizeV2` of the input,
@@ -333,15 +333,16 @@ fn frozen_input(
     Ok(c)
 }
 
-/// `w` quantized over its own [min, max] (widened to hold 0) as uint8 constants, with TF's
-/// MIN_FIRST rounding, computed by the QuantizeV2 kernel itself.
+/// `w` quantized over the symmetric range [-max |w|, max |w|] as uint8 constants, with TF's
+/// MIN_FIRST rounding, computed by the QuantizeV2 kernel itself. The code of 0.0 is then 128
+/// (TF quantizes weights symmetrically too, as qint8), so the GEMM needs no row sums of the
+/// activations.
 fn quantize_constant(q: &mut Graph, w: &Tensor) -> Result<Quantized> {
     let mut g = Graph::new();
     let c = g.constant(w.to_value())?;
     let values = w.as_slice::<f32>()?;
-    let lo = values.iter().copied().fold(0f32, f32::min);
-    let hi = values.iter().copied().fold(0f32, f32::max);
-    let (l, h) = (g.scalar(lo)?, g.scalar(hi)?);
+    let m = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (l, h) = (g.scalar(-m)?, g.scalar(m)?);
     let wq = g.quantize(c, l, h, QuantizeMode::MinFirst)?;
     let s = Session::new(&g, SessionOptions::default())?;
     let v = s.run(&[], &[wq.value, wq.min, wq.max], &[])?;

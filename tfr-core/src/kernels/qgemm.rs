@@ -40,7 +40,8 @@ pub fn best_path() -> QGemmPath {
 
 /// Where the rows of `a` come from.
 pub trait RowSource: Sync {
-    /// Writes row `i` (k bytes) to `dst[..k]`.
+    /// Writes row `i` (k bytes) to `dst[..k]`; it may also write the bytes after them in `dst`
+    /// (the kernel's padding or the next rows, filled after this one).
     fn fill(&self, i: usize, dst: &mut [u8]);
 }
 
@@ -146,6 +147,7 @@ pub fn qgemm_with<T, S, F>(
         return;
     }
     let out = &mut out[..m * n];
+    let z = ZeroTerms::new(b, za, zb);
     let (mr, cols) = b.tile();
     let threads = rayon::current_num_threads();
     let serial = threads == 1 || m * k * n < PARALLEL_MIN;
@@ -160,7 +162,7 @@ pub fn qgemm_with<T, S, F>(
             let mut w = Work::new(b, mr, n);
             for r0 in (0..chunk.len() / n).step_by(mr) {
                 let rows = (chunk.len() / n - r0).min(mr);
-                w.compute(src, b, i0 + r0, rows, 0, n, za, zb);
+                w.compute(src, b, i0 + r0, rows, 0, n, &z);
                 for r in 0..rows {
                     let o = &mut chunk[(r0 + r) * n..(r0 + r + 1) * n];
                     stage(i0 + r0 + r, 0, &w.c[r * n..(r + 1) * n], o);
@@ -188,7 +190,7 @@ pub fn qgemm_with<T, S, F>(
             let mut all = vec![0i32; m * w_cols];
             for r0 in (0..m).step_by(mr) {
                 let rows = (m - r0).min(mr);
-                w.compute(src, b, r0, rows, j0, j1, za, zb);
+                w.compute(src, b, r0, rows, j0, j1, &z);
                 all[r0 * w_cols..(r0 + rows) * w_cols].copy_from_slice(&w.c[..rows * w_cols]);
             }
             w.c = all;
@@ -234,7 +236,8 @@ impl Work {
         }
     }
 
-    /// Rows `i0..i0 + rows` of the product, columns `j0..j1`, into `self.c` (`j1 - j0` per row).
+    /// Rows `i0..i0 + rows` of the product, columns `j0..j1`, into `self.c` (`j1 - j0` per row);
+    /// `z` holds the zero points' terms.
     #[allow(clippy::too_many_arguments)]
     fn compute<S: RowSource>(
         &mut self,
@@ -244,15 +247,20 @@ impl Work {
         rows: usize,
         j0: usize,
         j1: usize,
-        za: i32,
-        zb: i32,
+        z: &ZeroTerms,
     ) {
         let k = b.k;
         let w_cols = j1 - j0;
+        let col_terms = &z.col[j0..j1];
         for r in 0..rows {
-            let row = &mut self.a_tile[r * self.stride..r * self.stride + k];
-            src.fill(i0 + r, row);
-            self.row_sums[r] = row.iter().map(|&v| v as i32).sum();
+            // Rows are filled in order: what `fill` writes past a row is rewritten next.
+            src.fill(i0 + r, &mut self.a_tile[r * self.stride..]);
+            self.row_sums[r] = if z.row == 0 {
+                0
+            } else {
+                let row = &self.a_tile[r * self.stride..r * self.stride + k];
+                z.row.wrapping_mul(row_sum(row))
+            };
         }
         match &b.data {
             PackedData::Raw(raw) => {
@@ -260,6 +268,7 @@ impl Work {
                     let a_row = &self.a_tile[r * k..(r + 1) * k];
                     let c_row = &mut self.c[r * w_cols..(r + 1) * w_cols];
                     portable_row(a_row, raw, b.n, j0, c_row);
+                    add_terms(c_row, self.row_sums[r], col_terms);
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -283,26 +292,51 @@ impl Work {
                     };
                     let cols = (j1 - u0).min(unit);
                     for r in 0..rows {
-                        let dst = &mut self.c[r * w_cols + u0 - j0..r * w_cols + u0 - j0 + cols];
-                        let add = 128i32.wrapping_mul(self.row_sums[r]);
-                        for (d, &v) in dst.iter_mut().zip(&self.out[r * unit..r * unit + cols]) {
-                            // b was stored as b - 128.
-                            *d = v.wrapping_add(add);
-                        }
+                        let at = r * w_cols + u0 - j0;
+                        let dst = &mut self.c[at..at + cols];
+                        dst.copy_from_slice(&self.out[r * unit..r * unit + cols]);
+                        add_terms(dst, self.row_sums[r], &col_terms[u0 - j0..u0 - j0 + cols]);
                     }
                 }
             }
         }
-        for r in 0..rows {
-            apply_zero_points(
-                &mut self.c[r * w_cols..(r + 1) * w_cols],
-                self.row_sums[r],
-                &b.col_sums[j0..j1],
-                k,
-                za,
-                zb,
-            );
-        }
+    }
+}
+
+/// The zero points' share of each sum: `row * rowsum(a_i) + col[j]`.
+struct ZeroTerms {
+    /// `-zb`, or `128 - zb` where `b` is stored as `b - 128` (VNNI): 0 for weights whose zero
+    /// point is 128 (symmetric ranges), which then need no row sums.
+    row: i32,
+    /// `k za zb - za colsum(b)_j`.
+    col: Vec<i32>,
+}
+
+impl ZeroTerms {
+    fn new(b: &PackedB, za: i32, zb: i32) -> ZeroTerms {
+        let kzz = (b.k as i32).wrapping_mul(za).wrapping_mul(zb);
+        let row = match &b.data {
+            PackedData::Raw(_) => zb.wrapping_neg(),
+            #[cfg(target_arch = "x86_64")]
+            PackedData::Vnni(..) => 128i32.wrapping_sub(zb),
+        };
+        let col = b
+            .col_sums
+            .iter()
+            .map(|&cs| kzz.wrapping_sub(za.wrapping_mul(cs)))
+            .collect();
+        ZeroTerms { row, col }
+    }
+}
+
+fn row_sum(row: &[u8]) -> i32 {
+    row.iter().map(|&v| v as i32).sum()
+}
+
+/// `c[j] += row + col[j]`.
+fn add_terms(c: &mut [i32], row: i32, col: &[i32]) {
+    for (v, &t) in c.iter_mut().zip(col) {
+        *v = v.wrapping_add(row).wrapping_add(t);
     }
 }
 
@@ -350,22 +384,6 @@ fn col_sums(b: &[u8], k: usize, n: usize) -> Vec<i32> {
     s
 }
 
-/// Applies the zero points to raw sums `c[i][j] = sum_p a b`.
-fn apply_zero_points(
-    c_row: &mut [i32],
-    row_sum: i32,
-    col_sums: &[i32],
-    k: usize,
-    za: i32,
-    zb: i32,
-) {
-    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    let row_term = kzz.wrapping_sub(zb.wrapping_mul(row_sum));
-    for (v, &cs) in c_row.iter_mut().zip(col_sums) {
-        *v = v.wrapping_add(row_term).wrapping_sub(za.wrapping_mul(cs));
-    }
-}
-
 /// Raw sums of one row of `a` with columns `j0..j0 + c_row.len()` of `b` (k x n).
 fn portable_row(a_row: &[u8], b: &[u8], n: usize, j0: usize, c_row: &mut [i32]) {
     c_row.fill(0);
@@ -399,7 +417,7 @@ mod vnni {
             match n.div_ceil(16) {
                 1 => Shape { mr: 8, np: 1 },
                 2 => Shape { mr: 8, np: 2 },
-                _ => Shape { mr: 4, np: 4 },
+                _ => Shape { mr: 6, np: 4 },
             }
         }
     }
@@ -450,7 +468,7 @@ mod vnni {
                 (_, _, 1) => tile_n::<1, 4>(a_tile, packed, kq, panel0, out),
                 (8, 1, _) => tile_n::<8, 1>(a_tile, packed, kq, panel0, out),
                 (8, 2, _) => tile_n::<8, 2>(a_tile, packed, kq, panel0, out),
-                _ => tile_n::<4, 4>(a_tile, packed, kq, panel0, out),
+                _ => tile_n::<6, 4>(a_tile, packed, kq, panel0, out),
             }
         }
     }

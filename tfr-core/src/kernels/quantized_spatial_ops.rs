@@ -74,19 +74,27 @@ impl RowSource for Patches<'_> {
         let x0 = (ox * sw) as isize - self.pad_before[1] as isize;
         let row_len = fw * c;
         for fy in 0..fh {
-            let row = &mut dst[fy * row_len..(fy + 1) * row_len];
             let y = (oy * sh + fy * dh) as isize - self.pad_before[0] as isize;
             if y < 0 || y >= h as isize {
-                row.fill(self.pad);
+                dst[fy * row_len..(fy + 1) * row_len].fill(self.pad);
                 continue;
             }
             let line = (b * h + y as usize) * w;
             if dw == 1 && x0 >= 0 && x0 as usize + fw <= w {
                 // The window's row is contiguous in NHWC.
                 let src = (line + x0 as usize) * c;
-                row.copy_from_slice(&self.x[src..src + row_len]);
+                let at = fy * row_len;
+                if row_len <= 8 && src + 8 <= self.x.len() && at + 8 <= dst.len() {
+                    // A few bytes (a first layer's single channel): one 8-byte move instead of
+                    // a call; the bytes past the row are rewritten by the next row or lie in
+                    // the padding past k, which meets zero rows of `b`.
+                    dst[at..at + 8].copy_from_slice(&self.x[src..src + 8]);
+                } else {
+                    dst[at..at + row_len].copy_from_slice(&self.x[src..src + row_len]);
+                }
                 continue;
             }
+            let row = &mut dst[fy * row_len..(fy + 1) * row_len];
             for fx in 0..fw {
                 let xx = x0 + (fx * dw) as isize;
                 let tap = &mut row[fx * c..(fx + 1) * c];
@@ -182,10 +190,14 @@ fn quantized_pool(ctx: &mut KernelContext<'_>, p: &PoolParams, max: bool) -> KRe
     let [kh, kw] = p.ksize;
     let [sh, sw] = p.strides;
     let mut out: Vec<u8> = alloc(n * oh * ow * c)?;
+    out.resize(n * oh * ow * c, 0);
     let mut acc = vec![0u32; c];
+    let mut px = 0;
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
+                let o = &mut out[px * c..(px + 1) * c];
+                px += 1;
                 acc.fill(0);
                 let mut count = 0u32;
                 for i in 0..kh {
@@ -200,20 +212,25 @@ fn quantized_pool(ctx: &mut KernelContext<'_>, p: &PoolParams, max: bool) -> KRe
                         }
                         count += 1;
                         let src = ((b * h + y as usize) * w + xx as usize) * c;
-                        for (a, &v) in acc.iter_mut().zip(&x[src..src + c]) {
-                            *a = if max {
-                                (*a).max(v as u32)
-                            } else {
-                                *a + v as u32
-                            };
+                        let tap = &x[src..src + c];
+                        if max {
+                            // Codes are ordered as their values: the max on bytes.
+                            for (m, &v) in o.iter_mut().zip(tap) {
+                                *m = (*m).max(v);
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(tap) {
+                                *a += v as u32;
+                            }
                         }
                     }
                 }
-                let count = count.max(1);
-                out.extend(
-                    acc.iter()
-                        .map(|&a| if max { a as u8 } else { (a / count) as u8 }),
-                );
+                if !max {
+                    let count = count.max(1);
+                    for (m, &a) in o.iter_mut().zip(&acc) {
+                        *m = (a / count) as u8;
+                    }
+                }
             }
         }
     }
