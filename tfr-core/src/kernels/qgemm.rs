@@ -43,6 +43,12 @@ pub trait RowSource: Sync {
     /// Writes row `i` (k bytes) to `dst[..k]`; it may also write the bytes after them in `dst`
     /// (the kernel's padding or the next rows, filled after this one).
     fn fill(&self, i: usize, dst: &mut [u8]);
+    /// Rows `i0..i0 + rows` into `dst`, one every `stride` bytes.
+    fn fill_rows(&self, i0: usize, rows: usize, dst: &mut [u8], stride: usize) {
+        for r in 0..rows {
+            self.fill(i0 + r, &mut dst[r * stride..]);
+        }
+    }
 }
 
 /// The rows of a row-major matrix with `k` columns.
@@ -252,9 +258,9 @@ impl Work {
         let k = b.k;
         let w_cols = j1 - j0;
         let col_terms = &z.col[j0..j1];
+        // Rows are filled in order: what `fill` writes past a row is rewritten next.
+        src.fill_rows(i0, rows, &mut self.a_tile, self.stride);
         for r in 0..rows {
-            // Rows are filled in order: what `fill` writes past a row is rewritten next.
-            src.fill(i0 + r, &mut self.a_tile[r * self.stride..]);
             self.row_sums[r] = if z.row == 0 {
                 0
             } else {

@@ -51,58 +51,107 @@ pub(super) struct ConvShape {
 }
 
 /// The patches of an NHWC input as the rows of the GEMM's `a` (row `(b, oy, ox)`, columns in the
-/// filter's (fy, fx, c) order), taps outside the input taking `pad`.
-pub(super) struct Patches<'a> {
-    x: &'a [u8],
-    dims: [usize; 4],
+/// filter's (fy, fx, c) order). The input is copied once into a frame of `pad` codes as large as
+/// the windows reach, so every tap lies inside it and each window row is one contiguous copy.
+pub(super) struct Patches {
+    /// The padded input, [n, hp, wp, c].
+    x: Vec<u8>,
+    hp: usize,
+    wp: usize,
+    c: usize,
     window: [usize; 2],
     out: [usize; 2],
-    pad_before: [usize; 2],
     strides: [usize; 2],
     dilations: [usize; 2],
-    pad: u8,
 }
 
-impl RowSource for Patches<'_> {
-    fn fill(&self, i: usize, dst: &mut [u8]) {
-        let [_, h, w, c] = self.dims;
+impl Patches {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        x: &[u8],
+        [n, h, w, c]: [usize; 4],
+        window: [usize; 2],
+        out: [usize; 2],
+        [ph, pw]: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pad: u8,
+    ) -> KResult<Patches> {
+        let reach =
+            |o: usize, s: usize, f: usize, d: usize| (o.max(1) - 1) * s + (f.max(1) - 1) * d + 1;
+        let hp = reach(out[0], strides[0], window[0], dilations[0]);
+        let wp = reach(out[1], strides[1], window[1], dilations[1]);
+        let size = n * hp * wp * c;
+        let mut padded: Vec<u8> = alloc(size)?;
+        padded.resize(size, pad);
+        // Columns of the frame that hold input columns: xp = x + pw.
+        let cols = w.min(wp.saturating_sub(pw));
+        for b in 0..n {
+            for yp in ph..hp.min(ph + h) {
+                let src = ((b * h + yp - ph) * w) * c;
+                let dst = ((b * hp + yp) * wp + pw) * c;
+                padded[dst..dst + cols * c].copy_from_slice(&x[src..src + cols * c]);
+            }
+        }
+        Ok(Patches {
+            x: padded,
+            hp,
+            wp,
+            c,
+            window,
+            out,
+            strides,
+            dilations,
+        })
+    }
+
+    /// Row `(b, oy, ox)` into `dst` (what lies past the row's k bytes may be written too).
+    #[inline]
+    fn fill_one(&self, (b, oy, ox): (usize, usize, usize), dst: &mut [u8]) {
+        let c = self.c;
         let [fh, fw] = self.window;
-        let [oh, ow] = self.out;
-        let (b, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
         let [sh, sw] = self.strides;
         let [dh, dw] = self.dilations;
-        let x0 = (ox * sw) as isize - self.pad_before[1] as isize;
         let row_len = fw * c;
+        let corner = (b * self.hp + oy * sh) * self.wp + ox * sw;
         for fy in 0..fh {
-            let y = (oy * sh + fy * dh) as isize - self.pad_before[0] as isize;
-            if y < 0 || y >= h as isize {
-                dst[fy * row_len..(fy + 1) * row_len].fill(self.pad);
-                continue;
-            }
-            let line = (b * h + y as usize) * w;
-            if dw == 1 && x0 >= 0 && x0 as usize + fw <= w {
-                // The window's row is contiguous in NHWC.
-                let src = (line + x0 as usize) * c;
-                let at = fy * row_len;
-                if row_len <= 8 && src + 8 <= self.x.len() && at + 8 <= dst.len() {
-                    // A few bytes (a first layer's single channel): one 8-byte move instead of
-                    // a call; the bytes past the row are rewritten by the next row or lie in
-                    // the padding past k, which meets zero rows of `b`.
-                    dst[at..at + 8].copy_from_slice(&self.x[src..src + 8]);
-                } else {
-                    dst[at..at + row_len].copy_from_slice(&self.x[src..src + row_len]);
+            let src = (corner + fy * dh * self.wp) * c;
+            let at = fy * row_len;
+            if dw != 1 {
+                for fx in 0..fw {
+                    let s = src + fx * dw * c;
+                    dst[at + fx * c..at + (fx + 1) * c].copy_from_slice(&self.x[s..s + c]);
                 }
-                continue;
+            } else if row_len <= 8 && src + 8 <= self.x.len() && at + 8 <= dst.len() {
+                // A few bytes (a first layer's single channel): one 8-byte move instead of a
+                // call; the bytes past the row are rewritten by the next row or lie in the
+                // padding past k, which meets zero rows of `b`.
+                dst[at..at + 8].copy_from_slice(&self.x[src..src + 8]);
+            } else {
+                dst[at..at + row_len].copy_from_slice(&self.x[src..src + row_len]);
             }
-            let row = &mut dst[fy * row_len..(fy + 1) * row_len];
-            for fx in 0..fw {
-                let xx = x0 + (fx * dw) as isize;
-                let tap = &mut row[fx * c..(fx + 1) * c];
-                if xx < 0 || xx >= w as isize {
-                    tap.fill(self.pad);
-                } else {
-                    let src = (line + xx as usize) * c;
-                    tap.copy_from_slice(&self.x[src..src + c]);
+        }
+    }
+}
+
+impl RowSource for Patches {
+    fn fill(&self, i: usize, dst: &mut [u8]) {
+        let [oh, ow] = self.out;
+        self.fill_one((i / (oh * ow), i / ow % oh, i % ow), dst);
+    }
+
+    fn fill_rows(&self, i0: usize, rows: usize, dst: &mut [u8], stride: usize) {
+        let [oh, ow] = self.out;
+        let (mut b, mut oy, mut ox) = (i0 / (oh * ow), i0 / ow % oh, i0 % ow);
+        for r in 0..rows {
+            self.fill_one((b, oy, ox), &mut dst[r * stride..]);
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    b += 1;
                 }
             }
         }
@@ -111,11 +160,11 @@ impl RowSource for Patches<'_> {
 
 /// The patches of a quantized convolution's input (inputs 0 and 1, the input's range at inputs
 /// `range`), the GEMM's shape and the input's zero point.
-pub(super) fn conv_patches<'a>(
-    ctx: &'a KernelContext<'_>,
+pub(super) fn conv_patches(
+    ctx: &KernelContext<'_>,
     p: &ConvParams,
     range: (usize, usize),
-) -> KResult<(Patches<'a>, ConvShape, i32)> {
+) -> KResult<(Patches, ConvShape, i32)> {
     let (min_x, max_x) = scalar_range(ctx, range.0, range.1)?;
     let [n, h, w, c] = dims4(ctx.input(0), "input")?;
     let [fh, fw, fc, oc] = dims4(ctx.input(1), "filter")?;
@@ -131,18 +180,17 @@ pub(super) fn conv_patches<'a>(
             "the input range [{min_x}, {max_x}] does not hold 0.0, so padding has no code"
         ))
     })?;
-    let patches = Patches {
-        x: ctx.input(0).as_slice::<u8>()?,
-        dims: [n, h, w, c],
-        window: [fh, fw],
-        out: [oh, ow],
-        pad_before: [ph, pw],
-        strides: p.strides,
-        dilations: p.dilations,
+    let patches = Patches::new(
+        ctx.input(0).as_slice::<u8>()?,
+        [n, h, w, c],
+        [fh, fw],
+        [oh, ow],
+        [ph, pw],
+        p.strides,
+        p.dilations,
         pad,
-    };
-    let shape = ConvShape { n, oh, ow, oc };
-    Ok((patches, shape, zx as i32))
+    )?;
+    Ok((patches, ConvShape { n, oh, ow, oc }, zx as i32))
 }
 
 /// The filter (input 1) as the GEMM's packed `b` ([fh * fw * c, oc]), reused while the input
