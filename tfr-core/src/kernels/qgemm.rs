@@ -168,11 +168,10 @@ pub fn qgemm_with<T, S, F>(
             let mut w = Work::new(b, mr, n);
             for r0 in (0..chunk.len() / n).step_by(mr) {
                 let rows = (chunk.len() / n - r0).min(mr);
-                w.compute(src, b, i0 + r0, rows, 0, n, &z);
-                for r in 0..rows {
-                    let o = &mut chunk[(r0 + r) * n..(r0 + r + 1) * n];
-                    stage(i0 + r0 + r, 0, &w.c[r * n..(r + 1) * n], o);
-                }
+                w.compute(src, b, (i0 + r0, rows), (0, n), &z, |r, j, v| {
+                    let at = (r0 + r) * n + j;
+                    stage(i0 + r0 + r, j, v, &mut chunk[at..at + v.len()]);
+                });
             }
         };
         if serial {
@@ -188,7 +187,7 @@ pub fn qgemm_with<T, S, F>(
     let units = n.div_ceil(cols);
     let band = units.div_ceil(threads) * cols;
     let bands: Vec<(usize, usize)> = (0..n).step_by(band).map(|j| (j, n.min(j + band))).collect();
-    let results: Vec<Work> = bands
+    let results: Vec<Vec<i32>> = bands
         .par_iter()
         .map(|&(j0, j1)| {
             let w_cols = j1 - j0;
@@ -196,20 +195,21 @@ pub fn qgemm_with<T, S, F>(
             let mut all = vec![0i32; m * w_cols];
             for r0 in (0..m).step_by(mr) {
                 let rows = (m - r0).min(mr);
-                w.compute(src, b, r0, rows, j0, j1, &z);
-                all[r0 * w_cols..(r0 + rows) * w_cols].copy_from_slice(&w.c[..rows * w_cols]);
+                w.compute(src, b, (r0, rows), (j0, j1), &z, |r, j, v| {
+                    let at = (r0 + r) * w_cols + j - j0;
+                    all[at..at + v.len()].copy_from_slice(v);
+                });
             }
-            w.c = all;
-            w
+            all
         })
         .collect();
-    for (&(j0, j1), w) in bands.iter().zip(&results) {
+    for (&(j0, j1), c) in bands.iter().zip(&results) {
         let w_cols = j1 - j0;
         for i in 0..m {
             stage(
                 i,
                 j0,
-                &w.c[i * w_cols..(i + 1) * w_cols],
+                &c[i * w_cols..(i + 1) * w_cols],
                 &mut out[i * n + j0..i * n + j1],
             );
         }
@@ -221,7 +221,7 @@ struct Work {
     a_tile: Vec<u8>,
     stride: usize,
     row_sums: Vec<i32>,
-    /// Results of the tile's rows, `cols` per row.
+    /// One row's results (the portable path).
     c: Vec<i32>,
     #[cfg(target_arch = "x86_64")]
     out: Vec<i32>,
@@ -236,28 +236,24 @@ impl Work {
             a_tile: vec![0u8; mr * stride],
             stride,
             row_sums: vec![0; mr],
-            c: vec![0; mr * cols],
+            c: vec![0; cols],
             #[cfg(target_arch = "x86_64")]
             out: vec![0; mr * unit],
         }
     }
 
-    /// Rows `i0..i0 + rows` of the product, columns `j0..j1`, into `self.c` (`j1 - j0` per row);
-    /// `z` holds the zero points' terms.
-    #[allow(clippy::too_many_arguments)]
+    /// Rows `i0..i0 + rows` of the product, columns `j0..j1`, handed to `emit(r, j, c)` in
+    /// pieces: `c` holds row `i0 + r`, columns `j..j + c.len()`; `z` holds the zero points' terms.
     fn compute<S: RowSource>(
         &mut self,
         src: &S,
         b: &PackedB,
-        i0: usize,
-        rows: usize,
-        j0: usize,
-        j1: usize,
+        (i0, rows): (usize, usize),
+        (j0, j1): (usize, usize),
         z: &ZeroTerms,
+        mut emit: impl FnMut(usize, usize, &[i32]),
     ) {
         let k = b.k;
-        let w_cols = j1 - j0;
-        let col_terms = &z.col[j0..j1];
         // Rows are filled in order: what `fill` writes past a row is rewritten next.
         src.fill_rows(i0, rows, &mut self.a_tile, self.stride);
         for r in 0..rows {
@@ -270,11 +266,12 @@ impl Work {
         }
         match &b.data {
             PackedData::Raw(raw) => {
+                let c_row = &mut self.c[..j1 - j0];
                 for r in 0..rows {
                     let a_row = &self.a_tile[r * k..(r + 1) * k];
-                    let c_row = &mut self.c[r * w_cols..(r + 1) * w_cols];
                     portable_row(a_row, raw, b.n, j0, c_row);
-                    add_terms(c_row, self.row_sums[r], col_terms);
+                    add_terms(c_row, self.row_sums[r], &z.col[j0..j1]);
+                    emit(r, j0, c_row);
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -298,10 +295,9 @@ impl Work {
                     };
                     let cols = (j1 - u0).min(unit);
                     for r in 0..rows {
-                        let at = r * w_cols + u0 - j0;
-                        let dst = &mut self.c[at..at + cols];
-                        dst.copy_from_slice(&self.out[r * unit..r * unit + cols]);
-                        add_terms(dst, self.row_sums[r], &col_terms[u0 - j0..u0 - j0 + cols]);
+                        let piece = &mut self.out[r * unit..r * unit + cols];
+                        add_terms(piece, self.row_sums[r], &z.col[u0..u0 + cols]);
+                        emit(r, u0, piece);
                     }
                 }
             }

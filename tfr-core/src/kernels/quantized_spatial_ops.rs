@@ -10,6 +10,7 @@ use super::quantization_ops::{scalar_range, set_quantized};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelRegistry};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use tfr_graph::ops::nn_ops::{ConvParams, PoolParams};
 use tfr_graph::{DType, DTypeSet};
@@ -239,46 +240,55 @@ fn quantized_pool(ctx: &mut KernelContext<'_>, p: &PoolParams, max: bool) -> KRe
     let [sh, sw] = p.strides;
     let mut out: Vec<u8> = alloc(n * oh * ow * c)?;
     out.resize(n * oh * ow * c, 0);
-    let mut acc = vec![0u32; c];
-    let mut px = 0;
-    for b in 0..n {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let o = &mut out[px * c..(px + 1) * c];
-                px += 1;
-                acc.fill(0);
-                let mut count = 0u32;
-                for i in 0..kh {
-                    let y = (oy * sh + i) as isize - ph as isize;
-                    if y < 0 || y >= h as isize {
+    // One image's output pixels.
+    let image = |b: usize, out: &mut [u8]| {
+        let mut acc = vec![0u32; c];
+        for (px, o) in out.chunks_exact_mut(c.max(1)).enumerate() {
+            let (oy, ox) = (px / ow, px % ow);
+            acc.fill(0);
+            let mut count = 0u32;
+            for i in 0..kh {
+                let y = (oy * sh + i) as isize - ph as isize;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                for j in 0..kw {
+                    let xx = (ox * sw + j) as isize - pw as isize;
+                    if xx < 0 || xx >= w as isize {
                         continue;
                     }
-                    for j in 0..kw {
-                        let xx = (ox * sw + j) as isize - pw as isize;
-                        if xx < 0 || xx >= w as isize {
-                            continue;
+                    count += 1;
+                    let src = ((b * h + y as usize) * w + xx as usize) * c;
+                    let tap = &x[src..src + c];
+                    if max {
+                        // Codes are ordered as their values: the max on bytes.
+                        for (m, &v) in o.iter_mut().zip(tap) {
+                            *m = (*m).max(v);
                         }
-                        count += 1;
-                        let src = ((b * h + y as usize) * w + xx as usize) * c;
-                        let tap = &x[src..src + c];
-                        if max {
-                            // Codes are ordered as their values: the max on bytes.
-                            for (m, &v) in o.iter_mut().zip(tap) {
-                                *m = (*m).max(v);
-                            }
-                        } else {
-                            for (a, &v) in acc.iter_mut().zip(tap) {
-                                *a += v as u32;
-                            }
+                    } else {
+                        for (a, &v) in acc.iter_mut().zip(tap) {
+                            *a += v as u32;
                         }
                     }
                 }
-                if !max {
-                    let count = count.max(1);
-                    for (m, &a) in o.iter_mut().zip(&acc) {
-                        *m = (a / count) as u8;
-                    }
+            }
+            if !max {
+                let count = count.max(1);
+                for (m, &a) in o.iter_mut().zip(&acc) {
+                    *m = (a / count) as u8;
                 }
+            }
+        }
+    };
+    let per_image = oh * ow * c;
+    if per_image > 0 {
+        if out.len() * kh * kw >= 1 << 18 {
+            out.par_chunks_mut(per_image)
+                .enumerate()
+                .for_each(|(b, o)| image(b, o));
+        } else {
+            for (b, o) in out.chunks_mut(per_image).enumerate() {
+                image(b, o);
             }
         }
     }
