@@ -66,6 +66,7 @@ simd_fn! {
     fn encode_codes<F>(x: &[f32], scale: f64, offset: f64, out: &mut [u8]) {
         for (o, &v) in out.iter_mut().zip(x) {
             // `max` maps NaN to 0, as the one-value path's cast does.
+            #[allow(clippy::manual_clamp)] // clamp would keep NaN
             let c = ((v as f64 * scale).round() + offset).max(0.0).min(255.0);
             // SAFETY: `c` is finite and within 0..=255.
             *o = unsafe { c.to_int_unchecked::<i32>() } as u8;

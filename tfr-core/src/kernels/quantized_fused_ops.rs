@@ -144,6 +144,7 @@ simd_fn! {
                 v = v.max(0.0);
             }
             // `max` maps NaN to 0, as `OutputStage::code`'s cast does.
+            #[allow(clippy::manual_clamp)] // clamp would keep NaN
             let c = ((v * per_unit).round_ties_even() + offset).max(0.0).min(255.0);
             // SAFETY: `c` is finite and within 0..=255.
             *o = unsafe { c.to_int_unchecked::<i32>() } as u8;
