@@ -2,6 +2,7 @@
 //! portable and AVX-512 VNNI) and a dense layer as graph steps, f32 `MatMul` against
 //! `QuantizeV2 -> QuantizedMatMul -> Dequantize` with the weights quantized ahead of time, at
 //! the shapes of LeNet's fc1 ([B, 3136] x [3136, 1024]) for B = 1 and 64.
+//! Then the MLP and LeNet inference, f32 against int8 (`inference`).
 //! Run: `cargo bench --bench quantized`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -83,40 +84,44 @@ fn dense_layer(c: &mut Criterion) {
     }
 }
 
-// Only the MLP of the shared models is used here.
 #[allow(dead_code)]
 #[path = "common/models.rs"]
 mod models;
 
-/// The MLP 784-512-512-10 of ../shared/PEERS.md, inference only (logits): f32 against the graph
-/// `quantize_for_inference` makes of it (calibrated on 4 batches).
-fn mlp_inference(c: &mut Criterion) {
-    for batch in [1usize, 64] {
-        let step = models::mlp(batch).unwrap();
-        let s = Session::new(&step.g, SessionOptions::default()).unwrap();
-        s.run(&[], &[], &[step.init]).unwrap();
-        // The logits: the input of the loss's cross-entropy node.
-        let logits = step
-            .g
-            .nodes()
-            .iter()
-            .find(|n| n.op == "SparseSoftmaxCrossEntropyWithLogits")
-            .map(|n| n.inputs[0])
-            .expect("the MLP's loss");
-        let calib: Vec<Tensor> = (0..4).map(|_| step.feeds[0].clone()).collect();
-        let q = quantize_for_inference(&step.g, &s, step.x, logits, &calib).unwrap();
-        let qs = Session::new(&q.graph, SessionOptions::default()).unwrap();
-        let f32_call = s.make_callable(&[step.x], &[logits], &[]).unwrap();
-        let q_call = qs.make_callable(&[q.input], &[q.output], &[]).unwrap();
-        let feed = [step.feeds[0].clone()];
-        c.bench_function(&format!("mlp_inference/{batch}/f32"), |bench| {
-            bench.iter(|| black_box(f32_call.call(&feed).unwrap()))
-        });
-        c.bench_function(&format!("mlp_inference/{batch}/int8"), |bench| {
-            bench.iter(|| black_box(q_call.call(&feed).unwrap()))
-        });
+/// Inference only (logits) of the shared models of ../shared/PEERS.md, the MLP 784-512-512-10
+/// and the LeNet-like CNN: f32 against the graph `quantize_for_inference` makes of it
+/// (calibrated on 4 batches), alternately in one run.
+fn inference(c: &mut Criterion) {
+    type Build = fn(usize) -> Result<models::TrainStep, Box<dyn std::error::Error>>;
+    let nets: [(&str, Build); 2] = [("mlp", models::mlp), ("lenet", models::lenet)];
+    for (name, build) in nets {
+        for batch in [1usize, 64] {
+            let step = build(batch).unwrap();
+            let s = Session::new(&step.g, SessionOptions::default()).unwrap();
+            s.run(&[], &[], &[step.init]).unwrap();
+            // The logits: the input of the loss's cross-entropy node.
+            let logits = step
+                .g
+                .nodes()
+                .iter()
+                .find(|n| n.op == "SparseSoftmaxCrossEntropyWithLogits")
+                .map(|n| n.inputs[0])
+                .expect("the model's loss");
+            let calib: Vec<Tensor> = (0..4).map(|_| step.feeds[0].clone()).collect();
+            let q = quantize_for_inference(&step.g, &s, step.x, logits, &calib).unwrap();
+            let qs = Session::new(&q.graph, SessionOptions::default()).unwrap();
+            let f32_call = s.make_callable(&[step.x], &[logits], &[]).unwrap();
+            let q_call = qs.make_callable(&[q.input], &[q.output], &[]).unwrap();
+            let feed = [step.feeds[0].clone()];
+            c.bench_function(&format!("{name}_inference/{batch}/f32"), |bench| {
+                bench.iter(|| black_box(f32_call.call(&feed).unwrap()))
+            });
+            c.bench_function(&format!("{name}_inference/{batch}/int8"), |bench| {
+                bench.iter(|| black_box(q_call.call(&feed).unwrap()))
+            });
+        }
     }
 }
 
-criterion_group!(benches, gemm, dense_layer, mlp_inference);
+criterion_group!(benches, gemm, dense_layer, inference);
 criterion_main!(benches);

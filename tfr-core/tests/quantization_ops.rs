@@ -13,7 +13,7 @@ use tfr_graph::{gradients, DType, Graph, Output, Shape};
 use crate::common;
 use common::*;
 
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
     random(n, seed)
         .iter()
         .map(|v| ((v + 1.0) * 127.9) as u8)
@@ -217,14 +217,20 @@ fn per_channel_quantize_uses_each_channels_range() {
     assert_eq!(out[0].to_vec::<u8>().unwrap(), vec![255, 255, 0, 128]);
 }
 
-fn quantized_input(g: &mut Graph, vals: &[f32], shape: &[usize], lo: f32, hi: f32) -> Quantized {
+pub(crate) fn quantized_input(
+    g: &mut Graph,
+    vals: &[f32],
+    shape: &[usize],
+    lo: f32,
+    hi: f32,
+) -> Quantized {
     let x = g.constant_from(shape, vals.to_vec()).unwrap();
     let lo = g.scalar(lo).unwrap();
     let hi = g.scalar(hi).unwrap();
     g.quantize(x, lo, hi, QuantizeMode::MinFirst).unwrap()
 }
 
-fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+pub(crate) fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];
     for i in 0..m {
         for p in 0..k {
@@ -407,7 +413,7 @@ fn fake_quant_nudges_the_range_and_passes_gradients_straight_through() {
     assert!(e.to_string().contains("min must not exceed max"), "{e}");
 }
 
-fn conv_f32(
+pub(crate) fn conv_f32(
     x: &[f32],
     xs: [usize; 4],
     f: &[f32],
@@ -615,4 +621,135 @@ fn quantized_concat_joins_over_the_widest_range() {
     let qc = quantized_input(&mut g, &b, &[4, 1], 0.0, 4.0);
     let e = g.quantized_concat(&[qa, qc], 1).unwrap_err();
     assert!(e.to_string().contains("outside dim 1"), "{e}");
+}
+
+/// Every op that takes a range checks it when it runs: a range fed as `[2, 1]` (min above
+/// max), `[NaN, 1]` or `[0, inf]` is an `InvalidArgument` that says which, in every input
+/// range of every op, while the same graph runs with `[0, 1]`.
+#[test]
+fn every_range_input_rejects_min_above_max_and_non_finite_ends() {
+    let mut g = Graph::new();
+    let lo = g.placeholder("lo", DType::F32, Shape::scalar()).unwrap();
+    let hi = g.placeholder("hi", DType::F32, Shape::scalar()).unwrap();
+    let zero = g.scalar(0f32).unwrap();
+    let one = g.scalar(1f32).unwrap();
+    let fed = |g: &mut Graph, shape: &[usize], n: usize| Quantized {
+        value: g.constant_from(shape, bytes(n, n as u64)).unwrap(),
+        min: lo,
+        max: hi,
+    };
+    let fixed = |g: &mut Graph, shape: &[usize], n: usize| Quantized {
+        value: g.constant_from(shape, bytes(n, 7 * n as u64)).unwrap(),
+        min: zero,
+        max: one,
+    };
+    let mut cases: Vec<(&str, Output)> = Vec::new();
+    let x = fed(&mut g, &[6], 6);
+    cases.push((
+        "Dequantize",
+        g.dequantize(x, QuantizeMode::MinFirst).unwrap(),
+    ));
+    let (a, b) = (fed(&mut g, &[2, 3], 6), fixed(&mut g, &[3, 4], 12));
+    cases.push((
+        "QuantizedMatMul a",
+        g.quantized_matmul(a, b, false, false).unwrap().value,
+    ));
+    let (a, b) = (fixed(&mut g, &[2, 3], 6), fed(&mut g, &[3, 4], 12));
+    cases.push((
+        "QuantizedMatMul b",
+        g.quantized_matmul(a, b, false, false).unwrap().value,
+    ));
+    let (img, k) = (
+        fed(&mut g, &[1, 4, 4, 2], 32),
+        fixed(&mut g, &[3, 3, 2, 2], 36),
+    );
+    cases.push((
+        "QuantizedConv2D input",
+        g.quantized_conv2d(img, k, [1, 1], "SAME").unwrap().value,
+    ));
+    let (img, k) = (
+        fixed(&mut g, &[1, 4, 4, 2], 32),
+        fed(&mut g, &[3, 3, 2, 2], 36),
+    );
+    cases.push((
+        "QuantizedConv2D filter",
+        g.quantized_conv2d(img, k, [1, 1], "SAME").unwrap().value,
+    ));
+    for max in [true, false] {
+        let img = fed(&mut g, &[1, 4, 4, 2], 32);
+        let p = g.quantized_pool(img, max, [2, 2], [2, 2], "VALID").unwrap();
+        cases.push((
+            if max {
+                "QuantizedMaxPool"
+            } else {
+                "QuantizedAvgPool"
+            },
+            p.value,
+        ));
+    }
+    let (a, b) = (fixed(&mut g, &[2, 3], 6), fed(&mut g, &[2, 3], 6));
+    cases.push((
+        "QuantizedConcat",
+        g.quantized_concat(&[a, b], 0).unwrap().value,
+    ));
+    let (x, bias) = (fed(&mut g, &[2, 3], 6), fixed(&mut g, &[3], 3));
+    cases.push((
+        "QuantizedBiasAdd input",
+        g.quantized_bias_add(x, bias).unwrap().value,
+    ));
+    let (x, bias) = (fixed(&mut g, &[2, 3], 6), fed(&mut g, &[3], 3));
+    cases.push((
+        "QuantizedBiasAdd bias",
+        g.quantized_bias_add(x, bias).unwrap().value,
+    ));
+    let x = fed(&mut g, &[6], 6);
+    cases.push(("QuantizedRelu", g.quantized_relu(x).unwrap().value));
+    let wide = |g: &mut Graph, min: Output, max: Output| Quantized {
+        value: g
+            .constant_from(&[4], vec![-70_000i32, -5, 9, 1 << 20])
+            .unwrap(),
+        min,
+        max,
+    };
+    let x = wide(&mut g, lo, hi);
+    cases.push((
+        "Requantize input range",
+        g.requantize(x, zero, one).unwrap().value,
+    ));
+    let x = wide(&mut g, zero, one);
+    cases.push((
+        "Requantize requested range",
+        g.requantize(x, lo, hi).unwrap().value,
+    ));
+    let x = wide(&mut g, lo, hi);
+    cases.push(("RequantizationRange", g.requantization_range(x).unwrap().0));
+    let xf = g.constant_from(&[3], vec![-0.5f32, 0.25, 2.0]).unwrap();
+    cases.push((
+        "FakeQuantWithMinMaxVars",
+        g.fake_quant(xf, lo, hi, 8, false).unwrap(),
+    ));
+    let dy = g.constant_from(&[3], vec![1f32, 1.0, 1.0]).unwrap();
+    let grad = g
+        .build("FakeQuantWithMinMaxVarsGradient")
+        .inputs([dy, xf, lo, hi])
+        .finish()
+        .unwrap();
+    cases.push(("FakeQuantWithMinMaxVarsGradient", Output::new(grad, 0)));
+
+    let s = common::session(&g);
+    let feed = |a: f32, b: f32| vec![(lo, Tensor::scalar(a)), (hi, Tensor::scalar(b))];
+    for (op, y) in &cases {
+        s.run(&feed(0.0, 1.0), &[*y], &[])
+            .unwrap_or_else(|e| panic!("{op} over [0, 1]: {e}"));
+        for (a, b, msg) in [
+            (2.0, 1.0, "min must not exceed max"),
+            (f32::NAN, 1.0, "must be finite"),
+            (0.0, f32::INFINITY, "must be finite"),
+        ] {
+            let e = s.run(&feed(a, b), &[*y], &[]).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{op} over [{a}, {b}]: {e}");
+            assert!(e.to_string().contains(msg), "{op} over [{a}, {b}]: {e}");
+        }
+    }
+    assert_eq!(cases.len(), 16);
 }

@@ -20,6 +20,7 @@ mod nested_loops;
 mod nn_kernels;
 mod placement;
 mod quantization_ops;
+mod quantized_fused_ops;
 mod queues;
 mod random_kernels;
 mod rnn_ops;

@@ -1,6 +1,6 @@
 //! Post-training quantization (`quantize_for_inference`): a small CNN (Conv2D + bias + ReLU +
 //! max pool + dense) with its weights in variables becomes a self-contained graph whose products
-//! run in 8 bits, agrees with the f32 model within the quantization error, keeps the argmax of
+//! run in 8 bits with the activations kept in 8 bits between them, agrees with the f32 model within the quantization error, keeps the argmax of
 //! nearly every example, is 4x smaller in its weights, and saves/loads without the original.
 
 use crate::common::TempDir;
@@ -62,12 +62,16 @@ fn a_quantized_cnn_agrees_with_f32_and_round_trips_through_a_file() {
     assert_eq!(q.weight_bytes, ((72 + 640) * 4, 72 + 640));
     let ops: Vec<&str> = q.graph.nodes().iter().map(|n| n.op.as_str()).collect();
     for op in [
-        "QuantizedConv2D",
-        "QuantizedMatMul",
+        "QuantizedConv2DWithBiasAndReluAndRequantize",
+        "QuantizedMaxPool",
+        "QuantizedMatMulWithBiasAndDequantize",
         "QuantizeV2",
-        "Dequantize",
     ] {
         assert!(ops.contains(&op), "{op} missing: {ops:?}");
+    }
+    // The activations stay 8-bit codes from the input's QuantizeV2 to the last product.
+    for op in ["Dequantize", "BiasAdd", "Relu", "MaxPool"] {
+        assert!(!ops.contains(&op), "{op} left in f32: {ops:?}");
     }
     assert!(!ops.iter().any(|o| o.contains("Variable")), "{ops:?}");
     let qs = Session::new(&q.graph, SessionOptions::default()).unwrap();

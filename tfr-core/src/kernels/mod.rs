@@ -25,6 +25,7 @@ pub mod output_alloc;
 pub mod partition_ops;
 pub mod qgemm;
 pub mod quantization_ops;
+pub mod quantized_fused_ops;
 pub mod quantized_spatial_ops;
 pub mod random_ops;
 pub mod reduction_ops;
@@ -63,6 +64,7 @@ pub fn register_all(r: &mut KernelRegistry) {
     nn_ops::register(r);
     partition_ops::register(r);
     quantization_ops::register(r);
+    quantized_fused_ops::register(r);
     quantized_spatial_ops::register(r);
     random_ops::register(r);
     reduction_ops::register(r);

@@ -7,6 +7,12 @@
 //! The product is split as `sum ab - zb * rowsum(a) - za * colsum(b) + k za zb`, so the inner
 //! loops multiply raw codes only. VNNI multiplies unsigned by signed bytes: `b` is stored as
 //! `b - 128` and `128 * rowsum(a)` added back.
+//!
+//! The rows of `a` come from a [`RowSource`]: a matrix ([`Rows`]) or a convolution's patches
+//! gathered a few rows at a time (`quantized_spatial_ops`), so no im2col buffer is written.
+//! Results reach the caller through an output stage, called on pieces of rows of int32 results
+//! ([`qgemm_with`]): a copy for `QuantizedMatMul`, bias, ReLU and requantization to 8 bits for
+//! the fused ops, while the rows are still in cache.
 
 use rayon::prelude::*;
 
@@ -32,6 +38,31 @@ pub fn best_path() -> QGemmPath {
     QGemmPath::Portable
 }
 
+/// Where the rows of `a` come from.
+pub trait RowSource: Sync {
+    /// Writes row `i` (k bytes) to `dst[..k]`; it may also write the bytes after them in `dst`
+    /// (the kernel's padding or the next rows, filled after this one).
+    fn fill(&self, i: usize, dst: &mut [u8]);
+    /// Rows `i0..i0 + rows` into `dst`, one every `stride` bytes.
+    fn fill_rows(&self, i0: usize, rows: usize, dst: &mut [u8], stride: usize) {
+        for r in 0..rows {
+            self.fill(i0 + r, &mut dst[r * stride..]);
+        }
+    }
+}
+
+/// The rows of a row-major matrix with `k` columns.
+pub struct Rows<'a> {
+    pub a: &'a [u8],
+    pub k: usize,
+}
+
+impl RowSource for Rows<'_> {
+    fn fill(&self, i: usize, dst: &mut [u8]) {
+        dst[..self.k].copy_from_slice(&self.a[i * self.k..(i + 1) * self.k]);
+    }
+}
+
 /// `b` prepared once for many products (a layer's weights): its column sums and, for VNNI, its
 /// bytes in the instruction's operand layout.
 pub struct PackedB {
@@ -44,7 +75,7 @@ pub struct PackedB {
 enum PackedData {
     Raw(Vec<u8>),
     #[cfg(target_arch = "x86_64")]
-    Vnni(Vec<i8>),
+    Vnni(Vec<i8>, vnni::Shape),
 }
 
 impl PackedB {
@@ -55,7 +86,8 @@ impl PackedB {
         let data = match path {
             #[cfg(target_arch = "x86_64")]
             QGemmPath::Vnni if best_path() == QGemmPath::Vnni => {
-                PackedData::Vnni(vnni::pack_b(b, k, n))
+                let shape = vnni::Shape::for_columns(n);
+                PackedData::Vnni(vnni::pack_b(b, k, n, shape), shape)
             }
             _ => PackedData::Raw(b[..k * n].to_vec()),
         };
@@ -70,24 +102,243 @@ impl PackedB {
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+    /// Rows of `a` computed together, and how many columns one unit of work covers.
+    fn tile(&self) -> (usize, usize) {
+        match &self.data {
+            PackedData::Raw(_) => (1, 64),
+            #[cfg(target_arch = "x86_64")]
+            PackedData::Vnni(_, s) => (s.mr, s.np * 16),
+        }
+    }
+    /// Bytes of one row of `a` as the kernel reads it (k, padded for VNNI).
+    fn row_stride(&self) -> usize {
+        match &self.data {
+            PackedData::Raw(_) => self.k,
+            #[cfg(target_arch = "x86_64")]
+            PackedData::Vnni(..) => self.k.div_ceil(4) * 4,
+        }
+    }
 }
 
-/// `c` (m x n, overwritten) for `a` (m x k) and a prepared `b`. Rows of `c` are computed in
-/// parallel.
+/// `c` (m x n, overwritten) for `a` (m x k) and a prepared `b`.
 pub fn qgemm_packed(a: &[u8], b: &PackedB, c: &mut [i32], m: usize, za: i32, zb: i32) {
+    assert!(a.len() >= m * b.k && c.len() >= m * b.n);
+    let src = Rows { a, k: b.k };
+    qgemm_with(&src, m, b, za, zb, c, |_, _, v, o| o.copy_from_slice(v));
+}
+
+/// Products smaller than this many multiply-adds run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 20;
+
+/// The product of the `m` rows of `src` and `b`, handed to `stage(i, j0, c, out)`: `c` holds
+/// `c[i][j0..j0 + c.len()]` (zero points applied) and `out` is the same piece of row `i` of
+/// `out` (m x n). Every element is staged exactly once. Large products run on rayon's threads,
+/// over rows, or over columns when there are few rows.
+pub fn qgemm_with<T, S, F>(
+    src: &S,
+    m: usize,
+    b: &PackedB,
+    za: i32,
+    zb: i32,
+    out: &mut [T],
+    stage: F,
+) where
+    T: Send,
+    S: RowSource,
+    F: Fn(usize, usize, &[i32], &mut [T]) + Sync,
+{
     let (k, n) = (b.k, b.n);
-    assert!(a.len() >= m * k && c.len() >= m * n);
+    assert!(out.len() >= m * n);
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        c[..m * n].fill(0);
+    let out = &mut out[..m * n];
+    let z = ZeroTerms::new(b, za, zb);
+    let (mr, cols) = b.tile();
+    let threads = rayon::current_num_threads();
+    let serial = threads == 1 || m * k * n < PARALLEL_MIN;
+    if serial || m >= 2 * mr * threads {
+        let rows_per_task = if serial {
+            m
+        } else {
+            m.div_ceil(threads * 4).div_ceil(mr) * mr
+        };
+        let task = |t: usize, chunk: &mut [T]| {
+            let i0 = t * rows_per_task;
+            let mut w = Work::new(b, mr, n);
+            for r0 in (0..chunk.len() / n).step_by(mr) {
+                let rows = (chunk.len() / n - r0).min(mr);
+                w.compute(src, b, (i0 + r0, rows), (0, n), &z, |r, j, v| {
+                    let at = (r0 + r) * n + j;
+                    stage(i0 + r0 + r, j, v, &mut chunk[at..at + v.len()]);
+                });
+            }
+        };
+        if serial {
+            task(0, out);
+        } else {
+            out.par_chunks_mut(rows_per_task * n)
+                .enumerate()
+                .for_each(|(t, chunk)| task(t, chunk));
+        }
         return;
     }
-    match &b.data {
-        PackedData::Raw(raw) => portable(a, raw, &b.col_sums, c, m, k, n, za, zb),
+    // Few rows: each task computes every row for a band of columns.
+    let units = n.div_ceil(cols);
+    let band = units.div_ceil(threads) * cols;
+    let bands: Vec<(usize, usize)> = (0..n).step_by(band).map(|j| (j, n.min(j + band))).collect();
+    let results: Vec<Vec<i32>> = bands
+        .par_iter()
+        .map(|&(j0, j1)| {
+            let w_cols = j1 - j0;
+            let mut w = Work::new(b, mr, w_cols);
+            let mut all = vec![0i32; m * w_cols];
+            for r0 in (0..m).step_by(mr) {
+                let rows = (m - r0).min(mr);
+                w.compute(src, b, (r0, rows), (j0, j1), &z, |r, j, v| {
+                    let at = (r0 + r) * w_cols + j - j0;
+                    all[at..at + v.len()].copy_from_slice(v);
+                });
+            }
+            all
+        })
+        .collect();
+    for (&(j0, j1), c) in bands.iter().zip(&results) {
+        let w_cols = j1 - j0;
+        for i in 0..m {
+            stage(
+                i,
+                j0,
+                &c[i * w_cols..(i + 1) * w_cols],
+                &mut out[i * n + j0..i * n + j1],
+            );
+        }
+    }
+}
+
+/// One task's buffers: a tile of rows of `a` and their results.
+struct Work {
+    a_tile: Vec<u8>,
+    stride: usize,
+    row_sums: Vec<i32>,
+    /// One row's results (the portable path).
+    c: Vec<i32>,
+    #[cfg(target_arch = "x86_64")]
+    out: Vec<i32>,
+}
+
+impl Work {
+    fn new(b: &PackedB, mr: usize, cols: usize) -> Work {
+        let stride = b.row_stride();
         #[cfg(target_arch = "x86_64")]
-        PackedData::Vnni(packed) => vnni::qgemm(a, packed, &b.col_sums, c, m, k, n, za, zb),
+        let unit = b.tile().1;
+        Work {
+            a_tile: vec![0u8; mr * stride],
+            stride,
+            row_sums: vec![0; mr],
+            c: vec![0; cols],
+            #[cfg(target_arch = "x86_64")]
+            out: vec![0; mr * unit],
+        }
+    }
+
+    /// Rows `i0..i0 + rows` of the product, columns `j0..j1`, handed to `emit(r, j, c)` in
+    /// pieces: `c` holds row `i0 + r`, columns `j..j + c.len()`; `z` holds the zero points' terms.
+    fn compute<S: RowSource>(
+        &mut self,
+        src: &S,
+        b: &PackedB,
+        (i0, rows): (usize, usize),
+        (j0, j1): (usize, usize),
+        z: &ZeroTerms,
+        mut emit: impl FnMut(usize, usize, &[i32]),
+    ) {
+        let k = b.k;
+        // Rows are filled in order: what `fill` writes past a row is rewritten next.
+        src.fill_rows(i0, rows, &mut self.a_tile, self.stride);
+        for r in 0..rows {
+            self.row_sums[r] = if z.row == 0 {
+                0
+            } else {
+                let row = &self.a_tile[r * self.stride..r * self.stride + k];
+                z.row.wrapping_mul(row_sum(row))
+            };
+        }
+        match &b.data {
+            PackedData::Raw(raw) => {
+                let c_row = &mut self.c[..j1 - j0];
+                for r in 0..rows {
+                    let a_row = &self.a_tile[r * k..(r + 1) * k];
+                    portable_row(a_row, raw, b.n, j0, c_row);
+                    add_terms(c_row, self.row_sums[r], &z.col[j0..j1]);
+                    emit(r, j0, c_row);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            PackedData::Vnni(packed, shape) => {
+                let unit = shape.np * 16;
+                debug_assert!(j0 % unit == 0);
+                for u0 in (j0..j1).step_by(unit) {
+                    // SAFETY: `PackedData::Vnni` exists only where `best_path()` found
+                    // avx512f/bw/vnni; `a_tile` holds `mr` rows of `stride` (k rounded up to 4)
+                    // bytes and `packed` whole units of panels of kq * 64 bytes, `out` one tile.
+                    unsafe {
+                        vnni::tile(
+                            &self.a_tile,
+                            packed,
+                            k,
+                            u0 / 16,
+                            *shape,
+                            rows,
+                            &mut self.out,
+                        )
+                    };
+                    let cols = (j1 - u0).min(unit);
+                    for r in 0..rows {
+                        let piece = &mut self.out[r * unit..r * unit + cols];
+                        add_terms(piece, self.row_sums[r], &z.col[u0..u0 + cols]);
+                        emit(r, u0, piece);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The zero points' share of each sum: `row * rowsum(a_i) + col[j]`.
+struct ZeroTerms {
+    /// `-zb`, or `128 - zb` where `b` is stored as `b - 128` (VNNI): 0 for weights whose zero
+    /// point is 128 (symmetric ranges), which then need no row sums.
+    row: i32,
+    /// `k za zb - za colsum(b)_j`.
+    col: Vec<i32>,
+}
+
+impl ZeroTerms {
+    fn new(b: &PackedB, za: i32, zb: i32) -> ZeroTerms {
+        let kzz = (b.k as i32).wrapping_mul(za).wrapping_mul(zb);
+        let row = match &b.data {
+            PackedData::Raw(_) => zb.wrapping_neg(),
+            #[cfg(target_arch = "x86_64")]
+            PackedData::Vnni(..) => 128i32.wrapping_sub(zb),
+        };
+        let col = b
+            .col_sums
+            .iter()
+            .map(|&cs| kzz.wrapping_sub(za.wrapping_mul(cs)))
+            .collect();
+        ZeroTerms { row, col }
+    }
+}
+
+fn row_sum(row: &[u8]) -> i32 {
+    row.iter().map(|&v| v as i32).sum()
+}
+
+/// `c[j] += row + col[j]`.
+fn add_terms(c: &mut [i32], row: i32, col: &[i32]) {
+    for (v, &t) in c.iter_mut().zip(col) {
+        *v = v.wrapping_add(row).wrapping_add(t);
     }
 }
 
@@ -127,7 +378,7 @@ fn reference(a: &[u8], b: &[u8], c: &mut [i32], m: usize, k: usize, n: usize, za
 
 fn col_sums(b: &[u8], k: usize, n: usize) -> Vec<i32> {
     let mut s = vec![0i32; n];
-    for row in b[..k * n].chunks_exact(n) {
+    for row in b[..k * n].chunks_exact(n.max(1)) {
         for (acc, &v) in s.iter_mut().zip(row) {
             *acc += v as i32;
         }
@@ -135,74 +386,54 @@ fn col_sums(b: &[u8], k: usize, n: usize) -> Vec<i32> {
     s
 }
 
-/// Applies the zero points to raw sums `c[i][j] = sum_p a b`.
-fn apply_zero_points(
-    c_row: &mut [i32],
-    row_sum: i32,
-    col_sums: &[i32],
-    k: usize,
-    za: i32,
-    zb: i32,
-) {
-    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    let row_term = kzz.wrapping_sub(zb.wrapping_mul(row_sum));
-    for (v, &cs) in c_row.iter_mut().zip(col_sums) {
-        *v = v.wrapping_add(row_term).wrapping_sub(za.wrapping_mul(cs));
+/// Raw sums of one row of `a` with columns `j0..j0 + c_row.len()` of `b` (k x n).
+fn portable_row(a_row: &[u8], b: &[u8], n: usize, j0: usize, c_row: &mut [i32]) {
+    c_row.fill(0);
+    let cols = c_row.len();
+    for (p, &av) in a_row.iter().enumerate() {
+        if av == 0 {
+            continue;
+        }
+        let av = av as i32;
+        for (acc, &bv) in c_row.iter_mut().zip(&b[p * n + j0..p * n + j0 + cols]) {
+            *acc += av * bv as i32;
+        }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn portable(
-    a: &[u8],
-    b: &[u8],
-    cs: &[i32],
-    c: &mut [i32],
-    m: usize,
-    k: usize,
-    n: usize,
-    za: i32,
-    zb: i32,
-) {
-    c[..m * n]
-        .par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(i, c_row)| {
-            c_row.fill(0);
-            let a_row = &a[i * k..(i + 1) * k];
-            for (p, &av) in a_row.iter().enumerate() {
-                if av == 0 {
-                    continue;
-                }
-                let av = av as i32;
-                for (acc, &bv) in c_row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                    *acc += av * bv as i32;
-                }
-            }
-            let rs: i32 = a_row.iter().map(|&v| v as i32).sum();
-            apply_zero_points(c_row, rs, cs, k, za, zb);
-        });
 }
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::apply_zero_points;
-    use rayon::prelude::*;
     use std::arch::x86_64::*;
 
-    /// Rows of `a` per tile, 16-column panels of `b` per tile: 16 accumulators.
-    const MR: usize = 4;
-    const NP: usize = 4;
+    /// A tile: `mr` rows of `a` by `np` 16-column panels of `b` (mr * np accumulators).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Shape {
+        pub mr: usize,
+        pub np: usize,
+    }
+
+    impl Shape {
+        /// Narrow tiles for few columns (a first convolution's 32 channels, a 10-way output),
+        /// so that no accumulator works on padding; taller ones reuse each load of `b` more.
+        pub fn for_columns(n: usize) -> Shape {
+            match n.div_ceil(16) {
+                1 => Shape { mr: 8, np: 1 },
+                2 => Shape { mr: 8, np: 2 },
+                _ => Shape { mr: 6, np: 4 },
+            }
+        }
+    }
 
     /// 16-column panels of `b`, rounded up to whole tiles.
-    fn panels(n: usize) -> usize {
-        n.div_ceil(16).div_ceil(NP) * NP
+    fn panels(n: usize, shape: Shape) -> usize {
+        n.div_ceil(16).div_ceil(shape.np) * shape.np
     }
 
     /// `b` as `b - 128` in panels of 16 columns, 4 rows interleaved per column (the operand
-    /// layout of `vpdpbusd`), padded with zeros to whole panels and 4-row groups.
-    pub fn pack_b(b: &[u8], k: usize, n: usize) -> Vec<i8> {
+    /// layout of `vpdpbusd`), padded with zeros to whole tiles and 4-row groups.
+    pub fn pack_b(b: &[u8], k: usize, n: usize, shape: Shape) -> Vec<i8> {
         let kq = k.div_ceil(4);
-        let mut packed = vec![0i8; panels(n) * kq * 64];
+        let mut packed = vec![0i8; panels(n, shape) * kq * 64];
         for p in 0..k {
             let (q, r) = (p / 4, p % 4);
             for j in 0..n {
@@ -213,83 +444,59 @@ mod vnni {
         packed
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn qgemm(
-        a: &[u8],
-        packed: &[i8],
-        cs: &[i32],
-        c: &mut [i32],
-        m: usize,
-        k: usize,
-        n: usize,
-        za: i32,
-        zb: i32,
-    ) {
-        let kq = k.div_ceil(4);
-        let k4 = kq * 4;
-        let panels = panels(n);
-        c[..m * n]
-            .par_chunks_mut(n * MR)
-            .enumerate()
-            .for_each(|(t, c_rows)| {
-                let i0 = t * MR;
-                let rows = c_rows.len() / n;
-                // This tile's rows of `a`, zero-padded to MR rows of k4 bytes.
-                let mut a_tile = vec![0u8; MR * k4];
-                let mut row_sums = [0i32; MR];
-                for r in 0..rows {
-                    let src = &a[(i0 + r) * k..(i0 + r + 1) * k];
-                    a_tile[r * k4..r * k4 + k].copy_from_slice(src);
-                    row_sums[r] = src.iter().map(|&v| v as i32).sum();
-                }
-                let mut out = [[0i32; 16 * NP]; MR];
-                for panel0 in (0..panels).step_by(NP) {
-                    let j0 = panel0 * 16;
-                    if j0 >= n {
-                        break;
-                    }
-                    // SAFETY: `best_path()` checked avx512f/bw/vnni before this module runs;
-                    // `a_tile` holds MR * k4 bytes and `packed` whole panels of kq * 64 bytes,
-                    // which is what the kernel reads.
-                    unsafe { tile(&a_tile, packed, k4, kq, panel0, &mut out) };
-                    let cols = (n - j0).min(16 * NP);
-                    for r in 0..rows {
-                        let dst = &mut c_rows[r * n + j0..r * n + j0 + cols];
-                        for (d, &v) in dst.iter_mut().zip(&out[r][..cols]) {
-                            // b was stored as b - 128.
-                            *d = v.wrapping_add(128 * row_sums[r]);
-                        }
-                    }
-                }
-                for r in 0..rows {
-                    apply_zero_points(&mut c_rows[r * n..(r + 1) * n], row_sums[r], cs, k, za, zb);
-                }
-            });
-    }
-
-    /// One MR x (NP * 16) tile: `out[r][c] = sum_p a_tile[r][p] * (b[p][c] - 128)`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile(
+    /// One tile from panel `panel0`: `out[r * np * 16 + c] = sum_p a_tile[r][p] * (b[p][c] - 128)`
+    /// for the first `rows` rows (a single row, a matrix-vector product, skips the others).
+    ///
+    /// # Safety
+    /// The CPU runs avx512f/bw/vnni; `a_tile` holds `shape.mr` rows of `k` rounded up to 4
+    /// bytes, `packed` the panels `panel0..panel0 + shape.np`, `out` `mr * np * 16` values.
+    pub unsafe fn tile(
         a_tile: &[u8],
         packed: &[i8],
-        k4: usize,
+        k: usize,
+        panel0: usize,
+        shape: Shape,
+        rows: usize,
+        out: &mut [i32],
+    ) {
+        let kq = k.div_ceil(4);
+        assert!(a_tile.len() >= shape.mr * kq * 4 && out.len() >= shape.mr * shape.np * 16);
+        assert!(packed.len() >= (panel0 + shape.np) * kq * 64);
+        // SAFETY: the caller's guarantees, checked above for the sizes.
+        unsafe {
+            match (shape.mr, shape.np, rows) {
+                (_, 1, 1) => tile_n::<1, 1>(a_tile, packed, kq, panel0, out),
+                (_, 2, 1) => tile_n::<1, 2>(a_tile, packed, kq, panel0, out),
+                (_, _, 1) => tile_n::<1, 4>(a_tile, packed, kq, panel0, out),
+                (8, 1, _) => tile_n::<8, 1>(a_tile, packed, kq, panel0, out),
+                (8, 2, _) => tile_n::<8, 2>(a_tile, packed, kq, panel0, out),
+                _ => tile_n::<6, 4>(a_tile, packed, kq, panel0, out),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_n<const MR: usize, const NP: usize>(
+        a_tile: &[u8],
+        packed: &[i8],
         kq: usize,
         panel0: usize,
-        out: &mut [[i32; 16 * NP]; MR],
+        out: &mut [i32],
     ) {
+        let k4 = kq * 4;
         let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        let a = a_tile.as_ptr();
+        let bp = packed.as_ptr();
         for q in 0..kq {
             let mut bv = [_mm512_setzero_si512(); NP];
             for (t, v) in bv.iter_mut().enumerate() {
                 let off = ((panel0 + t) * kq + q) * 64;
-                // SAFETY: `off + 64 <= packed.len()`: panels are padded to a multiple of NP.
-                *v = unsafe { _mm512_loadu_si512(packed.as_ptr().add(off) as *const _) };
+                // SAFETY: `off + 64 <= packed.len()` (checked by `tile`).
+                *v = unsafe { _mm512_loadu_si512(bp.add(off) as *const _) };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: `r * k4 + q * 4 + 4 <= a_tile.len()` (MR rows of k4 bytes).
-                let four = unsafe {
-                    std::ptr::read_unaligned(a_tile.as_ptr().add(r * k4 + q * 4) as *const i32)
-                };
+                let four = unsafe { std::ptr::read_unaligned(a.add(r * k4 + q * 4) as *const i32) };
                 let av = _mm512_set1_epi32(four);
                 for (t, acc_rt) in acc_r.iter_mut().enumerate() {
                     *acc_rt = _mm512_dpbusd_epi32(*acc_rt, av, bv[t]);
@@ -298,8 +505,10 @@ mod vnni {
         }
         for (r, acc_r) in acc.iter().enumerate() {
             for (t, v) in acc_r.iter().enumerate() {
-                // SAFETY: each row of `out` holds NP * 16 i32s.
-                unsafe { _mm512_storeu_si512(out[r].as_mut_ptr().add(t * 16) as *mut _, *v) };
+                // SAFETY: `out` holds MR rows of NP * 16 i32s (checked by `tile`).
+                unsafe {
+                    _mm512_storeu_si512(out.as_mut_ptr().add((r * NP + t) * 16) as *mut _, *v)
+                };
             }
         }
     }

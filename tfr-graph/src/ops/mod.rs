@@ -30,6 +30,7 @@ pub mod nn_ops;
 pub mod partition_grad;
 pub mod partition_ops;
 pub mod quantization_ops;
+pub mod quantized_fused_ops;
 pub mod random_ops;
 pub mod rnn_ops;
 pub mod sampling_ops;
@@ -92,6 +93,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(conv3d_ops::op_defs());
     defs.extend(candidate_sampling_ops::op_defs());
     defs.extend(quantization_ops::op_defs());
+    defs.extend(quantized_fused_ops::op_defs());
     defs.extend(rnn_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
