@@ -130,3 +130,77 @@ impl ScalarCode {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(code: &ScalarCode, words: &mut [u64]) {
+        code.instructions().iter().for_each(|f| f(words));
+    }
+
+    #[test]
+    fn words_round_trip_every_scalar_dtype() {
+        let values = [
+            Scalar::F32(-1.5),
+            Scalar::F64(f64::MIN_POSITIVE),
+            Scalar::I32(-7),
+            Scalar::I64(i64::MIN),
+            Scalar::U8(255),
+            Scalar::Bool(true),
+            Scalar::F16(tfr_graph::f16::from_f32(0.25)),
+            Scalar::BF16(tfr_graph::bf16::from_f32(-3.0)),
+        ];
+        for v in values {
+            assert_eq!(Scalar::from_word(v.dtype(), v.to_word()), Some(v));
+        }
+        assert_eq!(Scalar::from_word(DType::Resource, 0), None);
+        assert_eq!(from_word::<i32>(to_word(&-7i32)), Some(-7));
+    }
+
+    #[test]
+    fn instructions_compute_on_registers_and_temporaries() {
+        // r2 = (r0 * r1) via a temporary, then r3 = r0 < r2.
+        let mut code = ScalarCode::new(vec![DType::F32, DType::F32, DType::F32, DType::Bool]);
+        let t = code.temp(DType::F32);
+        code.push_binary::<f32, f32>(|a, b| a * b, 0, 1, t.index);
+        code.push_unary::<f32, f32>(|x| x + 1.0, t.index, 2);
+        code.push_binary::<f32, bool>(|a, b| a < b, 0, 2, 3);
+        assert_eq!(code.num_registers(), 5);
+        assert_eq!(code.len(), 3);
+        let mut words = vec![0u64; code.num_registers()];
+        words[0] = to_word(&2.0f32);
+        words[1] = to_word(&3.0f32);
+        run(&code, &mut words);
+        assert_eq!(from_word::<f32>(words[2]), Some(7.0));
+        assert_eq!(from_word::<bool>(words[3]), Some(true));
+    }
+
+    #[test]
+    fn registers_out_of_the_file_are_not_written() {
+        let mut code = ScalarCode::new(vec![DType::I32]);
+        code.push_unary::<i32, i32>(|x| x + 1, 0, 9);
+        let mut words = vec![5u64];
+        run(&code, &mut words);
+        assert_eq!(words, vec![5]);
+        assert_eq!(code.register(9), None);
+    }
+
+    #[test]
+    fn kernels_compile_only_for_their_dtypes() {
+        let f32_reg = |index| Register {
+            index,
+            dtype: DType::F32,
+        };
+        let i32_reg = Register {
+            index: 2,
+            dtype: DType::I32,
+        };
+        assert!(dtypes_are::<f32, f32>(
+            &[f32_reg(0), f32_reg(1)],
+            f32_reg(2)
+        ));
+        assert!(!dtypes_are::<f32, f32>(&[f32_reg(0), i32_reg], f32_reg(3)));
+        assert!(!dtypes_are::<f32, bool>(&[f32_reg(0)], f32_reg(1)));
+    }
+}
