@@ -188,3 +188,51 @@ fn a_compiled_loop_stops_at_maximum_iterations_with_an_error_naming_it() -> GRes
     );
     Ok(())
 }
+
+#[test]
+fn next_values_that_read_other_variables_are_not_written_early() -> GResult<()> {
+    // (i, a, b) -> (i + 1, a + 1, a * 2 + b) with `a + 1` built before `a * 2` reads `a`,
+    // then (i, a, b) -> (i + 1, b, a): variables swapped, next values that are variables.
+    let mut g = Graph::new();
+    let a0 = g.placeholder("a0", DType::F32, Shape::scalar())?;
+    let b0 = g.placeholder("b0", DType::F32, Shape::scalar())?;
+    let zero = g.scalar(0i32)?;
+    let cond = |g: &mut Graph, v: &[Output]| -> GResult<Output> {
+        let n = g.scalar(7i32)?;
+        g.less(v[0], n)
+    };
+    let reads_after = g.while_loop(
+        cond,
+        |g, v| {
+            let one = g.scalar(1i32)?;
+            let onef = g.scalar(1.0f32)?;
+            let two = g.scalar(2.0f32)?;
+            let a = g.add(v[1], onef)?;
+            let twice = g.mul(v[1], two)?;
+            let b = g.add(twice, v[2])?;
+            Ok(vec![g.add(v[0], one)?, a, b])
+        },
+        &[zero, a0, b0],
+        &WhileOptions::default(),
+    )?;
+    let swapped = g.while_loop(
+        cond,
+        |g, v| {
+            let one = g.scalar(1i32)?;
+            Ok(vec![g.add(v[0], one)?, v[2], v[1]])
+        },
+        &[zero, a0, b0],
+        &WhileOptions::default(),
+    )?;
+    let feeds = [(a0, Tensor::scalar(1.0f32)), (b0, Tensor::scalar(0.0f32))];
+    let s = session(&g, true);
+    let fetches = [reads_after[1], reads_after[2], swapped[1], swapped[2]];
+    let (compiled, general) = compiled_and_general(&s, &feeds, &fetches);
+    assert_eq!(compiled, general);
+    let f = |k: usize| f32::from_bits(compiled[k][0] as u32);
+    // a runs 1..=8; b sums 2a over a = 1..=7.
+    assert_eq!((f(0), f(1)), (8.0, 56.0));
+    // Seven swaps leave them swapped.
+    assert_eq!((f(2), f(3)), (0.0, 1.0));
+    Ok(())
+}
