@@ -113,12 +113,55 @@ fn inference(c: &mut Criterion) {
             let f32_call = s.make_callable(&[step.x], &[logits], &[]).unwrap();
             let q_call = qs.make_callable(&[q.input], &[q.output], &[]).unwrap();
             let feed = [step.feeds[0].clone()];
+            if let Ok(only) = std::env::var("TFR_QPROFILE") {
+                let label = format!("{name}_inference/{batch}/int8");
+                if label.contains(&only) {
+                    profile(&label, &q_call, &feed);
+                }
+                continue;
+            }
             c.bench_function(&format!("{name}_inference/{batch}/f32"), |bench| {
                 bench.iter(|| black_box(f32_call.call(&feed).unwrap()))
             });
             c.bench_function(&format!("{name}_inference/{batch}/int8"), |bench| {
                 bench.iter(|| black_box(q_call.call(&feed).unwrap()))
             });
+        }
+    }
+}
+
+/// `TFR_QPROFILE=<part of a name>` (`lenet`, `/64/`): instead of timing, the median time of each node of a traced step over
+/// many steps (the per-layer split of the int8 models), printed in the order the nodes start.
+fn profile(name: &str, call: &tfr::Callable, feed: &[Tensor]) {
+    let steps = if name.contains("/1/") { 2000 } else { 400 };
+    for _ in 0..steps / 10 {
+        call.call(feed).unwrap();
+    }
+    let options = RunOptions { trace: true };
+    let mut per_node: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let mut totals = Vec::new();
+    for _ in 0..steps {
+        let (_, md) = call.call_with_options(&options, feed).unwrap();
+        totals.push(md.step_us);
+        for s in &md.step_stats {
+            match per_node.iter_mut().find(|e| e.0 == s.node) {
+                Some(e) => e.2.push(s.end_us - s.start_us),
+                None => per_node.push((s.node.clone(), s.op.clone(), vec![s.end_us - s.start_us])),
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{name}: step median {:.1} us over {steps} steps",
+        median(&mut totals)
+    );
+    for (node, op, v) in &mut per_node {
+        let m = median(v);
+        if m >= 1.0 {
+            println!("  {m:9.1} us  {op:<28} {node}");
         }
     }
 }

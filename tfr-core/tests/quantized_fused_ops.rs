@@ -169,6 +169,54 @@ fn fused_convolutions_equal_the_reference_and_f32() {
 }
 
 #[test]
+fn fused_products_in_every_tile_and_work_split_equal_the_reference() {
+    // The output stage applied in the GEMM's tiles: tiles 1, 2 and 4 panels wide, partial
+    // tiles of rows and columns, serial and threaded over rows, over columns, and panel group
+    // by panel group for a `b` too large for a core's cache; biases with NaN and infinities
+    // (codes 0 and 255) and large enough to clamp.
+    for &(m, k, n) in &[
+        (1, 3136, 1024),
+        (13, 1100, 1000),
+        (64, 1100, 1000),
+        (64, 200, 100),
+        (50, 25, 32),
+        (300, 75, 20),
+        (7, 45, 37),
+        (1, 784, 10),
+        (700, 800, 64),
+    ] {
+        let a: Vec<f32> = random(m * k, 21).iter().map(|v| (v * 2.0) as f32).collect();
+        let b: Vec<f32> = random(k * n, 22).iter().map(|v| *v as f32).collect();
+        let mut bias: Vec<f32> = random(n, 23).iter().map(|v| (v * 8.0) as f32).collect();
+        bias[0] = f32::NAN;
+        bias[n / 2] = f32::INFINITY;
+        bias[n - 1] = f32::NEG_INFINITY;
+        for relu in [false, true] {
+            let mut g = Graph::new();
+            let qa = quantized_input(&mut g, &a, &[m, k], -2.0, 2.0);
+            let qb = quantized_input(&mut g, &b, &[k, n], -0.8, 1.1);
+            let bv = g.constant_from(&[n], bias.clone()).unwrap();
+            let range = (g.scalar(-5.0f32).unwrap(), g.scalar(7.0f32).unwrap());
+            let y = g
+                .quantized_matmul_with_bias(qa, qb, bv, relu, range)
+                .unwrap();
+            let out = run(&g, &[], &[y.value]);
+            let (ca, ra, za) = codes_and_range(&g, qa);
+            let (cb, rb, zb) = codes_and_range(&g, qb);
+            let mut sums = vec![0i32; m * n];
+            qgemm_u8(&ca, &cb, &mut sums, m, k, n, za, zb, QGemmPath::Reference);
+            let stage = OutputStage::new(ra, rb, bias.clone(), relu, Some((-5.0, 7.0))).unwrap();
+            let (want, _) = reference_stage(&sums, n, &stage);
+            assert_eq!(
+                out[0].to_vec::<u8>().unwrap(),
+                want,
+                "{m}x{k}x{n} relu {relu}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_frozen_ranges_and_biases_are_errors() {
     let mut g = Graph::new();
     let qa = quantized_input(&mut g, &[0.5; 6], &[2, 3], -1.0, 1.0);

@@ -216,6 +216,167 @@ pub fn qgemm_with<T, S, F>(
     }
 }
 
+/// The output stage of the fused quantized ops as parameters: the sum `acc` of column `j`
+/// becomes `v = acc as f32 * scale + bias[j]`, `max(v, 0)` with ReLU, then the code
+/// `clamp(round_ties_even(v * per_unit) + offset, 0, 255)` (a NaN gives 0).
+#[derive(Clone, Copy)]
+pub struct Requantize<'a> {
+    pub scale: f32,
+    pub bias: &'a [f32],
+    pub relu: bool,
+    pub per_unit: f32,
+    pub offset: f32,
+}
+
+/// [`qgemm_with`] followed by [`Requantize`] into `out` (m x n codes), with the output stage
+/// applied in registers as each tile of sums is done (no int32 results are stored). Only for a
+/// `b` packed for VNNI: returns false, having done nothing, for any other `b`.
+pub fn qgemm_codes<S: RowSource>(
+    src: &S,
+    m: usize,
+    b: &PackedB,
+    za: i32,
+    zb: i32,
+    rq: &Requantize<'_>,
+    out: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let PackedData::Vnni(packed, shape) = &b.data {
+        assert!(rq.bias.len() >= b.n && out.len() >= m * b.n);
+        codes_vnni(src, m, b, packed, *shape, za, zb, rq, &mut out[..m * b.n]);
+        return true;
+    }
+    let _ = (src, m, za, zb, rq, out);
+    false
+}
+
+/// Byte size above which a packed `b` is taken not to stay in a core's cache (L2) between
+/// tiles of rows: then each task runs every tile of rows against one panel group at a time.
+#[cfg(target_arch = "x86_64")]
+const B_CACHED: usize = 1 << 20;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn codes_vnni<S: RowSource>(
+    src: &S,
+    m: usize,
+    b: &PackedB,
+    packed: &[i8],
+    shape: vnni::Shape,
+    za: i32,
+    zb: i32,
+    rq: &Requantize<'_>,
+    out: &mut [u8],
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let z = ZeroTerms::new(b, za, zb);
+    let unit = shape.np * 16;
+    let units = n.div_ceil(unit);
+    // Column terms and bias padded to whole tiles, so the kernel loads whole vectors.
+    let mut col = z.col.clone();
+    col.resize(units * unit, 0);
+    let mut bias = rq.bias[..n].to_vec();
+    bias.resize(units * unit, 0.0);
+    let p = vnni::CodeParams {
+        row_factor: z.row,
+        col: &col,
+        bias: &bias,
+        scale: rq.scale,
+        relu: rq.relu,
+        per_unit: rq.per_unit,
+        offset: rq.offset,
+    };
+    let stride = b.row_stride();
+    let mr = shape.mr;
+    let threads = rayon::current_num_threads();
+    let serial = threads == 1 || m * k * n < PARALLEL_MIN;
+    let few_rows = m < 2 * mr * threads;
+    let by_columns = m.div_ceil(mr) * mr * stride <= B_CACHED
+        && (packed.len() > B_CACHED || (few_rows && !serial && units >= 2));
+    // Rows `i0..i0 + rows` (a multiple of mr, or the last rows) against columns `j0..j1`,
+    // into `dst` (row r at `r * ldo`, column j at `j - j0`); by panel groups, then rows,
+    // when `by_columns`.
+    let run = |i0: usize, rows: usize, (j0, j1): (usize, usize), dst: &mut [u8], ldo: usize| {
+        if by_columns {
+            let mut a_all = vec![0u8; rows.div_ceil(mr) * mr * stride];
+            src.fill_rows(i0, rows, &mut a_all, stride);
+            for u0 in (j0..j1).step_by(unit) {
+                for r0 in (0..rows).step_by(mr) {
+                    let tile_rows = (rows - r0).min(mr);
+                    // SAFETY: `PackedData::Vnni` exists only where `best_path()` found
+                    // avx512f/bw/vnni; `a_all` holds whole tiles of `mr` rows of `stride`
+                    // bytes (k rounded up to 4), `packed` and `p` whole units of columns, and
+                    // `dst` `tile_rows` rows of `ldo >= j1 - j0` bytes from row `r0`.
+                    unsafe {
+                        vnni::codes(
+                            &a_all[r0 * stride..],
+                            packed,
+                            k,
+                            shape,
+                            tile_rows,
+                            (u0, (u0 + unit).min(j1)),
+                            &p,
+                            &mut dst[r0 * ldo + u0 - j0..],
+                            ldo,
+                        )
+                    };
+                }
+            }
+        } else {
+            let mut a_tile = vec![0u8; mr * stride];
+            for r0 in (0..rows).step_by(mr) {
+                let tile_rows = (rows - r0).min(mr);
+                // Rows are filled in order: what `fill` writes past a row is rewritten next.
+                src.fill_rows(i0 + r0, tile_rows, &mut a_tile, stride);
+                // SAFETY: as above, with `a_tile` one tile of `mr` rows.
+                unsafe {
+                    vnni::codes(
+                        &a_tile,
+                        packed,
+                        k,
+                        shape,
+                        tile_rows,
+                        (j0, j1),
+                        &p,
+                        &mut dst[r0 * ldo..],
+                        ldo,
+                    )
+                };
+            }
+        }
+    };
+    if serial {
+        run(0, m, (0, n), out, n);
+    } else if !by_columns || units < 2 {
+        let rows_per_task = m.div_ceil(threads * 4).div_ceil(mr) * mr;
+        out.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(t, chunk)| run(t * rows_per_task, chunk.len() / n, (0, n), chunk, n));
+    } else {
+        // Bands of columns, each task all the rows; the bands' codes are copied in after.
+        let band = units.div_ceil(threads) * unit;
+        let bands: Vec<(usize, usize)> =
+            (0..n).step_by(band).map(|j| (j, n.min(j + band))).collect();
+        let results: Vec<Vec<u8>> = bands
+            .par_iter()
+            .map(|&(j0, j1)| {
+                let mut codes = vec![0u8; m * (j1 - j0)];
+                run(0, m, (j0, j1), &mut codes, j1 - j0);
+                codes
+            })
+            .collect();
+        for (&(j0, j1), c) in bands.iter().zip(&results) {
+            let w = j1 - j0;
+            for (i, row) in c.chunks_exact(w).enumerate() {
+                out[i * n + j0..i * n + j1].copy_from_slice(row);
+            }
+        }
+    }
+}
+
 /// One task's buffers: a tile of rows of `a` and their results.
 struct Work {
     a_tile: Vec<u8>,
@@ -508,6 +669,192 @@ mod vnni {
                 // SAFETY: `out` holds MR rows of NP * 16 i32s (checked by `tile`).
                 unsafe {
                     _mm512_storeu_si512(out.as_mut_ptr().add((r * NP + t) * 16) as *mut _, *v)
+                };
+            }
+        }
+    }
+
+    /// The output stage's parameters as the kernel reads them: `col` (the zero points'
+    /// column terms) and `bias` padded to whole tiles; `row_factor` times a row's byte sum is
+    /// its row term.
+    pub struct CodeParams<'a> {
+        pub row_factor: i32,
+        pub col: &'a [i32],
+        pub bias: &'a [f32],
+        pub scale: f32,
+        pub relu: bool,
+        pub per_unit: f32,
+        pub offset: f32,
+    }
+
+    /// Codes of the first `rows` rows of `a` (tiles of `shape.mr` rows of k rounded up to 4
+    /// bytes) against columns `j0..j1` (j0 a multiple of the tile's width), written to
+    /// `out[r * ldo + j - j0]`.
+    ///
+    /// # Safety
+    /// The CPU runs avx512f/bw/vnni; `a` holds `shape.mr` rows, `packed` and `p.col`/`p.bias`
+    /// whole tiles of columns past `j1`, `out` `rows - 1` rows of `ldo` bytes and then
+    /// `j1 - j0`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn codes(
+        a: &[u8],
+        packed: &[i8],
+        k: usize,
+        shape: Shape,
+        rows: usize,
+        (j0, j1): (usize, usize),
+        p: &CodeParams<'_>,
+        out: &mut [u8],
+        ldo: usize,
+    ) {
+        let kq = k.div_ceil(4);
+        let unit = shape.np * 16;
+        let whole = (j1 - j0).div_ceil(unit) * unit;
+        assert!(rows >= 1 && rows <= shape.mr && shape.mr <= 8 && j0 % unit == 0);
+        assert!(a.len() >= shape.mr * kq * 4 && packed.len() >= (j0 + whole) / 16 * kq * 64);
+        assert!(p.col.len() >= j0 + whole && p.bias.len() >= j0 + whole);
+        assert!(out.len() >= (rows - 1) * ldo + (j1 - j0) && ldo >= j1 - j0);
+        let mut row_terms = [0i32; 8];
+        if p.row_factor != 0 {
+            for (r, t) in row_terms.iter_mut().enumerate().take(rows) {
+                // SAFETY: the CPU runs avx512bw (the caller's guarantee); row r lies in `a`.
+                *t = p
+                    .row_factor
+                    .wrapping_mul(unsafe { row_sum(&a[r * kq * 4..r * kq * 4 + k]) });
+            }
+        }
+        let o = out.as_mut_ptr();
+        for u0 in (j0..j1).step_by(unit) {
+            let cols = (j1 - u0).min(unit);
+            // SAFETY: the sizes are checked above; `o + u0 - j0` starts this tile's columns.
+            unsafe {
+                let o = o.add(u0 - j0);
+                let panel0 = u0 / 16;
+                match (shape.mr, shape.np, rows) {
+                    (_, 1, 1) => {
+                        codes_n::<1, 1>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
+                    }
+                    (_, 2, 1) => {
+                        codes_n::<1, 2>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
+                    }
+                    (_, _, 1) => {
+                        codes_n::<1, 4>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
+                    }
+                    (8, 1, _) => {
+                        codes_n::<8, 1>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo)
+                    }
+                    (8, 2, _) => {
+                        codes_n::<8, 2>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo)
+                    }
+                    _ => codes_n::<6, 4>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo),
+                }
+            }
+        }
+    }
+
+    /// The sum of the bytes of `row`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn row_sum(row: &[u8]) -> i32 {
+        let mut acc = _mm512_setzero_si512();
+        let zero = _mm512_setzero_si512();
+        let mut chunks = row.chunks_exact(64);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 64 bytes.
+            let v = unsafe { _mm512_loadu_si512(c.as_ptr() as *const _) };
+            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mask = (1u64 << rest.len()) - 1;
+            // SAFETY: the mask reads only the `rest.len()` bytes of `rest`.
+            let v = unsafe { _mm512_maskz_loadu_epi8(mask, rest.as_ptr() as *const i8) };
+            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
+        }
+        _mm512_reduce_add_epi64(acc) as i32
+    }
+
+    /// One tile's sums, as `tile_n`, through the output stage into codes at `out` (row r at
+    /// `r * ldo`), the first `rows` rows and `cols` columns.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn codes_n<const MR: usize, const NP: usize>(
+        a_tile: &[u8],
+        packed: &[i8],
+        kq: usize,
+        panel0: usize,
+        rows: usize,
+        row_terms: &[i32; 8],
+        p: &CodeParams<'_>,
+        cols: usize,
+        out: *mut u8,
+        ldo: usize,
+    ) {
+        let k4 = kq * 4;
+        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        let a = a_tile.as_ptr();
+        let bp = packed.as_ptr();
+        for q in 0..kq {
+            let mut bv = [_mm512_setzero_si512(); NP];
+            for (t, v) in bv.iter_mut().enumerate() {
+                let off = ((panel0 + t) * kq + q) * 64;
+                // SAFETY: `off + 64 <= packed.len()` (checked by `codes`).
+                *v = unsafe { _mm512_loadu_si512(bp.add(off) as *const _) };
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: `r * k4 + q * 4 + 4 <= a_tile.len()` (MR rows of k4 bytes).
+                let four = unsafe { std::ptr::read_unaligned(a.add(r * k4 + q * 4) as *const i32) };
+                let av = _mm512_set1_epi32(four);
+                for (t, acc_rt) in acc_r.iter_mut().enumerate() {
+                    *acc_rt = _mm512_dpbusd_epi32(*acc_rt, av, bv[t]);
+                }
+            }
+        }
+        let j0 = panel0 * 16;
+        let scale = _mm512_set1_ps(p.scale);
+        let per_unit = _mm512_set1_ps(p.per_unit);
+        let offset = _mm512_set1_ps(p.offset);
+        let zero = _mm512_setzero_ps();
+        let top = _mm512_set1_ps(255.0);
+        let mut col = [_mm512_setzero_si512(); NP];
+        let mut bias = [_mm512_setzero_ps(); NP];
+        let mut masks = [0u16; NP];
+        for t in 0..NP {
+            // SAFETY: `col` and `bias` hold whole tiles of columns from `j0` (checked by `codes`).
+            unsafe {
+                col[t] = _mm512_loadu_si512(p.col.as_ptr().add(j0 + t * 16) as *const _);
+                bias[t] = _mm512_loadu_ps(p.bias.as_ptr().add(j0 + t * 16));
+            }
+            let valid = cols.saturating_sub(t * 16).min(16);
+            masks[t] = ((1u32 << valid) - 1) as u16;
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let rt = _mm512_set1_epi32(row_terms[r]);
+            for t in 0..NP {
+                if masks[t] == 0 {
+                    continue;
+                }
+                // The scalar stage's operations in its order (products and sums rounded one
+                // at a time, no fused multiply-add), so the codes are the same bits.
+                let s = _mm512_add_epi32(_mm512_add_epi32(acc_r[t], rt), col[t]);
+                let mut v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), scale), bias[t]);
+                if p.relu {
+                    // A NaN gives the second operand, 0, as `f32::max` does.
+                    v = _mm512_max_ps(v, zero);
+                }
+                let c = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(v, per_unit),
+                );
+                let c = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(c, offset), zero), top);
+                let codes = _mm512_cvttps_epi32(c);
+                // SAFETY: row r < rows and the mask's columns < cols lie in `out` (checked by
+                // `codes`).
+                unsafe {
+                    _mm512_mask_cvtepi32_storeu_epi8(
+                        out.add(r * ldo + t * 16) as *mut _,
+                        masks[t],
+                        codes,
+                    )
                 };
             }
         }

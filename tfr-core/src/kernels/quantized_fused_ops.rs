@@ -4,7 +4,7 @@
 //! arithmetic, shared with the tests' reference.
 
 use super::output_alloc::alloc;
-use super::qgemm::{qgemm_with, Rows};
+use super::qgemm::{qgemm_codes, qgemm_with, PackedB, Requantize, RowSource, Rows};
 use super::quantization_ops::codes::{self, QUINT8};
 use super::quantization_ops::{matrix, packed_b, scalar_range, set_quantized};
 use super::quantized_spatial_ops::{conv_patches, packed_filter, FilterCache};
@@ -120,6 +120,30 @@ impl OutputStage {
         );
     }
 
+    /// The codes of the product of `src`'s `m` rows and `b` into `out` (m x n): in the GEMM's
+    /// tiles where it can, else on its pieces of int32 rows.
+    #[allow(clippy::too_many_arguments)]
+    fn product_codes<S: RowSource>(
+        &self,
+        src: &S,
+        m: usize,
+        b: &PackedB,
+        za: i32,
+        zb: i32,
+        out: &mut [u8],
+    ) {
+        let rq = Requantize {
+            scale: self.scale,
+            bias: &self.bias,
+            relu: self.relu,
+            per_unit: self.per_unit,
+            offset: self.offset,
+        };
+        if !qgemm_codes(src, m, b, za, zb, &rq, out) {
+            qgemm_with(src, m, b, za, zb, out, |_, j0, v, o| self.codes(j0, v, o));
+        }
+    }
+
     /// Real values of the sums `acc` of columns `j0..` into `out`.
     pub fn reals(&self, j0: usize, acc: &[i32], out: &mut [f32]) {
         let bias = &self.bias[j0..j0 + acc.len()];
@@ -206,9 +230,7 @@ fn fused_matmul(
     if let Some((lo, hi)) = out_range {
         let mut out: Vec<u8> = alloc(m * n)?;
         out.resize(m * n, 0);
-        qgemm_with(&rows, m, &b, za, zb, &mut out, |_, j0, v, o| {
-            stage.codes(j0, v, o)
-        });
+        stage.product_codes(&rows, m, &b, za, zb, &mut out);
         set_quantized(ctx, Tensor::new(&[m, n], out)?, lo, hi);
     } else {
         let mut out: Vec<f32> = alloc(m * n)?;
@@ -236,15 +258,7 @@ fn fused_conv2d(
     let rows = s.n * s.oh * s.ow;
     let mut out: Vec<u8> = alloc(rows * s.oc)?;
     out.resize(rows * s.oc, 0);
-    qgemm_with(
-        &patches,
-        rows,
-        &b,
-        zx,
-        zero_point(rf),
-        &mut out,
-        |_, j0, v, o| stage.codes(j0, v, o),
-    );
+    stage.product_codes(&patches, rows, &b, zx, zero_point(rf), &mut out);
     set_quantized(ctx, Tensor::new(&[s.n, s.oh, s.ow, s.oc], out)?, lo, hi);
     Ok(())
 }

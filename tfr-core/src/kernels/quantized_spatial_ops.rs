@@ -135,6 +135,66 @@ impl Patches {
     }
 }
 
+impl Patches {
+    /// [`RowSource::fill_rows`] for windows one pixel apart in width (each window row one run
+    /// of `fw * c` bytes), each window row one move of `N` bytes (`fw * c` rounded up) that
+    /// the compiler unrolls into a few vector moves: no call per window row, one bounds check
+    /// per patch. What a move writes past a window row is rewritten by the next one, or lies
+    /// past the row's k bytes (rewritten by the next row, or the kernel's padding, which meets
+    /// zero rows of `b`); patches too near the end of the frame or `dst` take
+    /// [`Patches::fill_one`].
+    fn fill_rows_moves<const N: usize>(
+        &self,
+        i0: usize,
+        rows: usize,
+        dst: &mut [u8],
+        stride: usize,
+    ) {
+        let [oh, ow] = self.out;
+        let c = self.c;
+        let [fh, fw] = self.window;
+        let row_len = fw * c;
+        debug_assert!(row_len <= N && self.dilations[1] == 1);
+        let step = self.dilations[0] * self.wp * c;
+        let (mut b, mut oy, mut ox) = (i0 / (oh * ow), i0 / ow % oh, i0 % ow);
+        for r in 0..rows {
+            let d = &mut dst[r * stride..];
+            let first = ((b * self.hp + oy * self.strides[0]) * self.wp + ox * self.strides[1]) * c;
+            if fh == 0
+                || first + (fh - 1) * step + N > self.x.len()
+                || (fh - 1) * row_len + N > d.len()
+            {
+                self.fill_one((b, oy, ox), d);
+            } else {
+                let (x, d) = (self.x.as_ptr(), d.as_mut_ptr());
+                for fy in 0..fh {
+                    // SAFETY: the moves read at most to `first + (fh - 1) * step + N <= x.len()`
+                    // and write at most to `(fh - 1) * row_len + N <= d.len()` (checked above);
+                    // the frame and `dst` are distinct buffers.
+                    unsafe {
+                        let (s, t) = (x.add(first + fy * step), d.add(fy * row_len));
+                        // At most 128 bytes a copy, which the compiler writes as moves.
+                        let head = N.min(128);
+                        std::ptr::copy_nonoverlapping(s, t, head);
+                        if N > head {
+                            std::ptr::copy_nonoverlapping(s.add(head), t.add(head), N - head);
+                        }
+                    }
+                }
+            }
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
+    }
+}
+
 impl RowSource for Patches {
     fn fill(&self, i: usize, dst: &mut [u8]) {
         let [oh, ow] = self.out;
@@ -142,6 +202,21 @@ impl RowSource for Patches {
     }
 
     fn fill_rows(&self, i0: usize, rows: usize, dst: &mut [u8], stride: usize) {
+        if self.dilations[1] == 1 {
+            let (i, d, st) = (i0, &mut *dst, stride);
+            match self.window[1] * self.c {
+                0 => {}
+                1..=8 => return self.fill_rows_moves::<8>(i, rows, d, st),
+                9..=16 => return self.fill_rows_moves::<16>(i, rows, d, st),
+                17..=32 => return self.fill_rows_moves::<32>(i, rows, d, st),
+                33..=64 => return self.fill_rows_moves::<64>(i, rows, d, st),
+                65..=96 => return self.fill_rows_moves::<96>(i, rows, d, st),
+                97..=128 => return self.fill_rows_moves::<128>(i, rows, d, st),
+                129..=160 => return self.fill_rows_moves::<160>(i, rows, d, st),
+                161..=192 => return self.fill_rows_moves::<192>(i, rows, d, st),
+                _ => {}
+            }
+        }
         let [oh, ow] = self.out;
         let (mut b, mut oy, mut ox) = (i0 / (oh * ow), i0 / ow % oh, i0 % ow);
         for r in 0..rows {
