@@ -464,15 +464,7 @@ impl Machine<'_> {
             }
             if let Some(max) = t.maximum_iterations {
                 if iter >= max {
-                    return Err(cf_node_error(
-                        prog,
-                        plan.loop_cond,
-                        KernelError::out_of_range(format!(
-                            "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
-                             still holds after {max} iterations",
-                            t.name
-                        )),
-                    ));
+                    return Err(too_many_iterations(prog, plan, t, max));
                 }
             }
             for step in &plan.body {
@@ -515,6 +507,24 @@ impl Machine<'_> {
             self.counts.iterations += 1;
         }
     }
+}
+
+/// The error of a loop whose predicate still holds after `maximum_iterations`.
+pub(super) fn too_many_iterations(
+    prog: &CfProgram,
+    plan: &LoopPlan,
+    t: &FrameTemplate,
+    max: u64,
+) -> Error {
+    cf_node_error(
+        prog,
+        plan.loop_cond,
+        KernelError::out_of_range(format!(
+            "while loop `{}` exceeded maximum_iterations = {max}: its predicate still holds \
+             after {max} iterations",
+            t.name
+        )),
+    )
 }
 
 /// Records a plan step's run (not when its outputs are dead: it did not run).

@@ -9,6 +9,7 @@ pub mod candidate_sampling_ops;
 pub mod control_flow_ops;
 pub mod conv3d_ops;
 pub mod conv_ops;
+pub mod cwise_kernels;
 pub mod cwise_ops;
 pub mod data_flow_ops;
 pub mod debug_ops;

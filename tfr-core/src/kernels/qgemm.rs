@@ -636,14 +636,17 @@ mod vnni {
         }
     }
 
+    /// One tile's int32 sums: MR rows of `a_tile` (k rounded up to 4, `kq` groups of 4 bytes
+    /// each) against NP panels of `packed` from `panel0`. The caller checks that
+    /// `a_tile.len() >= MR * kq * 4` and `packed.len() >= (panel0 + NP) * kq * 64`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile_n<const MR: usize, const NP: usize>(
+    #[inline]
+    unsafe fn accumulate<const MR: usize, const NP: usize>(
         a_tile: &[u8],
         packed: &[i8],
         kq: usize,
         panel0: usize,
-        out: &mut [i32],
-    ) {
+    ) -> [[__m512i; NP]; MR] {
         let k4 = kq * 4;
         let mut acc = [[_mm512_setzero_si512(); NP]; MR];
         let a = a_tile.as_ptr();
@@ -652,7 +655,7 @@ mod vnni {
             let mut bv = [_mm512_setzero_si512(); NP];
             for (t, v) in bv.iter_mut().enumerate() {
                 let off = ((panel0 + t) * kq + q) * 64;
-                // SAFETY: `off + 64 <= packed.len()` (checked by `tile`).
+                // SAFETY: `off + 64 <= packed.len()` (the caller's check).
                 *v = unsafe { _mm512_loadu_si512(bp.add(off) as *const _) };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -664,6 +667,19 @@ mod vnni {
                 }
             }
         }
+        acc
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_n<const MR: usize, const NP: usize>(
+        a_tile: &[u8],
+        packed: &[i8],
+        kq: usize,
+        panel0: usize,
+        out: &mut [i32],
+    ) {
+        // SAFETY: the caller (`tile`) checked the bounds `accumulate` states.
+        let acc = unsafe { accumulate::<MR, NP>(a_tile, packed, kq, panel0) };
         for (r, acc_r) in acc.iter().enumerate() {
             for (t, v) in acc_r.iter().enumerate() {
                 // SAFETY: `out` holds MR rows of NP * 16 i32s (checked by `tile`).
@@ -790,26 +806,8 @@ mod vnni {
         out: *mut u8,
         ldo: usize,
     ) {
-        let k4 = kq * 4;
-        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-        let a = a_tile.as_ptr();
-        let bp = packed.as_ptr();
-        for q in 0..kq {
-            let mut bv = [_mm512_setzero_si512(); NP];
-            for (t, v) in bv.iter_mut().enumerate() {
-                let off = ((panel0 + t) * kq + q) * 64;
-                // SAFETY: `off + 64 <= packed.len()` (checked by `codes`).
-                *v = unsafe { _mm512_loadu_si512(bp.add(off) as *const _) };
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: `r * k4 + q * 4 + 4 <= a_tile.len()` (MR rows of k4 bytes).
-                let four = unsafe { std::ptr::read_unaligned(a.add(r * k4 + q * 4) as *const i32) };
-                let av = _mm512_set1_epi32(four);
-                for (t, acc_rt) in acc_r.iter_mut().enumerate() {
-                    *acc_rt = _mm512_dpbusd_epi32(*acc_rt, av, bv[t]);
-                }
-            }
-        }
+        // SAFETY: the caller (`codes`) checked the bounds `accumulate` states.
+        let acc = unsafe { accumulate::<MR, NP>(a_tile, packed, kq, panel0) };
         let j0 = panel0 * 16;
         let scale = _mm512_set1_ps(p.scale);
         let per_unit = _mm512_set1_ps(p.per_unit);

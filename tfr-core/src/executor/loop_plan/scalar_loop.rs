@@ -140,15 +140,7 @@ pub(in crate::executor) fn scalar_loop(
             break;
         }
         if *iter >= max {
-            return Err(cf_node_error(
-                prog,
-                plan.loop_cond,
-                KernelError::out_of_range(format!(
-                    "while loop `{}` exceeded maximum_iterations = {max}: its predicate \
-                     still holds after {max} iterations",
-                    t.name
-                )),
-            ));
+            return Err(too_many_iterations(prog, plan, t, max));
         }
         body.iter().for_each(|f| f(&mut words));
         if direct {
