@@ -156,14 +156,32 @@ pub async fn connect_channel(
         .map_err(|e| unreachable(source_chain(&e)))
 }
 
+/// A connected channel to the task at `address` whose calls carry the cluster secret.
+pub async fn connect_auth(
+    address: &str,
+    task: &str,
+    options: &ChannelOptions,
+) -> Result<AuthChannel> {
+    let channel = connect_channel(address, task, options).await?;
+    Ok(InterceptedService::new(
+        channel,
+        AddSecret::new(options.secret.as_ref()),
+    ))
+}
+
+/// A client of the worker service over `channel`, with the message size limits.
+pub fn worker_client(channel: AuthChannel, options: &ChannelOptions) -> WorkerConn {
+    WorkerClient::new(channel)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes)
+}
+
 /// A connected client of the worker service of `task` at `address`.
 pub async fn connect(address: &str, task: &str, options: &ChannelOptions) -> Result<WorkerConn> {
-    let channel = connect_channel(address, task, options).await?;
-    Ok(
-        WorkerClient::with_interceptor(channel, AddSecret::new(options.secret.as_ref()))
-            .max_decoding_message_size(options.max_message_bytes)
-            .max_encoding_message_size(options.max_message_bytes),
-    )
+    Ok(worker_client(
+        connect_auth(address, task, options).await?,
+        options,
+    ))
 }
 
 /// An error and its causes on one line (transport errors hide the useful part in a source).

@@ -26,6 +26,7 @@ pub mod target;
 pub mod wire;
 pub mod worker;
 pub mod worker_rpc;
+pub(crate) mod zero_copy;
 
 /// The generated gRPC messages and services (`proto/worker.proto`, `proto/master.proto`).
 #[allow(clippy::all, missing_docs)]

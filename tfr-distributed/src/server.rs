@@ -95,12 +95,16 @@ impl Server {
         let limit = options.channel.max_message_bytes;
         // Every call of both services passes the secret check first (when there is a secret).
         let check = CheckSecret::new(options.channel.secret.clone());
-        let svc = InterceptedService::new(
-            WorkerServer::new(service.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            check.clone(),
-        );
+        let svc = crate::zero_copy::WorkerRoutes {
+            inner: InterceptedService::new(
+                WorkerServer::new(service.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+                check.clone(),
+            ),
+            state: service.state.clone(),
+            check: check.clone(),
+        };
         let master_svc = InterceptedService::new(
             MasterServer::new(master.clone())
                 .max_decoding_message_size(limit)

@@ -305,6 +305,9 @@ pub struct ChunkAssembler {
     received: usize,
     total: usize,
     buffers: Option<std::sync::Arc<RecvBuffers>>,
+    /// The first bytes of an element whose rest has not arrived yet.
+    carry: [u8; 8],
+    carry_len: usize,
 }
 
 impl ChunkAssembler {
@@ -315,6 +318,8 @@ impl ChunkAssembler {
             received: 0,
             total: 0,
             buffers: None,
+            carry: [0; 8],
+            carry_len: 0,
         }
     }
 
@@ -333,59 +338,105 @@ impl ChunkAssembler {
 
     /// Takes the next chunk.
     pub fn push(&mut self, c: RecvTensorChunk) -> Result<()> {
-        if self.head.is_none() {
-            let dtype = dtype_from_safetensors(&c.dtype)
-                .ok_or_else(|| self.bad(format!("unknown dtype `{}`", c.dtype)))?;
-            // The dims bound what the data may be: reserve no more than they need.
-            let needed = c
-                .dims
-                .iter()
-                .try_fold(dtype.size_of() as u64, |n, &d| n.checked_mul(d));
-            let total = match (needed, usize::try_from(c.total_bytes)) {
-                (Some(n), Ok(total)) if n == c.total_bytes => total,
-                _ => {
-                    return Err(self.bad(format!(
-                        "{} bytes announced for a {dtype} tensor of dims {:?}",
-                        c.total_bytes, c.dims
-                    )))
-                }
-            };
-            let dims = c
-                .dims
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| self.bad(format!("dimension {d}"))))
-                .collect::<Result<Vec<_>>>()?;
-            self.total = total;
-            let n = total / dtype.size_of().max(1);
-            let reused = match &self.buffers {
-                Some(b) if total >= HUGE_PAGE_MIN_BYTES => b.take(dtype, n),
-                _ => None,
-            };
-            let gathered = match reused {
-                Some(t) => Gathered::Reused(t),
-                None => Gathered::new(dtype, total),
-            };
-            self.head = Some((dtype, dims, gathered));
+        self.start_chunk(&c.dtype, &c.dims, c.total_bytes)?;
+        self.put_bytes(&c.data)?;
+        self.end_chunk()
+    }
+
+    /// Begins the next chunk with its header fields (the first chunk's announce the tensor;
+    /// later chunks' are ignored, as senders leave them empty).
+    pub fn start_chunk(&mut self, dtype: &str, dims: &[u64], total_bytes: u64) -> Result<()> {
+        if self.head.is_some() {
+            return Ok(());
         }
+        let dtype = dtype_from_safetensors(dtype)
+            .ok_or_else(|| self.bad(format!("unknown dtype `{dtype}`")))?;
+        // The dims bound what the data may be: reserve no more than they need.
+        let needed = dims
+            .iter()
+            .try_fold(dtype.size_of() as u64, |n, &d| n.checked_mul(d));
+        let total = match (needed, usize::try_from(total_bytes)) {
+            (Some(n), Ok(total)) if n == total_bytes => total,
+            _ => {
+                return Err(self.bad(format!(
+                    "{total_bytes} bytes announced for a {dtype} tensor of dims {dims:?}"
+                )))
+            }
+        };
+        let dims = dims
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| self.bad(format!("dimension {d}"))))
+            .collect::<Result<Vec<_>>>()?;
+        self.total = total;
+        let n = total / dtype.size_of().max(1);
+        let reused = match &self.buffers {
+            Some(b) if total >= HUGE_PAGE_MIN_BYTES => b.take(dtype, n),
+            _ => None,
+        };
+        let gathered = match reused {
+            Some(t) => Gathered::Reused(t),
+            None => Gathered::new(dtype, total),
+        };
+        self.head = Some((dtype, dims, gathered));
+        Ok(())
+    }
+
+    /// Takes the next data bytes of the current chunk, in pieces of any size: an element
+    /// split between two pieces waits in a carry of at most 7 bytes.
+    pub fn put_bytes(&mut self, mut b: &[u8]) -> Result<()> {
         let total = self.total;
-        if self.received + c.data.len() > total {
+        let pending = self.received + self.carry_len;
+        if pending + b.len() > total {
             return Err(self.bad(format!(
                 "chunks add up to more than the announced {total} bytes"
             )));
         }
         let Some((dtype, _, gathered)) = &mut self.head else {
-            return Err(Error::Wire("unreachable: no head".into()));
+            return Err(self.bad("data before the tensor's dtype and dims".into()));
         };
-        if !c.data.len().is_multiple_of(dtype.size_of().max(1)) {
-            let (len, size) = (c.data.len(), dtype.size_of());
-            return Err(self.bad(format!(
-                "a chunk of {len} bytes is no whole number of {size}-byte elements"
+        let size = dtype.size_of().max(1);
+        if self.carry_len > 0 {
+            let take = (size - self.carry_len).min(b.len());
+            self.carry[self.carry_len..self.carry_len + take].copy_from_slice(&b[..take]);
+            self.carry_len += take;
+            b = &b[take..];
+            if self.carry_len < size {
+                return Ok(());
+            }
+            if !gathered.put(self.received, &self.carry[..size]) {
+                return Err(Error::Wire(format!(
+                    "{}: the kept receive buffer is shared",
+                    self.what
+                )));
+            }
+            self.received += size;
+            self.carry_len = 0;
+        }
+        let whole = b.len() / size * size;
+        if !gathered.put(self.received, &b[..whole]) {
+            return Err(Error::Wire(format!(
+                "{}: the kept receive buffer is shared",
+                self.what
             )));
         }
-        if !gathered.put(self.received, &c.data) {
-            return Err(self.bad("the kept receive buffer is shared".into()));
+        self.received += whole;
+        let rest = &b[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carry_len = rest.len();
+        Ok(())
+    }
+
+    /// Ends the current chunk, which must have held whole elements.
+    pub fn end_chunk(&mut self) -> Result<()> {
+        if self.carry_len > 0 {
+            let (carry, size) = (
+                self.carry_len,
+                self.head.as_ref().map_or(1, |h| h.0.size_of()),
+            );
+            return Err(self.bad(format!(
+                "a chunk is no whole number of {size}-byte elements ({carry} bytes left over)"
+            )));
         }
-        self.received += c.data.len();
         Ok(())
     }
 

@@ -17,7 +17,9 @@
 //! once, when it sends none); a failed or aborted step ends at once (`AbortStep`).
 
 use crate::cancel::CancelToken;
-use crate::channel::{connect, source_chain, ChannelOptions, WorkerConn};
+use crate::channel::{
+    connect_auth, source_chain, worker_client, AuthChannel, ChannelOptions, WorkerConn,
+};
 use crate::error::{code_to_status, Error};
 use crate::mux::{Answer, Mux};
 use crate::proto::{
@@ -91,7 +93,8 @@ pub struct WorkerState {
     /// Steps that ended or were aborted here, most recent last: a late `RunGraph` or
     /// `RecvTensor` of one fails at once instead of waiting for values nobody will send.
     ended: Mutex<EndedSteps>,
-    peers: Mutex<HashMap<String, WorkerConn>>,
+    /// Clients of peers' worker services and their channels, by address.
+    peers: Mutex<HashMap<String, (WorkerConn, AuthChannel)>>,
     /// `RecvTensors` streams to peers, by address.
     peer_streams: Mutex<HashMap<String, Arc<RecvMux>>>,
     /// Where the values of frame-aware sends go, by tensor name (the name ends with the
@@ -233,15 +236,35 @@ impl WorkerState {
         }
     }
 
+    /// A client of the worker service of the peer at `address` (connected on first use).
     pub(crate) async fn peer(&self, address: &str, task: &str) -> Result<WorkerConn, Error> {
+        Ok(self.peer_entry(address, task).await?.0)
+    }
+
+    /// The channel to the peer at `address`, for calls made without tonic's codec (see
+    /// [`crate::zero_copy`]).
+    pub(crate) async fn peer_channel(
+        &self,
+        address: &str,
+        task: &str,
+    ) -> Result<AuthChannel, Error> {
+        Ok(self.peer_entry(address, task).await?.1)
+    }
+
+    async fn peer_entry(
+        &self,
+        address: &str,
+        task: &str,
+    ) -> Result<(WorkerConn, AuthChannel), Error> {
         if let Some(c) = self.peers.lock().ok().and_then(|p| p.get(address).cloned()) {
             return Ok(c);
         }
-        let client = connect(address, task, &self.channel).await?;
+        let channel = connect_auth(address, task, &self.channel).await?;
+        let entry = (worker_client(channel.clone(), &self.channel), channel);
         if let Ok(mut p) = self.peers.lock() {
-            p.insert(address.to_string(), client.clone());
+            p.insert(address.to_string(), entry.clone());
         }
-        Ok(client)
+        Ok(entry)
     }
 
     /// The `RecvTensors` stream to the peer at `address` (opened anew when it broke).

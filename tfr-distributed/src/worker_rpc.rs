@@ -81,26 +81,17 @@ impl RemoteRendezvous<'_> {
                 .finish()
                 .map_err(|e| fail(Code::Internal, e.to_string()));
         }
-        let mut client = state
-            .peer(&recv.address, &recv.task)
+        let channel = state
+            .peer_channel(&recv.address, &recv.task)
             .await
             .map_err(|e| fail(Code::Internal, e.to_string()))?;
-        let mut stream = client
-            .recv_tensor(RecvTensorRequest {
-                step_id: self.step_id,
-                key: recv.key.clone(),
-            })
+        let request = RecvTensorRequest {
+            step_id: self.step_id,
+            key: recv.key.clone(),
+        };
+        crate::zero_copy::fetch(&channel, request, tensor, state.channel.max_message_bytes)
             .await
-            .map_err(to_kernel)?
-            .into_inner();
-        while let Some(chunk) = stream.message().await.map_err(to_kernel)? {
-            tensor
-                .push(chunk)
-                .map_err(|e| fail(Code::Internal, e.to_string()))?;
-        }
-        tensor
-            .finish()
-            .map_err(|e| fail(Code::Internal, e.to_string()))
+            .map_err(to_kernel)
     }
 }
 
@@ -203,7 +194,9 @@ impl Worker for WorkerService {
     type RecvTensorStream = Answering<RecvTensorChunk>;
 
     /// Waits for the key's value in the step's outbox and streams it in chunks of
-    /// `ChannelOptions::chunk_bytes`.
+    /// `ChannelOptions::chunk_bytes`. A task's server answers this method without tonic's
+    /// encoder (`crate::zero_copy`), in the same messages; this one serves the service when
+    /// it is mounted on its own.
     async fn recv_tensor(
         &self,
         request: Request<RecvTensorRequest>,

@@ -9,7 +9,7 @@ use tfr_core::Tensor;
 use tfr_distributed::proto::master::master_client::MasterClient;
 use tfr_distributed::proto::master::RunStepRequest;
 use tfr_distributed::proto::worker_client::WorkerClient;
-use tfr_distributed::proto::{Empty, RegisterGraphRequest, StatusResponse};
+use tfr_distributed::proto::{Empty, RecvTensorRequest, RegisterGraphRequest, StatusResponse};
 use tfr_distributed::{
     ChannelOptions, ClusterSession, ClusterSessionOptions, RemoteSession, RemoteSessionOptions,
     Secret,
@@ -125,6 +125,18 @@ fn every_call_needs_the_secret_and_a_refused_call_changes_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
     assert_eq!(raw_status(&ps, Some(SECRET)).unwrap().registered_graphs, 0);
+    // RecvTensor, which the server answers without tonic's codec, checks it too.
+    let e = rt
+        .block_on(async {
+            let mut c = WorkerClient::connect(format!("http://{ps}")).await.unwrap();
+            c.recv_tensor(RecvTensorRequest {
+                step_id: 1,
+                key: "k".into(),
+            })
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
 
     // Sessions without or with a wrong secret are refused, naming where.
     for secret in [None, Some("wrong-secret-123")] {
