@@ -120,6 +120,18 @@ impl Imported {
         feeds: &[(&str, Tensor)],
         fetches: &[&str],
     ) -> Result<Vec<Tensor>> {
+        self.run_targets(session, feeds, fetches, &[])
+    }
+
+    /// [`Imported::run`] that also runs `targets`, nodes by TF name (`"init"`, `"train"`, or
+    /// `"^train"`), for their effects.
+    pub fn run_targets(
+        &self,
+        session: &Session,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+    ) -> Result<Vec<Tensor>> {
         let feeds = feeds
             .iter()
             .map(|(n, t)| Ok((self.output(n)?, t.clone())))
@@ -128,7 +140,11 @@ impl Imported {
             .iter()
             .map(|n| self.output(n))
             .collect::<Result<Vec<_>>>()?;
-        Ok(session.run(&feeds, &fetches, &[])?)
+        let targets = targets
+            .iter()
+            .map(|n| self.node(n.strip_prefix('^').unwrap_or(n)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(session.run(&feeds, &fetches, &targets)?)
     }
 }
 
@@ -179,7 +195,11 @@ pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<I
             .filter(|i| keep.binary_search(i).is_err())
             .collect();
         dropped.extend(drop.iter().map(|&i| gd.node[i].name.clone()));
-        Some(select::without(gd, &drop, "the graph `prune_to` does not need")?)
+        Some(select::without(
+            gd,
+            &drop,
+            "the graph `prune_to` does not need",
+        )?)
     };
     let gd = pruned.as_ref().unwrap_or(gd);
     check_ops(gd)?;

@@ -159,7 +159,10 @@ impl<'a> Inliner<'a> {
         def: &'a FunctionDef,
         bound: HashMap<String, AttrValue>,
     ) -> Result<()> {
-        let sig = def.signature.as_ref().expect("library functions have signatures");
+        let sig = def
+            .signature
+            .as_ref()
+            .expect("library functions have signatures");
         let fname = sig.name.as_str();
         if self.stack.contains(&fname) {
             let mut chain: Vec<&str> = self.stack.clone();
@@ -210,7 +213,10 @@ impl<'a> Inliner<'a> {
         let mut args: HashMap<&str, Vec<String>> = HashMap::new();
         let mut next = 0;
         for (a, n) in sig.input_arg.iter().zip(&counts) {
-            args.insert(a.name.as_str(), data[next..next + n].iter().map(|s| s.to_string()).collect());
+            args.insert(
+                a.name.as_str(),
+                data[next..next + n].iter().map(|s| s.to_string()).collect(),
+            );
             next += n;
         }
         let prefix = call.name.clone();
@@ -263,8 +269,9 @@ impl<'a> Inliner<'a> {
             inputs.extend(ctrl);
             let mut attr = HashMap::with_capacity(n.attr.len());
             for (k, v) in &n.attr {
-                let v = substitute(v, &attrs)
-                    .map_err(|p| body_err(format!("attribute `{k}`: placeholder `{p}` is not bound")))?;
+                let v = substitute(v, &attrs).map_err(|p| {
+                    body_err(format!("attribute `{k}`: placeholder `{p}` is not bound"))
+                })?;
                 attr.insert(k.clone(), v);
             }
             converted.push(NodeDef {
@@ -279,7 +286,10 @@ impl<'a> Inliner<'a> {
         let mut outputs = Vec::with_capacity(sig.output_arg.len());
         for a in &sig.output_arg {
             let r = def.ret.get(&a.name).ok_or_else(|| {
-                err(format!("output `{}` has no `ret` entry naming its tensor", a.name))
+                err(format!(
+                    "output `{}` has no `ret` entry naming its tensor",
+                    a.name
+                ))
             })?;
             let (tensors, _) = scope
                 .tensor(r)
@@ -294,7 +304,9 @@ impl<'a> Inliner<'a> {
         }
         for (k, n) in &def.control_ret {
             if !body.contains_key(n.as_str()) {
-                return Err(err(format!("control output `{k}` names no body node (`{n}`)")));
+                return Err(err(format!(
+                    "control output `{k}` names no body node (`{n}`)"
+                )));
             }
             done.push(format!("^{prefix}/{n}"));
         }
@@ -337,11 +349,17 @@ impl<'a> Inliner<'a> {
             return if arg == "output" {
                 Ok(0)
             } else {
-                Err(format!("`{}` ({}) has one output list, `output`, not `{arg}`", nd.name, nd.op))
+                Err(format!(
+                    "`{}` ({}) has one output list, `output`, not `{arg}`",
+                    nd.name, nd.op
+                ))
             };
         }
         if let Some(f) = self.lib.get(nd.op.as_str()) {
-            let sig = f.signature.as_ref().expect("library functions have signatures");
+            let sig = f
+                .signature
+                .as_ref()
+                .expect("library functions have signatures");
             let mut offset = 0;
             for a in &sig.output_arg {
                 if a.name == arg {
@@ -418,7 +436,10 @@ impl Scope<'_, '_> {
                     .ok_or_else(|| format!("`{s}` names no body node `{name}`"))?;
                 let offset = self.inl.output_offset(nd, arg)?;
                 let flat = offset + k;
-                Ok((vec![format!("{}/{name}:{flat}", self.prefix)], Some(parts[0])))
+                Ok((
+                    vec![format!("{}/{name}:{flat}", self.prefix)],
+                    Some(parts[0]),
+                ))
             }
             _ => Err(format!("`{s}` is not `arg`, `arg:k` or `node:output:k`")),
         }
@@ -426,18 +447,27 @@ impl Scope<'_, '_> {
 }
 
 /// How many tensors argument `a` stands for under the attribute bindings.
-fn arg_count(a: &crate::proto::ArgDef, attrs: &HashMap<String, AttrValue>) -> Result<usize, String> {
+fn arg_count(
+    a: &crate::proto::ArgDef,
+    attrs: &HashMap<String, AttrValue>,
+) -> Result<usize, String> {
     if !a.number_attr.is_empty() {
         return match attrs.get(&a.number_attr).and_then(|v| v.value.as_ref()) {
             Some(Value::I(n)) if (0..=MAX_INLINED_NODES as i64).contains(n) => Ok(*n as usize),
             Some(Value::I(n)) => Err(format!("list length `{}` = {n}", a.number_attr)),
-            _ => Err(format!("list length attribute `{}` is not set", a.number_attr)),
+            _ => Err(format!(
+                "list length attribute `{}` is not set",
+                a.number_attr
+            )),
         };
     }
     if !a.type_list_attr.is_empty() {
         return match attrs.get(&a.type_list_attr).and_then(|v| v.value.as_ref()) {
             Some(Value::List(l)) => Ok(l.r#type.len()),
-            _ => Err(format!("type list attribute `{}` is not set", a.type_list_attr)),
+            _ => Err(format!(
+                "type list attribute `{}` is not set",
+                a.type_list_attr
+            )),
         };
     }
     Ok(1)
