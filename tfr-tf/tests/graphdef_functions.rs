@@ -3,13 +3,14 @@
 //! (`python3 scripts/graphdef_fixtures_tf.py tfr-tf/tests/fixtures`): a `tf.function` calling
 //! nested `tf.function`s (`graph.pb`) and a TF1 `Defun` called by op name (`defun.pb`).
 
-use crate::graphdef_import::{av, graph, node, placeholder, shape, ty};
+use crate::graphdef_import::{av, fconst, graph, node, placeholder, shape, ty};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tfr_core::{Session, SessionOptions, Tensor};
 use tfr_tf::proto::{
-    attr_value::Value, ArgDef, AttrDef, AttrValue, DataType, FunctionDef, FunctionDefLibrary,
-    GraphDef, NameAttrList, NodeDef, OpDef, TensorProto,
+    attr_value::{ListValue, Value},
+    ArgDef, AttrDef, AttrValue, DataType, FunctionDef, FunctionDefLibrary, GraphDef, NameAttrList,
+    NodeDef, OpDef, TensorProto,
 };
 use tfr_tf::{decode_graph_def, import_graph_def, read_case, read_npy, TfError};
 
@@ -397,4 +398,74 @@ fn ops_tfr_lacks_inside_function_bodies_are_listed_with_the_others() {
         ),
         other => panic!("expected UnsupportedOps, got {other:?}"),
     }
+}
+
+/// `bump(h, d)`: adds `d` to the variable `h` (a resource argument); no outputs, the update is
+/// a control output.
+fn bump() -> FunctionDef {
+    let mut f = function(
+        "bump",
+        vec![arg("h", DataType::DtResource), arg("d", DataType::DtFloat)],
+        vec![],
+        vec![node(
+            "add",
+            "AssignAddVariableOp",
+            &["h", "d"],
+            vec![("dtype", ty(DataType::DtFloat))],
+        )],
+        &[],
+    );
+    f.control_ret.insert("add".into(), "add".into());
+    f.signature.as_mut().unwrap().control_output = vec!["add".into()];
+    f
+}
+
+fn stateful_call(tout: &[DataType]) -> GraphDef {
+    let mut step = call("step", "bump", &["v", "delta"], vec![]);
+    step.op = "StatefulPartitionedCall".into();
+    step.attr.insert(
+        "Tout".into(),
+        av(Value::List(ListValue {
+            r#type: tout.iter().map(|&t| t as i32).collect(),
+            ..Default::default()
+        })),
+    );
+    let float = ty(DataType::DtFloat);
+    with_library(
+        vec![
+            crate::graphdef_variables::var_handle("v", "v"),
+            fconst("v/initial", &[2], &[1.0, 2.0], false),
+            node(
+                "v/Assign",
+                "AssignVariableOp",
+                &["v", "v/initial"],
+                vec![("dtype", float.clone())],
+            ),
+            fconst("delta", &[2], &[0.5, 0.25], false),
+            step,
+            node(
+                "read",
+                "ReadVariableOp",
+                &["v", "^step"],
+                vec![("dtype", float)],
+            ),
+        ],
+        vec![bump()],
+    )
+}
+
+#[test]
+fn a_stateful_call_without_outputs_runs_its_body_as_a_target() {
+    let im = import_graph_def(&stateful_call(&[])).expect("import");
+    assert_eq!(im.variables().len(), 1);
+    let session = Session::new(&im.graph, SessionOptions::default()).unwrap();
+    im.run_targets(&session, &[], &[], &["v/Assign"]).unwrap();
+    im.run_targets(&session, &[], &[], &["step"]).unwrap();
+    // `read` waits for another step (its control input).
+    let got = im.run(&session, &[], &["read:0"]).unwrap();
+    assert_eq!(got[0].to_vec::<f32>().unwrap(), [2.0, 2.5]);
+    let e = import_graph_def(&stateful_call(&[DataType::DtFloat]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`bump`") && e.contains("`Tout` lists 1"), "{e}");
 }

@@ -187,7 +187,7 @@ fn the_saver_subgraph_kept_is_reported_and_prune_to_imports_what_fetches_need() 
     assert!(e.contains("nothing:0"), "{e}");
 }
 
-fn var_handle(name: &str, shared: &str) -> tfr_tf::proto::NodeDef {
+pub fn var_handle(name: &str, shared: &str) -> tfr_tf::proto::NodeDef {
     node(
         name,
         "VarHandleOp",
@@ -227,6 +227,19 @@ fn a_variable_without_initializer_is_listed_for_restore_and_ref_variables_are_un
         assert_eq!(im.graph.node(v.value.node).op, "ReadVariableOp");
         assert_eq!(v.shape, tfr_graph::Shape::known(&[2]));
     }
+    // `Graph::add_variable` checks what it lists.
+    let mut g = im.graph.clone();
+    let v = vars[0].clone();
+    let e = g.add_variable(v.clone()).unwrap_err().to_string();
+    assert!(e.contains("already listed"), "{e}");
+    let mut other = v.clone();
+    other.name = "other".into();
+    let e = g.add_variable(other).unwrap_err().to_string();
+    assert!(e.contains("not a VarHandleOp of this shared name"), "{e}");
+    let mut unread = v;
+    unread.value = unread.handle;
+    let e = g.add_variable(unread).unwrap_err().to_string();
+    assert!(e.contains("does not read the handle"), "{e}");
     // TF1 reference variables: tfr has no ref-variable ops; both are named in one error.
     let gd = graph(vec![
         node(

@@ -23,13 +23,16 @@
 
 use crate::error::{Result, TfError};
 use crate::parse::split_input;
-use crate::proto::{attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef};
+use crate::proto::{attr_value::Value, AttrValue, FunctionDef, GraphDef, NodeDef, OpDef};
 use std::collections::{HashMap, HashSet};
 use tfr_graph::registry;
 
 /// The most nodes inlining may produce: a crafted library whose functions call each other
 /// twice per level would otherwise grow exponentially.
-pub const MAX_INLINED_NODES: usize = 1 << 21;
+pub const MAX_INLINED_NODES: usize = 1 << 20;
+
+/// The deepest nest of calls inlined (each level is a Rust call frame).
+pub const MAX_CALL_DEPTH: usize = 256;
 
 /// A GraphDef with every function call inlined.
 pub struct Inlined {
@@ -51,12 +54,11 @@ pub fn inline_functions(gd: &GraphDef) -> Result<Option<Inlined>> {
     }
     let mut lib = HashMap::with_capacity(functions.len());
     for f in functions {
-        let name = f.signature.as_ref().map_or("", |s| s.name.as_str());
-        if name.is_empty() {
+        let Some(sig) = f.signature.as_ref().filter(|s| !s.name.is_empty()) else {
             return Err(fn_error("", "a function of the library has no name"));
-        }
-        if lib.insert(name, f).is_some() {
-            return Err(fn_error(name, "the library defines it twice"));
+        };
+        if lib.insert(sig.name.as_str(), (sig, f)).is_some() {
+            return Err(fn_error(&sig.name, "the library defines it twice"));
         }
     }
     let mut inl = Inliner {
@@ -90,15 +92,15 @@ fn fn_error(function: &str, message: impl Into<String>) -> TfError {
 }
 
 struct Inliner<'a> {
-    lib: HashMap<&'a str, &'a FunctionDef>,
+    lib: HashMap<&'a str, (&'a OpDef, &'a FunctionDef)>,
     out: Vec<NodeDef>,
     calls: HashMap<String, Vec<String>>,
     /// The functions being inlined, outermost first (a repeat is a recursion).
     stack: Vec<&'a str>,
 }
 
-/// The function a node calls and the attribute values the call binds.
-type Target<'a> = (&'a FunctionDef, HashMap<String, AttrValue>);
+/// The function a node calls (signature, definition) and the attribute values the call binds.
+type Target<'a> = (&'a OpDef, &'a FunctionDef, HashMap<String, AttrValue>);
 
 impl<'a> Inliner<'a> {
     fn target(&self, nd: &NodeDef) -> Result<Option<Target<'a>>> {
@@ -114,7 +116,7 @@ impl<'a> Inliner<'a> {
                     })
                 }
             };
-            let def = self.lib.get(f.name.as_str()).ok_or_else(|| {
+            let &(sig, def) = self.lib.get(f.name.as_str()).ok_or_else(|| {
                 fn_error(
                     &f.name,
                     format!(
@@ -124,22 +126,22 @@ impl<'a> Inliner<'a> {
                     ),
                 )
             })?;
-            return Ok(Some((def, f.attr.clone().into_iter().collect())));
+            return Ok(Some((sig, def, f.attr.clone().into_iter().collect())));
         }
-        Ok(self.lib.get(nd.op.as_str()).map(|&def| {
+        Ok(self.lib.get(nd.op.as_str()).map(|&(sig, def)| {
             let bound = nd
                 .attr
                 .iter()
                 .filter(|(k, _)| !k.starts_with('_'))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            (def, bound)
+            (sig, def, bound)
         }))
     }
 
     fn add_node(&mut self, nd: NodeDef) -> Result<()> {
         match self.target(&nd)? {
-            Some((def, bound)) => self.inline(nd, def, bound),
+            Some((sig, def, bound)) => self.inline(nd, sig, def, bound),
             None => {
                 if self.out.len() >= MAX_INLINED_NODES {
                     return Err(fn_error(
@@ -156,13 +158,10 @@ impl<'a> Inliner<'a> {
     fn inline(
         &mut self,
         call: NodeDef,
+        sig: &'a OpDef,
         def: &'a FunctionDef,
         bound: HashMap<String, AttrValue>,
     ) -> Result<()> {
-        let sig = def
-            .signature
-            .as_ref()
-            .expect("library functions have signatures");
         let fname = sig.name.as_str();
         if self.stack.contains(&fname) {
             let mut chain: Vec<&str> = self.stack.clone();
@@ -177,6 +176,11 @@ impl<'a> Inliner<'a> {
             ));
         }
         let err = |message: String| fn_error(fname, format!("call `{}`: {message}", call.name));
+        if self.stack.len() >= MAX_CALL_DEPTH {
+            return Err(err(format!(
+                "calls nest deeper than {MAX_CALL_DEPTH} levels"
+            )));
+        }
         // Attribute bindings: the call's values, else the function's defaults.
         let mut attrs = bound;
         for a in &sig.attr {
@@ -296,6 +300,15 @@ impl<'a> Inliner<'a> {
                 .map_err(|m| err(format!("`ret` of output `{}`: {m}", a.name)))?;
             outputs.extend(tensors);
         }
+        if let Some(Value::List(tout)) = call.attr.get("Tout").and_then(|v| v.value.as_ref()) {
+            if is_call_op(&call.op) && tout.r#type.len() != outputs.len() {
+                return Err(err(format!(
+                    "`Tout` lists {} output type(s), the function returns {} tensor(s)",
+                    tout.r#type.len(),
+                    outputs.len()
+                )));
+            }
+        }
         let mut done: Vec<String> = Vec::new();
         for s in &outputs {
             if let Some((node, _, _)) = split_input(s) {
@@ -355,11 +368,7 @@ impl<'a> Inliner<'a> {
                 ))
             };
         }
-        if let Some(f) = self.lib.get(nd.op.as_str()) {
-            let sig = f
-                .signature
-                .as_ref()
-                .expect("library functions have signatures");
+        if let Some(&(sig, _)) = self.lib.get(nd.op.as_str()) {
             let mut offset = 0;
             for a in &sig.output_arg {
                 if a.name == arg {
