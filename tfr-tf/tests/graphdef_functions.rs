@@ -469,3 +469,35 @@ fn a_stateful_call_without_outputs_runs_its_body_as_a_target() {
         .to_string();
     assert!(e.contains("`bump`") && e.contains("`Tout` lists 1"), "{e}");
 }
+
+/// Truncated or bit-flipped function libraries (TensorFlow's, and the hand-built stateful
+/// call) decode to errors or import to errors or graphs: never a panic.
+#[test]
+fn corrupted_function_libraries_never_panic() {
+    use prost::Message;
+    let tf_bytes = std::fs::read(fixture().join("graph.pb")).unwrap();
+    let defun_bytes = std::fs::read(fixture().join("defun.pb")).unwrap();
+    let stateful_bytes = stateful_call(&[]).encode_to_vec();
+    let mut outcomes = [0usize; 3];
+    for bytes in [tf_bytes, defun_bytes, stateful_bytes] {
+        let mut check = |b: &[u8]| match decode_graph_def(b) {
+            Err(_) => outcomes[0] += 1,
+            Ok(gd) => match import_graph_def(&gd) {
+                Ok(_) => outcomes[1] += 1,
+                Err(_) => outcomes[2] += 1,
+            },
+        };
+        for len in (0..bytes.len()).step_by(7) {
+            check(&bytes[..len]);
+        }
+        let mut seed = 18u64;
+        for _ in 0..1500 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let mut b = bytes.clone();
+            let pos = (seed >> 33) as usize % b.len();
+            b[pos] ^= 1 << ((seed >> 20) % 8);
+            check(&b);
+        }
+    }
+    assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
+}

@@ -262,3 +262,26 @@ fn a_variable_without_initializer_is_listed_for_restore_and_ref_variables_are_un
         other => panic!("expected UnsupportedOps, got {other:?}"),
     }
 }
+
+/// A bit-flipped non-frozen graph (variables, saver subgraph, training step) is an error or a
+/// graph, never a panic.
+#[test]
+fn corrupted_non_frozen_graphs_never_panic() {
+    let bytes = std::fs::read(fixture().join("graph.pb")).unwrap();
+    let mut outcomes = [0usize; 3];
+    let mut seed = 1818u64;
+    for _ in 0..1500 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut b = bytes.clone();
+        let pos = (seed >> 33) as usize % b.len();
+        b[pos] ^= 1 << ((seed >> 20) % 8);
+        match decode_graph_def(&b) {
+            Err(_) => outcomes[0] += 1,
+            Ok(gd) => match import_graph_def(&gd) {
+                Ok(_) => outcomes[1] += 1,
+                Err(_) => outcomes[2] += 1,
+            },
+        }
+    }
+    assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
+}
