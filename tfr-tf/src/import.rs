@@ -29,7 +29,7 @@ pub struct ImportOptions {
     /// Drop the nodes' device requests (TensorFlow's `clear_devices`).
     pub clear_devices: bool,
     /// Import TensorFlow's saver subgraph (the `save/` scope of a `tf.compat.v1.train.Saver`:
-    /// nodes under the top-level scope of a [`TF_SAVER_OPS`] op) too. By default it is left
+    /// nodes in the name scope of a [`TF_SAVER_OPS`] op) too. By default it is left
     /// out and listed in [`Imported::dropped`]: its ops read and write TensorFlow's checkpoint
     /// format on string tensors, which tfr does not have; a tfr `Saver` over
     /// [`Imported::variables`] takes its place. Kept, its ops are reported as unsupported.

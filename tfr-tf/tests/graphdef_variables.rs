@@ -285,3 +285,36 @@ fn corrupted_non_frozen_graphs_never_panic() {
     }
     assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
 }
+
+#[test]
+fn the_saver_scope_is_the_save_ops_own_and_readers_of_it_are_errors() {
+    let t = ty(DataType::DtFloat);
+    let nodes = |reader: &str| {
+        graph(vec![
+            placeholder("model/x", &[2]),
+            node("model/relu", "Relu", &["model/x"], vec![("T", t.clone())]),
+            node("model/save/filename", "FancyStringOp", &[], vec![]),
+            node(
+                "model/save/SaveV2",
+                "SaveV2",
+                &["model/save/filename", "model/relu"],
+                vec![],
+            ),
+            node("model/save", "NoOp", &["^model/save/SaveV2"], vec![]),
+            node("out", "Identity", &[reader], vec![("T", t.clone())]),
+        ])
+    };
+    let im = import_graph_def(&nodes("model/relu")).unwrap();
+    assert_eq!(
+        im.dropped(),
+        ["model/save/filename", "model/save/SaveV2", "model/save"]
+    );
+    assert!(im.node("model/relu").is_ok());
+    let e = import_graph_def(&nodes("model/save/filename"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`out`") && e.contains("model/save/filename") && e.contains("saver"),
+        "{e}"
+    );
+}

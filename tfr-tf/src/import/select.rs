@@ -11,8 +11,8 @@ use crate::parse::split_input;
 use crate::proto::{GraphDef, NodeDef};
 use std::collections::{HashMap, HashSet};
 
-/// TensorFlow's checkpoint ops: a node running one marks its top-level name scope (`save`,
-/// `save_1`, ...) as a saver's.
+/// TensorFlow's checkpoint ops: a node running one marks its name scope (`save`, `save_1`,
+/// `model/save`, an inlined call's name) as a saver's.
 pub const TF_SAVER_OPS: &[&str] = &[
     "SaveV2",
     "RestoreV2",
@@ -23,14 +23,15 @@ pub const TF_SAVER_OPS: &[&str] = &[
     "ShardedFilespec",
 ];
 
-/// The nodes of TensorFlow's saver subgraphs: every node under the top-level scope of a node
-/// running a [`TF_SAVER_OPS`] op (just that node when it has no scope). Sorted by position.
+/// The nodes of TensorFlow's saver subgraphs: every node in the name scope of a node running a
+/// [`TF_SAVER_OPS`] op (`save/SaveV2` -> everything under `save/`, and a node named `save`
+/// itself, as an inlined call's NoOp is); just that node when it has no scope. Sorted.
 pub fn saver_nodes(gd: &GraphDef) -> Vec<usize> {
     let mut scopes: HashSet<&str> = HashSet::new();
     let mut lone: HashSet<usize> = HashSet::new();
     for (i, n) in gd.node.iter().enumerate() {
         if TF_SAVER_OPS.contains(&n.op.as_str()) {
-            match n.name.split_once('/') {
+            match n.name.rsplit_once('/') {
                 Some((scope, _)) => {
                     scopes.insert(scope);
                 }
@@ -40,14 +41,21 @@ pub fn saver_nodes(gd: &GraphDef) -> Vec<usize> {
             }
         }
     }
+    let in_scope = |name: &str| {
+        // `name` itself or any of its enclosing scopes.
+        let mut cur = name;
+        loop {
+            if scopes.contains(cur) {
+                return true;
+            }
+            match cur.rsplit_once('/') {
+                Some((parent, _)) => cur = parent,
+                None => return false,
+            }
+        }
+    };
     (0..gd.node.len())
-        .filter(|&i| {
-            lone.contains(&i)
-                || gd.node[i]
-                    .name
-                    .split_once('/')
-                    .is_some_and(|(scope, _)| scopes.contains(scope))
-        })
+        .filter(|&i| lone.contains(&i) || (!scopes.is_empty() && in_scope(&gd.node[i].name)))
         .collect()
 }
 
