@@ -89,7 +89,14 @@ fn variables_initialize_and_train_as_in_tensorflow() {
         e.to_string().contains("dense/kernel") || e.to_string().contains("out/"),
         "{e}"
     );
+    let is_init = "dense/kernel/IsInitialized/VarIsInitializedOp:0";
+    let before = im.run(&session, &[], &[is_init]).unwrap();
     im.run_targets(&session, &[], &[], &["init"]).unwrap();
+    let after = im.run(&session, &[], &[is_init]).unwrap();
+    assert_eq!(
+        (before[0].to_vec::<bool>().unwrap(), after[0].to_vec::<bool>().unwrap()),
+        (vec![false], vec![true])
+    );
     let got = im.run(&session, &feeds(), &["logits:0", "loss:0"]).unwrap();
     assert_close("logits", &got[0], &npy("logits0.npy"));
     assert_close("loss", &got[1], &npy("loss0.npy"));
