@@ -94,7 +94,10 @@ fn variables_initialize_and_train_as_in_tensorflow() {
     im.run_targets(&session, &[], &[], &["init"]).unwrap();
     let after = im.run(&session, &[], &[is_init]).unwrap();
     assert_eq!(
-        (before[0].to_vec::<bool>().unwrap(), after[0].to_vec::<bool>().unwrap()),
+        (
+            before[0].to_vec::<bool>().unwrap(),
+            after[0].to_vec::<bool>().unwrap()
+        ),
         (vec![false], vec![true])
     );
     let got = im.run(&session, &feeds(), &["logits:0", "loss:0"]).unwrap();
