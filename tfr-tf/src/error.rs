@@ -27,6 +27,9 @@ pub enum TfError {
     /// Every op of the GraphDef that tfr lacks, with the nodes that use it.
     #[error("the graph uses {} op(s) tfr does not have: {}", .ops.len(), list_ops(.ops))]
     UnsupportedOps { ops: Vec<(String, Vec<String>)> },
+    /// A function of the GraphDef's library that cannot be inlined, or a bad call of it.
+    #[error("function `{function}`: {message}")]
+    Function { function: String, message: String },
     #[error("node `{node}`: input `{input}` names no node of the graph")]
     UnknownInput { node: String, input: String },
     #[error("two nodes are named `{0}`")]

@@ -1,4 +1,16 @@
 //! TensorFlow `GraphDef` -> tfr graph.
+//!
+//! Steps: function calls are inlined (`functions`); TensorFlow's saver subgraph is left out
+//! and, with [`ImportOptions::prune_to`], everything the named outputs do not need (`select`);
+//! every op tfr lacks is reported at once; the nodes are built in topological order; the
+//! `VarHandleOp`s are listed as the graph's variables (`variables`).
+
+mod functions;
+mod select;
+mod variables;
+
+pub use functions::MAX_INLINED_NODES;
+pub use select::TF_SAVER_OPS;
 
 use crate::convert::{attr_from_proto, proto_kind, shape_from_proto};
 use crate::error::{io_error, Result, TfError};
@@ -16,6 +28,17 @@ use tfr_graph::{registry, AttrValue, DType, Graph, NodeId, Output, Shape};
 pub struct ImportOptions {
     /// Drop the nodes' device requests (TensorFlow's `clear_devices`).
     pub clear_devices: bool,
+    /// Import TensorFlow's saver subgraph (the `save/` scope of a `tf.compat.v1.train.Saver`:
+    /// nodes in the name scope of a [`TF_SAVER_OPS`] op) too. By default it is left
+    /// out and listed in [`Imported::dropped`]: its ops read and write TensorFlow's checkpoint
+    /// format on string tensors, which tfr does not have; a tfr `Saver` over
+    /// [`Imported::variables`] takes its place. Kept, its ops are reported as unsupported.
+    pub keep_tf_saver: bool,
+    /// When not empty, import only the nodes these tensor or node names (`"logits:0"`,
+    /// `"train"`, `"^init"`) need, transitively through data and control inputs: ops tfr lacks
+    /// elsewhere in the graph then do not block the import (TensorFlow's `extract_sub_graph`;
+    /// `Session::run` prunes each step the same way). Names are those after function inlining.
+    pub prune_to: Vec<String>,
 }
 
 /// An imported graph and the map from TensorFlow node names to its nodes.
@@ -23,9 +46,27 @@ pub struct ImportOptions {
 pub struct Imported {
     pub graph: Graph,
     names: HashMap<String, NodeId>,
+    /// Inlined function calls: the call node's name -> its outputs.
+    calls: HashMap<String, Vec<Output>>,
+    dropped: Vec<String>,
 }
 
 impl Imported {
+    /// The graph's variables: one per shared name of its `VarHandleOp`s (see
+    /// [`Graph::add_variable`]), for `tfr_nn::Saver` to restore from a tfr checkpoint that
+    /// holds them under those names. A variable's `initializer` is TensorFlow's
+    /// `<var>/Assign`; when the graph assigns no initial value it is the handle itself, which
+    /// assigns nothing.
+    pub fn variables(&self) -> &[tfr_graph::ops::state_ops::Variable] {
+        self.graph.variables()
+    }
+
+    /// The nodes of the GraphDef that were not imported (TensorFlow's saver subgraph, or what
+    /// [`ImportOptions::prune_to`] does not need), in GraphDef order.
+    pub fn dropped(&self) -> &[String] {
+        &self.dropped
+    }
+
     /// The node TensorFlow called `name`.
     pub fn node(&self, name: &str) -> Result<NodeId> {
         self.names
@@ -47,6 +88,14 @@ impl Imported {
             .ok_or_else(|| bad("not of the form `node:index`".into()))?;
         if control {
             return Err(bad("a control input names no tensor".into()));
+        }
+        if let Some(outs) = self.calls.get(name) {
+            return outs.get(index as usize).copied().ok_or_else(|| {
+                bad(format!(
+                    "the inlined function call `{name}` has {} output(s)",
+                    outs.len()
+                ))
+            });
         }
         let id = self
             .names
@@ -71,6 +120,18 @@ impl Imported {
         feeds: &[(&str, Tensor)],
         fetches: &[&str],
     ) -> Result<Vec<Tensor>> {
+        self.run_targets(session, feeds, fetches, &[])
+    }
+
+    /// [`Imported::run`] that also runs `targets`, nodes by TF name (`"init"`, `"train"`, or
+    /// `"^train"`), for their effects.
+    pub fn run_targets(
+        &self,
+        session: &Session,
+        feeds: &[(&str, Tensor)],
+        fetches: &[&str],
+        targets: &[&str],
+    ) -> Result<Vec<Tensor>> {
         let feeds = feeds
             .iter()
             .map(|(n, t)| Ok((self.output(n)?, t.clone())))
@@ -79,7 +140,11 @@ impl Imported {
             .iter()
             .map(|n| self.output(n))
             .collect::<Result<Vec<_>>>()?;
-        Ok(session.run(&feeds, &fetches, &[])?)
+        let targets = targets
+            .iter()
+            .map(|n| self.node(n.strip_prefix('^').unwrap_or(n)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(session.run(&feeds, &fetches, &targets)?)
     }
 }
 
@@ -102,10 +167,41 @@ pub fn import_graph_def(gd: &GraphDef) -> Result<Imported> {
     import_graph_def_with(gd, &ImportOptions::default())
 }
 
-/// Builds a tfr graph from `gd`: every node becomes the tfr op of its name (TensorFlow aliases
-/// resolve to the tfr op), attributes become typed attributes, `_`-prefixed ones
-/// (`_output_shapes`, `_class`) are dropped. Ops tfr lacks are reported together.
+/// Builds a tfr graph from `gd`: function calls are inlined, then every node becomes the tfr op
+/// of its name (TensorFlow aliases resolve to the tfr op), attributes become typed attributes,
+/// `_`-prefixed ones (`_output_shapes`, `_class`) are dropped. Ops tfr lacks are reported
+/// together. `VarHandleOp`s become the graph's variables ([`Imported::variables`]).
 pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<Imported> {
+    let inlined = functions::inline_functions(gd)?;
+    let gd = inlined.as_ref().map_or(gd, |i| &i.graph);
+    let mut dropped = Vec::new();
+    let saver = if options.keep_tf_saver {
+        None
+    } else {
+        let drop = select::saver_nodes(gd);
+        (!drop.is_empty())
+            .then(|| {
+                dropped.extend(drop.iter().map(|&i| gd.node[i].name.clone()));
+                select::without(gd, &drop, "TensorFlow's saver subgraph")
+            })
+            .transpose()?
+    };
+    let gd = saver.as_ref().unwrap_or(gd);
+    let pruned = if options.prune_to.is_empty() {
+        None
+    } else {
+        let keep = select::needed_for(gd, &options.prune_to)?;
+        let drop: Vec<usize> = (0..gd.node.len())
+            .filter(|i| keep.binary_search(i).is_err())
+            .collect();
+        dropped.extend(drop.iter().map(|&i| gd.node[i].name.clone()));
+        Some(select::without(
+            gd,
+            &drop,
+            "the graph `prune_to` does not need",
+        )?)
+    };
+    let gd = pruned.as_ref().unwrap_or(gd);
     check_ops(gd)?;
     let st = structure(gd)?;
     let mut graph = Graph::new();
@@ -134,7 +230,27 @@ pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<I
             graph.set_input(merge, k, Output::new(next, *index as usize))?;
         }
     }
-    Ok(Imported { graph, names })
+    variables::list_variables(&mut graph)?;
+    let mut imported = Imported {
+        graph,
+        names,
+        calls: HashMap::new(),
+        dropped,
+    };
+    if let Some(inlined) = inlined {
+        for (call, outs) in inlined.calls {
+            // A pruned call keeps no outputs to resolve.
+            if !imported.names.contains_key(&call) {
+                continue;
+            }
+            let outs = outs
+                .iter()
+                .map(|t| imported.output(t))
+                .collect::<Result<Vec<_>>>()?;
+            imported.calls.insert(call, outs);
+        }
+    }
+    Ok(imported)
 }
 
 /// Every op of the graph tfr lacks, in one error.

@@ -2,6 +2,11 @@
 //!
 //! - GraphDef export ([`to_graph_def`], [`write_graph_def`]) and import
 //!   ([`import_graph_def`], [`read_graph_def`]), with feeds and fetches by TF tensor name.
+//!   Import inlines the calls of the graph's function library (`PartitionedCall`,
+//!   `StatefulPartitionedCall`, nodes whose op is a function name), turns `VarHandleOp`s into
+//!   tfr variables ([`Imported::variables`], restorable with `tfr_nn::Saver` from tfr
+//!   checkpoints), leaves out TensorFlow's own saver subgraph ([`Imported::dropped`]) and can
+//!   import only what named outputs need ([`ImportOptions::prune_to`]).
 //! - TensorBoard event files: [`SummaryWriter`] writes them (TFRecord framing, masked CRC32C,
 //!   flushed by a background thread), [`read_events`] reads and checks them.
 //!

@@ -119,6 +119,8 @@ pub fn ignorable(attr: &str, value: &AttrValue) -> bool {
         ("incompatible_shape_error", AttrValue::Bool(b)) => *b,
         ("exponential_avg_factor", AttrValue::Float(f)) => *f == 1.0,
         ("validate_shape", _) => true,
+        // tfr's updates always hold the variable's lock for the whole read-modify-write.
+        ("use_locking", AttrValue::Bool(_)) => true,
         _ => false,
     }
 }

@@ -235,6 +235,7 @@ fn unsorted_nodes_aliases_control_inputs_devices() {
         &gd,
         &tfr_tf::ImportOptions {
             clear_devices: true,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -4,7 +4,9 @@
 mod common;
 mod event_files;
 mod graphdef_errors;
+mod graphdef_functions;
 mod graphdef_import;
 mod graphdef_roundtrip;
+mod graphdef_variables;
 mod graphdef_while;
 mod keras_fixtures;

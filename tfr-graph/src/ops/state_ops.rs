@@ -155,6 +155,47 @@ impl Graph {
         Ok(var)
     }
 
+    /// Lists a variable whose ops were built node by node (an imported graph's `VarHandleOp`,
+    /// its read and its initializer), so that [`Graph::variables`], savers and
+    /// [`Graph::global_variables_initializer`] see it. The nodes must be what they claim: the
+    /// handle a `VarHandleOp` of shared name `var.name`, dtype `var.dtype` and shape
+    /// `var.shape`, the value a `ReadVariableOp` of it; a name already listed is an error.
+    pub fn add_variable(&mut self, var: Variable) -> Result<()> {
+        let bad = |message: String| GraphError::InvalidNode {
+            node: var.name.clone(),
+            op: "VarHandleOp".into(),
+            message,
+        };
+        let h = self.get_node(var.handle.node)?;
+        if h.op != "VarHandleOp" || h.attrs.string_opt("shared_name") != Some(&var.name) {
+            return Err(bad(format!(
+                "the handle `{}` ({}) is not a VarHandleOp of this shared name",
+                h.name, h.op
+            )));
+        }
+        if h.attrs.dtype_opt("dtype") != Some(&var.dtype)
+            || h.attrs.shape_opt("shape") != Some(&var.shape)
+        {
+            return Err(bad(format!(
+                "the handle `{}` declares another dtype or shape than {} {}",
+                h.name, var.dtype, var.shape
+            )));
+        }
+        let read = self.get_node(var.value.node)?;
+        if read.op != "ReadVariableOp" || read.inputs.first() != Some(&var.handle) {
+            return Err(bad(format!(
+                "the value `{}` ({}) does not read the handle",
+                read.name, read.op
+            )));
+        }
+        self.get_node(var.initializer)?;
+        if self.variables.iter().any(|v| v.name == var.name) {
+            return Err(bad("a variable of this name is already listed".into()));
+        }
+        self.variables.push(var);
+        Ok(())
+    }
+
     /// Every variable made with [`Graph::variable`].
     pub fn variables(&self) -> &[Variable] {
         &self.variables
