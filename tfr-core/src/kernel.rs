@@ -343,6 +343,10 @@ macro_rules! dispatch_any {
                 type $T = String;
                 $body
             }
+            tfr_graph::DType::String => {
+                type $T = Vec<u8>;
+                $body
+            }
         }
     };
 }

@@ -36,6 +36,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernel::{find_kernel, DeviceType, KernelInit};
 use crate::kernels::sendrecv_ops::FRAME_AWARE;
+use crate::memory::MemorySpace;
 use std::collections::HashMap;
 use tfr_graph::device::DeviceSpec;
 use tfr_graph::ops::control_flow_ops::{
@@ -75,6 +76,12 @@ fn has_kernel(graph: &Graph, node: &Node, device: &Device) -> bool {
         .iter()
         .map(|&o| graph.output_type(o).clone())
         .collect();
+    // Strings live in host memory only (as TF's DT_STRING): a node reading or making one runs
+    // on a host device whatever kernels a device registers.
+    let strings = inputs.iter().chain(&node.outputs).any(|t| t.dtype == DType::String);
+    if strings && device.backend.memory_space() != MemorySpace::HOST {
+        return false;
+    }
     let init = KernelInit {
         node: &node.name,
         op: &node.op,
