@@ -167,7 +167,12 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
         let first = &graph.nodes()[spec_owner.unwrap_or(members[0])];
         if feasible.is_empty() {
             let names: Vec<String> = devices.iter().map(Device::name).collect();
-            return Err(placement_error(first, format!("no device satisfies `{}` and has kernels for its colocation group ({} nodes); devices: [{}]", first.device, members.len(), names.join(", "))));
+            let hint = members
+                .iter()
+                .map(|&m| crate::kernel::missing_kernel_hint(&graph.nodes()[m].op))
+                .find(|h| !h.is_empty())
+                .unwrap_or_default();
+            return Err(placement_error(first, format!("no device satisfies `{}` and has kernels for its colocation group ({} nodes); devices: [{}]{hint}", first.device, members.len(), names.join(", "))));
         }
         // Follow the producer of the largest input when it is feasible.
         let mut best: Option<(usize, usize)> = None;

@@ -134,3 +134,18 @@ fn checkpoints_refuse_strings_with_an_error() {
     let e = g.restore(f, &["s"], &[DType::String]).unwrap_err().to_string();
     assert!(e.contains("string"), "{e}");
 }
+
+#[test]
+fn summary_ops_without_their_kernels_say_who_registers_them() {
+    // This test binary never links tfr-tf, so the summary kernels are not registered.
+    let mut g = Graph::new();
+    let x = g.constant_from(&[], vec![1.0f32]).unwrap();
+    let s = g.scalar_summary("loss", x).unwrap();
+    assert_eq!(g.dtype(s), DType::String);
+    let sess = Session::new(&g, SessionOptions::default()).unwrap();
+    let e = sess.run(&[], &[s], &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("ScalarSummary") && e.contains("tfr_tf::register_summary_kernels"),
+        "{e}"
+    );
+}

@@ -104,8 +104,10 @@ pub fn import_graph_def(gd: &GraphDef) -> Result<Imported> {
 
 /// Builds a tfr graph from `gd`: every node becomes the tfr op of its name (TensorFlow aliases
 /// resolve to the tfr op), attributes become typed attributes, `_`-prefixed ones
-/// (`_output_shapes`, `_class`) are dropped. Ops tfr lacks are reported together.
+/// (`_output_shapes`, `_class`) are dropped. Ops tfr lacks are reported together. Registers
+/// the summary ops' kernels, so an imported graph with summaries runs.
 pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<Imported> {
+    crate::register_summary_kernels();
     check_ops(gd)?;
     let st = structure(gd)?;
     let mut graph = Graph::new();
