@@ -8,3 +8,4 @@ mod graphdef_import;
 mod graphdef_roundtrip;
 mod graphdef_while;
 mod keras_fixtures;
+mod summary_ops;
