@@ -78,7 +78,10 @@ fn has_kernel(graph: &Graph, node: &Node, device: &Device) -> bool {
         .collect();
     // Strings live in host memory only (as TF's DT_STRING): a node reading or making one runs
     // on a host device whatever kernels a device registers.
-    let strings = inputs.iter().chain(&node.outputs).any(|t| t.dtype == DType::String);
+    let strings = inputs
+        .iter()
+        .chain(&node.outputs)
+        .any(|t| t.dtype == DType::String);
     if strings && device.backend.memory_space() != MemorySpace::HOST {
         return false;
     }

@@ -7,7 +7,12 @@ use tfr_graph::{DType, Graph, Shape};
 
 /// Bytes that are no valid UTF-8 travel unchanged.
 fn strings() -> Vec<Vec<u8>> {
-    vec![b"loss".to_vec(), vec![0xff, 0x00, 0xfe], Vec::new(), b"a\nb".to_vec()]
+    vec![
+        b"loss".to_vec(),
+        vec![0xff, 0x00, 0xfe],
+        Vec::new(),
+        b"a\nb".to_vec(),
+    ]
 }
 
 #[test]
@@ -24,7 +29,9 @@ fn strings_feed_fetch_const_identity_and_reshape_round_trip() {
     assert_eq!(g.dtype(flat), DType::String);
     let s = Session::new(&g, SessionOptions::default()).unwrap();
     let feed = Tensor::from_strings(&[2, 2], &strings()).unwrap();
-    let out = s.run(&[(x, feed.clone())], &[y, flat, stopped], &[]).unwrap();
+    let out = s
+        .run(&[(x, feed.clone())], &[y, flat, stopped], &[])
+        .unwrap();
     assert_eq!(out[0], feed);
     assert_eq!(out[0].dtype(), DType::String);
     assert_eq!(out[0].as_strings().unwrap(), strings().as_slice());
@@ -63,7 +70,10 @@ fn arithmetic_and_casts_on_strings_are_errors_naming_the_node() {
         .with_scope("strings", |g| g.add(a, a))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("strings/") && e.contains("Add") && e.contains("string"), "{e}");
+    assert!(
+        e.contains("strings/") && e.contains("Add") && e.contains("string"),
+        "{e}"
+    );
     let e = g.neg(a).unwrap_err().to_string();
     assert!(e.contains("Neg") && e.contains("string"), "{e}");
     let e = g.cast(a, DType::F32).unwrap_err().to_string();
@@ -82,7 +92,9 @@ fn arithmetic_and_casts_on_strings_are_errors_naming_the_node() {
 #[test]
 fn strings_cross_devices_through_send_and_recv() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::String, Shape::known(&[4])).unwrap();
+    let x = g
+        .placeholder("x", DType::String, Shape::known(&[4]))
+        .unwrap();
     let moved = g.with_device("/device:CPU:1", |g| g.identity(x).unwrap());
     let back = g.with_device("/device:CPU:0", |g| g.expand_dims(moved, 0).unwrap());
     let s = Session::new(
@@ -108,7 +120,11 @@ fn strings_flow_through_a_cond() {
     let a = g.constant_strings(&[], &["yes"]).unwrap();
     let b = g.constant_strings(&[], &["no"]).unwrap();
     let r = g
-        .cond(p, |g| Ok(vec![g.identity(a)?]), |g| Ok(vec![g.identity(b)?]))
+        .cond(
+            p,
+            |g| Ok(vec![g.identity(a)?]),
+            |g| Ok(vec![g.identity(b)?]),
+        )
         .unwrap()[0];
     let s = Session::new(&g, SessionOptions::default()).unwrap();
     for (pv, want) in [(true, "yes"), (false, "no")] {
@@ -131,7 +147,10 @@ fn checkpoints_refuse_strings_with_an_error() {
     let e = g.save(f, &["s"], &[s]).unwrap_err().to_string();
     assert!(e.contains("Save") && e.contains("string"), "{e}");
     // Restoring a string tensor is refused as well.
-    let e = g.restore(f, &["s"], &[DType::String]).unwrap_err().to_string();
+    let e = g
+        .restore(f, &["s"], &[DType::String])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("string"), "{e}");
 }
 

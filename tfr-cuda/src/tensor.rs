@@ -102,9 +102,7 @@ impl CudaTensor {
             DType::Resource => {
                 return Err(CudaError("resource handles cannot live on the GPU".into()))
             }
-            DType::String => {
-                return Err(CudaError("string tensors cannot live on the GPU".into()))
-            }
+            DType::String => return Err(CudaError("string tensors cannot live on the GPU".into())),
         };
         Tensor::from_buffer(&self.shape, buffer).map_err(|e| CudaError(e.to_string()))
     }

@@ -233,7 +233,9 @@ pub fn tensor_from_proto(p: &proto::TensorProto) -> Result<TensorValue, String> 
         // one value fills the tensor, none means empty strings.
         DType::String => {
             if !c.is_empty() {
-                return Err("a string constant with tensor_content (strings are string_val)".into());
+                return Err(
+                    "a string constant with tensor_content (strings are string_val)".into(),
+                );
             }
             let vals = &p.string_val;
             Buffer::String(match vals.len() {

@@ -191,6 +191,15 @@ impl SummaryWriter {
 
     /// A histogram of a tensor's elements (any numeric dtype).
     pub fn add_histogram_tensor(&self, tag: &str, t: &tfr_core::Tensor, step: i64) -> Result<()> {
+        if matches!(
+            t.dtype(),
+            tfr_graph::DType::String | tfr_graph::DType::Resource
+        ) {
+            return Err(TfError::Summary {
+                tag: tag.into(),
+                message: format!("a histogram of {} values (not numbers)", t.dtype()),
+            });
+        }
         self.add_histogram(tag, t.to_f64_vec(), step)
     }
 

@@ -38,5 +38,5 @@ pub use import::{
     decode_graph_def, import_graph_def, import_graph_def_with, read_graph_def, ImportOptions,
     Imported,
 };
-pub use summary_kernels::{decode_summaries, register_summary_kernels};
 pub use npy::{read_case, read_npy, write_npy, GraphCase};
+pub use summary_kernels::{decode_summaries, register_summary_kernels};

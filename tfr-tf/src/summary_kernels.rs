@@ -82,8 +82,10 @@ fn scalar_summary(ctx: &mut KernelContext<'_>) -> KResult {
     let names = strings(tags, "tags")?;
     let mut s = Summary::default();
     for i in 0..names.len() {
-        s.value
-            .push(scalar_value(&tag_text(&names, i)?, values.get_f64(i) as f32));
+        s.value.push(scalar_value(
+            &tag_text(&names, i)?,
+            values.get_f64(i) as f32,
+        ));
     }
     set_summary(ctx, &s)
 }
@@ -229,8 +231,7 @@ pub fn decode_summaries(t: &Tensor) -> crate::Result<Vec<summary::Value>> {
     let parts = t.as_strings().map_err(|e| bad(e.to_string()))?;
     let mut values = Vec::new();
     for (i, bytes) in parts.iter().enumerate() {
-        let s = Summary::decode(bytes.as_slice())
-            .map_err(|e| bad(format!("element {i}: {e}")))?;
+        let s = Summary::decode(bytes.as_slice()).map_err(|e| bad(format!("element {i}: {e}")))?;
         values.extend(s.value);
     }
     Ok(values)

@@ -23,7 +23,10 @@ fn parse(t: &Tensor) -> Summary {
 }
 
 fn run_err(g: &Graph, feeds: &[(Output, Tensor)], fetch: Output) -> String {
-    session(g).run(feeds, &[fetch], &[]).unwrap_err().to_string()
+    session(g)
+        .run(feeds, &[fetch], &[])
+        .unwrap_err()
+        .to_string()
 }
 
 fn decode_png(bytes: &[u8]) -> (u32, u32, png::ColorType, Vec<u8>) {
@@ -43,7 +46,12 @@ fn scalar_summary_has_one_value_per_tag() {
     let one = g.scalar_summary("loss", x).unwrap();
     let tags = g.constant_strings(&[2], &["a", "b/c"]).unwrap();
     let v = g.constant_from(&[2], vec![3i32, -4]).unwrap();
-    let two = g.build("ScalarSummary").input(tags).input(v).finish1().unwrap();
+    let two = g
+        .build("ScalarSummary")
+        .input(tags)
+        .input(v)
+        .finish1()
+        .unwrap();
     let out = session(&g)
         .run(&[(x, Tensor::scalar(0.25f64))], &[one, two], &[])
         .unwrap();
@@ -83,7 +91,13 @@ fn scalar_summary_shapes_must_match() {
     // Shapes known only when the step runs: the kernel checks, naming the node.
     let t = g.placeholder("t", DType::String, Shape::unknown()).unwrap();
     let x = g.placeholder("x", DType::F32, Shape::unknown()).unwrap();
-    let s = g.build("ScalarSummary").name("late").input(t).input(x).finish1().unwrap();
+    let s = g
+        .build("ScalarSummary")
+        .name("late")
+        .input(t)
+        .input(x)
+        .finish1()
+        .unwrap();
     let e = run_err(
         &g,
         &[
@@ -92,7 +106,10 @@ fn scalar_summary_shapes_must_match() {
         ],
         s,
     );
-    assert!(e.contains("late") && e.contains("same shape") && e.contains("[2]"), "{e}");
+    assert!(
+        e.contains("late") && e.contains("same shape") && e.contains("[2]"),
+        "{e}"
+    );
     // Tags must be text.
     let e = run_err(
         &g,
@@ -112,7 +129,11 @@ fn histogram_summary_uses_tensorflows_buckets_and_rejects_non_finite_values() {
     let h = g.histogram_summary("weights/w1", x).unwrap();
     let data = vec![0.0f32, 0.5, 0.5, -3.0, 1e3, 7.25];
     let out = session(&g)
-        .run(&[(x, Tensor::new(&[2, 3], data.clone()).unwrap())], &[h], &[])
+        .run(
+            &[(x, Tensor::new(&[2, 3], data.clone()).unwrap())],
+            &[h],
+            &[],
+        )
         .unwrap();
     let s = parse(&out[0]);
     assert_eq!(s.value.len(), 1);
@@ -161,7 +182,11 @@ fn image_summary_normalizes_floats_like_tensorflow() {
     }
     data[18 + 3] = f32::NAN; // pixel 1 of image 1
     let out = session(&g)
-        .run(&[(x, Tensor::new(&[4, 2, 3, 3], data.clone()).unwrap())], &[three, one], &[])
+        .run(
+            &[(x, Tensor::new(&[4, 2, 3, 3], data.clone()).unwrap())],
+            &[three, one],
+            &[],
+        )
         .unwrap();
     let s = parse(&out[0]);
     let tags: Vec<&str> = s.value.iter().map(|v| v.tag.as_str()).collect();
@@ -215,16 +240,24 @@ fn image_summary_of_uint8_grayscale_and_rgba_is_unchanged() {
     let t = g.image_summary("rgba", y, 1).unwrap();
     let out = session(&g).run(&[], &[s, t], &[]).unwrap();
     let s = parse(&out[0]);
-    assert_eq!(s.value.len(), 2, "the batch has 2 images, fewer than max_images");
+    assert_eq!(
+        s.value.len(),
+        2,
+        "the batch has 2 images, fewer than max_images"
+    );
     for (i, v) in s.value.iter().enumerate() {
-        let Some(Value::Image(img)) = &v.value else { panic!() };
+        let Some(Value::Image(img)) = &v.value else {
+            panic!()
+        };
         assert_eq!((img.height, img.width, img.colorspace), (4, 5, 1));
         let (w, h, color, px) = decode_png(&img.encoded_image_string);
         assert_eq!((w, h, color), (5, 4, png::ColorType::Grayscale));
         assert_eq!(px, gray[i * 20..(i + 1) * 20]);
     }
     let t = parse(&out[1]);
-    let Some(Value::Image(img)) = &t.value[0].value else { panic!() };
+    let Some(Value::Image(img)) = &t.value[0].value else {
+        panic!()
+    };
     let (w, h, color, px) = decode_png(&img.encoded_image_string);
     assert_eq!((w, h, color, px), (2, 3, png::ColorType::Rgba, rgba));
 }
@@ -234,7 +267,10 @@ fn image_summary_rejects_bad_shapes_and_channels() {
     let mut g = Graph::new();
     let two = g.constant_from(&[1, 2, 2, 2], vec![0.5f32; 8]).unwrap();
     let e = g.image_summary("i", two, 3).unwrap_err().to_string();
-    assert!(e.contains("1, 3 or 4 channels") && e.contains("ImageSummary"), "{e}");
+    assert!(
+        e.contains("1, 3 or 4 channels") && e.contains("ImageSummary"),
+        "{e}"
+    );
     let flat = g.constant_from(&[4, 4], vec![0.5f32; 16]).unwrap();
     let e = g.image_summary("i", flat, 3).unwrap_err().to_string();
     assert!(e.contains("4-D"), "{e}");
@@ -243,7 +279,9 @@ fn image_summary_rejects_bad_shapes_and_channels() {
     assert!(e.contains("max_images"), "{e}");
     // Shapes known only when the step runs: the kernel checks, naming the node.
     let x = g.placeholder("x", DType::U8, Shape::unknown()).unwrap();
-    let s = g.with_scope("pics", |g| g.image_summary("i", x, 2)).unwrap();
+    let s = g
+        .with_scope("pics", |g| g.image_summary("i", x, 2))
+        .unwrap();
     for (shape, want) in [(vec![1, 2, 2, 2], "channels"), (vec![2, 2, 3], "4-D")] {
         let n = shape.iter().product();
         let e = run_err(&g, &[(x, Tensor::new(&shape, vec![0u8; n]).unwrap())], s);
@@ -268,11 +306,18 @@ fn merge_summary_concatenates_and_rejects_duplicate_tags() {
     assert_eq!(s.value[0].value, Some(Value::SimpleValue(1.5)));
     assert!(matches!(&s.value[1].value, Some(Value::Histo(h)) if h.num == 3.0));
     let e = sess.run(&[], &[again], &[]).unwrap_err().to_string();
-    assert!(e.contains("duplicate tag `loss`") && e.contains("MergeSummary"), "{e}");
+    assert!(
+        e.contains("duplicate tag `loss`") && e.contains("MergeSummary"),
+        "{e}"
+    );
     // Bytes that are no Summary are an error, not a panic.
     let p = g.placeholder("p", DType::String, Shape::unknown()).unwrap();
     let m = g.merge_summary(&[p]).unwrap();
-    let e = run_err(&g, &[(p, Tensor::from_strings(&[1], &[[0xffu8, 0xff]]).unwrap())], m);
+    let e = run_err(
+        &g,
+        &[(p, Tensor::from_strings(&[1], &[[0xffu8, 0xff]]).unwrap())],
+        m,
+    );
     assert!(e.contains("not a serialized Summary"), "{e}");
 }
 
@@ -283,7 +328,9 @@ fn summary_ops_round_trip_through_graph_defs() {
     let first = g_first(&mut g, x);
     let sa = g.scalar_summary("loss", first).unwrap();
     let sb = g.histogram_summary("x", x).unwrap();
-    let img = g.constant_from(&[1, 2, 2, 1], vec![0.0f32, 1.0, 2.0, 3.0]).unwrap();
+    let img = g
+        .constant_from(&[1, 2, 2, 1], vec![0.0f32, 1.0, 2.0, 3.0])
+        .unwrap();
     let sc = g.image_summary("img", img, 1).unwrap();
     let merged = g.merge_summary(&[sa, sb, sc]).unwrap();
     let gd = tfr_tf::to_graph_def(&g).unwrap();
@@ -351,7 +398,14 @@ fn event_files_from_graph_summaries_read_back() {
         .unwrap();
     // Bytes that are no Summary are refused, and not written.
     assert!(writer.add_summary_bytes(&[0xff, 0xff], 8).is_err());
-    assert!(writer.add_summary_tensor(&Tensor::scalar(1.0f32), 8).is_err());
+    assert!(writer
+        .add_summary_tensor(&Tensor::scalar(1.0f32), 8)
+        .is_err());
+    let e = writer
+        .add_histogram_tensor("s", &Tensor::from_strings(&[1], &["x"]).unwrap(), 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("string"), "{e}");
     let path = writer.path().to_path_buf();
     writer.close().unwrap();
     let events = read_events(&path).unwrap();
@@ -363,12 +417,12 @@ fn event_files_from_graph_summaries_read_back() {
     let histos: Vec<(i64, f64)> = events
         .iter()
         .filter_map(|e| match &e.what {
-            Some(tfr_tf::proto::event::What::Summary(s)) => s.value.iter().find_map(|v| {
-                match &v.value {
+            Some(tfr_tf::proto::event::What::Summary(s)) => {
+                s.value.iter().find_map(|v| match &v.value {
                     Some(Value::Histo(h)) => Some((e.step, h.sum)),
                     _ => None,
-                }
-            }),
+                })
+            }
             _ => None,
         })
         .collect();

@@ -826,7 +826,11 @@ impl Graph {
     }
 
     /// A `DType::String` constant of byte strings (any bytes), row-major over `shape`.
-    pub fn constant_strings<S: AsRef<[u8]>>(&mut self, shape: &[usize], data: &[S]) -> Result<Output> {
+    pub fn constant_strings<S: AsRef<[u8]>>(
+        &mut self,
+        shape: &[usize],
+        data: &[S],
+    ) -> Result<Output> {
         self.constant_from(shape, data.iter().map(|s| s.as_ref().to_vec()).collect())
     }
 

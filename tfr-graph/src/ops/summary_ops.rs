@@ -98,8 +98,9 @@ fn scalar_tag(ctx: &InferCtx<'_>) -> std::result::Result<(), String> {
 
 fn infer_scalar_summary(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String> {
     let (tags, values) = (&ctx.input(0).shape, &ctx.input(1).shape);
-    tags.merge(values)
-        .map_err(|_| format!("tags and values must have the same shape, got {tags} and {values}"))?;
+    tags.merge(values).map_err(|_| {
+        format!("tags and values must have the same shape, got {tags} and {values}")
+    })?;
     Ok(summary_out())
 }
 
