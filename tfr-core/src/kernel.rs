@@ -254,6 +254,19 @@ pub fn register_kernels(f: impl FnOnce(&mut KernelRegistry)) {
     f(&mut r);
 }
 
+/// Where the kernels of `op` come from when another crate registers them (tfr-core cannot
+/// depend on it), for the "no kernel" error; empty for other ops.
+pub fn missing_kernel_hint(op: &str) -> String {
+    if tfr_graph::ops::summary_ops::SUMMARY_OPS.contains(&op) {
+        " (summary ops' kernels are registered by tfr-tf: call \
+         `tfr_tf::register_summary_kernels()` once, or create a `tfr_tf::SummaryWriter`, before \
+         the first run)"
+            .into()
+    } else {
+        String::new()
+    }
+}
+
 /// Runs `$body` with `$T` bound to the Rust type of a numeric dtype; `$other` otherwise.
 #[macro_export]
 macro_rules! dispatch_numeric {
@@ -341,6 +354,10 @@ macro_rules! dispatch_any {
             }
             tfr_graph::DType::Resource => {
                 type $T = String;
+                $body
+            }
+            tfr_graph::DType::String => {
+                type $T = Vec<u8>;
                 $body
             }
         }

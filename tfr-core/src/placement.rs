@@ -36,6 +36,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernel::{find_kernel, DeviceType, KernelInit};
 use crate::kernels::sendrecv_ops::FRAME_AWARE;
+use crate::memory::MemorySpace;
 use std::collections::HashMap;
 use tfr_graph::device::DeviceSpec;
 use tfr_graph::ops::control_flow_ops::{
@@ -75,6 +76,15 @@ fn has_kernel(graph: &Graph, node: &Node, device: &Device) -> bool {
         .iter()
         .map(|&o| graph.output_type(o).clone())
         .collect();
+    // Strings live in host memory only (as TF's DT_STRING): a node reading or making one runs
+    // on a host device whatever kernels a device registers.
+    let strings = inputs
+        .iter()
+        .chain(&node.outputs)
+        .any(|t| t.dtype == DType::String);
+    if strings && device.backend.memory_space() != MemorySpace::HOST {
+        return false;
+    }
     let init = KernelInit {
         node: &node.name,
         op: &node.op,
@@ -160,7 +170,12 @@ pub fn place(graph: &Graph, devices: &[Device], soft: bool) -> Result<Vec<usize>
         let first = &graph.nodes()[spec_owner.unwrap_or(members[0])];
         if feasible.is_empty() {
             let names: Vec<String> = devices.iter().map(Device::name).collect();
-            return Err(placement_error(first, format!("no device satisfies `{}` and has kernels for its colocation group ({} nodes); devices: [{}]", first.device, members.len(), names.join(", "))));
+            let hint = members
+                .iter()
+                .map(|&m| crate::kernel::missing_kernel_hint(&graph.nodes()[m].op))
+                .find(|h| !h.is_empty())
+                .unwrap_or_default();
+            return Err(placement_error(first, format!("no device satisfies `{}` and has kernels for its colocation group ({} nodes); devices: [{}]{hint}", first.device, members.len(), names.join(", "))));
         }
         // Follow the producer of the largest input when it is feasible.
         let mut best: Option<(usize, usize)> = None;

@@ -76,7 +76,7 @@ impl Scalar {
             Buffer::Bool(v) => Scalar::Bool(*v.first()?),
             Buffer::F16(v) => Scalar::F16(*v.first()?),
             Buffer::BF16(v) => Scalar::BF16(*v.first()?),
-            Buffer::Resource(_) => return None,
+            Buffer::Resource(_) | Buffer::String(_) => return None,
         })
     }
 
@@ -285,7 +285,20 @@ impl Tensor {
         })
     }
 
-    /// The value of a rank-0 tensor held inline (every rank-0 tensor but resource handles).
+    /// A string tensor (`DType::String`) from row-major byte strings (any bytes, not
+    /// necessarily UTF-8); an error when their count does not fill the shape.
+    pub fn from_strings<S: AsRef<[u8]>>(shape: &[usize], data: &[S]) -> Result<Tensor> {
+        Tensor::new(shape, data.iter().map(|s| s.as_ref().to_vec()).collect())
+    }
+
+    /// The elements of a string tensor (host tensors only; an error naming the dtype for any
+    /// other).
+    pub fn as_strings(&self) -> Result<&[Vec<u8>]> {
+        self.as_slice::<Vec<u8>>()
+    }
+
+    /// The value of a rank-0 tensor held inline (every rank-0 tensor but resource handles
+    /// and strings).
     #[inline]
     pub fn as_scalar(&self) -> Option<Scalar> {
         match &self.data {
@@ -648,6 +661,7 @@ impl fmt::Debug for Tensor {
         let shown: Vec<String> = match &self.data {
             Storage::Heap(b) => match &**b {
                 Buffer::Resource(v) => v.iter().take(MAX).cloned().collect(),
+                Buffer::String(v) => v.iter().take(MAX).map(|s| quote_bytes(s)).collect(),
                 b => (0..n.min(MAX))
                     .map(|i| format!("{}", b.get_f64(i)))
                     .collect(),
@@ -663,6 +677,21 @@ impl fmt::Debug for Tensor {
             shown.join(", "),
             if n > MAX { ", ..." } else { "" }
         )
+    }
+}
+
+/// `b"..."`: a byte string with non-printable and non-ASCII bytes escaped (`\xff`, `\n`), as
+/// tensors print their string elements. Long strings are cut at 64 bytes, marked `...`.
+pub fn quote_bytes(s: &[u8]) -> String {
+    const MAX: usize = 64;
+    let more = if s.len() > MAX { "..." } else { "" };
+    format!("b\"{}{more}\"", s[..s.len().min(MAX)].escape_ascii())
+}
+
+impl fmt::Display for Tensor {
+    /// The same text as `Debug`: dtype, shape and the first elements.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
     }
 }
 

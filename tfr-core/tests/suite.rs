@@ -32,5 +32,6 @@ mod sparse_ops;
 mod spatial_ops;
 mod special_math_ops;
 mod step_trace;
+mod strings;
 mod tf_op_names;
 mod truncate_and_squared_difference;

@@ -17,6 +17,7 @@ pub fn element_size(dtype: DType) -> Result<usize> {
         DType::U8 | DType::Bool => 1,
         DType::F16 | DType::BF16 => 2,
         DType::Resource => return Err(CudaError("resource handles cannot live on the GPU".into())),
+        DType::String => return Err(CudaError("string tensors cannot live on the GPU".into())),
     })
 }
 
@@ -74,6 +75,7 @@ impl CudaTensor {
             Buffer::F16(v) => htod(dev, out.ptr(), v),
             Buffer::BF16(v) => htod(dev, out.ptr(), v),
             Buffer::Resource(_) => Err(CudaError("resource handles cannot live on the GPU".into())),
+            Buffer::String(_) => Err(CudaError("string tensors cannot live on the GPU".into())),
         }?;
         Ok(out)
     }
@@ -100,6 +102,7 @@ impl CudaTensor {
             DType::Resource => {
                 return Err(CudaError("resource handles cannot live on the GPU".into()))
             }
+            DType::String => return Err(CudaError("string tensors cannot live on the GPU".into())),
         };
         Tensor::from_buffer(&self.shape, buffer).map_err(|e| CudaError(e.to_string()))
     }

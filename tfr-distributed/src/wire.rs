@@ -7,10 +7,17 @@ use tfr_core::kernels::io_ops::{decode, dtype_from_safetensors, encode, safetens
 use tfr_core::Tensor;
 use tfr_graph::{Buffer, DType};
 
-/// The wire form of `t`; resource handles do not travel.
+/// The error for a tensor of a dtype with no wire form.
+fn unsendable(dtype: DType) -> Error {
+    Error::Wire(format!(
+        "a {dtype} tensor cannot be sent between tasks: {dtype} tensors have no wire form \
+         (keep the ops making and using it on one task)"
+    ))
+}
+
+/// The wire form of `t`; resource handles and strings do not travel.
 pub fn tensor_to_proto(t: &Tensor) -> Result<TensorProto> {
-    let dtype = safetensors_dtype(t.dtype())
-        .ok_or_else(|| Error::Wire(format!("a {} tensor cannot be sent", t.dtype())))?;
+    let dtype = safetensors_dtype(t.dtype()).ok_or_else(|| unsendable(t.dtype()))?;
     let data = encode_fast(&t.buffer())?;
     Ok(TensorProto {
         dtype: dtype.to_string(),
@@ -106,8 +113,7 @@ fn shared_wire_bytes(t: &Tensor) -> Option<bytes::Bytes> {
 /// each a whole number of elements). The common numeric types are slices of the tensor's own
 /// buffer: nothing is copied on the sending side before the transport encodes each chunk.
 pub fn tensor_to_chunks(t: &Tensor, chunk_bytes: usize) -> Result<Vec<RecvTensorChunk>> {
-    let dtype = safetensors_dtype(t.dtype())
-        .ok_or_else(|| Error::Wire(format!("a {} tensor cannot be sent", t.dtype())))?;
+    let dtype = safetensors_dtype(t.dtype()).ok_or_else(|| unsendable(t.dtype()))?;
     let dims: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     let size = t.dtype().size_of().max(1);
     let data = match shared_wire_bytes(t) {
@@ -498,6 +504,15 @@ mod tests {
             let back = tensor_from_proto(&tensor_to_proto(&t).unwrap(), "t").unwrap();
             assert_eq!(back, t);
         }
+    }
+
+    #[test]
+    fn strings_are_a_clear_error() {
+        let t = Tensor::from_strings(&[1], &["summary"]).unwrap();
+        let e = tensor_to_proto(&t).unwrap_err().to_string();
+        assert!(e.contains("string tensor cannot be sent"), "{e}");
+        let e = tensor_to_chunks(&t, 1024).unwrap_err().to_string();
+        assert!(e.contains("string tensor cannot be sent"), "{e}");
     }
 
     #[test]

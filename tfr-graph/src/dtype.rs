@@ -7,6 +7,9 @@ use std::fmt;
 ///
 /// `F16` and `BF16` are storage types: they can be held, fed, fetched and cast, while arithmetic
 /// kernels run in `F32`/`F64`. `Resource` is the type of a handle to a stateful object (a variable).
+/// `String` is TensorFlow's `DT_STRING`: each element is a byte string (any bytes, not
+/// necessarily UTF-8); it is not numeric (no arithmetic), lives on the host only, and is what
+/// summary ops produce (a serialized `Summary` protobuf).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DType {
     F32,
@@ -18,11 +21,12 @@ pub enum DType {
     F16,
     BF16,
     Resource,
+    String,
 }
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 9] = [
+    pub const ALL: [DType; 10] = [
         DType::F32,
         DType::F64,
         DType::I32,
@@ -32,6 +36,7 @@ impl DType {
         DType::F16,
         DType::BF16,
         DType::Resource,
+        DType::String,
     ];
 
     /// TensorFlow-style lower-case name (`float32`, `int64`, ...).
@@ -46,12 +51,16 @@ impl DType {
             DType::F16 => "float16",
             DType::BF16 => "bfloat16",
             DType::Resource => "resource",
+            DType::String => "string",
         }
     }
 
-    /// Size of one element in bytes (a resource handle counts as one pointer).
+    /// Size of one element in bytes (a resource handle counts as one pointer, a string as its
+    /// header: its bytes live elsewhere and vary per element, so no fixed-size encoding holds
+    /// strings).
     pub fn size_of(self) -> usize {
         match self {
+            DType::String => std::mem::size_of::<Vec<u8>>(),
             DType::F32 | DType::I32 => 4,
             DType::F64 | DType::I64 | DType::Resource => 8,
             DType::U8 | DType::Bool => 1,
@@ -114,6 +123,7 @@ impl DTypeSet {
     pub const INDEX: DTypeSet = DTypeSet::of(&[DType::I32, DType::I64]);
     pub const BOOL: DTypeSet = DTypeSet::of(&[DType::Bool]);
     pub const RESOURCE: DTypeSet = DTypeSet::of(&[DType::Resource]);
+    pub const STRING: DTypeSet = DTypeSet::of(&[DType::String]);
     /// Every value type (all but resource handles).
     pub const ANY: DTypeSet = DTypeSet::of(&[
         DType::F32,
@@ -125,6 +135,19 @@ impl DTypeSet {
         DType::F16,
         DType::BF16,
     ]);
+    /// Every value type and strings (what ops that only move values accept: `Identity`,
+    /// `StopGradient`, `Reshape`, ...).
+    pub const ANY_OR_STRING: DTypeSet = DTypeSet::of(&[
+        DType::F32,
+        DType::F64,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::Bool,
+        DType::F16,
+        DType::BF16,
+        DType::String,
+    ]);
     /// Numeric types plus bool (comparisons for equality, select values, ...).
     pub const NUMERIC_OR_BOOL: DTypeSet = DTypeSet::of(&[
         DType::F32,
@@ -134,6 +157,11 @@ impl DTypeSet {
         DType::U8,
         DType::Bool,
     ]);
+
+    /// This set less `t`.
+    pub const fn without(self, t: DType) -> DTypeSet {
+        DTypeSet(self.0 & !(1 << (t as u16)))
+    }
 
     pub fn contains(self, t: DType) -> bool {
         self.0 & (1 << (t as u16)) != 0

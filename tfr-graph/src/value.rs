@@ -17,6 +17,8 @@ pub enum Buffer {
     BF16(Vec<bf16>),
     /// Handles to stateful resources, by shared name.
     Resource(Vec<String>),
+    /// Byte strings (`DType::String`; any bytes, not necessarily UTF-8).
+    String(Vec<Vec<u8>>),
 }
 
 impl Buffer {
@@ -31,6 +33,7 @@ impl Buffer {
             Buffer::F16(_) => DType::F16,
             Buffer::BF16(_) => DType::BF16,
             Buffer::Resource(_) => DType::Resource,
+            Buffer::String(_) => DType::String,
         }
     }
 
@@ -45,6 +48,7 @@ impl Buffer {
             Buffer::F16(v) => v.len(),
             Buffer::BF16(v) => v.len(),
             Buffer::Resource(v) => v.len(),
+            Buffer::String(v) => v.len(),
         }
     }
 
@@ -52,7 +56,7 @@ impl Buffer {
         self.len() == 0
     }
 
-    /// A buffer of `n` zeros (false, empty handle names) of the given dtype.
+    /// A buffer of `n` zeros (false, empty handle names, empty strings) of the given dtype.
     pub fn zeros(dtype: DType, n: usize) -> Buffer {
         match dtype {
             DType::F32 => Buffer::F32(vec![0.0; n]),
@@ -64,10 +68,12 @@ impl Buffer {
             DType::F16 => Buffer::F16(vec![f16::ZERO; n]),
             DType::BF16 => Buffer::BF16(vec![bf16::ZERO; n]),
             DType::Resource => Buffer::Resource(vec![String::new(); n]),
+            DType::String => Buffer::String(vec![Vec::new(); n]),
         }
     }
 
-    /// Element `i` converted to f64 (resource handles read as 0).
+    /// Element `i` converted to f64 (resource handles and strings read as 0; they are not
+    /// numbers, and kernels reject them before reading).
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
             Buffer::F32(v) => v[i] as f64,
@@ -78,7 +84,7 @@ impl Buffer {
             Buffer::Bool(v) => v[i] as u8 as f64,
             Buffer::F16(v) => v[i].to_f64(),
             Buffer::BF16(v) => v[i].to_f64(),
-            Buffer::Resource(_) => 0.0,
+            Buffer::Resource(_) | Buffer::String(_) => 0.0,
         }
     }
 
@@ -140,6 +146,7 @@ element!(bool, Bool);
 element!(f16, F16);
 element!(bf16, BF16);
 element!(String, Resource);
+element!(Vec<u8>, String);
 
 /// A constant tensor value held in the graph (the payload of `Const`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

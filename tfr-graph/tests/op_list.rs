@@ -77,6 +77,8 @@ fn render() -> String {
          - **Piecewise constant**: rounding (`Floor`, `Ceil`, `Round`, `Rint`, `Sign`), integer \
          division and remainders: the derivative is zero almost everywhere, which TensorFlow \
          also declares as no gradient.\n\
+         - **Summaries**: `ScalarSummary`, `HistogramSummary`, `ImageSummary`, \
+         `MergeSummary` output serialized protobufs (strings), as in TensorFlow.\n\
          - **Internal**: transfers (`_Send`/`_Recv`), feeds and fetches, control-flow plumbing \
          whose gradient the loop and cond rules build as a whole.\n"
     );

@@ -870,7 +870,7 @@ pub fn lit_value(l: &Lit, dtype: DType) -> TensorValue {
             shape,
             d.iter().map(|&x| tfr_graph::bf16::from_f64(x)).collect(),
         ),
-        DType::Resource => None,
+        DType::Resource | DType::String => None,
     };
     v.expect("a literal's data fills its shape")
 }

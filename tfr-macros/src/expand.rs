@@ -22,6 +22,7 @@ fn elem(t: DType) -> TokenStream {
         DType::BF16 => quote!(::tfr::graph::bf16),
         // No handle is made for a resource; a model exposes values.
         DType::Resource => quote!(f32),
+        DType::String => quote!(::std::vec::Vec<u8>),
     }
 }
 

@@ -47,6 +47,7 @@ pub fn dtype_name(t: DType) -> &'static str {
         DType::F16 => "f16",
         DType::BF16 => "bf16",
         DType::Resource => "resource",
+        DType::String => "string",
     }
 }
 

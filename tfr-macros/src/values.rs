@@ -181,6 +181,8 @@ fn fits_dtype(v: f64, dtype: DType) -> bool {
         DType::BF16 => v.is_finite() && v.abs() <= tfr_graph::bf16::MAX.to_f64(),
         DType::F64 => v.is_finite(),
         DType::Bool | DType::Resource => true,
+        // Never reached: a number literal does not fit a string (`materialize_with`).
+        DType::String => false,
     }
 }
 

@@ -22,6 +22,7 @@ pub fn tf_dtype(t: DType) -> DataType {
         DType::F16 => DataType::DtHalf,
         DType::BF16 => DataType::DtBfloat16,
         DType::Resource => DataType::DtResource,
+        DType::String => DataType::DtString,
     }
 }
 
@@ -39,6 +40,7 @@ pub fn from_tf_dtype(n: i32) -> Result<DType, String> {
         DataType::DtHalf => DType::F16,
         DataType::DtBfloat16 => DType::BF16,
         DataType::DtResource => DType::Resource,
+        DataType::DtString => DType::String,
         other => {
             return Err(format!(
                 "{} ({n}), which tfr has no dtype for",
@@ -124,6 +126,15 @@ pub fn tensor_to_proto(v: &TensorValue) -> Result<proto::TensorProto, String> {
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
+            })
+        }
+        // TensorFlow writes strings as `string_val`, one bytes field per element.
+        Buffer::String(strings) => {
+            return Ok(proto::TensorProto {
+                dtype: DataType::DtString as i32,
+                tensor_shape: Some(shape_to_proto(&Shape::known(&v.shape))),
+                string_val: strings.clone(),
                 ..Default::default()
             })
         }
@@ -217,6 +228,24 @@ pub fn tensor_from_proto(p: &proto::TensorProto) -> Result<TensorValue, String> 
                 ));
             }
             Buffer::Resource(handles.iter().map(|h| h.name.clone()).collect())
+        }
+        // As TensorFlow reads them: `string_val` only (strings have no `tensor_content`),
+        // one value fills the tensor, none means empty strings.
+        DType::String => {
+            if !c.is_empty() {
+                return Err(
+                    "a string constant with tensor_content (strings are string_val)".into(),
+                );
+            }
+            let vals = &p.string_val;
+            Buffer::String(match vals.len() {
+                len if len == n => vals.clone(),
+                0 | 1 if n <= MAX_BROADCAST_ELEMENTS => {
+                    vec![vals.first().cloned().unwrap_or_default(); n]
+                }
+                0 | 1 => return Err(format!("{n} elements from one value is too many")),
+                len => return Err(format!("{len} string values for {n} elements")),
+            })
         }
     };
     Ok(TensorValue { shape: dims, data })

@@ -59,6 +59,7 @@ fn now() -> f64 {
 
 impl SummaryWriter {
     /// A writer of a new event file in `logdir` (created if missing), flushing every 2 s.
+    /// Also registers the summary ops' kernels ([`crate::register_summary_kernels`]).
     pub fn new(logdir: impl AsRef<Path>) -> Result<SummaryWriter> {
         SummaryWriter::with_flush_interval(logdir, Duration::from_secs(2))
     }
@@ -67,6 +68,7 @@ impl SummaryWriter {
         logdir: impl AsRef<Path>,
         flush_interval: Duration,
     ) -> Result<SummaryWriter> {
+        crate::register_summary_kernels();
         let dir = logdir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let base = format!("events.out.tfevents.{}.{}", now() as u64, hostname());
@@ -144,6 +146,24 @@ impl SummaryWriter {
         })
     }
 
+    /// Queues what summary ops computed: `summaries` is a fetched output of `ScalarSummary`,
+    /// `HistogramSummary`, `ImageSummary` or `MergeSummary` (a string tensor, each element a
+    /// serialized `Summary`); its values go into one event at `step`. Bytes that are no
+    /// `Summary` are an error, and nothing is written.
+    pub fn add_summary_tensor(&self, summaries: &tfr_core::Tensor, step: i64) -> Result<()> {
+        let value = crate::decode_summaries(summaries)?;
+        self.add_summary(Summary { value }, step)
+    }
+
+    /// [`add_summary_tensor`](Self::add_summary_tensor) of one serialized `Summary`.
+    pub fn add_summary_bytes(&self, summary: &[u8], step: i64) -> Result<()> {
+        let s = Summary::decode(summary).map_err(|e| TfError::Decode {
+            what: "a serialized Summary".into(),
+            message: e.to_string(),
+        })?;
+        self.add_summary(s, step)
+    }
+
     pub fn add_scalar(&self, tag: &str, value: f32, step: i64) -> Result<()> {
         self.add_summary(
             Summary {
@@ -171,6 +191,15 @@ impl SummaryWriter {
 
     /// A histogram of a tensor's elements (any numeric dtype).
     pub fn add_histogram_tensor(&self, tag: &str, t: &tfr_core::Tensor, step: i64) -> Result<()> {
+        if matches!(
+            t.dtype(),
+            tfr_graph::DType::String | tfr_graph::DType::Resource
+        ) {
+            return Err(TfError::Summary {
+                tag: tag.into(),
+                message: format!("a histogram of {} values (not numbers)", t.dtype()),
+            });
+        }
         self.add_histogram(tag, t.to_f64_vec(), step)
     }
 

@@ -170,8 +170,10 @@ pub fn import_graph_def(gd: &GraphDef) -> Result<Imported> {
 /// Builds a tfr graph from `gd`: function calls are inlined, then every node becomes the tfr op
 /// of its name (TensorFlow aliases resolve to the tfr op), attributes become typed attributes,
 /// `_`-prefixed ones (`_output_shapes`, `_class`) are dropped. Ops tfr lacks are reported
-/// together. `VarHandleOp`s become the graph's variables ([`Imported::variables`]).
+/// together. `VarHandleOp`s become the graph's variables ([`Imported::variables`]). Registers
+/// the summary ops' kernels, so an imported graph with summaries runs.
 pub fn import_graph_def_with(gd: &GraphDef, options: &ImportOptions) -> Result<Imported> {
+    crate::register_summary_kernels();
     let inlined = functions::inline_functions(gd)?;
     let gd = inlined.as_ref().map_or(gd, |i| &i.graph);
     let mut dropped = Vec::new();

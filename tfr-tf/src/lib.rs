@@ -9,6 +9,9 @@
 //!   import only what named outputs need ([`ImportOptions::prune_to`]).
 //! - TensorBoard event files: [`SummaryWriter`] writes them (TFRecord framing, masked CRC32C,
 //!   flushed by a background thread), [`read_events`] reads and checks them.
+//! - Summary ops' kernels ([`register_summary_kernels`]): `ScalarSummary`, `HistogramSummary`,
+//!   `ImageSummary`, `MergeSummary` (defined in `tfr_graph::ops::summary_ops`) output serialized
+//!   `Summary` protobufs, which [`SummaryWriter::add_summary_tensor`] writes at a step.
 //!
 //! The protobuf messages are the crate's own `.proto` files (`proto/`), wire-compatible with
 //! TensorFlow's, compiled by protox and prost at build time.
@@ -22,6 +25,7 @@ pub mod npy;
 pub mod parse;
 pub mod record;
 pub mod summary;
+pub mod summary_kernels;
 pub mod tf_attrs;
 
 pub mod proto {
@@ -40,3 +44,4 @@ pub use import::{
     Imported,
 };
 pub use npy::{read_case, read_npy, write_npy, GraphCase};
+pub use summary_kernels::{decode_summaries, register_summary_kernels};

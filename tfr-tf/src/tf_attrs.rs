@@ -83,6 +83,10 @@ const TABLE: &[(&str, &[(&str, Src)])] = &[
     ),
     ("InTopKV2", &[("T", In(1))]),
     ("Bincount", &[("T", In(2))]),
+    ("ScalarSummary", &[("T", In(1))]),
+    ("HistogramSummary", &[("T", In(1))]),
+    ("ImageSummary", &[("T", In(1))]),
+    ("MergeSummary", &[("N", Count(0))]),
     ("Merge", &[("T", In(0)), ("N", Count(0))]),
 ];
 

@@ -10,3 +10,4 @@ mod graphdef_roundtrip;
 mod graphdef_variables;
 mod graphdef_while;
 mod keras_fixtures;
+mod summary_ops;

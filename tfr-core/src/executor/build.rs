@@ -38,6 +38,7 @@ pub fn build_kernel_on(
         } else {
             format!("{dtype} on {device_type}")
         },
+        hint: crate::kernel::missing_kernel_hint(&node.op),
     })?;
     factory(&init).map_err(|message| Error::Kernel {
         node: node.name.clone(),

@@ -1218,6 +1218,8 @@ fn range_kernel(init: &KernelInit<'_>) -> Factory {
 pub fn register(r: &mut KernelRegistry) {
     let all = DTypeSet::of(&DType::ALL);
     let any = DTypeSet::ANY;
+    // Shape-only ops move strings too (no element is read).
+    let moves = DTypeSet::ANY_OR_STRING;
     r.cpu("Const", all, const_kernel);
     r.cpu(tfr_graph::passes::ARG_OP, all, arg_kernel);
     r.cpu("Placeholder", all, placeholder_kernel);
@@ -1225,9 +1227,9 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("StopGradient", all, |_| stateless(identity));
     r.cpu("NoOp", all, |_| stateless(no_op));
 
-    r.cpu("Reshape", any, |_| stateless(reshape));
-    r.cpu("ExpandDims", any, |_| stateless(expand_dims));
-    r.cpu("Squeeze", any, squeeze_kernel);
+    r.cpu("Reshape", moves, |_| stateless(reshape));
+    r.cpu("ExpandDims", moves, |_| stateless(expand_dims));
+    r.cpu("Squeeze", moves, squeeze_kernel);
     r.cpu("Transpose", any, |_| stateless(transpose));
     r.cpu("Slice", any, |_| stateless(slice));
     r.cpu("StridedSlice", any, strided_slice_kernel);
@@ -1249,9 +1251,9 @@ pub fn register(r: &mut KernelRegistry) {
     r.cpu("Fill", DTypeSet::INDEX, |_| stateless(fill));
     r.cpu("ZerosLike", any, |_| stateless(zeros_like));
     r.cpu("OnesLike", any, |_| stateless(ones_like));
-    r.cpu("Shape", any, shape_kernel);
-    r.cpu("Size", any, size_kernel);
-    r.cpu("Rank", any, |_| stateless(rank));
+    r.cpu("Shape", moves, shape_kernel);
+    r.cpu("Size", moves, size_kernel);
+    r.cpu("Rank", moves, |_| stateless(rank));
     r.cpu("Range", DTypeSet::NUMERIC, range_kernel);
 }
 

@@ -444,6 +444,12 @@ pub fn cast_tensor(x: &Tensor, to: DType) -> KResult<Tensor> {
     if x.dtype() == to {
         return Ok(x.clone());
     }
+    if matches!(x.dtype(), DType::Resource | DType::String) {
+        return Err(KernelError::invalid(format!(
+            "cannot cast {} to {to}: it is not a number",
+            x.dtype()
+        )));
+    }
     let b = x.buffer();
     let n = b.len();
     let from_float = x.dtype().is_float();
@@ -468,6 +474,12 @@ pub fn cast_tensor(x: &Tensor, to: DType) -> KResult<Tensor> {
         DType::I64 => Buffer::I64((0..n).map(|i| b.get_i64(i)).collect()),
         DType::U8 => Buffer::U8((0..n).map(|i| b.get_i64(i) as u8).collect()),
         DType::Resource => return Err(KernelError::invalid("cannot cast to resource")),
+        DType::String => {
+            return Err(KernelError::invalid(format!(
+                "cannot cast {} to string (not numeric)",
+                x.dtype()
+            )))
+        }
     };
     Ok(Tensor::from_parts(x.dims().clone(), out))
 }

@@ -90,6 +90,10 @@ pub fn summarize_tensor(t: &Tensor, n: i64) -> String {
             DType::Bool => (t.get_i64(i) != 0).to_string(),
             d if d.is_integer() => t.get_i64(i).to_string(),
             DType::Resource => "<resource>".to_string(),
+            DType::String => t.as_strings().map_or_else(
+                |_| "<string>".to_string(),
+                |v| crate::tensor::quote_bytes(&v[i]),
+            ),
             _ => t.get_f64(i).to_string(),
         })
         .collect();

@@ -34,7 +34,7 @@ pub fn safetensors_dtype(t: DType) -> Option<&'static str> {
         DType::Bool => "BOOL",
         DType::F16 => "F16",
         DType::BF16 => "BF16",
-        DType::Resource => return None,
+        DType::Resource | DType::String => return None,
     })
 }
 
@@ -67,6 +67,12 @@ pub fn encode(buf: &Buffer, out: &mut Vec<u8>) -> KResult {
                 "resource handles cannot be saved in a checkpoint",
             ))
         }
+        Buffer::String(_) => {
+            return Err(KernelError::invalid(
+                "string tensors have no fixed-size encoding: they cannot be saved in a \
+                 (safetensors) checkpoint",
+            ))
+        }
     }
     Ok(())
 }
@@ -97,7 +103,7 @@ pub fn decode(dtype: DType, b: &[u8]) -> Option<Buffer> {
         ),
         DType::F16 => Buffer::F16(le!(u16, 2).map(f16::from_bits).collect()),
         DType::BF16 => Buffer::BF16(le!(u16, 2).map(bf16::from_bits).collect()),
-        DType::Resource => return None,
+        DType::Resource | DType::String => return None,
     })
 }
 

@@ -76,6 +76,7 @@ pub fn zeros(dtype: DType, shape: &[usize]) -> KResult<Buffer> {
         DType::F16 => Buffer::F16(filled(n, f16::ZERO)?),
         DType::BF16 => Buffer::BF16(filled(n, bf16::ZERO)?),
         DType::Resource => Buffer::Resource(filled(n, String::new())?),
+        DType::String => Buffer::String(filled(n, Vec::new())?),
     })
 }
 

@@ -269,7 +269,8 @@ fn device_recv_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String
 /// with control flow) are run by the executor and do not copy yet: keep such steps on the
 /// host.
 pub fn register_device_transfers(r: &mut KernelRegistry, device: DeviceType) {
-    let all = DTypeSet::of(&tfr_graph::DType::ALL);
+    // Every dtype but strings, which stay in host memory (placement keeps them on the host).
+    let all = DTypeSet::of(&tfr_graph::DType::ALL).without(tfr_graph::DType::String);
     r.register(tfr_graph::passes::ARG_OP, device, all, device_arg_kernel);
     r.register("_Send", device, all, device_send_kernel);
     r.register("_Recv", device, DTypeSet::RESOURCE, device_recv_kernel);

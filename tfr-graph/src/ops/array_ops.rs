@@ -13,6 +13,8 @@ use crate::value::{Element, TensorValue};
 
 pub fn op_defs() -> Vec<OpDef> {
     let any = DTypeSet::ANY;
+    // Ops that only move or describe values take strings too (TF's DT_STRING).
+    let moves = DTypeSet::ANY_OR_STRING;
     let idx = DTypeSet::INDEX;
     let mut defs = vec![
         OpDef::new("Const", infer_const).doc("a constant tensor").output("output")
@@ -25,17 +27,17 @@ pub fn op_defs() -> Vec<OpDef> {
             .doc("internal: the value fed at position `index` of a step").output("output")
             .attr("index", AttrKind::Int).attr("dtype", AttrKind::DType)
             .attr("shape", AttrKind::Shape).cheap(),
-        OpDef::new("Identity", same_as_input).input("input", any).output("output").cheap(),
+        OpDef::new("Identity", same_as_input).input("input", moves).output("output").cheap(),
         OpDef::new("StopGradient", same_as_input)
-            .doc("identity whose gradient is zero").input("input", any).output("output").cheap(),
+            .doc("identity whose gradient is zero").input("input", moves).output("output").cheap(),
         OpDef::new("NoOp", no_outputs).doc("does nothing; groups control dependencies").cheap(),
-        OpDef::new("Reshape", infer_reshape).input("tensor", any).input("shape", idx)
+        OpDef::new("Reshape", infer_reshape).input("tensor", moves).input("shape", idx)
             .output("output").cheap(),
         OpDef::new("Transpose", infer_transpose).input("x", any).input("perm", idx)
             .output("y"),
-        OpDef::new("ExpandDims", infer_expand_dims).input("input", any).input("axis", idx)
+        OpDef::new("ExpandDims", infer_expand_dims).input("input", moves).input("axis", idx)
             .output("output").cheap(),
-        OpDef::new("Squeeze", infer_squeeze).input("input", any).output("output")
+        OpDef::new("Squeeze", infer_squeeze).input("input", moves).output("output")
             .attr_default("squeeze_dims", AttrKind::Ints, Vec::<i64>::new()).cheap(),
         OpDef::new("Concat", infer_concat).doc("joins tensors along `axis` (ConcatV2)")
             .list_input("values", any, 1).input("axis", idx).output("output"),
@@ -74,11 +76,11 @@ pub fn op_defs() -> Vec<OpDef> {
         OpDef::new("Fill", infer_fill).input("dims", idx).input("value", any).output("output"),
         OpDef::new("ZerosLike", same_as_input).input("x", any).output("y").cheap(),
         OpDef::new("OnesLike", same_as_input).input("x", any).output("y").cheap(),
-        OpDef::new("Shape", infer_shape_op).input("input", any).output("output")
+        OpDef::new("Shape", infer_shape_op).input("input", moves).output("output")
             .attr_default("out_type", AttrKind::DType, DType::I32).cheap(),
-        OpDef::new("Size", infer_scalar_out).input("input", any).output("output")
+        OpDef::new("Size", infer_scalar_out).input("input", moves).output("output")
             .attr_default("out_type", AttrKind::DType, DType::I32).cheap(),
-        OpDef::new("Rank", infer_rank).input("input", any).output("output").cheap(),
+        OpDef::new("Rank", infer_rank).input("input", moves).output("output").cheap(),
         OpDef::new("Range", infer_range).doc("[start, limit) by delta")
             .input("start", DTypeSet::NUMERIC).input("limit", DTypeSet::NUMERIC)
             .input("delta", DTypeSet::NUMERIC).output("output"),
@@ -821,6 +823,15 @@ fn index_const(g: &mut Graph, builder: &str, arg: &str, v: &[i64]) -> Result<Out
 impl Graph {
     pub fn constant(&mut self, value: TensorValue) -> Result<Output> {
         self.build("Const").attr("value", value).finish1()
+    }
+
+    /// A `DType::String` constant of byte strings (any bytes), row-major over `shape`.
+    pub fn constant_strings<S: AsRef<[u8]>>(
+        &mut self,
+        shape: &[usize],
+        data: &[S],
+    ) -> Result<Output> {
+        self.constant_from(shape, data.iter().map(|s| s.as_ref().to_vec()).collect())
     }
 
     /// A constant from row-major data and a shape.

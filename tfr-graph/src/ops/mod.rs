@@ -42,6 +42,7 @@ pub mod sparse_training_ops;
 pub mod special_math_grad;
 pub mod special_math_ops;
 pub mod state_ops;
+pub mod summary_ops;
 mod tensor_array_grad;
 pub mod tf_names;
 pub mod training_ops;
@@ -95,6 +96,7 @@ pub fn all_op_defs() -> Vec<OpDef> {
     defs.extend(quantization_ops::op_defs());
     defs.extend(quantized_fused_ops::op_defs());
     defs.extend(rnn_ops::op_defs());
+    defs.extend(summary_ops::op_defs());
     for (op, gradient) in gradient_table() {
         if let Some(def) = defs.iter_mut().find(|d| d.name == op) {
             def.gradient = gradient;
