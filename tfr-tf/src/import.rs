@@ -5,6 +5,7 @@
 //! every op tfr lacks is reported at once; the nodes are built in topological order; the
 //! `VarHandleOp`s are listed as the graph's variables (`variables`).
 
+mod control_flow;
 mod functions;
 mod select;
 mod variables;
@@ -318,6 +319,7 @@ fn import_node(
         InputRef::Data { node, index } if !back_edges.contains(&k) => Some((node, index)),
         _ => None,
     });
+    let broadcast = inputs_broadcast(graph, refs, ids);
     let mut b = graph.build(&nd.op).name(&nd.name);
     for (k, r) in refs.iter().enumerate() {
         match *r {
@@ -360,6 +362,10 @@ fn import_node(
         match value {
             AttrValue::DType(t) => deferred.push((name.as_str(), t)),
             ref v if crate::tf_attrs::ignorable(name, v) => {}
+            // `x == y` on tensors (`Equal`/`NotEqual` with `incompatible_shape_error=false`)
+            // gives `false` where the shapes do not broadcast; where they statically do, the
+            // attribute changes nothing.
+            AttrValue::Bool(false) if name == "incompatible_shape_error" && broadcast => {}
             _ => {
                 let known: Vec<&str> = def.attrs.iter().map(|a| a.name).collect();
                 return Err(attr_err(
@@ -387,6 +393,7 @@ fn import_node(
         b = b.device(&nd.device);
     }
     let id = b.finish()?;
+    check_predicate(graph, nd, id)?;
     if !back_edges.is_empty() {
         graph.relax_merge_shape(id, recorded_merge_shape(nd))?;
     }
@@ -408,6 +415,52 @@ fn import_node(
         }
     }
     Ok(id)
+}
+
+/// A LoopCond's input or a Switch's predicate must be a scalar where its shape is known (a
+/// lowered While's `cond` function or a lowered If's predicate of another shape).
+fn check_predicate(graph: &Graph, nd: &NodeDef, id: NodeId) -> Result<()> {
+    let node = graph.node(id);
+    let pred = match node.op.as_str() {
+        "LoopCond" => node.inputs.first(),
+        "Switch" => node.inputs.get(1),
+        _ => None,
+    };
+    let Some(&pred) = pred else {
+        return Ok(());
+    };
+    let shape = graph.shape(pred);
+    if shape.rank().is_some_and(|r| r != 0) {
+        return Err(TfError::Node {
+            node: nd.name.clone(),
+            op: nd.op.clone(),
+            message: format!(
+                "the predicate `{}` has shape {shape:?}, not a scalar",
+                graph.output_name(pred)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the first two data inputs' static shapes surely broadcast (one is a scalar, or both
+/// are fully known and broadcast).
+fn inputs_broadcast(graph: &Graph, refs: &[InputRef], ids: &[Option<NodeId>]) -> bool {
+    let shapes: Vec<&Shape> = refs
+        .iter()
+        .filter_map(|r| match *r {
+            InputRef::Data { node, index } => {
+                ids[node].map(|id| graph.shape(Output::new(id, index as usize)))
+            }
+            InputRef::Control { .. } => None,
+        })
+        .collect();
+    let [a, b] = shapes[..] else {
+        return false;
+    };
+    a.rank() == Some(0)
+        || b.rank() == Some(0)
+        || (a.is_fully_known() && b.is_fully_known() && a.broadcast(b).is_ok())
 }
 
 fn shared_name_missing(nd: &NodeDef) -> bool {
