@@ -393,7 +393,6 @@ fn import_node(
         b = b.device(&nd.device);
     }
     let id = b.finish()?;
-    check_predicate(graph, nd, id)?;
     if !back_edges.is_empty() {
         graph.relax_merge_shape(id, recorded_merge_shape(nd))?;
     }
@@ -415,32 +414,6 @@ fn import_node(
         }
     }
     Ok(id)
-}
-
-/// A LoopCond's input or a Switch's predicate must be a scalar where its shape is known (a
-/// lowered While's `cond` function or a lowered If's predicate of another shape).
-fn check_predicate(graph: &Graph, nd: &NodeDef, id: NodeId) -> Result<()> {
-    let node = graph.node(id);
-    let pred = match node.op.as_str() {
-        "LoopCond" => node.inputs.first(),
-        "Switch" => node.inputs.get(1),
-        _ => None,
-    };
-    let Some(&pred) = pred else {
-        return Ok(());
-    };
-    let shape = graph.shape(pred);
-    if shape.rank().is_some_and(|r| r != 0) {
-        return Err(TfError::Node {
-            node: nd.name.clone(),
-            op: nd.op.clone(),
-            message: format!(
-                "the predicate `{}` has shape {shape:?}, not a scalar",
-                graph.output_name(pred)
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Whether the first two data inputs' static shapes surely broadcast (one is a scalar, or both
