@@ -358,3 +358,129 @@ fn an_if_branch_of_the_wrong_type_or_missing_is_an_error() {
         &["`else_branch`", "node `c`", "no function of this name"],
     );
 }
+
+fn scale_branch(name: &str, op: &str, c: f32) -> tfr_tf::proto::FunctionDef {
+    let f = DataType::DtFloat;
+    function(
+        name,
+        vec![arg("a", f)],
+        vec![arg("r", f)],
+        vec![
+            fconst("c", &[], &[c], false),
+            node("op", op, &["a", "c:output:0"], vec![("T", ty(f))]),
+        ],
+        &[("r", "op:z:0")],
+    )
+}
+
+#[test]
+fn a_case_inside_a_while_body_lowers_inside_the_loop_frame() {
+    let (f, i) = (DataType::DtFloat, DataType::DtInt32);
+    // body: y = [y * 2, y * 3, y + 1][int(sum(y))] (the last for any other index).
+    let body = function(
+        "loop_body",
+        vec![arg("y", f)],
+        vec![arg("next", f)],
+        vec![
+            int_axis(),
+            node("s", "Sum", &["y", "axis_i:output:0"], vec![("T", ty(f))]),
+            node(
+                "k",
+                "Cast",
+                &["s:output:0"],
+                vec![("SrcT", ty(f)), ("DstT", ty(i))],
+            ),
+            node(
+                "case",
+                "StatelessCase",
+                &["k:y:0", "y"],
+                vec![
+                    ("Tin", types(&[f])),
+                    ("Tout", types(&[f])),
+                    (
+                        "branches",
+                        av(Value::List(ListValue {
+                            func: ["times2", "times3", "plus1"]
+                                .iter()
+                                .map(|n| NameAttrList {
+                                    name: n.to_string(),
+                                    attr: Default::default(),
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })),
+                    ),
+                ],
+            ),
+        ],
+        &[("next", "case:output:0")],
+    );
+    let mut gd = while_graph(loop_cond(), body);
+    gd.library.as_mut().unwrap().function.extend([
+        scale_branch("times2", "Mul", 2.0),
+        scale_branch("times3", "Mul", 3.0),
+        scale_branch("plus1", "AddV2", 1.0),
+    ]);
+    let im = import_graph_def(&gd).expect("import");
+    let session = Session::new(&im.graph, SessionOptions::default()).unwrap();
+    let x = Tensor::new(&[2], vec![0.5f32, 0.25]).unwrap();
+    let got = im.run(&session, &[("x", x)], &["out:0"]).unwrap();
+    // Sums 0.75 (x2), 1.5 (x3), 4.5, 6.5, 8.5 (+1 each), then 10.5 stops the loop.
+    assert_eq!(got[0].to_vec::<f32>().unwrap(), vec![6.0, 4.5]);
+}
+
+#[test]
+fn a_case_with_a_missing_branch_or_bad_attributes_is_an_error() {
+    let f = DataType::DtFloat;
+    let case_graph = |branches: &[&str], tout: &[DataType]| {
+        let mut k = placeholder("k", &[]);
+        k.attr.insert("dtype".into(), ty(DataType::DtInt32));
+        with_library(
+            vec![
+                placeholder("x", &[2]),
+                k,
+                node(
+                    "sc",
+                    "StatelessCase",
+                    &["k", "x"],
+                    vec![
+                        ("Tin", types(&[f])),
+                        ("Tout", types(tout)),
+                        (
+                            "branches",
+                            av(Value::List(ListValue {
+                                func: branches
+                                    .iter()
+                                    .map(|n| NameAttrList {
+                                        name: n.to_string(),
+                                        attr: Default::default(),
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            })),
+                        ),
+                    ],
+                ),
+            ],
+            vec![scale_branch("times2", "Mul", 2.0)],
+        )
+    };
+    expect_function_error(
+        &case_graph(&["times2", "gone"], &[f]),
+        "gone",
+        &["`branches` of node `sc`", "no function of this name"],
+    );
+    expect_function_error(
+        &case_graph(&["times2"], &[f, f]),
+        "times2",
+        &[
+            "`branches` of node `sc`",
+            "returns 1 tensor(s), `Tout` lists 2",
+        ],
+    );
+    let err = import_graph_def(&case_graph(&[], &[f]))
+        .err()
+        .expect("no branches")
+        .to_string();
+    assert!(err.contains("`sc`") && err.contains("`branches`"), "{err}");
+}

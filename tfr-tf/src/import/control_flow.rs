@@ -135,7 +135,7 @@ fn output_types(sig: &OpDef, f: &NameAttrList) -> Vec<Option<i32>> {
             bound_type(&a.type_attr)
         };
         let n = arg_count(a, &bound).unwrap_or(1);
-        out.extend(std::iter::repeat(t).take(n));
+        out.extend(std::iter::repeat_n(t, n));
     }
     out
 }
@@ -557,12 +557,19 @@ impl<'a> Inliner<'a> {
         // arguments, so that a level inside an untaken branch is dead as a whole.
         let mut inputs = args.to_vec();
         let mut types = tin.clone();
+        let mut read = t_node(format!("{p}/index"), "Identity", vec![index.clone()], i32t);
+        read.input.extend(controls.iter().cloned());
+        self.push(read)?;
         for i in 0..branches.len() - 1 {
             let c = format!("{p}/is_{i}/value");
+            // In the index's frame and branch: after a read of it (not its producer, which a
+            // feed replaces).
+            let mut after = controls.clone();
+            after.push(format!("^{p}/index"));
             let mut value = NodeDef {
                 name: c.clone(),
                 op: "Const".into(),
-                input: controls.clone(),
+                input: after,
                 device: String::new(),
                 attr: HashMap::new(),
             };
@@ -578,7 +585,8 @@ impl<'a> Inliner<'a> {
             );
             self.push(value)?;
             let eq = format!("{p}/is_{i}");
-            self.push(t_node(eq.clone(), "Equal", vec![index.clone(), c], i32t))?;
+            let read = format!("{p}/index");
+            self.push(t_node(eq.clone(), "Equal", vec![read, c], i32t))?;
             inputs.push(eq);
             types.push(DataType::DtBool as i32);
         }
