@@ -422,9 +422,13 @@ fn inputs_broadcast(graph: &Graph, refs: &[InputRef], ids: &[Option<NodeId>]) ->
     let shapes: Vec<&Shape> = refs
         .iter()
         .filter_map(|r| match *r {
-            InputRef::Data { node, index } => {
-                ids[node].map(|id| graph.shape(Output::new(id, index as usize)))
-            }
+            // An output index out of range is reported when the node is built.
+            InputRef::Data { node, index } => ids
+                .get(node)
+                .copied()
+                .flatten()
+                .and_then(|id| graph.node(id).outputs.get(index as usize))
+                .map(|t| &t.shape),
             InputRef::Control { .. } => None,
         })
         .collect();

@@ -479,8 +479,7 @@ fn a_case_with_a_missing_branch_or_bad_attributes_is_an_error() {
         ],
     );
     let err = import_graph_def(&case_graph(&[], &[f]))
-        .err()
-        .expect("no branches")
+        .expect_err("no branches")
         .to_string();
     assert!(err.contains("`sc`") && err.contains("`branches`"), "{err}");
 }
