@@ -483,3 +483,48 @@ fn a_case_with_a_missing_branch_or_bad_attributes_is_an_error() {
         .to_string();
     assert!(err.contains("`sc`") && err.contains("`branches`"), "{err}");
 }
+
+#[test]
+fn corrupted_control_flow_graphs_never_panic() {
+    use prost::Message;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut outcomes = [0usize; 3];
+    for name in ["cf_nested_n2", "cf_switch_k1"] {
+        let bytes = std::fs::read(dir.join(name).join("graph.pb")).unwrap();
+        let mut check = |b: &[u8]| match tfr_tf::decode_graph_def(b) {
+            Err(_) => outcomes[0] += 1,
+            Ok(gd) => match import_graph_def(&gd) {
+                Ok(_) => outcomes[1] += 1,
+                Err(_) => outcomes[2] += 1,
+            },
+        };
+        for len in (0..bytes.len()).step_by(11) {
+            check(&bytes[..len]);
+        }
+        let mut seed = 18u64;
+        for _ in 0..1500 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let mut b = bytes.clone();
+            let pos = (seed >> 33) as usize % b.len();
+            b[pos] ^= 1 << ((seed >> 20) % 8);
+            check(&b);
+        }
+        // Every function attribute of the graph pointing nowhere, one at a time.
+        let gd = tfr_tf::decode_graph_def(&bytes).unwrap();
+        for (i, nd) in gd.node.iter().enumerate() {
+            for key in nd.attr.keys() {
+                let mut bad = gd.clone();
+                let v = bad.node[i].attr.get_mut(key).unwrap();
+                match &mut v.value {
+                    Some(Value::Func(f)) => f.name = "missing".into(),
+                    Some(Value::List(l)) if !l.func.is_empty() => l.func[0].name = "missing".into(),
+                    _ => continue,
+                }
+                let err = import_graph_def(&bad).expect_err("a missing function");
+                assert!(err.to_string().contains("missing"), "{err}");
+            }
+        }
+        check(&gd.encode_to_vec());
+    }
+    assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
+}

@@ -226,13 +226,9 @@ impl<'a> Inliner<'a> {
         Ok(self.calls.get(&name).cloned().unwrap_or_default())
     }
 
-    fn push(&mut self, nd: NodeDef) -> Result<()> {
-        self.add_node(nd)
-    }
-
     /// The node `name` itself: a NoOp after `deps`, its outputs `outputs`.
     fn finish(&mut self, name: &str, deps: &[String], outputs: Vec<String>) -> Result<()> {
-        self.push(NodeDef {
+        self.add_node(NodeDef {
             name: name.into(),
             op: "NoOp".into(),
             input: deps.iter().map(|d| format!("^{d}")).collect(),
@@ -301,7 +297,7 @@ impl<'a> Inliner<'a> {
                 ("is_constant".to_string(), av(Value::B(false))),
                 ("parallel_iterations".to_string(), av(Value::I(parallel))),
             ]);
-            self.push(enter)?;
+            self.add_node(enter)?;
             let mut m = merge(
                 format!("{p}/Merge_{k}"),
                 vec![format!("{p}/Enter_{k}"), format!("{p}/NextIteration_{k}")],
@@ -315,7 +311,7 @@ impl<'a> Inliner<'a> {
                 m.attr
                     .insert("_output_shapes".into(), av(Value::List(list)));
             }
-            self.push(m)?;
+            self.add_node(m)?;
         }
         let merges = (0..n).map(|k| format!("{p}/Merge_{k}")).collect();
         let pred = self.call(format!("{p}/cond"), cond_f, merges, &format!("{p}/Merge_0"))?;
@@ -330,7 +326,7 @@ impl<'a> Inliner<'a> {
                 ),
             ));
         };
-        self.push(NodeDef {
+        self.add_node(NodeDef {
             name: format!("{p}/LoopCond"),
             op: "LoopCond".into(),
             input: vec![pred.clone()],
@@ -341,14 +337,14 @@ impl<'a> Inliner<'a> {
         for (k, &tk) in t.iter().enumerate() {
             let sw = format!("{p}/Switch_{k}");
             let inputs = vec![format!("{p}/Merge_{k}"), format!("{p}/LoopCond")];
-            self.push(t_node(sw.clone(), "Switch", inputs, tk))?;
-            self.push(t_node(
+            self.add_node(t_node(sw.clone(), "Switch", inputs, tk))?;
+            self.add_node(t_node(
                 format!("{p}/Exit_{k}"),
                 "Exit",
                 vec![format!("{sw}:0")],
                 tk,
             ))?;
-            self.push(t_node(
+            self.add_node(t_node(
                 format!("{p}/Identity_{k}"),
                 "Identity",
                 vec![format!("{sw}:1")],
@@ -370,7 +366,7 @@ impl<'a> Inliner<'a> {
             ));
         }
         for (k, (x, &tk)) in next.into_iter().zip(&t).enumerate() {
-            self.push(t_node(
+            self.add_node(t_node(
                 format!("{p}/NextIteration_{k}"),
                 "NextIteration",
                 vec![x],
@@ -449,7 +445,7 @@ impl<'a> Inliner<'a> {
             b,
         );
         sp.input.extend(controls.iter().cloned());
-        self.push(sp)?;
+        self.add_node(sp)?;
         let mut outs: Vec<Vec<String>> = Vec::with_capacity(2);
         for (side, (port, branch)) in ["then", "else"]
             .into_iter()
@@ -457,14 +453,14 @@ impl<'a> Inliner<'a> {
         {
             let pivot = format!("{p}/pivot_{side}");
             let sp_out = format!("{p}/switch_pred:{port}");
-            self.push(t_node(pivot.clone(), "Identity", vec![sp_out], b))?;
+            self.add_node(t_node(pivot.clone(), "Identity", vec![sp_out], b))?;
             let mut inputs = Vec::with_capacity(args.len());
             for (k, (x, &tk)) in args.iter().zip(tin).enumerate() {
                 let sw = format!("{p}/Switch_{k}");
                 if port == 1 {
                     let mut s = t_node(sw.clone(), "Switch", vec![x.clone(), pred.into()], tk);
                     s.input.extend(controls.iter().cloned());
-                    self.push(s)?;
+                    self.add_node(s)?;
                 }
                 inputs.push(format!("{sw}:{port}"));
             }
@@ -498,11 +494,11 @@ impl<'a> Inliner<'a> {
             // Live once the branch has run: the branch's end joins `branch_executed`.
             let mut done = t_node(format!("{p}/{side}_done"), "Identity", vec![pivot], b);
             done.input.push(format!("^{p}/{side}"));
-            self.push(done)?;
+            self.add_node(done)?;
             outs.push(o);
         }
         let executed = format!("{p}/branch_executed");
-        self.push(merge(
+        self.add_node(merge(
             executed.clone(),
             vec![format!("{p}/then_done"), format!("{p}/else_done")],
             b,
@@ -511,7 +507,7 @@ impl<'a> Inliner<'a> {
         for (k, &tk) in tout.iter().enumerate() {
             let m = format!("{p}/Merge_{k}");
             let inputs = vec![outs[0][k].clone(), outs[1][k].clone()];
-            self.push(merge(m.clone(), inputs, tk))?;
+            self.add_node(merge(m.clone(), inputs, tk))?;
             outputs.push(format!("{m}:0"));
         }
         let mut deps = vec![executed];
@@ -559,7 +555,7 @@ impl<'a> Inliner<'a> {
         let mut types = tin.clone();
         let mut read = t_node(format!("{p}/index"), "Identity", vec![index.clone()], i32t);
         read.input.extend(controls.iter().cloned());
-        self.push(read)?;
+        self.add_node(read)?;
         for i in 0..branches.len() - 1 {
             let c = format!("{p}/is_{i}/value");
             // In the index's frame and branch: after a read of it (not its producer, which a
@@ -583,10 +579,10 @@ impl<'a> Inliner<'a> {
                     ..Default::default()
                 })),
             );
-            self.push(value)?;
+            self.add_node(value)?;
             let eq = format!("{p}/is_{i}");
             let read = format!("{p}/index");
-            self.push(t_node(eq.clone(), "Equal", vec![read, c], i32t))?;
+            self.add_node(t_node(eq.clone(), "Equal", vec![read, c], i32t))?;
             inputs.push(eq);
             types.push(DataType::DtBool as i32);
         }
@@ -597,7 +593,7 @@ impl<'a> Inliner<'a> {
         let mut ctrl_pivot = String::new();
         if !controls.is_empty() {
             ctrl_pivot = format!("{p}/input_control");
-            self.push(NodeDef {
+            self.add_node(NodeDef {
                 name: ctrl_pivot.clone(),
                 op: "NoOp".into(),
                 input: controls,
