@@ -528,3 +528,25 @@ fn corrupted_control_flow_graphs_never_panic() {
     }
     assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
 }
+
+#[test]
+fn a_while_body_that_loops_over_itself_is_an_error_not_a_stack_overflow() {
+    let f = DataType::DtFloat;
+    let mut body = doubling_body(f);
+    body.node_def.push(node(
+        "inner",
+        "StatelessWhile",
+        &["m:z:0"],
+        vec![
+            ("T", types(&[f])),
+            ("cond", func("loop_cond")),
+            ("body", func("loop_body")),
+        ],
+    ));
+    body.ret.insert("next".into(), "inner:output:0".into());
+    expect_function_error(
+        &while_graph(loop_cond(), body),
+        "loop_body",
+        &["calls itself", "loop_body -> loop_body"],
+    );
+}
