@@ -200,8 +200,15 @@ fn doubling_body(out_type: DataType) -> tfr_tf::proto::FunctionDef {
 
 #[test]
 fn a_hand_built_while_runs_with_constants_inside_its_frame() {
-    let im = import_graph_def(&while_graph(loop_cond(), doubling_body(DataType::DtFloat)))
-        .expect("import");
+    for op in ["StatelessWhile", "While"] {
+        let mut gd = while_graph(loop_cond(), doubling_body(DataType::DtFloat));
+        gd.node.iter_mut().find(|n| n.name == "w").unwrap().op = op.into();
+        run_while(&gd);
+    }
+}
+
+fn run_while(gd: &GraphDef) {
+    let im = import_graph_def(gd).expect("import");
     let session = Session::new(&im.graph, SessionOptions::default()).unwrap();
     let x = Tensor::new(&[2], vec![0.5f32, 0.25]).unwrap();
     let got = im.run(&session, &[("x", x)], &["out:0", "w:0"]).unwrap();
@@ -324,7 +331,16 @@ fn if_graph(then_out: DataType, else_name: &str) -> GraphDef {
 
 #[test]
 fn a_hand_built_if_takes_either_branch() {
-    let im = import_graph_def(&if_graph(DataType::DtFloat, "else_f")).expect("import");
+    // The stateful `If` lowers as `StatelessIf` does.
+    for op in ["StatelessIf", "If"] {
+        let mut gd = if_graph(DataType::DtFloat, "else_f");
+        gd.node.iter_mut().find(|n| n.name == "c").unwrap().op = op.into();
+        run_if(&gd);
+    }
+}
+
+fn run_if(gd: &GraphDef) {
+    let im = import_graph_def(gd).expect("import");
     let session = Session::new(&im.graph, SessionOptions::default()).unwrap();
     for (flag, want) in [(true, vec![-2.0f32, 3.0]), (false, vec![3.0, -2.0])] {
         let got = im
