@@ -16,7 +16,12 @@
 //!   their outputs k (output k of `c`): only the taken branch is live.
 //! - `Case`/`StatelessCase` `c` (inputs: the int32 branch index, then the arguments): a chain
 //!   of such conds, branch i taken when the index is i and the last branch for any other
-//!   index (TensorFlow's default branch); `c/_cf/is_i` compares the index.
+//!   index (TensorFlow's default branch); `c/_cf/is_i` compares `c/_cf/index` (an Identity
+//!   reading the index: the constants depend on it rather than on the index's producer, which
+//!   a feed replaces) with i. Level i + 1 is the else side of level i, its comparisons switched
+//!   in with the arguments.
+//! - An If's predicate must be bool (`Tcond`); the function signatures are checked against
+//!   `T`/`Tout` before lowering (errors name the node, the attribute and the function).
 //!
 //! Nodes of an inlined body that read no other body node depend on the frame's or branch's
 //! pivot (the call's control input), so constants run inside the loop or branch. Bodies are

@@ -20,6 +20,9 @@
 //! - the call's outputs are the `ret` entries of the signature's output arguments, in order:
 //!   every reader of `c:k` is rewired to its producer, and [`Inlined::calls`] keeps the map so
 //!   that `Imported::output("c:k")` still resolves.
+//!
+//! TF2's functional control flow (`While`, `If`, `Case` and their stateless forms) is lowered
+//! here too, its bodies inlined as calls inside the lowered frames (`control_flow.rs`).
 
 use crate::error::{Result, TfError};
 use crate::parse::split_input;
