@@ -5,6 +5,7 @@
 //! every op tfr lacks is reported at once; the nodes are built in topological order; the
 //! `VarHandleOp`s are listed as the graph's variables (`variables`).
 
+mod control_flow;
 mod functions;
 mod select;
 mod variables;
@@ -320,6 +321,7 @@ fn import_node(
         InputRef::Data { node, index } if !back_edges.contains(&k) => Some((node, index)),
         _ => None,
     });
+    let broadcast = inputs_broadcast(graph, refs, ids);
     let mut b = graph.build(&nd.op).name(&nd.name);
     for (k, r) in refs.iter().enumerate() {
         match *r {
@@ -362,6 +364,10 @@ fn import_node(
         match value {
             AttrValue::DType(t) => deferred.push((name.as_str(), t)),
             ref v if crate::tf_attrs::ignorable(name, v) => {}
+            // `x == y` on tensors (`Equal`/`NotEqual` with `incompatible_shape_error=false`)
+            // gives `false` where the shapes do not broadcast; where they statically do, the
+            // attribute changes nothing.
+            AttrValue::Bool(false) if name == "incompatible_shape_error" && broadcast => {}
             _ => {
                 let known: Vec<&str> = def.attrs.iter().map(|a| a.name).collect();
                 return Err(attr_err(
@@ -410,6 +416,30 @@ fn import_node(
         }
     }
     Ok(id)
+}
+
+/// Whether the first two data inputs' static shapes surely broadcast (one is a scalar, or both
+/// are fully known and broadcast).
+fn inputs_broadcast(graph: &Graph, refs: &[InputRef], ids: &[Option<NodeId>]) -> bool {
+    let shapes: Vec<&Shape> = refs
+        .iter()
+        .filter_map(|r| match *r {
+            // An output index out of range is reported when the node is built.
+            InputRef::Data { node, index } => ids
+                .get(node)
+                .copied()
+                .flatten()
+                .and_then(|id| graph.node(id).outputs.get(index as usize))
+                .map(|t| &t.shape),
+            InputRef::Control { .. } => None,
+        })
+        .collect();
+    let [a, b] = shapes[..] else {
+        return false;
+    };
+    a.rank() == Some(0)
+        || b.rank() == Some(0)
+        || (a.is_fully_known() && b.is_fully_known() && a.broadcast(b).is_ok())
 }
 
 fn shared_name_missing(nd: &NodeDef) -> bool {

@@ -18,7 +18,7 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tf_function")
 }
 
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}");
     let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
     let scale = w.iter().fold(1e-30f64, |a, v| a.max(v.abs()));
@@ -98,7 +98,7 @@ fn a_defun_called_by_op_name_inlines() {
 
 // Hand-built libraries.
 
-fn arg(name: &str, t: DataType) -> ArgDef {
+pub fn arg(name: &str, t: DataType) -> ArgDef {
     ArgDef {
         name: name.into(),
         r#type: t as i32,
@@ -114,7 +114,7 @@ fn poly_arg(name: &str, type_attr: &str) -> ArgDef {
     }
 }
 
-fn function(
+pub fn function(
     name: &str,
     inputs: Vec<ArgDef>,
     outputs: Vec<ArgDef>,
@@ -137,7 +137,7 @@ fn function(
     }
 }
 
-fn with_library(nodes: Vec<NodeDef>, functions: Vec<FunctionDef>) -> GraphDef {
+pub fn with_library(nodes: Vec<NodeDef>, functions: Vec<FunctionDef>) -> GraphDef {
     let mut gd = graph(nodes);
     gd.library = Some(FunctionDefLibrary {
         function: functions,

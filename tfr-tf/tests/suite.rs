@@ -3,6 +3,7 @@
 
 mod common;
 mod event_files;
+mod graphdef_control_flow;
 mod graphdef_errors;
 mod graphdef_functions;
 mod graphdef_import;

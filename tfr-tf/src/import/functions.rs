@@ -20,6 +20,9 @@
 //! - the call's outputs are the `ret` entries of the signature's output arguments, in order:
 //!   every reader of `c:k` is rewired to its producer, and [`Inlined::calls`] keeps the map so
 //!   that `Imported::output("c:k")` still resolves.
+//!
+//! TF2's functional control flow (`While`, `If`, `Case` and their stateless forms) is lowered
+//! here too, its bodies inlined as calls inside the lowered frames (`control_flow.rs`).
 
 use crate::error::{Result, TfError};
 use crate::parse::split_input;
@@ -41,7 +44,7 @@ pub struct Inlined {
     pub calls: HashMap<String, Vec<String>>,
 }
 
-fn is_call_op(op: &str) -> bool {
+pub(super) fn is_call_op(op: &str) -> bool {
     op == "PartitionedCall" || op == "StatefulPartitionedCall"
 }
 
@@ -49,7 +52,12 @@ fn is_call_op(op: &str) -> bool {
 /// is imported as it is).
 pub fn inline_functions(gd: &GraphDef) -> Result<Option<Inlined>> {
     let functions = gd.library.as_ref().map_or(&[][..], |l| &l.function[..]);
-    if functions.is_empty() && !gd.node.iter().any(|n| is_call_op(&n.op)) {
+    if functions.is_empty()
+        && !gd
+            .node
+            .iter()
+            .any(|n| is_call_op(&n.op) || super::control_flow::is_functional(&n.op))
+    {
         return Ok(None);
     }
     let mut lib = HashMap::with_capacity(functions.len());
@@ -84,17 +92,17 @@ pub fn inline_functions(gd: &GraphDef) -> Result<Option<Inlined>> {
     }))
 }
 
-fn fn_error(function: &str, message: impl Into<String>) -> TfError {
+pub(super) fn fn_error(function: &str, message: impl Into<String>) -> TfError {
     TfError::Function {
         function: function.into(),
         message: message.into(),
     }
 }
 
-struct Inliner<'a> {
-    lib: HashMap<&'a str, (&'a OpDef, &'a FunctionDef)>,
+pub(super) struct Inliner<'a> {
+    pub(super) lib: HashMap<&'a str, (&'a OpDef, &'a FunctionDef)>,
     out: Vec<NodeDef>,
-    calls: HashMap<String, Vec<String>>,
+    pub(super) calls: HashMap<String, Vec<String>>,
     /// The functions being inlined, outermost first (a repeat is a recursion).
     stack: Vec<&'a str>,
 }
@@ -139,7 +147,10 @@ impl<'a> Inliner<'a> {
         }))
     }
 
-    fn add_node(&mut self, nd: NodeDef) -> Result<()> {
+    pub(super) fn add_node(&mut self, nd: NodeDef) -> Result<()> {
+        if super::control_flow::is_functional(&nd.op) {
+            return self.lower_control_flow(nd);
+        }
         match self.target(&nd)? {
             Some((sig, def, bound)) => self.inline(nd, sig, def, bound),
             None => {
@@ -456,7 +467,7 @@ impl Scope<'_, '_> {
 }
 
 /// How many tensors argument `a` stands for under the attribute bindings.
-fn arg_count(
+pub(super) fn arg_count(
     a: &crate::proto::ArgDef,
     attrs: &HashMap<String, AttrValue>,
 ) -> Result<usize, String> {
