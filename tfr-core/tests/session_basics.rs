@@ -663,3 +663,23 @@ fn a_product_plus_its_bias_is_fused_with_the_unfused_values() {
         }
     }
 }
+
+#[test]
+fn a_control_edge_from_a_fed_placeholder_waits_for_the_feed_not_the_placeholder() {
+    // TensorFlow rewrites control edges from a fed placeholder to come from its feed; an unfed
+    // one reached only through a control edge is still an error naming it.
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::scalar()).unwrap();
+    let c = g.scalar(2.0f32).unwrap();
+    let y = g
+        .with_control_dependencies(&[x.node], |g| g.identity(c))
+        .unwrap();
+    let s = Session::new(&g, opts()).unwrap();
+    let out = s.run(&[(x, Tensor::scalar(1.0f32))], &[y], &[]).unwrap();
+    assert_eq!(out[0].scalar_value::<f32>().unwrap(), 2.0);
+    let e = s.run(&[], &[y], &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("`x`") && e.to_string().contains("must be fed"),
+        "{e}"
+    );
+}

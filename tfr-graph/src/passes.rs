@@ -40,6 +40,14 @@ pub fn prune(
         graph.get_node(t)?;
     }
     let fed: HashMap<Output, usize> = feeds.iter().enumerate().map(|(i, &o)| (o, i)).collect();
+    // As in TensorFlow, a control edge from a fed placeholder becomes one from its feed: the
+    // placeholder itself does not run.
+    let fed_placeholder = |c: NodeId| -> Option<usize> {
+        if graph.node(c).op != "Placeholder" {
+            return None;
+        }
+        fed.get(&Output::new(c, 0)).copied()
+    };
     // Mark what is needed, walking back from fetches and targets.
     let mut needed = vec![false; graph.len()];
     let mut stack: Vec<NodeId> = targets.to_vec();
@@ -59,7 +67,12 @@ pub fn prune(
                 stack.push(o.node);
             }
         }
-        stack.extend(node.control_inputs.iter().copied());
+        stack.extend(
+            node.control_inputs
+                .iter()
+                .copied()
+                .filter(|&c| fed_placeholder(c).is_none()),
+        );
     }
     let mut out = Graph::new();
     out.seed = graph.seed;
@@ -128,7 +141,10 @@ pub fn prune(
         let control_inputs = node
             .control_inputs
             .iter()
-            .map(|c| new_id.get(c).copied().ok_or_else(|| missing(graph, *c)))
+            .map(|&c| match fed_placeholder(c) {
+                Some(f) => Ok(feed_arg(&mut out, &mut origin, f)),
+                None => new_id.get(&c).copied().ok_or_else(|| missing(graph, c)),
+            })
             .collect::<Result<Vec<_>>>()?;
         let nid = out.push_node(Node {
             inputs,
