@@ -172,7 +172,9 @@ fn image_summary_normalizes_floats_like_tensorflow() {
     let x = g.placeholder("x", DType::F32, Shape::unknown()).unwrap();
     let three = g.image_summary("img", x, 3).unwrap();
     let one = g.image_summary("one", x, 1).unwrap();
-    // Batch 4 of 2x3 RGB: image 0 non-negative, image 1 with negatives and a NaN pixel.
+    // Batch 4 of 2x3 RGB: image 0 non-negative, image 1 with negatives and a NaN pixel. The
+    // expected pixels of all three images equal TensorFlow 2.21's ImageSummary (checked with
+    // tf.compat.v1.summary.image on the same array).
     let mut data = vec![0.0f32; 4 * 2 * 3 * 3];
     for (i, v) in data[..18].iter_mut().enumerate() {
         *v = i as f32 * 0.5; // max 8.5
