@@ -33,4 +33,5 @@ mod spatial_ops;
 mod special_math_ops;
 mod step_trace;
 mod tf_op_names;
+mod tf_semantics;
 mod truncate_and_squared_difference;
