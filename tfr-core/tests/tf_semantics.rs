@@ -249,3 +249,126 @@ fn nan_and_integer_edge_cases() {
         assert!(e.contains(&format!("node `{op}`")), "{op}: {e}");
     }
 }
+
+#[test]
+fn range_checks_direction_and_counts_in_its_dtype() {
+    // TF's RangeOp: "Requires start <= limit when delta > 0" / "start >= limit when delta < 0"
+    // (numpy's arange would be empty); tfr returned an empty range.
+    for (s, l, d) in [(0i32, -5i32, 2i32), (0, 5, -1)] {
+        let ins = [t(&[], vec![s]), t(&[], vec![l]), t(&[], vec![d])];
+        let e = op_result("Range", &ins, &[]).unwrap_err();
+        assert!(
+            e.contains("node `Range`") && e.contains("Requires start"),
+            "{e}"
+        );
+    }
+    let e = op_result(
+        "Range",
+        &[
+            t(&[], vec![1.0f32]),
+            t(&[], vec![0.0f32]),
+            t(&[], vec![0.5f32]),
+        ],
+        &[],
+    );
+    assert!(e.unwrap_err().contains("Requires start <= limit"));
+    // Equal bounds are an empty range either way.
+    let z = op1(
+        "Range",
+        &[t(&[], vec![3i32]), t(&[], vec![3i32]), t(&[], vec![-1i32])],
+    );
+    assert_eq!(z.shape(), &[0]);
+    // The size is ceil(|(limit - start) / delta|) in T: in f32 (0.3f - 0f) / 0.1f rounds to 3
+    // (np.float32(0.3) / np.float32(0.1) == 3.0), so 3 elements; f64 arithmetic gave 4.
+    let z = op1(
+        "Range",
+        &[
+            t(&[], vec![0.0f32]),
+            t(&[], vec![0.3f32]),
+            t(&[], vec![0.1f32]),
+        ],
+    );
+    assert_eq!(z.shape(), &[3]);
+    // A constant range is checked (and sized) by the shape function alike.
+    let mut g = Graph::new();
+    let (s, l, d) = (
+        g.scalar(0.0f32).unwrap(),
+        g.scalar(0.3f32).unwrap(),
+        g.scalar(0.1f32).unwrap(),
+    );
+    let r = g.range(s, l, d).unwrap();
+    assert_eq!(g.shape(r).to_string(), Shape::known(&[3]).to_string());
+    let (s, l, d) = (
+        g.scalar(0i32).unwrap(),
+        g.scalar(-5i32).unwrap(),
+        g.scalar(1i32).unwrap(),
+    );
+    let e = g.range(s, l, d).unwrap_err().to_string();
+    assert!(e.contains("Requires start <= limit"), "{e}");
+}
+
+#[test]
+fn clip_by_value_with_min_above_max_gives_min() {
+    // TF computes max(min(t, clip_max), clip_min) (tensorflow/tensorflow#57151: clip(x, 1, -1)
+    // is all 1); numpy's clip gives clip_max. NaN stays NaN.
+    let ins = [
+        f32s(&[0.0, 5.0, 2.0, f32::NAN]),
+        t(&[], vec![3.0f32]),
+        t(&[], vec![1.0f32]),
+    ];
+    let z = op1("ClipByValue", &ins);
+    assert_same(
+        &z.to_f64_vec(),
+        &[3.0, 3.0, 3.0, f64::NAN],
+        "ClipByValue lo > hi",
+    );
+    let ins = [
+        t(&[3], vec![-5i32, 0, 9]),
+        t(&[], vec![-1i32]),
+        t(&[], vec![4i32]),
+    ];
+    assert_same(
+        &op1("ClipByValue", &ins).to_f64_vec(),
+        &[-1.0, 0.0, 4.0],
+        "ClipByValue int",
+    );
+}
+
+#[test]
+fn unsorted_segment_ops_drop_negative_ids() {
+    // TF docs (tf.math.unsorted_segment_sum/max/min): "If the given segment ID i is negative,
+    // the value is dropped"; an id >= num_segments is an error on CPU. tfr errored on -1.
+    let data = f32s(&[1.0, 2.0, 3.0, 4.0]);
+    let ids = t(&[4], vec![0i32, 0, -1, 2]);
+    let num = t(&[], vec![3i32]);
+    let low = -(f32::MAX as f64);
+    let cases: [(&str, [f64; 3]); 3] = [
+        ("UnsortedSegmentSum", [3.0, 0.0, 4.0]),
+        ("UnsortedSegmentMax", [2.0, low, 4.0]),
+        ("UnsortedSegmentMin", [1.0, -low, 4.0]),
+    ];
+    for (op, want) in cases {
+        let ins = [data.clone(), ids.clone(), num.clone()];
+        assert_same(&op1(op, &ins).to_f64_vec(), &want, op);
+        let ins = [data.clone(), t(&[4], vec![0i32, 0, 3, 2]), num.clone()];
+        let e = op_result(op, &ins, &[]).unwrap_err();
+        assert!(e.contains(&format!("node `{op}`")), "{op}: {e}");
+        // The dropped element gets a zero gradient (TF's _GatherDropNegatives); the others
+        // their segment's (ties of max share it: 1 and 2 differ here, so no tie).
+        let d = grad_of(op, &[data.clone(), ids.clone(), num.clone()], &[], 0);
+        let want = match op {
+            "UnsortedSegmentSum" => [1.0, 1.0, 0.0, 1.0],
+            "UnsortedSegmentMax" => [0.0, 1.0, 0.0, 1.0],
+            _ => [1.0, 0.0, 0.0, 1.0],
+        };
+        assert_same(&d, &want, &format!("{op} gradient"));
+    }
+    // Rank-2 data: the mask broadcasts over each slice.
+    let data = t(&[3, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let ids = t(&[3], vec![1i32, -1, 1]);
+    let ins = [data, ids, t(&[], vec![2i32])];
+    let z = op1("UnsortedSegmentSum", &ins);
+    assert_same(&z.to_f64_vec(), &[0.0, 0.0, 6.0, 8.0], "rank 2 sum");
+    let d = grad_of("UnsortedSegmentSum", &ins, &[], 0);
+    assert_same(&d, &[1.0, 1.0, 0.0, 0.0, 1.0, 1.0], "rank 2 sum gradient");
+}

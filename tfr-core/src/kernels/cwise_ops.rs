@@ -272,8 +272,10 @@ pub fn register(r: &mut KernelRegistry) {
 
     r.cpu("SelectV2", DTypeSet::BOOL, select_kernel);
     r.cpu("Select", DTypeSet::BOOL, select_v1_kernel);
+    // TensorFlow's order, max(min(x, hi), lo): with lo > hi every element is lo (numpy's clip
+    // gives hi).
     r.cpu("ClipByValue", DTypeSet::NUMERIC, |init| {
-        Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| minimum(maximum(x, lo), hi)), _ => return Err(unsupported(init))))
+        Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| maximum(minimum(x, hi), lo)), _ => return Err(unsupported(init))))
     });
     r.cpu("Cast", DTypeSet::ANY, cast_kernel);
     r.cpu("AddN", DTypeSet::NUMERIC, |init| Ok(dispatch_numeric!(init.dtype(), T => add_n_kernel::<T>(), _ => return Err(unsupported(init)))));
