@@ -80,7 +80,7 @@ fn selu_gradient_at_zero_is_scale() {
     // TF's SeluGrad selects on the output: `outputs < 0 ? dy * (outputs + scale * alpha) :
     // dy * scale` (tensorflow/core/kernels/relu_op_functor.h), so x = 0 (and -0) gets `scale`.
     // Before the fix tfr selected on x > 0 and gave scale * alpha = 1.7581 at 0.
-    let scale = 1.050_700_987_355_480_5f32 as f64;
+    let scale = 1.050_700_987_355_480_5_f64 as f32 as f64;
     let x = f32s(&[-1.0, -0.0, 0.0, 1.0]);
     let got = grad_of("Selu", &[x], &[], 0);
     // x = -1: scale * alpha * e^-1 (numpy: 1.7580993408473766 * exp(-1) = 0.64676857).
@@ -156,7 +156,7 @@ fn gradients_at_boundary_points_follow_tensorflow() {
         ("Rint", [0.0; 5]),
     ];
     for (op, want) in cases {
-        let got = grad_of(op, &[x.clone()], &[], 0);
+        let got = grad_of(op, std::slice::from_ref(&x), &[], 0);
         assert_close(&got, want, 1e-6, op);
     }
     let sqrt = grad_of("Sqrt", &[f32s(&[0.0, -1.0])], &[], 0);
