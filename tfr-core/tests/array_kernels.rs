@@ -1390,9 +1390,19 @@ fn range_values() {
     check(&run(0, 5, 1), &[5], &[0, 1, 2, 3, 4]);
     check(&run(10, 0, -3), &[4], &[10, 7, 4, 1]);
     check(&run(1, 8, 3), &[3], &[1, 4, 7]);
-    check::<i32>(&run(5, 0, 1), &[0], &[]);
     check::<i32>(&run(3, 3, 1), &[0], &[]);
     check(&run(-3, 3, 2), &[3], &[-3, -1, 1]);
+    // A range going away from its limit is an error in TensorFlow (not an empty range).
+    expect_error(
+        &g,
+        &[
+            (a, t(&[], vec![5])),
+            (b, t(&[], vec![0])),
+            (c, t(&[], vec![1])),
+        ],
+        r,
+        &["Requires start <= limit when delta > 0: 5/0"],
+    );
     expect_error(
         &g,
         &[

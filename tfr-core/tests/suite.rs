@@ -34,4 +34,5 @@ mod special_math_ops;
 mod step_trace;
 mod strings;
 mod tf_op_names;
+mod tf_semantics;
 mod truncate_and_squared_difference;

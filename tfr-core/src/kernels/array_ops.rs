@@ -1158,6 +1158,22 @@ fn rank(ctx: &mut KernelContext<'_>) -> KResult {
     Ok(())
 }
 
+/// TensorFlow's Range requires `start <= limit` when `delta > 0` and `start >= limit` when
+/// `delta < 0` (an error, where numpy's arange would be empty).
+fn range_direction<V: PartialOrd + Default + std::fmt::Display>(s: V, l: V, d: V) -> KResult {
+    if d > V::default() && s > l {
+        return Err(invalid(format!(
+            "Requires start <= limit when delta > 0: {s}/{l}"
+        )));
+    }
+    if d < V::default() && s < l {
+        return Err(invalid(format!(
+            "Requires start >= limit when delta < 0: {s}/{l}"
+        )));
+    }
+    Ok(())
+}
+
 fn range_typed<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
     for (k, name) in ["start", "limit", "delta"].iter().enumerate() {
         let t = ctx.input(k);
@@ -1175,7 +1191,11 @@ fn range_typed<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
                 "delta must not be 0 (start {s}, limit {l})"
             )));
         }
-        let c = ((l - s) / d).ceil();
+        range_direction(s, l, d)?;
+        // As TensorFlow: ceil(|(limit - start) / delta|) computed in T (in f32, 0.3 / 0.1 is
+        // 3, where f64 gives 3.0000001 and one more element).
+        let q = T::from_f64(l).sub(T::from_f64(s)).div(T::from_f64(d));
+        let c = q.to_f64().abs().ceil();
         if !c.is_finite() || c >= isize::MAX as f64 {
             return Err(invalid(format!(
                 "range from {s} to {l} by {d} does not have a finite size"
@@ -1193,6 +1213,7 @@ fn range_typed<T: Numeric>(ctx: &mut KernelContext<'_>) -> KResult {
                 "delta must not be 0 (start {s}, limit {l})"
             )));
         }
+        range_direction(s, l, d)?;
         let diff = l - s;
         let count = if diff == 0 || (diff > 0) != (d > 0) {
             0

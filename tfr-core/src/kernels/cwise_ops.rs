@@ -37,10 +37,12 @@ fn is_negative<T: Numeric>(v: T) -> bool {
     v < T::ZERO
 }
 
+/// Floats: the quotient rounded to `T`, then floored, as TensorFlow's `floor(x / y)` (1 // 0.1
+/// in f32 is 10: the f32 quotient rounds up to 10; numpy's divmod-based 9 differs).
 #[inline(always)]
 fn floor_div<T: Numeric>(a: T, b: T) -> T {
     if T::IS_FLOAT {
-        T::from_f64((a.to_f64() / b.to_f64()).floor())
+        T::from_f64(a.div(b).to_f64().floor())
     } else {
         let q = a.div(b);
         if a.rem(b) != T::ZERO && ((a < T::ZERO) != (b < T::ZERO)) {
@@ -270,8 +272,10 @@ pub fn register(r: &mut KernelRegistry) {
 
     r.cpu("SelectV2", DTypeSet::BOOL, select_kernel);
     r.cpu("Select", DTypeSet::BOOL, select_v1_kernel);
+    // TensorFlow's order, max(min(x, hi), lo): with lo > hi every element is lo (numpy's clip
+    // gives hi).
     r.cpu("ClipByValue", DTypeSet::NUMERIC, |init| {
-        Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| minimum(maximum(x, lo), hi)), _ => return Err(unsupported(init))))
+        Ok(dispatch_numeric!(init.dtype(), T => ternary_kernel::<T, T, T, T, _>(|x: T, lo: T, hi: T| maximum(minimum(x, hi), lo)), _ => return Err(unsupported(init))))
     });
     r.cpu("Cast", DTypeSet::ANY, cast_kernel);
     r.cpu("AddN", DTypeSet::NUMERIC, |init| Ok(dispatch_numeric!(init.dtype(), T => add_n_kernel::<T>(), _ => return Err(unsupported(init)))));
@@ -454,6 +458,11 @@ pub fn cast_tensor(x: &Tensor, to: DType) -> KResult<Tensor> {
     let n = b.len();
     let from_float = x.dtype().is_float();
     let out = match to {
+        // int64 rounds to f32 once (through f64 it could round twice: 2^53 + 2^29 + 1 would
+        // give 2^53 instead of TensorFlow's and numpy's 2^53 + 2^30).
+        DType::F32 if x.dtype() == DType::I64 => {
+            Buffer::F32((0..n).map(|i| b.get_i64(i) as f32).collect())
+        }
         DType::F32 => Buffer::F32((0..n).map(|i| b.get_f64(i) as f32).collect()),
         DType::F64 => Buffer::F64((0..n).map(|i| b.get_f64(i)).collect()),
         DType::F16 => Buffer::F16(

@@ -260,6 +260,10 @@ fn unsorted_segment_sum_typed<T: Numeric>() -> Box<dyn OpKernel> {
         let src = data.as_slice::<T>()?;
         let mut out = vec![T::ZERO; num * inner];
         for (j, &id) in ids.iter().enumerate() {
+            // A negative id drops its slice, as in TensorFlow.
+            if id < 0 {
+                continue;
+            }
             let row = usize::try_from(id)
                 .ok()
                 .filter(|&r| r < num)

@@ -93,6 +93,10 @@ fn segment_extreme<T: Numeric>(max: bool) -> Box<dyn OpKernel> {
         let mut out = alloc::<T>(num_elements(&[num, inner])?)?;
         out.resize(num * inner, extreme::<T>(max));
         for (j, &id) in ids.iter().enumerate() {
+            // A negative id drops its slice (TensorFlow's unsorted segment ops).
+            if id < 0 {
+                continue;
+            }
             let r = row(id, num, "segment_ids", j)?;
             let dst = &mut out[r * inner..(r + 1) * inner];
             for (a, &b) in dst.iter_mut().zip(&src[j * inner..(j + 1) * inner]) {

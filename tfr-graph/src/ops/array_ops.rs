@@ -765,6 +765,19 @@ fn infer_range(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
             if d[0] == 0.0 {
                 return Err("delta must not be 0".into());
             }
+            // TensorFlow's direction checks (the kernel's, so a constant range fails here).
+            if d[0] > 0.0 && s[0] > l[0] {
+                return Err(format!(
+                    "Requires start <= limit when delta > 0: {}/{}",
+                    s[0], l[0]
+                ));
+            }
+            if d[0] < 0.0 && s[0] < l[0] {
+                return Err(format!(
+                    "Requires start >= limit when delta < 0: {}/{}",
+                    s[0], l[0]
+                ));
+            }
             if dtype.is_integer() {
                 // Exact for integers beyond 2^53, as the kernel counts.
                 let v = |k| ctx.const_ints(k).and_then(|v| v.first().copied());
@@ -776,7 +789,12 @@ fn infer_range(ctx: &InferCtx<'_>) -> Result<Vec<TensorType>, String> {
                     Dim::Known(((diff.abs() + d.abs() - 1) / d.abs()) as usize)
                 }
             } else {
-                let c = ((l[0] - s[0]) / d[0]).ceil();
+                // The count in the dtype's precision, as the kernel (f32 quotients in f32).
+                let c = if dtype == DType::F32 {
+                    (((l[0] as f32 - s[0] as f32) / d[0] as f32) as f64).ceil()
+                } else {
+                    ((l[0] - s[0]) / d[0]).ceil()
+                };
                 if !c.is_finite() {
                     return Err(format!(
                         "range from {} to {} by {} does not have a finite size",

@@ -4,7 +4,7 @@
 
 use super::math_ops::{BINARY_OPS, COMPARE_OPS, UNARY_OPS};
 use crate::error::Result;
-use crate::grad::{broadcast_like, index_scalar, reduction_kept, sum_to, GradCtx};
+use crate::grad::{broadcast_like, reduction_kept, sum_to, GradCtx};
 use crate::graph::{Graph, Output};
 use crate::op_def::Gradient;
 
@@ -543,15 +543,8 @@ fn batch_matmul_grad(ctx: &mut GradCtx<'_>) -> Grads {
 /// `UnsortedSegmentSum(data, ids, n)`: each data row gets the gradient of the segment it went
 /// to, a gather along axis 0.
 fn unsorted_segment_sum_grad(ctx: &mut GradCtx<'_>) -> Grads {
+    // Data with a negative segment id was dropped: its gradient is zero.
     let (ids, dy) = (ctx.input(1)?, ctx.dy()?);
-    let g = &mut *ctx.graph;
-    let dt = g.dtype(ids);
-    let zero = index_scalar(g, 0, dt)?;
-    let d = g
-        .build("Gather")
-        .input(dy)
-        .input(ids)
-        .input(zero)
-        .finish1()?;
+    let d = super::segment_grad::gather_drop_negatives(ctx.graph, dy, ids)?;
     Ok(vec![Some(d), None, None])
 }

@@ -160,7 +160,7 @@ pub fn op_defs() -> Vec<OpDef> {
     );
     defs.push(
         OpDef::new("ClipByValue", infer_clip)
-            .doc("min(max(t, clip_min), clip_max), bounds broadcast against t")
+            .doc("max(min(t, clip_max), clip_min) (clip_min when clip_min > clip_max), bounds broadcast against t")
             .input("t", DTypeSet::NUMERIC)
             .input("clip_value_min", DTypeSet::NUMERIC)
             .input("clip_value_max", DTypeSet::NUMERIC)

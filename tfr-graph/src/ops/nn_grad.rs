@@ -84,17 +84,18 @@ fn elu_grad(ctx: &mut GradCtx<'_>) -> Grads {
 }
 
 fn selu_grad(ctx: &mut GradCtx<'_>) -> Grads {
-    // x > 0: scale; else scale * alpha * e^x = y + scale * alpha
-    let (x, y, dy) = activation(ctx)?;
+    // As TensorFlow's SeluGrad, which selects on the output: y < 0 (x < 0): scale * alpha * e^x =
+    // y + scale * alpha; elsewhere, x = 0 included, scale.
+    let (_, y, dy) = activation(ctx)?;
     let g = &mut *ctx.graph;
-    let zero = g.scalar_like(x, 0.0)?;
-    let pos = g.greater(x, zero)?;
-    let scale = g.scalar_like(x, SELU_SCALE)?;
-    let sa = g.scalar_like(x, SELU_SCALE * SELU_ALPHA)?;
+    let zero = g.scalar_like(y, 0.0)?;
+    let neg = g.less(y, zero)?;
+    let scale = g.scalar_like(y, SELU_SCALE)?;
+    let sa = g.scalar_like(y, SELU_SCALE * SELU_ALPHA)?;
     let p = g.mul(dy, scale)?;
     let slope = g.add(y, sa)?;
     let n = g.mul(dy, slope)?;
-    Ok(vec![Some(g.select(pos, p, n)?)])
+    Ok(vec![Some(g.select(neg, n, p)?)])
 }
 
 fn softplus_grad(ctx: &mut GradCtx<'_>) -> Grads {

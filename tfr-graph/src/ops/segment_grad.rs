@@ -21,29 +21,47 @@ pub fn gradients() -> Vec<(&'static str, Gradient)> {
     ]
 }
 
+/// `params[ids]` along axis 0 with the slices of negative ids zero (TensorFlow's
+/// `_GatherDropNegatives`): unsorted segment ops drop data whose segment id is negative, so its
+/// gradient is zero. Needs the rank of `params` to broadcast the mask; without it, a plain
+/// gather (which fails at run time on a negative id, naming the node).
+pub(crate) fn gather_drop_negatives(g: &mut Graph, params: Output, ids: Output) -> Result<Output> {
+    let zero = index_scalar(g, 0, index_dtype(g, ids))?;
+    let Some(rank) = g.shape(params).rank() else {
+        return g
+            .build("Gather")
+            .input(params)
+            .input(ids)
+            .input(zero)
+            .finish1();
+    };
+    let clipped = g.maximum(ids, zero)?;
+    let gathered = g
+        .build("Gather")
+        .input(params)
+        .input(clipped)
+        .input(zero)
+        .finish1()?;
+    let mut keep = g.greater_equal(ids, zero)?;
+    for _ in 1..rank {
+        keep = g.expand_dims(keep, -1)?;
+    }
+    let zeros = g.zeros_like(gathered)?;
+    g.select(keep, gathered, zeros)
+}
+
 /// The segment's gradient is shared equally by the slices that attain its max (min).
 fn segment_min_or_max_grad(ctx: &mut GradCtx<'_>) -> Grads {
     let (data, ids, num, dy) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?, ctx.dy()?);
     let y = ctx.output(0);
     let g = &mut *ctx.graph;
-    let zero = index_scalar(g, 0, index_dtype(g, ids))?;
-    let chosen = g
-        .build("Gather")
-        .input(y)
-        .input(ids)
-        .input(zero)
-        .finish1()?;
+    let chosen = gather_drop_negatives(g, y, ids)?;
     let selected = g.equal(data, chosen)?;
     let dt = g.dtype(data);
     let as_number = g.cast(selected, dt)?;
     let count = g.unsorted_segment_sum(as_number, ids, num)?;
     let share = g.div(dy, count)?;
-    let spread = g
-        .build("Gather")
-        .input(share)
-        .input(ids)
-        .input(zero)
-        .finish1()?;
+    let spread = gather_drop_negatives(g, share, ids)?;
     let zeros = g.zeros_like(data)?;
     let dx = g.select(selected, spread, zeros)?;
     let s = g.shape(data).clone();
