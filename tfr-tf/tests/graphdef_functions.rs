@@ -472,6 +472,32 @@ fn a_stateful_call_without_outputs_runs_its_body_as_a_target() {
 
 /// Truncated or bit-flipped function libraries (TensorFlow's, and the hand-built stateful
 /// call) decode to errors or import to errors or graphs: never a panic.
+/// Counts how importing `b` ends: [not decoded, imported, import error]; it must not panic.
+pub fn import_outcome(b: &[u8], outcomes: &mut [usize; 3]) {
+    match decode_graph_def(b) {
+        Err(_) => outcomes[0] += 1,
+        Ok(gd) => match import_graph_def(&gd) {
+            Ok(_) => outcomes[1] += 1,
+            Err(_) => outcomes[2] += 1,
+        },
+    }
+}
+
+/// Imports every `step`-th truncation of `bytes` and 1500 copies with one bit flipped.
+pub fn import_corrupted(bytes: &[u8], step: usize, outcomes: &mut [usize; 3]) {
+    for len in (0..bytes.len()).step_by(step) {
+        import_outcome(&bytes[..len], outcomes);
+    }
+    let mut seed = 18u64;
+    for _ in 0..1500 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut b = bytes.to_vec();
+        let pos = (seed >> 33) as usize % b.len();
+        b[pos] ^= 1 << ((seed >> 20) % 8);
+        import_outcome(&b, outcomes);
+    }
+}
+
 #[test]
 fn corrupted_function_libraries_never_panic() {
     use prost::Message;
@@ -480,24 +506,7 @@ fn corrupted_function_libraries_never_panic() {
     let stateful_bytes = stateful_call(&[]).encode_to_vec();
     let mut outcomes = [0usize; 3];
     for bytes in [tf_bytes, defun_bytes, stateful_bytes] {
-        let mut check = |b: &[u8]| match decode_graph_def(b) {
-            Err(_) => outcomes[0] += 1,
-            Ok(gd) => match import_graph_def(&gd) {
-                Ok(_) => outcomes[1] += 1,
-                Err(_) => outcomes[2] += 1,
-            },
-        };
-        for len in (0..bytes.len()).step_by(7) {
-            check(&bytes[..len]);
-        }
-        let mut seed = 18u64;
-        for _ in 0..1500 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let mut b = bytes.clone();
-            let pos = (seed >> 33) as usize % b.len();
-            b[pos] ^= 1 << ((seed >> 20) % 8);
-            check(&b);
-        }
+        import_corrupted(&bytes, 7, &mut outcomes);
     }
     assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
 }

@@ -104,6 +104,22 @@ fn types_attr(nd: &NodeDef, attr: &str) -> Result<Vec<i32>> {
     }
 }
 
+/// The `Tin` and `Tout` of a branching op (If, Case), `Tin` checked to type each argument.
+fn branch_types(nd: &NodeDef, args: &[String]) -> Result<(Vec<i32>, Vec<i32>)> {
+    let tin = types_attr(nd, "Tin")?;
+    if tin.len() != args.len() {
+        return Err(node_error(
+            nd,
+            format!(
+                "`Tin` lists {} type(s) for {} argument(s)",
+                tin.len(),
+                args.len()
+            ),
+        ));
+    }
+    Ok((tin, types_attr(nd, "Tout")?))
+}
+
 /// The data inputs and control inputs of `nd`.
 fn split_inputs(nd: &NodeDef) -> (Vec<String>, Vec<String>) {
     nd.input.iter().cloned().partition(|s| !s.starts_with('^'))
@@ -400,18 +416,7 @@ impl<'a> Inliner<'a> {
                 ),
             ));
         }
-        let tin = types_attr(&nd, "Tin")?;
-        let tout = types_attr(&nd, "Tout")?;
-        if tin.len() != args.len() {
-            return Err(node_error(
-                &nd,
-                format!(
-                    "`Tin` lists {} type(s) for {} argument(s)",
-                    tin.len(),
-                    args.len()
-                ),
-            ));
-        }
+        let (tin, tout) = branch_types(&nd, args)?;
         let then_f = func_attr(&nd, "then_branch")?.clone();
         let else_f = func_attr(&nd, "else_branch")?.clone();
         for (attr, f) in [("then_branch", &then_f), ("else_branch", &else_f)] {
@@ -527,18 +532,7 @@ impl<'a> Inliner<'a> {
         let Some((index, args)) = data.split_first() else {
             return Err(node_error(&nd, "has no branch index input"));
         };
-        let tin = types_attr(&nd, "Tin")?;
-        let tout = types_attr(&nd, "Tout")?;
-        if tin.len() != args.len() {
-            return Err(node_error(
-                &nd,
-                format!(
-                    "`Tin` lists {} type(s) for {} argument(s)",
-                    tin.len(),
-                    args.len()
-                ),
-            ));
-        }
+        let (tin, tout) = branch_types(&nd, args)?;
         let branches: Vec<NameAttrList> =
             match nd.attr.get("branches").and_then(|v| v.value.as_ref()) {
                 Some(Value::List(l)) if !l.func.is_empty() => l.func.clone(),
