@@ -23,8 +23,8 @@ use crate::channel::{
 use crate::error::{code_to_status, Error};
 use crate::mux::{Answer, Mux};
 use crate::proto::{
-    PushTensorRequest, RecvTensorChunk, RecvTensorsRequest, RecvTensorsResponse,
-    RegisterGraphRequest, RemoteRecv, RemoteSend, RunGraphRequest,
+    PushTensorRequest, RecvTensorsRequest, RecvTensorsResponse, RegisterGraphRequest, RemoteRecv,
+    RemoteSend, RunGraphRequest,
 };
 use crate::steps::{StepState, Take, Taken};
 use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, RecvBuffers};
@@ -791,15 +791,4 @@ pub fn status_text(s: &Status) -> String {
             None => s.message().to_string(),
         }
     }
-}
-
-/// Chunks of a pulled value for `RecvTensor`.
-pub(crate) fn chunks_of(state: &WorkerState, t: &Tensor) -> Result<Vec<RecvTensorChunk>, Status> {
-    let chunks =
-        tensor_to_chunks(t, state.channel.chunk_bytes).map_err(|e| invalid(e.to_string()))?;
-    state.tensors_sent.fetch_add(1, Ordering::Relaxed);
-    state
-        .chunks_sent
-        .fetch_add(chunks.len() as u64, Ordering::Relaxed);
-    Ok(chunks)
 }

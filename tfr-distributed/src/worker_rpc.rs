@@ -15,8 +15,8 @@ use crate::proto::{
     RemoteRecv, RunGraphRequest, RunGraphResponse, RunGraphStreamRequest, RunGraphStreamResponse,
     StatusResponse, StepRequest,
 };
-use crate::wire::{tensor_from_proto, tensor_to_proto, ChunkAssembler};
-use crate::worker::{chunks_of, invalid, status_text, RunResult, WorkerService, WorkerState};
+use crate::wire::{tensor_from_proto, tensor_to_chunks, tensor_to_proto, ChunkAssembler};
+use crate::worker::{invalid, status_text, RunResult, WorkerService, WorkerState};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use tfr_core::error::Code;
@@ -271,4 +271,15 @@ impl Worker for WorkerService {
             chunks_sent: s.chunks_sent.load(Ordering::Relaxed),
         }))
     }
+}
+
+/// Chunks of a pulled value for `RecvTensor`.
+pub(crate) fn chunks_of(state: &WorkerState, t: &Tensor) -> Result<Vec<RecvTensorChunk>, Status> {
+    let chunks =
+        tensor_to_chunks(t, state.channel.chunk_bytes).map_err(|e| invalid(e.to_string()))?;
+    state.tensors_sent.fetch_add(1, Ordering::Relaxed);
+    state
+        .chunks_sent
+        .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+    Ok(chunks)
 }

@@ -15,9 +15,10 @@
 use crate::auth::CheckSecret;
 use crate::channel::AuthChannel;
 use crate::proto::worker_server::SERVICE_NAME;
-use crate::proto::RecvTensorRequest;
-use crate::wire::{tensor_to_chunks, ChunkAssembler};
+use crate::proto::{RecvTensorChunk, RecvTensorRequest};
+use crate::wire::ChunkAssembler;
 use crate::worker::{invalid, WorkerState};
+use crate::worker_rpc::chunks_of;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -25,7 +26,6 @@ use prost::Message;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tfr_core::Tensor;
@@ -86,12 +86,7 @@ where
                 let req: RecvTensorRequest = read_unary(request.into_body(), limit).await?;
                 let taken = state.take_sent(req.step_id, &req.key, None).await?;
                 let t = state.pulled(&req.key, taken)?;
-                let (frames, chunks) = chunk_frames(&t, state.channel.chunk_bytes)?;
-                state.tensors_sent.fetch_add(1, Ordering::Relaxed);
-                state
-                    .chunks_sent
-                    .fetch_add(chunks as u64, Ordering::Relaxed);
-                Ok::<_, Status>(frames)
+                chunk_frames(chunks_of(&state, &t)?)
             };
             Ok(match answer.await {
                 Ok(frames) => grpc_response(frames),
@@ -131,11 +126,9 @@ async fn read_unary<M: Message + Default>(body: Body, limit: usize) -> Result<M,
     M::decode(&bytes[5..]).map_err(|e| invalid(format!("a malformed request: {e}")))
 }
 
-/// The frames of `t`'s chunks of at most `chunk_bytes`: per chunk, the gRPC prefix with the
-/// header fields, then the data as a slice of the tensor's buffer. Also says how many chunks.
-fn chunk_frames(t: &Tensor, chunk_bytes: usize) -> Result<(Vec<Bytes>, usize), Status> {
-    let chunks = tensor_to_chunks(t, chunk_bytes).map_err(|e| invalid(e.to_string()))?;
-    let count = chunks.len();
+/// The frames of `chunks`: per chunk, the gRPC prefix with the header fields, then the data
+/// (a slice of the tensor's buffer).
+fn chunk_frames(chunks: Vec<RecvTensorChunk>) -> Result<Vec<Bytes>, Status> {
     let mut frames = Vec::with_capacity(2 * chunks.len());
     for mut c in chunks {
         let data = std::mem::take(&mut c.data);
@@ -155,7 +148,7 @@ fn chunk_frames(t: &Tensor, chunk_bytes: usize) -> Result<(Vec<Bytes>, usize), S
             frames.push(data);
         }
     }
-    Ok((frames, count))
+    Ok(frames)
 }
 
 /// A gRPC response: `frames` as the body, then the trailers of success.
@@ -521,7 +514,7 @@ impl ChunkReader {
 
 /// Frames as the server writes them, for tests of the reader.
 #[cfg(test)]
-pub(crate) fn encode_chunks_for_test(chunks: Vec<crate::proto::RecvTensorChunk>) -> Vec<u8> {
+pub(crate) fn encode_chunks_for_test(chunks: Vec<RecvTensorChunk>) -> Vec<u8> {
     let mut out = Vec::new();
     for c in chunks {
         let m = c.encode_to_vec();
@@ -535,6 +528,7 @@ pub(crate) fn encode_chunks_for_test(chunks: Vec<crate::proto::RecvTensorChunk>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tensor_to_chunks;
 
     fn tensor(n: usize) -> Tensor {
         Tensor::new(&[n], (0..n).map(|i| i as f32 * 0.5 - 3.0).collect()).unwrap()
@@ -557,8 +551,8 @@ mod tests {
     #[test]
     fn tonics_own_decoder_reads_the_answer() {
         let t = tensor(1000);
-        let (frames, chunks) = chunk_frames(&t, 1024).unwrap();
-        assert_eq!((frames.len(), chunks), (8, 4));
+        let frames = chunk_frames(tensor_to_chunks(&t, 1024).unwrap()).unwrap();
+        assert_eq!(frames.len(), 8, "4 chunks, two frames each");
         let body = grpc_response(frames).into_body();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
