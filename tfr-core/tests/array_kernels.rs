@@ -3,7 +3,7 @@
 //! input (which names the node, what was expected and what came).
 
 use tfr_core::{Error, Session, SessionOptions, Tensor};
-use tfr_graph::ops::array_ops::StridedSliceMasks;
+use tfr_graph::ops::strided_slice::StridedSliceMasks;
 use tfr_graph::{bf16, f16, DType, Element, Graph, Output, Shape};
 
 // ---- helpers ----------------------------------------------------------------------------------

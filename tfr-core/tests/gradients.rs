@@ -11,7 +11,7 @@
 use approx::relative_eq;
 use std::collections::BTreeSet;
 use tfr_core::{Session, SessionOptions, Tensor};
-use tfr_graph::ops::array_ops::StridedSliceMasks;
+use tfr_graph::ops::strided_slice::StridedSliceMasks;
 use tfr_graph::{
     gradients, gradients_or_zeros, registry, DType, Gradient, Graph, GraphError, Output, Shape,
 };

@@ -423,3 +423,53 @@ fn queue_errors() {
     let e = s.run(&[], &[other_size], &[]).unwrap_err();
     assert!(e.to_string().contains("exists as"), "{e}");
 }
+
+/// Polls `ready` until it holds, failing after `LIMIT`.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn waiting_dequeues_are_served_in_arrival_order() {
+    use std::sync::Arc;
+    use tfr_core::kernels::data_flow_ops::{Queue, QueueSpec};
+    let spec = QueueSpec {
+        dtypes: vec![DType::I32],
+        shapes: vec![Shape::scalar()],
+        capacity: usize::MAX,
+        shuffle: None,
+    };
+    let q = Arc::new(Queue::new("line", spec, (0, 0)));
+    let value = |v: i32| vec![Tensor::scalar(v)];
+    let values = |got: Vec<Vec<Tensor>>| -> Vec<i32> {
+        got.iter()
+            .map(|e| e[0].scalar_value::<i32>().unwrap())
+            .collect()
+    };
+    // A dequeue of two waits first, then a dequeue of one.
+    let first = {
+        let q = q.clone();
+        thread::spawn(move || q.dequeue(2))
+    };
+    wait_until("the first dequeue waits", || q.waiting_dequeues() == 1);
+    let second = {
+        let q = q.clone();
+        thread::spawn(move || q.dequeue(1))
+    };
+    wait_until("the second dequeue waits", || q.waiting_dequeues() == 2);
+    // One element is enough for the second, but the first waited longer: as in TF, it holds
+    // the line until it has its two.
+    q.enqueue(vec![value(1)]).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(q.waiting_dequeues(), 2, "the later dequeue jumped the line");
+    q.enqueue(vec![value(2), value(3)]).unwrap();
+    let first = bounded(move || first.join().unwrap()).unwrap();
+    let second = bounded(move || second.join().unwrap()).unwrap();
+    assert_eq!(values(first), [1, 2]);
+    assert_eq!(values(second), [3]);
+    assert_eq!(q.waiting_dequeues(), 0);
+}

@@ -5,7 +5,7 @@
 //! from TensorFlow's documented semantics (noted beside each case) or by plain-Rust loops.
 
 use tfr_core::{Error, Tensor};
-use tfr_graph::ops::array_ops::StridedSliceMasks;
+use tfr_graph::ops::strided_slice::StridedSliceMasks;
 use tfr_graph::{registry, DType, Graph, GraphError, Output, Shape};
 
 use crate::common;

@@ -1,7 +1,7 @@
 //! Builder arguments given as `i64`/`usize` that do not fit the op's i32 index tensors are
 //! errors naming the builder and the argument, never silently truncated.
 
-use tfr_graph::ops::array_ops::StridedSliceMasks;
+use tfr_graph::ops::strided_slice::StridedSliceMasks;
 use tfr_graph::{DType, Graph, GraphError, Output, Shape};
 
 /// 2^32 + 1: `as i32` would make it 1, a valid-looking value.

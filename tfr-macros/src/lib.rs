@@ -13,8 +13,10 @@
 mod annotations;
 mod args;
 mod body;
+mod calls;
 mod check;
 mod control;
+mod declarations;
 mod expand;
 mod functions;
 mod invariants;

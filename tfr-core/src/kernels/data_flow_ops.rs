@@ -36,6 +36,35 @@ struct QueueState {
     items: VecDeque<Vec<Tensor>>,
     closed: bool,
     cancelled: bool,
+    /// Dequeues and enqueues are served in the order they arrive, as TF's queues serve their
+    /// attempts: a waiting dequeue gets the next element before a later one, so a fast step
+    /// cannot take a token another step has waited for (SyncReplicas' token queue relies on it).
+    dequeue_line: Line,
+    enqueue_line: Line,
+}
+
+/// A ticket line: callers are served one at a time, in the order they joined.
+#[derive(Default)]
+struct Line {
+    next: u64,
+    serving: u64,
+}
+
+impl Line {
+    fn join(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    fn is_turn(&self, ticket: u64) -> bool {
+        self.serving == ticket
+    }
+
+    /// Ends `ticket`'s turn. A caller failed while still waiting (a cancelled enqueue)
+    /// passes the line on as well: every later one in that line fails the same way.
+    fn leave(&mut self, ticket: u64) {
+        self.serving = self.serving.max(ticket + 1);
+    }
 }
 
 /// A queue of tuples of tensors shared by the steps of one session.
@@ -65,6 +94,8 @@ impl Queue {
                 items: VecDeque::new(),
                 closed: false,
                 cancelled: false,
+                dequeue_line: Line::default(),
+                enqueue_line: Line::default(),
             }),
             changed: Condvar::new(),
         }
@@ -120,26 +151,27 @@ impl Queue {
         if st.closed {
             return Err(cancelled(format!("queue `{}` is closed", self.name)));
         }
+        let ticket = st.enqueue_line.join();
+        let mut result = Ok(());
         for e in elements {
-            while st.items.len() >= self.spec.capacity {
-                if st.cancelled {
-                    return Err(cancelled(format!(
-                        "queue `{}` was closed with its pending enqueues cancelled",
-                        self.name
-                    )));
-                }
+            while !(st.cancelled
+                || st.enqueue_line.is_turn(ticket) && st.items.len() < self.spec.capacity)
+            {
                 st = self.wait(st)?;
             }
             if st.cancelled {
-                return Err(cancelled(format!(
+                result = Err(cancelled(format!(
                     "queue `{}` was closed with its pending enqueues cancelled",
                     self.name
                 )));
+                break;
             }
             st.items.push_back(e);
             self.changed.notify_all();
         }
-        Ok(())
+        st.enqueue_line.leave(ticket);
+        self.changed.notify_all();
+        result
     }
 
     /// Removes `n` elements, waiting until there are enough (and, for a shuffle queue, enough
@@ -159,21 +191,27 @@ impl Queue {
             .shuffle
             .map_or(0, |m| m.min(self.spec.capacity - n));
         let mut st = self.lock()?;
-        loop {
-            let len = st.items.len();
-            if st.closed {
-                if len >= n {
-                    break;
-                }
-                return Err(KernelError::out_of_range(format!(
-                    "queue `{}` is closed and has {len} elements, fewer than the {n} requested",
-                    self.name
-                )));
-            }
-            if len >= n.saturating_add(keep) {
-                break;
-            }
+        let ticket = st.dequeue_line.join();
+        while !(st.dequeue_line.is_turn(ticket)
+            && (st.closed || st.items.len() >= n.saturating_add(keep)))
+        {
             st = self.wait(st)?;
+        }
+        let result = self.take(&mut st, n);
+        st.dequeue_line.leave(ticket);
+        self.changed.notify_all();
+        result
+    }
+
+    /// Takes `n` elements for the dequeue whose turn it is (an `OutOfRange` error when the
+    /// queue is closed with fewer).
+    fn take(&self, st: &mut QueueState, n: usize) -> KResult<Vec<Vec<Tensor>>> {
+        let len = st.items.len();
+        if len < n {
+            return Err(KernelError::out_of_range(format!(
+                "queue `{}` is closed and has {len} elements, fewer than the {n} requested",
+                self.name
+            )));
         }
         let mut out = Vec::with_capacity(n);
         match &self.stream {
@@ -195,7 +233,6 @@ impl Queue {
             }
             return Err(e);
         }
-        self.changed.notify_all();
         Ok(out)
     }
 
@@ -206,6 +243,14 @@ impl Queue {
         st.cancelled |= cancel_pending_enqueues;
         self.changed.notify_all();
         Ok(())
+    }
+
+    /// Dequeues waiting in line (for elements or for their turn).
+    pub fn waiting_dequeues(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| (s.dequeue_line.next - s.dequeue_line.serving) as usize)
+            .unwrap_or(0)
     }
 
     pub fn is_closed(&self) -> bool {

@@ -10,7 +10,7 @@ use crate::num::Numeric;
 use crate::tensor::{Dims, Tensor};
 use crate::{dispatch_any, dispatch_float, dispatch_numeric};
 use rayon::prelude::*;
-use tfr_graph::ops::array_ops::{strided_slice_masks, StridedSliceMasks, StridedSliceSpec};
+use tfr_graph::ops::strided_slice::{strided_slice_masks, StridedSliceMasks, StridedSliceSpec};
 use tfr_graph::{Buffer, DType, DTypeSet, Element};
 
 pub fn register(r: &mut KernelRegistry) {

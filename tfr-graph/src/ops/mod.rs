@@ -4,6 +4,7 @@
 
 pub mod accumulator_ops;
 pub mod activation_ops;
+pub mod array_builders;
 pub mod array_grad;
 pub mod array_ops;
 mod builder_args;
@@ -12,6 +13,7 @@ pub mod control_flow_grad;
 pub mod control_flow_ops;
 pub mod conv3d_grad;
 pub mod conv3d_ops;
+pub mod conv_pool_ops;
 pub mod data_flow_ops;
 pub mod debug_ops;
 pub mod einsum;
@@ -42,6 +44,7 @@ pub mod sparse_training_ops;
 pub mod special_math_grad;
 pub mod special_math_ops;
 pub mod state_ops;
+pub mod strided_slice;
 pub mod summary_ops;
 mod tensor_array_grad;
 pub mod tf_names;

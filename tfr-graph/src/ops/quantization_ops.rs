@@ -243,7 +243,7 @@ fn infer_quantized_conv2d(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorT
     if ctx.attrs.string("data_format")? != "NHWC" {
         return Err("quantized convolutions take NHWC inputs only".into());
     }
-    let mut out = super::nn_ops::infer_conv2d(ctx)?;
+    let mut out = super::conv_pool_ops::infer_conv2d(ctx)?;
     out[0].dtype = DType::I32;
     out.extend([scalar_f32(), scalar_f32()]);
     Ok(out)
@@ -254,7 +254,7 @@ fn infer_quantized_pool(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorTyp
     if ctx.attrs.string("data_format")? != "NHWC" {
         return Err("quantized pooling takes NHWC inputs only".into());
     }
-    let mut out = super::nn_ops::infer_pool(ctx)?;
+    let mut out = super::conv_pool_ops::infer_pool(ctx)?;
     out.extend([scalar_f32(), scalar_f32()]);
     Ok(out)
 }
@@ -397,7 +397,7 @@ pub fn op_defs() -> Vec<OpDef> {
             .attr_default("transpose_b", AttrKind::Bool, false)
             .attr_default("Tactivation", AttrKind::DType, DType::U8)
             .no_gradient(),
-        super::nn_ops::conv_op("QuantizedConv2D", infer_quantized_conv2d)
+        super::conv_pool_ops::conv_op("QuantizedConv2D", infer_quantized_conv2d)
             .doc("2-D convolution of 8-bit input and filter (NHWC), int32 accumulation of (x - zero_x)(f - zero_f); SAME padding pads with the code of 0.0")
             .input("input", QUINT8)
             .input("filter", QUINT8)
@@ -410,7 +410,7 @@ pub fn op_defs() -> Vec<OpDef> {
             .output("max_output")
             .attr_default("out_type", AttrKind::DType, DType::I32)
             .no_gradient(),
-        super::nn_ops::pool_op("QuantizedMaxPool", infer_quantized_pool)
+        super::conv_pool_ops::pool_op("QuantizedMaxPool", infer_quantized_pool)
             .doc("max over each window of 8-bit codes (the range is kept)")
             .input("input", QUINT8)
             .input("min_input", F32)
@@ -419,7 +419,7 @@ pub fn op_defs() -> Vec<OpDef> {
             .output("min_output")
             .output("max_output")
             .no_gradient(),
-        super::nn_ops::pool_op("QuantizedAvgPool", infer_quantized_pool)
+        super::conv_pool_ops::pool_op("QuantizedAvgPool", infer_quantized_pool)
             .doc("mean over each window's codes inside the input, truncated to a code (the range is kept)")
             .input("input", QUINT8)
             .input("min_input", F32)

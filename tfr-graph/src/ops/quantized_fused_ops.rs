@@ -119,7 +119,7 @@ fn infer_conv(ctx: &InferCtx<'_>) -> std::result::Result<Vec<TensorType>, String
     if ctx.attrs.string("data_format")? != "NHWC" {
         return Err("quantized convolutions take NHWC inputs only".into());
     }
-    let mut out = super::nn_ops::infer_conv2d(ctx)?;
+    let mut out = super::conv_pool_ops::infer_conv2d(ctx)?;
     let channels = out[0]
         .shape
         .rank()
@@ -198,7 +198,7 @@ pub fn op_defs() -> Vec<OpDef> {
         } else {
             "conv2d(input, filter) + bias of 8-bit input and filter (NHWC) and an f32 bias, as 8-bit codes over the frozen output range"
         };
-        let op = super::nn_ops::conv_op(name, infer_conv).doc(doc);
+        let op = super::conv_pool_ops::conv_op(name, infer_conv).doc(doc);
         defs.push(
             product_inputs(op, CONV_INPUTS)
                 .output("output")
