@@ -207,7 +207,12 @@ fn every_emitted_op_gives_the_interpreters_bits_on_edge_values() {
 
 /// `x = x * a + b` and a counter, with a data-dependent exit (`x < limit`) beside the
 /// counter's; `optimize` fuses `x * a + b` into one region node.
-fn affine_loop(g: &mut Graph, x0: Output, n: Output) -> GResult<Vec<Output>> {
+fn affine_loop(
+    g: &mut Graph,
+    x0: Output,
+    n: Output,
+    options: &WhileOptions,
+) -> GResult<Vec<Output>> {
     let zero = g.scalar(0i32)?;
     g.while_loop(
         |g, v| {
@@ -224,7 +229,7 @@ fn affine_loop(g: &mut Graph, x0: Output, n: Output) -> GResult<Vec<Output>> {
             Ok(vec![g.add(v[0], one)?, g.add(y, b)?])
         },
         &[zero, x0],
-        &WhileOptions::default(),
+        options,
     )
 }
 
@@ -235,7 +240,7 @@ fn a_counter_and_a_data_dependent_exit_give_the_same_iterations_and_bits() -> GR
         let mut g = Graph::new();
         let x0 = g.placeholder("x0", DType::F32, Shape::scalar())?;
         let n = g.placeholder("n", DType::I32, Shape::scalar())?;
-        let r = affine_loop(&mut g, x0, n)?;
+        let r = affine_loop(&mut g, x0, n, &WhileOptions::default())?;
         let s = session(&g, optimize);
         for (x, trips) in [
             (1.0f32, 1000),
@@ -339,26 +344,22 @@ fn a_loop_and_its_gradient_loop_as_machine_code() -> GResult<()> {
 fn maximum_iterations_stops_machine_code_with_the_interpreters_error() -> GResult<()> {
     let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let mut g = Graph::new();
+    let x0 = g.placeholder("x0", DType::F32, Shape::scalar())?;
     let n = g.placeholder("n", DType::I32, Shape::scalar())?;
-    let zero = g.scalar(0i32)?;
-    let r = g.while_loop(
-        |g, v| g.less(v[0], n),
-        |g, v| {
-            let one = g.scalar(1i32)?;
-            Ok(vec![g.add(v[0], one)?])
-        },
-        &[zero],
-        &WhileOptions::default()
-            .maximum_iterations(5)
-            .name("bounded"),
-    )?;
+    let bounded = WhileOptions::default()
+        .maximum_iterations(5)
+        .name("bounded");
+    let r = affine_loop(&mut g, x0, n, &bounded)?;
     let s = session(&g, true);
-    let (got, machine_iterations) = three_ways(&s, &[(n, Tensor::scalar(5i32))], &[r[0]]);
-    assert_eq!(got.unwrap(), vec![(DType::I32, 5)]);
-    assert_eq!(machine_iterations, 5);
+    let run = |x: f32, trips: i32| {
+        let feeds = [(x0, Tensor::scalar(x)), (n, Tensor::scalar(trips))];
+        three_ways(&s, &feeds, &[r[0]])
+    };
+    // Five trips, or an exit on the data before the limit.
+    assert_eq!(run(1.0, 5), (Ok(vec![(DType::I32, 5)]), 5));
+    assert_eq!(run(9e3, 1000), (Ok(vec![(DType::I32, 1)]), 1));
     // (A failed step adds nothing to the executable's counts.)
-    let (got, _) = three_ways(&s, &[(n, Tensor::scalar(6i32))], &[r[0]]);
-    let (code, message) = got.unwrap_err();
+    let (code, message) = run(1.0, 6).0.unwrap_err();
     assert_eq!(code, Code::OutOfRange, "{message}");
     assert!(
         message.contains("bounded") && message.contains("maximum_iterations = 5"),

@@ -65,6 +65,9 @@ pub(super) struct JitLoop {
     /// between steps; the module itself is not `Sync`).
     module: Mutex<Option<JITModule>>,
     num_registers: usize,
+    /// How many kernels call their interpreted instructions (have no emitted IR; for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    calls: usize,
 }
 
 impl Drop for JitLoop {
@@ -79,29 +82,36 @@ impl Drop for JitLoop {
 }
 
 impl JitLoop {
+    /// How many kernels run their interpreted instructions (the others are emitted IR).
+    #[cfg(test)]
+    fn calls(&self) -> usize {
+        self.calls
+    }
+
     /// Runs the loop on `words` (the register file the interpreter would use, with the loop
     /// variables and invariants in place) counting iterations in `iter`; `instructions` are
-    /// the interpreted ones of the code this loop was compiled from.
+    /// the interpreted ones of the code this loop was compiled from. `None`, with nothing
+    /// run, when `words` is too small for the code.
     pub(super) fn run(
         &self,
         words: &mut [u64],
         instructions: &[ScalarInstruction],
         max: u64,
         iter: &mut u64,
-    ) -> Stop {
+    ) -> Option<Stop> {
         if words.len() < self.num_registers {
-            return Stop::Done;
+            return None;
         }
         // SAFETY: the function reads and writes registers below `num_registers` of `words`
         // (checked above), reads `*iter` and writes it, and passes `instructions` only to
         // `run_instructions` with the ranges of the code it was compiled from, which is the
         // code `instructions` belongs to (the caller holds both in one `CompiledLoop`).
         let stop = unsafe { (self.entry)(words.as_mut_ptr(), instructions.as_ptr(), max, iter) };
-        if stop == 0 {
+        Some(if stop == 0 {
             Stop::Done
         } else {
             Stop::TooManyIterations
-        }
+        })
     }
 }
 
@@ -142,11 +152,16 @@ pub fn loop_machine_code() -> bool {
         ON => true,
         OFF => false,
         _ => {
-            let on = std::env::var("TFR_JIT").map_or(true, |v| v.trim() != "0");
+            let on = on_by_env(std::env::var("TFR_JIT").ok().as_deref());
             MACHINE_CODE.store(if on { ON } else { OFF }, Ordering::Relaxed);
             on
         }
     }
+}
+
+/// `TFR_JIT`'s value: machine code is on unless it is `0`.
+fn on_by_env(value: Option<&str>) -> bool {
+    value.is_none_or(|v| v.trim() != "0")
 }
 
 /// Turns machine code for all-scalar loops on or off for the whole process, from the next
@@ -190,6 +205,7 @@ pub(super) fn compile(code: &LoopCode<'_>) -> Option<JitLoop> {
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
+    let calls;
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let callee = b.import_signature(callee_sig);
@@ -201,8 +217,10 @@ pub(super) fn compile(code: &LoopCode<'_>) -> Option<JitLoop> {
             callee,
             regs: None,
             instructions: None,
+            calls: 0,
         };
-        e.function(code);
+        e.function(code)?;
+        calls = e.calls;
         e.b.finalize(module.target_config());
     }
     module.define_function(id, &mut ctx).ok()?;
@@ -217,6 +235,7 @@ pub(super) fn compile(code: &LoopCode<'_>) -> Option<JitLoop> {
         entry,
         module: Mutex::new(Some(module)),
         num_registers: code.dtypes.len(),
+        calls,
     })
 }
 
@@ -232,17 +251,18 @@ struct Emit<'a> {
     /// The register file and the instructions (the function's first parameters).
     regs: Option<Value>,
     instructions: Option<Value>,
+    calls: usize,
 }
 
 impl Emit<'_> {
     /// Loads the registers, loops (pre, predicate, iteration limit, body, copies) and stores
     /// the loop variables and the iteration count.
-    fn function(&mut self, code: &LoopCode<'_>) {
+    fn function(&mut self, code: &LoopCode<'_>) -> Option<()> {
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
         self.b.switch_to_block(entry);
         let &[regs, instructions, max, iter_at] = self.b.block_params(entry) else {
-            unreachable!("the signature has four parameters")
+            return None;
         };
         self.regs = Some(regs);
         self.instructions = Some(instructions);
@@ -306,6 +326,7 @@ impl Emit<'_> {
         let one = self.b.ins().iconst(types::I32, 1);
         self.b.ins().return_(&[one]);
         self.b.seal_all_blocks();
+        Some(())
     }
 
     /// One kernel: its emitted IR, or a call to its interpreted instructions.
@@ -358,6 +379,7 @@ impl Emit<'_> {
         let (Some(regs), Some(instructions)) = (self.regs, self.instructions) else {
             return;
         };
+        self.calls += 1;
         for r in &step.inputs {
             self.store(r.index);
         }
@@ -400,4 +422,133 @@ impl Emit<'_> {
 
 fn word_offset(r: usize) -> i32 {
     (r * std::mem::size_of::<u64>()) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scalar_code::{from_word, to_word, ScalarCode};
+
+    /// A loop of one body kernel `op(r1, r2)` (or `op(r1)`) into r3, run once: r0 is the
+    /// predicate, made false by the copy from r4; r0 to r3 are its variables (stored at exit).
+    fn one_op(op: &str, dtype: DType, out: DType, unary: bool, code: &ScalarCode) -> JitLoop {
+        let reg = |index, dtype| Register { index, dtype };
+        let inputs = if unary {
+            vec![reg(1, dtype)]
+        } else {
+            vec![reg(1, dtype), reg(2, dtype)]
+        };
+        let body = [StepCode {
+            op: op.to_string(),
+            region: None,
+            inputs,
+            output: reg(3, out),
+            instructions: 0..code.len(),
+        }];
+        let dtypes = [DType::Bool, dtype, dtype, out, DType::Bool];
+        compile(&LoopCode {
+            dtypes: &dtypes,
+            num_vars: 4,
+            pre: &[],
+            body: &body,
+            pred: 0,
+            copies: &[(0, 4)],
+        })
+        .expect("machine code on this host")
+    }
+
+    #[test]
+    fn every_op_of_the_table_is_emitted_for_its_dtypes() {
+        let none = ScalarCode::new(Vec::new());
+        let (f, d, i, l) = (DType::F32, DType::F64, DType::I32, DType::I64);
+        let b = DType::Bool;
+        let mut cases: Vec<(&str, DType, DType, bool)> = Vec::new();
+        for t in [f, d, i, l] {
+            for op in [
+                "Add",
+                "AddV2",
+                "Sub",
+                "Mul",
+                "Maximum",
+                "Minimum",
+                "SquaredDifference",
+            ] {
+                cases.push((op, t, t, false));
+            }
+            for op in [
+                "Less",
+                "LessEqual",
+                "Greater",
+                "GreaterEqual",
+                "Equal",
+                "NotEqual",
+            ] {
+                cases.push((op, t, b, false));
+            }
+            for op in ["Neg", "Abs", "Square"] {
+                cases.push((op, t, t, true));
+            }
+        }
+        for t in [f, d] {
+            cases.push(("RealDiv", t, t, false));
+            for op in ["Relu", "Sqrt", "Reciprocal", "Rsqrt"] {
+                cases.push((op, t, t, true));
+            }
+        }
+        for op in ["LogicalAnd", "LogicalOr", "Equal", "NotEqual"] {
+            cases.push((op, b, b, false));
+        }
+        cases.push(("LogicalNot", b, b, true));
+        for (op, t, out, unary) in cases {
+            assert_eq!(one_op(op, t, out, unary, &none).calls(), 0, "{op} {t}");
+        }
+    }
+
+    #[test]
+    fn ops_without_an_emitter_call_their_instructions() {
+        // Tanh has no emitter; integer RealDiv declines.
+        let mut code = ScalarCode::new(vec![DType::Bool, DType::F32, DType::F32, DType::F32]);
+        code.push_unary::<f32, f32>(f32::tanh, 1, 3);
+        let m = one_op("Tanh", DType::F32, DType::F32, true, &code);
+        assert_eq!(m.calls(), 1);
+        let mut words = vec![1, to_word(&0.5f32), 0, 0, 0];
+        let mut iter = 0;
+        let stop = m.run(&mut words, code.instructions(), 10, &mut iter);
+        assert_eq!(stop, Some(Stop::Done));
+        assert_eq!((iter, words[0]), (1, 0));
+        assert_eq!(
+            from_word::<f32>(words[3]).map(f32::to_bits),
+            Some(0.5f32.tanh().to_bits())
+        );
+        let none = ScalarCode::new(Vec::new());
+        assert_eq!(
+            one_op("RealDiv", DType::I32, DType::I32, false, &none).calls(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_loop_past_its_limit_stops_with_the_count() {
+        let none = ScalarCode::new(Vec::new());
+        let m = one_op("Add", DType::I64, DType::I64, false, &none);
+        let mut words = vec![1, to_word(&2i64), to_word(&-5i64), 0, 0];
+        let mut iter = 0;
+        let stop = m.run(&mut words, none.instructions(), 0, &mut iter);
+        assert_eq!((stop, iter), (Some(Stop::TooManyIterations), 0));
+        let stop = m.run(&mut words, none.instructions(), 1, &mut iter);
+        assert_eq!((stop, iter), (Some(Stop::Done), 1));
+        assert_eq!(from_word::<i64>(words[3]), Some(-3));
+        // A register file too small for the code runs nothing.
+        assert_eq!(m.run(&mut [1, 0], none.instructions(), 1, &mut iter), None);
+        assert_eq!(iter, 1);
+    }
+
+    #[test]
+    fn only_tfr_jit_0_turns_machine_code_off() {
+        assert!(on_by_env(None));
+        assert!(on_by_env(Some("1")));
+        assert!(on_by_env(Some("")));
+        assert!(!on_by_env(Some("0")));
+        assert!(!on_by_env(Some(" 0\n")));
+    }
 }

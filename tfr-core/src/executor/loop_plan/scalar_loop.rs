@@ -175,9 +175,9 @@ pub(in crate::executor) fn scalar_loop(
     let machine_code = jit::loop_machine_code()
         .then(|| c.machine_code(nv))
         .flatten();
-    let stop = match machine_code {
-        Some(m) => {
-            let stop = m.run(&mut words, c.code.instructions(), max, &mut iter);
+    let ran = machine_code.and_then(|m| m.run(&mut words, c.code.instructions(), max, &mut iter));
+    let stop = match ran {
+        Some(stop) => {
             counts.machine_code_iterations += iter;
             stop
         }
