@@ -252,7 +252,7 @@ fn a_counter_and_a_data_dependent_exit_give_the_same_iterations_and_bits() -> GR
             let feeds = [(x0, Tensor::scalar(x)), (n, Tensor::scalar(trips))];
             let (got, machine_iterations) = three_ways(&s, &feeds, &[r[0], r[1]]);
             let got = got.unwrap();
-            let ran = got[0].1 as u64;
+            let ran = got[0].1;
             assert_eq!(machine_iterations, ran, "x0 = {x}, n = {trips}");
             if x == 1.0 && trips == 1000 {
                 // 1.37^k grows past the limit long before 1000 trips.
