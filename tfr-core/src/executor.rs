@@ -310,6 +310,7 @@ use cf_stats::CfCounters;
 pub use cf_stats::ControlFlowStats;
 use frames::{Entry, FastCtx, IterState, Machine, Task};
 use loop_plan::*;
+pub use loop_plan::{loop_machine_code, set_loop_machine_code};
 use trace::{outputs_bytes, Span};
 pub use trace::{NodeExecStats, OpSummary, RunMetadata, RunOptions, StepTrace};
 

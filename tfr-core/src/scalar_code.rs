@@ -65,6 +65,11 @@ impl ScalarCode {
         &self.instructions
     }
 
+    /// Every register's dtype, by index.
+    pub fn dtypes(&self) -> &[DType] {
+        &self.dtypes
+    }
+
     /// The number of registers: the size of the register file the code runs on.
     pub fn num_registers(&self) -> usize {
         self.dtypes.len()

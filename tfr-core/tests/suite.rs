@@ -15,6 +15,7 @@ mod huge_sizes;
 mod linalg_ops;
 mod loop_gradient_scaling;
 mod loop_gradients;
+mod loop_machine_code;
 mod math_kernels;
 mod nested_loops;
 mod nn_kernels;

@@ -15,6 +15,8 @@ pub struct ControlFlowStats {
     /// Iterations started, each frame's first and last (predicate false) one included; a
     /// simple loop run by its plan counts the same iterations.
     pub iterations: u64,
+    /// Of those, the iterations run by loop bodies compiled to machine code.
+    pub machine_code_iterations: u64,
     /// The most frame instances alive at once in one step.
     pub peak_frames: u64,
     /// The most per-iteration states allocated in one step (retired ones are reused).
@@ -26,6 +28,7 @@ pub struct ControlFlowStats {
 pub(super) struct StepCounts {
     pub(super) frames: u64,
     pub(super) iterations: u64,
+    pub(super) machine_code_iterations: u64,
     pub(super) iteration_states: u64,
 }
 
@@ -34,6 +37,7 @@ pub(super) struct CfCounters {
     steps: AtomicU64,
     frames: AtomicU64,
     iterations: AtomicU64,
+    machine_code_iterations: AtomicU64,
     peak_frames: AtomicU64,
     peak_iteration_states: AtomicU64,
 }
@@ -45,6 +49,8 @@ impl CfCounters {
         self.frames.fetch_add(step.frames, Ordering::Relaxed);
         self.iterations
             .fetch_add(step.iterations, Ordering::Relaxed);
+        self.machine_code_iterations
+            .fetch_add(step.machine_code_iterations, Ordering::Relaxed);
         self.peak_frames
             .fetch_max(live_frames as u64, Ordering::Relaxed);
         self.peak_iteration_states
@@ -56,6 +62,7 @@ impl CfCounters {
             steps: self.steps.load(Ordering::Relaxed),
             frames: self.frames.load(Ordering::Relaxed),
             iterations: self.iterations.load(Ordering::Relaxed),
+            machine_code_iterations: self.machine_code_iterations.load(Ordering::Relaxed),
             peak_frames: self.peak_frames.load(Ordering::Relaxed),
             peak_iteration_states: self.peak_iteration_states.load(Ordering::Relaxed),
         }

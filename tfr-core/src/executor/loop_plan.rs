@@ -2,8 +2,12 @@
 //! from `executor.rs`.
 
 use super::*;
+use tfr_graph::fusion::ElementwiseProgram;
 
+mod jit;
+mod jit_ops;
 mod scalar_loop;
+pub use jit::{loop_machine_code, set_loop_machine_code};
 use scalar_loop::{scalar_loop, CompiledLoop};
 
 // ---- simple loops as imperative loops ------------------------------------------------------------
@@ -46,6 +50,8 @@ pub(super) struct PlanStep {
     in_regs: SmallVec<[u32; 4]>,
     out_reg: u32,
     out_dtype: tfr_graph::DType,
+    /// A `FusedElementwise` kernel's region (for machine code, which emits it op by op).
+    region: Option<ElementwiseProgram>,
 }
 
 pub(super) struct LoopPlan {
@@ -258,6 +264,7 @@ impl LoopPlan {
                         in_regs: SmallVec::new(),
                         out_reg: 0,
                         out_dtype: tfr_graph::DType::F32,
+                        region: fused_region(node),
                     };
                     num_vals += n_out;
                     if body_side {
@@ -413,9 +420,7 @@ impl Machine<'_> {
                 .map(|v| v.as_ref().and_then(Tensor::as_scalar))
                 .collect();
             if let Some(mut regs) = regs {
-                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut iter);
-                self.counts.iterations += iter;
-                let done = done?;
+                let done = scalar_loop(fast, prog, plan, t, &mut regs, &mut self.counts)?;
                 let scalars = regs[..vars.len()].iter().copied();
                 if done {
                     return Ok(Some(
@@ -507,6 +512,16 @@ impl Machine<'_> {
             self.counts.iterations += 1;
         }
     }
+}
+
+/// The region of a `FusedElementwise` node (`None` for other nodes, or a malformed program,
+/// which its kernel reports).
+fn fused_region(node: &tfr_graph::Node) -> Option<ElementwiseProgram> {
+    if node.op != "FusedElementwise" {
+        return None;
+    }
+    let codes = node.attrs.ints_opt("program")?;
+    ElementwiseProgram::from_attr(node.inputs.len(), codes).ok()
 }
 
 /// The error of a loop whose predicate still holds after `maximum_iterations`.

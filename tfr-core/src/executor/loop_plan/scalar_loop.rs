@@ -2,10 +2,15 @@
 //! whose kernels all compile becomes instructions on a register file of words (the loop
 //! variables, then the invariants, then one register per kernel output, then the kernels'
 //! own temporaries), so an iteration is one indirect call per instruction and a few word
-//! moves. A loop with a kernel that does not compile runs the general way.
+//! moves. A loop with a kernel that does not compile runs the general way. With machine code
+//! on (see `jit.rs`), the compiled loop is also built into machine code on its first run, and
+//! that runs instead of the instructions.
 
+use super::jit::{self, JitLoop, LoopCode, StepCode, Stop};
 use super::*;
+use crate::executor::cf_stats::StepCounts;
 use crate::scalar_code::{Register, ScalarCode};
+use std::sync::OnceLock;
 use tfr_graph::DType;
 
 /// A loop plan compiled for the dtypes of its loop variables and invariants.
@@ -18,6 +23,12 @@ pub(in crate::executor) struct CompiledLoop {
     /// (loop variable, register of its next value) for the variables whose next value is
     /// not computed in place.
     copies: Vec<(usize, usize)>,
+    /// Each kernel's registers and instructions, for machine code: `pre`'s then `body`'s.
+    steps: Vec<StepCode>,
+    pre_steps: usize,
+    /// The loop as machine code, built on the first run with machine code on (`None`
+    /// inside when it cannot be built here).
+    machine_code: OnceLock<Option<JitLoop>>,
 }
 
 impl CompiledLoop {
@@ -47,16 +58,25 @@ impl CompiledLoop {
         }
         let rename = writes_in_place(plan, &next, base);
         let mut code = ScalarCode::new(dtypes);
-        let compile = |steps: &[PlanStep], code: &mut ScalarCode| -> Option<()> {
+        let mut step_codes = Vec::with_capacity(plan.pre.len() + plan.body.len());
+        let mut compile = |steps: &[PlanStep], code: &mut ScalarCode| -> Option<()> {
             for step in steps {
                 let register = |r: u32| code.register(rename[r as usize]);
-                let inputs: Option<SmallVec<[Register; 4]>> =
+                let inputs: Option<Vec<Register>> =
                     step.in_regs.iter().map(|&r| register(r)).collect();
-                let output = register(step.out_reg)?;
-                let kernel = &exec.get(step.node as usize)?.kernel;
-                if !kernel.compile_scalar(&inputs?, output, code) {
+                let (inputs, output) = (inputs?, register(step.out_reg)?);
+                let node = exec.get(step.node as usize)?;
+                let start = code.len();
+                if !node.kernel.compile_scalar(&inputs, output, code) {
                     return None;
                 }
+                step_codes.push(StepCode {
+                    op: node.op.clone(),
+                    region: step.region.clone(),
+                    inputs,
+                    output,
+                    instructions: start..code.len(),
+                });
             }
             Some(())
         };
@@ -75,7 +95,27 @@ impl CompiledLoop {
             pre_len,
             pred,
             copies,
+            steps: step_codes,
+            pre_steps: plan.pre.len(),
+            machine_code: OnceLock::new(),
         })
+    }
+
+    /// The loop as machine code, built on first use; `None` when it cannot be built here.
+    fn machine_code(&self, num_vars: usize) -> Option<&JitLoop> {
+        self.machine_code
+            .get_or_init(|| {
+                let (pre, body) = self.steps.split_at(self.pre_steps);
+                jit::compile(&LoopCode {
+                    dtypes: self.code.dtypes(),
+                    num_vars,
+                    pre,
+                    body,
+                    pred: self.pred,
+                    copies: &self.copies,
+                })
+            })
+            .as_ref()
     }
 }
 
@@ -104,16 +144,17 @@ fn writes_in_place(plan: &LoopPlan, next: &[usize], base: usize) -> Vec<usize> {
     rename
 }
 
-/// Runs an all-scalar loop plan on `regs` (the loop variables and invariants). `Ok(true)` when
-/// the predicate fails, with the variables' final values in the first registers; `Ok(false)`,
-/// with nothing run, when the loop does not compile.
+/// Runs an all-scalar loop plan on `regs` (the loop variables and invariants), as machine code
+/// when it is on, adding its iterations to `counts`. `Ok(true)` when the predicate fails, with
+/// the variables' final values in the first registers; `Ok(false)`, with nothing run, when the
+/// loop does not compile.
 pub(in crate::executor) fn scalar_loop(
     fast: &FastCtx<'_>,
     prog: &CfProgram,
     plan: &LoopPlan,
     t: &FrameTemplate,
     regs: &mut [Scalar],
-    iter: &mut u64,
+    counts: &mut StepCounts,
 ) -> Result<bool> {
     let entry_dtypes = || regs.iter().map(Scalar::dtype);
     let compiled = plan
@@ -128,21 +169,47 @@ pub(in crate::executor) fn scalar_loop(
     for (w, s) in words.iter_mut().zip(regs.iter()) {
         *w = s.to_word();
     }
-    let (pre, body) = c.code.instructions().split_at(c.pre_len);
     let max = t.maximum_iterations.unwrap_or(u64::MAX);
-    // Copies from other variables' registers go through a buffer: all read, then all written.
     let nv = plan.var_enters.len();
+    let mut iter = 0u64;
+    let machine_code = jit::loop_machine_code()
+        .then(|| c.machine_code(nv))
+        .flatten();
+    let ran = machine_code.and_then(|m| m.run(&mut words, c.code.instructions(), max, &mut iter));
+    let stop = match ran {
+        Some(stop) => {
+            counts.machine_code_iterations += iter;
+            stop
+        }
+        None => interpret(c, &mut words, nv, max, &mut iter),
+    };
+    counts.iterations += iter;
+    if stop == Stop::TooManyIterations {
+        return Err(too_many_iterations(prog, plan, t, max));
+    }
+    for ((s, &w), &dtype) in regs.iter_mut().zip(&words).zip(&c.entry_dtypes) {
+        if let Some(v) = Scalar::from_word(dtype, w) {
+            *s = v;
+        }
+    }
+    Ok(true)
+}
+
+/// The compiled loop on the interpreter: each instruction an indirect call.
+fn interpret(c: &CompiledLoop, words: &mut [u64], nv: usize, max: u64, iter: &mut u64) -> Stop {
+    let (pre, body) = c.code.instructions().split_at(c.pre_len);
+    // Copies from other variables' registers go through a buffer: all read, then all written.
     let direct = c.copies.iter().all(|&(_, r)| r >= nv);
     let mut tmp: SmallVec<[u64; 4]> = SmallVec::new();
     loop {
-        pre.iter().for_each(|f| f(&mut words));
+        pre.iter().for_each(|f| f(words));
         if words.get(c.pred) == Some(&0) {
-            break;
+            return Stop::Done;
         }
         if *iter >= max {
-            return Err(too_many_iterations(prog, plan, t, max));
+            return Stop::TooManyIterations;
         }
-        body.iter().for_each(|f| f(&mut words));
+        body.iter().for_each(|f| f(words));
         if direct {
             for &(j, r) in &c.copies {
                 words[j] = words[r];
@@ -156,10 +223,4 @@ pub(in crate::executor) fn scalar_loop(
         }
         *iter += 1;
     }
-    for ((s, &w), &dtype) in regs.iter_mut().zip(&words).zip(&c.entry_dtypes) {
-        if let Some(v) = Scalar::from_word(dtype, w) {
-            *s = v;
-        }
-    }
-    Ok(true)
 }
