@@ -216,6 +216,106 @@ fn fused_products_in_every_tile_and_work_split_equal_the_reference() {
     }
 }
 
+/// The int32 sums of a convolution on codes, one product at a time: taps in the padding
+/// (which holds the input's code of 0.0) contribute nothing.
+#[allow(clippy::too_many_arguments)]
+fn reference_conv_sums(
+    x: &[u8],
+    [n, h, w, c]: [usize; 4],
+    f: &[u8],
+    [fh, fw, _, oc]: [usize; 4],
+    stride: usize,
+    same: bool,
+    (zx, zf): (i32, i32),
+) -> Vec<i32> {
+    let out_dim = |d: usize, k: usize| {
+        if same {
+            d.div_ceil(stride)
+        } else {
+            (d - k) / stride + 1
+        }
+    };
+    let (oh, ow) = (out_dim(h, fh), out_dim(w, fw));
+    let pad = |d: usize, o: usize, k: usize| {
+        if same {
+            ((o - 1) * stride + k).saturating_sub(d) / 2
+        } else {
+            0
+        }
+    };
+    let (ph, pw) = (pad(h, oh, fh), pad(w, ow, fw));
+    let mut out = vec![0i32; n * oh * ow * oc];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let mut s = 0i64;
+                    for i in 0..fh {
+                        for j in 0..fw {
+                            let y = (oy * stride + i) as isize - ph as isize;
+                            let xx = (ox * stride + j) as isize - pw as isize;
+                            if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            for ch in 0..c {
+                                let xv = x[((b * h + y as usize) * w + xx as usize) * c + ch];
+                                let fv = f[((i * fw + j) * c + ch) * oc + o];
+                                s += (xv as i64 - zx as i64) * (fv as i64 - zf as i64);
+                            }
+                        }
+                    }
+                    out[((b * oh + oy) * ow + ox) * oc + o] = s as i32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fused_convolutions_read_in_place_or_gathered_equal_the_reference() {
+    // Window rows of a multiple of 4 bytes are read straight from the padded input (LeNet's
+    // second layer, odd channel counts with 4-wide windows, 1x1 filters), the others gathered
+    // (5, 9, 15 bytes); batch 1 and 64 (split over threads), partial tiles of rows and of
+    // columns (20, 37 channels) and whole ones (16, 32, 64), padding at every edge.
+    for (xs, fs) in [
+        ([1, 14, 14, 32], [5, 5, 32, 64]),
+        ([64, 5, 4, 8], [3, 3, 8, 24]),
+        ([2, 9, 8, 3], [4, 4, 3, 20]),
+        ([3, 7, 9, 12], [1, 1, 12, 37]),
+        ([2, 9, 8, 3], [3, 3, 3, 16]),
+        ([64, 6, 6, 1], [5, 5, 1, 32]),
+        ([1, 8, 7, 5], [3, 3, 5, 37]),
+    ] {
+        let (xn, fnum) = (xs.iter().product(), fs.iter().product());
+        let x: Vec<f32> = random(xn, 31).iter().map(|v| (v + 0.5) as f32).collect();
+        let f: Vec<f32> = random(fnum, 32).iter().map(|v| *v as f32).collect();
+        let oc = fs[3];
+        let bias: Vec<f32> = random(oc, 33).iter().map(|v| *v as f32).collect();
+        for (stride, same, relu) in [(1, true, true), (2, true, false), (1, false, false)] {
+            let mut g = Graph::new();
+            let qx = quantized_input(&mut g, &x, &xs, -0.5, 1.5);
+            let qf = quantized_input(&mut g, &f, &fs, -0.9, 1.1);
+            let bv = g.constant_from(&[oc], bias.clone()).unwrap();
+            let range = (g.scalar(-3.0f32).unwrap(), g.scalar(4.0f32).unwrap());
+            let padding = if same { "SAME" } else { "VALID" };
+            let strides = [1, stride as i64, stride as i64, 1];
+            let y = g
+                .quantized_conv2d_with_bias(qx, qf, bv, relu, range, &strides, padding)
+                .unwrap();
+            let out = run(&g, &[], &[y.value]);
+            let (cx, rx, zx) = codes_and_range(&g, qx);
+            let (cf, rf, zf) = codes_and_range(&g, qf);
+            let sums = reference_conv_sums(&cx, xs, &cf, fs, stride, same, (zx, zf));
+            let stage = OutputStage::new(rx, rf, bias.clone(), relu, Some((-3.0, 4.0))).unwrap();
+            let (want, _) = reference_stage(&sums, oc, &stage);
+            let what = format!("{xs:?} * {fs:?} stride {stride} {padding} relu {relu}");
+            assert_eq!(out[0].num_elements(), want.len(), "{what}");
+            assert_eq!(out[0].to_vec::<u8>().unwrap(), want, "{what}");
+        }
+    }
+}
+
 #[test]
 fn bad_frozen_ranges_and_biases_are_errors() {
     let mut g = Graph::new();

@@ -49,6 +49,33 @@ pub trait RowSource: Sync {
             self.fill(i0 + r, &mut dst[r * stride..]);
         }
     }
+    /// The rows as they lie in memory, where the VNNI kernel can read them without a copy.
+    fn in_place(&self) -> Option<InPlace<'_>> {
+        None
+    }
+}
+
+/// Rows of `a` read where they lie: row `i` is `segments` runs of `seg_len` bytes (a multiple
+/// of 4), `seg_step` apart, from [`InPlace::start`]`(i)` in `data`. Row `i` stands for output
+/// pixel `(i / (oh * ow), i / ow % oh, i % ow)` of a convolution (a matrix: `out` [1, 1]).
+pub struct InPlace<'a> {
+    pub data: &'a [u8],
+    /// Output rows and columns per image, [oh, ow].
+    pub out: [usize; 2],
+    /// Bytes from one image, output row and output column to the next.
+    pub steps: [usize; 3],
+    pub segments: usize,
+    pub seg_len: usize,
+    pub seg_step: usize,
+}
+
+impl InPlace<'_> {
+    /// Where row `i` starts in `data`.
+    pub fn start(&self, i: usize) -> usize {
+        let [oh, ow] = self.out;
+        let [image, row, col] = self.steps;
+        i / (oh * ow) * image + i / ow % oh * row + i % ow * col
+    }
 }
 
 /// The rows of a row-major matrix with `k` columns.
@@ -60,6 +87,16 @@ pub struct Rows<'a> {
 impl RowSource for Rows<'_> {
     fn fill(&self, i: usize, dst: &mut [u8]) {
         dst[..self.k].copy_from_slice(&self.a[i * self.k..(i + 1) * self.k]);
+    }
+    fn in_place(&self) -> Option<InPlace<'_>> {
+        (self.k > 0 && self.k % 4 == 0).then_some(InPlace {
+            data: self.a,
+            out: [1, 1],
+            steps: [self.k, 0, 0],
+            segments: 1,
+            seg_len: self.k,
+            seg_step: 0,
+        })
     }
 }
 
@@ -296,55 +333,49 @@ fn codes_vnni<S: RowSource>(
     let few_rows = m < 2 * mr * threads;
     let by_columns = m.div_ceil(mr) * mr * stride <= B_CACHED
         && (packed.len() > B_CACHED || (few_rows && !serial && units >= 2));
+    let in_place = src.in_place();
+    // Rows read in place cost nothing to revisit: each panel group then meets all of a task's
+    // rows while it stays in L1.
+    let groups_outer = by_columns || (in_place.is_some() && units >= 2);
     // Rows `i0..i0 + rows` (a multiple of mr, or the last rows) against columns `j0..j1`,
     // into `dst` (row r at `r * ldo`, column j at `j - j0`); by panel groups, then rows,
     // when `by_columns`.
     let run = |i0: usize, rows: usize, (j0, j1): (usize, usize), dst: &mut [u8], ldo: usize| {
-        if by_columns {
-            let mut a_all = vec![0u8; rows.div_ceil(mr) * mr * stride];
-            src.fill_rows(i0, rows, &mut a_all, stride);
+        let mut tiles = TaskRows::new(
+            src,
+            in_place.as_ref(),
+            (i0, rows),
+            mr,
+            (k, stride),
+            by_columns,
+        );
+        // Codes of rows `r0..r0 + tile_rows` (from i0) against columns `u0..u1`.
+        let mut tile = |r0: usize, tile_rows: usize, (u0, u1): (usize, usize)| {
+            let a = tiles.tile(r0, tile_rows);
+            // SAFETY: `PackedData::Vnni` exists only where `best_path()` found avx512f/bw/vnni.
+            unsafe {
+                vnni::codes(
+                    &a,
+                    packed,
+                    k,
+                    shape,
+                    tile_rows,
+                    (u0, u1),
+                    &p,
+                    &mut dst[r0 * ldo + u0 - j0..],
+                    ldo,
+                )
+            };
+        };
+        if groups_outer {
             for u0 in (j0..j1).step_by(unit) {
                 for r0 in (0..rows).step_by(mr) {
-                    let tile_rows = (rows - r0).min(mr);
-                    // SAFETY: `PackedData::Vnni` exists only where `best_path()` found
-                    // avx512f/bw/vnni; `a_all` holds whole tiles of `mr` rows of `stride`
-                    // bytes (k rounded up to 4), `packed` and `p` whole units of columns, and
-                    // `dst` `tile_rows` rows of `ldo >= j1 - j0` bytes from row `r0`.
-                    unsafe {
-                        vnni::codes(
-                            &a_all[r0 * stride..],
-                            packed,
-                            k,
-                            shape,
-                            tile_rows,
-                            (u0, (u0 + unit).min(j1)),
-                            &p,
-                            &mut dst[r0 * ldo + u0 - j0..],
-                            ldo,
-                        )
-                    };
+                    tile(r0, (rows - r0).min(mr), (u0, (u0 + unit).min(j1)));
                 }
             }
         } else {
-            let mut a_tile = vec![0u8; mr * stride];
             for r0 in (0..rows).step_by(mr) {
-                let tile_rows = (rows - r0).min(mr);
-                // Rows are filled in order: what `fill` writes past a row is rewritten next.
-                src.fill_rows(i0 + r0, tile_rows, &mut a_tile, stride);
-                // SAFETY: as above, with `a_tile` one tile of `mr` rows.
-                unsafe {
-                    vnni::codes(
-                        &a_tile,
-                        packed,
-                        k,
-                        shape,
-                        tile_rows,
-                        (j0, j1),
-                        &p,
-                        &mut dst[r0 * ldo..],
-                        ldo,
-                    )
-                };
+                tile(r0, (rows - r0).min(mr), (j0, j1));
             }
         }
     };
@@ -374,6 +405,84 @@ fn codes_vnni<S: RowSource>(
                 out[i * n + j0..i * n + j1].copy_from_slice(row);
             }
         }
+    }
+}
+
+/// One task's tiles of rows of `a` for the VNNI kernel: read in place, or gathered into a
+/// buffer (all the task's rows at once where they are visited once per panel group, else one
+/// tile at a time).
+#[cfg(target_arch = "x86_64")]
+struct TaskRows<'s, S> {
+    src: &'s S,
+    in_place: Option<&'s InPlace<'s>>,
+    i0: usize,
+    k: usize,
+    stride: usize,
+    buf: Vec<u8>,
+    /// Whether `buf` holds all the task's rows.
+    all: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'s, S: RowSource> TaskRows<'s, S> {
+    fn new(
+        src: &'s S,
+        in_place: Option<&'s InPlace<'s>>,
+        (i0, rows): (usize, usize),
+        mr: usize,
+        (k, stride): (usize, usize),
+        all: bool,
+    ) -> Self {
+        let all = all && in_place.is_none();
+        let buf = match (in_place, all) {
+            (Some(_), _) => Vec::new(),
+            (None, true) => {
+                let mut buf = vec![0u8; rows.div_ceil(mr) * mr * stride];
+                src.fill_rows(i0, rows, &mut buf, stride);
+                buf
+            }
+            (None, false) => vec![0u8; mr * stride],
+        };
+        TaskRows {
+            src,
+            in_place,
+            i0,
+            k,
+            stride,
+            buf,
+            all,
+        }
+    }
+
+    /// Rows `r0..r0 + rows` of the task (at most `MAX_MR`).
+    fn tile(&mut self, r0: usize, rows: usize) -> vnni::TileA<'_> {
+        let stride = self.stride;
+        if let Some(ip) = self.in_place {
+            let mut starts = [0usize; vnni::MAX_MR];
+            for (r, s) in starts.iter_mut().enumerate().take(rows) {
+                *s = ip.start(self.i0 + r0 + r);
+            }
+            return vnni::TileA::new(
+                ip.data,
+                &starts[..rows],
+                ip.segments,
+                ip.seg_len,
+                ip.seg_step,
+            );
+        }
+        let at = if self.all {
+            r0 * stride
+        } else {
+            // Rows are filled in order: what `fill` writes past a row is rewritten next.
+            self.src
+                .fill_rows(self.i0 + r0, rows, &mut self.buf, stride);
+            0
+        };
+        let mut starts = [0usize; vnni::MAX_MR];
+        for (r, s) in starts.iter_mut().enumerate().take(rows) {
+            *s = at + r * stride;
+        }
+        vnni::TileA::new(&self.buf, &starts[..rows], 1, self.k, 0)
     }
 }
 
@@ -439,21 +548,15 @@ impl Work {
             PackedData::Vnni(packed, shape) => {
                 let unit = shape.np * 16;
                 debug_assert!(j0 % unit == 0);
+                let mut starts = [0usize; vnni::MAX_MR];
+                for (r, s) in starts.iter_mut().enumerate().take(rows) {
+                    *s = r * self.stride;
+                }
+                let a = vnni::TileA::new(&self.a_tile, &starts[..rows], 1, k, 0);
                 for u0 in (j0..j1).step_by(unit) {
                     // SAFETY: `PackedData::Vnni` exists only where `best_path()` found
-                    // avx512f/bw/vnni; `a_tile` holds `mr` rows of `stride` (k rounded up to 4)
-                    // bytes and `packed` whole units of panels of kq * 64 bytes, `out` one tile.
-                    unsafe {
-                        vnni::tile(
-                            &self.a_tile,
-                            packed,
-                            k,
-                            u0 / 16,
-                            *shape,
-                            rows,
-                            &mut self.out,
-                        )
-                    };
+                    // avx512f/bw/vnni.
+                    unsafe { vnni::tile(&a, packed, k, u0 / 16, *shape, rows, &mut self.out) };
                     let cols = (j1 - u0).min(unit);
                     for r in 0..rows {
                         let piece = &mut self.out[r * unit..r * unit + cols];
@@ -563,298 +666,5 @@ fn portable_row(a_row: &[u8], b: &[u8], n: usize, j0: usize, c_row: &mut [i32]) 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
-    use std::arch::x86_64::*;
-
-    /// A tile: `mr` rows of `a` by `np` 16-column panels of `b` (mr * np accumulators).
-    #[derive(Clone, Copy, Debug)]
-    pub struct Shape {
-        pub mr: usize,
-        pub np: usize,
-    }
-
-    impl Shape {
-        /// Narrow tiles for few columns (a first convolution's 32 channels, a 10-way output),
-        /// so that no accumulator works on padding; taller ones reuse each load of `b` more.
-        pub fn for_columns(n: usize) -> Shape {
-            match n.div_ceil(16) {
-                1 => Shape { mr: 8, np: 1 },
-                2 => Shape { mr: 8, np: 2 },
-                _ => Shape { mr: 6, np: 4 },
-            }
-        }
-    }
-
-    /// 16-column panels of `b`, rounded up to whole tiles.
-    fn panels(n: usize, shape: Shape) -> usize {
-        n.div_ceil(16).div_ceil(shape.np) * shape.np
-    }
-
-    /// `b` as `b - 128` in panels of 16 columns, 4 rows interleaved per column (the operand
-    /// layout of `vpdpbusd`), padded with zeros to whole tiles and 4-row groups.
-    pub fn pack_b(b: &[u8], k: usize, n: usize, shape: Shape) -> Vec<i8> {
-        let kq = k.div_ceil(4);
-        let mut packed = vec![0i8; panels(n, shape) * kq * 64];
-        for p in 0..k {
-            let (q, r) = (p / 4, p % 4);
-            for j in 0..n {
-                let (panel, col) = (j / 16, j % 16);
-                packed[(panel * kq + q) * 64 + col * 4 + r] = (b[p * n + j] as i32 - 128) as i8;
-            }
-        }
-        packed
-    }
-
-    /// One tile from panel `panel0`: `out[r * np * 16 + c] = sum_p a_tile[r][p] * (b[p][c] - 128)`
-    /// for the first `rows` rows (a single row, a matrix-vector product, skips the others).
-    ///
-    /// # Safety
-    /// The CPU runs avx512f/bw/vnni; `a_tile` holds `shape.mr` rows of `k` rounded up to 4
-    /// bytes, `packed` the panels `panel0..panel0 + shape.np`, `out` `mr * np * 16` values.
-    pub unsafe fn tile(
-        a_tile: &[u8],
-        packed: &[i8],
-        k: usize,
-        panel0: usize,
-        shape: Shape,
-        rows: usize,
-        out: &mut [i32],
-    ) {
-        let kq = k.div_ceil(4);
-        assert!(a_tile.len() >= shape.mr * kq * 4 && out.len() >= shape.mr * shape.np * 16);
-        assert!(packed.len() >= (panel0 + shape.np) * kq * 64);
-        // SAFETY: the caller's guarantees, checked above for the sizes.
-        unsafe {
-            match (shape.mr, shape.np, rows) {
-                (_, 1, 1) => tile_n::<1, 1>(a_tile, packed, kq, panel0, out),
-                (_, 2, 1) => tile_n::<1, 2>(a_tile, packed, kq, panel0, out),
-                (_, _, 1) => tile_n::<1, 4>(a_tile, packed, kq, panel0, out),
-                (8, 1, _) => tile_n::<8, 1>(a_tile, packed, kq, panel0, out),
-                (8, 2, _) => tile_n::<8, 2>(a_tile, packed, kq, panel0, out),
-                _ => tile_n::<6, 4>(a_tile, packed, kq, panel0, out),
-            }
-        }
-    }
-
-    /// One tile's int32 sums: MR rows of `a_tile` (k rounded up to 4, `kq` groups of 4 bytes
-    /// each) against NP panels of `packed` from `panel0`. The caller checks that
-    /// `a_tile.len() >= MR * kq * 4` and `packed.len() >= (panel0 + NP) * kq * 64`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[inline]
-    unsafe fn accumulate<const MR: usize, const NP: usize>(
-        a_tile: &[u8],
-        packed: &[i8],
-        kq: usize,
-        panel0: usize,
-    ) -> [[__m512i; NP]; MR] {
-        let k4 = kq * 4;
-        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-        let a = a_tile.as_ptr();
-        let bp = packed.as_ptr();
-        for q in 0..kq {
-            let mut bv = [_mm512_setzero_si512(); NP];
-            for (t, v) in bv.iter_mut().enumerate() {
-                let off = ((panel0 + t) * kq + q) * 64;
-                // SAFETY: `off + 64 <= packed.len()` (the caller's check).
-                *v = unsafe { _mm512_loadu_si512(bp.add(off) as *const _) };
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: `r * k4 + q * 4 + 4 <= a_tile.len()` (MR rows of k4 bytes).
-                let four = unsafe { std::ptr::read_unaligned(a.add(r * k4 + q * 4) as *const i32) };
-                let av = _mm512_set1_epi32(four);
-                for (t, acc_rt) in acc_r.iter_mut().enumerate() {
-                    *acc_rt = _mm512_dpbusd_epi32(*acc_rt, av, bv[t]);
-                }
-            }
-        }
-        acc
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile_n<const MR: usize, const NP: usize>(
-        a_tile: &[u8],
-        packed: &[i8],
-        kq: usize,
-        panel0: usize,
-        out: &mut [i32],
-    ) {
-        // SAFETY: the caller (`tile`) checked the bounds `accumulate` states.
-        let acc = unsafe { accumulate::<MR, NP>(a_tile, packed, kq, panel0) };
-        for (r, acc_r) in acc.iter().enumerate() {
-            for (t, v) in acc_r.iter().enumerate() {
-                // SAFETY: `out` holds MR rows of NP * 16 i32s (checked by `tile`).
-                unsafe {
-                    _mm512_storeu_si512(out.as_mut_ptr().add((r * NP + t) * 16) as *mut _, *v)
-                };
-            }
-        }
-    }
-
-    /// The output stage's parameters as the kernel reads them: `col` (the zero points'
-    /// column terms) and `bias` padded to whole tiles; `row_factor` times a row's byte sum is
-    /// its row term.
-    pub struct CodeParams<'a> {
-        pub row_factor: i32,
-        pub col: &'a [i32],
-        pub bias: &'a [f32],
-        pub scale: f32,
-        pub relu: bool,
-        pub per_unit: f32,
-        pub offset: f32,
-    }
-
-    /// Codes of the first `rows` rows of `a` (tiles of `shape.mr` rows of k rounded up to 4
-    /// bytes) against columns `j0..j1` (j0 a multiple of the tile's width), written to
-    /// `out[r * ldo + j - j0]`.
-    ///
-    /// # Safety
-    /// The CPU runs avx512f/bw/vnni; `a` holds `shape.mr` rows, `packed` and `p.col`/`p.bias`
-    /// whole tiles of columns past `j1`, `out` `rows - 1` rows of `ldo` bytes and then
-    /// `j1 - j0`.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn codes(
-        a: &[u8],
-        packed: &[i8],
-        k: usize,
-        shape: Shape,
-        rows: usize,
-        (j0, j1): (usize, usize),
-        p: &CodeParams<'_>,
-        out: &mut [u8],
-        ldo: usize,
-    ) {
-        let kq = k.div_ceil(4);
-        let unit = shape.np * 16;
-        let whole = (j1 - j0).div_ceil(unit) * unit;
-        assert!(rows >= 1 && rows <= shape.mr && shape.mr <= 8 && j0 % unit == 0);
-        assert!(a.len() >= shape.mr * kq * 4 && packed.len() >= (j0 + whole) / 16 * kq * 64);
-        assert!(p.col.len() >= j0 + whole && p.bias.len() >= j0 + whole);
-        assert!(out.len() >= (rows - 1) * ldo + (j1 - j0) && ldo >= j1 - j0);
-        let mut row_terms = [0i32; 8];
-        if p.row_factor != 0 {
-            for (r, t) in row_terms.iter_mut().enumerate().take(rows) {
-                // SAFETY: the CPU runs avx512bw (the caller's guarantee); row r lies in `a`.
-                *t = p
-                    .row_factor
-                    .wrapping_mul(unsafe { row_sum(&a[r * kq * 4..r * kq * 4 + k]) });
-            }
-        }
-        let o = out.as_mut_ptr();
-        for u0 in (j0..j1).step_by(unit) {
-            let cols = (j1 - u0).min(unit);
-            // SAFETY: the sizes are checked above; `o + u0 - j0` starts this tile's columns.
-            unsafe {
-                let o = o.add(u0 - j0);
-                let panel0 = u0 / 16;
-                match (shape.mr, shape.np, rows) {
-                    (_, 1, 1) => {
-                        codes_n::<1, 1>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
-                    }
-                    (_, 2, 1) => {
-                        codes_n::<1, 2>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
-                    }
-                    (_, _, 1) => {
-                        codes_n::<1, 4>(a, packed, kq, panel0, 1, &row_terms, p, cols, o, ldo)
-                    }
-                    (8, 1, _) => {
-                        codes_n::<8, 1>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo)
-                    }
-                    (8, 2, _) => {
-                        codes_n::<8, 2>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo)
-                    }
-                    _ => codes_n::<6, 4>(a, packed, kq, panel0, rows, &row_terms, p, cols, o, ldo),
-                }
-            }
-        }
-    }
-
-    /// The sum of the bytes of `row`.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn row_sum(row: &[u8]) -> i32 {
-        let mut acc = _mm512_setzero_si512();
-        let zero = _mm512_setzero_si512();
-        let mut chunks = row.chunks_exact(64);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 64 bytes.
-            let v = unsafe { _mm512_loadu_si512(c.as_ptr() as *const _) };
-            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mask = (1u64 << rest.len()) - 1;
-            // SAFETY: the mask reads only the `rest.len()` bytes of `rest`.
-            let v = unsafe { _mm512_maskz_loadu_epi8(mask, rest.as_ptr() as *const i8) };
-            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
-        }
-        _mm512_reduce_add_epi64(acc) as i32
-    }
-
-    /// One tile's sums, as `tile_n`, through the output stage into codes at `out` (row r at
-    /// `r * ldo`), the first `rows` rows and `cols` columns.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn codes_n<const MR: usize, const NP: usize>(
-        a_tile: &[u8],
-        packed: &[i8],
-        kq: usize,
-        panel0: usize,
-        rows: usize,
-        row_terms: &[i32; 8],
-        p: &CodeParams<'_>,
-        cols: usize,
-        out: *mut u8,
-        ldo: usize,
-    ) {
-        // SAFETY: the caller (`codes`) checked the bounds `accumulate` states.
-        let acc = unsafe { accumulate::<MR, NP>(a_tile, packed, kq, panel0) };
-        let j0 = panel0 * 16;
-        let scale = _mm512_set1_ps(p.scale);
-        let per_unit = _mm512_set1_ps(p.per_unit);
-        let offset = _mm512_set1_ps(p.offset);
-        let zero = _mm512_setzero_ps();
-        let top = _mm512_set1_ps(255.0);
-        let mut col = [_mm512_setzero_si512(); NP];
-        let mut bias = [_mm512_setzero_ps(); NP];
-        let mut masks = [0u16; NP];
-        for t in 0..NP {
-            // SAFETY: `col` and `bias` hold whole tiles of columns from `j0` (checked by `codes`).
-            unsafe {
-                col[t] = _mm512_loadu_si512(p.col.as_ptr().add(j0 + t * 16) as *const _);
-                bias[t] = _mm512_loadu_ps(p.bias.as_ptr().add(j0 + t * 16));
-            }
-            let valid = cols.saturating_sub(t * 16).min(16);
-            masks[t] = ((1u32 << valid) - 1) as u16;
-        }
-        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let rt = _mm512_set1_epi32(row_terms[r]);
-            for t in 0..NP {
-                if masks[t] == 0 {
-                    continue;
-                }
-                // The scalar stage's operations in its order (products and sums rounded one
-                // at a time, no fused multiply-add), so the codes are the same bits.
-                let s = _mm512_add_epi32(_mm512_add_epi32(acc_r[t], rt), col[t]);
-                let mut v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), scale), bias[t]);
-                if p.relu {
-                    // A NaN gives the second operand, 0, as `f32::max` does.
-                    v = _mm512_max_ps(v, zero);
-                }
-                let c = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm512_mul_ps(v, per_unit),
-                );
-                let c = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(c, offset), zero), top);
-                let codes = _mm512_cvttps_epi32(c);
-                // SAFETY: row r < rows and the mask's columns < cols lie in `out` (checked by
-                // `codes`).
-                unsafe {
-                    _mm512_mask_cvtepi32_storeu_epi8(
-                        out.add(r * ldo + t * 16) as *mut _,
-                        masks[t],
-                        codes,
-                    )
-                };
-            }
-        }
-    }
-}
+#[path = "qgemm_vnni.rs"]
+mod vnni;

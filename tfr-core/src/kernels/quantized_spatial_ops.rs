@@ -4,7 +4,7 @@
 //! sums codes in int32 and truncates).
 
 use super::output_alloc::alloc;
-use super::qgemm::{best_path, qgemm_with, PackedB, RowSource};
+use super::qgemm::{best_path, qgemm_with, InPlace, PackedB, RowSource};
 use super::quantization_ops::codes::{self, QUINT8};
 use super::quantization_ops::{scalar_range, set_quantized};
 use crate::error::{KResult, KernelError};
@@ -199,6 +199,25 @@ impl RowSource for Patches {
     fn fill(&self, i: usize, dst: &mut [u8]) {
         let [oh, ow] = self.out;
         self.fill_one((i / (oh * ow), i / ow % oh, i % ow), dst);
+    }
+
+    fn in_place(&self) -> Option<InPlace<'_>> {
+        let [fh, fw] = self.window;
+        let c = self.c;
+        let seg_len = fw * c;
+        // Each window row one run of bytes whose groups of 4 meet the packed filter's groups.
+        (self.dilations[1] == 1 && fh > 0 && seg_len > 0 && seg_len % 4 == 0).then(|| InPlace {
+            data: &self.x,
+            out: self.out,
+            steps: [
+                self.hp * self.wp * c,
+                self.strides[0] * self.wp * c,
+                self.strides[1] * c,
+            ],
+            segments: fh,
+            seg_len,
+            seg_step: self.dilations[0] * self.wp * c,
+        })
     }
 
     fn fill_rows(&self, i0: usize, rows: usize, dst: &mut [u8], stride: usize) {
