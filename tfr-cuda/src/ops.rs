@@ -15,7 +15,7 @@ const ELEMENTWISE_THREADS: u32 = 256;
 const MAX_BLOCKS: u64 = 1 << 20;
 const MAX_ROW_BLOCKS: u64 = 1 << 16;
 
-fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
+pub(crate) fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
     if t.dtype() == DType::F32 {
         Ok(())
     } else {
@@ -27,7 +27,7 @@ fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
 }
 
 /// A grid-stride launch over `n` elements.
-fn elementwise_config(n: u64) -> LaunchConfig {
+pub(crate) fn elementwise_config(n: u64) -> LaunchConfig {
     let blocks = n.div_ceil(ELEMENTWISE_THREADS as u64).clamp(1, MAX_BLOCKS) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -37,7 +37,7 @@ fn elementwise_config(n: u64) -> LaunchConfig {
 }
 
 /// One block per row (block-stride over rows beyond the grid).
-fn row_config(rows: u64) -> LaunchConfig {
+pub(crate) fn row_config(rows: u64) -> LaunchConfig {
     let blocks = rows.clamp(1, MAX_ROW_BLOCKS) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),

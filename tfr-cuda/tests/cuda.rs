@@ -546,6 +546,25 @@ fn kernels_compile_with_nvrtc() {
         std::mem::size_of::<kernels::Bcast>()
     );
     assert!(ptx.contains(&param), "{param} not in the PTX");
+    // Likewise `struct TfrStrided` (4th parameter of the strided copies) and `struct TfrConv`
+    // (5th of max pooling) are Rust's `Strided` and `ConvGeom`.
+    for param in [
+        format!(
+            ".param .align 8 .b8 strided_gather_b4_param_3[{}]",
+            std::mem::size_of::<tfr_cuda::kernels_array::Strided>()
+        ),
+        format!(
+            ".param .align 8 .b8 max_pool_f32_param_4[{}]",
+            std::mem::size_of::<tfr_cuda::kernels_nn::ConvGeom>()
+        ),
+    ] {
+        assert!(ptx.contains(&param), "{param} not in the PTX");
+    }
+    println!(
+        "compiled {} kernels with NVRTC ({} bytes of PTX)",
+        kernels::kernel_names().len(),
+        ptx.len()
+    );
 }
 
 /// Kernels and the GPU factory are registered only with a usable GPU; then supported ops are
