@@ -7,9 +7,9 @@
 //! Small integer arguments (shapes, axes, permutations) are read on the host; when they live
 //! in GPU memory that read waits for the stream (see ARCHITECTURE.md, "tfr-cuda").
 
-use crate::gpu_kernels_nn::nn_ops_table;
+use crate::gpu_kernels_nn::{compare_kernel, nn_ops_table};
 use crate::runtime::{kernel_error, GpuDevice};
-use crate::{array_ops, nn_ops, ops, CudaTensor};
+use crate::{array_ops, nn_ops, ops, select_ops, CudaTensor};
 use std::sync::{Arc, Mutex};
 use tfr_core::kernel::KernelFactory;
 use tfr_core::{
@@ -52,6 +52,7 @@ pub fn gpu_ops() -> Vec<GpuOp> {
     v.extend(ops::binary_ops().map(|op| k(op, F32, binary_kernel as KernelFactory)));
     v.extend(nn_ops::grad_ops().map(|op| k(op, F32, grad_kernel as KernelFactory)));
     v.extend(ops::reduction_ops().map(|op| k(op, F32, reduce_kernel as KernelFactory)));
+    v.extend(select_ops::compare_ops().map(|op| k(op, F32, compare_kernel as KernelFactory)));
     v.extend([
         k("Softmax", F32, softmax_kernel),
         k("LogSoftmax", F32, softmax_kernel),

@@ -6,7 +6,9 @@
 use crate::gpu_kernels::{gpu_kernel, one, sizes, GpuOp, F32, INDEX, RESOURCE};
 use crate::nn_ops::{self, AdamHyper, Window};
 use crate::runtime::{kernel_error, GpuDevice};
+use crate::select_ops::{self, PhiloxStart};
 use crate::{ops, CudaTensor};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLockWriteGuard};
 use tfr_core::kernel::KernelFactory;
 use tfr_core::resource::Var;
@@ -41,6 +43,13 @@ pub(crate) fn nn_ops_table() -> Vec<GpuOp> {
         k("MaxPoolGrad", F32, pool_kernel),
         k("AvgPool", F32, pool_kernel),
         k("AvgPoolGrad", INDEX, pool_kernel),
+        k("MatMulBiasAdd", F32, matmul_bias_add_kernel),
+        k("FusedConv2D", F32, conv_kernel),
+        k("Conv2DBackpropFilterBias", F32, conv_kernel),
+        k("SelectV2", &[DType::Bool], select_kernel),
+        k("RandomUniform", INDEX, random_uniform_kernel),
+        k("AssignAddVariableOp", RESOURCE, assign_update_kernel),
+        k("AssignSubVariableOp", RESOURCE, assign_update_kernel),
     ]
 }
 
@@ -253,51 +262,81 @@ fn window_attrs(init: &KernelInit<'_>, ksize: bool) -> Result<Window, String> {
     })
 }
 
+/// FusedConv2D's activation after the bias: Relu, Relu6 or none (the CPU kernel's set).
+fn fused_activation(init: &KernelInit<'_>) -> Result<Option<&'static str>, String> {
+    match init.attrs.string_opt("activation").map(String::as_str) {
+        None | Some("Linear") => Ok(None),
+        Some("Relu") => Ok(Some("Relu")),
+        Some("Relu6") => Ok(Some("Relu6")),
+        Some(other) => Err(format!(
+            "`{}` (FusedConv2D): activation {other:?} has no GPU kernel",
+            init.node
+        )),
+    }
+}
+
 fn conv_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     let w = window_attrs(init, false)?;
-    let op = init.op.to_string();
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let r = match op.as_str() {
-                "Conv2D" => nn_ops::conv2d(
-                    d.cuda(),
-                    &d.input(ctx, 0)?,
-                    &d.input(ctx, 1)?,
-                    w.strides,
-                    w.padding,
-                ),
-                "Conv2DBackpropInput" => {
-                    let shape = sizes(&op, "input_sizes", &d.host_ints(ctx, 0)?)?;
-                    nn_ops::conv2d_backprop_input(
-                        d.cuda(),
-                        &shape,
-                        &d.input(ctx, 1)?,
-                        &d.input(ctx, 2)?,
-                        w.strides,
-                        w.padding,
-                    )
-                }
-                _ => {
-                    let shape = sizes(&op, "filter_sizes", &d.host_ints(ctx, 1)?)?;
-                    nn_ops::conv2d_backprop_filter(
-                        d.cuda(),
-                        &d.input(ctx, 0)?,
-                        &shape,
-                        &d.input(ctx, 2)?,
-                        w.strides,
-                        w.padding,
-                    )
-                }
-            };
-            one(d, r)
+    let activation = fused_activation(init)?;
+    let (s, p) = (w.strides, w.padding);
+    let f: crate::gpu_kernels::GpuFn = match init.op {
+        "Conv2D" => Box::new(move |d, ctx| {
+            one(
+                d,
+                nn_ops::conv2d(d.cuda(), &d.input(ctx, 0)?, &d.input(ctx, 1)?, s, p),
+            )
         }),
-    )
+        "FusedConv2D" => Box::new(move |d, ctx| {
+            let (x, f, bias) = (d.input(ctx, 0)?, d.input(ctx, 1)?, d.input(ctx, 2)?);
+            let y = nn_ops::conv2d(d.cuda(), &x, &f, s, p)
+                .and_then(|y| nn_ops::bias_add(d.cuda(), &y, &bias, false));
+            match (activation, y) {
+                (Some(a), Ok(y)) => one(d, ops::unary(d.cuda(), a, &y)),
+                (_, y) => one(d, y),
+            }
+        }),
+        "Conv2DBackpropInput" => Box::new(move |d, ctx| {
+            let shape = sizes("Conv2DBackpropInput", "input_sizes", &d.host_ints(ctx, 0)?)?;
+            let (f, dy) = (d.input(ctx, 1)?, d.input(ctx, 2)?);
+            one(
+                d,
+                nn_ops::conv2d_backprop_input(d.cuda(), &shape, &f, &dy, s, p),
+            )
+        }),
+        "Conv2DBackpropFilter" => Box::new(move |d, ctx| {
+            let shape = sizes(
+                "Conv2DBackpropFilter",
+                "filter_sizes",
+                &d.host_ints(ctx, 1)?,
+            )?;
+            let (x, dy) = (d.input(ctx, 0)?, d.input(ctx, 2)?);
+            one(
+                d,
+                nn_ops::conv2d_backprop_filter(d.cuda(), &x, &shape, &dy, s, p),
+            )
+        }),
+        "Conv2DBackpropFilterBias" => Box::new(move |d, ctx| {
+            let op = "Conv2DBackpropFilterBias";
+            let shape = sizes(op, "filter_sizes", &d.host_ints(ctx, 1)?)?;
+            let (x, dy) = (d.input(ctx, 0)?, d.input(ctx, 2)?);
+            let dw = nn_ops::conv2d_backprop_filter(d.cuda(), &x, &shape, &dy, s, p);
+            let db = nn_ops::bias_add_grad(d.cuda(), &dy, false);
+            Ok(vec![
+                d.wrap(dw.map_err(kernel_error)?)?,
+                d.wrap(db.map_err(kernel_error)?)?,
+            ])
+        }),
+        other => return Err(format!("`{}`: {other} is not a convolution", init.node)),
+    };
+    gpu_kernel(init, f)
 }
 
 fn pool_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
     let w = window_attrs(init, true)?;
     let op = init.op.to_string();
+    if !["MaxPool", "MaxPoolGrad", "AvgPool", "AvgPoolGrad"].contains(&init.op) {
+        return Err(format!("`{}`: {op} is not a pooling op", init.node));
+    }
     gpu_kernel(
         init,
         Box::new(move |d, ctx| {
@@ -309,12 +348,141 @@ fn pool_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
                     nn_ops::max_pool_grad(d.cuda(), &d.input(ctx, 0)?, &d.input(ctx, 2)?, &w)
                 }
                 "AvgPool" => nn_ops::avg_pool(d.cuda(), &d.input(ctx, 0)?, &w),
+                // AvgPoolGrad (checked when built).
                 _ => {
                     let shape = sizes(&op, "orig_input_shape", &d.host_ints(ctx, 0)?)?;
                     nn_ops::avg_pool_grad(d.cuda(), &shape, &d.input(ctx, 1)?, &w)
                 }
             };
             one(d, r)
+        }),
+    )
+}
+
+fn matmul_bias_add_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let ta = init.attrs.bool_opt("transpose_a").copied().unwrap_or(false);
+    let tb = init.attrs.bool_opt("transpose_b").copied().unwrap_or(false);
+    gpu_kernel(
+        init,
+        Box::new(move |d, ctx| {
+            let (a, b, bias) = (d.input(ctx, 0)?, d.input(ctx, 1)?, d.input(ctx, 2)?);
+            let y = ops::matmul(d.cuda(), &a, &b, ta, tb).map_err(kernel_error)?;
+            one(d, nn_ops::bias_add(d.cuda(), &y, &bias, false))
+        }),
+    )
+}
+
+/// Comparisons of f32 operands (registered from [`select_ops::compare_ops`]).
+pub(crate) fn compare_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let op = init.op.to_string();
+    gpu_kernel(
+        init,
+        Box::new(move |d, ctx| {
+            one(
+                d,
+                select_ops::compare(d.cuda(), &op, &d.input(ctx, 0)?, &d.input(ctx, 1)?),
+            )
+        }),
+    )
+}
+
+fn select_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    gpu_kernel(
+        init,
+        Box::new(|d, ctx| {
+            let (c, t, e) = (d.input(ctx, 0)?, d.input(ctx, 1)?, d.input(ctx, 2)?);
+            one(d, select_ops::select(d.cuda(), &c, &t, &e))
+        }),
+    )
+}
+
+/// A node's position in its Philox stream (kept in the session's state, as the CPU kernel
+/// keeps its own: a node draws new numbers on every run).
+struct GpuPhilox {
+    key: [u32; 2],
+    high: [u32; 2],
+    next: AtomicU64,
+}
+
+impl GpuPhilox {
+    /// TensorFlow's seeding: the key is `seed`, the counter's high word `seed2`; both 0 seeds
+    /// from the clock and the process's random hash keys.
+    fn new(seed: i64, seed2: i64) -> GpuPhilox {
+        let (s, s2) = if seed == 0 && seed2 == 0 {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_nanos()),
+            );
+            let a = h.finish();
+            h.write_u64(a);
+            (a, h.finish())
+        } else {
+            (seed as u64, seed2 as u64)
+        };
+        GpuPhilox {
+            key: [s as u32, (s >> 32) as u32],
+            high: [s2 as u32, (s2 >> 32) as u32],
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// `RandomUniform` in f32: the same numbers as the CPU kernel for the same seeds and run.
+fn random_uniform_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let dtype = *init.attrs.dtype("dtype")?;
+    if dtype != DType::F32 {
+        return Err(format!(
+            "`{}` (RandomUniform): {dtype} has no GPU kernel; float32 has",
+            init.node
+        ));
+    }
+    let (seed, seed2) = (*init.attrs.int("seed")?, *init.attrs.int("seed2")?);
+    let key = format!("gpu_random_stream:{}", init.node);
+    gpu_kernel(
+        init,
+        Box::new(move |d, ctx| {
+            let shape = sizes("RandomUniform", "shape", &d.host_ints(ctx, 0)?)?;
+            let stream = ctx.resources.state(&key, || GpuPhilox::new(seed, seed2))?;
+            let n = shape.iter().product::<usize>() as u64;
+            let block = stream.next.fetch_add(n.div_ceil(4), Ordering::Relaxed);
+            let at = PhiloxStart {
+                key: stream.key,
+                high: stream.high,
+                block,
+            };
+            one(d, select_ops::random_uniform(d.cuda(), &shape, at))
+        }),
+    )
+}
+
+/// `AssignAddVariableOp` / `AssignSubVariableOp` on an f32 variable: the new value (a new
+/// buffer, as the optimizer updates make) becomes the variable's.
+fn assign_update_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
+    let op = if init.op == "AssignAddVariableOp" {
+        "Add"
+    } else {
+        "Sub"
+    };
+    gpu_kernel(
+        init,
+        Box::new(move |d, ctx| {
+            let var = var_at(ctx, 0)?;
+            let delta = d.input(ctx, 1)?;
+            let mut slot = lock(&var)?;
+            let old = value_of(d, &var, &slot)?;
+            if old.shape() != delta.shape() {
+                return Err(KernelError::invalid(format!(
+                    "variable `{}` has shape {:?}, the update has shape {:?}",
+                    var.name,
+                    old.shape(),
+                    delta.shape()
+                )));
+            }
+            let new = ops::binary(d.cuda(), op, &old, &delta).map_err(kernel_error)?;
+            Ok(vec![store(d, &mut slot, new)?])
         }),
     )
 }

@@ -16,6 +16,17 @@ pub const GRAD_F32: &[(&str, &str)] = &[
     ("ReluGrad", "b > 0.0f ? a : 0.0f"),
 ];
 
+/// Comparisons of f32 operands with a bool (byte) result, with broadcasting: (op, CUDA C
+/// expression over `a` and `b`). NaN compares unequal to everything, as on the CPU.
+pub const COMPARE_F32: &[(&str, &str)] = &[
+    ("Less", "a < b"),
+    ("LessEqual", "a <= b"),
+    ("Greater", "a > b"),
+    ("GreaterEqual", "a >= b"),
+    ("Equal", "a == b"),
+    ("NotEqual", "a != b"),
+];
+
 /// The by-value geometry of the convolution and pooling kernels (NHWC, window `kh x kw`,
 /// strides, padding before in each spatial dim); the layout matches `struct TfrConv`.
 #[repr(C)]
@@ -248,6 +259,53 @@ extern "C" __global__ void avg_pool_grad_f32(const float* dy, float* dx, u64 n, 
 }
 "#;
 
+/// `SelectV2` over operands of one shape (the host broadcasts them first) and `RandomUniform`
+/// from TensorFlow's Philox4x32-10 stream exactly as the CPU kernel draws it: element `i` is
+/// word `i % 4` of block `pos0 + i / 4`, keeping its top 24 bits.
+const SELECT_RANDOM: &str = r#"
+extern "C" __global__ void select_f32(const unsigned char* c, const float* t, const float* e, float* y, u64 n) {
+    TFR_GRID_LOOP(i, n) { y[i] = c[i] ? t[i] : e[i]; }
+}
+extern "C" __global__ void random_uniform_f32(float* y, u64 n, u64 pos0, unsigned int k0, unsigned int k1,
+                                              unsigned int h0, unsigned int h1) {
+    TFR_GRID_LOOP(i, n) {
+        u64 pos = pos0 + i / 4;
+        unsigned int c0 = (unsigned int)pos, c1 = (unsigned int)(pos >> 32), c2 = h0, c3 = h1;
+        unsigned int a = k0, b = k1;
+        for (int r = 0; r < 10; ++r) {
+            unsigned int hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+            unsigned int hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+            c0 = hi1 ^ c1 ^ a; c1 = lo1; c2 = hi0 ^ c3 ^ b; c3 = lo0;
+            a += 0x9E3779B9u; b += 0xBB67AE85u;
+        }
+        unsigned int w = (i % 4 == 0) ? c0 : (i % 4 == 1) ? c1 : (i % 4 == 2) ? c2 : c3;
+        y[i] = (float)(w >> 8) * (1.0f / 16777216.0f);
+    }
+}
+"#;
+
+fn compare_kernels(op: &str, expr: &str) -> String {
+    format!(
+        r#"
+extern "C" __global__ void cmp_{op}_f32(const float* x, const float* y, unsigned char* z, u64 n) {{
+    TFR_GRID_LOOP(i, n) {{ float a = x[i]; float b = y[i]; z[i] = ({expr}) ? 1 : 0; }}
+}}
+extern "C" __global__ void bcast_cmp_{op}_f32(const float* x, const float* y, unsigned char* z, u64 n, TfrBcast s) {{
+    TFR_GRID_LOOP(i, n) {{
+        u64 rem = i; i64 ia = 0, ib = 0;
+        for (int d = s.rank - 1; d >= 0; --d) {{
+            i64 c = (i64)(rem % (u64)s.dims[d]);
+            rem /= (u64)s.dims[d];
+            ia += c * s.sa[d];
+            ib += c * s.sb[d];
+        }}
+        float a = x[ia]; float b = y[ib]; z[i] = ({expr}) ? 1 : 0;
+    }}
+}}
+"#
+    )
+}
+
 fn grad_kernel(op: &str, expr: &str) -> String {
     format!(
         r#"
@@ -264,6 +322,10 @@ pub fn source() -> String {
     for (op, expr) in GRAD_F32 {
         s += &grad_kernel(op, expr);
     }
+    for (op, expr) in COMPARE_F32 {
+        s += &compare_kernels(op, expr);
+    }
+    s += SELECT_RANDOM;
     s += XENT;
     s += APPLY;
     s += CONV;
@@ -277,8 +339,14 @@ pub fn kernel_names() -> Vec<String> {
         .iter()
         .map(|(op, _)| format!("binary_{op}_f32"))
         .collect();
+    for (op, _) in COMPARE_F32 {
+        names.push(format!("cmp_{op}_f32"));
+        names.push(format!("bcast_cmp_{op}_f32"));
+    }
     names.extend(
         [
+            "select_f32",
+            "random_uniform_f32",
             "sparse_xent_f32_i32",
             "sparse_xent_f32_i64",
             "xent_f32",

@@ -16,6 +16,7 @@
 pub mod alloc;
 pub mod array_ops;
 pub mod device;
+pub mod fallback;
 pub mod gpu_kernels;
 mod gpu_kernels_nn;
 pub mod kernels;
@@ -24,6 +25,7 @@ pub mod kernels_nn;
 pub mod nn_ops;
 pub mod ops;
 pub mod runtime;
+pub mod select_ops;
 pub mod tensor;
 
 pub use alloc::AllocStats;
