@@ -229,8 +229,14 @@ pub fn concat(dev: &CudaDevice, xs: &[&CudaTensor], axis: usize) -> Result<CudaT
     Ok(y)
 }
 
-/// `x` padded with zeros: `paddings[d] = (before, after)`.
-pub fn pad(dev: &CudaDevice, x: &CudaTensor, paddings: &[(usize, usize)]) -> Result<CudaTensor> {
+/// `x` padded with `value` (a scalar of x's dtype; zeros without one):
+/// `paddings[d] = (before, after)`.
+pub fn pad(
+    dev: &CudaDevice,
+    x: &CudaTensor,
+    paddings: &[(usize, usize)],
+    value: Option<&CudaTensor>,
+) -> Result<CudaTensor> {
     if paddings.len() != x.rank() {
         return Err(CudaError(format!(
             "Pad: needs one (before, after) per dim of {:?}, got {paddings:?}",
@@ -243,7 +249,17 @@ pub fn pad(dev: &CudaDevice, x: &CudaTensor, paddings: &[(usize, usize)]) -> Res
         .zip(paddings)
         .map(|(&d, &(b, a))| d + b + a)
         .collect();
-    let y = CudaTensor::zeros(dev, x.dtype(), &shape)?;
+    let y = match value {
+        Some(v) if v.dtype() != x.dtype() => {
+            return Err(CudaError(format!(
+                "Pad: the value is {}, the input {}",
+                v.dtype(),
+                x.dtype()
+            )))
+        }
+        Some(v) => fill(dev, &shape, v)?,
+        None => CudaTensor::zeros(dev, x.dtype(), &shape)?,
+    };
     let st = strides_of(&shape);
     let offset = paddings
         .iter()

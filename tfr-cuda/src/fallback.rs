@@ -147,7 +147,7 @@ pub fn gpu_placement(
 
 /// The nodes of [`Session::placement_dot`]'s output: each device is a cluster whose label is
 /// the device's name, each node a box labelled `name\nop`.
-fn parse_placement_dot(dot: &str) -> Vec<PlannedNode> {
+pub fn parse_placement_dot(dot: &str) -> Vec<PlannedNode> {
     let mut device = String::new();
     let mut nodes = Vec::new();
     for line in dot.lines().map(str::trim) {

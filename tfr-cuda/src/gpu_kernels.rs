@@ -67,6 +67,7 @@ pub fn gpu_ops() -> Vec<GpuOp> {
         k("Slice", MOVABLE, slice_kernel),
         k("Concat", MOVABLE, concat_kernel),
         k("Pad", MOVABLE, pad_kernel),
+        k("PadV2", MOVABLE, pad_kernel),
         k("Tile", MOVABLE, tile_kernel),
         k("BroadcastTo", MOVABLE, broadcast_to_kernel),
         k("Gather", MOVABLE, gather_kernel),
@@ -383,7 +384,12 @@ fn pad_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
                 )));
             }
             let pairs: Vec<(usize, usize)> = p.chunks_exact(2).map(|c| (c[0], c[1])).collect();
-            one(d, array_ops::pad(d.cuda(), &x, &pairs))
+            // PadV2's third input is the value to pad with.
+            let value = match ctx.num_inputs() {
+                3 => Some(d.input(ctx, 2)?),
+                _ => None,
+            };
+            one(d, array_ops::pad(d.cuda(), &x, &pairs, value.as_ref()))
         }),
     )
 }
