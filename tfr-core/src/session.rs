@@ -209,7 +209,11 @@ impl Session {
                     "DevicePolicy::Gpu requires a GPU, but the session has none (devices: {}); \
                      a GPU appears when tfr-cuda has registered its device factory (the `tfr` \
                      crate's sessions do it; `tfr_cuda::runtime::register` says why it cannot)",
-                    devices.iter().map(Device::name).collect::<Vec<_>>().join(", ")
+                    devices
+                        .iter()
+                        .map(Device::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }

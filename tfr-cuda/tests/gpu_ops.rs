@@ -315,7 +315,8 @@ fn training_an_mlp_matches_the_cpu() {
         return;
     };
     tfr_cuda::runtime::register().unwrap();
-    let opts: [(&str, fn() -> Box<dyn Optimizer>); 3] = [
+    type MakeOptimizer = fn() -> Box<dyn Optimizer>;
+    let opts: [(&str, MakeOptimizer); 3] = [
         ("sgd", || Box::new(Sgd::new(0.1))),
         ("momentum", || Box::new(Momentum::new(0.05, 0.9, true))),
         ("adam", || Box::new(Adam::new(0.01))),
