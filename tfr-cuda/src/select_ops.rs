@@ -4,7 +4,7 @@
 use crate::array_ops::broadcast_to;
 use crate::device::CudaDevice;
 use crate::kernels_nn::COMPARE_F32;
-use crate::ops::{broadcast_args, broadcast_shape, check_f32, elementwise_config};
+use crate::ops::{broadcast_shape, check_f32, elementwise_config, pairwise_f32};
 use crate::tensor::CudaTensor;
 use crate::{CudaError, Result};
 use cudarc::driver::PushKernelArg;
@@ -20,37 +20,8 @@ pub fn compare(dev: &CudaDevice, op: &str, x: &CudaTensor, y: &CudaTensor) -> Re
     if !compare_ops().any(|o| o == op) {
         return Err(CudaError(format!("no CUDA kernel for comparison `{op}`")));
     }
-    check_f32(op, x)?;
-    check_f32(op, y)?;
-    let (xp, yp) = (x.ptr(), y.ptr());
-    if x.shape() == y.shape() {
-        let z = CudaTensor::uninit(dev, DType::Bool, x.shape())?;
-        let n = z.num_elements() as u64;
-        if n == 0 {
-            return Ok(z);
-        }
-        let f = dev.kernels()?.get(&format!("cmp_{op}_f32"))?;
-        let zp = z.ptr();
-        let mut launch = dev.stream().launch_builder(f);
-        launch.arg(&xp).arg(&yp).arg(&zp).arg(&n);
-        // SAFETY: reads x and y (n f32s each, equal shapes) and writes z (n bytes) at [0, n).
-        unsafe { launch.launch(elementwise_config(n)) }?;
-        return Ok(z);
-    }
-    let (shape, args) = broadcast_args(x.shape(), y.shape())?;
-    let z = CudaTensor::uninit(dev, DType::Bool, &shape)?;
-    let n = z.num_elements() as u64;
-    if n == 0 {
-        return Ok(z);
-    }
-    let f = dev.kernels()?.get(&format!("bcast_cmp_{op}_f32"))?;
-    let zp = z.ptr();
-    let mut launch = dev.stream().launch_builder(f);
-    launch.arg(&xp).arg(&yp).arg(&zp).arg(&n).arg(&args);
-    // SAFETY: as `ops::binary`'s broadcasting launch: z has the broadcast shape (n bytes) and
-    // each operand is read through its own strides over its own dims.
-    unsafe { launch.launch(elementwise_config(n)) }?;
-    Ok(z)
+    let kernels = (format!("cmp_{op}_f32"), format!("bcast_cmp_{op}_f32"));
+    pairwise_f32(dev, op, x, y, DType::Bool, &kernels)
 }
 
 /// `cond ? t : e` elementwise (f32 values, bool condition), the three broadcast together.
