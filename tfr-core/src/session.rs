@@ -44,6 +44,22 @@ pub struct SessionOptions {
     /// master service of the task at that address (see [`crate::session_target`]). With a
     /// target, the other options that matter are `optimize` and `soft_placement`.
     pub target: String,
+    /// Which devices steps may use: a GPU when present (the default), the CPU only, or a GPU
+    /// required. Ignored with a `target` (that runtime has its own devices).
+    pub device: DevicePolicy,
+}
+
+/// Where a session's steps run ([`SessionOptions::device`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Every device of the session: with a GPU present, ops with a GPU kernel run there (TF's
+    /// rule) and the rest on the CPU; without one, everything on the CPU.
+    #[default]
+    Auto,
+    /// The CPU devices only: no device of any factory, whatever the machine has.
+    Cpu,
+    /// As `Auto`, but creating the session fails when it has no GPU device.
+    Gpu,
 }
 
 impl Default for SessionOptions {
@@ -56,6 +72,7 @@ impl Default for SessionOptions {
             device_factories: Vec::new(),
             registered_devices: true,
             target: String::new(),
+            device: DevicePolicy::Auto,
         }
     }
 }
@@ -158,11 +175,12 @@ impl Session {
             .map(|i| Device::cpu(i as u32))
             .collect();
         // A session with a target has its devices in that runtime.
-        let mut factories = match remote {
-            Some(_) => Vec::new(),
-            None => options.device_factories.clone(),
+        let local = remote.is_none() && options.device != DevicePolicy::Cpu;
+        let mut factories = match local {
+            false => Vec::new(),
+            true => options.device_factories.clone(),
         };
-        if options.registered_devices && remote.is_none() {
+        if options.registered_devices && local {
             factories.extend(registered_device_factories());
         }
         for f in &factories {
@@ -182,6 +200,22 @@ impl Session {
                 }
                 devices.push(d);
             }
+        }
+        let has_gpu = devices.iter().any(|d| d.device_type == DeviceType::GPU);
+        if options.device == DevicePolicy::Gpu && remote.is_none() && !has_gpu {
+            return Err(option_error(
+                "device",
+                format!(
+                    "DevicePolicy::Gpu requires a GPU, but the session has none (devices: {}); \
+                     a GPU appears when tfr-cuda has registered its device factory (the `tfr` \
+                     crate's sessions do it; `tfr_cuda::runtime::register` says why it cannot)",
+                    devices
+                        .iter()
+                        .map(Device::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         let options = SessionOptions {
             inter_op_threads: threads,

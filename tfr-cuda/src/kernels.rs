@@ -5,7 +5,9 @@
 //! expressions. Each unary op `Op` becomes `unary_Op_f32`; each binary op becomes
 //! `binary_Op_f32` (operands of the output's shape) and `bcast_Op_f32` (numpy broadcasting
 //! through per-operand strides, 0 along broadcast dims). Each reduction becomes
-//! `reduce_Op_f32` over the last axis, one block per row; softmax is `softmax_f32`.
+//! `reduce_Op_f32` over the last axis, one block per row; softmax is `softmax_f32`. The
+//! data-movement kernels ([`crate::kernels_array`]) and the neural-network kernels
+//! ([`crate::kernels_nn`]) follow in the same module.
 
 use crate::{CudaError, Result};
 use cudarc::driver::{CudaContext, CudaFunction, DeviceRepr};
@@ -222,6 +224,8 @@ pub fn source() -> String {
         s += &reduce_kernel(op, init, result);
     }
     s += SOFTMAX;
+    s += &crate::kernels_array::source();
+    s += &crate::kernels_nn::source();
     s
 }
 
@@ -241,6 +245,8 @@ pub fn kernel_names() -> Vec<String> {
             .map(|(op, ..)| format!("reduce_{op}_f32")),
     );
     names.push("softmax_f32".into());
+    names.extend(crate::kernels_array::kernel_names());
+    names.extend(crate::kernels_nn::kernel_names());
     names
 }
 

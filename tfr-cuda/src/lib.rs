@@ -14,14 +14,23 @@
 //! the next allocation at once: the stream orders the new use after the old one.
 
 pub mod alloc;
+pub mod array_ops;
 pub mod device;
+pub mod fallback;
+pub mod gpu_kernels;
+mod gpu_kernels_nn;
 pub mod kernels;
+pub mod kernels_array;
+pub mod kernels_nn;
+pub mod nn_ops;
 pub mod ops;
 pub mod runtime;
+pub mod select_ops;
 pub mod tensor;
 
 pub use alloc::AllocStats;
 pub use device::CudaDevice;
+pub use gpu_kernels::{gpu_op_names, gpu_ops, GpuOp};
 pub use ops::{
     batch_matmul, binary, log_softmax, matmul, matmul_with, reduce, softmax, unary, Precision,
 };

@@ -15,7 +15,7 @@ const ELEMENTWISE_THREADS: u32 = 256;
 const MAX_BLOCKS: u64 = 1 << 20;
 const MAX_ROW_BLOCKS: u64 = 1 << 16;
 
-fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
+pub(crate) fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
     if t.dtype() == DType::F32 {
         Ok(())
     } else {
@@ -27,7 +27,7 @@ fn check_f32(op: &str, t: &CudaTensor) -> Result<()> {
 }
 
 /// A grid-stride launch over `n` elements.
-fn elementwise_config(n: u64) -> LaunchConfig {
+pub(crate) fn elementwise_config(n: u64) -> LaunchConfig {
     let blocks = n.div_ceil(ELEMENTWISE_THREADS as u64).clamp(1, MAX_BLOCKS) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -37,7 +37,7 @@ fn elementwise_config(n: u64) -> LaunchConfig {
 }
 
 /// One block per row (block-stride over rows beyond the grid).
-fn row_config(rows: u64) -> LaunchConfig {
+pub(crate) fn row_config(rows: u64) -> LaunchConfig {
     let blocks = rows.clamp(1, MAX_ROW_BLOCKS) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -146,40 +146,55 @@ pub fn binary(dev: &CudaDevice, op: &str, x: &CudaTensor, y: &CudaTensor) -> Res
     if !binary_ops().any(|o| o == op) {
         return Err(CudaError(format!("no CUDA kernel for binary op `{op}`")));
     }
+    let kernels = (format!("binary_{op}_f32"), format!("bcast_{op}_f32"));
+    pairwise_f32(dev, op, x, y, DType::F32, &kernels)
+}
+
+/// Launches a pair of f32 kernels with one output of `out` dtype: `kernels.0(x, y, z, u64 n)`
+/// when the shapes are equal, else `kernels.1(x, y, z, u64 n, TfrBcast s)` over the broadcast
+/// shape (the `binary_*`/`bcast_*` and `cmp_*`/`bcast_cmp_*` kernels).
+pub(crate) fn pairwise_f32(
+    dev: &CudaDevice,
+    op: &str,
+    x: &CudaTensor,
+    y: &CudaTensor,
+    out: DType,
+    kernels: &(String, String),
+) -> Result<CudaTensor> {
     check_f32(op, x)?;
     check_f32(op, y)?;
     let (xp, yp) = (x.ptr(), y.ptr());
     if x.shape() == y.shape() {
-        let z = CudaTensor::uninit(dev, DType::F32, x.shape())?;
+        let z = CudaTensor::uninit(dev, out, x.shape())?;
         let n = z.num_elements() as u64;
         if n == 0 {
             return Ok(z);
         }
-        let f = dev.kernels()?.get(&format!("binary_{op}_f32"))?;
+        let f = dev.kernels()?.get(&kernels.0)?;
         let zp = z.ptr();
         let mut launch = dev.stream().launch_builder(f);
         launch.arg(&xp).arg(&yp).arg(&zp).arg(&n);
-        // SAFETY: `binary_*_f32(const float* x, const float* y, float* z, u64 n)` reads x and y
-        // at [0, n) and writes z at [0, n); all three hold n f32s (same shapes); the arguments
-        // match the signature.
+        // SAFETY: the same-shape kernels `(const float* x, const float* y, T* z, u64 n)` read
+        // x and y at [0, n) and write z at [0, n); x and y hold n f32s (same shapes) and z n
+        // elements of `out`, the kernel's output type; the arguments match the signature.
         unsafe { launch.launch(elementwise_config(n)) }?;
         return Ok(z);
     }
     let (shape, args) = broadcast_args(x.shape(), y.shape())?;
-    let z = CudaTensor::uninit(dev, DType::F32, &shape)?;
+    let z = CudaTensor::uninit(dev, out, &shape)?;
     let n = z.num_elements() as u64;
     if n == 0 {
         return Ok(z);
     }
-    let f = dev.kernels()?.get(&format!("bcast_{op}_f32"))?;
+    let f = dev.kernels()?.get(&kernels.1)?;
     let zp = z.ptr();
     let mut launch = dev.stream().launch_builder(f);
     launch.arg(&xp).arg(&yp).arg(&zp).arg(&n).arg(&args);
-    // SAFETY: `bcast_*_f32(x, y, z, u64 n, TfrBcast s)` writes z at [0, n) (z has the
-    // broadcast shape, n elements) and reads x and y at offsets sum(coord[d] * stride[d]) where
-    // coord < dims: `broadcast_args` gives each operand its own row-major strides over its own
-    // dims (0 where it broadcasts), so every offset is inside that operand. `Bcast` has the
-    // layout of `TfrBcast` and is passed by value.
+    // SAFETY: the broadcasting kernels `(x, y, z, u64 n, TfrBcast s)` write z at [0, n) (z has
+    // the broadcast shape, n elements) and read x and y at offsets sum(coord[d] * stride[d])
+    // where coord < dims: `broadcast_args` gives each operand its own row-major strides over
+    // its own dims (0 where it broadcasts), so every offset is inside that operand. `Bcast`
+    // has the layout of `TfrBcast` and is passed by value.
     unsafe { launch.launch(elementwise_config(n)) }?;
     Ok(z)
 }

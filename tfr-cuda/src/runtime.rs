@@ -6,18 +6,18 @@
 //! Not run on a GPU yet (the machines that build this have none): see ARCHITECTURE.md,
 //! "Devices", for what a GPU run must check first.
 
-use crate::{available, ops, CudaDevice, CudaError, CudaTensor};
+use crate::gpu_kernels::gpu_ops;
+use crate::{available, CudaDevice, CudaError, CudaTensor};
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use tfr_core::kernels::sendrecv_ops::register_device_transfers;
 use tfr_core::{
     register_device_factory, register_kernels, Allocator, AllocatorStats, DeviceBackend,
-    DeviceBuffer, DeviceFactory, DeviceType, KernelContext, KernelError, KernelInit, MemorySpace,
-    OpKernel, Tensor,
+    DeviceBuffer, DeviceFactory, DeviceType, KernelContext, KernelError, MemorySpace, Tensor,
 };
 use tfr_graph::{DType, DTypeSet};
 
-fn kernel_error(e: CudaError) -> KernelError {
+pub(crate) fn kernel_error(e: CudaError) -> KernelError {
     KernelError::internal(e.0)
 }
 
@@ -42,7 +42,7 @@ impl GpuDevice {
     }
 
     /// A tensor of this GPU's memory wrapping `t`.
-    fn wrap(&self, t: CudaTensor) -> Result<Tensor, KernelError> {
+    pub(crate) fn wrap(&self, t: CudaTensor) -> Result<Tensor, KernelError> {
         let shape = t.shape().to_vec();
         let (dtype, len) = (t.dtype(), t.num_elements());
         Ok(Tensor::from_device(
@@ -51,9 +51,11 @@ impl GpuDevice {
         )?)
     }
 
-    /// The GPU buffer of input `t` (an error naming the memory it is in otherwise).
-    fn unwrap<'t>(&self, i: usize, t: &'t Tensor) -> Result<&'t CudaTensor, KernelError> {
-        t.device_buffer()
+    /// The GPU buffer of `t`, viewed with `t`'s shape (a reshape on the host changes the
+    /// tensor's shape, not the buffer's); an error naming the memory it is in otherwise.
+    pub(crate) fn unwrap(&self, i: usize, t: &Tensor) -> Result<CudaTensor, KernelError> {
+        let c = t
+            .device_buffer()
             .filter(|b| b.memory_space() == self.space)
             .and_then(|b| b.downcast_ref::<CudaTensor>())
             .ok_or_else(|| {
@@ -63,7 +65,44 @@ impl GpuDevice {
                     t.memory_space(),
                     self.space
                 ))
-            })
+            })?;
+        c.reshaped(t.shape()).map_err(kernel_error)
+    }
+
+    /// Input `i` on this GPU: a host value (a small integer argument that stayed in host
+    /// memory, as TF keeps them) is copied in, queued on the stream without waiting.
+    pub(crate) fn input(
+        &self,
+        ctx: &KernelContext<'_>,
+        i: usize,
+    ) -> Result<CudaTensor, KernelError> {
+        let t = ctx.input(i);
+        if t.is_host() {
+            return CudaTensor::from_host(&self.dev, t).map_err(kernel_error);
+        }
+        self.unwrap(i, t)
+    }
+
+    /// Input `i` as integers read on the host (shapes, axes, sizes). A value in GPU memory is
+    /// copied back, which waits for the work queued before it.
+    pub(crate) fn host_ints(
+        &self,
+        ctx: &KernelContext<'_>,
+        i: usize,
+    ) -> Result<Vec<i64>, KernelError> {
+        let t = ctx.input(i);
+        let t = if t.is_host() {
+            t.clone()
+        } else {
+            self.copy_to_host(t.clone())?
+        };
+        if !t.dtype().is_integer() {
+            return Err(KernelError::invalid(format!(
+                "input {i} must be integer, got {}",
+                t.dtype()
+            )));
+        }
+        Ok((0..t.num_elements()).map(|k| t.get_i64(k)).collect())
     }
 }
 
@@ -149,146 +188,26 @@ impl DeviceFactory for GpuFactory {
     }
 }
 
-/// What a GPU kernel computes from its inputs on the GPU.
-type GpuFn =
-    Box<dyn Fn(&GpuDevice, &KernelContext<'_>) -> Result<CudaTensor, KernelError> + Send + Sync>;
-
-struct GpuKernel {
-    device: Arc<dyn DeviceBackend>,
-    f: GpuFn,
-}
-
-impl OpKernel for GpuKernel {
-    fn compute(&self, ctx: &mut KernelContext<'_>) -> Result<(), KernelError> {
-        let dev = self
-            .device
-            .as_any()
-            .downcast_ref::<GpuDevice>()
-            .ok_or_else(|| KernelError::internal("a GPU kernel on another device"))?;
-        let y = (self.f)(dev, ctx)?;
-        let y = dev.wrap(y)?;
-        ctx.set_output(y);
-        Ok(())
-    }
-}
-
-fn gpu_kernel(init: &KernelInit<'_>, f: GpuFn) -> Result<Box<dyn OpKernel>, String> {
-    let device = init
-        .device
-        .cloned()
-        .ok_or_else(|| format!("`{}` ({}) needs its GPU", init.node, init.op))?;
-    Ok(Box::new(GpuKernel { device, f }))
-}
-
-fn unary_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
-    let op = init.op.to_string();
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let x = d.unwrap(0, ctx.input(0))?;
-            ops::unary(&d.dev, &op, x).map_err(kernel_error)
-        }),
-    )
-}
-
-fn binary_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
-    let op = init.op.to_string();
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let (x, y) = (d.unwrap(0, ctx.input(0))?, d.unwrap(1, ctx.input(1))?);
-            ops::binary(&d.dev, &op, x, y).map_err(kernel_error)
-        }),
-    )
-}
-
-fn softmax_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
-    let log = init.op == "LogSoftmax";
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let x = d.unwrap(0, ctx.input(0))?;
-            if log {
-                ops::log_softmax(&d.dev, x)
-            } else {
-                ops::softmax(&d.dev, x)
-            }
-            .map_err(kernel_error)
-        }),
-    )
-}
-
-fn matmul_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
-    let ta = init.attrs.boolean("transpose_a").copied().unwrap_or(false);
-    let tb = init.attrs.boolean("transpose_b").copied().unwrap_or(false);
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let (a, b) = (d.unwrap(0, ctx.input(0))?, d.unwrap(1, ctx.input(1))?);
-            ops::matmul(&d.dev, a, b, ta, tb).map_err(kernel_error)
-        }),
-    )
-}
-
-/// Reductions over the last axis or over all axes (what `ops::reduce` computes); the axes
-/// input is small and read on the host (copied back when it lives on the GPU; TF keeps such
-/// arguments in host memory, which tfr does not model yet).
-fn reduce_kernel(init: &KernelInit<'_>) -> Result<Box<dyn OpKernel>, String> {
-    let op = init.op.to_string();
-    let keep = init.attrs.boolean("keep_dims").copied().unwrap_or(false);
-    gpu_kernel(
-        init,
-        Box::new(move |d, ctx| {
-            let x = d.unwrap(0, ctx.input(0))?;
-            let axes_t = d.copy_to_host(ctx.input(1).clone())?;
-            let rank = x.rank() as i64;
-            let mut axes: Vec<i64> = (0..axes_t.num_elements())
-                .map(|k| axes_t.get_i64(k))
-                .map(|a| if a < 0 { a + rank } else { a })
-                .collect();
-            axes.sort_unstable();
-            axes.dedup();
-            let all: Vec<i64> = (0..rank).collect();
-            if axes == [rank - 1] {
-                ops::reduce(&d.dev, &op, x, keep).map_err(kernel_error)
-            } else if axes == all {
-                let flat = x.reshaped(&[1, x.num_elements()]).map_err(kernel_error)?;
-                let y = ops::reduce(&d.dev, &op, &flat, false).map_err(kernel_error)?;
-                let shape = if keep { vec![1; x.rank()] } else { vec![] };
-                y.reshaped(&shape).map_err(kernel_error)
-            } else {
-                Err(KernelError::invalid(format!(
-                    "{op} on the GPU reduces the last axis or all axes, not {axes:?} of rank {rank}"
-                )))
-            }
-        }),
-    )
-}
-
-/// Registers the GPU kernels (float32, what `ops` computes) and the GPU device factory, once,
-/// when a GPU is usable; otherwise registers nothing and returns why.
+/// Registers the GPU kernels ([`crate::gpu_kernels::gpu_ops`]) and the GPU device factory,
+/// once, when a GPU is usable; otherwise registers nothing and returns why.
 pub fn register() -> Result<usize, String> {
     static DONE: OnceLock<Result<usize, String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let n = available()?;
-        let f32s = DTypeSet::of(&[DType::F32]);
-        register_kernels(|r| {
-            for op in ops::unary_ops() {
-                r.register(op, DeviceType::GPU, f32s, unary_kernel);
-            }
-            for op in ops::binary_ops() {
-                r.register(op, DeviceType::GPU, f32s, binary_kernel);
-            }
-            for op in ops::reduction_ops() {
-                r.register(op, DeviceType::GPU, f32s, reduce_kernel);
-            }
-            r.register("Softmax", DeviceType::GPU, f32s, softmax_kernel);
-            r.register("LogSoftmax", DeviceType::GPU, f32s, softmax_kernel);
-            r.register("MatMul", DeviceType::GPU, f32s, matmul_kernel);
-            register_device_transfers(r, DeviceType::GPU);
-        });
+        register_kernels_for(DeviceType::GPU);
         register_device_factory(Arc::new(GpuFactory));
         Ok(n)
     })
     .clone()
+}
+
+/// Registers the GPU kernels and the device transfers for `device` (`DeviceType::GPU` in
+/// [`register`]; the fallback report plans with another type, see [`crate::fallback`]).
+pub(crate) fn register_kernels_for(device: DeviceType) {
+    register_kernels(|r| {
+        for k in gpu_ops() {
+            r.register(k.op, device, DTypeSet::of(k.dtypes), k.factory);
+        }
+        register_device_transfers(r, device);
+    });
 }

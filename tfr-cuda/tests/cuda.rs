@@ -10,151 +10,12 @@
 //! 1e-5 for exact f32 matmul (2 * k * eps for k = 53) and 2e-3 for TF32 (its 10-bit inputs).
 //! Max and Min must match exactly; softmax 1e-5 + 1e-5 |cpu|.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
 use tfr_core::{DeviceType, Session, SessionOptions, Tensor};
 use tfr_cuda::{kernels, ops, CudaDevice, CudaTensor, Precision};
-use tfr_graph::{DType, Graph, Output, Shape};
-
-fn require_gpu() -> bool {
-    std::env::var("TFR_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// The GPU, or `None` after printing why `test` is skipped.
-fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
-    match tfr_cuda::available() {
-        Ok(n) => {
-            assert!(n > 0);
-            Some(
-                CudaDevice::get(0).unwrap_or_else(|e| {
-                    panic!("{test}: a GPU is available but cannot be opened: {e}")
-                }),
-            )
-        }
-        Err(reason) => {
-            assert!(!reason.is_empty(), "a skipped test must say why");
-            assert!(
-                !require_gpu(),
-                "{test}: TFR_REQUIRE_GPU=1 but there is no usable GPU: {reason}"
-            );
-            eprintln!("skipping {test}: {reason}");
-            None
-        }
-    }
-}
-
-/// Runs `build` on the CPU through a session, the inputs fed to placeholders.
-fn cpu(inputs: &[Tensor], build: impl FnOnce(&mut Graph, &[Output]) -> Output) -> Tensor {
-    let mut g = Graph::new();
-    let xs: Vec<Output> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            g.placeholder(&format!("x{i}"), t.dtype(), Shape::known(t.shape()))
-                .unwrap()
-        })
-        .collect();
-    let y = build(&mut g, &xs);
-    let s = Session::new(&g, SessionOptions::default()).unwrap();
-    let feeds: Vec<(Output, Tensor)> = xs.iter().copied().zip(inputs.iter().cloned()).collect();
-    s.run(&feeds, &[y], &[]).unwrap().remove(0)
-}
-
-/// Copies the inputs to the GPU, runs `f` there and copies the result back.
-fn on_gpu(
-    dev: &CudaDevice,
-    inputs: &[Tensor],
-    f: impl FnOnce(&CudaDevice, &[CudaTensor]) -> tfr_cuda::Result<CudaTensor>,
-) -> Tensor {
-    let xs: Vec<CudaTensor> = inputs
-        .iter()
-        .map(|t| CudaTensor::from_host(dev, t).unwrap())
-        .collect();
-    let y = f(dev, &xs).unwrap();
-    let out = y.to_host(dev).unwrap();
-    dev.synchronize().unwrap();
-    out
-}
-
-/// |got - want| <= tol * scale elementwise (NaN and infinities must match exactly).
-fn assert_scaled(what: &str, got: &Tensor, want: &Tensor, scale: &Tensor, tol: f64) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
-    assert_eq!(scale.shape(), want.shape(), "{what}: scale shape");
-    let (g, w, s) = (got.to_f64_vec(), want.to_f64_vec(), scale.to_f64_vec());
-    for i in 0..w.len() {
-        if w[i].is_nan() || w[i].is_infinite() {
-            assert!(
-                g[i] == w[i] || (g[i].is_nan() && w[i].is_nan()),
-                "{what}[{i}]: gpu {}, cpu {}",
-                g[i],
-                w[i]
-            );
-        } else {
-            assert!(
-                (g[i] - w[i]).abs() <= tol * s[i].abs(),
-                "{what}[{i}]: gpu {}, cpu {}, allowed {}",
-                g[i],
-                w[i],
-                tol * s[i].abs()
-            );
-        }
-    }
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
-    assert_eq!(got.dtype(), want.dtype(), "{what}: dtypes");
-    for (i, (g, w)) in got
-        .to_f64_vec()
-        .into_iter()
-        .zip(want.to_f64_vec())
-        .enumerate()
-    {
-        if w.is_nan() {
-            assert!(g.is_nan(), "{what}[{i}]: gpu {g}, cpu NaN");
-        } else if w.is_infinite() {
-            assert_eq!(g, w, "{what}[{i}]");
-        } else {
-            assert!(
-                (g - w).abs() <= atol + rtol * w.abs(),
-                "{what}[{i}]: gpu {g}, cpu {w}"
-            );
-        }
-    }
-}
-
-/// Values in [-3, 3] with exact zeros and rounding ties (±0.5, ±2.5).
-fn mixed(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|i| match i % 11 {
-            0 => 0.0,
-            1 => 0.5,
-            2 => -2.5,
-            3 => 2.5,
-            4 => -0.5,
-            _ => 3.0 * ((i as f32) * 0.618).sin(),
-        })
-        .collect();
-    Tensor::new(shape, v).unwrap()
-}
-
-/// Values in [0.05, 4].
-fn positive(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    Tensor::new(
-        shape,
-        (0..n)
-            .map(|i| 0.05 + 3.95 * (0.5 + 0.5 * ((i as f32) * 0.377).cos()))
-            .collect(),
-    )
-    .unwrap()
-}
-
-/// Values away from zero, both signs: ±[0.5, 3].
-fn nonzero(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    Tensor::new(shape, (0..n).map(|i| if i % 3 == 1 { -1.0 } else { 1.0 } * (0.5 + 2.5 * (0.5 + 0.5 * ((i as f32) * 0.71).sin()))).collect()).unwrap()
-}
+use tfr_graph::DType;
 
 fn check_unary(op: &str, x: Tensor) {
     let want = cpu(std::slice::from_ref(&x), |g, xs| {
@@ -546,6 +407,25 @@ fn kernels_compile_with_nvrtc() {
         std::mem::size_of::<kernels::Bcast>()
     );
     assert!(ptx.contains(&param), "{param} not in the PTX");
+    // Likewise `struct TfrStrided` (4th parameter of the strided copies) and `struct TfrConv`
+    // (5th of max pooling) are Rust's `Strided` and `ConvGeom`.
+    for param in [
+        format!(
+            ".param .align 8 .b8 strided_gather_b4_param_3[{}]",
+            std::mem::size_of::<tfr_cuda::kernels_array::Strided>()
+        ),
+        format!(
+            ".param .align 8 .b8 max_pool_f32_param_4[{}]",
+            std::mem::size_of::<tfr_cuda::kernels_nn::ConvGeom>()
+        ),
+    ] {
+        assert!(ptx.contains(&param), "{param} not in the PTX");
+    }
+    println!(
+        "compiled {} kernels with NVRTC ({} bytes of PTX)",
+        kernels::kernel_names().len(),
+        ptx.len()
+    );
 }
 
 /// Kernels and the GPU factory are registered only with a usable GPU; then supported ops are
