@@ -89,7 +89,7 @@ impl RowSource for Rows<'_> {
         dst[..self.k].copy_from_slice(&self.a[i * self.k..(i + 1) * self.k]);
     }
     fn in_place(&self) -> Option<InPlace<'_>> {
-        (self.k > 0 && self.k % 4 == 0).then_some(InPlace {
+        (self.k > 0 && self.k.is_multiple_of(4)).then_some(InPlace {
             data: self.a,
             out: [1, 1],
             steps: [self.k, 0, 0],

@@ -206,17 +206,19 @@ impl RowSource for Patches {
         let c = self.c;
         let seg_len = fw * c;
         // Each window row one run of bytes whose groups of 4 meet the packed filter's groups.
-        (self.dilations[1] == 1 && fh > 0 && seg_len > 0 && seg_len % 4 == 0).then(|| InPlace {
-            data: &self.x,
-            out: self.out,
-            steps: [
-                self.hp * self.wp * c,
-                self.strides[0] * self.wp * c,
-                self.strides[1] * c,
-            ],
-            segments: fh,
-            seg_len,
-            seg_step: self.dilations[0] * self.wp * c,
+        (self.dilations[1] == 1 && fh > 0 && seg_len > 0 && seg_len.is_multiple_of(4)).then(|| {
+            InPlace {
+                data: &self.x,
+                out: self.out,
+                steps: [
+                    self.hp * self.wp * c,
+                    self.strides[0] * self.wp * c,
+                    self.strides[1] * c,
+                ],
+                segments: fh,
+                seg_len,
+                seg_step: self.dilations[0] * self.wp * c,
+            }
         })
     }
 
