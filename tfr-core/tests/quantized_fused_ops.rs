@@ -4,7 +4,7 @@
 //! to the reference product followed by [`OutputStage`]'s scalar arithmetic bit for bit, within
 //! the quantization error of f32, and bad ranges and biases as errors.
 
-use tfr_core::kernels::qgemm::{qgemm_u8, QGemmPath};
+use tfr_core::kernels::qgemm::{amx_in_use, qgemm_u8, set_amx_enabled, QGemmPath};
 use tfr_core::kernels::quantization_ops::codes;
 use tfr_core::kernels::quantized_fused_ops::OutputStage;
 use tfr_core::Tensor;
@@ -168,52 +168,65 @@ fn fused_convolutions_equal_the_reference_and_f32() {
     }
 }
 
+/// The AMX kernels (where the CPU has them) and the VNNI ones must give the same codes: the
+/// tests that switch between them take turns, so each runs both.
+static AMX_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn fused_products_in_every_tile_and_work_split_equal_the_reference() {
     // The output stage applied in the GEMM's tiles: tiles 1, 2 and 4 panels wide, partial
     // tiles of rows and columns, serial and threaded over rows, over columns, and panel group
     // by panel group for a `b` too large for a core's cache; biases with NaN and infinities
     // (codes 0 and 255) and large enough to clamp.
-    for &(m, k, n) in &[
-        (1, 3136, 1024),
-        (13, 1100, 1000),
-        (64, 1100, 1000),
-        (64, 200, 100),
-        (50, 25, 32),
-        (300, 75, 20),
-        (7, 45, 37),
-        (1, 784, 10),
-        (700, 800, 64),
-    ] {
-        let a: Vec<f32> = random(m * k, 21).iter().map(|v| (v * 2.0) as f32).collect();
-        let b: Vec<f32> = random(k * n, 22).iter().map(|v| *v as f32).collect();
-        let mut bias: Vec<f32> = random(n, 23).iter().map(|v| (v * 8.0) as f32).collect();
-        bias[0] = f32::NAN;
-        bias[n / 2] = f32::INFINITY;
-        bias[n - 1] = f32::NEG_INFINITY;
-        for relu in [false, true] {
-            let mut g = Graph::new();
-            let qa = quantized_input(&mut g, &a, &[m, k], -2.0, 2.0);
-            let qb = quantized_input(&mut g, &b, &[k, n], -0.8, 1.1);
-            let bv = g.constant_from(&[n], bias.clone()).unwrap();
-            let range = (g.scalar(-5.0f32).unwrap(), g.scalar(7.0f32).unwrap());
-            let y = g
-                .quantized_matmul_with_bias(qa, qb, bv, relu, range)
-                .unwrap();
-            let out = run(&g, &[], &[y.value]);
-            let (ca, ra, za) = codes_and_range(&g, qa);
-            let (cb, rb, zb) = codes_and_range(&g, qb);
-            let mut sums = vec![0i32; m * n];
-            qgemm_u8(&ca, &cb, &mut sums, m, k, n, za, zb, QGemmPath::Reference);
-            let stage = OutputStage::new(ra, rb, bias.clone(), relu, Some((-5.0, 7.0))).unwrap();
-            let (want, _) = reference_stage(&sums, n, &stage);
-            assert_eq!(
-                out[0].to_vec::<u8>().unwrap(),
-                want,
-                "{m}x{k}x{n} relu {relu}"
-            );
+    let _one_switcher = AMX_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for amx in [true, false] {
+        set_amx_enabled(amx);
+        eprintln!("AMX kernels in use: {}", amx_in_use());
+        for &(m, k, n) in &[
+            (1, 3136, 1024),
+            (13, 1100, 1000),
+            (64, 1100, 1000),
+            (64, 200, 100),
+            (50, 25, 32),
+            (300, 75, 20),
+            (7, 45, 37),
+            (1, 784, 10),
+            (700, 800, 64),
+            (64, 784, 512),
+            (40, 68, 50),
+        ] {
+            let a: Vec<f32> = random(m * k, 21).iter().map(|v| (v * 2.0) as f32).collect();
+            let b: Vec<f32> = random(k * n, 22).iter().map(|v| *v as f32).collect();
+            let mut bias: Vec<f32> = random(n, 23).iter().map(|v| (v * 8.0) as f32).collect();
+            bias[0] = f32::NAN;
+            bias[n / 2] = f32::INFINITY;
+            bias[n - 1] = f32::NEG_INFINITY;
+            for relu in [false, true] {
+                let mut g = Graph::new();
+                let qa = quantized_input(&mut g, &a, &[m, k], -2.0, 2.0);
+                let qb = quantized_input(&mut g, &b, &[k, n], -0.8, 1.1);
+                let bv = g.constant_from(&[n], bias.clone()).unwrap();
+                let range = (g.scalar(-5.0f32).unwrap(), g.scalar(7.0f32).unwrap());
+                let y = g
+                    .quantized_matmul_with_bias(qa, qb, bv, relu, range)
+                    .unwrap();
+                let out = run(&g, &[], &[y.value]);
+                let (ca, ra, za) = codes_and_range(&g, qa);
+                let (cb, rb, zb) = codes_and_range(&g, qb);
+                let mut sums = vec![0i32; m * n];
+                qgemm_u8(&ca, &cb, &mut sums, m, k, n, za, zb, QGemmPath::Reference);
+                let stage =
+                    OutputStage::new(ra, rb, bias.clone(), relu, Some((-5.0, 7.0))).unwrap();
+                let (want, _) = reference_stage(&sums, n, &stage);
+                assert_eq!(
+                    out[0].to_vec::<u8>().unwrap(),
+                    want,
+                    "{m}x{k}x{n} relu {relu}"
+                );
+            }
         }
     }
+    set_amx_enabled(true);
 }
 
 /// The int32 sums of a convolution on codes, one product at a time: taps in the padding
@@ -278,42 +291,49 @@ fn fused_convolutions_read_in_place_or_gathered_equal_the_reference() {
     // second layer, odd channel counts with 4-wide windows, 1x1 filters), the others gathered
     // (5, 9, 15 bytes); batch 1 and 64 (split over threads), partial tiles of rows and of
     // columns (20, 37 channels) and whole ones (16, 32, 64), padding at every edge.
-    for (xs, fs) in [
-        ([1, 14, 14, 32], [5, 5, 32, 64]),
-        ([64, 5, 4, 8], [3, 3, 8, 24]),
-        ([2, 9, 8, 3], [4, 4, 3, 20]),
-        ([3, 7, 9, 12], [1, 1, 12, 37]),
-        ([2, 9, 8, 3], [3, 3, 3, 16]),
-        ([64, 6, 6, 1], [5, 5, 1, 32]),
-        ([1, 8, 7, 5], [3, 3, 5, 37]),
-    ] {
-        let (xn, fnum) = (xs.iter().product(), fs.iter().product());
-        let x: Vec<f32> = random(xn, 31).iter().map(|v| (v + 0.5) as f32).collect();
-        let f: Vec<f32> = random(fnum, 32).iter().map(|v| *v as f32).collect();
-        let oc = fs[3];
-        let bias: Vec<f32> = random(oc, 33).iter().map(|v| *v as f32).collect();
-        for (stride, same, relu) in [(1, true, true), (2, true, false), (1, false, false)] {
-            let mut g = Graph::new();
-            let qx = quantized_input(&mut g, &x, &xs, -0.5, 1.5);
-            let qf = quantized_input(&mut g, &f, &fs, -0.9, 1.1);
-            let bv = g.constant_from(&[oc], bias.clone()).unwrap();
-            let range = (g.scalar(-3.0f32).unwrap(), g.scalar(4.0f32).unwrap());
-            let padding = if same { "SAME" } else { "VALID" };
-            let strides = [1, stride as i64, stride as i64, 1];
-            let y = g
-                .quantized_conv2d_with_bias(qx, qf, bv, relu, range, &strides, padding)
-                .unwrap();
-            let out = run(&g, &[], &[y.value]);
-            let (cx, rx, zx) = codes_and_range(&g, qx);
-            let (cf, rf, zf) = codes_and_range(&g, qf);
-            let sums = reference_conv_sums(&cx, xs, &cf, fs, stride, same, (zx, zf));
-            let stage = OutputStage::new(rx, rf, bias.clone(), relu, Some((-3.0, 4.0))).unwrap();
-            let (want, _) = reference_stage(&sums, oc, &stage);
-            let what = format!("{xs:?} * {fs:?} stride {stride} {padding} relu {relu}");
-            assert_eq!(out[0].num_elements(), want.len(), "{what}");
-            assert_eq!(out[0].to_vec::<u8>().unwrap(), want, "{what}");
+    let _one_switcher = AMX_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for amx in [true, false] {
+        set_amx_enabled(amx);
+        eprintln!("AMX kernels in use: {}", amx_in_use());
+        for (xs, fs) in [
+            ([1, 14, 14, 32], [5, 5, 32, 64]),
+            ([64, 5, 4, 8], [3, 3, 8, 24]),
+            ([2, 9, 8, 3], [4, 4, 3, 20]),
+            ([3, 7, 9, 12], [1, 1, 12, 37]),
+            ([2, 9, 8, 3], [3, 3, 3, 16]),
+            ([64, 6, 6, 1], [5, 5, 1, 32]),
+            ([1, 8, 7, 5], [3, 3, 5, 37]),
+        ] {
+            let (xn, fnum) = (xs.iter().product(), fs.iter().product());
+            let x: Vec<f32> = random(xn, 31).iter().map(|v| (v + 0.5) as f32).collect();
+            let f: Vec<f32> = random(fnum, 32).iter().map(|v| *v as f32).collect();
+            let oc = fs[3];
+            let bias: Vec<f32> = random(oc, 33).iter().map(|v| *v as f32).collect();
+            for (stride, same, relu) in [(1, true, true), (2, true, false), (1, false, false)] {
+                let mut g = Graph::new();
+                let qx = quantized_input(&mut g, &x, &xs, -0.5, 1.5);
+                let qf = quantized_input(&mut g, &f, &fs, -0.9, 1.1);
+                let bv = g.constant_from(&[oc], bias.clone()).unwrap();
+                let range = (g.scalar(-3.0f32).unwrap(), g.scalar(4.0f32).unwrap());
+                let padding = if same { "SAME" } else { "VALID" };
+                let strides = [1, stride as i64, stride as i64, 1];
+                let y = g
+                    .quantized_conv2d_with_bias(qx, qf, bv, relu, range, &strides, padding)
+                    .unwrap();
+                let out = run(&g, &[], &[y.value]);
+                let (cx, rx, zx) = codes_and_range(&g, qx);
+                let (cf, rf, zf) = codes_and_range(&g, qf);
+                let sums = reference_conv_sums(&cx, xs, &cf, fs, stride, same, (zx, zf));
+                let stage =
+                    OutputStage::new(rx, rf, bias.clone(), relu, Some((-3.0, 4.0))).unwrap();
+                let (want, _) = reference_stage(&sums, oc, &stage);
+                let what = format!("{xs:?} * {fs:?} stride {stride} {padding} relu {relu}");
+                assert_eq!(out[0].num_elements(), want.len(), "{what}");
+                assert_eq!(out[0].to_vec::<u8>().unwrap(), want, "{what}");
+            }
         }
     }
+    set_amx_enabled(true);
 }
 
 #[test]

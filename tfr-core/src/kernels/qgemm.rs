@@ -2,7 +2,8 @@
 //! for row-major `a` [m, k] and `b` [k, n] of uint8 codes and zero points `za`, `zb` (TF's
 //! `QuantizedMatMul` offsets). Three implementations compute the same integers: a plain
 //! reference, a portable one the compiler vectorizes, and one on AVX-512 VNNI's `vpdpbusd`
-//! (u8 x i8 -> i32, 64 products per instruction), chosen at run time.
+//! (u8 x i8 -> i32, 64 products per instruction), chosen at run time; where the CPU has
+//! AMX-INT8, the fused ops' products run on its tiles (`tdpbusd`, `qgemm_amx.rs`) instead.
 //!
 //! The product is split as `sum ab - zb * rowsum(a) - za * colsum(b) + k za zb`, so the inner
 //! loops multiply raw codes only. VNNI multiplies unsigned by signed bytes: `b` is stored as
@@ -340,7 +341,30 @@ fn codes_vnni<S: RowSource>(
     // Rows `i0..i0 + rows` (a multiple of mr, or the last rows) against columns `j0..j1`,
     // into `dst` (row r at `r * ldo`, column j at `j - j0`); by panel groups, then rows,
     // when `by_columns`.
+    // AMX where the CPU has it and a run of `a`'s rows splits into products of at least 4
+    // groups of 4 bytes (all of the models' layers), for tasks of enough rows to fill tiles.
+    let (segments, seg_len) = in_place
+        .as_ref()
+        .map_or((1, k), |ip| (ip.segments, ip.seg_len));
+    let amx = amx::usable() && amx::chunk_quads(seg_len.div_ceil(4)).is_some();
     let run = |i0: usize, rows: usize, (j0, j1): (usize, usize), dst: &mut [u8], ldo: usize| {
+        if amx && rows >= AMX_MIN_ROWS {
+            return amx_rows(src, in_place.as_ref(), (i0, rows), (k, stride), |a| {
+                // SAFETY: `amx` holds only where `amx::usable()` said so.
+                unsafe {
+                    amx::codes(
+                        a,
+                        rows,
+                        packed,
+                        segments * seg_len.div_ceil(4),
+                        (j0, j1),
+                        &p,
+                        dst,
+                        ldo,
+                    )
+                }
+            });
+        }
         let mut tiles = TaskRows::new(
             src,
             in_place.as_ref(),
@@ -382,7 +406,14 @@ fn codes_vnni<S: RowSource>(
     if serial {
         run(0, m, (0, n), out, n);
     } else if !by_columns || units < 2 {
-        let rows_per_task = m.div_ceil(threads * 4).div_ceil(mr) * mr;
+        // AMX tiles: tasks of whole pairs of tiles (of output rows, read in place).
+        let align = match (amx, in_place.as_ref()) {
+            (true, Some(ip)) if ip.out[1] <= 16 => 2 * ip.out[1],
+            (true, Some(ip)) if ip.out != [1, 1] => ip.out[1],
+            (true, _) => 32,
+            (false, _) => mr,
+        };
+        let rows_per_task = m.div_ceil(threads * 4).div_ceil(align) * align;
         out.par_chunks_mut(rows_per_task * n)
             .enumerate()
             .for_each(|(t, chunk)| run(t * rows_per_task, chunk.len() / n, (0, n), chunk, n));
@@ -406,6 +437,61 @@ fn codes_vnni<S: RowSource>(
             }
         }
     }
+}
+
+/// Fewer rows than this in a task take the VNNI kernel (a tile's product costs about the same
+/// for 1 row as for 16).
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_ROWS: usize = 8;
+
+/// Rows `i0..i0 + rows` of `src` as the AMX kernel reads them, handed to `f`: in place (one
+/// stride along an output row), or gathered into a buffer of rows `stride` bytes apart.
+#[cfg(target_arch = "x86_64")]
+fn amx_rows<S: RowSource, R>(
+    src: &S,
+    in_place: Option<&InPlace<'_>>,
+    (i0, rows): (usize, usize),
+    (k, stride): (usize, usize),
+    f: impl FnOnce(&amx::StridedRows<'_, &dyn Fn(usize) -> (usize, usize, usize)>) -> R,
+) -> R {
+    if let Some(ip) = in_place {
+        let [_, ow] = ip.out;
+        let place = |r: usize| {
+            let i = i0 + r;
+            if ip.out == [1, 1] {
+                (ip.start(i), usize::MAX, ip.steps[0])
+            } else {
+                (ip.start(i), ow - i % ow, ip.steps[2])
+            }
+        };
+        return f(&amx::StridedRows {
+            data: ip.data,
+            place: &place,
+            segments: ip.segments,
+            seg_len: ip.seg_len,
+            seg_step: ip.seg_step,
+        });
+    }
+    thread_local! {
+        static GATHERED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    GATHERED.with_borrow_mut(|buf| {
+        // One spare row: `fill` may write past a row's k bytes. Reused between calls: a
+        // fresh buffer costs its page faults every step.
+        let len = (rows + 1) * stride;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        src.fill_rows(i0, rows, buf, stride);
+        let place = |r: usize| (r * stride, usize::MAX, stride);
+        f(&amx::StridedRows {
+            data: &buf[..len],
+            place: &place,
+            segments: 1,
+            seg_len: k,
+            seg_step: 0,
+        })
+    })
 }
 
 /// One task's tiles of rows of `a` for the VNNI kernel: read in place, or gathered into a
@@ -668,3 +754,23 @@ fn portable_row(a_row: &[u8], b: &[u8], n: usize, j0: usize, c_row: &mut [i32]) 
 #[cfg(target_arch = "x86_64")]
 #[path = "qgemm_vnni.rs"]
 mod vnni;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "qgemm_amx.rs"]
+mod amx;
+
+/// Turns the AMX kernels (CPUs with AMX-INT8) on or off for this process; they give the same
+/// bits as the VNNI ones, and are on by default where present (`TFR_AMX=0` turns them off).
+pub fn set_amx_enabled(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    amx::set_enabled(on);
+    let _ = on;
+}
+
+/// Whether the fused quantized products run on AMX.
+pub fn amx_in_use() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::usable();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}

@@ -16,11 +16,13 @@ pub struct Shape {
 impl Shape {
     /// Narrow tiles for few columns (a first convolution's 32 channels, a 10-way output),
     /// so that no accumulator works on padding; taller ones reuse each load of `b` more.
+    /// 64 columns (LeNet's second convolution) take 12 x 2 tiles: each pair of panels stays
+    /// in L1 while a task's rows pass over it (1-3% faster than 6 x 4 in session 16).
     pub fn for_columns(n: usize) -> Shape {
         match n.div_ceil(16) {
             1 => Shape { mr: 8, np: 1 },
             2 => Shape { mr: 8, np: 2 },
-            4 if std::env::var("TFR_QTILE").as_deref() == Ok("12x2") => Shape { mr: 12, np: 2 },
+            4 => Shape { mr: 12, np: 2 },
             _ => Shape { mr: 6, np: 4 },
         }
     }
@@ -277,8 +279,11 @@ pub unsafe fn codes(
 }
 
 /// The sum of the bytes of `row`.
+///
+/// # Safety
+/// The CPU runs avx512f/bw.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn row_sum(row: &[u8]) -> i32 {
+pub unsafe fn row_sum(row: &[u8]) -> i32 {
     let mut acc = _mm512_setzero_si512();
     let zero = _mm512_setzero_si512();
     let mut chunks = row.chunks_exact(64);
@@ -314,57 +319,104 @@ unsafe fn codes_n<const MR: usize, const NP: usize>(
     out: *mut u8,
     ldo: usize,
 ) {
-    let j0 = panel0 * 16;
-    let mut col = [_mm512_setzero_si512(); NP];
-    let mut bias = [_mm512_setzero_ps(); NP];
-    let mut masks = [0u16; NP];
-    for t in 0..NP {
-        // SAFETY: `col` and `bias` hold whole tiles of columns from `j0` (checked by `codes`).
-        unsafe {
-            col[t] = _mm512_loadu_si512(p.col.as_ptr().add(j0 + t * 16) as *const _);
-            bias[t] = _mm512_loadu_ps(p.bias.as_ptr().add(j0 + t * 16));
-        }
-        let valid = cols.saturating_sub(t * 16).min(16);
-        masks[t] = ((1u32 << valid) - 1) as u16;
-    }
+    // SAFETY: `codes` checked that `col` and `bias` hold whole tiles of columns from panel0.
+    let stage = unsafe { RowStage::<NP>::new(p, panel0, cols) };
     // The sums start from the zero points' terms (wrapping adds in any order are the same).
     let mut acc = [[_mm512_setzero_si512(); NP]; MR];
     for (r, acc_r) in acc.iter_mut().enumerate() {
-        let rt = _mm512_set1_epi32(row_terms[r]);
-        for (t, v) in acc_r.iter_mut().enumerate() {
-            *v = _mm512_add_epi32(rt, col[t]);
-        }
+        *acc_r = stage.terms(row_terms[r]);
     }
     // SAFETY: the caller (`codes`) checked the bounds `accumulate` states.
     unsafe { accumulate::<MR, NP>(a, packed, kq, panel0, &mut acc) };
-    let scale = _mm512_set1_ps(p.scale);
-    let per_unit = _mm512_set1_ps(p.per_unit);
-    let offset = _mm512_set1_ps(p.offset);
-    let zero = _mm512_setzero_ps();
-    let top = _mm512_set1_ps(255.0);
-    // Dwords of two `packus` rounds back in column order (see `store_whole`).
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let whole = cols == NP * 16;
     for (r, acc_r) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row r < rows and its `cols` columns lie in `out` (checked by `codes`).
+        unsafe { stage.store(acc_r, out.add(r * ldo)) };
+    }
+}
+
+/// The output stage of one row of NP 16-column panels from `panel0`: the zero points' column
+/// terms, then bias, ReLU and requantization to codes, with the scalar stage's operations in
+/// its order (products and sums rounded one at a time, no fused multiply-add), so the codes
+/// are the same bits.
+pub struct RowStage<const NP: usize> {
+    col: [__m512i; NP],
+    bias: [__m512; NP],
+    masks: [u16; NP],
+    /// Whether all NP * 16 columns are stored.
+    whole: bool,
+    relu: bool,
+    scale: __m512,
+    per_unit: __m512,
+    offset: __m512,
+}
+
+impl<const NP: usize> RowStage<NP> {
+    /// The stage of columns `panel0 * 16..panel0 * 16 + cols`.
+    ///
+    /// # Safety
+    /// The CPU runs avx512f/bw; `p.col` and `p.bias` hold NP * 16 columns from `panel0 * 16`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub unsafe fn new(p: &CodeParams<'_>, panel0: usize, cols: usize) -> Self {
+        let j0 = panel0 * 16;
+        let mut col = [_mm512_setzero_si512(); NP];
+        let mut bias = [_mm512_setzero_ps(); NP];
+        let mut masks = [0u16; NP];
+        for t in 0..NP {
+            // SAFETY: the caller's guarantee on `col` and `bias`.
+            unsafe {
+                col[t] = _mm512_loadu_si512(p.col.as_ptr().add(j0 + t * 16) as *const _);
+                bias[t] = _mm512_loadu_ps(p.bias.as_ptr().add(j0 + t * 16));
+            }
+            let valid = cols.saturating_sub(t * 16).min(16);
+            masks[t] = ((1u32 << valid) - 1) as u16;
+        }
+        RowStage {
+            col,
+            bias,
+            masks,
+            whole: cols == NP * 16,
+            relu: p.relu,
+            scale: _mm512_set1_ps(p.scale),
+            per_unit: _mm512_set1_ps(p.per_unit),
+            offset: _mm512_set1_ps(p.offset),
+        }
+    }
+
+    /// The zero points' terms of a row whose row term is `row_term`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn terms(&self, row_term: i32) -> [__m512i; NP] {
+        let rt = _mm512_set1_epi32(row_term);
+        self.col.map(|c| _mm512_add_epi32(rt, c))
+    }
+
+    /// The codes of one row's sums `acc` (terms included) stored at `o`.
+    ///
+    /// # Safety
+    /// The CPU runs avx512f/bw; `o` is writable for the stage's columns (NP * 16 when whole).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub unsafe fn store(&self, acc: &[__m512i; NP], o: *mut u8) {
+        let zero = _mm512_setzero_ps();
+        let top = _mm512_set1_ps(255.0);
         let mut codes = [_mm512_setzero_si512(); NP];
         for t in 0..NP {
-            // The scalar stage's operations in its order (products and sums rounded one
-            // at a time, no fused multiply-add), so the codes are the same bits.
-            let mut v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc_r[t]), scale), bias[t]);
-            if p.relu {
+            let mut v = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), self.scale),
+                self.bias[t],
+            );
+            if self.relu {
                 // A NaN gives the second operand, 0, as `f32::max` does.
                 v = _mm512_max_ps(v, zero);
             }
             let c = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_mul_ps(v, per_unit),
+                _mm512_mul_ps(v, self.per_unit),
             );
-            let c = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(c, offset), zero), top);
+            let c = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(c, self.offset), zero), top);
             codes[t] = _mm512_cvttps_epi32(c);
         }
-        // SAFETY (both arms): row r < rows and the columns written < cols lie in `out`
-        // (checked by `codes`).
-        let o = unsafe { out.add(r * ldo) };
-        if whole && NP >= 2 {
+        if self.whole && NP >= 2 {
             // Whole rows of 2 or 4 panels: packed to bytes in registers, one store.
             let lo = _mm512_packus_epi32(codes[0], codes[1]);
             let hi = if NP == 4 {
@@ -372,8 +424,11 @@ unsafe fn codes_n<const MR: usize, const NP: usize>(
             } else {
                 lo
             };
-            // Each 128-bit lane L now holds dwords [c0 L, c1 L, c2 L, c3 L] (4 codes each).
+            // Each 128-bit lane L now holds dwords [c0 L, c1 L, c2 L, c3 L] (4 codes each):
+            // back in column order.
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
             let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(lo, hi));
+            // SAFETY: a whole row's NP * 16 bytes at `o` are writable (the caller's guarantee).
             unsafe {
                 if NP == 4 {
                     _mm512_storeu_si512(o as *mut _, bytes);
@@ -383,11 +438,12 @@ unsafe fn codes_n<const MR: usize, const NP: usize>(
             }
         } else {
             for t in 0..NP {
-                if masks[t] != 0 {
+                if self.masks[t] != 0 {
+                    // SAFETY: the mask stores only the stage's columns (the caller's guarantee).
                     unsafe {
                         _mm512_mask_cvtepi32_storeu_epi8(
                             o.add(t * 16) as *mut _,
-                            masks[t],
+                            self.masks[t],
                             codes[t],
                         )
                     };
