@@ -15,6 +15,8 @@
 //! ([`qgemm_with`]): a copy for `QuantizedMatMul`, bias, ReLU and requantization to 8 bits for
 //! the fused ops, while the rows are still in cache.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Which implementation runs.
@@ -266,9 +268,10 @@ pub struct Requantize<'a> {
     pub offset: f32,
 }
 
-/// [`qgemm_with`] followed by [`Requantize`] into `out` (m x n codes), with the output stage
-/// applied in registers as each tile of sums is done (no int32 results are stored). Only for a
-/// `b` packed for VNNI: returns false, having done nothing, for any other `b`.
+/// [`qgemm_with`] followed by [`Requantize`] into the m x n codes of `out` (appended to what it
+/// holds, which is kept), with the output stage applied in registers as each tile of sums is
+/// done (no int32 results are stored, and `out` is not zeroed first). Only for a `b` packed
+/// for VNNI: returns false, having done nothing, for any other `b`.
 pub fn qgemm_codes<S: RowSource>(
     src: &S,
     m: usize,
@@ -276,12 +279,18 @@ pub fn qgemm_codes<S: RowSource>(
     za: i32,
     zb: i32,
     rq: &Requantize<'_>,
-    out: &mut [u8],
+    out: &mut Vec<u8>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let PackedData::Vnni(packed, shape) = &b.data {
-        assert!(rq.bias.len() >= b.n && out.len() >= m * b.n);
-        codes_vnni(src, m, b, packed, *shape, za, zb, rq, &mut out[..m * b.n]);
+        let len = m * b.n;
+        assert!(rq.bias.len() >= b.n);
+        out.reserve(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
+        codes_vnni(src, m, b, packed, *shape, za, zb, rq, spare);
+        // SAFETY: `codes_vnni` stores each of the m x n codes of `spare`, which follow the
+        // vector's initialized elements, exactly once.
+        unsafe { out.set_len(out.len() + len) };
         return true;
     }
     let _ = (src, m, za, zb, rq, out);
@@ -304,7 +313,7 @@ fn codes_vnni<S: RowSource>(
     za: i32,
     zb: i32,
     rq: &Requantize<'_>,
-    out: &mut [u8],
+    out: &mut [MaybeUninit<u8>],
 ) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
@@ -347,7 +356,11 @@ fn codes_vnni<S: RowSource>(
         .as_ref()
         .map_or((1, k), |ip| (ip.segments, ip.seg_len));
     let amx = amx::usable() && amx::chunk_quads(seg_len.div_ceil(4)).is_some();
-    let run = |i0: usize, rows: usize, (j0, j1): (usize, usize), dst: &mut [u8], ldo: usize| {
+    let run = |i0: usize,
+               rows: usize,
+               (j0, j1): (usize, usize),
+               dst: &mut [MaybeUninit<u8>],
+               ldo: usize| {
         if amx && rows >= AMX_MIN_ROWS {
             return amx_rows(src, in_place.as_ref(), (i0, rows), (k, stride), |a| {
                 // SAFETY: `amx` holds only where `amx::usable()` said so.
@@ -422,10 +435,10 @@ fn codes_vnni<S: RowSource>(
         let band = units.div_ceil(threads) * unit;
         let bands: Vec<(usize, usize)> =
             (0..n).step_by(band).map(|j| (j, n.min(j + band))).collect();
-        let results: Vec<Vec<u8>> = bands
+        let results: Vec<Vec<MaybeUninit<u8>>> = bands
             .par_iter()
             .map(|&(j0, j1)| {
-                let mut codes = vec![0u8; m * (j1 - j0)];
+                let mut codes = vec![MaybeUninit::uninit(); m * (j1 - j0)];
                 run(0, m, (j0, j1), &mut codes, j1 - j0);
                 codes
             })

@@ -12,6 +12,7 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -185,7 +186,7 @@ pub unsafe fn codes<F: Fn(usize) -> (usize, usize, usize)>(
     kq: usize,
     (j0, j1): (usize, usize),
     p: &CodeParams<'_>,
-    out: &mut [u8],
+    out: &mut [MaybeUninit<u8>],
     ldo: usize,
 ) {
     let run_quads = a.seg_len.div_ceil(4);
@@ -250,7 +251,7 @@ pub unsafe fn codes<F: Fn(usize) -> (usize, usize, usize)>(
             }
             // SAFETY: avx512bw ([`usable`]); `col`, `bias` and `out` checked above.
             unsafe {
-                let o = out.as_mut_ptr().add(r * ldo + pair * 16);
+                let o = (out.as_mut_ptr() as *mut u8).add(r * ldo + pair * 16);
                 if cols > 16 {
                     stage::<2>(&sums, p, panel0, cols, (done, len), &terms, o, ldo);
                 } else {
@@ -491,8 +492,7 @@ mod driver_tests {
                 offset: 128.0,
             };
             let src = Rows { a: &a, k };
-            let mut got = vec![0u8; m * n];
-            let mut want = vec![0u8; m * n];
+            let (mut got, mut want) = (Vec::new(), Vec::new());
             amx::set_enabled(false);
             qgemm_codes(&src, m, &packed, 3, 7, &rq, &mut want);
             amx::set_enabled(true);

@@ -2,6 +2,7 @@
 
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// The most rows of a tile.
 pub const MAX_MR: usize = 12;
@@ -235,7 +236,7 @@ pub unsafe fn codes(
     rows: usize,
     (j0, j1): (usize, usize),
     p: &CodeParams<'_>,
-    out: &mut [u8],
+    out: &mut [MaybeUninit<u8>],
     ldo: usize,
 ) {
     let kq = k.div_ceil(4);
@@ -252,7 +253,7 @@ pub unsafe fn codes(
             *t = p.row_factor.wrapping_mul(unsafe { a.row_sum(r) });
         }
     }
-    let o = out.as_mut_ptr();
+    let o = out.as_mut_ptr() as *mut u8;
     for u0 in (j0..j1).step_by(unit) {
         let cols = (j1 - u0).min(unit);
         // SAFETY: the sizes are checked above; `o + u0 - j0` starts this tile's columns.

@@ -120,8 +120,8 @@ impl OutputStage {
         );
     }
 
-    /// The codes of the product of `src`'s `m` rows and `b` into `out` (m x n): in the GEMM's
-    /// tiles where it can, else on its pieces of int32 rows.
+    /// The codes (m x n) of the product of `src`'s `m` rows and `b`: in the GEMM's tiles where
+    /// it can, else on its pieces of int32 rows.
     #[allow(clippy::too_many_arguments)]
     fn product_codes<S: RowSource>(
         &self,
@@ -130,8 +130,7 @@ impl OutputStage {
         b: &PackedB,
         za: i32,
         zb: i32,
-        out: &mut [u8],
-    ) {
+    ) -> KResult<Vec<u8>> {
         let rq = Requantize {
             scale: self.scale,
             bias: &self.bias,
@@ -139,9 +138,15 @@ impl OutputStage {
             per_unit: self.per_unit,
             offset: self.offset,
         };
-        if !qgemm_codes(src, m, b, za, zb, &rq, out) {
-            qgemm_with(src, m, b, za, zb, out, |_, j0, v, o| self.codes(j0, v, o));
+        let n = b.dims().1;
+        let mut out: Vec<u8> = alloc(m * n)?;
+        if !qgemm_codes(src, m, b, za, zb, &rq, &mut out) {
+            out.resize(m * n, 0);
+            qgemm_with(src, m, b, za, zb, &mut out, |_, j0, v, o| {
+                self.codes(j0, v, o)
+            });
         }
+        Ok(out)
     }
 
     /// Real values of the sums `acc` of columns `j0..` into `out`.
@@ -228,9 +233,7 @@ fn fused_matmul(
     let (za, zb) = (zero_point(ra), zero_point(rb));
     let rows = Rows { a: &a, k };
     if let Some((lo, hi)) = out_range {
-        let mut out: Vec<u8> = alloc(m * n)?;
-        out.resize(m * n, 0);
-        stage.product_codes(&rows, m, &b, za, zb, &mut out);
+        let out = stage.product_codes(&rows, m, &b, za, zb)?;
         set_quantized(ctx, Tensor::new(&[m, n], out)?, lo, hi);
     } else {
         let mut out: Vec<f32> = alloc(m * n)?;
@@ -256,9 +259,7 @@ fn fused_conv2d(
     let b = packed_filter(ctx, cache)?;
     let stage = OutputStage::new(rx, rf, bias_input(ctx, s.oc)?, relu, Some((lo, hi)))?;
     let rows = s.n * s.oh * s.ow;
-    let mut out: Vec<u8> = alloc(rows * s.oc)?;
-    out.resize(rows * s.oc, 0);
-    stage.product_codes(&patches, rows, &b, zx, zero_point(rf), &mut out);
+    let out = stage.product_codes(&patches, rows, &b, zx, zero_point(rf))?;
     set_quantized(ctx, Tensor::new(&[s.n, s.oh, s.ow, s.oc], out)?, lo, hi);
     Ok(())
 }
