@@ -400,9 +400,9 @@ unsafe fn stage<const NP: usize>(
 ) {
     // SAFETY: the caller's guarantees.
     let stage = unsafe { RowStage::<NP>::new(p, panel0, cols) };
-    for d in 0..done {
+    for (d, &row_term) in row_terms.iter().enumerate().take(done) {
         let (tile, row) = (d / len, d % len);
-        let mut acc = stage.terms(row_terms[d]);
+        let mut acc = stage.terms(row_term);
         for (t, v) in acc.iter_mut().enumerate() {
             let at = sums.0[2 * tile + t][row * 16..].as_ptr();
             // SAFETY: 16 sums of row `row` of tile (tile, t) lie in `sums`.

@@ -438,16 +438,10 @@ impl<const NP: usize> RowStage<NP> {
                 }
             }
         } else {
-            for t in 0..NP {
-                if self.masks[t] != 0 {
+            for (t, (&mask, &c)) in self.masks.iter().zip(&codes).enumerate() {
+                if mask != 0 {
                     // SAFETY: the mask stores only the stage's columns (the caller's guarantee).
-                    unsafe {
-                        _mm512_mask_cvtepi32_storeu_epi8(
-                            o.add(t * 16) as *mut _,
-                            self.masks[t],
-                            codes[t],
-                        )
-                    };
+                    unsafe { _mm512_mask_cvtepi32_storeu_epi8(o.add(t * 16) as *mut _, mask, c) };
                 }
             }
         }
