@@ -21,9 +21,16 @@ fi
 mkdir -p "$PEERS/bench"
 cp "$SHARED"/*.py "$PEERS/bench/"
 
-cargo bench --bench peers -- --threads "$THREADS" --workloads "$BENCHES" >> "$OUT"
+# At one thread every side is also pinned to one core (PIN_CPU, default 1): JAX's
+# `--threads 1` alone still used both cores (benches/RESULTS.md, session 16).
+PIN=()
+if [ "$THREADS" = 1 ]; then
+  cargo bench --bench peers --no-run
+  PIN=(taskset -c "${PIN_CPU:-1}")
+fi
+"${PIN[@]}" cargo bench --bench peers -- --threads "$THREADS" --workloads "$BENCHES" >> "$OUT"
 for fw in tf jax torch; do
-  "$PEERS/venv/bin/python" "$PEERS/bench/bench_$fw.py" --threads "$THREADS" --bench "$BENCHES" >> "$OUT" || echo "# $fw failed" >&2
+  "${PIN[@]}" "$PEERS/venv/bin/python" "$PEERS/bench/bench_$fw.py" --threads "$THREADS" --bench "$BENCHES" >> "$OUT" || echo "# $fw failed" >&2
 done
 python3 benches/peers/compare.py "$OUT"
 echo "# raw results: $OUT" >&2
