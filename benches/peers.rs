@@ -336,6 +336,9 @@ fn mlp(threads: usize, batch: usize) -> tfr::Result<()> {
             }
         }
         let step = s.make_callable(&[x, y], &[loss], &[train])?;
+        if std::env::var_os("PEERS_TRACE").is_some() {
+            print_trace(&format!("mlp{batch}"), variant, &pool, &step, &feeds)?;
+        }
         let r = pool.install(|| {
             measure(|| {
                 step.call(&feeds).expect("step");
@@ -366,6 +369,9 @@ fn cnn(threads: usize) -> tfr::Result<()> {
         let s = Session::new(&g, options(inter_op))?;
         s.run(&[], &[], &[init])?;
         let step = s.make_callable(&[x, y], &[loss], &[train])?;
+        if std::env::var_os("PEERS_TRACE").is_some() {
+            print_trace("cnn64", variant, &pool, &step, &feeds)?;
+        }
         let r = pool.install(|| {
             measure(|| {
                 step.call(&feeds).expect("step");

@@ -73,6 +73,8 @@ pub struct Executable {
     /// For graphs with control flow or TensorArrays: the frame-aware program that runs them.
     cf: Option<CfProgram>,
     cf_stats: CfCounters,
+    /// The last parallel step's length: whether the next keeps the pool's workers polling.
+    last_step: LastStep,
     /// The device's name, for step timelines (set by the session).
     device: String,
     /// The device, when its memory is not the host's: fetched values are copied back.
@@ -317,6 +319,9 @@ pub use trace::{NodeExecStats, OpSummary, RunMetadata, RunOptions, StepTrace};
 mod build;
 mod cf_run;
 mod dataflow;
+mod keep_awake;
+pub use keep_awake::set_step_polling;
+use keep_awake::LastStep;
 
 pub use build::{build_kernel, build_kernel_on};
 use cf_run::{cf_node_error, forward_compute, TaOp};

@@ -23,8 +23,8 @@ pub mod tensor;
 pub use device::{register_device_factory, CpuDevice, DeviceBackend, DeviceFactory};
 pub use error::{Code, Error, KernelError, Result};
 pub use executor::{
-    loop_machine_code, set_loop_machine_code, ControlFlowStats, Executable, NodeExecStats,
-    OpSummary, RunMetadata, RunOptions,
+    loop_machine_code, set_loop_machine_code, set_step_polling, ControlFlowStats, Executable,
+    NodeExecStats, OpSummary, RunMetadata, RunOptions,
 };
 pub use kernel::{
     find_kernel, kernel_registry, register_kernels, DeviceType, KernelContext, KernelInit, OpKernel,

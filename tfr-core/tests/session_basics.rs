@@ -683,3 +683,62 @@ fn a_control_edge_from_a_fed_placeholder_waits_for_the_feed_not_the_placeholder(
         "{e}"
     );
 }
+
+/// Steps long enough for the pool's workers to poll for work through them (see
+/// `executor/keep_awake.rs`): the same values with and without polling, and a kernel error in
+/// the middle of such a step still ends it promptly, after which the session runs on.
+#[test]
+fn polling_workers_give_the_same_values_and_end_with_a_failing_step() {
+    let mut g = Graph::new();
+    let x = g.placeholder("x", DType::F32, Shape::known(&[128, 128])).unwrap();
+    let idx = g.placeholder("idx", DType::I32, Shape::known(&[2])).unwrap();
+    let mut products = Vec::new();
+    for k in 0..8 {
+        let c = g.scalar(0.01f32 * (k + 1) as f32).unwrap();
+        let xk = g.mul(x, c).unwrap();
+        let p = g.matmul(xk, x).unwrap();
+        products.push(g.matmul(p, xk).unwrap());
+    }
+    let sum = g.add_n(&products).unwrap();
+    let picked = g.gather(sum, idx, 0).unwrap();
+    let xv = Tensor::new(
+        &[128, 128],
+        (0..128 * 128).map(|i| ((i % 17) as f32 - 8.0) * 0.05).collect(),
+    )
+    .unwrap();
+    let good = Tensor::new(&[2], vec![3i32, 100]).unwrap();
+    let bad = Tensor::new(&[2], vec![3i32, 128]).unwrap();
+    let session = |threads| {
+        Session::new(
+            &g,
+            SessionOptions {
+                inter_op_threads: threads,
+                ..opts()
+            },
+        )
+        .unwrap()
+    };
+    let want = session(1)
+        .run(&[(x, xv.clone()), (idx, good.clone())], &[picked], &[])
+        .unwrap();
+    let par = session(2);
+    for polling in [true, false, true] {
+        tfr_core::set_step_polling(polling);
+        for _ in 0..3 {
+            let got = par
+                .run(&[(x, xv.clone()), (idx, good.clone())], &[picked], &[])
+                .unwrap();
+            assert_eq!(got, want, "polling {polling}");
+        }
+        let started = std::time::Instant::now();
+        let e = par
+            .run(&[(x, xv.clone()), (idx, bad.clone())], &[picked], &[])
+            .unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a failing step took {:?}",
+            started.elapsed()
+        );
+        assert!(e.to_string().contains("indices[1] = 128"), "{e}");
+    }
+}

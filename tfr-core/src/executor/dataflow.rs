@@ -1,7 +1,10 @@
 //! The two run strategies of graphs without control flow: in order on the caller's thread,
 //! or as a dataflow on the session's pool.
 
+use super::keep_awake::{in_node, StepAwake};
 use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 impl Executable {
     pub(super) fn run_sequential(
@@ -79,13 +82,20 @@ impl Executable {
             feeds,
             resources,
             trace,
+            completed: AtomicUsize::new(0),
+            awake: StepAwake::default(),
         };
+        let started = Instant::now();
         pool.scope(|scope| {
+            if !self.nodes.is_empty() {
+                state.awake.start(scope, &self.last_step);
+            }
             for &r in &self.roots {
                 let state = &state;
                 scope.spawn(move |s| self.process(s, state, r));
             }
         });
+        self.last_step.record(started.elapsed());
         if let Some(e) = state.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
@@ -128,9 +138,7 @@ impl Executable {
         }
         let mut ctx = KernelContext::new(inputs, state.resources, state.feeds);
         let span = Span::start(state.trace);
-        node.kernel
-            .compute(&mut ctx)
-            .map_err(|e| Self::kernel_error(node, e))?;
+        in_node(|| node.kernel.compute(&mut ctx)).map_err(|e| Self::kernel_error(node, e))?;
         let outputs = ctx.into_outputs();
         Self::finish_node(node, &outputs)?;
         span.end(i as u32, 0, 0, || outputs_bytes(outputs.iter().map(Some)));
@@ -153,9 +161,13 @@ impl Executable {
             }
             if let Err(e) = self.run_node(state, n) {
                 state.failed.store(true, Ordering::Relaxed);
+                state.awake.finish();
                 let mut slot = state.error.lock().unwrap_or_else(|p| p.into_inner());
                 slot.get_or_insert(e);
                 return;
+            }
+            if state.completed.fetch_add(1, Ordering::AcqRel) + 1 == self.nodes.len() {
+                state.awake.finish();
             }
             let mut kept_expensive = false;
             for &c in &self.nodes[n].consumers {
@@ -181,4 +193,7 @@ struct StepState<'a> {
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
     trace: Option<&'a StepTrace>,
+    /// Nodes run so far; the step's work is over when all have.
+    completed: AtomicUsize,
+    awake: StepAwake,
 }
