@@ -73,8 +73,8 @@ pub struct Executable {
     /// For graphs with control flow or TensorArrays: the frame-aware program that runs them.
     cf: Option<CfProgram>,
     cf_stats: CfCounters,
-    /// The last parallel step's length: whether the next keeps the pool's workers polling.
-    last_step: LastStep,
+    /// Measured steps on the pool and on the caller's thread: where the next one runs.
+    run_choice: RunChoice,
     /// The device's name, for step timelines (set by the session).
     device: String,
     /// The device, when its memory is not the host's: fetched values are copied back.
@@ -280,7 +280,16 @@ impl Executable {
             };
         }
         match pool {
-            Some(pool) if self.parallel => self.run_parallel(feeds, resources, pool, trace),
+            Some(pool) if self.parallel => {
+                let way = self.run_choice.next();
+                let started = std::time::Instant::now();
+                let out = match way {
+                    Way::Pool => self.run_parallel(feeds, resources, pool, trace),
+                    Way::Caller => self.run_sequential(feeds, resources, trace),
+                };
+                self.run_choice.record(way, started.elapsed());
+                out
+            }
             _ => self.run_sequential(feeds, resources, trace),
         }
     }
@@ -321,7 +330,8 @@ mod cf_run;
 mod dataflow;
 mod keep_awake;
 pub use keep_awake::set_step_polling;
-use keep_awake::LastStep;
+mod run_choice;
+use run_choice::{RunChoice, Way};
 
 pub use build::{build_kernel, build_kernel_on};
 use cf_run::{cf_node_error, forward_compute, TaOp};

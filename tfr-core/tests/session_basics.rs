@@ -690,8 +690,12 @@ fn a_control_edge_from_a_fed_placeholder_waits_for_the_feed_not_the_placeholder(
 #[test]
 fn polling_workers_give_the_same_values_and_end_with_a_failing_step() {
     let mut g = Graph::new();
-    let x = g.placeholder("x", DType::F32, Shape::known(&[128, 128])).unwrap();
-    let idx = g.placeholder("idx", DType::I32, Shape::known(&[2])).unwrap();
+    let x = g
+        .placeholder("x", DType::F32, Shape::known(&[128, 128]))
+        .unwrap();
+    let idx = g
+        .placeholder("idx", DType::I32, Shape::known(&[2]))
+        .unwrap();
     let mut products = Vec::new();
     for k in 0..8 {
         let c = g.scalar(0.01f32 * (k + 1) as f32).unwrap();
@@ -703,7 +707,9 @@ fn polling_workers_give_the_same_values_and_end_with_a_failing_step() {
     let picked = g.gather(sum, idx, 0).unwrap();
     let xv = Tensor::new(
         &[128, 128],
-        (0..128 * 128).map(|i| ((i % 17) as f32 - 8.0) * 0.05).collect(),
+        (0..128 * 128)
+            .map(|i| ((i % 17) as f32 - 8.0) * 0.05)
+            .collect(),
     )
     .unwrap();
     let good = Tensor::new(&[2], vec![3i32, 100]).unwrap();

@@ -206,7 +206,7 @@ impl Executable {
                 && !runs_on_caller(g),
             cf,
             cf_stats: CfCounters::default(),
-            last_step: LastStep::default(),
+            run_choice: RunChoice::default(),
             device: device_name,
             backend: device.filter(|_| !on_host).cloned(),
         })

@@ -4,7 +4,6 @@
 use super::keep_awake::{in_node, StepAwake};
 use super::*;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
 
 impl Executable {
     pub(super) fn run_sequential(
@@ -85,17 +84,15 @@ impl Executable {
             completed: AtomicUsize::new(0),
             awake: StepAwake::default(),
         };
-        let started = Instant::now();
         pool.scope(|scope| {
             if !self.nodes.is_empty() {
-                state.awake.start(scope, &self.last_step);
+                state.awake.start(scope, self.run_choice.poll_workers());
             }
             for &r in &self.roots {
                 let state = &state;
                 scope.spawn(move |s| self.process(s, state, r));
             }
         });
-        self.last_step.record(started.elapsed());
         if let Some(e) = state.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }

@@ -10,18 +10,13 @@
 //! until the step ends or it has found nothing for [`IDLE_LIMIT`].
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a poller spins without finding work before it leaves its worker to sleep: long
 /// enough to bridge a step's serial gaps, short enough that a step waiting on something
 /// slow (a queue, a long serial kernel) does not burn a core.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
-
-/// Steps shorter than this (the previous run of the same executable) run without pollers:
-/// their work is a few nodes, and a poller stealing one moves its data to the other core
-/// (the int8 MLP at batch 1, 41 µs, took 53 µs with pollers).
-const MIN_STEP: Duration = Duration::from_micros(80);
 
 /// 0: not decided yet; 1: on; 2: off.
 static POLLING: AtomicU8 = AtomicU8::new(0);
@@ -44,20 +39,6 @@ fn polling() -> bool {
     }
 }
 
-/// How long an executable's last parallel step took, to decide on the next one's pollers.
-#[derive(Default)]
-pub(super) struct LastStep(AtomicU64);
-
-impl LastStep {
-    pub(super) fn record(&self, took: Duration) {
-        self.0.store(took.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    fn long(&self) -> bool {
-        self.0.load(Ordering::Relaxed) >= MIN_STEP.as_nanos() as u64
-    }
-}
-
 /// The end of a step, as the pollers see it.
 #[derive(Default)]
 pub(super) struct StepAwake {
@@ -65,12 +46,13 @@ pub(super) struct StepAwake {
 }
 
 impl StepAwake {
-    /// Starts a poller for each worker of the current pool but one, unless the executable's
-    /// last step was short. Spawn them before the step's own work: a worker pops its newest
-    /// job first, so the step's first node runs at once on this worker and the pollers are
-    /// left to the others to steal.
-    pub(super) fn start<'s>(&'s self, scope: &rayon::Scope<'s>, last: &LastStep) {
-        if !last.long() || !polling() {
+    /// Starts a poller for each worker of the current pool but one, when `wanted` (the
+    /// executable's last pool step was long: `RunChoice::poll_workers`) and polling is on.
+    /// Spawn them before the step's own work: a worker pops its newest job first, so the
+    /// step's first node runs at once on this worker and the pollers are left to the others
+    /// to steal.
+    pub(super) fn start<'s>(&'s self, scope: &rayon::Scope<'s>, wanted: bool) {
+        if !wanted || !polling() {
             return;
         }
         for _ in 1..rayon::current_num_threads() {
