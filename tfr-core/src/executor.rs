@@ -284,7 +284,8 @@ impl Executable {
                 let way = self.run_choice.next();
                 let started = std::time::Instant::now();
                 let out = match way {
-                    Way::Pool => self.run_parallel(feeds, resources, pool, trace),
+                    Way::Polling => self.run_parallel(feeds, resources, pool, trace, true),
+                    Way::Pool => self.run_parallel(feeds, resources, pool, trace, false),
                     Way::Caller => self.run_sequential(feeds, resources, trace),
                 };
                 self.run_choice.record(way, started.elapsed());

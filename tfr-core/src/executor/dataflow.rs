@@ -66,6 +66,7 @@ impl Executable {
         resources: &ResourceMgr,
         pool: &rayon::ThreadPool,
         trace: Option<&StepTrace>,
+        poll: bool,
     ) -> Result<Vec<Tensor>> {
         let state = StepState {
             values: (0..self.num_values)
@@ -86,7 +87,7 @@ impl Executable {
         };
         pool.scope(|scope| {
             if !self.nodes.is_empty() {
-                state.awake.start(scope, self.run_choice.poll_workers());
+                state.awake.start(scope, poll);
             }
             for &r in &self.roots {
                 let state = &state;

@@ -47,7 +47,7 @@ pub(super) struct StepAwake {
 
 impl StepAwake {
     /// Starts a poller for each worker of the current pool but one, when `wanted` (the
-    /// executable's last pool step was long: `RunChoice::poll_workers`) and polling is on.
+    /// executable's measurements chose it: `run_choice.rs`) and polling is on.
     /// Spawn them before the step's own work: a worker pops its newest job first, so the
     /// step's first node runs at once on this worker and the pollers are left to the others
     /// to steal.
