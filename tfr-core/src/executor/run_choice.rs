@@ -63,7 +63,7 @@ impl RunChoice {
         let phase = self.steps.fetch_add(1, Ordering::Relaxed) % PERIOD;
         let trial = (phase / TRIAL) as usize;
         if let Some(&way) = WAYS.get(trial) {
-            if phase % TRIAL == 0 {
+            if phase.is_multiple_of(TRIAL) {
                 self.best[trial].store(u64::MAX, Ordering::Relaxed);
             }
             if way != Way::Caller || self.pool_steps_short() {
