@@ -270,6 +270,7 @@ impl Executable {
         trace: Option<&StepTrace>,
     ) -> Result<Vec<Tensor>> {
         self.check_feeds(feeds)?;
+        let _flush = crate::kernels::denormals::FlushDenormals::new();
         if let Some(prog) = &self.cf {
             return match pool {
                 // A partition's transfers run on the sequential machine (it parks receives).

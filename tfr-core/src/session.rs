@@ -112,6 +112,7 @@ impl Session {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("tfr-inter-op-{i}"))
+                    .start_handler(|_| crate::kernels::denormals::flush_on_this_thread())
                     .build()
                     .map_err(|e| option_error("inter_op_threads", e.to_string()))?,
             )

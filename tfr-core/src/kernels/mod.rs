@@ -15,6 +15,7 @@ pub mod cwise_kernels;
 pub mod cwise_ops;
 pub mod data_flow_ops;
 pub mod debug_ops;
+pub mod denormals;
 pub mod einsum_op;
 pub mod embedding_ops;
 pub mod fused_elementwise;
