@@ -3,7 +3,6 @@
 
 use super::keep_awake::{in_node, StepAwake};
 use super::*;
-use std::sync::atomic::AtomicUsize;
 
 impl Executable {
     pub(super) fn run_sequential(
@@ -82,13 +81,10 @@ impl Executable {
             feeds,
             resources,
             trace,
-            completed: AtomicUsize::new(0),
-            awake: StepAwake::default(),
+            awake: StepAwake::new(self.nodes.len(), poll),
         };
         pool.scope(|scope| {
-            if !self.nodes.is_empty() {
-                state.awake.start(scope, poll);
-            }
+            state.awake.start(scope);
             for &r in &self.roots {
                 let state = &state;
                 scope.spawn(move |s| self.process(s, state, r));
@@ -164,9 +160,7 @@ impl Executable {
                 slot.get_or_insert(e);
                 return;
             }
-            if state.completed.fetch_add(1, Ordering::AcqRel) + 1 == self.nodes.len() {
-                state.awake.finish();
-            }
+            state.awake.node_done();
             let mut kept_expensive = false;
             for &c in &self.nodes[n].consumers {
                 if state.pending[c].fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -191,7 +185,5 @@ struct StepState<'a> {
     feeds: &'a [Tensor],
     resources: &'a ResourceMgr,
     trace: Option<&'a StepTrace>,
-    /// Nodes run so far; the step's work is over when all have.
-    completed: AtomicUsize,
     awake: StepAwake,
 }

@@ -10,7 +10,7 @@
 //! until the step ends or it has found nothing for [`IDLE_LIMIT`].
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a poller spins without finding work before it leaves its worker to sleep: long
@@ -40,23 +40,42 @@ fn polling() -> bool {
 }
 
 /// The end of a step, as the pollers see it.
-#[derive(Default)]
 pub(super) struct StepAwake {
+    /// Whether this step has pollers (chosen by `run_choice.rs`, and polling is on).
+    active: bool,
+    /// Nodes still to run; the step's work is over at zero.
+    remaining: AtomicUsize,
     done: AtomicBool,
 }
 
 impl StepAwake {
-    /// Starts a poller for each worker of the current pool but one, when `wanted` (the
-    /// executable's measurements chose it: `run_choice.rs`) and polling is on.
+    /// A step of `nodes` nodes, with pollers when `wanted` (the executable's measurements
+    /// chose them) and polling is on.
+    pub(super) fn new(nodes: usize, wanted: bool) -> Self {
+        StepAwake {
+            active: wanted && nodes > 0 && polling(),
+            remaining: AtomicUsize::new(nodes),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts a poller for each worker of the current pool but one, if the step has them.
     /// Spawn them before the step's own work: a worker pops its newest job first, so the
     /// step's first node runs at once on this worker and the pollers are left to the others
     /// to steal.
-    pub(super) fn start<'s>(&'s self, scope: &rayon::Scope<'s>, wanted: bool) {
-        if !wanted || !polling() {
+    pub(super) fn start<'s>(&'s self, scope: &rayon::Scope<'s>) {
+        if !self.active {
             return;
         }
         for _ in 1..rayon::current_num_threads() {
             scope.spawn(move |_| self.poll());
+        }
+    }
+
+    /// Counts a node run; the last ends the pollers. Without pollers, nothing is counted.
+    pub(super) fn node_done(&self) {
+        if self.active && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
         }
     }
 
