@@ -521,7 +521,8 @@ fn lstm_lm(threads: usize, vocab: usize, sampled: Option<usize>) -> tfr::Result<
 }
 
 /// With `PEERS_TRACE` set: one traced step (after two warm-up steps), its time by op type and
-/// its 15 slowest nodes, on stderr.
+/// its 15 slowest nodes, on stderr. With `PEERS_TRACE_STEPS=N`, N traced steps, and the
+/// nodes' times are their medians over them (one traced step is too noisy to compare builds).
 fn print_trace(
     bench: &str,
     variant: &str,
@@ -529,13 +530,23 @@ fn print_trace(
     step: &tfr::Callable,
     feeds: &[Tensor],
 ) -> tfr::Result<()> {
-    let md = pool.install(|| -> tfr::Result<_> {
+    let steps: usize = std::env::var("PEERS_TRACE_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let traces = pool.install(|| -> tfr::Result<Vec<_>> {
         step.call(feeds)?;
         step.call(feeds)?;
-        Ok(step
-            .call_with_options(&RunOptions { trace: true }, feeds)?
-            .1)
+        (0..steps)
+            .map(|_| {
+                Ok(step
+                    .call_with_options(&RunOptions { trace: true }, feeds)?
+                    .1)
+            })
+            .collect()
     })?;
+    let md = &traces[0];
     eprintln!(
         "# {bench} {variant}: one traced step\n{}",
         md.op_summary_table(25)
@@ -550,15 +561,27 @@ fn print_trace(
             );
         }
     }
-    let mut nodes: Vec<_> = md.step_stats.iter().collect();
-    nodes.sort_by(|a, b| (b.end_us - b.start_us).total_cmp(&(a.end_us - a.start_us)));
-    for s in nodes.iter().take(15) {
-        eprintln!(
-            "#   {:9.1} us  {:28} {}",
-            s.end_us - s.start_us,
-            s.op,
-            s.node
-        );
+    // Each node's median time over the traced steps.
+    let mut by_node: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
+    for t in &traces {
+        for s in &t.step_stats {
+            by_node
+                .entry((s.node.as_str(), s.op.as_str()))
+                .or_default()
+                .push(s.end_us - s.start_us);
+        }
+    }
+    let mut nodes: Vec<(f64, &str, &str)> = by_node
+        .into_iter()
+        .map(|((node, op), mut v)| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], op, node)
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("# slowest nodes, median of {steps} traced step(s):");
+    for (us, op, node) in nodes.iter().take(15) {
+        eprintln!("#   {us:9.1} us  {op:28} {node}");
     }
     Ok(())
 }

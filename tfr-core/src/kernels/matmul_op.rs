@@ -4,6 +4,7 @@
 
 use super::broadcast::{broadcast_shape, for_each_broadcast};
 use super::cwise_ops::unsupported;
+use super::owned_parts::{input_grad_by_owned_rows, product_by_owned_rows};
 use crate::error::{KResult, KernelError};
 use crate::kernel::{KernelContext, KernelInit, KernelRegistry, OpKernel};
 use crate::num::Numeric;
@@ -101,30 +102,77 @@ pub(crate) fn gemm_product<T: MatMulElem + 'static>(
     parallel: bool,
 ) -> KResult {
     check_operands(m, n, k, &a, &b, dst)?;
+    // SAFETY: `dst` holds at least m * n elements (checked), addressed with row stride n, and
+    // is borrowed mutably here, so no one else touches it.
+    unsafe {
+        gemm_into_rows(
+            m,
+            n,
+            k,
+            a,
+            b,
+            dst.as_mut_ptr(),
+            n,
+            read_dst,
+            alpha,
+            beta,
+            parallel,
+        )
+    }
+}
+
+/// [`gemm_product`] into an `m x n` block at `dst` with row stride `ldd` (a block of columns
+/// of a wider matrix, which other threads may be writing other columns of).
+///
+/// # Safety
+/// For i < m and j < n, `dst + i * ldd + j` is valid for reads and writes and no other
+/// thread accesses it during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into_rows<T: MatMulElem + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    dst: *mut T,
+    ldd: usize,
+    read_dst: bool,
+    alpha: T,
+    beta: T,
+    parallel: bool,
+) -> KResult {
+    if !(in_bounds(&a, m, k) && in_bounds(&b, k, n)) {
+        return Err(KernelError::internal(format!(
+            "matmul operands do not cover [{m}, {k}] x [{k}, {n}]"
+        )));
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
     if k == 0 {
         // An empty product is zero; callers only accumulate with alpha == 1.
         if !read_dst {
-            dst[..m * n].fill(T::ZERO);
+            for i in 0..m {
+                // SAFETY: row i's n elements are the caller's (the function's contract).
+                unsafe { std::slice::from_raw_parts_mut(dst.add(i * ldd), n) }.fill(T::ZERO);
+            }
         }
         return Ok(());
     }
-    // SAFETY: `dst` holds at least m * n elements and is addressed row-major (row stride n,
-    // column stride 1); `a` and `b` cover every element their strides address for
-    // (i < m, p < k) and (p < k, j < n): `check_operands` checked the largest offsets against
-    // the slice lengths. The slices come from distinct borrows (`dst` is `&mut`), so the
-    // output overlaps neither input. gemm only reads `lhs`/`rhs` and reads `dst` only when
-    // `read_dst`. Callers use f32 and f64, the types gemm implements.
+    // SAFETY: `dst` is addressed row-major (row stride ldd, column stride 1) within the block
+    // the caller owns; `a` and `b` cover every element their strides address for (i < m,
+    // p < k) and (p < k, j < n), checked above against the slice lengths. The output is
+    // written through a pointer the caller owns exclusively, so it overlaps neither input
+    // slice. gemm only reads `lhs`/`rhs` and reads `dst` only when `read_dst`. Callers use
+    // f32 and f64, the types gemm implements.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            ldd as isize,
             read_dst,
             a.data.as_ptr(),
             a.cs as isize,
@@ -155,6 +203,9 @@ macro_rules! gemm_elem {
                 dst: &mut [$t],
                 parallel: bool,
             ) -> KResult {
+                if parallel && product_by_owned_rows(m, n, k, a, b, dst, false, 0.0, 1.0)? {
+                    return Ok(());
+                }
                 gemm_product(m, n, k, a, b, dst, false, 0.0, 1.0, parallel)
             }
 
@@ -168,6 +219,9 @@ macro_rules! gemm_elem {
                 scale: $t,
                 parallel: bool,
             ) -> KResult {
+                if parallel && product_by_owned_rows(m, n, k, a, b, dst, true, 1.0, scale)? {
+                    return Ok(());
+                }
                 gemm_product(m, n, k, a, b, dst, true, 1.0, scale, parallel)
             }
         }
@@ -375,6 +429,9 @@ fn matmul_into<T: MatMulElem>(
     if k <= SMALL_K && n > 0 && T::IS_FLOAT {
         small_k_matmul(m, n, k, a, b, out, parallel);
     } else if transposed_b_first(m, n, ta, tb) {
+        if parallel && input_grad_by_owned_rows(m, n, k, a, b, out)? {
+            return Ok(());
+        }
         // gemm copies the operand that spans the output's columns into panels; from a
         // transposed `b` that copy gathers with a stride per element, and for a dense
         // layer's input gradient (dy @ w^T, w much larger than dy) it costs more than the

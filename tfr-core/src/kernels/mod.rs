@@ -28,6 +28,7 @@ pub mod matmul_op;
 pub mod nn_ops;
 pub mod normalization_ops;
 pub mod output_alloc;
+mod owned_parts;
 pub mod partition_ops;
 pub mod pooling_ops;
 pub mod qgemm;
