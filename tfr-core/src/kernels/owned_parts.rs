@@ -19,9 +19,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes of the split matrix per thread, at most: about a core's L2 (2 MB on the machines
-/// measured). Larger matrices do not stay in cache between products anyway.
-const OWNED_BYTES_PER_THREAD: usize = 2 << 20;
+/// Bytes of the split matrix per thread, at most. Up to a core's L2 (2 MB on the machines
+/// measured) the split keeps a thread's rows in its cache; above, it still pays because gemm's
+/// own split of a few-row product is poor (LeNet's fc1, 12.8 MB: forward 3.6-4.0 ms -> 2.0-2.2
+/// ms, session 18). Much larger products are left to gemm.
+const OWNED_BYTES_PER_THREAD: usize = 8 << 20;
+/// A core's L2, about: an input gradient whose weight part fits streams it transposed straight
+/// into gemm; a larger one is multiplied untransposed and its result transposed.
+const L2_BYTES: usize = 2 << 20;
 /// Multiply-adds per product, at least, for a split to pay for its hand-off.
 const OWNED_MIN_WORK: usize = 1 << 20;
 
@@ -228,6 +233,9 @@ pub(super) fn input_grad_by_owned_rows<T: MatMulElem + 'static>(
     if !T::IS_FLOAT || 2 * m > n || out.len() < m * n {
         return Ok(false);
     }
+    // gemm packs the operand spanning the output's columns; from `w` read transposed that
+    // gathers one element per stride, fine from cache, slow from memory.
+    let direct = n * k * std::mem::size_of::<T>() <= parts * L2_BYTES;
     let dst = PartPtr(out.as_mut_ptr());
     run_owned(parts, &|i| {
         let cols = part_range(n, parts, i);
@@ -235,6 +243,42 @@ pub(super) fn input_grad_by_owned_rows<T: MatMulElem + 'static>(
             data: b.data.get(cols.start * b.cs..).unwrap_or(&[]),
             ..b
         };
+        if !direct {
+            // w's rows `cols` times a^T, then transposed into out's columns `cols`.
+            let (w_i, at) = (
+                MatRef {
+                    data: b_i.data,
+                    rs: b.cs,
+                    cs: b.rs,
+                },
+                MatRef {
+                    data: a.data,
+                    rs: a.cs,
+                    cs: a.rs,
+                },
+            );
+            let mut tmp = vec![T::ZERO; cols.len() * m];
+            gemm_product(
+                cols.len(),
+                m,
+                k,
+                w_i,
+                at,
+                &mut tmp,
+                false,
+                T::ZERO,
+                T::ONE,
+                false,
+            )?;
+            for (r, row) in tmp.chunks_exact(m.max(1)).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    // SAFETY: element (j, cols.start + r) of the m x n `out` is in part i's
+                    // columns, which no other part writes.
+                    unsafe { *dst.at(j * n + cols.start + r) = v };
+                }
+            }
+            return Ok(());
+        }
         // SAFETY: part i writes only columns `cols` of the m x n row-major `out`
         // (cols.end <= n), and the parts' column ranges are disjoint.
         unsafe {
@@ -377,24 +421,26 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        let (m, n, k) = (40usize, 300usize, 96usize); // dy [m, k], w [n, k], out [m, n]
-        let (dy, w) = (values(m * k, 7), values(n * k, 8));
-        let wt: Vec<f64> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-        let want = reference(m, n, k, &dy, &wt);
-        let a = MatRef {
-            data: &dy[..],
-            rs: k,
-            cs: 1,
-        };
-        let b = MatRef {
-            data: &w[..],
-            rs: 1,
-            cs: k,
-        };
-        let mut got = vec![f64::NAN; m * n];
-        let split = pool.install(|| input_grad_by_owned_rows(m, n, k, a, b, &mut got).unwrap());
-        assert!(split);
-        assert_eq!(got, want);
+        // dy [m, k], w [n, k], out [m, n]; the second w (4.9 MB) is past L2 (transposed copy).
+        for (m, n, k) in [(40usize, 300usize, 96usize), (8, 1024, 600)] {
+            let (dy, w) = (values(m * k, 7), values(n * k, 8));
+            let wt: Vec<f64> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let want = reference(m, n, k, &dy, &wt);
+            let a = MatRef {
+                data: &dy[..],
+                rs: k,
+                cs: 1,
+            };
+            let b = MatRef {
+                data: &w[..],
+                rs: 1,
+                cs: k,
+            };
+            let mut got = vec![f64::NAN; m * n];
+            let split = pool.install(|| input_grad_by_owned_rows(m, n, k, a, b, &mut got).unwrap());
+            assert!(split, "({m}, {n}, {k})");
+            assert_eq!(got, want, "({m}, {n}, {k})");
+        }
     }
 
     /// Outside a pool, or for square products, nothing is split.
