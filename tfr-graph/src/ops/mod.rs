@@ -24,6 +24,7 @@ pub mod image_ops;
 pub mod io_ops;
 pub mod linalg_grad;
 pub mod linalg_ops;
+mod loop_checkpoints;
 mod loop_saved_values;
 pub mod math_grad;
 pub mod math_ops;
