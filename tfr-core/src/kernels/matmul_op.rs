@@ -24,6 +24,31 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
+impl<'a, T> MatRef<'a, T> {
+    /// The same elements read transposed: element (i, j) is this matrix's (j, i).
+    pub fn t(self) -> MatRef<'a, T> {
+        MatRef {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// The matrix from row `i` on (empty past the end; products check their operands'
+    /// extent).
+    pub fn from_row(self, i: usize) -> MatRef<'a, T> {
+        MatRef {
+            data: self.data.get(i * self.rs..).unwrap_or(&[]),
+            ..self
+        }
+    }
+
+    /// The matrix from column `j` on.
+    pub fn from_col(self, j: usize) -> MatRef<'a, T> {
+        self.t().from_row(j).t()
+    }
+}
+
 /// Element types with a matrix product kernel.
 pub trait MatMulElem: Numeric {
     /// `dst = a @ b` for an `m x k` matrix `a` and a `k x n` matrix `b`; `dst` is a row-major
@@ -68,7 +93,20 @@ fn check_operands<T>(
     b: &MatRef<'_, T>,
     dst: &[T],
 ) -> KResult {
-    if in_bounds(a, m, k) && in_bounds(b, k, n) && dst.len() >= m * n {
+    check_inputs(m, n, k, a, b)?;
+    if dst.len() >= m * n {
+        Ok(())
+    } else {
+        Err(KernelError::internal(format!(
+            "the matmul output has {} elements, not [{m}, {n}]",
+            dst.len()
+        )))
+    }
+}
+
+/// Checks that `a` (m x k) and `b` (k x n) cover their shapes.
+fn check_inputs<T>(m: usize, n: usize, k: usize, a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> KResult {
+    if in_bounds(a, m, k) && in_bounds(b, k, n) {
         Ok(())
     } else {
         Err(KernelError::internal(format!(
@@ -101,9 +139,11 @@ pub(crate) fn gemm_product<T: MatMulElem + 'static>(
     beta: T,
     parallel: bool,
 ) -> KResult {
-    check_operands(m, n, k, &a, &b, dst)?;
+    if dst.len() < m * n {
+        return check_operands(m, n, k, &a, &b, dst);
+    }
     // SAFETY: `dst` holds at least m * n elements (checked), addressed with row stride n, and
-    // is borrowed mutably here, so no one else touches it.
+    // is borrowed mutably here, so no one else touches it. `gemm_into_rows` checks `a` and `b`.
     unsafe {
         gemm_into_rows(
             m,
@@ -141,11 +181,7 @@ pub(crate) unsafe fn gemm_into_rows<T: MatMulElem + 'static>(
     beta: T,
     parallel: bool,
 ) -> KResult {
-    if !(in_bounds(&a, m, k) && in_bounds(&b, k, n)) {
-        return Err(KernelError::internal(format!(
-            "matmul operands do not cover [{m}, {k}] x [{k}, {n}]"
-        )));
-    }
+    check_inputs(m, n, k, &a, &b)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -398,17 +434,7 @@ fn matmul_into<T: MatMulElem>(
         // product. The transposed product b @ a^T packs `a` that way instead; its result
         // (as large as the output) is transposed back.
         let mut tmp = vec![T::ZERO; out.len()];
-        let bt = MatRef {
-            data: b.data,
-            rs: b.cs,
-            cs: b.rs,
-        };
-        let at = MatRef {
-            data: a.data,
-            rs: a.cs,
-            cs: a.rs,
-        };
-        T::matmul(n, m, k, bt, at, &mut tmp, parallel)?;
+        T::matmul(n, m, k, b.t(), a.t(), &mut tmp, parallel)?;
         transpose_into(&tmp, n, m, out);
     } else {
         T::matmul(m, n, k, a, b, out, parallel)?;

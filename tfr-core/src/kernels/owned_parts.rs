@@ -184,10 +184,7 @@ pub(super) fn product_by_owned_rows<T: MatMulElem + 'static>(
         let out = PartPtr(dst.as_mut_ptr());
         run_owned(parts, &|i| {
             let rows = part_range(m, parts, i);
-            let a_i = MatRef {
-                data: a.data.get(rows.start * a.rs..).unwrap_or(&[]),
-                ..a
-            };
+            let a_i = a.from_row(rows.start);
             // SAFETY: the parts' row ranges are disjoint and within `dst` (m * n elements).
             let d = unsafe { out.slice(rows.start * n..rows.end * n) };
             gemm_product(rows.len(), n, k, a_i, b, d, read_dst, alpha, beta, false)
@@ -226,44 +223,29 @@ pub(super) fn input_grad_by_owned_rows<T: MatMulElem + 'static>(
     b: MatRef<'_, T>,
     out: &mut [T],
 ) -> KResult<bool> {
+    if !T::IS_FLOAT || 2 * m > n || out.len() < m * n {
+        return Ok(false);
+    }
     let work = m.saturating_mul(n).saturating_mul(k);
     let Some(parts) = owned_parts(n, k, std::mem::size_of::<T>(), work) else {
         return Ok(false);
     };
-    if !T::IS_FLOAT || 2 * m > n || out.len() < m * n {
-        return Ok(false);
-    }
     // gemm packs the operand spanning the output's columns; from `w` read transposed that
     // gathers one element per stride, fine from cache, slow from memory.
     let direct = n * k * std::mem::size_of::<T>() <= parts * L2_BYTES;
     let dst = PartPtr(out.as_mut_ptr());
     run_owned(parts, &|i| {
         let cols = part_range(n, parts, i);
-        let b_i = MatRef {
-            data: b.data.get(cols.start * b.cs..).unwrap_or(&[]),
-            ..b
-        };
+        let b_i = b.from_col(cols.start);
         if !direct {
             // w's rows `cols` times a^T, then transposed into out's columns `cols`.
-            let (w_i, at) = (
-                MatRef {
-                    data: b_i.data,
-                    rs: b.cs,
-                    cs: b.rs,
-                },
-                MatRef {
-                    data: a.data,
-                    rs: a.cs,
-                    cs: a.rs,
-                },
-            );
             let mut tmp = vec![T::ZERO; cols.len() * m];
             gemm_product(
                 cols.len(),
                 m,
                 k,
-                w_i,
-                at,
+                b_i.t(),
+                a.t(),
                 &mut tmp,
                 false,
                 T::ZERO,
@@ -321,14 +303,7 @@ fn forward_by_owned_rows<T: MatMulElem + 'static>(
     let (out, partial) = (PartPtr(dst.as_mut_ptr()), PartPtr(partials.as_mut_ptr()));
     run_owned(parts, &|i| {
         let inner = part_range(k, parts, i);
-        let a_i = MatRef {
-            data: a.data.get(inner.start * a.cs..).unwrap_or(&[]),
-            ..a
-        };
-        let b_i = MatRef {
-            data: b.data.get(inner.start * b.rs..).unwrap_or(&[]),
-            ..b
-        };
+        let (a_i, b_i) = (a.from_col(inner.start), b.from_row(inner.start));
         if i == 0 {
             // SAFETY: only part 0 writes `dst` in this pass.
             let d = unsafe { out.slice(0..len) };
@@ -370,6 +345,23 @@ mod tests {
         c
     }
 
+    /// A row-major matrix of `cols` columns.
+    fn mat(data: &[f64], cols: usize) -> MatRef<'_, f64> {
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// A 2-thread pool.
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
     fn values(len: usize, seed: usize) -> Vec<f64> {
         (0..len)
             .map(|i| ((i * 37 + seed * 11) % 29) as f64 - 14.0)
@@ -380,24 +372,13 @@ mod tests {
     /// the destination.
     #[test]
     fn owned_splits_match_the_plain_product() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool();
         // (m, n, k): forward-like (b split), then update-like (dst split).
         for (m, n, k) in [(64, 96, 300), (300, 96, 64)] {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let want = reference(m, n, k, &a, &b);
-            let am = MatRef {
-                data: &a,
-                rs: k,
-                cs: 1,
-            };
-            let bm = MatRef {
-                data: &b,
-                rs: n,
-                cs: 1,
-            };
+            let am = mat(&a, k);
+            let bm = mat(&b, n);
             let mut got = vec![0.0; m * n];
             let split = pool.install(|| {
                 product_by_owned_rows(m, n, k, am, bm, &mut got, false, 0.0, 1.0).unwrap()
@@ -417,25 +398,14 @@ mod tests {
     /// The input gradient `dy @ w^T`, split by `w`'s rows, against the plain product.
     #[test]
     fn input_gradient_split_matches_the_plain_product() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool();
         // dy [m, k], w [n, k], out [m, n]; the second w (4.9 MB) is past L2 (transposed copy).
         for (m, n, k) in [(40usize, 300usize, 96usize), (8, 1024, 600)] {
             let (dy, w) = (values(m * k, 7), values(n * k, 8));
             let wt: Vec<f64> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
             let want = reference(m, n, k, &dy, &wt);
-            let a = MatRef {
-                data: &dy[..],
-                rs: k,
-                cs: 1,
-            };
-            let b = MatRef {
-                data: &w[..],
-                rs: 1,
-                cs: k,
-            };
+            let a = mat(&dy, k);
+            let b = mat(&w, k).t();
             let mut got = vec![f64::NAN; m * n];
             let split = pool.install(|| input_grad_by_owned_rows(m, n, k, a, b, &mut got).unwrap());
             assert!(split, "({m}, {n}, {k})");
@@ -448,38 +418,16 @@ mod tests {
     fn square_products_and_callers_outside_a_pool_are_not_split() {
         let (m, n, k) = (128usize, 128usize, 128usize);
         let (a, b) = (values(m * k, 3), values(k * n, 4));
-        let (am, bm) = (
-            MatRef {
-                data: &a[..],
-                rs: k,
-                cs: 1,
-            },
-            MatRef {
-                data: &b[..],
-                rs: n,
-                cs: 1,
-            },
-        );
+        let (am, bm) = (mat(&a, k), mat(&b, n));
         let mut got = vec![0.0; m * n];
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool();
         let split =
             pool.install(|| product_by_owned_rows(m, n, k, am, bm, &mut got, false, 0.0, 1.0));
         assert!(!split.unwrap());
         let (m, k) = (300usize, 64usize);
         let (a, b) = (values(m * k, 5), values(k * n, 6));
-        let am = MatRef {
-            data: &a[..],
-            rs: k,
-            cs: 1,
-        };
-        let bm = MatRef {
-            data: &b[..],
-            rs: n,
-            cs: 1,
-        };
+        let am = mat(&a, k);
+        let bm = mat(&b, n);
         let mut got = vec![0.0; m * n];
         let split = product_by_owned_rows(m, n, k, am, bm, &mut got, false, 0.0, 1.0);
         assert!(!split.unwrap(), "not a pool thread");
@@ -488,10 +436,7 @@ mod tests {
     /// A part whose owner never comes (its thread is blocked) is taken over by the caller.
     #[test]
     fn a_blocked_owner_does_not_hold_up_the_product() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         pool.spawn(move || {
@@ -516,10 +461,7 @@ mod tests {
     /// A part's error comes back from the product.
     #[test]
     fn a_parts_error_is_returned() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool();
         let got = pool.install(|| {
             run_owned(2, &|i| match i {
                 1 => Err(KernelError::invalid("part 1 failed")),
